@@ -1,0 +1,7 @@
+"""hist2rna-tf: hist2RNA (Mondol et al., Cancers 2023) in Keras 3 / TensorFlow.
+
+Importing the package is cheap: TensorFlow is imported only by the modules that need it
+(stain, backbones, features, records), never here.
+"""
+
+__version__ = "0.1.0"

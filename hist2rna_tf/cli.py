@@ -1,0 +1,255 @@
+"""`hist2rna <command>`: argparse at the edge, one call into the library per command.
+
+TensorFlow is imported only inside the commands that need it, so `hist2rna --help` is instant.
+Exit status: 0 success; 1 when any slide failed (the others are still processed); 2 for bad usage
+or an error that stops the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import Hist2RNAError
+
+log = logging.getLogger("hist2rna_tf")
+
+BACKBONE_NAMES = ("efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50")
+STAIN_METHODS = ("macenko", "staintools-macenko", "staintools-vahadane", "none")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected i/n with 0 <= i < n, got {text!r}")
+    return index, count
+
+
+def _add_tile_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tiles (the paper: 224 px at 0.25 um/px, ~1000 per slide)")
+    group.add_argument("--annotations", type=Path, metavar="DIR",
+                       help="folder of QuPath GeoJSON exports named <slide_id>.geojson (tumour regions)")
+    group.add_argument("--tumour-classes", nargs="*", default=[], metavar="NAME",
+                       help="QuPath classes that count as tumour (default: any class not excluded)")
+    group.add_argument("--exclude-classes", nargs="*", default=["Necrosis"], metavar="NAME",
+                       help="QuPath classes cut out of the tumour region (default: Necrosis)")
+    group.add_argument("--mpp", type=float, help="microns per pixel for files that carry none (plain images, "
+                       "TMA cores); overrides the file's own")
+    group.add_argument("--tile-px", type=int, default=224, help="tile size in pixels (default 224)")
+    group.add_argument("--target-mpp", type=float, default=0.25, help="tile resolution in um/px (default 0.25)")
+    group.add_argument("--max-tiles", type=int, default=1000, help="cap per slide, spatially spread (default 1000)")
+    group.add_argument("--min-region-fraction", type=float, default=0.5,
+                       help="keep a tile when this much of it is in the region (default 0.5)")
+
+
+def _add_stain_options(parser: argparse.ArgumentParser, flag: str = "--stain") -> None:
+    parser.add_argument(flag, dest="stain", choices=STAIN_METHODS, default="macenko",
+                        help="stain normalisation (default: the paper's Macenko with its fixed targets)")
+    parser.add_argument("--stain-reference", type=Path, metavar="IMAGE",
+                        help="fit the targets to this image instead (staintools methods: default a shipped "
+                             "TCGA tile)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hist2rna",
+        description="hist2RNA (Mondol et al., Cancers 2023): gene expression from H&E whole slide images.",
+    )
+    parser.add_argument("--version", action="version", version=f"hist2rna-tf {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    extract = commands.add_parser(
+        "extract", help="slides -> one mean feature vector per slide (TFRecords)",
+        description="Tile each slide's tumour region, normalise the stain, embed each tile with a frozen "
+                    "ImageNet backbone and store the per-slide mean as <out>/<backbone>/<slide_id>.tfrecord. "
+                    "Re-running resumes; a manifest lists done, skipped and failed slides.")
+    extract.add_argument("--slides", nargs="+", required=True, metavar="PATH",
+                         help="slide files, folders of slides, or pre-tiled folders (one per patient)")
+    extract.add_argument("--out", type=Path, required=True, help="output folder")
+    extract.add_argument("--backbone", default="efficientnetv2s",
+                         help=f"one of {', '.join(BACKBONE_NAMES)} (default efficientnetv2s, the paper's best) "
+                              "or a Keras model file taking RGB in [0, 255]")
+    extract.add_argument("--weights", default="imagenet",
+                         help="imagenet (downloaded by Keras on first use), none (random: testing only), "
+                              "or a path to a local weights file")
+    _add_tile_options(extract)
+    _add_stain_options(extract)
+    run = extract.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=32, help="tiles per backbone batch (default 32)")
+    run.add_argument("--read-threads", type=int, default=4, help="parallel tile readers (default 4)")
+    run.add_argument("--save-tile-features", action="store_true",
+                     help="also store each tile's features (for spatial maps and the patch baseline)")
+    run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                     help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4")
+    run.add_argument("--overwrite", action="store_true", help="redo slides that already have a record")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    normalize = commands.add_parser(
+        "normalize", help="stain-normalise one image file, to see what the pipeline does to a stain",
+        description="Normalise an RGB image (PNG/JPEG/TIFF) with the chosen method and write the result.")
+    normalize.add_argument("input", type=Path)
+    normalize.add_argument("output", type=Path)
+    _add_stain_options(normalize, "--method")
+    normalize.add_argument("--components", action="store_true",
+                           help="also write the H-only and E-only images (<output>_H, <output>_E; macenko)")
+
+    demo = commands.add_parser(
+        "demo", help="run the pipeline on the embedded SYNTHETIC demo cohort",
+        description="Build the synthetic demo cohort (slides assembled from 25 real TCGA-BRCA tiles) and run "
+                    "feature extraction on it. Random backbone weights unless --weights imagenet.")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
+    demo.add_argument("--n-slides", type=int, default=24, help="slides in the cohort (default 24)")
+    demo.add_argument("--backbone", default="efficientnetv2s", help="backbone (default efficientnetv2s)")
+    demo.add_argument("--weights", default="none", help="none (default, offline) or imagenet or a file")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_extract(args) -> int:
+    from .config import ExtractConfig, StainConfig, TileConfig
+    from .features import extract_cohort
+
+    config = ExtractConfig(
+        backbone=args.backbone, weights=args.weights, batch_size=args.batch_size, read_threads=args.read_threads,
+        save_tile_features=args.save_tile_features, shard_index=args.shard[0], shard_count=args.shard[1],
+        overwrite=args.overwrite,
+        tiles=TileConfig(tile_size_px=args.tile_px, target_mpp=args.target_mpp, max_tiles=args.max_tiles,
+                         min_region_fraction=args.min_region_fraction, tumour_classes=tuple(args.tumour_classes),
+                         exclude_classes=tuple(args.exclude_classes), mpp_override=args.mpp),
+        stain=StainConfig(method=args.stain,
+                          reference_image=str(args.stain_reference) if args.stain_reference else None),
+    )
+    start = time.perf_counter()
+    results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress)
+    return _report_extraction(results, time.perf_counter() - start, args.out)
+
+
+def _report_extraction(results, seconds: float, out: Path) -> int:
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+    tiles = sum(r.n_tiles for r in results if r.status == "done")
+    rate = f", {tiles / seconds:.1f} tiles/s" if tiles else ""
+    print(f"{len(results)} slides: {counts['done']} done, {counts['skipped']} skipped (already done), "
+          f"{counts['failed']} failed; {tiles} tiles in {seconds:.1f} s{rate}. Output: {out}")
+    for r in results:
+        if r.status == "failed":
+            print(f"  FAILED {r.slide_id}: {r.reason}")
+    if not results:
+        print("no slides found.")
+        return 1
+    return 1 if counts["failed"] or counts["done"] + counts["skipped"] == 0 else 0
+
+
+def cmd_normalize(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .config import StainConfig
+    from .stain import macenko_normalise, make_normaliser, resolve_stain_config
+
+    try:
+        with Image.open(args.input) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise Hist2RNAError(f"{args.input}: not a readable image ({exc}).") from None
+    config = resolve_stain_config(StainConfig(
+        method=args.stain, reference_image=str(args.stain_reference) if args.stain_reference else None))
+    if args.components and config.method != "macenko":
+        raise Hist2RNAError("--components needs --method macenko.")
+    if config.method == "macenko":
+        out, ok, h_only, e_only = macenko_normalise(rgb[None], config, components=True)
+    else:
+        out, ok = make_normaliser(config)(rgb[None])
+    written = [_save_image(out[0].numpy(), args.output)]
+    if args.components:
+        for tag, image in (("_H", h_only), ("_E", e_only)):
+            written.append(_save_image(image[0].numpy(), args.output.with_name(
+                args.output.stem + tag + args.output.suffix)))
+    if not bool(ok.numpy()[0]):
+        print(f"{args.input}: too little stain to estimate; written unchanged.")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def _save_image(array, path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    Image.fromarray(array).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def cmd_demo(args) -> int:
+    from .config import ExtractConfig
+    from .demo import SYNTHETIC_NOTE, build_demo_cohort
+    from .features import extract_cohort
+
+    print(SYNTHETIC_NOTE)
+    cohort_dir = args.out / "cohort"
+    slides = build_demo_cohort(cohort_dir, n_slides=args.n_slides, progress=not args.no_progress)
+    print(f"cohort: {len(slides)} slides in {cohort_dir / 'slides'}, annotations in {cohort_dir / 'annotations'}")
+    if args.weights == "none":
+        print("backbone weights: random (--weights none); features demonstrate the pipeline, not biology.")
+    config = ExtractConfig(backbone=args.backbone, weights=args.weights)
+    start = time.perf_counter()
+    results = extract_cohort([cohort_dir / "slides"], args.out / "features", config,
+                             annotations_dir=cohort_dir / "annotations", progress=not args.no_progress)
+    status = _report_extraction(results, time.perf_counter() - start, args.out / "features")
+    _print_demo_summary(results, args.out / "features")
+    return status
+
+
+def _print_demo_summary(results, features_dir: Path) -> None:
+    import numpy as np
+
+    from .records import read_record
+
+    records = [read_record(r.record) for r in results if r.status in ("done", "skipped")]
+    if len(records) < 2:
+        return
+    tiles = np.array([r.n_tiles for r in records])
+    feats = np.stack([r.feature for r in records])
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    off_diagonal = cosine[~np.eye(len(records), dtype=bool)]
+    print(f"tiles per slide: min {tiles.min()}, median {int(np.median(tiles))}, max {tiles.max()}; "
+          f"feature size {feats.shape[1]} ({records[0].backbone}, weights {records[0].weights}, "
+          f"stain {records[0].normaliser})")
+    print(f"slide features differ: cosine similarity between slides {off_diagonal.min():.4f}-"
+          f"{off_diagonal.max():.4f} (1 = identical)")
+    print(f"records: {features_dir / records[0].backbone}/<slide_id>.tfrecord; manifest.csv beside them.")
+
+
+COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return COMMANDS[args.command](args)
+    except Hist2RNAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

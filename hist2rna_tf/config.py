@@ -1,0 +1,80 @@
+"""Plain, frozen configuration for each stage; saved as JSON beside every output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# The reference Macenko targets the hist2RNA authors used (schaugf/HEnorm_python): the H and E
+# optical-density vectors (columns) and the 99th-percentile concentrations of a reference slide.
+PAPER_HE_REF = ((0.5626, 0.2159), (0.7201, 0.8012), (0.4062, 0.5581))
+PAPER_MAX_C_REF = (1.9705, 1.0308)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Where tiles come from: the paper's 224 px at 0.25 um/px, ~1000 per slide, in the tumour region."""
+
+    tile_size_px: int = 224
+    target_mpp: float = 0.25
+    max_tiles: int = 1000
+    # A tile is kept when at least this fraction of it lies in tissue (and in the tumour annotation).
+    min_region_fraction: float = 0.5
+    # Resolution of the tissue mask (um/px); 8 um/px puts 7x7 mask pixels on one 56 um tile.
+    mask_mpp: float = 8.0
+    # QuPath classification names that count as tumour; empty: every annotation not excluded.
+    tumour_classes: tuple[str, ...] = ()
+    exclude_classes: tuple[str, ...] = ("Necrosis",)
+    # Microns per pixel to assume when a file carries none (plain images, TMA cores).
+    mpp_override: float | None = None
+
+    @property
+    def tile_size_um(self) -> float:
+        return self.tile_size_px * self.target_mpp
+
+
+@dataclass(frozen=True)
+class StainConfig:
+    """Stain normalisation. `macenko` is the paper's (TensorFlow, fixed reference targets)."""
+
+    method: str = "macenko"  # macenko | staintools-macenko | staintools-vahadane | none
+    io: float = 240.0
+    alpha: float = 1.0
+    beta: float = 0.15
+    he_ref: tuple[tuple[float, float], ...] = PAPER_HE_REF
+    max_c_ref: tuple[float, float] = PAPER_MAX_C_REF
+    # A tile with fewer stained pixels (all OD >= beta) than this fraction passes through unchanged.
+    min_stained_fraction: float = 0.01
+    # Image the targets were fitted to (None: the paper's fixed targets); staintools fits to it.
+    reference_image: str | None = None
+
+    @property
+    def tag(self) -> str:
+        return self.method if self.reference_image is None else f"{self.method}:{self.reference_image}"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Backbone and the streaming pipeline that turns slides into stored mean features."""
+
+    backbone: str = "efficientnetv2s"
+    weights: str = "imagenet"  # imagenet | none | path to a weights file
+    batch_size: int = 32
+    read_threads: int = 4
+    save_tile_features: bool = False
+    shard_index: int = 0
+    shard_count: int = 1
+    overwrite: bool = False
+    tiles: TileConfig = field(default_factory=TileConfig)
+    stain: StainConfig = field(default_factory=StainConfig)
+
+
+def to_dict(config: Any) -> dict:
+    """A config dataclass (nested ones too) as plain JSON-ready data."""
+    return dataclasses.asdict(config)
+
+
+def to_json(config: Any) -> str:
+    return json.dumps(to_dict(config), indent=2, sort_keys=True)

@@ -1,0 +1,197 @@
+"""The embedded demo cohort: synthetic pyramidal slides assembled from real TCGA-BRCA tiles.
+
+SYNTHETIC. Each slide is a pyramidal tiled TIFF (JPEG, levels 1/4/16, 0.25 um/px, MPP in the TIFF
+resolution tags, so OpenSlide reads it) of near-white glass with one blob of tissue made of the 25
+real H&E tiles shipped in `data/tcga_tiles` (rotated, flipped, placed off the extraction grid), a
+per-slide stain cast, and on some slides a green ink stroke (an artefact the tissue mask must drop).
+Beside each slide lies a QuPath-style GeoJSON tumour annotation (class "Tumor"; some slides also a
+"Necrosis" region, some a hole). The real tiles come from four TCGA slides, split into two groups
+(A, B); each demo slide draws its tissue from group A with its own probability, recorded per slide in
+`cohort.csv` as `group_a_fraction` (measured over the tumour annotation). That fraction is a property
+the images really show; later stages can tie the synthetic expression to it. Same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+log = logging.getLogger(__name__)
+
+DEMO_MPP = 0.25
+CELL_PX = 224  # the real tiles' size: the tissue is a grid of them, offset from the extraction grid
+# Two groups of source slides (by TCGA barcode) that demo slides mix in different proportions.
+GROUP_A = ("TCGA-A2-A04R", "TCGA-A2-A0YG")
+SYNTHETIC_NOTE = ("SYNTHETIC demo cohort: slides assembled from 25 real TCGA-BRCA tiles (shipped in "
+                  "hist2rna_tf/data/tcga_tiles); layouts, stain casts and annotations are made up.")
+
+
+@dataclass(frozen=True)
+class DemoSlide:
+    slide_id: str
+    slide_path: Path
+    annotation_path: Path
+    group_a_fraction: float
+
+
+def real_tiles() -> tuple[list[np.ndarray], np.ndarray]:
+    """The shipped TCGA tiles (uint8 [224, 224, 3]) and whether each belongs to group A."""
+    folder = resources.files("hist2rna_tf") / "data" / "tcga_tiles"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".png"))
+    tiles = [np.asarray(Image.open(folder / name).convert("RGB")) for name in names]
+    return tiles, np.array([name[:12] in GROUP_A for name in names])
+
+
+def _blob(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """A tissue blob on the cell grid: the union of 2-3 random ellipses, 35-60% of the slide."""
+    yy, xx = np.mgrid[0:rows, 0:cols] + 0.5
+    while True:
+        mask = np.zeros((rows, cols), bool)
+        for _ in range(rng.integers(2, 4)):
+            cy, cx = rng.uniform(0.3, 0.7) * rows, rng.uniform(0.3, 0.7) * cols
+            ry, rx = rng.uniform(0.2, 0.4) * rows, rng.uniform(0.2, 0.4) * cols
+            mask |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        if 0.35 <= mask.mean() <= 0.6:
+            return mask
+
+
+def _stain_cast(rng: np.random.Generator) -> np.ndarray:
+    """Per-channel optical-density gains: a slide's own stain intensity and hue."""
+    return 1.0 + rng.normal(0.0, 0.12, size=3)
+
+
+def _apply_cast(tile: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    od = -np.log((tile.astype(np.float32) + 1.0) / 256.0)
+    return np.clip(256.0 * np.exp(-od * gains) - 1.0, 0, 255).astype(np.uint8)
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> list[list[float]]:
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ring = [[round(cx + rx * np.cos(a), 1), round(cy + ry * np.sin(a), 1)] for a in angles]
+    return ring + [ring[0]]
+
+
+def render_slide(index: int, seed: int, tiles: list[np.ndarray], in_a: np.ndarray,
+                 rows: int = 12, cols: int = 16) -> tuple[np.ndarray, dict, float]:
+    """Level-0 RGB pixels, the GeoJSON annotation, and the group-A fraction inside the tumour."""
+    rng = np.random.default_rng([seed, index])
+    offset = rng.integers(40, CELL_PX - 40, size=2)  # the tissue grid is off the extraction grid
+    height_px, width_px = rows * CELL_PX + CELL_PX, cols * CELL_PX + CELL_PX
+    image = np.clip(rng.normal(243, 2.0, size=(height_px, width_px, 3)), 0, 255).astype(np.uint8)
+    tissue = _blob(rng, rows, cols)
+    p_group_a = (index * 0.6180339887) % 1.0  # spread evenly over [0, 1) whatever the slide count
+    gains = _stain_cast(rng)
+    group_a_idx, group_b_idx = np.flatnonzero(in_a), np.flatnonzero(~in_a)
+    drawn_a = np.zeros((rows, cols), bool)
+    for r, c in zip(*np.nonzero(tissue)):
+        drawn_a[r, c] = rng.random() < p_group_a
+        tile = tiles[rng.choice(group_a_idx if drawn_a[r, c] else group_b_idx)]
+        tile = np.rot90(tile, k=int(rng.integers(4)))
+        tile = tile[:, ::-1] if rng.random() < 0.5 else tile
+        y, x = offset[1] + r * CELL_PX, offset[0] + c * CELL_PX
+        image[y:y + CELL_PX, x:x + CELL_PX] = _apply_cast(tile, gains)
+    # The tumour: an ellipse around the tissue's centre covering most of it.
+    rr, cc = np.nonzero(tissue)
+    cy, cx = offset[1] + (rr.mean() + 0.5) * CELL_PX, offset[0] + (cc.mean() + 0.5) * CELL_PX
+    ry, rx = (np.ptp(rr) + 1) * CELL_PX * 0.42, (np.ptp(cc) + 1) * CELL_PX * 0.42
+    tumour = {"type": "Polygon", "coordinates": [_ellipse(cx, cy, rx, ry)]}
+    if index % 4 == 1:  # a hole in the tumour (e.g. a duct left out)
+        tumour["coordinates"].append(_ellipse(cx, cy, rx * 0.25, ry * 0.25)[::-1])
+    features = [_feature(tumour, "Tumor", [255, 0, 0])]
+    necrosis = None
+    if index % 3 == 2:
+        necrosis = _ellipse(cx + rx * 0.4, cy, rx * 0.25, ry * 0.3)
+        features.append(_feature({"type": "Polygon", "coordinates": [necrosis]}, "Necrosis", [50, 50, 50]))
+    if index % 5 == 3:  # green ink outside the tissue: an artefact
+        draw = Image.fromarray(image)
+        ImageDraw.Draw(draw).line([(60, 60), (width_px // 3, 90)], fill=(40, 160, 70), width=50)
+        image = np.asarray(draw).copy()
+    region = _tumour_cells(rows, cols, offset, tumour, necrosis)
+    fraction = float(drawn_a[region & tissue].mean()) if (region & tissue).any() else float("nan")
+    return image, {"type": "FeatureCollection", "features": features}, fraction
+
+
+def _feature(geometry: dict, name: str, color: list[int]) -> dict:
+    return {"type": "Feature", "geometry": geometry,
+            "properties": {"objectType": "annotation", "classification": {"name": name, "color": color}}}
+
+
+def _tumour_cells(rows: int, cols: int, offset: np.ndarray, tumour: dict, necrosis) -> np.ndarray:
+    """Cells whose centre lies in the tumour (not in its hole, not in necrosis)."""
+    canvas = Image.new("L", (cols, rows), 0)
+    draw = ImageDraw.Draw(canvas)
+
+    def to_cells(ring):
+        return [((x - offset[0]) / CELL_PX - 0.5, (y - offset[1]) / CELL_PX - 0.5) for x, y in ring]
+
+    exterior, *holes = tumour["coordinates"]
+    draw.polygon(to_cells(exterior), fill=1)
+    for ring in holes + ([necrosis] if necrosis else []):
+        draw.polygon(to_cells(ring), fill=0)
+    return np.asarray(canvas, bool)
+
+
+def write_pyramid_tiff(image: np.ndarray, path: Path, mpp: float = DEMO_MPP) -> None:
+    """A tiled JPEG pyramidal TIFF (downsamples 1, 4, 16) with its MPP in the resolution tags."""
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    resolution = (1e4 / mpp, 1e4 / mpp)  # pixels per centimetre
+    with tifffile.TiffWriter(tmp) as tif:
+        level = image
+        for i, factor in enumerate((1, 4, 16)):
+            if factor > 1:
+                size = (image.shape[1] // factor, image.shape[0] // factor)
+                level = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+            tif.write(level, tile=(256, 256), compression="jpeg", compressionargs={"level": 90},
+                      photometric="rgb", subfiletype=1 if i else 0,
+                      resolution=(resolution[0] / factor, resolution[1] / factor), resolutionunit="CENTIMETER",
+                      description=SYNTHETIC_NOTE if i == 0 else None, metadata=None)
+    os.replace(tmp, path)
+
+
+def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, progress: bool = False
+                      ) -> list[DemoSlide]:
+    """Write (or reuse) the demo cohort under `out_dir`: slides/, annotations/, cohort.csv."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    tiles, in_a = real_tiles()
+    slides: list[DemoSlide] = []
+    for index in tqdm(range(n_slides), desc="demo slides", unit="slide", disable=not progress):
+        slide_id = f"demo-{index + 1:02d}"
+        slide_path = out_dir / "slides" / f"{slide_id}.tiff"
+        annotation_path = out_dir / "annotations" / f"{slide_id}.geojson"
+        image, annotation, fraction = render_slide(index, seed, tiles, in_a)
+        if not slide_path.exists():
+            write_pyramid_tiff(image, slide_path)
+        if not annotation_path.exists():
+            annotation_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = annotation_path.with_name(f".{annotation_path.name}.tmp")
+            tmp.write_text(json.dumps(annotation, indent=1))
+            os.replace(tmp, annotation_path)
+        slides.append(DemoSlide(slide_id, slide_path, annotation_path, fraction))
+    _write_cohort_table(out_dir, slides, seed)
+    return slides
+
+
+def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> None:
+    path = out_dir / "cohort.csv"
+    tmp = path.with_name(".cohort.csv.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide_id", "slide", "annotation", "group_a_fraction", "seed"])
+        for s in slides:
+            writer.writerow([s.slide_id, s.slide_path.relative_to(out_dir), s.annotation_path.relative_to(out_dir),
+                             f"{s.group_a_fraction:.4f}", seed])
+    os.replace(tmp, path)
+    (out_dir / "README.txt").write_text(SYNTHETIC_NOTE + "\n" + (__doc__ or ""))

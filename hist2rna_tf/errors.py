@@ -1,0 +1,25 @@
+"""Exceptions a user can act on: each message names the file, what is wrong and the fix."""
+
+
+class Hist2RNAError(Exception):
+    """Base class: the CLI prints the message alone (no traceback) and exits non-zero."""
+
+
+class SlideError(Hist2RNAError):
+    """A slide cannot be opened, read or tiled (not a slide, truncated, no tissue, ...)."""
+
+
+class MissingMPPError(SlideError):
+    """A slide or image carries no microns-per-pixel metadata."""
+
+
+class AnnotationError(SlideError):
+    """A QuPath GeoJSON annotation is missing, malformed or lies outside its slide."""
+
+
+class BackboneError(Hist2RNAError):
+    """A feature extractor cannot be built (unknown name, weights unavailable, bad model file)."""
+
+
+class RecordError(Hist2RNAError):
+    """A feature TFRecord is unreadable or does not match what the caller expects."""
