@@ -101,38 +101,68 @@ def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
 
 
 # --- the streaming pipeline -------------------------------------------------------------------------
+# One tf.data stream carries the tiles of all slides in order, so the backbone never waits for a
+# slide to start or drain; batches may span slides and every batch has the same shape (the last
+# is padded), so nothing is traced or compiled twice. Each tile carries its slide's index; the
+# consumer adds its features to that slide's running sum and finalises a slide once a later
+# slide's tiles arrive (the stream is ordered).
 
 
-class _FirstError:
-    """Keeps the first Python exception raised inside tf.numpy_function, which TF would flatten."""
+class CohortStream:
+    """Plans slides lazily (in tf.data's generator thread) and reads their tiles thread-safely.
 
-    def __init__(self):
-        self.error: BaseException | None = None
+    A slide whose planning fails is recorded in `plans` as its exception and yields no tiles; a
+    tile read that fails records the exception in `read_errors` and yields a blank tile, so one bad
+    slide never stops the stream.
+    """
 
-    def wrap(self, fn):
-        def guarded(i):
+    def __init__(self, refs: list[SlideRef], tiles: TileConfig, annotations: list[Path | None]):
+        self.refs, self.tiles, self.annotations = refs, tiles, annotations
+        self.plans: dict[int, TilePlan | BaseException] = {}
+        self.read_errors: dict[int, BaseException] = {}
+
+    def tile_indices(self):
+        for s, ref in enumerate(self.refs):
             try:
-                return fn(int(i))
-            except BaseException as exc:
-                self.error = self.error or exc
-                raise
-        return guarded
+                plan = plan_tiles(ref, self.tiles, self.annotations[s])
+            except (SlideError, OSError, ValueError, openslide.OpenSlideError) as exc:
+                self.plans[s] = exc
+                continue
+            self.plans[s] = plan
+            for i in range(len(plan.coords_px)):
+                yield s, i
 
+    def read(self, s, i) -> np.ndarray:
+        s, i = int(s), int(i)
+        if s not in self.read_errors:
+            try:
+                return self.plans[s].read(i)
+            except BaseException as exc:  # recorded per slide; the slide fails, the stream goes on
+                self.read_errors[s] = exc
+        return np.full((self.tiles.tile_size_px,) * 2 + (3,), 255, np.uint8)
 
-def tile_dataset(plan: TilePlan, tile_size_px: int, batch_size: int, read_threads: int, normaliser,
-                 errors: _FirstError) -> tf.data.Dataset:
-    """Batches of (normalised uint8 tiles [B, T, T, 3], normalised flags [B]) in coordinate order."""
-    read = errors.wrap(plan.read)
+    def dataset(self, batch_size: int, read_threads: int, normaliser) -> tf.data.Dataset:
+        """Batches of (slide index [B] (-1: padding), normalised uint8 tiles [B, T, T, 3], normalised [B])."""
+        size = self.tiles.tile_size_px
+        indices = tf.data.Dataset.from_generator(
+            self.tile_indices, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
 
-    def load(i):
-        tile = tf.numpy_function(read, [i], tf.uint8, stateful=False)
-        return tf.ensure_shape(tile, [tile_size_px, tile_size_px, 3])
+        def load(s, i):
+            tile = tf.numpy_function(self.read, [s, i], tf.uint8, stateful=True)
+            return s, tf.ensure_shape(tile, [size, size, 3])
 
-    return (tf.data.Dataset.range(len(plan.coords_px))
-            .map(load, num_parallel_calls=max(1, read_threads), deterministic=True)
-            .batch(batch_size)
-            .map(normaliser, num_parallel_calls=1)
-            .prefetch(2))
+        def pad(slide, tiles):
+            missing = batch_size - tf.shape(slide)[0]
+            slide = tf.pad(slide, [[0, missing]], constant_values=-1)
+            tiles = tf.pad(tiles, [[0, missing], [0, 0], [0, 0], [0, 0]], constant_values=255)
+            return tf.ensure_shape(slide, [batch_size]), tf.ensure_shape(tiles, [batch_size, size, size, 3])
+
+        def normalise(slide, tiles):
+            tiles, normalised = normaliser(tiles)
+            return slide, tiles, normalised
+
+        return (indices.map(load, num_parallel_calls=max(1, read_threads), deterministic=True)
+                .batch(batch_size).map(pad).map(normalise).prefetch(2))
 
 
 def embedding_fn(backbone: Backbone, tile_size_px: int):
@@ -146,49 +176,127 @@ def embedding_fn(backbone: Backbone, tile_size_px: int):
     return embed
 
 
-def extract_slide(ref: SlideRef, config: ExtractConfig, backbone: Backbone, embed, normaliser,
-                  normaliser_tag: str, annotation_path: Path | None = None, progress: bool = False
-                  ) -> tuple[SlideFeatures, int]:
-    """The mean feature vector of one slide (and its candidate tile count). Raises SlideError."""
-    tiles = config.tiles
-    plan = plan_tiles(ref, tiles, annotation_path)
-    errors = _FirstError()
-    dataset = tile_dataset(plan, tiles.tile_size_px, config.batch_size, config.read_threads, normaliser, errors)
-    total = np.zeros(backbone.feature_dim, dtype=np.float64)
-    n_tiles = n_unnormalised = 0
-    per_tile = [] if config.save_tile_features else None
-    bar = tqdm(total=len(plan.coords_px), desc=ref.slide_id, unit="tile", leave=False, disable=not progress)
-    try:
-        for images, normalised in dataset:
-            feats = embed(images).numpy()
-            total += feats.sum(axis=0, dtype=np.float64)
-            n_tiles += len(feats)
-            n_unnormalised += int((~normalised.numpy()).sum())
-            if per_tile is not None:
-                per_tile.append(feats.astype(np.float32))
-            bar.update(len(feats))
-    except tf.errors.OpError as exc:
-        raise _read_failure(ref, errors.error, exc) from None
-    finally:
-        bar.close()
-    if n_unnormalised:
+@dataclass
+class Extractor:
+    """A built feature extractor: backbone, stain normaliser and compiled step, reusable across runs
+    (building and compiling take seconds; a notebook builds one and extracts many cohorts)."""
+
+    config: ExtractConfig
+    backbone: Backbone
+    normaliser: object
+    embed: object
+
+    @classmethod
+    def build(cls, config: ExtractConfig = ExtractConfig()) -> "Extractor":
+        backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
+        stain = resolve_stain_config(config.stain)
+        return cls(replace(config, stain=stain), backbone, make_normaliser(stain),
+                   embedding_fn(backbone, config.tiles.tile_size_px))
+
+    @property
+    def normaliser_tag(self) -> str:
+        return self.config.stain.tag
+
+
+class _Accumulator:
+    """Running per-slide sums of tile features (and optionally the tiles' own features)."""
+
+    def __init__(self, feature_dim: int, keep_tiles: bool):
+        self.feature_dim, self.keep_tiles = feature_dim, keep_tiles
+        self.sums: dict[int, np.ndarray] = {}
+        self.counts: dict[int, int] = {}
+        self.unnormalised: dict[int, int] = {}
+        self.tiles: dict[int, list[np.ndarray]] = {}
+
+    def add(self, slide: np.ndarray, feats: np.ndarray, normalised: np.ndarray) -> None:
+        for s in np.unique(slide[slide >= 0]):
+            rows = slide == s
+            s = int(s)
+            self.sums[s] = self.sums.get(s, np.zeros(self.feature_dim)) + feats[rows].sum(0, dtype=np.float64)
+            self.counts[s] = self.counts.get(s, 0) + int(rows.sum())
+            self.unnormalised[s] = self.unnormalised.get(s, 0) + int((~normalised[rows]).sum())
+            if self.keep_tiles:
+                self.tiles.setdefault(s, []).append(feats[rows].astype(np.float32))
+
+    def pop(self, s: int) -> tuple[np.ndarray, int, int, np.ndarray | None]:
+        """(mean feature [F], tile count, unnormalised count, per-tile features or None)."""
+        count = self.counts.pop(s, 0)
+        mean = (self.sums.pop(s, np.zeros(self.feature_dim)) / max(count, 1)).astype(np.float32)
+        tiles = self.tiles.pop(s, None)
+        return mean, count, self.unnormalised.pop(s, 0), (np.concatenate(tiles) if tiles else None)
+
+
+def stream_features(refs: list[SlideRef], extractor: Extractor, annotations: list[Path | None],
+                    progress: bool = False):
+    """Yield (slide index, SlideFeatures or SlideError, candidate tiles) for each slide, in order."""
+    config, backbone, embed = extractor.config, extractor.backbone, extractor.embed
+    normaliser_tag = extractor.normaliser_tag
+    stream = CohortStream(refs, config.tiles, annotations)
+    dataset = stream.dataset(config.batch_size, config.read_threads, extractor.normaliser)
+    acc = _Accumulator(backbone.feature_dim, config.save_tile_features)
+    bar = tqdm(unit="tile", desc="tiles", disable=not progress, smoothing=0.1)
+    finished = 0
+
+    def finalise_up_to(limit: int):
+        nonlocal finished
+        while finished < limit:
+            yield finished, *_finalise(finished, stream, acc, refs[finished], config, backbone, normaliser_tag)
+            finished += 1
+
+    for slide, tiles, normalised in dataset:
+        slide = slide.numpy()
+        acc.add(slide, embed(tiles).numpy(), normalised.numpy())
+        real = slide[slide >= 0]
+        bar.update(len(real))
+        if len(real):
+            bar.set_postfix_str(refs[int(real[-1])].slide_id)
+            yield from finalise_up_to(int(real.min()))
+    bar.close()
+    yield from finalise_up_to(len(refs))
+
+
+def _finalise(s: int, stream: CohortStream, acc: _Accumulator, ref: SlideRef, config: ExtractConfig,
+              backbone: Backbone, normaliser_tag: str):
+    mean, count, unnormalised, tile_features = acc.pop(s)
+    plan = stream.plans.get(s)
+    if isinstance(plan, BaseException):
+        return _as_slide_error(ref, plan), 0
+    if s in stream.read_errors:
+        return _read_failure(ref, stream.read_errors[s]), plan.candidate_tiles
+    if plan is None or count != len(plan.coords_px):  # cannot happen unless the stream broke
+        return SlideError(f"{ref.path}: {count} of {0 if plan is None else len(plan.coords_px)} tiles arrived."), 0
+    if unnormalised:
         log.info("%s: %d of %d tiles had too little stain to normalise and passed through unchanged.",
-                 ref.slide_id, n_unnormalised, n_tiles)
+                 ref.slide_id, unnormalised, count)
+    tiles = config.tiles
     record = SlideFeatures(
         slide_id=ref.slide_id, patient_id=ref.patient_id, backbone=backbone.name, weights=backbone.weights_tag,
         normaliser=normaliser_tag, version=__version__, tile_size_px=tiles.tile_size_px,
-        tile_size_um=tiles.tile_size_um, mpp=plan.mpp, n_tiles=n_tiles, n_unnormalised=n_unnormalised,
-        feature=(total / max(n_tiles, 1)).astype(np.float32), tile_xy_px=plan.coords_px,
-        tile_features=np.concatenate(per_tile) if per_tile else None)
+        tile_size_um=tiles.tile_size_um, mpp=plan.mpp, n_tiles=count, n_unnormalised=unnormalised,
+        feature=mean, tile_xy_px=plan.coords_px, tile_features=tile_features)
     return record, plan.candidate_tiles
 
 
-def _read_failure(ref: SlideRef, error: BaseException | None, exc: Exception) -> SlideError:
+def _as_slide_error(ref: SlideRef, exc: BaseException) -> SlideError:
+    if isinstance(exc, SlideError):
+        return exc
+    return SlideError(f"{ref.path}: {type(exc).__name__}: {exc}. The file may be truncated or corrupt; "
+                      "re-download or re-export it.")
+
+
+def _read_failure(ref: SlideRef, error: BaseException) -> SlideError:
     if isinstance(error, SlideError):
         return error
-    detail = f"{type(error).__name__}: {error}" if error is not None else exc.message.splitlines()[0]
-    return SlideError(f"{ref.path}: reading tiles failed ({detail}). The file may be truncated or corrupt; "
-                      "re-download or re-export it.")
+    return SlideError(f"{ref.path}: reading tiles failed ({type(error).__name__}: {error}). The file may be "
+                      "truncated or corrupt; re-download or re-export it.")
+
+
+def extract_slide(ref: SlideRef, extractor: Extractor, annotation_path: Path | None = None) -> SlideFeatures:
+    """One slide's features record (not written to disk). Raises SlideError."""
+    _, record, _ = next(stream_features([ref], extractor, [annotation_path]))
+    if isinstance(record, SlideError):
+        raise record
+    return record
 
 
 # --- a cohort ---------------------------------------------------------------------------------------
@@ -249,58 +357,58 @@ def _existing(path: Path, backbone: Backbone, normaliser_tag: str, tiles: TileCo
 
 
 def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: ExtractConfig = ExtractConfig(),
-                   annotations_dir: str | Path | None = None, progress: bool = False) -> list[SlideResult]:
+                   annotations_dir: str | Path | None = None, progress: bool = False,
+                   extractor: Extractor | None = None) -> list[SlideResult]:
     """Extract and store features for every slide under `inputs` (this shard's share).
 
     Failed slides are recorded and the others go on; returns the manifest rows (also written to
     `<out_dir>/<backbone>/manifest.csv`, with the run's config beside it as extract_config.json).
+    Pass a built `extractor` to reuse it (its config then wins over `config`).
     """
     out_dir = Path(out_dir)
+    extractor = extractor or Extractor.build(config)
+    config, backbone, stain = extractor.config, extractor.backbone, extractor.config.stain
     refs = shard(find_slides(inputs, config.tiles.tile_size_px), config.shard_index, config.shard_count)
-    backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
-    stain = resolve_stain_config(config.stain)
-    normaliser = make_normaliser(stain)
-    embed = embedding_fn(backbone, config.tiles.tile_size_px)
-    config = replace(config, stain=stain)
     _write_config(out_dir / backbone.name / "extract_config.json", config, backbone)
     manifest = manifest_path(out_dir, backbone.name, config.shard_index, config.shard_count)
     annotations_dir = Path(annotations_dir) if annotations_dir else None
-    results: list[SlideResult] = []
-    slides_bar = tqdm(refs, desc="slides", unit="slide", disable=not progress)
-    for ref in slides_bar:
-        results.append(_extract_one(ref, out_dir, config, backbone, embed, normaliser, stain.tag,
-                                    annotations_dir, progress))
-        write_manifest(results, manifest)
-    write_manifest(results, manifest)
-    return results
 
-
-def _extract_one(ref, out_dir, config, backbone, embed, normaliser, normaliser_tag, annotations_dir,
-                 progress) -> SlideResult:
-    start = time.perf_counter()
-    path = record_path(out_dir, backbone.name, ref.slide_id)
-    result = SlideResult(ref.slide_id, ref.patient_id, "failed", str(ref.path), record=str(path))
-    try:
-        existing = None if config.overwrite else _existing(path, backbone, normaliser_tag, config.tiles)
-        if existing is not None:
-            result.status, result.n_tiles, result.n_unnormalised = "skipped", existing.n_tiles, existing.n_unnormalised
-            return result
-        annotation = annotation_for(ref, annotations_dir)
-        record, candidates = extract_slide(ref, config, backbone, embed, normaliser, normaliser_tag,
-                                           annotation, progress)
-        write_record(record, path)
-        result.status, result.n_tiles, result.n_unnormalised = "done", record.n_tiles, record.n_unnormalised
-        result.candidate_tiles = candidates
-    except SlideError as exc:
-        result.reason, result.record = str(exc), ""
-        log.error("%s", exc)
-    except (OSError, ValueError, openslide.OpenSlideError) as exc:  # raw library errors: still one line
-        result.reason, result.record = (f"{ref.path}: {type(exc).__name__}: {exc}. The file may be truncated "
-                                        "or corrupt; re-download or re-export it."), ""
-        log.error("%s", result.reason)
-    finally:
-        result.seconds = time.perf_counter() - start
-    return result
+    results: dict[int, SlideResult] = {}
+    todo: list[int] = []
+    annotations: list[Path | None] = []
+    for s, ref in enumerate(refs):
+        result = SlideResult(ref.slide_id, ref.patient_id, "failed", str(ref.path))
+        path = record_path(out_dir, backbone.name, ref.slide_id)
+        try:
+            existing = None if config.overwrite else _existing(path, backbone, stain.tag, config.tiles)
+            if existing is not None:
+                result.status, result.record = "skipped", str(path)
+                result.n_tiles, result.n_unnormalised = existing.n_tiles, existing.n_unnormalised
+            else:
+                annotations.append(annotation_for(ref, annotations_dir))
+                todo.append(s)
+        except SlideError as exc:
+            result.reason = str(exc)
+            log.error("%s", exc)
+        results[s] = result
+    ordered = lambda: [results[s] for s in sorted(results)]  # noqa: E731
+    write_manifest(ordered(), manifest)
+    if todo:
+        start = time.perf_counter()
+        stream = stream_features([refs[s] for s in todo], extractor, annotations, progress)
+        for k, record, candidates in stream:
+            result = results[todo[k]]
+            result.seconds, start = time.perf_counter() - start, time.perf_counter()
+            result.candidate_tiles = candidates
+            if isinstance(record, SlideError):
+                result.reason = str(record)
+                log.error("%s", record)
+            else:
+                path = write_record(record, record_path(out_dir, backbone.name, record.slide_id))
+                result.status, result.record = "done", str(path)
+                result.n_tiles, result.n_unnormalised = record.n_tiles, record.n_unnormalised
+            write_manifest(ordered(), manifest)
+    return ordered()
 
 
 def _write_config(path: Path, config: ExtractConfig, backbone: Backbone) -> None:

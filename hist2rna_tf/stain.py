@@ -59,90 +59,141 @@ def _tail_percentile(values: tf.Tensor, valid: tf.Tensor, q: float) -> tf.Tensor
     return a_lo + (a_hi - a_lo) * frac
 
 
-def _optical_density(images: tf.Tensor, io: float) -> tf.Tensor:
-    """[B, H, W, 3] uint8 -> [B, H*W, 3] float32 optical density."""
-    x = tf.cast(images, tf.float32)
-    height, width = images.shape[1], images.shape[2]
-    # A static pixel count (when the tile size is known) lets top_k take a static k.
-    n_pixels = height * width if height is not None and width is not None else -1
-    return tf.reshape(-tf.math.log((x + 1.0) / io), [tf.shape(x)[0], n_pixels, 3])
+class Macenko:
+    """The reference Macenko as compiled TensorFlow stages, for one StainConfig.
+
+    Pixel-wise arithmetic runs in XLA-fused stages (each reads the uint8 tiles once, so OD is never
+    stored); atan2 and top_k use TensorFlow's own kernels, much faster on CPU than XLA's. Call it on
+    uint8 [B, H, W, 3] (H, W static) inside or outside tf.data.
+    """
+
+    def __init__(self, config: StainConfig = StainConfig()):
+        self.config = config
+        self._he_ref = tf.constant(config.he_ref, tf.float32)  # [3, 2]: H and E columns
+        self._max_c_ref = tf.constant(config.max_c_ref, tf.float32)
+        jit = dict(jit_compile=True)  # no reduce_retracing: XLA needs static shapes to fuse well
+        self._stats = tf.function(self._stats_fn, **jit)
+        self._project = tf.function(self._project_fn, **jit)
+        self._concentrations = tf.function(self._concentrations_fn, **jit)
+        self._compose = tf.function(self._compose_fn, **jit)
+        self.normalise = tf.function(self._normalise_fn, reduce_retracing=True)
+
+    def __call__(self, images):
+        """(normalised uint8 [B, H, W, 3], normalised bool [B]); see `macenko_normalise`."""
+        return self.normalise(tf.convert_to_tensor(images, tf.uint8))
+
+    # --- stages ---
+    # Channels are handled as separate [B, N] planes: XLA fuses plane arithmetic into one loop per
+    # stage, whereas its matmuls with 2- or 3-long dimensions are slow on CPU.
+    def _od_planes(self, images):
+        """uint8 [B, H, W, 3] -> three [B, H*W] optical-density planes, the reference's -log((I+1)/Io)."""
+        if images.shape[1] is None or images.shape[2] is None:
+            raise ValueError("Macenko needs images of a known height and width (static shapes)")
+        flat = tf.reshape(images, [tf.shape(images)[0], images.shape[1] * images.shape[2], 3])
+        return [-tf.math.log((tf.cast(flat[..., c], tf.float32) + 1.0) / self.config.io) for c in range(3)]
+
+    def _stats_fn(self, images):
+        od = self._od_planes(images)
+        stained = (od[0] >= self.config.beta) & (od[1] >= self.config.beta) & (od[2] >= self.config.beta)
+        weight = tf.cast(stained, tf.float32)  # the reference keeps pixels with no OD < beta
+        count = tf.reduce_sum(weight, axis=1)
+        mean = [tf.reduce_sum(p * weight, axis=1) / tf.maximum(count, 1.0) for p in od]
+        denominator = tf.maximum(count - 1.0, 1.0)
+        cov = [[(tf.reduce_sum(od[i] * od[j] * weight, axis=1) - count * mean[i] * mean[j]) / denominator
+                for j in range(3)] for i in range(3)]
+        return stained, count, tf.stack([tf.stack(row, axis=-1) for row in cov], axis=1)
+
+    @staticmethod
+    def _dot(planes, vector):
+        """sum_c planes[c] * vector[:, c], per tile: planes 3 x [B, N], vector [B, 3] -> [B, N]."""
+        return planes[0] * vector[:, 0:1] + planes[1] * vector[:, 1:2] + planes[2] * vector[:, 2:3]
+
+    def _project_fn(self, images, plane):
+        od = self._od_planes(images)
+        return self._dot(od, plane[:, :, 0]), self._dot(od, plane[:, :, 1])
+
+    def _concentrations_fn(self, images, plane, min_phi, max_phi):
+        v_min = plane[:, :, 0] * tf.cos(min_phi)[:, None] + plane[:, :, 1] * tf.sin(min_phi)[:, None]
+        v_max = plane[:, :, 0] * tf.cos(max_phi)[:, None] + plane[:, :, 1] * tf.sin(max_phi)[:, None]
+        h_first = (v_min[:, 0] > v_max[:, 0])[:, None, None]  # H has the larger red OD
+        he = tf.where(h_first, tf.stack([v_min, v_max], axis=-1), tf.stack([v_max, v_min], axis=-1))
+        # Least squares of every pixel's OD on the two stain vectors (the reference's lstsq).
+        pinv = tf.linalg.solve(tf.matmul(he, he, transpose_a=True), tf.transpose(he, [0, 2, 1]))  # [B, 2, 3]
+        od = self._od_planes(images)
+        return he, tf.stack([self._dot(od, pinv[:, 0]), self._dot(od, pinv[:, 1])], axis=1)  # [B, 2, N]
+
+    def _compose_fn(self, images, conc, max_c, ok, weights):
+        """Io * exp(-HERef . C2), > 255 -> 254, truncated to uint8; tiles not `ok` pass through.
+
+        `weights` (a Python pair, static: as a tensor XLA's fusion runs 5x slower) keeps both stains
+        (1, 1), or only H (1, 0) or E (0, 1).
+        """
+        scale = self._max_c_ref / max_c * tf.constant(weights, tf.float32)  # [B, 2]
+        c_h, c_e = conc[:, 0] * scale[:, 0:1], conc[:, 1] * scale[:, 1:2]
+        ref = self.config.he_ref
+        channels = []
+        for c in range(3):
+            value = self.config.io * tf.exp(-(ref[c][0] * c_h + ref[c][1] * c_e))
+            channels.append(tf.where(value > 255.0, 254.0, value))
+        out = tf.cast(tf.stack(channels, axis=-1), tf.uint8)  # float -> uint8 truncates, like numpy
+        out = tf.reshape(out, [-1, images.shape[1], images.shape[2], 3])  # static: XLA fuses it
+        return tf.where(ok[:, None, None, None], out, images)
+
+    def estimate(self, images):
+        """Per-tile H&E vectors [B, 3, 2], concentrations [B, 2, N], 99th-percentile concentrations
+        [B, 2], and whether the estimate is usable [B]."""
+        cfg = self.config
+        stained, count, cov = self._stats(images)
+        _, eigvecs = tf.linalg.eigh(tf.cast(cov, tf.float64))
+        plane = tf.cast(eigvecs[:, :, 1:3], tf.float32)  # the two largest, ascending like numpy
+        p0, p1 = self._project(images, plane)
+        phi = tf.math.atan2(p1, p0)
+        min_phi = _tail_percentile(phi, stained, cfg.alpha)
+        max_phi = _tail_percentile(phi, stained, 100.0 - cfg.alpha)
+        he, conc = self._concentrations(images, plane, min_phi, max_phi)
+        batch = tf.shape(conc)[0]
+        flat = tf.reshape(conc, [2 * batch, conc.shape[2]])
+        max_c = tf.reshape(_tail_percentile(flat, tf.ones_like(flat, tf.bool), 99.0), [batch, 2])
+        n_pixels = tf.cast(tf.shape(stained)[1], tf.float32)
+        ok = (count >= tf.maximum(cfg.min_stained_fraction * n_pixels, 3.0)) & tf.reduce_all(max_c > 0, axis=1)
+        ok &= tf.reduce_all(tf.math.is_finite(he), axis=[1, 2]) & tf.reduce_all(tf.math.is_finite(max_c), axis=1)
+        return he, conc, max_c, ok
+
+    def _normalise_fn(self, images):
+        _, conc, max_c, ok = self.estimate(images)
+        safe_max_c = tf.where(ok[:, None], max_c, tf.ones_like(max_c))
+        safe_conc = tf.where(ok[:, None, None], conc, tf.zeros_like(conc))
+        return self._compose(images, safe_conc, safe_max_c, ok, (1.0, 1.0)), ok
+
+    def components(self, images):
+        """The normalised image and the H-only and E-only images (the reference's Inorm, H, E)."""
+        images = tf.convert_to_tensor(images, tf.uint8)
+        _, conc, max_c, ok = self.estimate(images)
+        safe_max_c = tf.where(ok[:, None], max_c, tf.ones_like(max_c))
+        safe_conc = tf.where(ok[:, None, None], conc, tf.zeros_like(conc))
+        out = [self._compose(images, safe_conc, safe_max_c, ok, w) for w in ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0))]
+        return out[0], ok, out[1], out[2]
 
 
-def estimate_stains(od: tf.Tensor, alpha: float, beta: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Per-image H&E vectors [B, 3, 2], concentrations [B, N, 2], and the stained-pixel count [B]."""
-    stained = tf.reduce_all(od >= beta, axis=-1)  # the reference's ~np.any(OD < beta)
-    weight = tf.cast(stained, tf.float32)[..., None]
-    count = tf.reduce_sum(weight, axis=1)  # [B, 1]
-    mean = tf.reduce_sum(od * weight, axis=1, keepdims=True) / tf.maximum(count[:, None], 1.0)
-    centred = (od - mean) * weight
-    cov = tf.einsum("bni,bnj->bij", centred, centred) / tf.maximum(count[:, None] - 1.0, 1.0)
-    _, eigvecs = tf.linalg.eigh(tf.cast(cov, tf.float64))
-    plane = tf.cast(eigvecs[:, :, 1:3], tf.float32)  # the two largest, ascending like numpy
-    proj = tf.einsum("bni,bij->bnj", od, plane)
-    phi = tf.math.atan2(proj[..., 1], proj[..., 0])
-    min_phi = _tail_percentile(phi, stained, alpha)
-    max_phi = _tail_percentile(phi, stained, 100.0 - alpha)
-    v_min = tf.einsum("bij,bj->bi", plane, tf.stack([tf.cos(min_phi), tf.sin(min_phi)], axis=-1))
-    v_max = tf.einsum("bij,bj->bi", plane, tf.stack([tf.cos(max_phi), tf.sin(max_phi)], axis=-1))
-    h_first = (v_min[:, 0] > v_max[:, 0])[:, None, None]
-    he = tf.where(h_first, tf.stack([v_min, v_max], axis=-1), tf.stack([v_max, v_min], axis=-1))
-    # Least squares of every pixel's OD on the two stain vectors (the reference's lstsq).
-    he64 = tf.cast(he, tf.float64)
-    pinv = tf.cast(tf.linalg.solve(tf.matmul(he64, he64, transpose_a=True), tf.transpose(he64, [0, 2, 1])),
-                   tf.float32)
-    conc = tf.einsum("bij,bnj->bni", pinv, od)
-    return he, conc, count[:, 0]
-
-
-def max_concentrations(conc: tf.Tensor) -> tf.Tensor:
-    """99th percentile of each stain's concentration over all pixels: [B, 2]."""
-    everywhere = tf.ones_like(conc[..., 0], dtype=tf.bool)
-    return tf.stack([_tail_percentile(conc[..., 0], everywhere, 99.0),
-                     _tail_percentile(conc[..., 1], everywhere, 99.0)], axis=-1)
-
-
-def _compose(conc: tf.Tensor, he_ref: tf.Tensor, io: float, shape: tf.Tensor) -> tf.Tensor:
-    rgb = io * tf.exp(-tf.einsum("ij,bnj->bni", he_ref, conc))
-    rgb = tf.where(rgb > 255.0, tf.constant(254.0), rgb)
-    return tf.cast(tf.reshape(rgb, shape), tf.uint8)  # float -> uint8 truncates, as numpy's astype
-
-
-def macenko_normalise(images: tf.Tensor, config: StainConfig = StainConfig(), components: bool = False):
+def macenko_normalise(images, config: StainConfig = StainConfig(), components: bool = False):
     """Normalise a batch of RGB tiles [B, H, W, 3] uint8 to the config's reference stain.
 
     Returns (normalised uint8 [B, H, W, 3], normalised bool [B]); tiles with fewer stained pixels
     than `config.min_stained_fraction`, or whose estimate is not finite, come back unchanged with
     False. With `components=True` also returns the H-only and E-only images (the reference's H, E).
+    For many batches build one `Macenko(config)` and call it (this compiles on every call).
     """
-    images = tf.convert_to_tensor(images, dtype=tf.uint8)
-    shape = tf.shape(images)
-    od = _optical_density(images, config.io)
-    he, conc, count = estimate_stains(od, config.alpha, config.beta)
-    max_c = max_concentrations(conc)
-    max_c_ref = tf.constant(config.max_c_ref, tf.float32)
-    conc = conc / (max_c / max_c_ref)[:, None, :]
-    he_ref = tf.constant(config.he_ref, tf.float32)
-    n_pixels = tf.cast(tf.shape(od)[1], tf.float32)
-    ok = (count >= tf.maximum(config.min_stained_fraction * n_pixels, 3.0)) & tf.reduce_all(
-        tf.math.is_finite(conc), axis=[1, 2]) & tf.reduce_all(max_c > 0, axis=1)
-    ok &= tf.reduce_all(tf.math.is_finite(he), axis=[1, 2])
-    safe_conc = tf.where(ok[:, None, None], conc, tf.zeros_like(conc))
-    out = tf.where(ok[:, None, None, None], _compose(safe_conc, he_ref, config.io, shape), images)
-    if not components:
-        return out, ok
-    h_only = _compose(safe_conc * [1.0, 0.0], he_ref, config.io, shape)
-    e_only = _compose(safe_conc * [0.0, 1.0], he_ref, config.io, shape)
-    return out, ok, h_only, e_only
+    macenko = Macenko(config)
+    return macenko.components(images) if components else macenko(images)
 
 
 def fit_macenko_targets(image: np.ndarray, config: StainConfig = StainConfig()) -> StainConfig:
     """A StainConfig whose targets (HERef, maxCRef) are fitted to a reference RGB image."""
-    od = _optical_density(tf.convert_to_tensor(image[None], tf.uint8), config.io)
-    he, conc, count = estimate_stains(od, config.alpha, config.beta)
-    if float(count[0]) < 3:
-        raise ValueError("the reference image has no stained pixels to fit Macenko targets to")
-    max_c = max_concentrations(conc)[0].numpy()
+    he, _, max_c, ok = Macenko(config).estimate(tf.convert_to_tensor(image[None], tf.uint8))
+    if not bool(ok[0]):
+        raise ValueError("the reference image has too few stained pixels to fit Macenko targets to")
     he_ref = tuple(tuple(float(v) for v in row) for row in he[0].numpy())
+    max_c = max_c[0].numpy()
     from dataclasses import replace
 
     return replace(config, he_ref=he_ref, max_c_ref=(float(max_c[0]), float(max_c[1])))
@@ -160,8 +211,7 @@ def make_normaliser(config: StainConfig):
     if config.method == "none":
         return lambda images: (images, tf.ones(tf.shape(images)[:1], tf.bool))
     if config.method == "macenko":
-        fn = tf.function(lambda images: macenko_normalise(images, config), reduce_retracing=True)
-        return fn
+        return Macenko(config)
     if config.method in ("staintools-macenko", "staintools-vahadane"):
         return _staintools_normaliser(config)
     raise ValueError(f"unknown stain method {config.method!r}; choose macenko, staintools-macenko, "
@@ -175,11 +225,11 @@ def staintools_normaliser_numpy(config: StainConfig):
     reference = load_reference_image(config.reference_image)
     method = config.method.split("-", 1)[1]
     normaliser = staintools.StainNormalizer(method=method)
-    normaliser.fit(reference)
+    normaliser.fit(np.array(reference))  # staintools writes into its inputs: always hand it copies
 
     def normalise_one(tile: np.ndarray) -> tuple[np.ndarray, bool]:
         try:
-            out = normaliser.transform(tile)
+            out = normaliser.transform(np.array(tile))
         except Exception as exc:  # staintools raises bare Exceptions on tiles with no tissue
             log.debug("staintools could not normalise a tile: %s", exc)
             return tile, False

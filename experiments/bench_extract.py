@@ -1,0 +1,100 @@
+"""Benchmark of feature extraction (a benchmark, not a test): prints figures, asserts nothing.
+
+  1. tiles/s of the backbone alone on random uint8 tensors (the ceiling);
+  2. tiles/s of the full pipeline from demo slides (read -> Macenko -> preprocess -> backbone -> mean);
+  3. tiles/s of the TensorFlow Macenko versus staintools' Macenko on the same real tiles.
+
+Targets on the 2-core development machine: pipeline >= 0.85 x backbone alone (EfficientNetV2S),
+TF Macenko >= 20 x staintools. Usage:
+
+    python experiments/bench_extract.py [--backbone efficientnetv2s] [--slides 6] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from hist2rna_tf.backbones import build_backbone  # noqa: E402
+from hist2rna_tf.config import ExtractConfig, StainConfig  # noqa: E402
+from hist2rna_tf.demo import build_demo_cohort, real_tiles  # noqa: E402
+from hist2rna_tf.features import Extractor, embedding_fn, extract_cohort  # noqa: E402
+from hist2rna_tf.stain import Macenko, staintools_normaliser_numpy  # noqa: E402
+
+
+def backbone_alone(name: str, batch_size: int, n_batches: int) -> float:
+    backbone = build_backbone(name, "none")
+    embed = embedding_fn(backbone, 224)
+    batch = tf.constant(np.random.default_rng(0).integers(0, 256, (batch_size, 224, 224, 3), dtype=np.uint8))
+    embed(batch).numpy()  # compile
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        embed(batch).numpy()
+    return batch_size * n_batches / (time.perf_counter() - start)
+
+
+def full_pipeline(name: str, n_slides: int, batch_size: int) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cohort = Path(tmp) / "cohort"
+        build_demo_cohort(cohort, n_slides=n_slides + 1)
+        # Build and compile once, warm up on one slide: tracing and XLA compilation are one-off costs
+        # per process (seconds), negligible on a real cohort of ~1000 tiles a slide.
+        extractor = Extractor.build(ExtractConfig(backbone=name, weights="none", batch_size=batch_size))
+        warm = cohort / "slides" / "demo-01.tiff"
+        extract_cohort([warm], Path(tmp) / "warm", annotations_dir=cohort / "annotations", extractor=extractor)
+        slides = sorted((cohort / "slides").glob("*.tiff"))[1:]
+        start = time.perf_counter()
+        results = extract_cohort(slides, Path(tmp) / "features", annotations_dir=cohort / "annotations",
+                                 extractor=extractor)
+        seconds = time.perf_counter() - start
+        tiles = sum(r.n_tiles for r in results)
+        return tiles / seconds, tiles
+
+
+def macenko_speeds(batch_size: int, repeats: int) -> tuple[float, float]:
+    tiles, _ = real_tiles()
+    batch = np.stack([tiles[i % len(tiles)] for i in range(batch_size)])
+    macenko = Macenko(StainConfig())
+    macenko(batch)  # compile
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out, _ = macenko(batch)
+        out.numpy()
+    tf_rate = batch_size * repeats / (time.perf_counter() - start)
+    normalise_one = staintools_normaliser_numpy(StainConfig(method="staintools-macenko"))
+    sample = batch[: min(batch_size, 48)]
+    start = time.perf_counter()
+    for tile in sample:
+        normalise_one(tile.copy())
+    staintools_rate = len(sample) / (time.perf_counter() - start)
+    return tf_rate, staintools_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="efficientnetv2s")
+    parser.add_argument("--slides", type=int, default=12, help="demo slides for the pipeline run")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPU cores, GPUs: {len(tf.config.list_physical_devices('GPU'))}, "
+          f"TensorFlow {tf.__version__}")
+    alone = backbone_alone(args.backbone, args.batch_size, n_batches=6)
+    print(f"backbone alone ({args.backbone}, batch {args.batch_size}): {alone:.1f} tiles/s")
+    pipeline, n_tiles = full_pipeline(args.backbone, args.slides, args.batch_size)
+    print(f"full pipeline ({args.slides} demo slides, {n_tiles} tiles): {pipeline:.1f} tiles/s "
+          f"= {pipeline / alone:.2f} x backbone alone (target >= 0.85)")
+    tf_rate, staintools_rate = macenko_speeds(args.batch_size * 2, repeats=10)
+    print(f"Macenko: TensorFlow {tf_rate:.0f} tiles/s, staintools {staintools_rate:.1f} tiles/s "
+          f"= {tf_rate / staintools_rate:.1f} x (target >= 20)")
+
+
+if __name__ == "__main__":
+    main()
