@@ -72,6 +72,8 @@ class Backbone:
     weights_tag: str
 
     def features(self, tiles):
+        # As a tensor: keras.applications' preprocess_input edits numpy arrays in place.
+        tiles = keras.ops.convert_to_tensor(tiles, "float32")
         return self.model(self.preprocess(tiles), training=False)
 
 

@@ -139,7 +139,10 @@ def record_files(paths: str | Path | list) -> list[str]:
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files: list[Path] = []
     for item in map(Path, items):
-        files.extend(sorted(item.rglob("*.tfrecord")) if item.is_dir() else [item])
+        if item.is_dir():
+            files.extend(sorted(item.rglob("*.tfrecord")))
+        elif item.is_file():
+            files.append(item)
     if not files:
         raise RecordError(f"no .tfrecord files under {', '.join(map(str, items))}; run `hist2rna extract` first.")
     return [str(f) for f in sorted(files)]

@@ -157,6 +157,10 @@ class Macenko:
         n_pixels = tf.cast(tf.shape(stained)[1], tf.float32)
         ok = (count >= tf.maximum(cfg.min_stained_fraction * n_pixels, 3.0)) & tf.reduce_all(max_c > 0, axis=1)
         ok &= tf.reduce_all(tf.math.is_finite(he), axis=[1, 2]) & tf.reduce_all(tf.math.is_finite(max_c), axis=1)
+        # Uniform tiles (blank glass, black, one flat colour) give two identical 'stain' vectors and
+        # a singular least squares: require them to differ (sin^2 of their angle, as they are unit).
+        gram = tf.matmul(he, he, transpose_a=True)
+        ok &= gram[:, 0, 0] * gram[:, 1, 1] - gram[:, 0, 1] ** 2 > 1e-4
         return he, conc, max_c, ok
 
     def _normalise_fn(self, images):
@@ -209,7 +213,10 @@ def make_normaliser(config: StainConfig):
     (slow, CPU only, for comparison); `none` passes tiles through.
     """
     if config.method == "none":
-        return lambda images: (images, tf.ones(tf.shape(images)[:1], tf.bool))
+        def passthrough(images):
+            images = tf.convert_to_tensor(images, tf.uint8)
+            return images, tf.ones(tf.shape(images)[:1], tf.bool)
+        return passthrough
     if config.method == "macenko":
         return Macenko(config)
     if config.method in ("staintools-macenko", "staintools-vahadane"):

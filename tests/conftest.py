@@ -1,0 +1,59 @@
+"""Shared fixtures: the reference data in ../shared, a small demo cohort, a tiny backbone model file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real slides, tiles, the Macenko reference); CI has it beside the clone."""
+    if not (SHARED_DATA / "stain" / "macenko_input.png").is_file():
+        raise RuntimeError(f"reference data not found at {SHARED_DATA}: the tests need ../shared/data "
+                           "beside the repository (see README, 'Tests').")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_cohort(tmp_path_factory) -> Path:
+    """Five synthetic demo slides with their annotations (seed 0)."""
+    from hist2rna_tf.demo import build_demo_cohort
+
+    root = tmp_path_factory.mktemp("demo_cohort")
+    build_demo_cohort(root, n_slides=5, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_file(tmp_path_factory) -> Path:
+    """A small random Keras CNN saved as .keras: RGB [0, 255] in, a 4-D feature map out (the pipeline
+    pools it). Fast on CPU, yet every feature depends on the pixels."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(12, 7, strides=4, activation="relu")(x)
+    x = keras.layers.Conv2D(24, 3, strides=2, activation="tanh")(x)
+    model = keras.Model(inputs, x, name="tiny")
+    path = tmp_path_factory.mktemp("backbone") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_extractor(tiny_backbone_file):
+    from hist2rna_tf.config import ExtractConfig
+    from hist2rna_tf.features import Extractor
+
+    return Extractor.build(ExtractConfig(backbone=str(tiny_backbone_file), weights="none", batch_size=16))
+

@@ -1,0 +1,55 @@
+"""The command line: instant --help, exit codes, extract and normalize as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from hist2rna_tf.cli import main
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom hist2rna_tf.cli import main\ntry:\n    main(['extract', '--help'])\n"
+            "except SystemExit:\n    pass\nassert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n"
+            "import hist2rna_tf\nassert 'tensorflow' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--backbone" in done.stdout and "--shard" in done.stdout
+
+
+def test_extract_reports_failures_and_exits_non_zero(demo_cohort, tiny_backbone_file, tmp_path, capsys):
+    (tmp_path / "broken.svs").write_text("not a slide")
+    args = ["extract", "--slides", str(demo_cohort / "slides" / "demo-01.tiff"), str(tmp_path / "broken.svs"),
+            "--out", str(tmp_path / "out"), "--backbone", str(tiny_backbone_file), "--weights", "none",
+            "--batch-size", "8", "--no-progress"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "1 done" in out and "1 failed" in out and "broken.svs" in out
+    assert main(args) == 1  # the broken slide still fails; demo-01 is skipped
+    assert "1 skipped" in capsys.readouterr().out
+    ok_args = args[:2] + [str(demo_cohort / "slides" / "demo-01.tiff")] + args[4:]
+    assert main(ok_args) == 0
+
+
+def test_fatal_errors_print_one_line(tmp_path, capsys):
+    assert main(["extract", "--slides", str(tmp_path / "missing"), "--out", str(tmp_path), "--weights", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_normalize_writes_the_paper_normalisation(shared_data, tmp_path, capsys):
+    source = shared_data / "stain" / "macenko_input.png"
+    output = tmp_path / "out" / "normalised.png"
+    assert main(["normalize", str(source), str(output), "--components"]) == 0
+    written = np.asarray(Image.open(output)).astype(int)
+    expected = np.asarray(Image.open(shared_data / "stain" / "macenko_expected.png").convert("RGB")).astype(int)
+    assert (np.abs(written - expected) <= 1).all(axis=-1).mean() >= 0.99
+    assert (tmp_path / "out" / "normalised_H.png").is_file() and (tmp_path / "out" / "normalised_E.png").is_file()
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((64, 64, 3), 250, np.uint8)).save(blank)
+    assert main(["normalize", str(blank), str(tmp_path / "b.png")]) == 0
+    assert "written unchanged" in capsys.readouterr().out
+    assert main(["normalize", str(tmp_path / "nope.png"), str(tmp_path / "c.png")]) == 2
