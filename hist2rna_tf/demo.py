@@ -166,22 +166,34 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
 
     out_dir = Path(out_dir)
     tiles, in_a = real_tiles()
+    built = _built_fractions(out_dir, seed)
     slides: list[DemoSlide] = []
     for index in tqdm(range(n_slides), desc="demo slides", unit="slide", disable=not progress):
         slide_id = f"demo-{index + 1:02d}"
         slide_path = out_dir / "slides" / f"{slide_id}.tiff"
         annotation_path = out_dir / "annotations" / f"{slide_id}.geojson"
+        if slide_id in built and slide_path.exists() and annotation_path.exists():
+            slides.append(DemoSlide(slide_id, slide_path, annotation_path, built[slide_id]))
+            continue
         image, annotation, fraction = render_slide(index, seed, tiles, in_a)
-        if not slide_path.exists():
-            write_pyramid_tiff(image, slide_path)
-        if not annotation_path.exists():
-            annotation_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = annotation_path.with_name(f".{annotation_path.name}.tmp")
-            tmp.write_text(json.dumps(annotation, indent=1))
-            os.replace(tmp, annotation_path)
+        write_pyramid_tiff(image, slide_path)
+        annotation_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = annotation_path.with_name(f".{annotation_path.name}.tmp")
+        tmp.write_text(json.dumps(annotation, indent=1))
+        os.replace(tmp, annotation_path)
         slides.append(DemoSlide(slide_id, slide_path, annotation_path, fraction))
     _write_cohort_table(out_dir, slides, seed)
     return slides
+
+
+def _built_fractions(out_dir: Path, seed: int) -> dict[str, float]:
+    """Slides an earlier build with the same seed recorded in cohort.csv (reused, not re-rendered)."""
+    path = out_dir / "cohort.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as handle:
+        return {row["slide_id"]: float(row["group_a_fraction"]) for row in csv.DictReader(handle)
+                if row.get("seed") == str(seed)}
 
 
 def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> None:

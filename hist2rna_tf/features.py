@@ -249,7 +249,7 @@ def stream_features(refs: list[SlideRef], extractor: Extractor, annotations: lis
         real = slide[slide >= 0]
         bar.update(len(real))
         if len(real):
-            bar.set_postfix_str(refs[int(real[-1])].slide_id)
+            bar.set_postfix_str(f"slide {int(real[-1]) + 1}/{len(refs)}: {refs[int(real[-1])].slide_id}")
             yield from finalise_up_to(int(real.min()))
     bar.close()
     yield from finalise_up_to(len(refs))
