@@ -1,8 +1,9 @@
 """Slides -> tile coordinates -> parallel reads -> stain normalisation -> backbone -> running mean.
 
-Everything streams through tf.data: a slide's tiles are read by `read_threads` workers (each with its
-own OpenSlide handle), batched, normalised by TensorFlow ops, embedded by the frozen backbone, and
-summed into a running mean; no slide's tiles are ever all in memory. One TFRecord per slide is
+Everything streams through one tf.data pipeline per run: each slide is planned just before its
+tiles are needed, its tiles are read by `read_threads` workers (each with its own OpenSlide
+handle), batched, normalised by TensorFlow ops, embedded by the frozen backbone, and summed into a
+running mean per slide; no slide's or cohort's tiles are ever all in memory. One TFRecord per slide is
 written atomically; a run manifest lists each slide as done, skipped (already done) or failed, and
 a re-run resumes. `shard_index/shard_count` split a cohort across processes or machines.
 """
@@ -16,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import openslide
@@ -63,7 +65,7 @@ class TilePlan:
 
     coords_px: np.ndarray  # int64 [N, 2], level-0 top-left
     mpp: float
-    read: callable
+    read: Callable[[int], np.ndarray]  # tile index -> uint8 [T, T, 3]
     candidate_tiles: int
 
 
@@ -271,7 +273,7 @@ def _finalise(s: int, stream: CohortStream, acc: _Accumulator, ref: SlideRef, co
     if isinstance(plan, BaseException):
         return _as_slide_error(ref, plan), 0
     if s in stream.read_errors:
-        return _read_failure(ref, stream.read_errors[s]), plan.candidate_tiles
+        return _as_slide_error(ref, stream.read_errors[s], "reading tiles"), plan.candidate_tiles
     if plan is None or count != len(plan.coords_px):  # cannot happen unless the stream broke
         return SlideError(f"{ref.path}: {count} of {0 if plan is None else len(plan.coords_px)} tiles arrived."), 0
     if unnormalised:
@@ -286,17 +288,11 @@ def _finalise(s: int, stream: CohortStream, acc: _Accumulator, ref: SlideRef, co
     return record, plan.candidate_tiles
 
 
-def _as_slide_error(ref: SlideRef, exc: BaseException) -> SlideError:
+def _as_slide_error(ref: SlideRef, exc: BaseException, while_doing: str = "opening") -> SlideError:
+    """One clear line for a library error (OpenSlide, Pillow, OS) raised while handling a slide."""
     if isinstance(exc, SlideError):
         return exc
-    return SlideError(f"{ref.path}: {type(exc).__name__}: {exc}. The file may be truncated or corrupt; "
-                      "re-download or re-export it.")
-
-
-def _read_failure(ref: SlideRef, error: BaseException) -> SlideError:
-    if isinstance(error, SlideError):
-        return error
-    return SlideError(f"{ref.path}: reading tiles failed ({type(error).__name__}: {error}). The file may be "
+    return SlideError(f"{ref.path}: {while_doing} failed ({type(exc).__name__}: {exc}). The file may be "
                       "truncated or corrupt; re-download or re-export it.")
 
 
@@ -398,7 +394,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
                 todo.append(s)
         except SlideError as exc:
             result.reason = str(exc)
-            log.error("%s", exc)
+            log.debug("failed: %s", exc)  # reported once, in the manifest and the CLI summary
         results[s] = result
     ordered = lambda: [results[s] for s in sorted(results)]  # noqa: E731
     write_manifest(ordered(), manifest)
@@ -411,7 +407,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
             result.candidate_tiles = candidates
             if isinstance(record, SlideError):
                 result.reason = str(record)
-                log.error("%s", record)
+                log.debug("failed: %s", record)
             else:
                 path = write_record(record, record_path(out_dir, backbone.name, record.slide_id))
                 result.status, result.record = "done", str(path)

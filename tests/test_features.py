@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hist2rna_tf.config import ExtractConfig, TileConfig
-from hist2rna_tf.features import Extractor, extract_cohort, plan_tiles
+from hist2rna_tf.features import extract_cohort, plan_tiles
 from hist2rna_tf.records import read_record
 from hist2rna_tf.slides import find_slides
 from hist2rna_tf.stain import Macenko

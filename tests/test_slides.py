@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hist2rna_tf.errors import MissingMPPError, SlideError
-from hist2rna_tf.slides import (SlideRef, TileReader, find_slides, level_for_mpp, open_slide, patient_id,
+from hist2rna_tf.slides import (TileReader, find_slides, level_for_mpp, open_slide, patient_id,
                                 slide_mpp, tile_file_xy)
 
 
