@@ -163,3 +163,20 @@ def feature_dataset(paths: str | Path | list) -> tf.data.Dataset:
         return features, ids
 
     return tf.data.TFRecordDataset(files).map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def feature_table(paths: str | Path | list):
+    """All stored slide features as (DataFrame slides x F indexed by slide_id, Series slide_id -> patient_id).
+
+    Slide-level features are small (one vector a slide), so this reads them eagerly.
+    """
+    import pandas as pd
+
+    records = [read_record(f) for f in record_files(paths)]
+    dims = {r.feature_dim for r in records}
+    if len(dims) != 1 or len({r.backbone for r in records}) != 1:
+        raise RecordError(f"records under {paths} mix backbones or feature sizes ({sorted(dims)}); "
+                          "point at one backbone's folder.")
+    index = [r.slide_id for r in records]
+    features = pd.DataFrame(np.stack([r.feature for r in records]), index=index)
+    return features, pd.Series([r.patient_id for r in records], index=index, name="patient_id")

@@ -1,0 +1,253 @@
+"""RNA-seq targets: the 138-gene panel, expression tables, log2(1+x), TCGA barcodes, joins, splits.
+
+Tables are pandas DataFrames with one row per sample or patient (the index) and one column per
+gene (current HGNC symbols). Raw values are RSEM-normalised counts; the paper's targets are
+log2(1 + x) (section 2.3.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import Hist2RNAError
+
+log = logging.getLogger(__name__)
+
+ASSAYS = {"oncotype": "Oncotype DX", "mammaprint": "Mammaprint", "pam50": "Prosigna/PAM50",
+          "prosigna": "Prosigna/PAM50", "endopredict": "EndoPredict", "bci": "BCI", "mammostrat": "Mammostrat"}
+_TCGA_SAMPLE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})(?:-(\d{2}))?", re.IGNORECASE)
+
+
+class ExpressionError(Hist2RNAError):
+    """An expression table, gene list, label table or split cannot be used as given."""
+
+
+# --- the gene panel -------------------------------------------------------------------------------
+
+
+def panel_table() -> pd.DataFrame:
+    """The shipped panel: gene (current symbol), assays (';'-separated), assay_symbol (older alias)."""
+    with resources.files("hist2rna_tf").joinpath("data", "hist2rna_138_genes.csv").open() as handle:
+        return pd.read_csv(handle, dtype=str, keep_default_na=False)
+
+
+def alias_map() -> dict[str, str]:
+    """Older symbol (as in the assay lists) -> current symbol, for every gene that was renamed."""
+    table = panel_table()
+    return {row.assay_symbol: row.gene for row in table.itertuples() if row.assay_symbol}
+
+
+def load_panel(selection: str = "all") -> list[str]:
+    """Genes, in panel order: `all` (138), an assay (`pam50`, `oncotype`, ...), or a file of symbols
+    (one per line, or a CSV with a `gene` column); older symbols in a file are mapped to current ones."""
+    table = panel_table()
+    key = selection.lower()
+    if key == "all":
+        return table["gene"].tolist()
+    if key in ASSAYS:
+        return [g for g, assays in zip(table["gene"], table["assays"]) if ASSAYS[key] in assays.split(";")]
+    path = Path(selection)
+    if not path.is_file():
+        raise ExpressionError(f"gene selection {selection!r}: not 'all', an assay ({', '.join(sorted(ASSAYS))}) "
+                              "or an existing file of gene symbols.")
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if lines and lines[0].split(",")[0].strip().lower() == "gene":
+        lines = [line.split(",")[0].strip() for line in lines[1:]]
+    aliases = alias_map()
+    genes = list(dict.fromkeys(aliases.get(g, g) for g in lines))
+    if not genes:
+        raise ExpressionError(f"{path}: lists no genes.")
+    return genes
+
+
+# --- reading tables -------------------------------------------------------------------------------
+
+
+def read_expression(path: str | Path) -> pd.DataFrame:
+    """An RNA-seq table as samples x genes (raw values, gene columns by current symbol).
+
+    Accepts cBioPortal's layout (rows = genes with a `Hugo_Symbol` column, optional
+    `Entrez_Gene_Id`, one column per sample barcode) and tidy tables (rows = patients or samples,
+    the first column their id, then one column per gene), as CSV or tab-separated text.
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, sep=None, engine="python")
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ExpressionError(f"{path}: not a readable CSV/TSV table ({exc}).") from None
+    if table.empty or table.shape[1] < 2:
+        raise ExpressionError(f"{path}: needs an id column and at least one value column.")
+    if "Hugo_Symbol" in table.columns:
+        table = _from_cbioportal(table, path)
+    else:
+        table = table.set_index(table.columns[0])
+        table.index = table.index.astype(str)
+    table = table.rename(columns=alias_map())
+    values = table.apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & table.notna()
+    if bad.any().any():
+        column = bad.any().idxmax()
+        raise ExpressionError(f"{path}: non-numeric value {table.loc[bad[column], column].iloc[0]!r} in column "
+                              f"{column!r}.")
+    if values.columns.duplicated().any():
+        dupes = sorted(set(values.columns[values.columns.duplicated()]))
+        raise ExpressionError(f"{path}: genes appear twice (after mapping old symbols): {', '.join(dupes)}.")
+    return values
+
+
+def _from_cbioportal(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    table = table.drop(columns=[c for c in ("Entrez_Gene_Id",) if c in table.columns])
+    table = table.dropna(subset=["Hugo_Symbol"])
+    if table["Hugo_Symbol"].duplicated().any():
+        # cBioPortal repeats a symbol for several Entrez ids; keep the first, as its own portal does.
+        log.info("%s: %d duplicated gene symbols; the first row of each is kept.", path,
+                 int(table["Hugo_Symbol"].duplicated().sum()))
+        table = table.drop_duplicates(subset="Hugo_Symbol")
+    out = table.set_index("Hugo_Symbol").T
+    out.index = out.index.astype(str)
+    out.columns.name = None
+    return out
+
+
+def select_genes(table: pd.DataFrame, genes: list[str], drop_missing: bool = False,
+                 source: str = "expression table") -> tuple[pd.DataFrame, list[str]]:
+    """The table's columns for `genes`, in that order, and the genes it lacks.
+
+    Missing genes are an error listing them, unless `drop_missing` (then they are returned, for the
+    run to record).
+    """
+    missing = [g for g in genes if g not in table.columns]
+    if missing and not drop_missing:
+        raise ExpressionError(f"{source}: {len(missing)} of {len(genes)} genes missing: {', '.join(missing)}. "
+                              "Use a table that has them, or --drop-missing-genes to train without them.")
+    kept = [g for g in genes if g in table.columns]
+    return table[kept], missing
+
+
+def log2_expression(table: pd.DataFrame, source: str = "expression table") -> pd.DataFrame:
+    """log2(1 + x) of raw RSEM values; negative values are refused, logged-looking tables warned about."""
+    values = table.to_numpy(dtype=float)
+    if np.isnan(values).any():
+        where = table.columns[np.isnan(values).any(axis=0)][:5]
+        raise ExpressionError(f"{source}: missing values (NaN) in {', '.join(map(str, where))}; fill or drop "
+                              "those samples first.")
+    if (values < 0).any():
+        raise ExpressionError(f"{source}: negative values (min {values.min():.3g}); log2(1+x) needs raw, "
+                              "non-negative RSEM values. Is the table already logged or z-scored?")
+    if values.max() < 30:
+        log.warning("%s: the largest value is %.3g; raw RSEM reaches thousands. Is it already logged? "
+                    "log2(1+x) is applied regardless.", source, values.max())
+    return np.log2(1.0 + table.astype(float))
+
+
+# --- patients, joins, splits ----------------------------------------------------------------------
+
+
+def patient_barcode(sample_id: str) -> str | None:
+    """The 12-character patient barcode of a TCGA sample or patient id, else None."""
+    match = _TCGA_SAMPLE.match(str(sample_id))
+    return match.group(1).upper() if match else None
+
+
+def to_patients(table: pd.DataFrame, source: str = "expression table") -> pd.DataFrame:
+    """Rows keyed by patient: TCGA samples reduced to primary tumours (sample type 01) and averaged
+    per patient; non-TCGA ids are kept as they are."""
+    ids = pd.Series(table.index, index=table.index)
+    sample_type = ids.str.extract(_TCGA_SAMPLE)[1]
+    keep = sample_type.isna() | (sample_type == "01")
+    dropped = int((~keep).sum())
+    if dropped:
+        log.info("%s: %d non-primary-tumour samples (type != 01) left out.", source, dropped)
+    table = table[keep.to_numpy()]
+    patients = [patient_barcode(i) or i for i in table.index]
+    counts = pd.Series(patients).value_counts()
+    if (counts > 1).any():
+        log.info("%s: %d patients have several primary-tumour samples; they are averaged.", source,
+                 int((counts > 1).sum()))
+    return table.groupby(patients, sort=True).mean()
+
+
+def stratified_split(labels: pd.Series, test_fraction: float = 160 / 495, seed: int = 0) -> pd.Series:
+    """'train' or 'test' per patient, stratified by label (the paper: 335/160 of 495, ~32% test).
+
+    Deterministic under `seed`; every label with at least two patients has both subsets.
+    """
+    if labels.isna().any():
+        raise ExpressionError(f"{int(labels.isna().sum())} patients have no subtype label; drop them first.")
+    rng = np.random.default_rng(seed)
+    subset = pd.Series("train", index=labels.index, name="subset")
+    for label in sorted(labels.unique()):
+        members = np.array(sorted(labels.index[labels == label]))
+        n_test = int(round(len(members) * test_fraction))
+        if len(members) >= 2:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        subset[rng.permutation(members)[:n_test]] = "test"
+    return subset
+
+
+def save_split(split: pd.Series, labels: pd.Series, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"patient_id": split.index, "subset": split.values, "label": labels.reindex(split.index).values})
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def load_split(path: str | Path) -> pd.Series:
+    """A split saved by `save_split` (patient_id, subset[, label]) as a Series of 'train'/'test'."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ExpressionError(f"{path}: not a readable split file ({exc}).") from None
+    if not {"patient_id", "subset"} <= set(frame.columns):
+        raise ExpressionError(f"{path}: a split file needs columns patient_id and subset.")
+    if not frame["subset"].isin(["train", "test"]).all():
+        raise ExpressionError(f"{path}: subset must be 'train' or 'test'.")
+    return frame.set_index("patient_id")["subset"]
+
+
+def read_labels(path: str | Path, column: str = "BRCA_Subtype_PAM50", id_column: str | None = None) -> pd.Series:
+    """One label per patient from a clinical table (e.g. the PAM50 subtype), indexed by patient id."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, sep=None, engine="python", dtype=str)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ExpressionError(f"{path}: not a readable table ({exc}).") from None
+    if column not in table.columns:
+        raise ExpressionError(f"{path}: no column {column!r} (columns: {', '.join(table.columns)}).")
+    ids = table[id_column or table.columns[0]].map(lambda i: patient_barcode(i) or i)
+    labels = table[column].replace("", np.nan)
+    labels.index = ids
+    return labels[~labels.index.duplicated()].rename(column)
+
+
+def average_by_patient(slide_features: pd.DataFrame, patient_ids: pd.Series) -> pd.DataFrame:
+    """Per-patient features: the mean over a patient's slides (said in the log when it happens)."""
+    counts = patient_ids.value_counts()
+    several = counts[counts > 1]
+    if len(several):
+        log.info("%d patients have several slides; their slide features are averaged (e.g. %s: %d slides).",
+                 len(several), several.index[0], int(several.iloc[0]))
+    return slide_features.groupby(patient_ids.reindex(slide_features.index).to_numpy(), sort=True).mean()
+
+
+def join_patients(features: pd.DataFrame, targets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Rows of (features, targets) for the patients both have, in the same order, and a report of
+    what did not match (never dropped silently)."""
+    common = sorted(set(features.index) & set(targets.index))
+    report = {"matched": len(common),
+              "features_without_expression": sorted(set(features.index) - set(targets.index)),
+              "expression_without_features": sorted(set(targets.index) - set(features.index))}
+    if not common:
+        raise ExpressionError("no patient has both slide features and expression: check that both use the same "
+                              f"ids (e.g. features {list(features.index[:3])}, expression {list(targets.index[:3])}).")
+    return features.loc[common], targets.loc[common], report
