@@ -1,0 +1,76 @@
+"""The paper's head: architecture and size against the authors' PyTorch head; training learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hist2rna_tf.head import build_head
+from hist2rna_tf.train import TrainConfig, fit_head, validation_rows
+
+
+def _pytorch_head_parameters(feature_dim: int, n_genes: int) -> int:
+    """The authors' PyTorch head: Conv1d(F, 256, 5, padding=2), Conv1d(256, 512, 1), Conv1d(512, 512, 1),
+    AdaptiveAvgPool1d(1), Linear(512, n_genes) -- weights plus biases."""
+    conv = lambda c_in, c_out, k: c_in * c_out * k + c_out  # noqa: E731
+    return conv(feature_dim, 256, 5) + conv(256, 512, 1) + conv(512, 512, 1) + 512 * n_genes + n_genes
+
+
+def test_parameter_count_matches_the_authors_head():
+    assert build_head(1280, 138).count_params() == _pytorch_head_parameters(1280, 138) == 2_103_690
+    for dim in (3712, 1920, 2048):
+        assert build_head(dim, 138).count_params() == _pytorch_head_parameters(dim, 138)
+
+
+def test_layers_and_shapes():
+    model = build_head(64, 7)
+    assert [layer.name for layer in model.layers] == ["slide_features", "c1", "c2", "c3", "gap", "genes"]
+    assert model.input_shape == (None, 1, 64) and model.output_shape == (None, 7)
+    assert model.get_layer("c1").kernel_size == (5,) and model.get_layer("c1").padding == "same"
+    assert model.get_layer("genes").activation.__name__ == "linear"
+    with pytest.raises(ValueError, match="positive"):
+        build_head(0, 7)
+
+
+def test_only_the_centre_tap_acts_on_a_length_one_sequence():
+    model = build_head(16, 3)
+    x = np.random.default_rng(0).normal(size=(4, 1, 16)).astype("float32")
+    before = model.predict(x, verbose=0)
+    kernel, bias = model.get_layer("c1").get_weights()
+    kernel[[0, 1, 3, 4]] = np.random.default_rng(1).normal(size=kernel[[0, 1, 3, 4]].shape)
+    model.get_layer("c1").set_weights([kernel, bias])
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-5, atol=1e-6)
+
+
+def test_training_learns_a_signal_and_not_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(120, 3))
+    x = np.tanh(latent @ rng.normal(size=(3, 40))) + 0.1 * rng.normal(size=(120, 40))
+    y = 8 + latent @ rng.normal(size=(3, 10)) + 0.3 * rng.normal(size=(120, 10))
+    train, test = slice(0, 90), slice(90, 120)
+
+    def held_out_correlation(targets):
+        model, history = fit_head(x[train], targets[train], TrainConfig(max_epochs=60, seed=3))
+        predicted = model.predict(x[test][:, None, :], verbose=0)
+        return np.median([np.corrcoef(predicted[:, g], y[test][:, g])[0, 1] for g in range(y.shape[1])]), history
+
+    learned, history = held_out_correlation(y)
+    control, _ = held_out_correlation(rng.permutation(y))
+    assert learned > 0.6 and learned > control + 0.4
+    assert history["val_loss"].iloc[-1] >= history["val_loss"].min()  # stopped after its best epoch
+    assert len(history) < 60 or history["val_loss"].idxmin() > 50
+
+
+def test_validation_rows_are_seeded():
+    a, b = validation_rows(100, 0.1, 0), validation_rows(100, 0.1, 0)
+    assert a.sum() == 10 and (a == b).all() and not (a == validation_rows(100, 0.1, 1)).all()
+
+
+def test_run_folder_has_the_model_history_and_tensorboard(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 8)), rng.normal(size=(30, 2))
+    model, history = fit_head(x, y, TrainConfig(max_epochs=3), run_dir=tmp_path)
+    assert (tmp_path / "best.keras").is_file() and (tmp_path / "history.csv").is_file()
+    assert any((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="NaN"):
+        fit_head(np.full((10, 3), np.nan), np.zeros((10, 2)))
