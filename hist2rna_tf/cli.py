@@ -102,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument("--components", action="store_true",
                            help="also write the H-only and E-only images (<output>_H, <output>_E; macenko)")
 
+    train = commands.add_parser(
+        "train", help="stored features + RNA-seq -> the paper's head, trained on a stratified split",
+        description="Join per-slide features to patients' RNA-seq (12-character TCGA barcodes; several slides of "
+                    "a patient are averaged), take log2(1+x), split train/test stratified by subtype (the paper's "
+                    "335/160 proportions) and fit the paper's Conv1D head. Writes a self-describing run folder.")
+    train.add_argument("--features", required=True, help="folder of one backbone's feature TFRecords")
+    train.add_argument("--expression", required=True,
+                       help="RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, raw RSEM")
+    train.add_argument("--labels", required=True, help="clinical table with a subtype column (first column: patient)")
+    train.add_argument("--label-column", default="BRCA_Subtype_PAM50", help="subtype column (default BRCA_Subtype_PAM50)")
+    train.add_argument("--subtypes", nargs="+", default=["LumA", "LumB", "Basal", "Her2"],
+                       help="subtypes kept (default: the paper's LumA LumB Basal Her2)")
+    train.add_argument("--genes", default="all", help="all (138), an assay (pam50, oncotype, mammaprint, endopredict, "
+                       "bci, mammostrat) or a file of gene symbols")
+    train.add_argument("--drop-missing-genes", action="store_true",
+                       help="train without genes the table lacks (recorded in the run) instead of failing")
+    train.add_argument("--split", help="reuse a split.csv from an earlier run")
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
+    train.add_argument("--max-epochs", type=int, default=150)
+    train.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="training patients held back for early stopping (default 0.1)")
+
     demo = commands.add_parser(
         "demo", help="run the pipeline on the embedded SYNTHETIC demo cohort",
         description="Build the synthetic demo cohort (slides assembled from 25 real TCGA-BRCA tiles) and run "
@@ -233,7 +257,35 @@ def _print_demo_summary(results, features_dir: Path) -> None:
     print(f"records: {features_dir / records[0].backbone}/<slide_id>.tfrecord; manifest.csv beside them.")
 
 
-COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "demo": cmd_demo}
+def cmd_train(args) -> int:
+    from .train import RunInputs, TrainConfig, train_run
+
+    inputs = RunInputs(features=str(args.features), expression=args.expression, labels=args.labels,
+                       label_column=args.label_column, subtypes=tuple(args.subtypes), genes=args.genes,
+                       drop_missing_genes=args.drop_missing_genes, split=args.split)
+    config = TrainConfig(seed=args.seed, deterministic=args.deterministic, max_epochs=args.max_epochs,
+                         validation_fraction=args.validation_fraction)
+    summary = train_run(inputs, args.out, config)
+    _print_run(summary, args.out)
+    return 0
+
+
+def _print_run(summary: dict, run_dir: Path, label: str = "run") -> float:
+    """Print a run's summary and its held-out median Spearman correlation across genes."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
+    truth = pd.read_csv(run_dir / "test_targets.csv", index_col=0).loc[predicted.index, predicted.columns]
+    rhos = [spearmanr(predicted[g], truth[g]).statistic for g in predicted.columns if truth[g].nunique() > 1]
+    median = float(pd.Series(rhos).median())
+    print(f"{label}: {summary['patients']['train']} training / {summary['patients']['test']} held-out patients, "
+          f"{summary['genes']} genes, {summary['epochs']} epochs (best validation MSE {summary['best_val_loss']:.3f}); "
+          f"held-out median Spearman across genes {median:.2f}. Folder: {run_dir}")
+    return median
+
+
+COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

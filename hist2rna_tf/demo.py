@@ -207,3 +207,44 @@ def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> No
                              f"{s.group_a_fraction:.4f}", seed])
     os.replace(tmp, path)
     (out_dir / "README.txt").write_text(SYNTHETIC_NOTE + "\n" + (__doc__ or ""))
+
+
+# --- synthetic expression (for training on the demo cohort) --------------------------------------
+
+
+def write_demo_expression(cohort_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """SYNTHETIC RNA-seq and labels for the demo slides, tied to what the images show.
+
+    Each gene's log2 expression is a gene-specific baseline plus a gene-specific slope times the
+    slide's `group_a_fraction` (the share of its tumour tiles drawn from group A's real tiles; see
+    the module docstring), plus noise; raw values are 2^v - 1, like RSEM. The label (for the
+    stratified split) is the quartile of that fraction, named like PAM50 subtypes only so that the
+    paper's pipeline runs unchanged. These numbers say nothing about real biology.
+    """
+    from .expression import load_panel
+
+    cohort_dir = Path(cohort_dir)
+    with open(cohort_dir / "cohort.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fraction = np.array([float(r["group_a_fraction"]) for r in rows])
+    genes = load_panel("all")
+    rng = np.random.default_rng([seed, 7])
+    baseline = rng.uniform(4.0, 12.0, len(genes))
+    slope = rng.normal(0.0, 2.0, len(genes))
+    log2_values = baseline + np.outer(fraction - 0.5, slope) + rng.normal(0.0, 0.25, (len(rows), len(genes)))
+    raw = np.round(2.0 ** log2_values - 1.0, 4)
+    expression = cohort_dir / "expression.csv"
+    with open(expression, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["PATIENT_ID", *genes])
+        for row, values in zip(rows, raw):
+            writer.writerow([row["slide_id"], *values])
+    names = np.array(["Basal", "Her2", "LumB", "LumA"])
+    quartile = np.searchsorted(np.quantile(fraction, [0.25, 0.5, 0.75]), fraction, side="right")
+    labels = cohort_dir / "clinical.csv"
+    with open(labels, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["PATIENT", "BRCA_Subtype_PAM50", "note"])
+        for row, q in zip(rows, quartile):
+            writer.writerow([row["slide_id"], names[q], "SYNTHETIC"])
+    return expression, labels

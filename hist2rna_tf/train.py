@@ -82,7 +82,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
         _config_to_tensorboard(run_dir / "tensorboard", config, x.shape, y.shape)
     history = model.fit(_dataset(x[~val], y[~val], config.batch_size, config.seed),
                         validation_data=_dataset(x[val], y[val], config.batch_size, None),
-                        epochs=config.max_epochs, callbacks=callbacks, verbose=verbose)
+                        epochs=config.max_epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # the tf.data pipeline shuffles, seeded
     frame = pd.DataFrame(history.history)
     frame.index.name = "epoch"
     log.info("trained %d epochs; best validation loss %.4f at epoch %d", len(frame), frame["val_loss"].min(),
@@ -105,3 +106,69 @@ def write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a training run reads: stored features, an expression table, a label table for the split."""
+
+    features: str
+    expression: str
+    labels: str
+    label_column: str = "BRCA_Subtype_PAM50"
+    subtypes: tuple[str, ...] = ("LumA", "LumB", "Basal", "Her2")  # the paper's four (no Normal-like)
+    genes: str = "all"
+    drop_missing_genes: bool = False
+    split: str | None = None
+    test_fraction: float = 160 / 495
+
+
+def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0) -> dict:
+    """Features + expression -> split -> fit -> held-out predictions, all written under `out_dir`:
+    config.json, genes.txt, split.csv, history.csv, tensorboard/, best.keras, test_predictions.csv,
+    test_targets.csv. Returns the run summary (also in config.json)."""
+    from .expression import (ExpressionError, average_by_patient, join_patients, load_panel, load_split,
+                             log2_expression, read_expression, read_labels, save_split, select_genes,
+                             stratified_split, to_patients)
+    from .records import feature_table
+
+    out_dir = Path(out_dir)
+    slide_features, patient_ids = feature_table(inputs.features)
+    features = average_by_patient(slide_features, patient_ids)
+    raw = to_patients(read_expression(inputs.expression), inputs.expression)
+    genes = load_panel(inputs.genes)
+    raw, missing = select_genes(raw, genes, inputs.drop_missing_genes, inputs.expression)
+    targets = log2_expression(raw, inputs.expression)
+    features, targets, report = join_patients(features, targets)
+    labels = read_labels(inputs.labels, inputs.label_column).reindex(features.index)
+    usable = labels.isin(inputs.subtypes)
+    report["without_usable_label"] = sorted(labels.index[~usable])
+    features, targets, labels = features[usable], targets[usable], labels[usable]
+    if inputs.split:
+        split = load_split(inputs.split)
+        report["not_in_split_file"] = sorted(set(features.index) - set(split.index))
+        split = split.reindex(features.index).dropna()
+        features, targets, labels = features.loc[split.index], targets.loc[split.index], labels.loc[split.index]
+    else:
+        split = stratified_split(labels, inputs.test_fraction, config.seed)
+    if (split == "test").sum() == 0 or (split == "train").sum() < 2:
+        raise ExpressionError(f"the split leaves {int((split == 'train').sum())} training and "
+                              f"{int((split == 'test').sum())} test patients; more patients are needed.")
+    for key, value in report.items():
+        if isinstance(value, list) and value:
+            log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
+    save_split(split, labels, out_dir / "split.csv")
+    (out_dir / "genes.txt").write_text("\n".join(targets.columns) + "\n")
+    train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
+    model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose)
+    predicted = model.predict(features.to_numpy()[test][:, None, :].astype(np.float32), verbose=0)
+    predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
+    predictions.index.name = "patient_id"
+    predictions.to_csv(out_dir / "test_predictions.csv")
+    targets[test].rename_axis("patient_id").to_csv(out_dir / "test_targets.csv")
+    summary = {"version": __version__, "inputs": asdict(inputs), "train": asdict(config),
+               "feature_dim": int(features.shape[1]), "genes": len(targets.columns), "missing_genes": missing,
+               "patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
+               "best_val_loss": float(history["val_loss"].min()), "join_report": report}
+    write_json(out_dir / "config.json", summary)
+    return summary

@@ -1,0 +1,84 @@
+"""`hist2rna train` end to end on stored feature records: joins, split, run folder, learning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from hist2rna_tf.cli import main
+from hist2rna_tf.expression import load_panel
+from hist2rna_tf.records import SlideFeatures, record_path, write_record
+
+SUBTYPES = ["LumA", "LumB", "Basal", "Her2"]
+
+
+def _record(slide_id: str, feature: np.ndarray) -> SlideFeatures:
+    return SlideFeatures(slide_id=slide_id, patient_id=slide_id[:12], backbone="efficientnetv2s", weights="none",
+                         normaliser="macenko", version="test", tile_size_px=224, tile_size_um=56.0, mpp=0.25,
+                         n_tiles=1, n_unnormalised=0, feature=feature.astype(np.float32),
+                         tile_xy_px=np.zeros((1, 2), np.int64))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """120 patients whose features and PAM50 expression share a 3-d latent; one patient has two slides,
+    one slide has no expression, one expressed patient has no slide."""
+    root = tmp_path_factory.mktemp("train_cohort")
+    rng = np.random.default_rng(0)
+    n, genes = 120, load_panel("pam50")
+    latent = rng.normal(size=(n, 3))
+    features = np.tanh(latent @ rng.normal(size=(3, 48))) + 0.1 * rng.normal(size=(n, 48))
+    log2 = 8 + latent @ rng.normal(size=(3, len(genes))) + 0.3 * rng.normal(size=(n, len(genes)))
+    patients = [f"TCGA-ZZ-{i:04d}" for i in range(n)]
+    for i, patient in enumerate(patients[:-1]):  # the last patient has expression but no slide
+        write_record(_record(f"{patient}-01Z-00-DX1", features[i]), record_path(root / "features", "efficientnetv2s",
+                                                                               f"{patient}-01Z-00-DX1"))
+    write_record(_record(f"{patients[0]}-01Z-00-DX2", features[0]),
+                 record_path(root / "features", "efficientnetv2s", f"{patients[0]}-01Z-00-DX2"))
+    write_record(_record("TCGA-YY-9999-01Z-00-DX1", features[1]),
+                 record_path(root / "features", "efficientnetv2s", "TCGA-YY-9999-01Z-00-DX1"))
+    expression = pd.DataFrame(2 ** log2 - 1, index=[f"{p}-01" for p in patients], columns=genes)
+    expression.index.name = "SAMPLE_ID"
+    expression.to_csv(root / "expression.csv")
+    labels = pd.DataFrame({"PATIENT": patients, "BRCA_Subtype_PAM50": [SUBTYPES[i % 4] for i in range(n)]})
+    labels.to_csv(root / "clinical.csv", index=False)
+    return root
+
+
+def test_train_command_writes_a_self_describing_run(cohort, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--features", str(cohort / "features" / "efficientnetv2s"), "--expression",
+            str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--genes", "pam50",
+            "--out", str(run), "--max-epochs", "80"]
+    assert main(args) == 0
+    for name in ("config.json", "genes.txt", "split.csv", "history.csv", "best.keras", "test_predictions.csv",
+                 "test_targets.csv"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    report = config["join_report"]
+    assert report["features_without_expression"] == ["TCGA-YY-9999"]
+    assert report["expression_without_features"] == ["TCGA-ZZ-0119"]
+    assert config["patients"]["train"] + config["patients"]["test"] == 119
+    assert config["patients"]["test"] / 119 == pytest.approx(160 / 495, abs=0.02)
+    predictions = pd.read_csv(run / "test_predictions.csv", index_col=0)
+    assert list(predictions.columns) == load_panel("pam50") == (run / "genes.txt").read_text().split()
+    truth = pd.read_csv(run / "test_targets.csv", index_col=0).loc[predictions.index, predictions.columns]
+    rhos = [spearmanr(predictions[g], truth[g]).statistic for g in predictions.columns]
+    assert np.median(rhos) > 0.5  # the shared latent is learned from the stored features
+    assert f"held-out median Spearman across genes {np.median(rhos):.2f}" in capsys.readouterr().out
+    # Reusing the split gives the same patients in each subset.
+    again = tmp_path / "again"
+    assert main(args[:-4] + ["--out", str(again), "--split", str(run / "split.csv"), "--max-epochs", "2"]) == 0
+    assert (pd.read_csv(again / "split.csv") == pd.read_csv(run / "split.csv")).all().all()
+
+
+def test_missing_genes_stop_the_run_with_the_list(cohort, tmp_path, capsys):
+    args = ["train", "--features", str(cohort / "features"), "--expression", str(cohort / "expression.csv"),
+            "--labels", str(cohort / "clinical.csv"), "--genes", "all", "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "88 of 138 genes missing" in err and "--drop-missing-genes" in err
