@@ -1,0 +1,119 @@
+"""SavedModel export in the TensorFlow Serving layout: `saved_models/<name>/<version>/`.
+
+Two exports, each loadable with nothing but TensorFlow (`tf.saved_model.load`):
+
+- `head`: `serve(features float32 [N, F]) -> {"log2_expression": [N, G]}` (one row per slide or patient);
+- `end_to_end`: `serve(tiles uint8 [N, T, T, 3]) -> {"log2_expression": [G]}` for the tiles of ONE slide:
+  Macenko normalisation with the run's targets -> the backbone's own preprocessing -> backbone ->
+  mean over tiles -> head. Tiles are processed in fixed batches inside the model, so a slide's
+  ~1000 tiles never sit in the backbone at once.
+
+Both also have `metadata() -> {"genes": [G] strings, "he_ref": [3, 2], "max_c_ref": [2], ...}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import __version__
+from .config import StainConfig
+from .stain import Macenko
+
+log = logging.getLogger(__name__)
+
+TILE_BATCH = 32
+
+
+def version_dir(root: str | Path, name: str, version: int | None = None) -> Path:
+    """`root/name/<version>`: the next free integer version when `version` is None."""
+    base = Path(root) / name
+    if version is None:
+        taken = [int(p.name) for p in base.glob("*") if p.name.isdigit()] if base.exists() else []
+        version = max(taken, default=0) + 1
+    return base / str(version)
+
+
+def _metadata_fn(genes: list[str], extra: dict[str, np.ndarray]):
+    constants = {"genes": tf.constant(genes), "version": tf.constant(__version__),
+                 **{k: tf.constant(v) for k, v in extra.items()}}
+
+    def metadata():
+        return dict(constants)
+
+    return metadata
+
+
+def export_head(head: keras.Model, genes: list[str], out_dir: str | Path) -> Path:
+    """Export the head alone: features [N, F] -> log2 expression [N, G]."""
+    feature_dim = int(head.input_shape[-1])
+    archive = keras.export.ExportArchive()
+    archive.track(head)
+
+    def serve(features):
+        return {"log2_expression": head(tf.expand_dims(features, 1), training=False)}
+
+    archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
+    archive.add_endpoint("metadata", _metadata_fn(genes, {"feature_dim": np.int64(feature_dim)}), input_signature=[])
+    return _write(archive, out_dir)
+
+
+def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: StainConfig, out_dir: str | Path,
+                      tile_size_px: int = 224) -> Path:
+    """Export tiles of one slide (uint8 [N, T, T, 3]) -> log2 expression [G]."""
+    if stain.method not in ("macenko", "none"):
+        raise ValueError(f"only the TensorFlow normalisers (macenko, none) can be exported, not {stain.method!r}")
+    macenko = Macenko(stain) if stain.method == "macenko" else None
+    archive = keras.export.ExportArchive()
+    archive.track(backbone.model)
+    archive.track(head)
+    batch_shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
+
+    def embed_batch(tiles):
+        if macenko is not None:
+            tiles, _ = macenko.normalise(tiles)
+        return backbone.features(tf.cast(tiles, tf.float32))
+
+    def serve(tiles):
+        n_tiles = tf.shape(tiles)[0]
+        n_batches = (n_tiles + TILE_BATCH - 1) // TILE_BATCH
+        padded = tf.pad(tiles, [[0, n_batches * TILE_BATCH - n_tiles], [0, 0], [0, 0], [0, 0]], constant_values=255)
+        batches = tf.reshape(padded, [n_batches] + batch_shape)
+        valid = tf.reshape(tf.range(n_batches * TILE_BATCH) < n_tiles, [n_batches, TILE_BATCH, 1])
+
+        def add_batch(total, i):
+            feats = embed_batch(tf.ensure_shape(batches[i], batch_shape))
+            return total + tf.reduce_sum(tf.where(valid[i], feats, 0.0), axis=0)
+
+        total = tf.foldl(add_batch, tf.range(n_batches), initializer=tf.zeros([backbone.feature_dim]))
+        mean = total / tf.cast(tf.maximum(n_tiles, 1), tf.float32)
+        return {"log2_expression": head(tf.reshape(mean, [1, 1, -1]), training=False)[0],
+                "n_tiles": n_tiles}
+
+    archive.add_endpoint("serve", serve,
+                         input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
+    extra = {"he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
+             "normaliser": np.bytes_(stain.method), "backbone": np.bytes_(backbone.name),
+             "weights": np.bytes_(backbone.weights_tag), "tile_size_px": np.int64(tile_size_px)}
+    archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
+    return _write(archive, out_dir)
+
+
+def _write(archive, out_dir: str | Path) -> Path:
+    """Write to a temp folder beside `out_dir`, then rename (a re-run never leaves half an export)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} exists; exports are never overwritten (use a new version).")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    archive.write_out(str(tmp), verbose=False)
+    tmp.rename(out_dir)
+    return out_dir
