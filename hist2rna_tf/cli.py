@@ -126,6 +126,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=float, default=0.1,
                        help="training patients held back for early stopping (default 0.1)")
 
+    predict = commands.add_parser(
+        "predict", help="predicted log2 expression per patient, from slides or stored features",
+        description="Apply a trained run (or a head export) to stored features, or to slides (extracted first "
+                    "with the run's own backbone, weights, tiling and stain settings). Writes patients x genes.")
+    predict.add_argument("--model", required=True, help="a training run folder, or a head SavedModel export")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--features", help="folder of feature TFRecords (same backbone as the model)")
+    source.add_argument("--slides", nargs="+", help="slides to extract first (needs a run folder as --model)")
+    predict.add_argument("--annotations", type=Path, help="QuPath GeoJSON folder for --slides")
+    predict.add_argument("--mpp", type=float, help="microns per pixel for --slides files that carry none")
+    predict.add_argument("--out", type=Path, required=True, help="CSV to write (patients x genes)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    export = commands.add_parser(
+        "export", help="SavedModels for serving: the head alone and end to end (tiles -> genes)",
+        description="Export a training run as two TensorFlow SavedModels under <out>/<name>/<version>/ (the "
+                    "TensorFlow Serving layout): <name>_head (features -> genes) and <name> (uint8 tiles of one "
+                    "slide -> Macenko -> backbone -> mean -> head -> genes). Gene names and stain targets inside.")
+    export.add_argument("run", type=Path, help="training run folder")
+    export.add_argument("--out", type=Path, default=Path("saved_models"), help="export root (default saved_models)")
+    export.add_argument("--name", help="model name (default: the backbone's)")
+    export.add_argument("--version", type=int, help="version number (default: the next free one)")
+
     demo = commands.add_parser(
         "demo", help="run the pipeline on the embedded SYNTHETIC demo cohort",
         description="Build the synthetic demo cohort (slides assembled from 25 real TCGA-BRCA tiles) and run "
@@ -163,7 +186,7 @@ def cmd_extract(args) -> int:
 def _report_extraction(results, seconds: float, out: Path) -> int:
     counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
     tiles = sum(r.n_tiles for r in results if r.status == "done")
-    rate = f", {tiles / seconds:.1f} tiles/s" if tiles else ""
+    rate = f", {tiles / seconds:.1f} tiles/s" if tiles and seconds > 0 else ""
     print(f"{len(results)} slides: {counts['done']} done, {counts['skipped']} skipped (already done), "
           f"{counts['failed']} failed; {tiles} tiles in {seconds:.1f} s{rate}. Output: {out}")
     for r in results:
@@ -285,7 +308,60 @@ def _print_run(summary: dict, run_dir: Path, label: str = "run") -> float:
     return median
 
 
-COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "demo": cmd_demo}
+def cmd_predict(args) -> int:
+    from dataclasses import replace
+
+    from .predict import Predictor, predict_patients, write_table
+
+    predictor = Predictor(args.model)
+    features = args.features
+    if args.slides:
+        from .features import extract_cohort
+
+        config = predictor.extraction_config()
+        if args.mpp is not None:
+            config = replace(config, tiles=replace(config.tiles, mpp_override=args.mpp))
+        from .backbones import BACKBONES
+
+        if config.weights == "none" and config.backbone in BACKBONES:
+            print("warning: the run's backbone had random weights (--weights none); new slides get new random "
+                  "weights, so these predictions are meaningless.", file=sys.stderr)
+        features_root = args.out.with_name(args.out.stem + "_features")
+        start = time.perf_counter()
+        results = extract_cohort(args.slides, features_root, config, args.annotations,
+                                 progress=not args.no_progress)
+        status = _report_extraction(results, time.perf_counter() - start, features_root)
+        done = [r for r in results if r.status in ("done", "skipped")]
+        if not done:
+            return status
+        features = [r.record for r in done]
+    table = predict_patients(predictor, features)
+    write_table(table, args.out)
+    print(f"predicted {table.shape[1]} genes for {table.shape[0]} patients: {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .backbones import build_backbone
+    from .export import export_end_to_end, export_head, version_dir
+    from .predict import Predictor
+
+    predictor = Predictor(args.run)
+    config = predictor.extraction_config()
+    backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
+    if backbone.feature_dim != predictor.feature_dim:
+        raise Hist2RNAError(f"{args.run}: its head expects {predictor.feature_dim} features but the backbone "
+                            f"{config.backbone} gives {backbone.feature_dim}.")
+    name = args.name or backbone.name
+    head_dir = export_head(predictor.model, predictor.genes, version_dir(args.out, f"{name}_head", args.version))
+    full_dir = export_end_to_end(backbone, predictor.model, predictor.genes, config.stain,
+                                 version_dir(args.out, name, args.version), config.tiles.tile_size_px)
+    print(f"exported {head_dir} (features -> genes) and {full_dir} (tiles of one slide -> genes)")
+    return 0
+
+
+COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
+            "export": cmd_export, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
