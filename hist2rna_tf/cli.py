@@ -293,19 +293,17 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _print_run(summary: dict, run_dir: Path, label: str = "run") -> float:
-    """Print a run's summary and its held-out median Spearman correlation across genes."""
-    import pandas as pd
-    from scipy.stats import spearmanr
+def _print_run(summary: dict, run_dir: Path) -> None:
+    """Print a run's summary and its held-out metrics (also written as CSVs in the run folder)."""
+    from .evaluate import evaluate_run
 
-    predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
-    truth = pd.read_csv(run_dir / "test_targets.csv", index_col=0).loc[predicted.index, predicted.columns]
-    rhos = [spearmanr(predicted[g], truth[g]).statistic for g in predicted.columns if truth[g].nunique() > 1]
-    median = float(pd.Series(rhos).median())
-    print(f"{label}: {summary['patients']['train']} training / {summary['patients']['test']} held-out patients, "
-          f"{summary['genes']} genes, {summary['epochs']} epochs (best validation MSE {summary['best_val_loss']:.3f}); "
-          f"held-out median Spearman across genes {median:.2f}. Folder: {run_dir}")
-    return median
+    metrics = evaluate_run(run_dir)
+    genes, patients = metrics["across_genes"], metrics["across_patients"]
+    print(f"{summary['patients']['train']} training / {summary['patients']['test']} held-out patients, "
+          f"{summary['genes']} genes, {summary['epochs']} epochs (best validation MSE {summary['best_val_loss']:.3f}).")
+    print(f"held-out Spearman: across genes median {genes['median']:.2f} (IQR {genes['q25']:.2f}-{genes['q75']:.2f}), "
+          f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; across patients median "
+          f"{patients['median']:.2f}; {metrics['r2_at_least_0.1']} genes with R2 >= 0.1. Folder: {run_dir}")
 
 
 def cmd_predict(args) -> int:

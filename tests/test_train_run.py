@@ -69,7 +69,8 @@ def test_train_command_writes_a_self_describing_run(cohort, tmp_path, capsys):
     truth = pd.read_csv(run / "test_targets.csv", index_col=0).loc[predictions.index, predictions.columns]
     rhos = [spearmanr(predictions[g], truth[g]).statistic for g in predictions.columns]
     assert np.median(rhos) > 0.5  # the shared latent is learned from the stored features
-    assert f"held-out median Spearman across genes {np.median(rhos):.2f}" in capsys.readouterr().out
+    assert f"across genes median {np.median(rhos):.2f}" in capsys.readouterr().out
+    assert (run / "across_genes.csv").is_file() and (run / "r_squared.csv").is_file()
     # Reusing the split gives the same patients in each subset.
     again = tmp_path / "again"
     assert main(args[:-4] + ["--out", str(again), "--split", str(run / "split.csv"), "--max-epochs", "2"]) == 0

@@ -1,0 +1,100 @@
+"""Gene-prediction metrics (section 2.5), as pure functions on DataFrames (patients x genes, log2).
+
+- Spearman across genes: for each gene, over the patients (Figure 3B);
+- Spearman across patients: for each patient, over the genes (Figure 3A);
+  each with its two-sided t-distribution p-value (t = r sqrt((n-2)/(1-r^2)), n-2 degrees of freedom,
+  as scipy.stats.spearmanr) and the Benjamini-Hochberg FDR-adjusted p-value, and -log10 FDR;
+- R-squared per gene (the genes with R-squared >= 0.1: Figure 5).
+
+A constant prediction (or truth) has no rank correlation: NaN with a warning, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+log = logging.getLogger(__name__)
+
+
+def _aligned(predicted: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    patients = predicted.index.intersection(truth.index)
+    genes = predicted.columns.intersection(truth.columns)
+    if len(patients) < 3 or len(genes) < 1:
+        raise ValueError(f"need at least 3 shared patients and 1 shared gene, got {len(patients)} and {len(genes)}")
+    return predicted.loc[patients, genes].astype(float), truth.loc[patients, genes].astype(float)
+
+
+def spearman_table(predicted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per column: rho, p (t-distribution), fdr (Benjamini-Hochberg over the columns), -log10 fdr, n."""
+    rows = {}
+    constant = []
+    for column in predicted.columns:
+        x, y = predicted[column].to_numpy(), truth[column].to_numpy()
+        n = len(x)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            constant.append(column)
+            rows[column] = (np.nan, np.nan, n)
+            continue
+        rho = stats.spearmanr(x, y).statistic
+        t = rho * np.sqrt((n - 2) / max(1.0 - rho**2, 1e-300))
+        rows[column] = (rho, 2 * stats.t.sf(abs(t), n - 2), n)
+    if constant:
+        log.warning("%d of %d have constant predictions or truth (e.g. %s): their correlation is NaN.",
+                    len(constant), len(rows), constant[0])
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["rho", "p", "n"])
+    table["fdr"] = np.nan
+    finite = table["p"].notna()
+    if finite.any():
+        table.loc[finite, "fdr"] = stats.false_discovery_control(table.loc[finite, "p"].to_numpy(), method="bh")
+    table["neg_log10_fdr"] = -np.log10(table["fdr"].clip(lower=1e-300))
+    return table[["rho", "p", "fdr", "neg_log10_fdr", "n"]]
+
+
+def across_genes(predicted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """One row per gene: Spearman over the patients (the paper's 'across genes', median 0.29)."""
+    predicted, truth = _aligned(predicted, truth)
+    return spearman_table(predicted, truth)
+
+
+def across_patients(predicted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient: Spearman over the genes (the paper's 'across patients', median 0.82)."""
+    predicted, truth = _aligned(predicted, truth)
+    return spearman_table(predicted.T, truth.T)
+
+
+def r_squared(predicted: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
+    """Coefficient of determination per gene (1 - SS_res / SS_tot; negative when worse than the mean)."""
+    from sklearn.metrics import r2_score
+
+    predicted, truth = _aligned(predicted, truth)
+    return pd.Series(r2_score(truth, predicted, multioutput="raw_values"), index=truth.columns, name="r2")
+
+
+def summary(table: pd.DataFrame, alpha: float = 0.05) -> dict:
+    """Median and IQR of rho, and how many rows are significant at FDR < alpha."""
+    rho = table["rho"].dropna()
+    return {"median": float(rho.median()) if len(rho) else float("nan"),
+            "q25": float(rho.quantile(0.25)) if len(rho) else float("nan"),
+            "q75": float(rho.quantile(0.75)) if len(rho) else float("nan"),
+            "significant": int((table["fdr"] < alpha).sum()), "total": int(len(table))}
+
+
+def evaluate_run(run_dir) -> dict:
+    """Write across_genes.csv, across_patients.csv and r_squared.csv for a training run's held-out
+    predictions, and return their summaries."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
+    truth = pd.read_csv(run_dir / "test_targets.csv", index_col=0)
+    genes, patients, r2 = across_genes(predicted, truth), across_patients(predicted, truth), r_squared(predicted, truth)
+    for name, table in (("across_genes", genes), ("across_patients", patients), ("r_squared", r2)):
+        tmp = run_dir / f".{name}.csv.tmp"
+        table.to_csv(tmp)
+        tmp.replace(run_dir / f"{name}.csv")
+    return {"across_genes": summary(genes), "across_patients": summary(patients),
+            "r2_at_least_0.1": int((r2 >= 0.1).sum())}
