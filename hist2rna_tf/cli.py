@@ -149,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", help="model name (default: the backbone's)")
     export.add_argument("--version", type=int, help="version number (default: the next free one)")
 
+    subtype = commands.add_parser(
+        "subtype", help="PAM50 subtype per sample (nearest centroid, Parker et al. 2009)",
+        description="Call PAM50 subtypes: log data, median-centre each gene over the cohort, Spearman with each "
+                    "centroid, highest wins. Writes one call per sample with the per-centroid correlations.")
+    subtype.add_argument("--expression", required=True,
+                         help="cBioPortal RSEM or samples x genes table (raw RSEM unless --no-log)")
+    subtype.add_argument("--method", choices=["centroid"], default="centroid",
+                         help="centroid (the soft-voting classifier of the paper arrives with issue 4)")
+    subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
+    subtype.add_argument("--out", type=Path, required=True, help="CSV to write")
+
     demo = commands.add_parser(
         "demo", help="run the pipeline on the embedded SYNTHETIC demo cohort",
         description="Build the synthetic demo cohort (slides assembled from 25 real TCGA-BRCA tiles) and run "
@@ -358,7 +369,23 @@ def cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
+def cmd_subtype(args) -> int:
+    from .expression import log2_expression, read_expression
+    from .predict import write_table
+    from .subtype import centroid_calls
+
+    table = read_expression(args.expression)
+    if not args.no_log:
+        table = log2_expression(table, args.expression)
+    calls = centroid_calls(table)
+    calls.index.name = "sample_id"
+    write_table(calls, args.out)
+    counts = ", ".join(f"{k} {v}" for k, v in calls["call"].value_counts().items())
+    print(f"{len(calls)} samples: {counts}. Written to {args.out}")
+    return 0
+
+
+COMMANDS = {"subtype": cmd_subtype, "extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
             "export": cmd_export, "demo": cmd_demo}
 
 

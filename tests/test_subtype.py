@@ -1,0 +1,64 @@
+"""PAM50 nearest-centroid calls on real TCGA-BRCA RNA-seq against the TCGA labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from hist2rna_tf.expression import ExpressionError, log2_expression, read_expression, read_labels
+from hist2rna_tf.subtype import centroid_calls, pam50_centroids
+
+
+@pytest.fixture(scope="module")
+def tcga(shared_data):
+    expression = log2_expression(read_expression(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"))
+    labels = read_labels(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").reindex(expression.index)
+    keep = labels.notna()
+    return expression[keep], labels[keep]
+
+
+def test_centroids_cover_the_pam50_genes():
+    centroids = pam50_centroids()
+    assert centroids.shape == (50, 5) and {"ORC6", "NDC80", "NUF2"} <= set(centroids.index)
+
+
+def test_calls_agree_with_tcga_labels(tcga):
+    expression, labels = tcga
+    calls = centroid_calls(expression)
+    agreement = (calls["call"] == labels).mean()
+    # ../shared/README.md: naive median-centring on TCGA RSEM agrees ~70%; Basal almost always.
+    assert 0.65 <= agreement <= 0.85, agreement
+    basal = labels == "Basal"
+    assert (calls.loc[basal, "call"] == "Basal").mean() > 0.9
+    sample = expression.index[0]
+    centred = expression - expression.median()
+    genes = pam50_centroids().index
+    expected = stats.spearmanr(centred.loc[sample, genes], pam50_centroids()["LumA"]).statistic
+    assert calls.loc[sample, "LumA"] == pytest.approx(expected)
+
+
+def test_shuffled_genes_lose_the_agreement(tcga):
+    expression, labels = tcga
+    shuffled = expression.copy()
+    shuffled.columns = np.random.default_rng(0).permutation(expression.columns)
+    assert (centroid_calls(shuffled)["call"] == labels).mean() < 0.5
+
+
+def test_too_few_genes_is_an_error(tcga):
+    expression, _ = tcga
+    with pytest.raises(ExpressionError, match="of the 50 PAM50 genes"):
+        centroid_calls(expression.iloc[:, :20])
+    assert isinstance(centroid_calls(expression.iloc[:5]), pd.DataFrame)
+
+
+def test_subtype_command(shared_data, tmp_path, capsys):
+    from hist2rna_tf.cli import main
+
+    out = tmp_path / "calls.csv"
+    assert main(["subtype", "--expression", str(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"),
+                 "--out", str(out)]) == 0
+    calls = pd.read_csv(out, index_col=0)
+    assert list(calls.columns) == ["call", "Basal", "Her2", "LumA", "LumB", "Normal"] and len(calls) == 1093
+    assert "1093 samples" in capsys.readouterr().out
