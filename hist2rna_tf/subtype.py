@@ -49,3 +49,60 @@ def centroid_calls(log_expression: pd.DataFrame, min_genes: int = 40) -> pd.Data
     table = pd.DataFrame(correlations, index=log_expression.index)
     table.insert(0, "call", table.idxmax(axis=1))
     return table
+
+
+# --- the paper's soft-voting classifier (section 3.2) ----------------------------------------------
+
+PAPER_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")
+
+
+def voting_classifier(seed: int = 0):
+    """The paper's classifier: soft voting over a random forest, an MLP, LDA and logistic regression.
+
+    Inputs are standardised for the MLP and logistic regression (scale-sensitive); the paper gives no
+    hyper-parameters, so scikit-learn's defaults are used (max_iter raised so they converge).
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.ensemble import RandomForestClassifier, VotingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return VotingClassifier(voting="soft", estimators=[
+        ("rf", RandomForestClassifier(n_estimators=300, random_state=seed)),
+        ("mlp", make_pipeline(StandardScaler(), MLPClassifier(max_iter=2000, random_state=seed))),
+        ("lda", LinearDiscriminantAnalysis()),
+        ("lr", make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))),
+    ])
+
+
+def classification_metrics(truth: pd.Series, probabilities: pd.DataFrame) -> dict:
+    """Accuracy, macro F1, one-vs-rest AUROC per class and the confusion matrix (rows = truth)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+    classes = list(probabilities.columns)
+    predicted = probabilities.idxmax(axis=1)
+    auroc = {c: float(roc_auc_score(truth == c, probabilities[c])) if (truth == c).any() and (truth != c).any()
+             else float("nan") for c in classes}
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "macro_f1": float(f1_score(truth, predicted, labels=classes, average="macro", zero_division=0)),
+            "auroc": auroc,
+            "confusion": pd.DataFrame(confusion_matrix(truth, predicted, labels=classes), index=classes, columns=classes)}
+
+
+def fit_and_score_voting(train_x: pd.DataFrame, train_y: pd.Series, test_x: pd.DataFrame, test_y: pd.Series,
+                         seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    """Train on the training patients' PAM50 expression and score on test patients' (e.g. predicted) expression.
+
+    As in the paper, the classifier learns from measured RNA-seq of the training patients and is applied
+    to the hist2RNA-predicted genes of the held-out patients, so its accuracy measures how well the
+    predicted genes carry the subtype. Returns the metrics and the class probabilities per test patient.
+    """
+    genes = [g for g in pam50_centroids().index if g in train_x.columns and g in test_x.columns]
+    if len(genes) < 10:
+        raise ExpressionError(f"only {len(genes)} PAM50 genes are shared by the training and test tables.")
+    model = voting_classifier(seed).fit(train_x[genes].to_numpy(), train_y.to_numpy())
+    probabilities = pd.DataFrame(model.predict_proba(test_x[genes].to_numpy()), index=test_x.index,
+                                 columns=model.classes_)
+    return classification_metrics(test_y, probabilities), probabilities

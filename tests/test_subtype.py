@@ -62,3 +62,23 @@ def test_subtype_command(shared_data, tmp_path, capsys):
     calls = pd.read_csv(out, index_col=0)
     assert list(calls.columns) == ["call", "Basal", "Her2", "LumA", "LumB", "Normal"] and len(calls) == 1093
     assert "1093 samples" in capsys.readouterr().out
+
+
+def test_voting_classifier_on_measured_expression(tcga):
+    """Sanity of the paper's classifier on measured RNA-seq (the upper bound for predicted genes)."""
+    from hist2rna_tf.expression import stratified_split
+    from hist2rna_tf.subtype import PAPER_SUBTYPES, fit_and_score_voting
+
+    expression, labels = tcga
+    keep = labels.isin(PAPER_SUBTYPES)
+    expression, labels = expression[keep], labels[keep]
+    split = stratified_split(labels, seed=0)
+    train, test = split == "train", split == "test"
+    metrics, probabilities = fit_and_score_voting(expression[train], labels[train], expression[test], labels[test])
+    assert metrics["accuracy"] > 0.75 and metrics["macro_f1"] > 0.65
+    assert metrics["auroc"]["Basal"] > 0.95 and min(metrics["auroc"].values()) > 0.8
+    assert metrics["confusion"].to_numpy().sum() == test.sum()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    shuffled, _ = fit_and_score_voting(expression[train], labels[train].sample(frac=1, random_state=0).set_axis(
+        labels[train].index), expression[test], labels[test])
+    assert shuffled["accuracy"] < metrics["accuracy"] - 0.2
