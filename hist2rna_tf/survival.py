@@ -1,0 +1,105 @@
+"""Survival analysis with lifelines (sections 3.3, 4.3): Cox models, the paper's cut-offs, Kaplan-Meier.
+
+Conventions: hazard ratios are exp(coef) per unit of a covariate (for the paper's binary cut-offs: the
+risk group vs the rest); c-index follows lifelines, whose `concordance_index(times, scores, events)`
+expects a higher score for LONGER survival, so risk scores are passed negated.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .expression import ExpressionError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CutOffs:
+    """The paper's risk groups (Tables 1-2): 1 = the higher-risk side."""
+
+    grade_high: int = 3  # grade 3 vs 1 & 2
+    size_mm: float = 20.0  # > 20 mm vs <= 20 mm
+    age_years: float = 55.0  # > 55 vs <= 55
+    high_subtype: str = "LumB"  # LumB vs LumA
+
+
+def paper_covariates(clinical: pd.DataFrame, subtype_column: str, cut: CutOffs = CutOffs()) -> pd.DataFrame:
+    """Binary covariates from a clinical table with columns grade, size_mm, age, node_positive (0/1) and a
+    subtype column (LumA/LumB); rows of other subtypes are dropped (the paper's luminal patients)."""
+    needed = ["grade", "size_mm", "age", "node_positive", subtype_column]
+    missing = [c for c in needed if c not in clinical.columns]
+    if missing:
+        raise ExpressionError(f"clinical table lacks {', '.join(missing)} (columns: {', '.join(clinical.columns)}).")
+    luminal = clinical[clinical[subtype_column].isin(["LumA", cut.high_subtype])]
+    return pd.DataFrame({
+        "grade_3": (luminal["grade"] >= cut.grade_high).astype(int),
+        "size_gt_20mm": (luminal["size_mm"] > cut.size_mm).astype(int),
+        "age_gt_55": (luminal["age"] > cut.age_years).astype(int),
+        "node_positive": luminal["node_positive"].astype(int),
+        f"{cut.high_subtype}_vs_LumA": (luminal[subtype_column] == cut.high_subtype).astype(int),
+    }, index=luminal.index)
+
+
+def _check(data: pd.DataFrame, duration: str, event: str, covariates: list[str]) -> pd.DataFrame:
+    missing = [c for c in [duration, event, *covariates] if c not in data.columns]
+    if missing:
+        raise ExpressionError(f"survival table lacks columns: {', '.join(missing)}.")
+    table = data[[duration, event, *covariates]].apply(pd.to_numeric, errors="coerce")
+    bad = table.isna().any(axis=1)
+    if bad.any():
+        log.warning("%d rows with missing or non-numeric survival data are left out.", int(bad.sum()))
+    table = table[~bad]
+    if (table[duration] < 0).any():
+        raise ExpressionError(f"negative survival times in {duration!r}.")
+    return table
+
+
+def cox(data: pd.DataFrame, duration: str, event: str, covariates: list[str]) -> tuple[pd.DataFrame, dict]:
+    """A multivariate Cox model (Efron ties, as R's coxph): per covariate HR, 95% CI, p, coef; and the
+    model's c-index, likelihood-ratio test and n."""
+    from lifelines import CoxPHFitter
+
+    table = _check(data, duration, event, covariates)
+    fitter = CoxPHFitter().fit(table, duration_col=duration, event_col=event)
+    s = fitter.summary
+    result = pd.DataFrame({"hr": s["exp(coef)"], "ci_low": s["exp(coef) lower 95%"], "ci_high": s["exp(coef) upper 95%"],
+                           "p": s["p"], "coef": s["coef"]})
+    lr = fitter.log_likelihood_ratio_test()
+    return result, {"c_index": float(fitter.concordance_index_), "lr_statistic": float(lr.test_statistic),
+                    "lr_df": int(lr.degrees_freedom), "lr_p": float(lr.p_value), "n": int(len(table)),
+                    "events": int(table[event].sum())}
+
+
+def univariate(data: pd.DataFrame, duration: str, event: str, covariates: list[str]) -> pd.DataFrame:
+    """One Cox model per covariate: HR, 95% CI, p and that model's c-index."""
+    rows = []
+    for covariate in covariates:
+        result, model = cox(data, duration, event, [covariate])
+        rows.append({**result.loc[covariate].to_dict(), "c_index": model["c_index"], "n": model["n"]})
+    return pd.DataFrame(rows, index=covariates)
+
+
+def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str) -> dict:
+    """Kaplan-Meier fits per group and the log-rank test between the groups."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.statistics import multivariate_logrank_test
+
+    table = data[[duration, event, group]].dropna()
+    fits = {}
+    for name, part in table.groupby(group):
+        fits[name] = KaplanMeierFitter(label=str(name)).fit(part[duration], part[event])
+    test = multivariate_logrank_test(table[duration], table[group], table[event])
+    return {"fits": fits, "logrank_p": float(test.p_value), "logrank_statistic": float(test.test_statistic),
+            "n": {k: int(v) for k, v in table[group].value_counts().items()}}
+
+
+def c_index_of_risk(times: np.ndarray, risk: np.ndarray, events: np.ndarray) -> float:
+    """Harrell's c-index of a risk score (higher = worse); lifelines wants the negation."""
+    from lifelines.utils import concordance_index
+
+    return float(concordance_index(times, -np.asarray(risk, float), events))
