@@ -106,3 +106,22 @@ def fit_and_score_voting(train_x: pd.DataFrame, train_y: pd.Series, test_x: pd.D
     probabilities = pd.DataFrame(model.predict_proba(test_x[genes].to_numpy()), index=test_x.index,
                                  columns=model.classes_)
     return classification_metrics(test_y, probabilities), probabilities
+
+
+# --- risk of recurrence (research output) ----------------------------------------------------------
+
+
+def ror_subtype_scores(calls: pd.DataFrame) -> pd.DataFrame:
+    """PAM50 ROR-S (subtype-only risk of recurrence, Parker et al. 2009) from `centroid_calls` output:
+    the shipped coefficients times the per-centroid correlations, and its low / intermediate / high
+    group by the shipped thresholds. Research output: not the licensed Prosigna assay, whose
+    normalisation and platform differ."""
+    import json
+
+    folder = resources.files("hist2rna_tf").joinpath("data", "pam50")
+    coefficients = json.loads(folder.joinpath("ror_coeffs.json").read_text())["subtype"]
+    thresholds = json.loads(folder.joinpath("ror_thresholds.json").read_text())["subtype"]
+    score = sum(weight * calls[CENTROID_NAMES[name]] for name, weight in coefficients.items())
+    group = pd.cut(score, [-float("inf"), thresholds["low"], thresholds["high"], float("inf")],
+                   labels=["low", "intermediate", "high"], right=False)
+    return pd.DataFrame({"ror_s": score, "ror_group": group.astype(str)}, index=calls.index)

@@ -82,3 +82,19 @@ def test_voting_classifier_on_measured_expression(tcga):
     shuffled, _ = fit_and_score_voting(expression[train], labels[train].sample(frac=1, random_state=0).set_axis(
         labels[train].index), expression[test], labels[test])
     assert shuffled["accuracy"] < metrics["accuracy"] - 0.2
+
+
+def test_ror_subtype_scores_rank_the_subtypes(tcga):
+    from hist2rna_tf.subtype import ror_subtype_scores
+
+    expression, labels = tcga
+    calls = centroid_calls(expression)
+    ror = ror_subtype_scores(calls)
+    by_label = ror["ror_s"].groupby(labels).median()
+    assert by_label["LumA"] < by_label["LumB"] and by_label["LumA"] < by_label["Basal"]
+    assert set(ror["ror_group"]) <= {"low", "intermediate", "high"}
+    assert (ror.loc[labels == "LumA", "ror_group"] == "low").mean() > (ror.loc[labels == "Basal", "ror_group"] == "low").mean()
+    sample = calls.index[0]  # the formula, by hand: 0.0421 Basal + 0.1247 Her2 - 0.3524 LumA + 0.1421 LumB
+    by_hand = (0.04210193 * calls.loc[sample, "Basal"] + 0.12466938 * calls.loc[sample, "Her2"]
+               - 0.35235561 * calls.loc[sample, "LumA"] + 0.14213283 * calls.loc[sample, "LumB"])
+    assert ror.loc[sample, "ror_s"] == pytest.approx(by_hand)
