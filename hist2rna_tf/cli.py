@@ -243,10 +243,10 @@ def cmd_normalize(args) -> int:
 def _save_image(array, path: Path) -> Path:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp)
     return path
 
 

@@ -78,3 +78,12 @@ def to_dict(config: Any) -> dict:
 
 def to_json(config: Any) -> str:
     return json.dumps(to_dict(config), indent=2, sort_keys=True)
+
+
+def extract_config_from_dict(data: dict) -> ExtractConfig:
+    """The inverse of `to_dict` for an ExtractConfig (JSON turned tuples into lists)."""
+    data = dict(data)
+    tiles = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("tiles").items()}
+    stain = {k: (tuple(map(tuple, v)) if k == "he_ref" else tuple(v)) if isinstance(v, list) else v
+             for k, v in data.pop("stain").items()}
+    return ExtractConfig(**data, tiles=TileConfig(**tiles), stain=StainConfig(**stain))

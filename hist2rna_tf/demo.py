@@ -16,13 +16,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .atomic import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,8 @@ def write_pyramid_tiff(image: np.ndarray, path: Path, mpp: float = DEMO_MPP) -> 
     """A tiled JPEG pyramidal TIFF (downsamples 1, 4, 16) with its MPP in the resolution tags."""
     import tifffile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     resolution = (1e4 / mpp, 1e4 / mpp)  # pixels per centimetre
-    with tifffile.TiffWriter(tmp) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
         level = image
         for i, factor in enumerate((1, 4, 16)):
             if factor > 1:
@@ -156,7 +155,6 @@ def write_pyramid_tiff(image: np.ndarray, path: Path, mpp: float = DEMO_MPP) -> 
                       photometric="rgb", subfiletype=1 if i else 0,
                       resolution=(resolution[0] / factor, resolution[1] / factor), resolutionunit="CENTIMETER",
                       description=SYNTHETIC_NOTE if i == 0 else None, metadata=None)
-    os.replace(tmp, path)
 
 
 def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, progress: bool = False
@@ -177,10 +175,7 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
             continue
         image, annotation, fraction = render_slide(index, seed, tiles, in_a)
         write_pyramid_tiff(image, slide_path)
-        annotation_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = annotation_path.with_name(f".{annotation_path.name}.tmp")
-        tmp.write_text(json.dumps(annotation, indent=1))
-        os.replace(tmp, annotation_path)
+        write_text(annotation_path, json.dumps(annotation, indent=1))
         slides.append(DemoSlide(slide_id, slide_path, annotation_path, fraction))
     _write_cohort_table(out_dir, slides, seed)
     return slides
@@ -197,15 +192,12 @@ def _built_fractions(out_dir: Path, seed: int) -> dict[str, float]:
 
 
 def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> None:
-    path = out_dir / "cohort.csv"
-    tmp = path.with_name(".cohort.csv.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(out_dir / "cohort.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["slide_id", "slide", "annotation", "group_a_fraction", "seed"])
         for s in slides:
             writer.writerow([s.slide_id, s.slide_path.relative_to(out_dir), s.annotation_path.relative_to(out_dir),
                              f"{s.group_a_fraction:.4f}", seed])
-    os.replace(tmp, path)
     (out_dir / "README.txt").write_text(SYNTHETIC_NOTE + "\n" + (__doc__ or ""))
 
 

@@ -88,13 +88,14 @@ def evaluate_run(run_dir) -> dict:
     predictions, and return their summaries."""
     from pathlib import Path
 
+    from .atomic import atomic_path
+
     run_dir = Path(run_dir)
     predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
     truth = pd.read_csv(run_dir / "test_targets.csv", index_col=0)
     genes, patients, r2 = across_genes(predicted, truth), across_patients(predicted, truth), r_squared(predicted, truth)
     for name, table in (("across_genes", genes), ("across_patients", patients), ("r_squared", r2)):
-        tmp = run_dir / f".{name}.csv.tmp"
-        table.to_csv(tmp)
-        tmp.replace(run_dir / f"{name}.csv")
+        with atomic_path(run_dir / f"{name}.csv") as tmp:
+            table.to_csv(tmp)
     return {"across_genes": summary(genes), "across_patients": summary(patients),
             "r2_at_least_0.1": int((r2 >= 0.1).sum())}

@@ -192,13 +192,12 @@ def stratified_split(labels: pd.Series, test_fraction: float = 160 / 495, seed: 
 
 
 def save_split(split: pd.Series, labels: pd.Series, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .atomic import atomic_path
+
     frame = pd.DataFrame({"patient_id": split.index, "subset": split.values, "label": labels.reindex(split.index).values})
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
 
 
 def load_split(path: str | Path) -> pd.Series:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from . import __version__
+from .atomic import atomic_path, write_text
 from .backbones import Backbone, build_backbone
 from .config import ExtractConfig, TileConfig, to_dict
 from .errors import Hist2RNAError, RecordError, SlideError
@@ -332,16 +332,13 @@ def manifest_path(out_dir: Path, backbone: str, shard_index: int, shard_count: i
 
 
 def write_manifest(results: list[SlideResult], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
         writer.writeheader()
         for result in results:
             row = {key: getattr(result, key) for key in MANIFEST_FIELDS}
             row["seconds"] = f"{result.seconds:.2f}"
             writer.writerow(row)
-    os.replace(tmp, path)
 
 
 def _existing(path: Path, backbone: Backbone, normaliser_tag: str, tiles: TileConfig) -> SlideFeatures | None:
@@ -417,9 +414,6 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
 
 
 def _write_config(path: Path, config: ExtractConfig, backbone: Backbone) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"version": __version__, "backbone": backbone.name, "feature_dim": backbone.feature_dim,
                "weights": backbone.weights_tag, "config": to_dict(config)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +59,13 @@ class Predictor:
 
     def extraction_config(self):
         """The ExtractConfig the run's training features were made with (to extract new slides alike)."""
-        from .config import ExtractConfig, StainConfig, TileConfig
+        from dataclasses import replace
+
+        from .config import extract_config_from_dict
 
         run = json.loads((self.path / "config.json").read_text())
         saved = json.loads((Path(run["inputs"]["features"]) / "extract_config.json").read_text())["config"]
-        tiles = TileConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.pop("tiles").items()})
-        stain = saved.pop("stain")
-        stain = StainConfig(**{k: tuple(map(tuple, v)) if k == "he_ref" else tuple(v) if isinstance(v, list) else v
-                               for k, v in stain.items()})
-        return ExtractConfig(**{**saved, "tiles": tiles, "stain": stain, "shard_index": 0, "shard_count": 1})
+        return replace(extract_config_from_dict(saved), shard_index=0, shard_count=1)
 
 
 def predict_patients(predictor: Predictor, features_dir: str | Path) -> pd.DataFrame:
@@ -85,9 +82,8 @@ def predict_patients(predictor: Predictor, features_dir: str | Path) -> pd.DataF
 
 def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     """CSV written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp)
-    os.replace(tmp, path)
-    return path
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp)
+    return Path(path)

@@ -12,13 +12,13 @@ One file per slide, `<out>/<backbone>/<slide_id>.tfrecord`, holding one tf.train
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from .atomic import atomic_path
 from .errors import RecordError
 
 _BYTES = ("slide_id", "patient_id", "backbone", "weights", "normaliser", "version")
@@ -80,16 +80,9 @@ def to_example(record: SlideFeatures) -> tf.train.Example:
 
 def write_record(record: SlideFeatures, path: str | Path) -> Path:
     """Write atomically: a temp file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            writer.write(to_example(record).SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
+        writer.write(to_example(record).SerializeToString())
+    return Path(path)
 
 
 # --- parsing --------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -102,10 +101,9 @@ def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape)
 
 def write_json(path: Path, payload: dict) -> None:
     """Atomic JSON write (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    from .atomic import write_text
+
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 @dataclass(frozen=True)
