@@ -77,6 +77,9 @@ class Backbone:
         return self.model(self.preprocess(tiles), training=False)
 
 
+RANDOM_WEIGHTS_SEED = 0  # --weights none: Keras' initialisers under this global seed
+
+
 def weights_tag(weights: str) -> str:
     """How the weights are recorded in outputs: 'imagenet', 'none', or the file's name."""
     return weights if weights in ("imagenet", "none") else Path(weights).name
@@ -95,6 +98,9 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
     if keras_weights not in (None, "imagenet") and not Path(keras_weights).is_file():
         raise BackboneError(f"weights file {weights} not found; use --weights imagenet, none, or a path "
                             "to an existing weights file.")
+    if keras_weights is None:
+        # Seeded, so that extraction, prediction from slides and export build the SAME random backbone.
+        keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
     try:
         model = spec.build(weights=keras_weights, input_shape=(tile_size_px, tile_size_px, 3))
     except Exception as exc:  # Keras raises bare Exceptions for failed downloads and bad files

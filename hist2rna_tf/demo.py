@@ -5,10 +5,11 @@ resolution tags, so OpenSlide reads it) of near-white glass with one blob of tis
 real H&E tiles shipped in `data/tcga_tiles` (rotated, flipped, placed off the extraction grid), a
 per-slide stain cast, and on some slides a green ink stroke (an artefact the tissue mask must drop).
 Beside each slide lies a QuPath-style GeoJSON tumour annotation (class "Tumor"; some slides also a
-"Necrosis" region, some a hole). The real tiles come from four TCGA slides, split into two groups
-(A, B); each demo slide draws its tissue from group A with its own probability, recorded per slide in
-`cohort.csv` as `group_a_fraction` (measured over the tumour annotation). That fraction is a property
-the images really show; later stages can tie the synthetic expression to it. Same seed, same bytes.
+"Necrosis" region, some a hole). The real tiles come from four TCGA tumours (6-7 tiles each, which
+look different: dense tumour cells in some, stroma in others). Each demo slide mixes the four in its
+own proportions (Dirichlet-drawn); the share of each source tumour inside the tumour annotation is
+recorded per slide in `cohort.csv` (`share_<barcode>`). Those shares are a property the images
+really show; `write_demo_expression` ties the synthetic RNA-seq to them. Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 DEMO_MPP = 0.25
 CELL_PX = 224  # the real tiles' size: the tissue is a grid of them, offset from the extraction grid
-# Two groups of source slides (by TCGA barcode) that demo slides mix in different proportions.
-GROUP_A = ("TCGA-A2-A04R", "TCGA-A2-A0YG")
+# The four source tumours (TCGA patient barcodes of the shipped tiles) that demo slides mix.
+SOURCES = ("TCGA-A2-A04R", "TCGA-A2-A04Y", "TCGA-A2-A0YG", "TCGA-E2-A15K")
+MIX_CONCENTRATION = 0.7  # Dirichlet concentration of a slide's source shares (< 1: often one dominates)
 SYNTHETIC_NOTE = ("SYNTHETIC demo cohort: slides assembled from 25 real TCGA-BRCA tiles (shipped in "
                   "hist2rna_tf/data/tcga_tiles); layouts, stain casts and annotations are made up.")
 
@@ -40,15 +42,15 @@ class DemoSlide:
     slide_id: str
     slide_path: Path
     annotation_path: Path
-    group_a_fraction: float
+    source_shares: tuple[float, ...]  # share of each of SOURCES inside the tumour annotation
 
 
 def real_tiles() -> tuple[list[np.ndarray], np.ndarray]:
-    """The shipped TCGA tiles (uint8 [224, 224, 3]) and whether each belongs to group A."""
+    """The shipped TCGA tiles (uint8 [224, 224, 3]) and the index in SOURCES of each one's tumour."""
     folder = resources.files("hist2rna_tf") / "data" / "tcga_tiles"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".png"))
     tiles = [np.asarray(Image.open(folder / name).convert("RGB")) for name in names]
-    return tiles, np.array([name[:12] in GROUP_A for name in names])
+    return tiles, np.array([SOURCES.index(name[:12]) for name in names])
 
 
 def _blob(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
@@ -80,21 +82,20 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> list[li
     return ring + [ring[0]]
 
 
-def render_slide(index: int, seed: int, tiles: list[np.ndarray], in_a: np.ndarray,
-                 rows: int = 12, cols: int = 16) -> tuple[np.ndarray, dict, float]:
-    """Level-0 RGB pixels, the GeoJSON annotation, and the group-A fraction inside the tumour."""
+def render_slide(index: int, seed: int, tiles: list[np.ndarray], source: np.ndarray,
+                 rows: int = 10, cols: int = 13) -> tuple[np.ndarray, dict, tuple[float, ...]]:
+    """Level-0 RGB pixels, the GeoJSON annotation, and each source tumour's share inside the tumour."""
     rng = np.random.default_rng([seed, index])
     offset = rng.integers(40, CELL_PX - 40, size=2)  # the tissue grid is off the extraction grid
     height_px, width_px = rows * CELL_PX + CELL_PX, cols * CELL_PX + CELL_PX
     image = np.clip(rng.normal(243, 2.0, size=(height_px, width_px, 3)), 0, 255).astype(np.uint8)
     tissue = _blob(rng, rows, cols)
-    p_group_a = (index * 0.6180339887) % 1.0  # spread evenly over [0, 1) whatever the slide count
+    mix = rng.dirichlet(np.full(len(SOURCES), MIX_CONCENTRATION))
     gains = _stain_cast(rng)
-    group_a_idx, group_b_idx = np.flatnonzero(in_a), np.flatnonzero(~in_a)
-    drawn_a = np.zeros((rows, cols), bool)
+    drawn = np.full((rows, cols), -1)
     for r, c in zip(*np.nonzero(tissue)):
-        drawn_a[r, c] = rng.random() < p_group_a
-        tile = tiles[rng.choice(group_a_idx if drawn_a[r, c] else group_b_idx)]
+        drawn[r, c] = rng.choice(len(SOURCES), p=mix)
+        tile = tiles[rng.choice(np.flatnonzero(source == drawn[r, c]))]
         tile = np.rot90(tile, k=int(rng.integers(4)))
         tile = tile[:, ::-1] if rng.random() < 0.5 else tile
         y, x = offset[1] + r * CELL_PX, offset[0] + c * CELL_PX
@@ -116,8 +117,9 @@ def render_slide(index: int, seed: int, tiles: list[np.ndarray], in_a: np.ndarra
         ImageDraw.Draw(draw).line([(60, 60), (width_px // 3, 90)], fill=(40, 160, 70), width=50)
         image = np.asarray(draw).copy()
     region = _tumour_cells(rows, cols, offset, tumour, necrosis)
-    fraction = float(drawn_a[region & tissue].mean()) if (region & tissue).any() else float("nan")
-    return image, {"type": "FeatureCollection", "features": features}, fraction
+    inside = drawn[region & tissue]
+    shares = tuple(float((inside == k).mean()) if inside.size else float("nan") for k in range(len(SOURCES)))
+    return image, {"type": "FeatureCollection", "features": features}, shares
 
 
 def _feature(geometry: dict, name: str, color: list[int]) -> dict:
@@ -163,8 +165,8 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    tiles, in_a = real_tiles()
-    built = _built_fractions(out_dir, seed)
+    tiles, source = real_tiles()
+    built = _built_shares(out_dir, seed)
     slides: list[DemoSlide] = []
     for index in tqdm(range(n_slides), desc="demo slides", unit="slide", disable=not progress):
         slide_id = f"demo-{index + 1:02d}"
@@ -173,31 +175,42 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
         if slide_id in built and slide_path.exists() and annotation_path.exists():
             slides.append(DemoSlide(slide_id, slide_path, annotation_path, built[slide_id]))
             continue
-        image, annotation, fraction = render_slide(index, seed, tiles, in_a)
+        image, annotation, shares = render_slide(index, seed, tiles, source)
         write_pyramid_tiff(image, slide_path)
         write_text(annotation_path, json.dumps(annotation, indent=1))
-        slides.append(DemoSlide(slide_id, slide_path, annotation_path, fraction))
+        slides.append(DemoSlide(slide_id, slide_path, annotation_path, shares))
     _write_cohort_table(out_dir, slides, seed)
     return slides
 
 
-def _built_fractions(out_dir: Path, seed: int) -> dict[str, float]:
+SHARE_COLUMNS = tuple(f"share_{s}" for s in SOURCES)
+
+
+def _built_shares(out_dir: Path, seed: int) -> dict[str, tuple[float, ...]]:
     """Slides an earlier build with the same seed recorded in cohort.csv (reused, not re-rendered)."""
     path = out_dir / "cohort.csv"
     if not path.exists():
         return {}
     with open(path, newline="") as handle:
-        return {row["slide_id"]: float(row["group_a_fraction"]) for row in csv.DictReader(handle)
-                if row.get("seed") == str(seed)}
+        return {row["slide_id"]: tuple(float(row[c]) for c in SHARE_COLUMNS) for row in csv.DictReader(handle)
+                if row.get("seed") == str(seed) and all(c in row for c in SHARE_COLUMNS)}
+
+
+def read_source_shares(cohort_dir: str | Path) -> "pd.DataFrame":
+    """slide_id x SOURCES: each demo slide's share of each source tumour (from cohort.csv)."""
+    import pandas as pd
+
+    table = pd.read_csv(Path(cohort_dir) / "cohort.csv", index_col="slide_id")
+    return table[list(SHARE_COLUMNS)].set_axis(list(SOURCES), axis=1)
 
 
 def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> None:
     with atomic_path(out_dir / "cohort.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["slide_id", "slide", "annotation", "group_a_fraction", "seed"])
+        writer.writerow(["slide_id", "slide", "annotation", *SHARE_COLUMNS, "seed"])
         for s in slides:
             writer.writerow([s.slide_id, s.slide_path.relative_to(out_dir), s.annotation_path.relative_to(out_dir),
-                             f"{s.group_a_fraction:.4f}", seed])
+                             *(f"{v:.4f}" for v in s.source_shares), seed])
     (out_dir / "README.txt").write_text(SYNTHETIC_NOTE + "\n" + (__doc__ or ""))
 
 
@@ -207,36 +220,39 @@ def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> No
 def write_demo_expression(cohort_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """SYNTHETIC RNA-seq and labels for the demo slides, tied to what the images show.
 
-    Each gene's log2 expression is a gene-specific baseline plus a gene-specific slope times the
-    slide's `group_a_fraction` (the share of its tumour tiles drawn from group A's real tiles; see
-    the module docstring), plus noise; raw values are 2^v - 1, like RSEM. The label (for the
-    stratified split) is the quartile of that fraction, named like PAM50 subtypes only so that the
-    paper's pipeline runs unchanged. These numbers say nothing about real biology.
+    Each gene's log2 expression is a gene-specific baseline (4-12) plus gene-specific loadings
+    (normal, sd 1.5) on the slide's four source-tumour shares (centred at 1/4; see the module
+    docstring), plus noise (sd 0.25); raw values are 2^v - 1, like RSEM. Several independent image
+    properties drive the genes, so a model trained on shuffled targets cannot score well by luck of
+    sign. The label (for the stratified split) is the dominant source tumour, named like the paper's
+    four PAM50 subtypes only so that the paper's pipeline runs unchanged. These numbers say nothing
+    about real biology.
     """
     from .expression import load_panel
 
     cohort_dir = Path(cohort_dir)
-    with open(cohort_dir / "cohort.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    fraction = np.array([float(r["group_a_fraction"]) for r in rows])
+    shares = read_source_shares(cohort_dir)
     genes = load_panel("all")
     rng = np.random.default_rng([seed, 7])
     baseline = rng.uniform(4.0, 12.0, len(genes))
-    slope = rng.normal(0.0, 2.0, len(genes))
-    log2_values = baseline + np.outer(fraction - 0.5, slope) + rng.normal(0.0, 0.25, (len(rows), len(genes)))
+    loadings = rng.normal(0.0, 1.5, (len(SOURCES), len(genes)))
+    noise = rng.normal(0.0, 0.25, (len(shares), len(genes)))
+    log2_values = baseline + (shares.to_numpy() - 1.0 / len(SOURCES)) @ loadings + noise
     raw = np.round(2.0 ** log2_values - 1.0, 4)
     expression = cohort_dir / "expression.csv"
-    with open(expression, "w", newline="") as handle:
+    with atomic_path(expression) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["PATIENT_ID", *genes])
-        for row, values in zip(rows, raw):
-            writer.writerow([row["slide_id"], *values])
-    names = np.array(["Basal", "Her2", "LumB", "LumA"])
-    quartile = np.searchsorted(np.quantile(fraction, [0.25, 0.5, 0.75]), fraction, side="right")
+        for slide_id, values in zip(shares.index, raw):
+            writer.writerow([slide_id, *values])
+    names = np.array(DEMO_SUBTYPES)[shares.to_numpy().argmax(axis=1)]
     labels = cohort_dir / "clinical.csv"
-    with open(labels, "w", newline="") as handle:
+    with atomic_path(labels) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["PATIENT", "BRCA_Subtype_PAM50", "note"])
-        for row, q in zip(rows, quartile):
-            writer.writerow([row["slide_id"], names[q], "SYNTHETIC"])
+        for slide_id, name in zip(shares.index, names):
+            writer.writerow([slide_id, name, "SYNTHETIC"])
     return expression, labels
+
+
+DEMO_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")  # stand-in names for the dominant source tumour

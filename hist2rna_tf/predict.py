@@ -25,7 +25,7 @@ class Predictor:
             self._model = keras.models.load_model(self.path / "best.keras", compile=False)
             self.genes = (self.path / "genes.txt").read_text().split()
             self.feature_dim = int(self._model.input_shape[-1])
-            self._predict = lambda x: self._model.predict(x[:, None, :], verbose=0)
+            self._predict = lambda x: self._model(x[:, None, :], training=False)
         elif (self.path / "saved_model.pb").is_file():
             import tensorflow as tf
 

@@ -19,7 +19,7 @@ import pandas as pd
 import tensorflow as tf
 
 from . import __version__
-from .head import build_head
+from .head import Standardization, build_head
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     deterministic: bool = False
+    standardize: bool = False  # NOT the paper: z-score features and targets inside the model (see head.py)
 
 
 def validation_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -66,7 +67,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     val = validation_rows(len(x), config.validation_fraction, config.seed)
-    model = build_head(x.shape[1], y.shape[1])
+    scaling = Standardization.of(x[~val], y[~val]) if config.standardize else None
+    model = build_head(x.shape[1], y.shape[1], standardization=scaling)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                restore_best_weights=True)]
@@ -159,7 +161,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     (out_dir / "genes.txt").write_text("\n".join(targets.columns) + "\n")
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose)
-    predicted = model.predict(features.to_numpy()[test][:, None, :].astype(np.float32), verbose=0)
+    predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
     predictions.index.name = "patient_id"
     predictions.to_csv(out_dir / "test_predictions.csv")

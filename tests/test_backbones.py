@@ -111,3 +111,16 @@ def test_own_model_file_is_pooled(tiny_backbone_file):
     assert backbone.feature_dim == 24 and backbone.name == "tiny"
     feats = np.asarray(backbone.features(RNG.uniform(0, 255, (2, 224, 224, 3)).astype("float32")))
     assert feats.shape == (2, 24)
+
+
+def test_random_weights_are_the_same_every_build():
+    """--weights none is seeded: extraction, prediction from slides and export see one backbone."""
+    import numpy as np
+
+    from hist2rna_tf.backbones import build_backbone
+
+    tiles = np.random.default_rng(1).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    first = np.asarray(build_backbone("resnet50", "none").features(tiles))
+    np.random.seed(5)
+    second = np.asarray(build_backbone("resnet50", "none").features(tiles))
+    np.testing.assert_array_equal(first, second)

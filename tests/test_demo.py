@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import openslide
 import pytest
 
-from hist2rna_tf.demo import build_demo_cohort
+from hist2rna_tf.demo import SOURCES, build_demo_cohort
 from hist2rna_tf.regions import load_annotations
 
 
@@ -31,8 +32,30 @@ def test_slides_are_pyramidal_tiffs_at_quarter_micron(demo_cohort):
 def test_annotations_and_cohort_table(demo_cohort):
     rows = list(csv.DictReader(open(demo_cohort / "cohort.csv")))
     assert [r["slide_id"] for r in rows] == [f"demo-{i:02d}" for i in range(1, 6)]
-    fractions = [float(r["group_a_fraction"]) for r in rows]
-    assert all(0 <= f <= 1 for f in fractions) and max(fractions) - min(fractions) > 0.4
+    shares = np.array([[float(r[f"share_{s}"]) for s in SOURCES] for r in rows])
+    assert np.allclose(shares.sum(axis=1), 1.0, atol=1e-3) and (shares >= 0).all()
+    assert np.ptp(shares, axis=0).max() > 0.5  # slides differ in their mix of tumours
     classes = {a.classification for r in rows for a in load_annotations(demo_cohort / r["annotation"])}
     assert classes == {"Tumor", "Necrosis"}
     assert "SYNTHETIC" in (demo_cohort / "README.txt").read_text()
+
+
+def test_synthetic_expression_follows_the_source_shares(demo_cohort, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from hist2rna_tf.demo import read_source_shares, write_demo_expression
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(demo_cohort, cohort)
+    expression, labels = write_demo_expression(cohort)
+    table = np.log2(1 + pd.read_csv(expression, index_col=0))
+    shares = read_source_shares(cohort)
+    assert table.shape == (5, 138) and list(table.index) == list(shares.index)
+    # The genes are a linear function of the shares (plus noise sd 0.25): a least-squares fit recovers them.
+    design = np.column_stack([np.ones(5), shares.to_numpy()[:, :3]])
+    residual = table.to_numpy() - design @ np.linalg.lstsq(design, table.to_numpy(), rcond=None)[0]
+    assert residual.std() < 0.25 < table.to_numpy().std(axis=0).mean()
+    subtypes = pd.read_csv(labels, index_col=0)["BRCA_Subtype_PAM50"]
+    assert list(subtypes) == [("LumA", "LumB", "Basal", "Her2")[k] for k in shares.to_numpy().argmax(axis=1)]

@@ -1,0 +1,174 @@
+"""The demo's whole chain on the SYNTHETIC demo cohort, as one library call (`hist2rna demo` is a
+thin layer over `run_demo`).
+
+cohort (slides + annotations) -> features (TFRecords) -> synthetic expression tied to the images
+-> the paper's head on a stratified split -> held-out Spearman, beside controls trained on
+shuffled targets (patients' expression rows permuted, same split, scored against the TRUE
+held-out targets) -> predictions for every patient -> SavedModel exports (head and end to end).
+
+The demo backbone has random weights (offline), whose slide features barely differ between slides,
+so the demo trains with `standardize=True` (NOT the paper; see head.py). These numbers show that
+the pipeline learns what the images show; they say nothing about real biology.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path = Path("demo_output")
+    n_slides: int = 36
+    backbone: str = "efficientnetv2s"
+    weights: str = "none"
+    n_controls: int = 3
+    seed: int = 0
+    progress: bool = True
+    export: bool = True
+
+
+@dataclass
+class DemoResult:
+    n_slides: int
+    n_tiles: int
+    extraction_s: float
+    metrics: dict
+    control_medians: list[float]
+    train_s: float
+    paths: dict = field(default_factory=dict)
+
+    @property
+    def learned_median(self) -> float:
+        return float(self.metrics["across_genes"]["median"])
+
+
+def shuffled_expression(expression_csv: Path, out_csv: Path, seed: int) -> Path:
+    """The expression table with whole rows moved to other patients (a permutation with no fixed point)."""
+    with open(expression_csv, newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    rng = np.random.default_rng([seed, 99])
+    while True:
+        order = rng.permutation(len(body))
+        if len(body) < 2 or not (order == np.arange(len(body))).any():
+            break
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row, source in zip(body, order):
+            writer.writerow([row[0], *body[source][1:]])
+    return out_csv
+
+
+def control_median(control_dir: Path, run_dir: Path) -> float:
+    """Median held-out Spearman across genes of a control's predictions against the TRUE targets."""
+    import pandas as pd
+
+    from .evaluate import across_genes, summary
+
+    predicted = pd.read_csv(control_dir / "test_predictions.csv", index_col=0)
+    truth = pd.read_csv(run_dir / "test_targets.csv", index_col=0)
+    return summary(across_genes(predicted, truth))["median"]
+
+
+def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
+    """Run the whole demo chain under `config.out`; re-running reuses the cohort and the features."""
+    from .config import ExtractConfig
+    from .demo import build_demo_cohort, write_demo_expression
+    from .evaluate import evaluate_run
+    from .features import extract_cohort
+    from .train import RunInputs, TrainConfig, train_run
+
+    out = Path(config.out)
+    cohort_dir = out / "cohort"
+    build_demo_cohort(cohort_dir, n_slides=config.n_slides, seed=config.seed, progress=config.progress)
+    start = time.perf_counter()
+    results = extract_cohort([cohort_dir / "slides"], out / "features",
+                             ExtractConfig(backbone=config.backbone, weights=config.weights),
+                             annotations_dir=cohort_dir / "annotations", progress=config.progress)
+    extraction_s = time.perf_counter() - start
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        from .errors import Hist2RNAError
+
+        raise Hist2RNAError(f"{len(failed)} demo slides failed to extract (e.g. {failed[0].slide_id}: "
+                            f"{failed[0].reason}); see {out / 'features'}/*/manifest.csv")
+    features = _features_dir(out / "features", config.backbone)
+    expression, labels = write_demo_expression(cohort_dir, seed=config.seed)
+
+    start = time.perf_counter()
+    train = TrainConfig(seed=config.seed, standardize=True)
+    run_dir = out / "run"
+    _fresh(run_dir)
+    train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir, train)
+    metrics = evaluate_run(run_dir)
+    controls = []
+    for k in range(config.n_controls):
+        control_dir = out / "controls" / f"shuffled-{k + 1}"
+        _fresh(control_dir)
+        shuffled = shuffled_expression(expression, out / "controls" / f"expression_shuffled-{k + 1}.csv", seed=k)
+        train_run(RunInputs(features=str(features), expression=str(shuffled), labels=str(labels),
+                            split=str(run_dir / "split.csv")), control_dir, replace(train, seed=config.seed + k + 1))
+        controls.append(control_median(control_dir, run_dir))
+    train_s = time.perf_counter() - start
+
+    paths = {"cohort": cohort_dir, "features": features, "run": run_dir,
+             "predictions": _predict_all(run_dir, features, out / "predictions.csv")}
+    if config.export:
+        paths.update(_export(run_dir, out / "saved_models"))
+    n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
+    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
+                        {k: str(v) for k, v in paths.items()})
+    from .train import write_json
+
+    write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
+                                           "learned_median": result.learned_median})
+    return result
+
+
+def _features_dir(root: Path, backbone: str) -> Path:
+    folders = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.csv").exists()]
+    named = [p for p in folders if p.name == backbone]
+    return named[0] if named else folders[0]
+
+
+def _fresh(folder: Path) -> None:
+    """Training re-runs from scratch: an earlier run's folder is replaced, never mixed with."""
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def _predict_all(run_dir: Path, features: Path, out_csv: Path) -> Path:
+    from .predict import Predictor, predict_patients, write_table
+
+    return write_table(predict_patients(Predictor(run_dir), features), out_csv)
+
+
+def _export(run_dir: Path, root: Path) -> dict:
+    """Version 1 of `<backbone>_head` and `<backbone>` under `root`, replacing a previous demo's."""
+    from .backbones import build_backbone
+    from .export import export_end_to_end, export_head
+    from .predict import Predictor
+
+    predictor = Predictor(run_dir)
+    extract = predictor.extraction_config()
+    backbone = build_backbone(extract.backbone, extract.weights, extract.tiles.tile_size_px)
+    head_dir, full_dir = root / f"{backbone.name}_head" / "1", root / backbone.name / "1"
+    for folder in (head_dir, full_dir):
+        _fresh(folder)
+    export_head(predictor.model, predictor.genes, head_dir)
+    export_end_to_end(backbone, predictor.model, predictor.genes, extract.stain, full_dir,
+                      extract.tiles.tile_size_px)
+    return {"export_head": head_dir, "export_end_to_end": full_dir}
