@@ -196,7 +196,7 @@ def _built_shares(out_dir: Path, seed: int) -> dict[str, tuple[float, ...]]:
                 if row.get("seed") == str(seed) and all(c in row for c in SHARE_COLUMNS)}
 
 
-def read_source_shares(cohort_dir: str | Path) -> "pd.DataFrame":
+def read_source_shares(cohort_dir: str | Path):
     """slide_id x SOURCES: each demo slide's share of each source tumour (from cohort.csv)."""
     import pandas as pd
 
