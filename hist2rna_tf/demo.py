@@ -159,9 +159,10 @@ def write_pyramid_tiff(image: np.ndarray, path: Path, mpp: float = DEMO_MPP) -> 
                       description=SYNTHETIC_NOTE if i == 0 else None, metadata=None)
 
 
-def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, progress: bool = False
-                      ) -> list[DemoSlide]:
-    """Write (or reuse) the demo cohort under `out_dir`: slides/, annotations/, cohort.csv."""
+def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, progress: bool = False,
+                      prefix: str = "demo", grid: tuple[int, int] = (10, 13)) -> list[DemoSlide]:
+    """Write (or reuse) the demo cohort under `out_dir`: slides/, annotations/, cohort.csv. Slides are
+    named `<prefix>-NN`; `grid` is the tissue area in 224-px cells (small grids look like TMA cores)."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
@@ -169,13 +170,13 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
     built = _built_shares(out_dir, seed)
     slides: list[DemoSlide] = []
     for index in tqdm(range(n_slides), desc="demo slides", unit="slide", disable=not progress):
-        slide_id = f"demo-{index + 1:02d}"
+        slide_id = f"{prefix}-{index + 1:02d}"
         slide_path = out_dir / "slides" / f"{slide_id}.tiff"
         annotation_path = out_dir / "annotations" / f"{slide_id}.geojson"
         if slide_id in built and slide_path.exists() and annotation_path.exists():
             slides.append(DemoSlide(slide_id, slide_path, annotation_path, built[slide_id]))
             continue
-        image, annotation, shares = render_slide(index, seed, tiles, source)
+        image, annotation, shares = render_slide(index, seed, tiles, source, *grid)
         write_pyramid_tiff(image, slide_path)
         write_text(annotation_path, json.dumps(annotation, indent=1))
         slides.append(DemoSlide(slide_id, slide_path, annotation_path, shares))
@@ -217,14 +218,15 @@ def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> No
 # --- synthetic expression (for training on the demo cohort) --------------------------------------
 
 
-def write_demo_expression(cohort_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+def write_demo_expression(cohort_dir: str | Path, seed: int = 0, model_seed: int = 0) -> tuple[Path, Path]:
     """SYNTHETIC RNA-seq and labels for the demo slides, tied to what the images show.
 
     Each gene's log2 expression is a gene-specific baseline (4-12) plus gene-specific loadings
     (normal, sd 1.5) on the slide's four source-tumour shares (centred at 1/4; see the module
     docstring), plus noise (sd 0.25); raw values are 2^v - 1, like RSEM. Several independent image
     properties drive the genes, so a model trained on shuffled targets cannot score well by luck of
-    sign. The label (for the stratified split) is the dominant source tumour, named like the paper's
+    sign. `model_seed` fixes baselines and loadings (the same for the training and the external demo
+    cohorts); `seed` the noise. The label (for the stratified split) is the dominant source tumour, named like the paper's
     four PAM50 subtypes only so that the paper's pipeline runs unchanged. These numbers say nothing
     about real biology.
     """
@@ -233,10 +235,10 @@ def write_demo_expression(cohort_dir: str | Path, seed: int = 0) -> tuple[Path, 
     cohort_dir = Path(cohort_dir)
     shares = read_source_shares(cohort_dir)
     genes = load_panel("all")
-    rng = np.random.default_rng([seed, 7])
-    baseline = rng.uniform(4.0, 12.0, len(genes))
-    loadings = rng.normal(0.0, 1.5, (len(SOURCES), len(genes)))
-    noise = rng.normal(0.0, 0.25, (len(shares), len(genes)))
+    model = np.random.default_rng([model_seed, 7])  # the genes' "biology": shared by every demo cohort
+    baseline = model.uniform(4.0, 12.0, len(genes))
+    loadings = model.normal(0.0, 1.5, (len(SOURCES), len(genes)))
+    noise = np.random.default_rng([seed, 8]).normal(0.0, 0.25, (len(shares), len(genes)))
     log2_values = baseline + (shares.to_numpy() - 1.0 / len(SOURCES)) @ loadings + noise
     raw = np.round(2.0 ** log2_values - 1.0, 4)
     expression = cohort_dir / "expression.csv"
@@ -256,3 +258,48 @@ def write_demo_expression(cohort_dir: str | Path, seed: int = 0) -> tuple[Path, 
 
 
 DEMO_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")  # stand-in names for the dominant source tumour
+
+
+def write_demo_clinical(cohort_dir: str | Path, seed: int = 0) -> Path:
+    """A SYNTHETIC clinical table for a demo cohort (as for the paper's external TMA cohort), drawn
+    from the cohort's synthetic log2 expression (`expression.csv`, see `write_demo_expression`):
+    ER/PR/HER2 IHC follow ESR1/PGR/ERBB2, Ki67 % and grade follow MKI67, the IHC subtype follows
+    the usual surrogate rules (ER or PR positive: LumA when HER2-negative and Ki67 < 20 %, else LumB;
+    ER- PR- HER2+: Her2; else Basal), and overall survival is exponential with a higher hazard for
+    age > 55, size > 20 mm, node-positive tumours and tumours whose dominant source tumour carries
+    the demo's "LumB" label (so the hist2RNA-predicted LumB, which learns that label, is prognostic,
+    as in the paper), censored at 5-12 years. Columns use
+    the names `clinical.ClinicalColumns` expects. Nothing here is real."""
+    import pandas as pd
+
+    cohort_dir = Path(cohort_dir)
+    log2 = np.log2(1.0 + pd.read_csv(cohort_dir / "expression.csv", index_col=0))
+    z = (log2 - log2.mean()) / log2.std()
+    rng = np.random.default_rng([seed, 11])
+    n = len(z)
+
+    def noisy(gene, scale=0.6):
+        return z[gene].to_numpy() + rng.normal(0, scale, n)
+
+    er, pr, her2 = noisy("ESR1") > -0.1, noisy("PGR") > 0.4, noisy("ERBB2") > 0.9
+    proliferation = noisy("MKI67", 0.4)
+    ki67 = np.clip(20 + 12 * proliferation + rng.normal(0, 5, n), 1, 90).round(0)
+    grade = np.digitize(proliferation + rng.normal(0, 0.5, n), [-0.6, 0.5]) + 1
+    luminal = er | pr
+    subtype = np.where(luminal, np.where(~her2 & (ki67 < 20), "LumA", "LumB"), np.where(her2, "Her2", "Basal"))
+    age = rng.uniform(35, 80, n).round(0)
+    size = np.clip(rng.gamma(4.0, 6.0, n), 3, 90).round(0)
+    node = rng.random(n) < 0.4
+    lumb_label = read_source_shares(cohort_dir).loc[z.index].to_numpy().argmax(axis=1) == DEMO_SUBTYPES.index("LumB")
+    hazard = 0.002 * np.exp(1.0 * (age > 55) + 0.5 * (size > 20) + 0.3 * node + 0.8 * lumb_label)
+    death = rng.exponential(1 / hazard)
+    censor = rng.uniform(60, 144, n)
+    table = pd.DataFrame({
+        "patient_id": z.index, "os_months": np.minimum(death, censor).round(1), "os_event": (death <= censor).astype(int),
+        "grade": grade, "size_mm": size, "age": age, "node_positive": np.where(node, "pos", "neg"),
+        "er": np.where(er, "pos", "neg"), "pr": np.where(pr, "pos", "neg"), "her2": np.where(her2, "pos", "neg"),
+        "ki67_percent": ki67, "ihc_subtype": subtype, "note": "SYNTHETIC"})
+    path = cohort_dir / "clinical_external.csv"
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path

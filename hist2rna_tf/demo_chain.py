@@ -34,6 +34,7 @@ class DemoConfig:
     backbone: str = "efficientnetv2s"
     weights: str = "none"
     n_controls: int = 3
+    n_external: int = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
     seed: int = 0
     progress: bool = True
     export: bool = True
@@ -126,8 +127,11 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
 
     paths = {"cohort": cohort_dir, "features": features, "run": run_dir,
              "predictions": _predict_all(run_dir, features, out / "predictions.csv")}
+    if config.n_external:
+        paths.update(_external_cohort(config, run_dir))
     if config.export:
         paths.update(_export(run_dir, out / "saved_models"))
+    paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
                         {k: str(v) for k, v in paths.items()})
@@ -136,6 +140,37 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
                                            "learned_median": result.learned_median})
     return result
+
+
+def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
+    """A second demo cohort of small, TMA-core-like slides with a SYNTHETIC clinical table, predicted
+    with the trained run through the normal pipeline (the paper's external TMA cohort, in miniature)."""
+    from .config import ExtractConfig
+    from .demo import build_demo_cohort, write_demo_clinical, write_demo_expression
+    from .features import extract_cohort
+
+    root = Path(config.out) / "external"
+    build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
+                      progress=config.progress)
+    extract_cohort([root / "cohort" / "slides"], root / "features",
+                   ExtractConfig(backbone=config.backbone, weights=config.weights),
+                   annotations_dir=root / "cohort" / "annotations", progress=config.progress)
+    write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)
+    clinical = write_demo_clinical(root / "cohort", seed=config.seed + 1)
+    predictions = _predict_all(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")
+    return {"external_predictions": predictions, "external_clinical": clinical}
+
+
+def _report(run_dir: Path, paths: dict, out: Path) -> Path:
+    from .demo import SYNTHETIC_NOTE
+    from .report import ReportInputs, build_report
+
+    inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
+                          clinical=paths.get("external_clinical"), title="hist2RNA demo report",
+                          note=SYNTHETIC_NOTE + " The RNA-seq and the clinical tables are synthetic too; the "
+                          "backbone has random weights and the head was trained with standardisation (not the "
+                          "paper). Nothing here says anything about real biology.")
+    return build_report(inputs, out)
 
 
 def _features_dir(root: Path, backbone: str) -> Path:

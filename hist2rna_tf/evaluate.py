@@ -99,3 +99,41 @@ def evaluate_run(run_dir) -> dict:
             table.to_csv(tmp)
     return {"across_genes": summary(genes), "across_patients": summary(patients),
             "r2_at_least_0.1": int((r2 >= 0.1).sum())}
+
+
+def bootstrap_median_ci(predicted: pd.DataFrame, truth: pd.DataFrame, over: str = "genes", n_boot: int = 1000,
+                        level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile bootstrap confidence interval of the median Spearman correlation, resampling patients.
+
+    over="genes": each resample recomputes every gene's correlation over the resampled patients;
+    over="patients": a patient's correlation (over the genes) does not depend on the others, so the
+    per-patient values are resampled. Returns {"median", "ci_low", "ci_high", "n_boot", "level"}.
+    """
+    predicted, truth = _aligned(predicted, truth)
+    rng = np.random.default_rng(seed)
+    n = len(predicted)
+    if over == "patients":
+        rho = across_patients(predicted, truth)["rho"].dropna().to_numpy()
+        medians = np.array([np.median(rho[rng.integers(len(rho), size=len(rho))]) for _ in range(n_boot)])
+        point = float(np.median(rho))
+    elif over == "genes":
+        x, y = predicted.to_numpy(), truth.to_numpy()
+        medians = np.empty(n_boot)
+        for b in range(n_boot):
+            rows = rng.integers(n, size=n)
+            medians[b] = np.nanmedian(_column_spearman(x[rows], y[rows]))
+        point = float(np.nanmedian(_column_spearman(x, y)))
+    else:
+        raise ValueError(f"over must be 'genes' or 'patients', not {over!r}")
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(medians, [tail, 100 - tail])
+    return {"median": point, "ci_low": float(low), "ci_high": float(high), "n_boot": n_boot, "level": level}
+
+
+def _column_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman per column (average ranks for ties, as scipy); NaN for a constant column."""
+    rx, ry = stats.rankdata(x, axis=0), stats.rankdata(y, axis=0)
+    rx, ry = rx - rx.mean(0), ry - ry.mean(0)
+    denominator = np.sqrt((rx**2).sum(0) * (ry**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (rx * ry).sum(0) / denominator, np.nan)

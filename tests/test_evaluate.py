@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -64,3 +65,25 @@ def test_constant_prediction_gives_nan_with_a_warning(truth_and_prediction, capl
     assert table["fdr"].notna().sum() == 49 and "constant" in caplog.text
     with pytest.raises(ValueError, match="at least 3 shared patients"):
         across_genes(predicted.iloc[:2], truth)
+
+
+def test_bootstrap_ci_brackets_the_median_and_narrows_with_more_patients():
+    from scipy import stats
+
+    from hist2rna_tf.evaluate import _column_spearman, bootstrap_median_ci
+
+    def cohort(n):
+        rng = np.random.default_rng(n)
+        truth = pd.DataFrame(rng.normal(size=(n, 30)))
+        return truth + rng.normal(scale=1.5, size=truth.shape), truth
+
+    small, large = bootstrap_median_ci(*cohort(30), n_boot=300), bootstrap_median_ci(*cohort(300), n_boot=300)
+    for ci in (small, large):
+        assert ci["ci_low"] < ci["median"] < ci["ci_high"]
+    assert large["ci_high"] - large["ci_low"] < 0.6 * (small["ci_high"] - small["ci_low"])
+    assert 0.4 < large["median"] < 0.65  # r = 1/sqrt(1 + 1.5^2) = 0.55
+    predicted, truth = cohort(40)
+    np.testing.assert_allclose(_column_spearman(predicted.to_numpy(), truth.to_numpy()),
+                               [stats.spearmanr(predicted[c], truth[c]).statistic for c in truth.columns])
+    patients = bootstrap_median_ci(predicted, truth, over="patients", n_boot=300)
+    assert patients["ci_low"] < patients["median"] < patients["ci_high"]
