@@ -153,15 +153,41 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int, help="version number (default: the next free one)")
 
     subtype = commands.add_parser(
-        "subtype", help="PAM50 subtype per sample (nearest centroid, Parker et al. 2009)",
-        description="Call PAM50 subtypes: log data, median-centre each gene over the cohort, Spearman with each "
-                    "centroid, highest wins. Writes one call per sample with the per-centroid correlations.")
+        "subtype", help="PAM50 subtype per sample (nearest centroid, or the paper's soft-voting classifier)",
+        description="centroid: log data, median-centre each gene over the cohort, Spearman with each Parker 2009 "
+                    "centroid, highest wins; writes the call and the per-centroid correlations. voting: the paper's "
+                    "soft-voting classifier (RF, MLP, LDA, LR) on the PAM50 genes, trained on a labelled reference "
+                    "cohort (e.g. TCGA RNA-seq) and applied to --expression (e.g. predicted genes); writes the call "
+                    "and the class probabilities.")
     subtype.add_argument("--expression", required=True,
                          help="cBioPortal RSEM or samples x genes table (raw RSEM unless --no-log)")
-    subtype.add_argument("--method", choices=["centroid"], default="centroid",
-                         help="centroid (the soft-voting classifier of the paper arrives with issue 4)")
+    subtype.add_argument("--method", choices=["centroid", "voting"], default="centroid",
+                         help="centroid (Parker 2009 nearest centroid) or voting (the paper's soft-voting classifier, "
+                              "trained on --reference-expression and --reference-labels)")
+    subtype.add_argument("--reference-expression",
+                         help="voting: measured RNA-seq of labelled patients to train on (raw RSEM unless --no-log)")
+    subtype.add_argument("--reference-labels", help="voting: table with the reference patients' PAM50 subtype")
+    subtype.add_argument("--label-column", default="BRCA_Subtype_PAM50", help="subtype column of --reference-labels")
     subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
     subtype.add_argument("--out", type=Path, required=True, help="CSV to write")
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML report of a run (metrics, figures, subtypes, clinical analysis)",
+        description="Write <run>/report/report.html: the run's config, held-out Spearman across patients and genes "
+                    "with bootstrap CIs (Figures 3-5), the soft-voting subtype classifier on the predicted PAM50 "
+                    "genes, and with an external cohort the biomarker checks (Figures 7-8), LumA/LumB "
+                    "reclassification, Tables 1-2 and Kaplan-Meier curves (Figure 9); the paper's figures beside.")
+    report.add_argument("run", type=Path, help="training run folder")
+    report.add_argument("--compare", type=Path, nargs="+", help="other runs (e.g. other backbones) for Figure 3")
+    report.add_argument("--external-predictions", type=Path, help="predicted genes of an external cohort (hist2rna predict)")
+    report.add_argument("--clinical", type=Path, help="the external cohort's clinical table (CSV/TSV)")
+    report.add_argument("--clinical-columns", type=Path,
+                        help='JSON mapping our names to your columns, e.g. {"os_months": "OS_MONTHS", "ki67_percent": '
+                             'null}; keys: patient os_months os_event grade size_mm age node_positive er pr her2 '
+                             "ki67_percent ihc_subtype")
+    report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (e.g. from hist2rna baseline)")
+    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    report.add_argument("--out", type=Path, help="HTML file (default <run>/report/report.html)")
 
     demo = commands.add_parser(
         "demo", help="run the pipeline on the embedded SYNTHETIC demo cohort",
@@ -367,12 +393,23 @@ def cmd_export(args) -> int:
 def cmd_subtype(args) -> int:
     from .expression import log2_expression, read_expression
     from .predict import write_table
-    from .subtype import centroid_calls
+    from .subtype import centroid_calls, voting_calls
 
-    table = read_expression(args.expression)
-    if not args.no_log:
-        table = log2_expression(table, args.expression)
-    calls = centroid_calls(table)
+    def load(path):
+        table = read_expression(path)
+        return table if args.no_log else log2_expression(table, path)
+
+    table = load(args.expression)
+    if args.method == "centroid":
+        calls = centroid_calls(table)
+    else:
+        if not (args.reference_expression and args.reference_labels):
+            raise Hist2RNAError("--method voting needs --reference-expression and --reference-labels (a labelled "
+                                "cohort to train the classifier on, e.g. the TCGA RNA-seq and its PAM50 labels).")
+        from .expression import read_labels, to_patients
+
+        reference = to_patients(load(args.reference_expression), args.reference_expression)
+        calls = voting_calls(table, reference, read_labels(args.reference_labels, args.label_column))
     calls.index.name = "sample_id"
     write_table(calls, args.out)
     counts = ", ".join(f"{k} {v}" for k, v in calls["call"].value_counts().items())
@@ -380,8 +417,22 @@ def cmd_subtype(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import ReportInputs, build_report
+
+    if bool(args.external_predictions) != bool(args.clinical):
+        raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
+                            "table of the same external cohort).")
+    inputs = ReportInputs(run=args.run, compare=args.compare or [], external_predictions=args.external_predictions,
+                          clinical=args.clinical, clinical_columns=args.clinical_columns, costs=args.costs,
+                          n_boot=args.n_boot)
+    path = build_report(inputs, args.out)
+    print(f"report: {path} (figures and tables as PNG/CSV beside it)")
+    return 0
+
+
 COMMANDS = {"subtype": cmd_subtype, "extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
-            "export": cmd_export, "demo": cmd_demo}
+            "export": cmd_export, "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

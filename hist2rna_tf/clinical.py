@@ -74,7 +74,8 @@ def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns()
     mapping = {ours: theirs for ours, theirs in asdict(columns).items() if theirs is not None}
     missing = {ours: theirs for ours, theirs in mapping.items() if theirs not in raw.columns}
     if missing:
-        listed = ", ".join(f"{theirs!r} (for {ours})" for ours, theirs in missing.items())
+        listed = ", ".join(repr(theirs) if theirs == ours else f"{theirs!r} (for {ours})"
+                           for ours, theirs in missing.items())
         raise ClinicalError(f"{path}: no column {listed}. Its columns are {', '.join(raw.columns)}. Map yours "
                             'with --clinical-columns FILE.json, e.g. {"os_months": "OS_MONTHS"}, or null if absent.')
     table = raw[list(mapping.values())].set_axis(list(mapping), axis=1)

@@ -108,6 +108,24 @@ def fit_and_score_voting(train_x: pd.DataFrame, train_y: pd.Series, test_x: pd.D
     return classification_metrics(test_y, probabilities), probabilities
 
 
+def voting_calls(log_expression: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series,
+                 subtypes: tuple[str, ...] = PAPER_SUBTYPES, seed: int = 0) -> pd.DataFrame:
+    """The paper's classifier trained on a labelled reference cohort (measured log2 expression and
+    PAM50 labels), applied to `log_expression` (samples x genes, e.g. predicted genes): per sample the
+    `call` and each class's probability."""
+    labels = reference_labels[reference_labels.isin(subtypes)]
+    labelled = labels.index.intersection(reference.index)
+    genes = [g for g in pam50_centroids().index if g in reference.columns and g in log_expression.columns]
+    if len(labelled) < 10 or len(genes) < 10:
+        raise ExpressionError(f"the voting classifier needs >= 10 labelled reference patients and >= 10 shared PAM50 "
+                              f"genes; found {len(labelled)} patients and {len(genes)} genes (check that the reference "
+                              "expression and labels use the same patient IDs).")
+    model = voting_classifier(seed).fit(reference.loc[labelled, genes].to_numpy(), labels.loc[labelled].to_numpy())
+    probabilities = pd.DataFrame(model.predict_proba(log_expression[genes].to_numpy()), index=log_expression.index,
+                                 columns=[f"p_{c}" for c in model.classes_])
+    return pd.concat([probabilities.idxmax(axis=1).str[2:].rename("call"), probabilities], axis=1)
+
+
 # --- risk of recurrence (research output) ----------------------------------------------------------
 
 

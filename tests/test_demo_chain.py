@@ -27,6 +27,25 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert (out / "saved_models" / "tiny_head" / "1" / "saved_model.pb").is_file()
     assert (out / "saved_models" / "tiny" / "1" / "saved_model.pb").is_file()
 
+    # The report: self-contained (figures embedded), every section present, tables beside it as CSV.
+    report = (out / "report" / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 7 and "SYNTHETIC" in report
+    for section in ("Gene expression prediction", "PAM50 subtype from predicted genes", "External cohort",
+                    "Luminal A vs B", "Tables 1 and 2", "0.82", "2.16"):
+        assert section in report, section
+    table1 = pd.read_csv(out / "report" / "table1_predicted_subtype.csv")
+    assert list(table1["Parameter"]) == ["Tumour Grade", "Tumour Size", "Age", "LN status", "hist2RNA Predicted"]
+    assert (table1["Multivariate HR"] > 0).all()
+    assert len(pd.read_csv(out / "external" / "predictions.csv")) == 60
+
+    # The same report from the command line, for a user's run and external cohort.
+    html = tmp_path / "mine" / "report.html"
+    assert main(["report", str(out / "run"), "--external-predictions", str(out / "external" / "predictions.csv"),
+                 "--clinical", str(out / "external" / "cohort" / "clinical_external.csv"), "--n-boot", "50",
+                 "--out", str(html)]) == 0
+    assert "Tables 1 and 2" in html.read_text() and (html.parent / "table2_ihc_subtype.csv").is_file()
+    assert main(["report", str(out / "run"), "--clinical", str(out / "external" / "cohort" / "clinical_external.csv")]) == 2
+
     # Slide features shuffled between slides: the same chain no longer learns (the features carry the signal).
     from hist2rna_tf.demo_chain import DemoConfig, run_demo
     from hist2rna_tf.records import read_record, write_record

@@ -98,3 +98,25 @@ def test_ror_subtype_scores_rank_the_subtypes(tcga):
     by_hand = (0.04210193 * calls.loc[sample, "Basal"] + 0.12466938 * calls.loc[sample, "Her2"]
                - 0.35235561 * calls.loc[sample, "LumA"] + 0.14213283 * calls.loc[sample, "LumB"])
     assert ror.loc[sample, "ror_s"] == pytest.approx(by_hand)
+
+
+def test_subtype_command_voting(shared_data, tmp_path, capsys):
+    """`--method voting`: trained on one part of TCGA (raw RSEM, logged for it), applied to another part."""
+    from hist2rna_tf.cli import main
+    from hist2rna_tf.expression import read_expression, read_labels, to_patients
+
+    labels_file = shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv"
+    raw = to_patients(read_expression(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"))
+    raw.iloc[:700].rename_axis("PATIENT_ID").to_csv(tmp_path / "reference.csv")
+    raw.iloc[700:].rename_axis("PATIENT_ID").to_csv(tmp_path / "cohort.csv")
+    out = tmp_path / "calls.csv"
+    args = ["subtype", "--method", "voting", "--expression", str(tmp_path / "cohort.csv"), "--out", str(out)]
+    assert main(args) == 2
+    assert "--reference-expression" in capsys.readouterr().err
+    assert main([*args, "--reference-expression", str(tmp_path / "reference.csv"),
+                 "--reference-labels", str(labels_file)]) == 0
+    calls = pd.read_csv(out, index_col=0)
+    assert list(calls.columns) == ["call", "p_Basal", "p_Her2", "p_LumA", "p_LumB"] and len(calls) == len(raw) - 700
+    truth = read_labels(labels_file).reindex(calls.index)
+    known = truth.isin(["LumA", "LumB", "Basal", "Her2"])
+    assert (calls["call"][known] == truth[known]).mean() > 0.75
