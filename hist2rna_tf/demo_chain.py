@@ -97,7 +97,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     build_demo_cohort(cohort_dir, n_slides=config.n_slides, seed=config.seed, progress=config.progress)
     start = time.perf_counter()
     results = extract_cohort([cohort_dir / "slides"], out / "features",
-                             ExtractConfig(backbone=config.backbone, weights=config.weights),
+                             ExtractConfig(backbone=config.backbone, weights=config.weights, save_tile_features=True),
                              annotations_dir=cohort_dir / "annotations", progress=config.progress)
     extraction_s = time.perf_counter() - start
     failed = [r for r in results if r.status == "failed"]
@@ -131,6 +131,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         paths.update(_external_cohort(config, run_dir))
     if config.export:
         paths.update(_export(run_dir, out / "saved_models"))
+    paths["spatial_map"] = _spatial_map(run_dir, features, cohort_dir, out / "spatial")
     paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
@@ -161,12 +162,35 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     return {"external_predictions": predictions, "external_clinical": clinical}
 
 
+def _spatial_map(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path) -> Path:
+    """The best-predicted gene's tile-level map on the held-out slide with the most tiles."""
+    import pandas as pd
+
+    from .evaluate import across_genes
+    from .figures import save
+    from .predict import Predictor
+    from .records import read_record
+    from .spatial import spatial_map, tile_predictions
+
+    predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
+    gene = across_genes(predicted, pd.read_csv(run_dir / "test_targets.csv", index_col=0))["rho"].idxmax()
+    records = [read_record(features / f"{slide_id}.tfrecord") for slide_id in predicted.index]
+    record = max(records, key=lambda r: r.n_tiles)
+    tiles = tile_predictions(Predictor(run_dir), record)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tiles.to_csv(out_dir / f"{record.slide_id}_tiles.csv", index=False)
+    figure = spatial_map(cohort_dir / "slides" / f"{record.slide_id}.tiff", record, tiles, gene)
+    return save(figure, out_dir / f"{record.slide_id}_{gene}.png")
+
+
 def _report(run_dir: Path, paths: dict, out: Path) -> Path:
     from .demo import SYNTHETIC_NOTE
     from .report import ReportInputs, build_report
 
     inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
                           clinical=paths.get("external_clinical"), title="hist2RNA demo report",
+                          extra_figures={"Spatial map (beyond the paper): tile-level predictions of a held-out slide":
+                                         Path(paths["spatial_map"])} if paths.get("spatial_map") else {},
                           note=SYNTHETIC_NOTE + " The RNA-seq and the clinical tables are synthetic too; the "
                           "backbone has random weights and the head was trained with standardisation (not the "
                           "paper). Nothing here says anything about real biology.")

@@ -341,8 +341,10 @@ def write_manifest(results: list[SlideResult], path: Path) -> None:
             writer.writerow(row)
 
 
-def _existing(path: Path, backbone: Backbone, normaliser_tag: str, tiles: TileConfig) -> SlideFeatures | None:
-    """The stored record when it was made with the same settings; None when there is none."""
+def _existing(path: Path, backbone: Backbone, normaliser_tag: str, tiles: TileConfig,
+              need_tile_features: bool = False) -> SlideFeatures | None:
+    """The stored record when it was made with the same settings; None when there is none (or when
+    per-tile features are wanted and it has none: it is extracted again, with them)."""
     if not path.exists():
         return None
     try:
@@ -355,6 +357,9 @@ def _existing(path: Path, backbone: Backbone, normaliser_tag: str, tiles: TileCo
     if wanted != found:
         raise SlideError(f"{path} exists with other settings (weights, normaliser, tile px, tile um = {found}, "
                          f"this run: {wanted}); use another --out or --overwrite.")
+    if need_tile_features and record.tile_features is None:
+        log.info("%s has no per-tile features; extracting again with them.", path)
+        return None
     return record
 
 
@@ -382,7 +387,8 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
         result = SlideResult(ref.slide_id, ref.patient_id, "failed", str(ref.path))
         path = record_path(out_dir, backbone.name, ref.slide_id)
         try:
-            existing = None if config.overwrite else _existing(path, backbone, stain.tag, config.tiles)
+            existing = None if config.overwrite else _existing(path, backbone, stain.tag, config.tiles,
+                                                               config.save_tile_features)
             if existing is not None:
                 result.status, result.record = "skipped", str(path)
                 result.n_tiles, result.n_unnormalised = existing.n_tiles, existing.n_unnormalised

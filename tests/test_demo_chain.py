@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hist2rna_tf.cli import main
+from hist2rna_tf.records import read_record, write_record
 
 
 def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, capsys):
@@ -38,6 +39,14 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert (table1["Multivariate HR"] > 0).all()
     assert len(pd.read_csv(out / "external" / "predictions.csv")) == 60
 
+    # Spatial map: every tile of one held-out slide predicted by the head, drawn over the thumbnail.
+    maps = list((out / "spatial").glob("*.png"))
+    assert len(maps) == 1 and "Spatial map" in report
+    tiles = pd.read_csv(next((out / "spatial").glob("*_tiles.csv")))
+    slide_id = maps[0].name.split("_")[0]
+    assert len(tiles) == read_record(out / "features" / "tiny" / f"{slide_id}.tfrecord").n_tiles
+    assert tiles.drop(columns=["x", "y"]).std().median() > 0  # tiles differ
+
     # The same report from the command line, for a user's run and external cohort.
     html = tmp_path / "mine" / "report.html"
     assert main(["report", str(out / "run"), "--external-predictions", str(out / "external" / "predictions.csv"),
@@ -48,7 +57,6 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
 
     # Slide features shuffled between slides: the same chain no longer learns (the features carry the signal).
     from hist2rna_tf.demo_chain import DemoConfig, run_demo
-    from hist2rna_tf.records import read_record, write_record
 
     records = sorted((out / "features" / "tiny").glob("*.tfrecord"))
     loaded = [read_record(p) for p in records]
@@ -56,5 +64,5 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     for path, record, source in zip(records, loaded, order):
         write_record(replace(record, feature=loaded[source].feature), path)
     shuffled = run_demo(DemoConfig(out=out, backbone=str(tiny_backbone_file), progress=False, export=False,
-                                   n_controls=0))
+                                   n_controls=0, n_external=0))
     assert shuffled.learned_median < learned - 0.3, (shuffled.learned_median, learned)
