@@ -310,6 +310,9 @@ def _print_demo(result) -> None:
     if "export_end_to_end" in result.paths:
         print(f"exports: {result.paths['export_head']} (features -> genes), {result.paths['export_end_to_end']} "
               "(tiles -> genes)")
+    if "external_predictions" in result.paths:
+        print(f"external demo cohort (SYNTHETIC clinical table): {result.paths['external_predictions']}")
+    print(f"report: {result.paths['report']}")
 
 
 def cmd_train(args) -> int:
