@@ -166,14 +166,13 @@ def _spatial_map(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path)
     """The best-predicted gene's tile-level map on the held-out slide with the most tiles."""
     import pandas as pd
 
-    from .evaluate import across_genes
     from .figures import save
     from .predict import Predictor
     from .records import read_record
     from .spatial import spatial_map, tile_predictions
 
     predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
-    gene = across_genes(predicted, pd.read_csv(run_dir / "test_targets.csv", index_col=0))["rho"].idxmax()
+    gene = pd.read_csv(run_dir / "across_genes.csv", index_col=0)["rho"].idxmax()  # written by evaluate_run
     records = [read_record(features / f"{slide_id}.tfrecord") for slide_id in predicted.index]
     record = max(records, key=lambda r: r.n_tiles)
     tiles = tile_predictions(Predictor(run_dir), record)

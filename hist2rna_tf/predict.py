@@ -80,10 +80,10 @@ def predict_patients(predictor: Predictor, features_dir: str | Path) -> pd.DataF
     return table
 
 
-def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+def write_table(table: pd.DataFrame, path: str | Path, index: bool = True) -> Path:
     """CSV written atomically."""
     from .atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        table.to_csv(tmp)
+        table.to_csv(tmp, index=index)
     return Path(path)

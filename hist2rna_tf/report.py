@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .predict import write_table
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +66,21 @@ class _Page:
 
     def table(self, frame: pd.DataFrame, name: str | None = None, index: bool = True) -> None:
         if name:
-            from .atomic import atomic_path
-
-            with atomic_path(self.folder / f"{name}.csv") as tmp:
-                frame.to_csv(tmp, index=index)
+            write_table(frame, self.folder / f"{name}.csv", index=index)
         self.parts.append(frame.to_html(index=index, float_format=lambda v: f"{v:.3g}", border=0, classes="t",
                                         na_rep="-"))
 
     def figure(self, figure, name: str, caption: str) -> None:
+        from .atomic import atomic_path
         from .figures import png_bytes
 
         data = png_bytes(figure)
-        from .atomic import atomic_path
-
         with atomic_path(self.folder / f"{name}.png") as tmp:
             tmp.write_bytes(data)
-        self.parts.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}" '
-                          f'alt="{html.escape(name)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        self.embed(data, caption)
 
-    def image(self, path: Path, caption: str) -> None:
-        data = Path(path).read_bytes()
+    def embed(self, data: bytes, caption: str) -> None:
+        """PNG bytes as an inline image with its caption."""
         self.parts.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}" '
                           f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
 
@@ -111,14 +107,15 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     predicted = pd.read_csv(run / "test_predictions.csv", index_col=0)
     truth = pd.read_csv(run / "test_targets.csv", index_col=0)
     _gene_section(page, inputs, run, predicted, truth)
-    _subtype_section(page, config, run, predicted)
+    reference = _measured_training(config, run)
+    _subtype_section(page, config, predicted, reference)
     if inputs.external_predictions and inputs.clinical:
-        _external_section(page, inputs, config, run)
+        _external_section(page, inputs, reference)
     if inputs.costs:
         _cost_section(page, Path(inputs.costs))
     for title, path in inputs.extra_figures.items():
         page.heading(title)
-        page.image(path, title)
+        page.embed(Path(path).read_bytes(), title)
     from .atomic import write_text
 
     document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>"
@@ -183,7 +180,7 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.Da
     page.parts.append("<details><summary>all genes</summary>")
     page.table(table, "genes")
     page.parts.append("</details>")
-    _write_csv(page.folder / "patients.csv", patients)
+    write_table(patients, page.folder / "patients.csv")
 
 
 def _label(run: Path) -> str:
@@ -192,13 +189,6 @@ def _label(run: Path) -> str:
     if config.exists():
         features = Path(json.loads(config.read_text())["inputs"]["features"]).name
     return features or run.name
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    from .atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp)
 
 
 def _measured_training(config: dict, run: Path) -> tuple[pd.DataFrame, pd.Series]:
@@ -213,12 +203,13 @@ def _measured_training(config: dict, run: Path) -> tuple[pd.DataFrame, pd.Series
     return expression.loc[train], labels.loc[train]
 
 
-def _subtype_section(page: _Page, config: dict, run: Path, predicted: pd.DataFrame) -> None:
+def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
+                     reference: tuple[pd.DataFrame, pd.Series]) -> None:
     from .expression import read_labels
     from .subtype import PAPER_SUBTYPES, fit_and_score_voting
 
     page.heading("PAM50 subtype from predicted genes (soft voting: RF, MLP, LDA, LR)")
-    train_x, train_y = _measured_training(config, run)
+    train_x, train_y = reference
     labels = read_labels(config["inputs"]["labels"], config["inputs"]["label_column"])
     test_y = labels.reindex(predicted.index)
     keep = test_y.isin(PAPER_SUBTYPES)
@@ -236,10 +227,10 @@ def _subtype_section(page: _Page, config: dict, run: Path, predicted: pd.DataFra
     page.table(pd.DataFrame(rows, index=["ours", "paper"]).T, "subtype_metrics")
     page.text("Confusion matrix (rows: true subtype; columns: predicted):")
     page.table(metrics["confusion"], "subtype_confusion")
-    _write_csv(page.folder / "subtype_probabilities.csv", probabilities)
+    write_table(probabilities, page.folder / "subtype_probabilities.csv")
 
 
-def _external_section(page: _Page, inputs: ReportInputs, config: dict, run: Path) -> None:
+def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.DataFrame, pd.Series]) -> None:
     from .clinical import (ClinicalColumns, biomarker_tests, joined, luminal_calls, read_clinical,
                            reclassification, survival_table)
     from .figures import biomarker_violins, kaplan_meier_plot, mki67_scatter
@@ -262,7 +253,7 @@ def _external_section(page: _Page, inputs: ReportInputs, config: dict, run: Path
     if "ihc_subtype" not in data:
         return
     page.heading("Luminal A vs B from predicted genes", 3)
-    train_x, train_y = _measured_training(config, run)
+    train_x, train_y = reference
     calls = luminal_calls(data, train_x, train_y)
     data = data.join(calls.rename(columns={"call": "hist2rna_subtype"}))
     cross, moved = reclassification(data["ihc_subtype"], data["hist2rna_subtype"])
@@ -270,7 +261,7 @@ def _external_section(page: _Page, inputs: ReportInputs, config: dict, run: Path
               f"{moved['predicted_LumB']}; {moved['LumB_to_LumA']} IHC-LumB called LumA and {moved['LumA_to_LumB']} "
               "IHC-LumA called LumB (paper: 96 vs 69 LumB, a net shift of 27 from LumB to LumA).")
     page.table(cross, "luminal_reclassification")
-    _write_csv(page.folder / "luminal_calls.csv", calls)
+    write_table(calls, page.folder / "luminal_calls.csv")
     luminal = data[data["ihc_subtype"].isin(["LumA", "LumB"])]
     page.heading("Overall survival of luminal patients (Tables 1 and 2, Figure 9)", 3)
     for column, label, name in (("hist2rna_subtype", "hist2RNA Predicted", "table1_predicted_subtype"),
