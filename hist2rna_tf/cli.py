@@ -171,6 +171,31 @@ def build_parser() -> argparse.ArgumentParser:
     subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
     subtype.add_argument("--out", type=Path, required=True, help="CSV to write")
 
+    baseline = commands.add_parser(
+        "baseline", help="the paper's patch-based comparison (tile-level training) and both approaches' cost",
+        description="Train the patch-based baseline on a hist2RNA run's patients, split, genes, head and training "
+                    "settings: every tile gets its slide's RNA-seq as its target and a slide's prediction is the mean "
+                    "of its tiles'. --mode frozen learns from the stored per-tile features (extract with "
+                    "--save-tile-features); --mode finetune trains the backbone too, on the tile images, as the "
+                    "paper's patch-based models were (slow without a GPU). Writes a run folder (held-out predictions "
+                    "and metrics, for Figure 10) and costs.csv: training time and energy (time x --device-watts x "
+                    "--n-devices) of both approaches (Figure 6). Pass the folder to `hist2rna report --baseline`.")
+    baseline.add_argument("run", type=Path, help="the hist2RNA training run to compare with")
+    baseline.add_argument("--out", type=Path, required=True, help="baseline run folder")
+    baseline.add_argument("--mode", choices=["frozen", "finetune"], default="frozen",
+                          help="frozen: head on stored tile features (default); finetune: backbone trained on tiles")
+    baseline.add_argument("--slides", type=Path, help="finetune: the folder the run's slides were extracted from")
+    baseline.add_argument("--annotations", type=Path, help="finetune: their QuPath GeoJSON folder")
+    baseline.add_argument("--tiles-per-slide", type=int,
+                          help="finetune: at most this many tiles of each slide (default: all planned)")
+    baseline.add_argument("--max-epochs", type=int, help="default: the run's (the paper's 150)")
+    baseline.add_argument("--batch-size", type=int, help="default: the run's (the paper's 12)")
+    baseline.add_argument("--device-watts", type=float, default=300.0,
+                          help="power of one device in W for the energy figure (default 300, the paper's V100)")
+    baseline.add_argument("--n-devices", type=int, default=1, help="devices the time was spent on (default 1)")
+    baseline.add_argument("--device", default="", help="device description for costs.csv (default: detected)")
+    baseline.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
     report = commands.add_parser(
         "report", help="one self-contained HTML report of a run (metrics, figures, subtypes, clinical analysis)",
         description="Write <run>/report/report.html: the run's config, held-out Spearman across patients and genes "
@@ -185,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='JSON mapping our names to your columns, e.g. {"os_months": "OS_MONTHS", "ki67_percent": '
                              'null}; keys: patient os_months os_event grade size_mm age node_positive er pr her2 '
                              "ki67_percent ihc_subtype")
-    report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (e.g. from hist2rna baseline)")
+    report.add_argument("--baseline", type=Path,
+                        help="a `hist2rna baseline` folder: patch-based vs hist2RNA (Figure 10) and cost (Figure 6)")
+    report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (default: the --baseline's costs.csv)")
     report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     report.add_argument("--out", type=Path, help="HTML file (default <run>/report/report.html)")
 
@@ -307,6 +334,8 @@ def _print_demo(result) -> None:
     print(f"the model {verdict} every shuffled control. These numbers say nothing about real biology: the expression "
           "is synthetic, tied to which real tumours each demo slide's tiles come from.")
     print(f"run: {result.paths['run']}; predictions: {result.paths['predictions']}")
+    if "baseline" in result.paths:
+        _print_costs(Path(result.paths["baseline"]))
     if "export_end_to_end" in result.paths:
         print(f"exports: {result.paths['export_head']} (features -> genes), {result.paths['export_end_to_end']} "
               "(tiles -> genes)")
@@ -420,6 +449,36 @@ def cmd_subtype(args) -> int:
     return 0
 
 
+def cmd_baseline(args) -> int:
+    from .baseline import BaselineConfig, train_patch_baseline
+
+    config = BaselineConfig(mode=args.mode, max_epochs=args.max_epochs, batch_size=args.batch_size,
+                            tiles_per_slide=args.tiles_per_slide, device_watts=args.device_watts,
+                            n_devices=args.n_devices, device=args.device)
+    summary = train_patch_baseline(args.run, args.out, config, slides_dir=args.slides,
+                                   annotations_dir=args.annotations, verbose=0 if args.quiet else 2)
+    genes = summary["metrics"]["across_genes"]
+    print(f"{summary['epochs']} epochs; {genes['significant']}/{genes['total']} genes at FDR < 0.05.")
+    _print_costs(Path(args.out))
+    return 0
+
+
+def _print_costs(baseline: Path) -> None:
+    """The patch-based baseline's held-out median and both approaches' training time and energy."""
+    import json
+
+    import pandas as pd
+
+    summary = json.loads((baseline / "config.json").read_text())
+    genes = pd.read_csv(baseline / "across_genes.csv", index_col=0)["rho"]
+    costs = pd.read_csv(baseline / "costs.csv")
+    print(f"patch-based baseline ({summary['baseline']['mode']}, {summary['tiles']['train']} training tiles): "
+          f"held-out median across genes {genes.median():.2f} -> {baseline}")
+    for row in costs.itertuples():
+        print(f"  {row.approach}: {row.seconds:.1f} s training, {row.kwh * 1000:.3g} Wh at {row.watts:g} W x "
+              f"{row.n_devices} ({row.device})")
+
+
 def cmd_report(args) -> int:
     from .report import ReportInputs, build_report
 
@@ -428,6 +487,7 @@ def cmd_report(args) -> int:
                             "table of the same external cohort).")
     inputs = ReportInputs(run=args.run, compare=args.compare or [], external_predictions=args.external_predictions,
                           clinical=args.clinical, clinical_columns=args.clinical_columns, costs=args.costs,
+                          baseline=args.baseline,
                           n_boot=args.n_boot)
     path = build_report(inputs, args.out)
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")
@@ -435,7 +495,8 @@ def cmd_report(args) -> int:
 
 
 COMMANDS = {"subtype": cmd_subtype, "extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
-            "export": cmd_export, "demo": cmd_demo, "report": cmd_report}
+            "export": cmd_export, "demo": cmd_demo, "report": cmd_report,
+            "baseline": cmd_baseline}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@ thin layer over `run_demo`).
 cohort (slides + annotations) -> features (TFRecords) -> synthetic expression tied to the images
 -> the paper's head on a stratified split -> held-out Spearman, beside controls trained on
 shuffled targets (patients' expression rows permuted, same split, scored against the TRUE
-held-out targets) -> predictions for every patient -> SavedModel exports (head and end to end).
+held-out targets) -> the patch-based baseline and both approaches' cost -> predictions for every
+patient -> an external TMA-like cohort with a synthetic clinical table -> SavedModel exports (head
+and end to end) -> a spatial map -> the report.
 
 The demo backbone has random weights (offline), whose slide features barely differ between slides,
 so the demo trains with `standardize=True` (NOT the paper; see head.py). These numbers show that
@@ -38,6 +40,7 @@ class DemoConfig:
     seed: int = 0
     progress: bool = True
     export: bool = True
+    baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
 
 @dataclass
@@ -124,9 +127,16 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
                             split=str(run_dir / "split.csv")), control_dir, replace(train, seed=config.seed + k + 1))
         controls.append(control_median(control_dir, run_dir))
     train_s = time.perf_counter() - start
+    baseline = {}
+    if config.baseline:
+        from .baseline import BaselineConfig, train_patch_baseline
+
+        _fresh(out / "baseline")
+        train_patch_baseline(run_dir, out / "baseline", BaselineConfig())
+        baseline = {"baseline": out / "baseline"}
 
     paths = {"cohort": cohort_dir, "features": features, "run": run_dir,
-             "predictions": _predict_all(run_dir, features, out / "predictions.csv")}
+             "predictions": _predict_all(run_dir, features, out / "predictions.csv"), **baseline}
     if config.n_external:
         paths.update(_external_cohort(config, run_dir))
     if config.export:
@@ -187,6 +197,7 @@ def _report(run_dir: Path, paths: dict, out: Path) -> Path:
     from .report import ReportInputs, build_report
 
     inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
+                          baseline=paths.get("baseline"),
                           clinical=paths.get("external_clinical"), title="hist2RNA demo report",
                           extra_figures={"Spatial map (beyond the paper): tile-level predictions of a held-out slide":
                                          Path(paths["spatial_map"])} if paths.get("spatial_map") else {},

@@ -123,15 +123,25 @@ def r_squared_bars(r2: pd.Series, pam50: set[str], threshold: float = 0.1, at_le
 
 
 def cost_bars(costs: pd.DataFrame):
-    """Figures 6/10: training time (h) and energy (kWh) per approach; `costs` has columns
-    approach, hours, kwh (one row per approach)."""
-    figure, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    """Figures 6/10: training time and energy per approach; `costs` has columns approach, hours, kwh
+    (one row per approach). Units follow the size (s / min / h, Wh / kWh), so seconds-long demo runs
+    stay readable; the title gives the energy ratio of the costliest approach to the cheapest."""
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.4))
     colours = [OTHER_COLOUR, PAM50_COLOUR, "#7f8c8d", "#2980b9"][:len(costs)]
-    for ax, column, label in zip(axes, ("hours", "kwh"), ("training time (h)", "energy (kWh)")):
-        ax.bar(costs["approach"], costs[column], color=colours)
+    hours, kwh = costs["hours"].to_numpy(float), costs["kwh"].to_numpy(float)
+    time_unit, time_scale = (("h", 1.0) if hours.max() >= 1 else ("min", 60.0) if hours.max() >= 1 / 60
+                             else ("s", 3600.0))
+    energy_unit, energy_scale = ("kWh", 1.0) if kwh.max() >= 1 else ("Wh", 1000.0)
+    for ax, values, label in zip(axes, (hours * time_scale, kwh * energy_scale),
+                                 (f"training time ({time_unit})", f"energy ({energy_unit})")):
+        ax.bar(range(len(costs)), values, color=colours)
+        ax.set_xticks(range(len(costs)), costs["approach"], fontsize=8)
         ax.set_ylabel(label)
-        for i, value in enumerate(costs[column]):
+        for i, value in enumerate(values):
             ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=8)
+    if len(costs) > 1 and kwh.min() > 0:
+        figure.suptitle(f"{costs['approach'].iloc[int(kwh.argmax())]} used {kwh.max() / kwh.min():.1f}x the energy "
+                        f"of {costs['approach'].iloc[int(kwh.argmin())]}", fontsize=10)
     figure.tight_layout()
     return figure
 

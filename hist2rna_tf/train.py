@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -160,7 +161,9 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     save_split(split, labels, out_dir / "split.csv")
     (out_dir / "genes.txt").write_text("\n".join(targets.columns) + "\n")
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
+    start = time.perf_counter()
     model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose)
+    train_seconds = time.perf_counter() - start
     predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
     predictions.index.name = "patient_id"
@@ -169,6 +172,14 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     summary = {"version": __version__, "inputs": asdict(inputs), "train": asdict(config),
                "feature_dim": int(features.shape[1]), "genes": len(targets.columns), "missing_genes": missing,
                "patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
-               "best_val_loss": float(history["val_loss"].min()), "join_report": report}
+               "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds,
+               "join_report": report}
     write_json(out_dir / "config.json", summary)
     return summary
+
+
+def measured_log2(inputs: dict) -> pd.DataFrame:
+    """Patients x genes of measured log2(1+RSEM) from a run's inputs (config.json "inputs")."""
+    from .expression import log2_expression, read_expression, to_patients
+
+    return log2_expression(to_patients(read_expression(inputs["expression"]), inputs["expression"]))

@@ -47,6 +47,29 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert len(tiles) == read_record(out / "features" / "tiny" / f"{slide_id}.tfrecord").n_tiles
     assert tiles.drop(columns=["x", "y"]).std().median() > 0  # tiles differ
 
+    # The patch-based baseline on the same split, its Figure 10 and both approaches' cost (Figure 6).
+    baseline = pd.read_csv(out / "baseline" / "across_genes.csv", index_col=0)["rho"].median()
+    assert baseline > 0.3, baseline
+    costs = pd.read_csv(out / "baseline" / "costs.csv")
+    assert list(costs["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"] and (costs["kwh"] > 0).all()
+    assert "Patch-based baseline (Figure 10)" in report and "Training time and energy" in report
+    assert "patch-based baseline (frozen" in printed
+
+    # The paper's patch-based models trained the backbone too: --mode finetune, from the slides' tiles.
+    tuned = tmp_path / "finetune"
+    assert main(["baseline", str(out / "run"), "--out", str(tuned), "--mode", "finetune", "--slides",
+                 str(out / "cohort" / "slides"), "--annotations", str(out / "cohort" / "annotations"),
+                 "--tiles-per-slide", "6", "--max-epochs", "2", "--quiet"]) == 0
+    predicted = pd.read_csv(tuned / "test_predictions.csv", index_col=0)
+    assert predicted.shape == pd.read_csv(out / "run" / "test_predictions.csv", index_col=0).shape
+    assert np.isfinite(predicted.to_numpy()).all()
+    import keras
+
+    before = keras.models.load_model(tiny_backbone_file).get_layer(index=2).get_weights()[0]
+    after = keras.models.load_model(tuned / "best.keras").get_layer("tiny_avg").get_layer(index=2).get_weights()[0]
+    assert before.shape == after.shape and not np.allclose(before, after)  # the backbone itself was trained
+    assert json.loads((tuned / "config.json").read_text())["tiles"]["train"] <= 6 * 36
+
     # The same report from the command line, for a user's run and external cohort.
     html = tmp_path / "mine" / "report.html"
     assert main(["report", str(out / "run"), "--external-predictions", str(out / "external" / "predictions.csv"),
@@ -64,5 +87,5 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     for path, record, source in zip(records, loaded, order):
         write_record(replace(record, feature=loaded[source].feature), path)
     shuffled = run_demo(DemoConfig(out=out, backbone=str(tiny_backbone_file), progress=False, export=False,
-                                   n_controls=0, n_external=0))
+                                   n_controls=0, n_external=0, baseline=False))
     assert shuffled.learned_median < learned - 0.3, (shuffled.learned_median, learned)

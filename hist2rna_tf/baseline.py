@@ -1,0 +1,375 @@
+"""The patch-based baseline the paper compares hist2RNA with (sections 3.2 and 4.5, Figures 6 and 10).
+
+hist2RNA trains on ONE vector per patient (the mean of its tile features). The patch-based approach
+(after Wang et al. 2021) trains on TILES: every tile gets its slide's RNA-seq as its target, and a
+slide's prediction is the mean of its tiles' predictions. Here it is run on the same patients, the
+same train/test split, the same genes, the same head, optimiser, loss, minibatch size and early
+stopping as a hist2RNA run, so the two differ only in what a training example is:
+
+  mode "frozen" (default): the head learns from the stored per-tile features of the frozen backbone
+      (`hist2rna extract --save-tile-features`), streamed from the TFRecords with tf.data;
+  mode "finetune": the backbone is trained too, end to end on the tile images (read from the slides,
+      stain-normalised, through the backbone and a linear output), as the paper's patch-based models
+      were; this is what took the paper 8.48 h on four V100s.
+
+The training time is measured on the machine at hand; energy = time x device power x devices (the
+power is configurable: the paper assumed 300 W per V100). `costs.csv` lists both approaches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import Hist2RNAError
+
+log = logging.getLogger(__name__)
+
+PAPER_WATTS = 300.0  # the paper's figure for one Nvidia Tesla V100 32GB
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    mode: str = "frozen"  # "frozen" (stored tile features) or "finetune" (backbone trained on tile images)
+    max_epochs: int | None = None  # None: the hist2RNA run's own limit (the paper's 150)
+    batch_size: int | None = None  # None: the hist2RNA run's (the paper's 12)
+    shuffle_buffer: int = 8192  # tiles; slides are also interleaved 16 at a time
+    tiles_per_slide: int | None = None  # finetune: at most this many tiles a slide (None: all planned)
+    device_watts: float = PAPER_WATTS
+    n_devices: int = 1
+    device: str = field(default="")  # described in costs.csv; "" = detected
+
+
+@dataclass
+class _Cohort:
+    """The run's patients, split and targets, and each slide's record file."""
+
+    genes: list[str]
+    targets: pd.DataFrame  # patients x genes, log2
+    split: pd.Series  # patient -> train/test
+    slides: pd.DataFrame  # slide_id -> path, patient_id
+    train_config: dict
+    run_config: dict
+
+    def slides_of(self, patients) -> pd.DataFrame:
+        return self.slides[self.slides["patient_id"].isin(set(patients))]
+
+
+def _cohort(run_dir: Path) -> _Cohort:
+    from .records import read_record, record_files
+    from .train import measured_log2
+
+    config = json.loads((run_dir / "config.json").read_text())
+    genes = (run_dir / "genes.txt").read_text().split()
+    from .expression import load_split
+
+    split = load_split(run_dir / "split.csv")
+    targets = measured_log2(config["inputs"]).reindex(columns=genes)
+    slides = []
+    for path in record_files(config["inputs"]["features"]):
+        record = read_record(path)
+        slides.append({"slide_id": record.slide_id, "patient_id": record.patient_id, "path": path,
+                       "n_tiles": record.n_tiles, "has_tiles": record.tile_features is not None})
+    slides = pd.DataFrame(slides).set_index("slide_id")
+    slides = slides[slides["patient_id"].isin(split.index)]
+    return _Cohort(genes, targets.loc[split.index], split, slides, config["train"], config)
+
+
+def _validation_patients(train_patients: list[str], fraction: float, seed: int) -> set[str]:
+    from .train import validation_rows
+
+    mask = validation_rows(len(train_patients), fraction, seed)
+    return {p for p, held in zip(train_patients, mask) if held}
+
+
+# --- frozen: tile features from the TFRecords ------------------------------------------------------
+
+
+def _tile_dataset(slides: pd.DataFrame, targets: pd.DataFrame, batch_size: int, shuffle: int | None, seed: int):
+    """tf.data of (tile feature [B, 1, F], its patient's targets [B, G]), slides interleaved, shuffled;
+    its length (batches) is declared, so Keras knows an epoch's size."""
+    import tensorflow as tf
+
+    from .records import parse_example
+
+    files = slides["path"].tolist()
+    y = targets.loc[slides["patient_id"]].to_numpy(np.float32)
+
+    def tiles(path, target):
+        def parse(serialized):
+            parsed = parse_example(serialized)
+            feats = tf.reshape(parsed["tile_features"], [-1, 1, tf.cast(parsed["feature_dim"], tf.int32)])
+            return tf.data.Dataset.from_tensor_slices(feats)
+        return tf.data.TFRecordDataset(path).flat_map(parse).map(lambda t: (t, target))
+
+    data = tf.data.Dataset.from_tensor_slices((files, y))
+    if shuffle:
+        data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    data = data.interleave(tiles, cycle_length=min(16, len(files)), block_length=1,
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle:
+        data = data.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+    return _with_length(data.batch(batch_size), int(slides["n_tiles"].sum()), batch_size)
+
+
+def _with_length(data, n_tiles: int, batch_size: int):
+    import tensorflow as tf
+
+    n_batches = -(-n_tiles // batch_size)
+    return data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+
+
+def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and variance of the tile features over one pass of `data` (streamed, float64)."""
+    total = squares = None
+    count = 0
+    for x, _ in data:
+        x = x.numpy().reshape(len(x), -1).astype(np.float64)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        squares = (x ** 2).sum(0) if squares is None else squares + (x ** 2).sum(0)
+        count += len(x)
+    mean = total / count
+    return mean, np.maximum(squares / count - mean ** 2, 1e-12), count
+
+
+def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd.DataFrame, batch_size: int, seed: int):
+    from .head import Standardization, build_head
+    from .records import read_record
+
+    missing = train_slides.index[~train_slides["has_tiles"]]
+    if len(missing):
+        raise Hist2RNAError(f"{len(missing)} slides (e.g. {missing[0]}) have no per-tile features in "
+                            f"{cohort.run_config['inputs']['features']}; re-run `hist2rna extract` with "
+                            "--save-tile-features (or use --mode finetune).")
+    feature_dim = read_record(train_slides["path"].iloc[0]).feature_dim
+    scaling = None
+    if cohort.train_config.get("standardize"):  # as the hist2RNA run did, at tile level
+        mean, var, _ = _tile_statistics(_tile_dataset(train_slides, train_targets, 256, None, seed))
+        y = train_targets.loc[train_slides["patient_id"]].to_numpy(np.float64)
+        scaling = Standardization(mean, var, y.mean(0), np.maximum(y.var(0), 1e-12))
+    return build_head(feature_dim, len(cohort.genes), name="patch_baseline", standardization=scaling)
+
+
+def _predict_frozen(model, slides: pd.DataFrame) -> pd.DataFrame:
+    """Each slide: the mean of its tiles' predictions (slides x genes)."""
+    from .records import read_record
+
+    rows = {}
+    for slide_id, path in slides["path"].items():
+        tiles = read_record(path).tile_features
+        rows[slide_id] = np.asarray(model(tiles[:, None, :].astype(np.float32), training=False)).mean(0)
+    return pd.DataFrame(rows).T
+
+
+# --- finetune: the backbone trained on tile images ---------------------------------------------------
+
+
+def _finetune_parts(cohort: _Cohort, slides_dir: Path, annotations_dir: Path | None, config: BaselineConfig):
+    """(model tiles->genes, a function slides -> tf.data of (uint8 tiles, slide index), the slide refs)."""
+    import keras
+
+    from .backbones import build_backbone
+    from .config import extract_config_from_dict
+    from .features import annotation_for
+    from .slides import find_slides
+    from .stain import make_normaliser, resolve_stain_config
+
+    saved = json.loads((Path(cohort.run_config["inputs"]["features"]) / "extract_config.json").read_text())["config"]
+    extract = extract_config_from_dict(saved)
+    refs = {ref.slide_id: ref for ref in find_slides([slides_dir], extract.tiles.tile_size_px)}
+    absent = [s for s in cohort.slides.index if s not in refs]
+    if absent:
+        raise Hist2RNAError(f"{len(absent)} slides of the run (e.g. {absent[0]}) are not under {slides_dir}; "
+                            "give --slides the folder they were extracted from.")
+    backbone = build_backbone(extract.backbone, extract.weights, extract.tiles.tile_size_px)
+    backbone.model.trainable = True
+    size = extract.tiles.tile_size_px
+    inputs = keras.Input((size, size, 3), dtype="float32", name="tiles")
+    x = backbone.model(backbone.preprocess(inputs))
+    outputs = keras.layers.Dense(len(cohort.genes), name="genes")(x)
+    if cohort.train_config.get("standardize"):  # as the hist2RNA run did: genes learnt z-scored
+        train = cohort.targets.loc[cohort.split.index[cohort.split == "train"]].to_numpy(np.float64)
+        outputs = keras.layers.Normalization(axis=-1, mean=train.mean(0), variance=np.maximum(train.var(0), 1e-12),
+                                             invert=True, name="unstandardize_genes")(outputs)
+    model = keras.Model(inputs, outputs, name="patch_baseline_finetune")
+    normaliser = make_normaliser(resolve_stain_config(extract.stain))
+    annotations = {s: annotation_for(refs[s], annotations_dir) for s in cohort.slides.index}
+    return model, extract, refs, annotations, normaliser
+
+
+def _image_dataset(refs, annotations, extract, normaliser, slide_ids, n_tiles_of, targets_of, batch_size, shuffle,
+                   seed, tiles_per_slide):
+    """tf.data of (normalised tiles [B, T, T, 3] float, targets [B, G]) or (tiles, slide index)."""
+    import tensorflow as tf
+
+    from .features import CohortStream
+
+    stream = CohortStream([refs[s] for s in slide_ids], extract.tiles, [annotations[s] for s in slide_ids])
+    size = extract.tiles.tile_size_px
+    cap = tiles_per_slide or 10 ** 9
+    y = np.stack([targets_of(s) for s in slide_ids]).astype(np.float32) if targets_of else None
+
+    def slide_tiles(s):
+        count = tf.minimum(tf.reshape(tf.numpy_function(stream.plan, [s], tf.int64, stateful=True), []), cap)
+        return tf.data.Dataset.range(count).map(lambda i: (s, i))
+
+    def load(s, i):
+        tile = tf.ensure_shape(tf.numpy_function(stream.read, [s, i], tf.uint8, stateful=True), [size, size, 3])
+        return tile, (tf.gather(y, s) if y is not None else s)
+
+    def normalise(tiles, label):
+        tiles, _ = normaliser(tiles)
+        return tf.cast(tiles, tf.float32), label
+
+    order = tf.data.Dataset.range(len(slide_ids))
+    if shuffle:
+        order = order.shuffle(len(slide_ids), seed=seed, reshuffle_each_iteration=True)
+    # Slides are planned one after another (plan() is not thread-safe); tiles are read in parallel.
+    data = order.flat_map(slide_tiles).map(load, num_parallel_calls=4, deterministic=True)
+    if shuffle:
+        data = data.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+    n_tiles = sum(min(int(n), cap) for n in n_tiles_of)
+    return _with_length(data.batch(batch_size).map(normalise), n_tiles, batch_size), stream
+
+
+def _predict_images(model, dataset, slide_ids) -> pd.DataFrame:
+    sums, counts = {}, {}
+    for tiles, index in dataset:
+        predicted = np.asarray(model(tiles, training=False))
+        for s, row in zip(index.numpy(), predicted):
+            sums[s] = sums.get(s, 0) + row
+            counts[s] = counts.get(s, 0) + 1
+    return pd.DataFrame({slide_ids[s]: sums[s] / counts[s] for s in sums}).T
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: BaselineConfig = BaselineConfig(),
+                         slides_dir: str | Path | None = None, annotations_dir: str | Path | None = None,
+                         verbose: int = 0) -> dict:
+    """Train the patch-based baseline on a hist2RNA run's patients, split and genes; write, under
+    `out_dir`, the same files as a run (config.json, genes.txt, split.csv, history.csv, best.keras,
+    test_predictions.csv, test_targets.csv) plus costs.csv. Returns the summary (config.json)."""
+    import keras
+
+    from .atomic import atomic_path
+    from .evaluate import evaluate_run
+    from .expression import average_by_patient
+    from .predict import write_table
+    from .train import write_json
+
+    if config.mode not in ("frozen", "finetune"):
+        raise Hist2RNAError(f"unknown baseline mode {config.mode!r}; choose frozen or finetune.")
+    if config.mode == "finetune" and slides_dir is None:
+        raise Hist2RNAError("--mode finetune trains on tile images: give --slides (the run's slide folder).")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cohort = _cohort(run_dir)
+    train_cfg = cohort.train_config
+    batch_size = config.batch_size or int(train_cfg["batch_size"])
+    max_epochs = config.max_epochs or int(train_cfg["max_epochs"])
+    seed = int(train_cfg["seed"])
+    keras.utils.set_random_seed(seed)
+    train_patients = sorted(cohort.split.index[cohort.split == "train"])
+    held = _validation_patients(train_patients, float(train_cfg["validation_fraction"]), seed)
+    fit_slides = cohort.slides_of([p for p in train_patients if p not in held])
+    val_slides = cohort.slides_of(held)
+    test_slides = cohort.slides_of(cohort.split.index[cohort.split == "test"])
+    targets = cohort.targets
+
+    if config.mode == "frozen":
+        model = _frozen_model(cohort, cohort.slides_of(train_patients), targets, batch_size, seed)
+        fit_data = _tile_dataset(fit_slides, targets, batch_size, config.shuffle_buffer, seed)
+        val_data = _tile_dataset(val_slides, targets, batch_size, None, seed)
+    else:
+        model, extract, refs, annotations, normaliser = _finetune_parts(cohort, Path(slides_dir),
+                                                                        annotations_dir and Path(annotations_dir), config)
+
+        def target_of(slide_id):
+            return targets.loc[cohort.slides.loc[slide_id, "patient_id"]].to_numpy()
+
+        fit_data, _ = _image_dataset(refs, annotations, extract, normaliser, list(fit_slides.index),
+                                     fit_slides["n_tiles"], target_of,
+                                     batch_size, config.shuffle_buffer, seed, config.tiles_per_slide)
+        val_data, _ = _image_dataset(refs, annotations, extract, normaliser, list(val_slides.index),
+                                     val_slides["n_tiles"], target_of,
+                                     batch_size, None, seed, config.tiles_per_slide)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.compile(optimizer=keras.optimizers.Adam(float(train_cfg["learning_rate"])), loss="mse")
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg["patience"]),
+                                               restore_best_weights=True),
+                 keras.callbacks.CSVLogger(str(out_dir / "history.csv"))]
+    start = time.perf_counter()
+    history = model.fit(fit_data, validation_data=val_data, epochs=max_epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # the tf.data pipelines shuffle, seeded
+    train_seconds = time.perf_counter() - start
+    with atomic_path(out_dir / "best.keras") as tmp:  # the temp name keeps .keras, which Keras needs
+        model.save(tmp)
+
+    if config.mode == "frozen":
+        slide_predictions = _predict_frozen(model, test_slides)
+    else:
+        data, _ = _image_dataset(refs, annotations, extract, normaliser, list(test_slides.index),
+                                 test_slides["n_tiles"], None,
+                                 batch_size * 4, None, seed, config.tiles_per_slide)
+        slide_predictions = _predict_images(model, data, list(test_slides.index))
+    slide_predictions.columns = cohort.genes
+    predictions = average_by_patient(slide_predictions, test_slides["patient_id"])
+    predictions.index.name = "patient_id"
+    write_table(predictions, out_dir / "test_predictions.csv")
+    write_table(targets.loc[predictions.index].rename_axis("patient_id"), out_dir / "test_targets.csv")
+    (out_dir / "genes.txt").write_text("\n".join(cohort.genes) + "\n")
+    (out_dir / "split.csv").write_bytes((run_dir / "split.csv").read_bytes())
+    cap = config.tiles_per_slide if config.mode == "finetune" and config.tiles_per_slide else 10 ** 9
+    n_tiles = {name: int(frame["n_tiles"].clip(upper=cap).sum()) for name, frame in
+               (("train", fit_slides), ("validation", val_slides), ("test", test_slides))}
+    costs = cost_table(cohort.run_config, train_seconds, len(history.history["loss"]), config)
+    write_table(costs, out_dir / "costs.csv", index=False)
+    summary = {"version": __version__, "approach": "patch-based", "baseline": asdict(config),
+               "hist2rna_run": str(run_dir), "inputs": cohort.run_config["inputs"], "train": train_cfg,
+               "batch_size": batch_size, "feature_dim": cohort.run_config["feature_dim"], "genes": len(cohort.genes),
+               "patients": cohort.run_config["patients"], "tiles": n_tiles, "epochs": len(history.history["loss"]),
+               "best_val_loss": float(min(history.history["val_loss"])), "train_seconds": train_seconds,
+               "device": costs["device"].iloc[-1]}
+    write_json(out_dir / "config.json", summary)
+    summary["metrics"] = evaluate_run(out_dir)
+    log.info("patch-based baseline: %d epochs in %.0f s; held-out median Spearman across genes %.2f",
+             summary["epochs"], train_seconds, summary["metrics"]["across_genes"]["median"])
+    return summary
+
+
+def device_description() -> str:
+    import os
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
+        return f"{len(gpus)} x {names[0]}"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def cost_table(run_config: dict, baseline_seconds: float, baseline_epochs: int, config: BaselineConfig) -> pd.DataFrame:
+    """approach, device, n_devices, watts, epochs, seconds, hours, kwh: the hist2RNA run (when its
+    config.json has train_seconds) and the baseline, energy = hours x watts x devices / 1000."""
+    device = config.device or device_description()
+    rows = []
+    if "train_seconds" in run_config:
+        rows.append(("hist2RNA (slide mean)", run_config["train_seconds"], run_config["epochs"]))
+    rows.append((f"patch-based ({config.mode})", baseline_seconds, baseline_epochs))
+    table = pd.DataFrame(rows, columns=["approach", "seconds", "epochs"])
+    table.insert(1, "device", device)
+    table.insert(2, "n_devices", config.n_devices)
+    table.insert(3, "watts", config.device_watts)
+    table["hours"] = table["seconds"] / 3600.0
+    table["kwh"] = table["hours"] * table["watts"] * table["n_devices"] / 1000.0
+    return table

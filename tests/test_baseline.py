@@ -1,0 +1,117 @@
+"""The patch-based baseline: tiles learn their slide's expression, on the run's split, with both costs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hist2rna_tf.baseline import BaselineConfig, cost_table
+from hist2rna_tf.cli import main
+from hist2rna_tf.expression import load_panel
+from hist2rna_tf.records import SlideFeatures, read_record, record_path, write_record
+
+SUBTYPES = ["LumA", "LumB", "Basal", "Her2"]
+
+
+@pytest.fixture(scope="module")
+def tile_cohort(tmp_path_factory):
+    """72 patients, one slide each of 4-9 tiles; each tile's feature is a noisy view of the patient's
+    3-d latent, which also drives the PAM50 expression. A hist2RNA run trained on it."""
+    root = tmp_path_factory.mktemp("tile_cohort")
+    rng = np.random.default_rng(1)
+    n, genes = 72, load_panel("pam50")
+    latent = rng.normal(size=(n, 3))
+    mixing = rng.normal(size=(3, 32))
+    patients = [f"TCGA-TT-{i:04d}" for i in range(n)]
+    for i, patient in enumerate(patients):
+        n_tiles = int(rng.integers(4, 10))
+        tiles = np.tanh(latent[i] @ mixing + 0.4 * rng.normal(size=(n_tiles, 32))).astype(np.float32)
+        slide = f"{patient}-01Z-00-DX1"
+        write_record(SlideFeatures(slide_id=slide, patient_id=patient, backbone="resnet50", weights="none",
+                                   normaliser="macenko", version="test", tile_size_px=224, tile_size_um=56.0, mpp=0.25,
+                                   n_tiles=n_tiles, n_unnormalised=0, feature=tiles.mean(0),
+                                   tile_xy_px=np.zeros((n_tiles, 2), np.int64), tile_features=tiles),
+                     record_path(root / "features", "resnet50", slide))
+    log2 = 9 + latent @ rng.normal(size=(3, len(genes))) + 0.3 * rng.normal(size=(n, len(genes)))
+    expression = pd.DataFrame(np.maximum(2 ** log2 - 1, 0), index=[f"{p}-01" for p in patients], columns=genes)
+    expression.rename_axis("SAMPLE_ID").to_csv(root / "expression.csv")
+    pd.DataFrame({"PATIENT": patients, "BRCA_Subtype_PAM50": [SUBTYPES[i % 4] for i in range(n)]}).to_csv(
+        root / "clinical.csv", index=False)
+    assert main(["train", "--features", str(root / "features" / "resnet50"), "--expression",
+                 str(root / "expression.csv"), "--labels", str(root / "clinical.csv"), "--genes", "pam50",
+                 "--out", str(root / "run"), "--max-epochs", "60"]) == 0
+    return root
+
+
+def _median(folder) -> float:
+    return float(pd.read_csv(folder / "across_genes.csv", index_col=0)["rho"].median())
+
+
+def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_path, capsys):
+    out = tmp_path / "baseline"
+    assert main(["baseline", str(tile_cohort / "run"), "--out", str(out), "--max-epochs", "30", "--quiet",
+                 "--device-watts", "250", "--n-devices", "2"]) == 0
+    assert "patch-based baseline (frozen" in capsys.readouterr().out
+    run_test = pd.read_csv(tile_cohort / "run" / "test_predictions.csv", index_col=0)
+    predictions = pd.read_csv(out / "test_predictions.csv", index_col=0)
+    assert list(predictions.index) == list(run_test.index) and list(predictions.columns) == list(run_test.columns)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "test_targets.csv", index_col=0),
+                                  pd.read_csv(tile_cohort / "run" / "test_targets.csv", index_col=0))
+    assert _median(out) > 0.5, _median(out)
+    summary = json.loads((out / "config.json").read_text())
+    n_tiles = {r.slide_id[:12]: r.n_tiles for r in map(read_record, (tile_cohort / "features").rglob("*.tfrecord"))}
+    assert summary["tiles"]["test"] == sum(n_tiles[p] for p in predictions.index)
+
+    costs = pd.read_csv(out / "costs.csv")
+    assert list(costs["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"]
+    assert (costs["seconds"] > 0).all() and (costs["watts"] == 250).all() and (costs["n_devices"] == 2).all()
+    np.testing.assert_allclose(costs["kwh"], costs["seconds"] / 3600 * 250 * 2 / 1000)
+
+    html = tmp_path / "report" / "report.html"
+    assert main(["report", str(tile_cohort / "run"), "--baseline", str(out), "--n-boot", "20", "--out", str(html)]) == 0
+    text = html.read_text()
+    assert "Patch-based baseline (Figure 10)" in text and "Training time and energy" in text
+    assert (html.parent / "figure10_patch_based.png").is_file() and (html.parent / "figure6_cost.png").is_file()
+
+    # Tile features moved to other slides (slide means untouched): the baseline no longer learns.
+    paths = sorted((tile_cohort / "features").rglob("*.tfrecord"))
+    records = [read_record(p) for p in paths]
+    order = np.random.default_rng(5).permutation(len(records))
+    for path, record, source in zip(paths, records, order):
+        tiles = records[source].tile_features
+        write_record(replace(record, tile_features=tiles, n_tiles=len(tiles),
+                             tile_xy_px=np.zeros((len(tiles), 2), np.int64)), path)
+    shuffled = tmp_path / "shuffled"
+    try:
+        assert main(["baseline", str(tile_cohort / "run"), "--out", str(shuffled), "--max-epochs", "30",
+                     "--quiet"]) == 0
+    finally:
+        for path, record in zip(paths, records):
+            write_record(record, path)
+    assert _median(shuffled) < _median(out) - 0.3, (_median(shuffled), _median(out))
+
+
+def test_baseline_needs_tile_features_and_slides(tile_cohort, tmp_path, capsys):
+    assert main(["baseline", str(tile_cohort / "run"), "--out", str(tmp_path / "f"), "--mode", "finetune"]) == 2
+    assert "--slides" in capsys.readouterr().err
+    path = next((tile_cohort / "features").rglob("*.tfrecord"))
+    record = read_record(path)
+    write_record(replace(record, tile_features=None), path)
+    try:
+        assert main(["baseline", str(tile_cohort / "run"), "--out", str(tmp_path / "b")]) == 2
+    finally:
+        write_record(record, path)
+    assert "--save-tile-features" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "costs.csv").exists()
+
+
+def test_cost_table_is_time_times_power():
+    run = {"train_seconds": 36.0, "epochs": 10}
+    table = cost_table(run, 7200.0, 3, BaselineConfig(device_watts=300, n_devices=4, device="4 x V100"))
+    assert list(table["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"]
+    np.testing.assert_allclose(table["kwh"], [0.01 * 1.2, 2 * 1.2])  # the paper: 4 x 8.48 h x 300 W = 10.2 kWh
+    assert len(cost_table({"epochs": 3}, 10.0, 1, BaselineConfig())) == 1  # older runs carry no time
