@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='JSON mapping our names to your columns, e.g. {"os_months": "OS_MONTHS", "ki67_percent": '
                              'null}; keys: patient os_months os_event grade size_mm age node_positive er pr her2 '
                              "ki67_percent ihc_subtype")
+    report.add_argument("--run-clinical", type=Path,
+                        help="clinical table of the run's own cohort (e.g. TCGA: ER/PR/HER2 status, grade): Figure 7's "
+                             "rows for its held-out patients, predicted and measured")
+    report.add_argument("--run-clinical-columns", type=Path, help="JSON mapping for --run-clinical (as --clinical-columns)")
     report.add_argument("--baseline", type=Path,
                         help="a `hist2rna baseline` folder: patch-based vs hist2RNA (Figure 10) and cost (Figure 6)")
     report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (default: the --baseline's costs.csv)")
@@ -487,7 +491,8 @@ def cmd_report(args) -> int:
                             "table of the same external cohort).")
     inputs = ReportInputs(run=args.run, compare=args.compare or [], external_predictions=args.external_predictions,
                           clinical=args.clinical, clinical_columns=args.clinical_columns, costs=args.costs,
-                          baseline=args.baseline,
+                          baseline=args.baseline, run_clinical=args.run_clinical,
+                          run_clinical_columns=args.run_clinical_columns,
                           n_boot=args.n_boot)
     path = build_report(inputs, args.out)
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")

@@ -60,6 +60,9 @@ STATUS_COLUMNS = ("er", "pr", "her2", "node_positive")
 NUMERIC_COLUMNS = ("os_months", "os_event", "grade", "size_mm", "age", "ki67_percent")
 _POSITIVE = {"1", "1.0", "pos", "positive", "+", "true", "yes", "y"}
 _NEGATIVE = {"0", "0.0", "neg", "negative", "-", "false", "no", "n"}
+# No usable status (TCGA's clinical tables use these words): read as missing, like a blank.
+_NO_STATUS = {"not performed", "performed but not available", "not available", "equivocal", "indeterminate",
+              "unknown", "na", "n/a", "nan", "[not available]", "[not evaluated]", "[unknown]", "[not applicable]"}
 
 
 def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns()) -> pd.DataFrame:
@@ -96,10 +99,10 @@ def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns()
 
 def _status(values: pd.Series, path: Path, column: str) -> pd.Series:
     text = values.str.strip().str.lower()
-    bad = text.notna() & ~text.isin(_POSITIVE | _NEGATIVE)
+    bad = text.notna() & ~text.isin(_POSITIVE | _NEGATIVE | _NO_STATUS)
     if bad.any():
         raise ClinicalError(f"{path}: column {column!r} has values {sorted(set(values[bad]))[:5]}; expected "
-                            "positive/negative (1/0, pos/neg, +/-).")
+                            "positive/negative (1/0, pos/neg, +/-; blank or 'Not Performed'/'Equivocal' for none).")
     return text.map(lambda v: 1.0 if v in _POSITIVE else 0.0 if v in _NEGATIVE else np.nan)
 
 

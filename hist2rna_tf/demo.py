@@ -260,7 +260,7 @@ def write_demo_expression(cohort_dir: str | Path, seed: int = 0, model_seed: int
 DEMO_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")  # stand-in names for the dominant source tumour
 
 
-def write_demo_clinical(cohort_dir: str | Path, seed: int = 0) -> Path:
+def write_demo_clinical(cohort_dir: str | Path, seed: int = 0, filename: str = "clinical_external.csv") -> Path:
     """A SYNTHETIC clinical table for a demo cohort (as for the paper's external TMA cohort), drawn
     from the cohort's synthetic log2 expression (`expression.csv`, see `write_demo_expression`):
     ER/PR/HER2 IHC follow ESR1/PGR/ERBB2, Ki67 % and grade follow MKI67, the IHC subtype follows
@@ -299,7 +299,7 @@ def write_demo_clinical(cohort_dir: str | Path, seed: int = 0) -> Path:
         "grade": grade, "size_mm": size, "age": age, "node_positive": np.where(node, "pos", "neg"),
         "er": np.where(er, "pos", "neg"), "pr": np.where(pr, "pos", "neg"), "her2": np.where(her2, "pos", "neg"),
         "ki67_percent": ki67, "ihc_subtype": subtype, "note": "SYNTHETIC"})
-    path = cohort_dir / "clinical_external.csv"
+    path = cohort_dir / filename
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return path

@@ -90,7 +90,7 @@ def control_median(control_dir: Path, run_dir: Path) -> float:
 def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     """Run the whole demo chain under `config.out`; re-running reuses the cohort and the features."""
     from .config import ExtractConfig
-    from .demo import build_demo_cohort, write_demo_expression
+    from .demo import build_demo_cohort, write_demo_clinical, write_demo_expression
     from .evaluate import evaluate_run
     from .features import extract_cohort
     from .train import RunInputs, TrainConfig, train_run
@@ -111,6 +111,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
                             f"{failed[0].reason}); see {out / 'features'}/*/manifest.csv")
     features = _features_dir(out / "features", config.backbone)
     expression, labels = write_demo_expression(cohort_dir, seed=config.seed)
+    paths_clinical = {"clinical": write_demo_clinical(cohort_dir, seed=config.seed, filename="clinical_ihc.csv")}
 
     start = time.perf_counter()
     train = TrainConfig(seed=config.seed, standardize=True)
@@ -135,7 +136,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         train_patch_baseline(run_dir, out / "baseline", BaselineConfig())
         baseline = {"baseline": out / "baseline"}
 
-    paths = {"cohort": cohort_dir, "features": features, "run": run_dir,
+    paths = {"cohort": cohort_dir, "features": features, "run": run_dir, **paths_clinical,
              "predictions": _predict_all(run_dir, features, out / "predictions.csv"), **baseline}
     if config.n_external:
         paths.update(_external_cohort(config, run_dir))
@@ -197,7 +198,7 @@ def _report(run_dir: Path, paths: dict, out: Path) -> Path:
     from .report import ReportInputs, build_report
 
     inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
-                          baseline=paths.get("baseline"),
+                          baseline=paths.get("baseline"), run_clinical=paths.get("clinical"),
                           clinical=paths.get("external_clinical"), title="hist2RNA demo report",
                           extra_figures={"Spatial map (beyond the paper): tile-level predictions of a held-out slide":
                                          Path(paths["spatial_map"])} if paths.get("spatial_map") else {},

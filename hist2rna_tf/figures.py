@@ -149,37 +149,49 @@ def cost_bars(costs: pd.DataFrame):
 # --- external cohort (Figures 7, 8, 9) ----------------------------------------------------------------
 
 
-def biomarker_violins(data: pd.DataFrame, tests: pd.DataFrame | None = None):
-    """Figure 7: predicted ESR1, PGR, ERBB2 by IHC status and MKI67 by grade (violins, medians marked)."""
+def biomarker_violins(data, tests=None):
+    """Figure 7: predicted ESR1, PGR, ERBB2 by IHC status and MKI67 by grade (violins, medians marked).
+
+    `data` is one cohort's table (genes + clinical columns) or a dict label -> table, drawn as one row
+    per cohort like the paper's TCGA and TMA rows; `tests` likewise (biomarker_tests), for p-values."""
+    cohorts = data if isinstance(data, dict) else {"": data}
+    tests = tests if isinstance(tests, dict) else {label: tests for label in cohorts}
     panels = [("ESR1", "er", ("neg", "pos")), ("PGR", "pr", ("neg", "pos")), ("ERBB2", "her2", ("neg", "pos")),
               ("MKI67", "grade", ("G1", "G2", "G3"))]
-    figure, axes = plt.subplots(1, 4, figsize=(11, 3.2))
-    for ax, (gene, column, names) in zip(axes, panels):
-        ax.set_title(f"{gene} by {column.upper() if column != 'grade' else 'grade'}", loc="left")
-        if gene not in data or column not in data:
-            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="grey")
-            ax.set_axis_off()
-            continue
-        levels = (0, 1) if column != "grade" else (1, 2, 3)
-        groups = [data.loc[data[column] == level, gene].dropna().to_numpy() for level in levels]
-        positions = [i for i, g in enumerate(groups, start=1) if len(g) >= 2]
-        if positions:
-            parts = ax.violinplot([groups[i - 1] for i in positions], positions, showmedians=True)
-            for body in parts["bodies"]:
-                body.set_facecolor(OTHER_COLOUR)
-                body.set_alpha(0.45)
-        for i, g in enumerate(groups, start=1):
-            ax.scatter(np.full(len(g), i) + np.random.default_rng(i).uniform(-0.08, 0.08, len(g)), g, s=5,
-                       color=OTHER_COLOUR, alpha=0.6, edgecolors="none")
-        ax.set_xticks(range(1, len(levels) + 1), [f"{n}\n(n={len(g)})" for n, g in zip(names, groups)])
-        ax.set_ylabel("predicted log2 expression" if ax is axes[0] else "")
-        if tests is not None and len(tests):
-            match = tests[(tests["gene"] == gene) & (tests["test"] != "Spearman")]
-            if len(match):
-                ax.set_title(f"{gene} by {column.upper() if column != 'grade' else 'grade'}\n"
-                             f"p = {match['p'].iloc[0]:.2g}", loc="left")
+    figure, grid = plt.subplots(len(cohorts), 4, figsize=(11, 3.2 * len(cohorts)), squeeze=False)
+    for axes, (label, table) in zip(grid, cohorts.items()):
+        for ax, (gene, column, names) in zip(axes, panels):
+            _violin_panel(ax, table, tests.get(label), gene, column, names)
+        axes[0].set_ylabel(f"{label}\nlog2 expression" if label else "predicted log2 expression")
     figure.tight_layout()
     return figure
+
+
+def _violin_panel(ax, data: pd.DataFrame, tests: pd.DataFrame | None, gene: str, column: str, names) -> None:
+    title = f"{gene} by {column.upper() if column != 'grade' else 'grade'}"
+    ax.set_title(title, loc="left")
+    if gene not in data or column not in data or data[column].isna().all():
+        ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    levels = (0, 1) if column != "grade" else (1, 2, 3)
+    groups = [data.loc[data[column] == level, gene].dropna().to_numpy() for level in levels]
+    positions = [i for i, g in enumerate(groups, start=1) if len(g) >= 2]
+    if positions:
+        parts = ax.violinplot([groups[i - 1] for i in positions], positions, showmedians=True)
+        for body in parts["bodies"]:
+            body.set_facecolor(OTHER_COLOUR)
+            body.set_alpha(0.45)
+    for i, g in enumerate(groups, start=1):
+        shown = g if len(g) <= 400 else np.random.default_rng(i).choice(g, 400, replace=False)
+        ax.scatter(np.full(len(shown), i) + np.random.default_rng(i).uniform(-0.08, 0.08, len(shown)), shown, s=5,
+                   color=OTHER_COLOUR, alpha=0.6, edgecolors="none")
+    ax.set_xticks(range(1, len(levels) + 1), [f"{n}\n(n={len(g)})" for n, g in zip(names, groups)])
+    if tests is not None and len(tests):
+        match = tests[(tests["gene"] == gene) & (tests["test"] != "Spearman")]
+        if len(match):
+            ax.set_title(f"{title}\np = {match['p'].iloc[0]:.2g}", loc="left")
 
 
 def mki67_scatter(data: pd.DataFrame):

@@ -43,6 +43,8 @@ class ReportInputs:
     external_predictions: Path | None = None  # patients x genes (hist2rna predict)
     clinical: Path | None = None
     clinical_columns: Path | None = None  # JSON mapping (clinical.ClinicalColumns)
+    run_clinical: Path | None = None  # clinical table of the run's own cohort (e.g. TCGA): Figure 7's TCGA rows
+    run_clinical_columns: Path | None = None  # its JSON mapping
     baseline: Path | None = None  # a `hist2rna baseline` folder (Figure 10; its costs.csv for Figure 6)
     costs: Path | None = None  # CSV: approach, hours, kwh (default: the baseline's costs.csv)
     extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
@@ -110,8 +112,11 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     _gene_section(page, inputs, run, predicted, truth)
     reference = _measured_training(config, run)
     _subtype_section(page, config, predicted, reference)
+    run_biomarkers = _run_biomarkers(inputs, predicted, truth) if inputs.run_clinical else {}
     if inputs.external_predictions and inputs.clinical:
-        _external_section(page, inputs, reference)
+        _external_section(page, inputs, reference, run_biomarkers)
+    elif run_biomarkers:
+        _biomarker_section(page, run_biomarkers)
     if inputs.baseline:
         _baseline_section(page, run, Path(inputs.baseline))
     costs = inputs.costs or (Path(inputs.baseline) / "costs.csv" if inputs.baseline else None)
@@ -235,26 +240,55 @@ def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
     write_table(probabilities, page.folder / "subtype_probabilities.csv")
 
 
-def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.DataFrame, pd.Series]) -> None:
-    from .clinical import (ClinicalColumns, biomarker_tests, joined, luminal_calls, read_clinical,
-                           reclassification, survival_table)
-    from .figures import biomarker_violins, kaplan_meier_plot, mki67_scatter
+def _clinical(path: Path, columns_json: Path | None) -> pd.DataFrame:
+    from .clinical import ClinicalColumns, read_clinical
+
+    return read_clinical(path, ClinicalColumns.from_json(columns_json) if columns_json else ClinicalColumns())
+
+
+def _run_biomarkers(inputs: ReportInputs, predicted: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """The run's held-out patients with their clinical data: predicted genes, and measured ones (the
+    ceiling), for Figure 7's TCGA rows. label -> joined table."""
+    from .clinical import joined
+
+    clinical = _clinical(Path(inputs.run_clinical), inputs.run_clinical_columns)
+    cohorts = {}
+    for label, genes in (("held-out, predicted", predicted), ("held-out, measured", truth.loc[predicted.index])):
+        data, _ = joined(genes, clinical)
+        cohorts[label] = data
+    return cohorts
+
+
+def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.DataFrame | None = None) -> None:
+    """Figure 7 (one row per cohort), its tests, and Figure 8 for the cohort with Ki67 % (`ki67`)."""
+    from .clinical import biomarker_tests
+    from .figures import biomarker_violins, mki67_scatter
+
+    page.heading("Biomarker genes against IHC and grade (Figures 7 and 8)", 3)
+    tests = {label: biomarker_tests(data) for label, data in cohorts.items()}
+    table = pd.concat([t.assign(cohort=label) for label, t in tests.items()], ignore_index=True)
+    page.table(table[["cohort", *[c for c in table.columns if c != "cohort"]]], "biomarker_tests", index=False)
+    page.figure(biomarker_violins(cohorts, tests), "figure7_biomarkers",
+                "Figure 7: ESR1, PGR, ERBB2 by IHC status (Welch t-test) and MKI67 by grade (ANOVA), one row per "
+                "cohort (paper: significant in both TCGA and the TMA cohort).")
+    if ki67 is not None:
+        page.figure(mki67_scatter(ki67), "figure8_mki67_ki67",
+                    "Figure 8: predicted MKI67 vs Ki67 % (paper: rho = 0.31, p = 2.8e-12, n = 498).")
+
+
+def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.DataFrame, pd.Series],
+                      run_biomarkers: dict | None = None) -> None:
+    from .clinical import joined, luminal_calls, reclassification, survival_table
+    from .figures import kaplan_meier_plot
     from .survival import kaplan_meier
 
-    columns = ClinicalColumns.from_json(inputs.clinical_columns) if inputs.clinical_columns else ClinicalColumns()
-    clinical = read_clinical(inputs.clinical, columns)
+    clinical = _clinical(Path(inputs.clinical), inputs.clinical_columns)
     predicted = pd.read_csv(inputs.external_predictions, index_col=0)
     data, report = joined(predicted, clinical)
     page.heading("External cohort")
     page.text(f"{len(data)} patients with predicted genes and clinical data ({len(report['predicted_only'])} "
               f"predicted only, {len(report['clinical_only'])} clinical only).")
-    page.heading("Biomarker genes against IHC and grade (Figures 7 and 8)", 3)
-    tests = biomarker_tests(data)
-    page.table(tests, "biomarker_tests", index=False)
-    page.figure(biomarker_violins(data, tests), "figure7_biomarkers",
-                "Figure 7: predicted ESR1, PGR, ERBB2 by IHC status (Welch t-test) and MKI67 by grade (ANOVA).")
-    page.figure(mki67_scatter(data), "figure8_mki67_ki67",
-                "Figure 8: predicted MKI67 vs Ki67 % (paper: rho = 0.31, p = 2.8e-12, n = 498).")
+    _biomarker_section(page, {**(run_biomarkers or {}), "external, predicted": data}, ki67=data)
     if "ihc_subtype" not in data:
         return
     page.heading("Luminal A vs B from predicted genes", 3)

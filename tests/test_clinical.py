@@ -113,3 +113,23 @@ def test_survival_table_recovers_the_built_in_hazards(clinical_file):
     assert 0.5 < model["multivariate_c_index"] < 0.8
     with pytest.raises(ClinicalError, match="size_mm"):
         survival_table(table.drop(columns="size_mm"), "ihc_subtype", "IHC Subtype")
+
+
+def test_tcga_receptor_status_separates_measured_biomarker_genes(shared_data, tmp_path):
+    """Real TCGA-BRCA: IHC status words ('Not Performed', 'Equivocal', ...) read as missing, and the measured
+    ESR1, PGR and ERBB2 differ by ER, PR and HER2 status as they must (Figure 7's TCGA rows, measured)."""
+    from hist2rna_tf.expression import log2_expression, read_expression, to_patients
+
+    mapping = tmp_path / "tcga.json"
+    mapping.write_text(json.dumps({"patient": "PATIENT", "er": "ERStatus", "pr": "PRStatus", "her2": "HER2FinalStatus",
+                                   **{k: None for k in ("os_months", "os_event", "grade", "size_mm", "age",
+                                                        "node_positive", "ki67_percent", "ihc_subtype")}}))
+    clinical = read_clinical(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv",
+                             ClinicalColumns.from_json(mapping))
+    raw = pd.read_csv(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv", dtype=str)
+    assert clinical["er"].notna().sum() == (raw["ERStatus"].isin(["Positive", "Negative"])).sum()
+    expression = log2_expression(to_patients(read_expression(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv")))
+    data = expression.join(clinical, how="inner")
+    tests = biomarker_tests(data).set_index("gene")
+    assert list(tests.index) == ["ESR1", "PGR", "ERBB2"]
+    assert (tests["effect"] > 1).all() and (tests["p"] < 1e-20).all(), tests

@@ -34,6 +34,10 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     for section in ("Gene expression prediction", "PAM50 subtype from predicted genes", "External cohort",
                     "Luminal A vs B", "Tables 1 and 2", "0.82", "2.16"):
         assert section in report, section
+    biomarkers = pd.read_csv(out / "report" / "biomarker_tests.csv")  # Figure 7: the run's cohort beside the external
+    assert list(biomarkers["cohort"].unique()) == ["held-out, predicted", "held-out, measured", "external, predicted"]
+    measured = biomarkers[biomarkers["cohort"] == "held-out, measured"].set_index("gene")
+    assert measured.loc["ERBB2", "effect"] > 0 and measured.loc["ESR1", "effect"] > 0
     table1 = pd.read_csv(out / "report" / "table1_predicted_subtype.csv")
     assert list(table1["Parameter"]) == ["Tumour Grade", "Tumour Size", "Age", "LN status", "hist2RNA Predicted"]
     assert (table1["Multivariate HR"] > 0).all()
