@@ -171,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
     subtype.add_argument("--out", type=Path, required=True, help="CSV to write")
 
+    spatial = commands.add_parser(
+        "spatial", help="maps of tile-level predicted genes and PAM50 calls over slide thumbnails",
+        description="Apply a run's head to each tile's own feature (extract with --save-tile-features) and draw, "
+                    "over each slide's thumbnail, the predicted expression of the chosen genes and each tile's PAM50 "
+                    "call (the paper's soft-voting classifier, trained on the run's training patients, on the tile's "
+                    "predicted PAM50 genes). Writes <slide>_<gene>.png, <slide>_PAM50.png and <slide>_tiles.csv. "
+                    "The head was trained on slide means: read tile values as where the signal comes from.")
+    spatial.add_argument("run", type=Path, help="training run folder")
+    spatial.add_argument("--features", type=Path, required=True, help="feature TFRecords with tile features")
+    spatial.add_argument("--slides", nargs="+", required=True, help="the slides (files or folders) to map")
+    spatial.add_argument("--genes", nargs="+", default=["ESR1", "PGR", "ERBB2", "MKI67"],
+                         help="genes to map (default ESR1 PGR ERBB2 MKI67)")
+    spatial.add_argument("--no-subtypes", action="store_true", help="no PAM50 call map")
+    spatial.add_argument("--thumbnail-mpp", type=float, default=8.0, help="thumbnail resolution (default 8 um/px)")
+    spatial.add_argument("--out", type=Path, required=True, help="folder for the PNGs and CSVs")
+
     baseline = commands.add_parser(
         "baseline", help="the paper's patch-based comparison (tile-level training) and both approaches' cost",
         description="Train the patch-based baseline on a hist2RNA run's patients, split, genes, head and training "
@@ -453,6 +469,16 @@ def cmd_subtype(args) -> int:
     return 0
 
 
+def cmd_spatial(args) -> int:
+    from .spatial import write_spatial_maps
+
+    written = write_spatial_maps(args.run, args.features, args.slides, args.out, args.genes,
+                                 subtypes=not args.no_subtypes, thumbnail_mpp=args.thumbnail_mpp)
+    slides = {p.name.rsplit("_", 1)[0] for p in written}
+    print(f"{len(written)} files for {len(slides)} slides in {args.out}")
+    return 0
+
+
 def cmd_baseline(args) -> int:
     from .baseline import BaselineConfig, train_patch_baseline
 
@@ -501,7 +527,7 @@ def cmd_report(args) -> int:
 
 COMMANDS = {"subtype": cmd_subtype, "extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
             "export": cmd_export, "demo": cmd_demo, "report": cmd_report,
-            "baseline": cmd_baseline}
+            "baseline": cmd_baseline, "spatial": cmd_spatial}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,7 +142,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         paths.update(_external_cohort(config, run_dir))
     if config.export:
         paths.update(_export(run_dir, out / "saved_models"))
-    paths["spatial_map"] = _spatial_map(run_dir, features, cohort_dir, out / "spatial")
+    paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial"))
     paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
@@ -173,24 +173,19 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     return {"external_predictions": predictions, "external_clinical": clinical}
 
 
-def _spatial_map(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path) -> Path:
-    """The best-predicted gene's tile-level map on the held-out slide with the most tiles."""
+def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path) -> dict:
+    """The best-predicted gene's tile-level map, and the tiles' PAM50 calls, on the held-out slide
+    with the most tiles."""
     import pandas as pd
 
-    from .figures import save
-    from .predict import Predictor
     from .records import read_record
-    from .spatial import spatial_map, tile_predictions
+    from .spatial import write_spatial_maps
 
     predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
     gene = pd.read_csv(run_dir / "across_genes.csv", index_col=0)["rho"].idxmax()  # written by evaluate_run
-    records = [read_record(features / f"{slide_id}.tfrecord") for slide_id in predicted.index]
-    record = max(records, key=lambda r: r.n_tiles)
-    tiles = tile_predictions(Predictor(run_dir), record)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tiles.to_csv(out_dir / f"{record.slide_id}_tiles.csv", index=False)
-    figure = spatial_map(cohort_dir / "slides" / f"{record.slide_id}.tiff", record, tiles, gene)
-    return save(figure, out_dir / f"{record.slide_id}_{gene}.png")
+    slide_id = max(predicted.index, key=lambda s: read_record(features / f"{s}.tfrecord").n_tiles)
+    write_spatial_maps(run_dir, features, [cohort_dir / "slides" / f"{slide_id}.tiff"], out_dir, [gene])
+    return {"spatial_map": out_dir / f"{slide_id}_{gene}.png", "spatial_subtypes": out_dir / f"{slide_id}_PAM50.png"}
 
 
 def _report(run_dir: Path, paths: dict, out: Path) -> Path:
@@ -200,8 +195,11 @@ def _report(run_dir: Path, paths: dict, out: Path) -> Path:
     inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
                           baseline=paths.get("baseline"), run_clinical=paths.get("clinical"),
                           clinical=paths.get("external_clinical"), title="hist2RNA demo report",
-                          extra_figures={"Spatial map (beyond the paper): tile-level predictions of a held-out slide":
-                                         Path(paths["spatial_map"])} if paths.get("spatial_map") else {},
+                          extra_figures={
+                              "Spatial map (beyond the paper): tile-level predictions of a held-out slide":
+                                  Path(paths["spatial_map"]),
+                              "Spatial map (beyond the paper): each tile's PAM50 call from its predicted genes":
+                                  Path(paths["spatial_subtypes"])},
                           note=SYNTHETIC_NOTE + " The RNA-seq and the clinical tables are synthetic too; the "
                           "backbone has random weights and the head was trained with standardisation (not the "
                           "paper). Nothing here says anything about real biology.")

@@ -110,7 +110,9 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     predicted = pd.read_csv(run / "test_predictions.csv", index_col=0)
     truth = pd.read_csv(run / "test_targets.csv", index_col=0)
     _gene_section(page, inputs, run, predicted, truth)
-    reference = _measured_training(config, run)
+    from .train import training_reference
+
+    reference = training_reference(run)
     _subtype_section(page, config, predicted, reference)
     run_biomarkers = _run_biomarkers(inputs, predicted, truth) if inputs.run_clinical else {}
     if inputs.external_predictions and inputs.clinical:
@@ -200,19 +202,6 @@ def _label(run: Path) -> str:
     return features or run.name
 
 
-def _measured_training(config: dict, run: Path) -> tuple[pd.DataFrame, pd.Series]:
-    """The training patients' measured log2 expression and subtype labels (from the run's inputs)."""
-    from .expression import load_split, read_labels
-    from .train import measured_log2
-
-    inputs = config["inputs"]
-    expression = measured_log2(inputs)
-    split = load_split(run / "split.csv")
-    labels = read_labels(inputs["labels"], inputs["label_column"])
-    train = split.index[split == "train"].intersection(expression.index).intersection(labels.dropna().index)
-    return expression.loc[train], labels.loc[train]
-
-
 def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
                      reference: tuple[pd.DataFrame, pd.Series]) -> None:
     from .expression import read_labels
@@ -252,6 +241,7 @@ def _run_biomarkers(inputs: ReportInputs, predicted: pd.DataFrame, truth: pd.Dat
     from .clinical import joined
 
     clinical = _clinical(Path(inputs.run_clinical), inputs.run_clinical_columns)
+    clinical = clinical.loc[clinical.index.isin(predicted.index)]  # the training patients are not wanted here
     cohorts = {}
     for label, genes in (("held-out, predicted", predicted), ("held-out, measured", truth.loc[predicted.index])):
         data, _ = joined(genes, clinical)

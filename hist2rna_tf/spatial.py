@@ -1,6 +1,8 @@
 """Spatial maps (beyond the paper): the trained head applied to each tile's own feature vector, drawn
-over the slide thumbnail. Needs features extracted with `--save-tile-features` (the record then holds
-every tile's feature and level-0 position).
+over the slide thumbnail, gene by gene, and each tile's PAM50 call (the paper's soft-voting
+classifier, trained on the run's training patients, applied to the tile's predicted PAM50 genes).
+Needs features extracted with `--save-tile-features` (the record then holds every tile's feature
+and level-0 position).
 
 The head was trained on slide MEANS of tile features, so a single tile's prediction is an
 extrapolation: read the maps as where the slide-level signal comes from, not as measured expression.
@@ -28,30 +30,112 @@ def tile_predictions(predictor, record) -> pd.DataFrame:
     return table
 
 
-def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = 8.0):
-    """A figure: the slide thumbnail and, over it, each tile coloured by its predicted `gene`."""
+SUBTYPE_COLOURS = {"LumA": "#2c7bb6", "LumB": "#abd9e9", "Her2": "#fdae61", "Basal": "#d7191c", "Normal": "#999999"}
+
+
+def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series, seed: int = 0) -> pd.DataFrame:
+    """Each tile's PAM50 call and class probabilities from its predicted genes (`tile_predictions`),
+    by the paper's soft-voting classifier trained on `reference` (measured log2 expression, patients x
+    genes) and its `reference_labels`, e.g. the run's training patients."""
+    from .subtype import voting_calls
+
+    calls = voting_calls(tiles.drop(columns=["x", "y"]), reference, reference_labels, seed=seed)
+    return pd.concat([tiles[["x", "y"]], calls], axis=1)
+
+
+def _slide_axes(slide_path: str | Path, record, thumbnail_mpp: float):
+    """A two-panel figure with the thumbnail in both, the thumbnail scale and one tile's size in it."""
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     from . import figures  # noqa: F401  (the Agg backend and the house style)
     from .slides import find_slides, open_slide, read_thumbnail
 
-    if gene not in tiles.columns:
-        raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
     slide = open_slide(find_slides([slide_path])[0])
     thumb, scale = read_thumbnail(slide, record.mpp, thumbnail_mpp)
-    extent = record.tile_size_um / record.mpp / scale  # one tile, in thumbnail pixels
-    values = tiles[gene].to_numpy()
-    norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
-    cmap = plt.get_cmap("viridis")
     figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax in axes:
         ax.imshow(thumb)
         ax.set_axis_off()
     axes[0].set_title(f"{record.slide_id}", loc="left")
-    for x, y, v in zip(tiles["x"] / scale, tiles["y"] / scale, values):
-        axes[1].add_patch(Rectangle((x, y), extent, extent, color=cmap(norm(v)), alpha=0.75, lw=0))
+    return figure, axes, scale, record.tile_size_um / record.mpp / scale
+
+
+def _draw_tiles(ax, tiles: pd.DataFrame, scale: float, extent: float, colours) -> None:
+    from matplotlib.patches import Rectangle
+
+    for x, y, colour in zip(tiles["x"] / scale, tiles["y"] / scale, colours):
+        ax.add_patch(Rectangle((x, y), extent, extent, color=colour, alpha=0.75, lw=0))
+
+
+def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = 8.0):
+    """A figure: the slide thumbnail and, over it, each tile coloured by its predicted `gene`."""
+    import matplotlib.pyplot as plt
+
+    if gene not in tiles.columns:
+        raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
+    figure, axes, scale, extent = _slide_axes(slide_path, record, thumbnail_mpp)
+    values = tiles[gene].to_numpy()
+    norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
+    cmap = plt.get_cmap("viridis")
+    _draw_tiles(axes[1], tiles, scale, extent, [cmap(norm(v)) for v in values])
     axes[1].set_title(f"predicted {gene} per tile (log2)", loc="left")
     figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], fraction=0.04, pad=0.02)
     figure.tight_layout()
     return figure
+
+
+def subtype_map(slide_path: str | Path, record, calls: pd.DataFrame, thumbnail_mpp: float = 8.0):
+    """A figure: the slide thumbnail and each tile coloured by its PAM50 call (`tile_subtypes`), with
+    the share of tiles per subtype in the legend."""
+    from matplotlib.patches import Patch
+
+    figure, axes, scale, extent = _slide_axes(slide_path, record, thumbnail_mpp)
+    _draw_tiles(axes[1], calls, scale, extent, [SUBTYPE_COLOURS.get(c, "#000000") for c in calls["call"]])
+    shares = calls["call"].value_counts(normalize=True)
+    axes[1].legend(handles=[Patch(color=SUBTYPE_COLOURS.get(c, "#000000"), label=f"{c} {shares[c]:.0%}")
+                            for c in shares.index], loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                   fontsize=8)
+    axes[1].set_title("PAM50 call per tile (soft voting on predicted genes)", loc="left")
+    figure.tight_layout()
+    return figure
+
+
+def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[str | Path], out_dir: str | Path,
+                       genes: list[str], subtypes: bool = True, thumbnail_mpp: float = 8.0) -> list[Path]:
+    """For every slide of `slides` whose record under `features` has tile features: `<slide>_tiles.csv`
+    (tiles x genes, with the PAM50 call and probabilities when `subtypes`), one PNG per gene and one
+    PAM50 map. The classifier learns from the run's training patients' measured expression and labels.
+    Returns the files written."""
+    from .figures import save
+    from .predict import Predictor, write_table
+    from .records import read_record, record_files
+    from .slides import find_slides
+
+    predictor = Predictor(run_dir)
+    unknown = [g for g in genes if g not in predictor.genes]
+    if unknown:
+        raise Hist2RNAError(f"genes {unknown} are not among the model's genes (e.g. {predictor.genes[:3]}).")
+    records = {Path(f).stem: f for f in record_files(features)}
+    refs = [r for r in find_slides(slides) if r.slide_id in records]
+    if not refs:
+        raise Hist2RNAError(f"none of the slides given has a feature record under {features}; extract them first "
+                            "(with --save-tile-features).")
+    from .train import training_reference
+
+    reference = training_reference(run_dir) if subtypes else None
+    out_dir = Path(out_dir)
+    written = []
+    for ref in refs:
+        record = read_record(records[ref.slide_id])
+        tiles = tile_predictions(predictor, record)
+        table = tiles
+        if reference is not None:
+            calls = tile_subtypes(tiles, *reference)
+            table = pd.concat([tiles, calls.drop(columns=["x", "y"])], axis=1)
+            written.append(save(subtype_map(ref.path, record, calls, thumbnail_mpp),
+                                out_dir / f"{ref.slide_id}_PAM50.png"))
+        written.append(write_table(table, out_dir / f"{ref.slide_id}_tiles.csv", index=False))
+        for gene in genes:
+            written.append(save(spatial_map(ref.path, record, tiles, gene, thumbnail_mpp),
+                                out_dir / f"{ref.slide_id}_{gene}.png"))
+    return written

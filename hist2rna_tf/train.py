@@ -183,3 +183,17 @@ def measured_log2(inputs: dict) -> pd.DataFrame:
     from .expression import log2_expression, read_expression, to_patients
 
     return log2_expression(to_patients(read_expression(inputs["expression"]), inputs["expression"]))
+
+
+def training_reference(run_dir: str | Path) -> tuple[pd.DataFrame, pd.Series]:
+    """A run's training patients' measured log2 expression and PAM50 labels (what the paper's subtype
+    classifier learns from)."""
+    from .expression import load_split, read_labels
+
+    run_dir = Path(run_dir)
+    inputs = json.loads((run_dir / "config.json").read_text())["inputs"]
+    expression = measured_log2(inputs)
+    labels = read_labels(inputs["labels"], inputs["label_column"])
+    split = load_split(run_dir / "split.csv")
+    train = split.index[split == "train"].intersection(expression.index).intersection(labels.dropna().index)
+    return expression.loc[train], labels.loc[train]

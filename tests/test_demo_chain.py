@@ -44,12 +44,25 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert len(pd.read_csv(out / "external" / "predictions.csv")) == 60
 
     # Spatial map: every tile of one held-out slide predicted by the head, drawn over the thumbnail.
-    maps = list((out / "spatial").glob("*.png"))
-    assert len(maps) == 1 and "Spatial map" in report
+    maps = sorted((out / "spatial").glob("*.png"))
+    assert len(maps) == 2 and maps[0].name.endswith("_PAM50.png") and "PAM50 call from its predicted genes" in report
     tiles = pd.read_csv(next((out / "spatial").glob("*_tiles.csv")))
     slide_id = maps[0].name.split("_")[0]
     assert len(tiles) == read_record(out / "features" / "tiny" / f"{slide_id}.tfrecord").n_tiles
-    assert tiles.drop(columns=["x", "y"]).std().median() > 0  # tiles differ
+    genes = pd.read_csv(out / "run" / "genes.txt", header=None)[0]
+    assert tiles[genes].std().median() > 0  # tiles differ
+    assert tiles["call"].isin(["LumA", "LumB", "Basal", "Her2"]).all()
+    np.testing.assert_allclose(tiles.filter(like="p_").sum(axis=1), 1.0, atol=1e-6)
+
+    # `hist2rna spatial` for any slides with tile features: gene maps, PAM50 map, the tiles' table.
+    mine = tmp_path / "maps"
+    assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
+                 str(out / "cohort" / "slides" / "demo-01.tiff"), str(out / "cohort" / "slides" / "demo-02.tiff"),
+                 "--genes", "ESR1", "ERBB2", "--out", str(mine)]) == 0
+    assert sorted(p.name for p in mine.iterdir()) == sorted(
+        f"demo-0{i}_{name}" for i in (1, 2) for name in ("ESR1.png", "ERBB2.png", "PAM50.png", "tiles.csv"))
+    assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
+                 str(out / "cohort" / "slides" / "demo-01.tiff"), "--genes", "NOTAGENE", "--out", str(mine)]) == 2
 
     # The patch-based baseline on the same split, its Figure 10 and both approaches' cost (Figure 6).
     baseline = pd.read_csv(out / "baseline" / "across_genes.csv", index_col=0)["rho"].median()
