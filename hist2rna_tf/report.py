@@ -345,7 +345,7 @@ def _cost_section(page: _Page, path: Path) -> None:
     from .figures import cost_bars
 
     costs = pd.read_csv(path)
-    page.heading("Training time and energy (Figures 6 and 10)")
+    page.heading("Training time and energy (Figure 6)")
     page.table(costs, "costs", index=False)
     page.figure(cost_bars(costs), "figure6_cost", "Training time and energy (time x device power). Paper: "
                 "EfficientNet patch-based 4 GPUs x 8.48 h x 300 W = 10.2 kWh vs hist2RNA 0.66 h, 0.19 kWh (50x).")
