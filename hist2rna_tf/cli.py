@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run-clinical-columns", type=Path, help="JSON mapping for --run-clinical (as --clinical-columns)")
     report.add_argument("--baseline", type=Path,
                         help="a `hist2rna baseline` folder: patch-based vs hist2RNA (Figure 10) and cost (Figure 6)")
+    report.add_argument("--spatial-maps", type=Path,
+                        help="a `hist2rna spatial` folder: its PNG maps are embedded in the report")
     report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (default: the --baseline's costs.csv)")
     report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     report.add_argument("--out", type=Path, help="HTML file (default <run>/report/report.html)")
@@ -509,6 +511,18 @@ def _print_costs(baseline: Path) -> None:
               f"{row.n_devices} ({row.device})")
 
 
+def _spatial_figures(folder: Path | None) -> dict:
+    """Title -> PNG for every map in a `hist2rna spatial` folder (none without a folder)."""
+    if folder is None:
+        return {}
+    maps = sorted(Path(folder).glob("*.png"))
+    if not maps:
+        raise Hist2RNAError(f"{folder}: no PNG maps; run `hist2rna spatial ... --out {folder}` first.")
+    return {f"Spatial map (beyond the paper): {p.stem.rsplit('_', 1)[0]}, "
+            f"{'PAM50 call per tile' if p.stem.endswith('_PAM50') else 'predicted ' + p.stem.rsplit('_', 1)[1]}": p
+            for p in maps}
+
+
 def cmd_report(args) -> int:
     from .report import ReportInputs, build_report
 
@@ -519,6 +533,7 @@ def cmd_report(args) -> int:
                           clinical=args.clinical, clinical_columns=args.clinical_columns, costs=args.costs,
                           baseline=args.baseline, run_clinical=args.run_clinical,
                           run_clinical_columns=args.run_clinical_columns,
+                          extra_figures=_spatial_figures(args.spatial_maps),
                           n_boot=args.n_boot)
     path = build_report(inputs, args.out)
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")
