@@ -23,3 +23,7 @@ class BackboneError(Hist2RNAError):
 
 class RecordError(Hist2RNAError):
     """A feature TFRecord is unreadable or does not match what the caller expects."""
+
+
+class SettingsError(Hist2RNAError):
+    """An output folder holds results made with other settings than this run's."""

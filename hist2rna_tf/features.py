@@ -27,7 +27,7 @@ from . import __version__
 from .atomic import atomic_path, write_text
 from .backbones import Backbone, build_backbone
 from .config import ExtractConfig, TileConfig, to_dict
-from .errors import Hist2RNAError, RecordError, SlideError
+from .errors import Hist2RNAError, RecordError, SettingsError, SlideError
 from .records import SlideFeatures, read_record, record_path, write_record
 from .regions import select_tiles, spread_sample
 from .slides import (SlideRef, TileReader, find_slides, open_slide, read_tile_file, slide_mpp,
@@ -376,7 +376,12 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     extractor = extractor or Extractor.build(config)
     config, backbone, stain = extractor.config, extractor.backbone, extractor.config.stain
     refs = shard(find_slides(inputs, config.tiles.tile_size_px), config.shard_index, config.shard_count)
-    _write_config(out_dir / backbone.name / "extract_config.json", config, backbone)
+    config_path = out_dir / backbone.name / "extract_config.json"
+    changes = [] if config.overwrite else settings_changes(config_path, config, backbone)
+    if changes and any(config_path.parent.glob("*.tfrecord")):
+        raise SettingsError(f"{config_path.parent} holds features made with other settings ({'; '.join(changes)}); "
+                            "adding to them would mix the two. Use another --out, or --overwrite to replace them.")
+    _write_config(config_path, config, backbone)
     manifest = manifest_path(out_dir, backbone.name, config.shard_index, config.shard_count)
     annotations_dir = Path(annotations_dir) if annotations_dir else None
 
@@ -417,6 +422,33 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
                 result.n_tiles, result.n_unnormalised = record.n_tiles, record.n_unnormalised
             write_manifest(ordered(), manifest)
     return ordered()
+
+
+# Settings that change what a feature is; the others (batch size, threads, shards, ...) do not.
+_FEATURE_SETTINGS = ("backbone", "weights", "tiles", "stain")
+
+
+def settings_changes(path: Path, config: ExtractConfig, backbone: Backbone) -> list[str]:
+    """'field: before -> now' for each feature-shaping setting that differs from the run recorded in
+    `path` (an extract_config.json); [] when there is none or nothing differs."""
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        before = {"backbone": saved["backbone"], "weights": saved["weights"],
+                  "tiles": saved["config"]["tiles"], "stain": saved["config"]["stain"]}
+    except (OSError, ValueError, KeyError):
+        return [f"{path.name}: unreadable"]
+    now = json.loads(json.dumps({"backbone": backbone.name, "weights": backbone.weights_tag,
+                                 "tiles": to_dict(config.tiles), "stain": to_dict(config.stain)}))
+    changes = []
+    for key in _FEATURE_SETTINGS:
+        if isinstance(now[key], dict):
+            changes += [f"{key}.{name}: {before[key].get(name)!r} -> {value!r}" for name, value in now[key].items()
+                        if before[key].get(name) != value]
+        elif before[key] != now[key]:
+            changes.append(f"{key}: {before[key]!r} -> {now[key]!r}")
+    return changes
 
 
 def _write_config(path: Path, config: ExtractConfig, backbone: Backbone) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hist2rna_tf.config import ExtractConfig, TileConfig
+from hist2rna_tf.errors import SettingsError
 from hist2rna_tf.features import extract_cohort, plan_tiles
 from hist2rna_tf.records import read_record
 from hist2rna_tf.slides import find_slides
@@ -74,11 +75,26 @@ def test_resumed_run_equals_uninterrupted_run(demo_cohort, tiny_extractor, tmp_p
 
 def test_other_settings_are_not_silently_mixed(demo_cohort, tiny_extractor, tmp_path):
     slides = _demo_slides(demo_cohort, ("demo-01",))
-    extract_cohort(slides, tmp_path, extractor=tiny_extractor, annotations_dir=demo_cohort / "annotations")
-    other = replace(tiny_extractor, config=replace(tiny_extractor.config,
-                                                   stain=replace(tiny_extractor.config.stain, method="none")))
-    result = extract_cohort(slides, tmp_path, extractor=other, annotations_dir=demo_cohort / "annotations")[0]
-    assert result.status == "failed" and "other settings" in result.reason
+    annotations = demo_cohort / "annotations"
+    extract_cohort(slides, tmp_path, extractor=tiny_extractor, annotations_dir=annotations)
+    config_file = tmp_path / tiny_extractor.backbone.name / "extract_config.json"
+    saved = config_file.read_text()
+    config = tiny_extractor.config
+    for changed, named in ((replace(config, stain=replace(config.stain, method="none")), "stain.method: 'macenko' -> 'none'"),
+                           (replace(config, tiles=replace(config.tiles, max_tiles=5)), "tiles.max_tiles: 1000 -> 5"),
+                           (replace(config, tiles=replace(config.tiles, exclude_classes=())), "tiles.exclude_classes")):
+        # More slides added to the folder with other settings: refused before anything is written.
+        with pytest.raises(SettingsError, match="--overwrite") as error:
+            extract_cohort(_demo_slides(demo_cohort), tmp_path, extractor=replace(tiny_extractor, config=changed),
+                           annotations_dir=annotations)
+        assert named in str(error.value)
+        assert config_file.read_text() == saved and len(list(config_file.parent.glob("*.tfrecord"))) == 1
+    # Settings that do not shape features may change; --overwrite replaces the folder's settings.
+    faster = replace(tiny_extractor, config=replace(config, batch_size=7, read_threads=1))
+    assert [r.status for r in extract_cohort(slides, tmp_path, extractor=faster, annotations_dir=annotations)] == ["skipped"]
+    fewer = replace(tiny_extractor, config=replace(config, overwrite=True, tiles=replace(config.tiles, max_tiles=5)))
+    assert extract_cohort(slides, tmp_path, extractor=fewer, annotations_dir=annotations)[0].n_tiles == 5
+    assert '"max_tiles": 5' in config_file.read_text()
 
 
 def test_shards_split_the_cohort(demo_cohort, tiny_extractor, tmp_path):
