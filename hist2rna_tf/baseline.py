@@ -92,7 +92,7 @@ def _validation_patients(train_patients: list[str], fraction: float, seed: int) 
 # --- frozen: tile features from the TFRecords ------------------------------------------------------
 
 
-def _tile_dataset(slides: pd.DataFrame, targets: pd.DataFrame, batch_size: int, shuffle: int | None, seed: int):
+def tile_dataset(slides: pd.DataFrame, targets: pd.DataFrame, batch_size: int, shuffle: int | None, seed: int):
     """tf.data of (tile feature [B, 1, F], its patient's targets [B, G]), slides interleaved, shuffled;
     its length (batches) is declared, so Keras knows an epoch's size."""
     import tensorflow as tf
@@ -151,7 +151,7 @@ def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd
     feature_dim = read_record(train_slides["path"].iloc[0]).feature_dim
     scaling = None
     if cohort.train_config.get("standardize"):  # as the hist2RNA run did, at tile level
-        mean, var, _ = _tile_statistics(_tile_dataset(train_slides, train_targets, 256, None, seed))
+        mean, var, _ = _tile_statistics(tile_dataset(train_slides, train_targets, 256, None, seed))
         y = train_targets.loc[train_slides["patient_id"]].to_numpy(np.float64)
         scaling = Standardization(mean, var, y.mean(0), np.maximum(y.var(0), 1e-12))
     return build_head(feature_dim, len(cohort.genes), name="patch_baseline", standardization=scaling)
@@ -286,8 +286,8 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
 
     if config.mode == "frozen":
         model = _frozen_model(cohort, cohort.slides_of(train_patients), targets, batch_size, seed)
-        fit_data = _tile_dataset(fit_slides, targets, batch_size, config.shuffle_buffer, seed)
-        val_data = _tile_dataset(val_slides, targets, batch_size, None, seed)
+        fit_data = tile_dataset(fit_slides, targets, batch_size, config.shuffle_buffer, seed)
+        val_data = tile_dataset(val_slides, targets, batch_size, None, seed)
     else:
         model, extract, refs, annotations, normaliser = _finetune_parts(cohort, Path(slides_dir),
                                                                         annotations_dir and Path(annotations_dir), config)
