@@ -40,7 +40,8 @@ class BaselineConfig:
     mode: str = "frozen"  # "frozen" (stored tile features) or "finetune" (backbone trained on tile images)
     max_epochs: int | None = None  # None: the hist2RNA run's own limit (the paper's 150)
     batch_size: int | None = None  # None: the hist2RNA run's (the paper's 12)
-    shuffle_buffer: int = 8192  # tiles; slides are also interleaved 16 at a time
+    shuffle_buffer: int = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
+    image_shuffle_buffer: int = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
     tiles_per_slide: int | None = None  # finetune: at most this many tiles a slide (None: all planned)
     device_watts: float = PAPER_WATTS
     n_devices: int = 1
@@ -297,7 +298,7 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
 
         fit_data, _ = _image_dataset(refs, annotations, extract, normaliser, list(fit_slides.index),
                                      fit_slides["n_tiles"], target_of,
-                                     batch_size, config.shuffle_buffer, seed, config.tiles_per_slide)
+                                     batch_size, config.image_shuffle_buffer, seed, config.tiles_per_slide)
         val_data, _ = _image_dataset(refs, annotations, extract, normaliser, list(val_slides.index),
                                      val_slides["n_tiles"], target_of,
                                      batch_size, None, seed, config.tiles_per_slide)

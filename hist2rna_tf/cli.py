@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="power of one device in W for the energy figure (default 300, the paper's V100)")
     baseline.add_argument("--n-devices", type=int, default=1, help="devices the time was spent on (default 1)")
     baseline.add_argument("--device", default="", help="device description for costs.csv (default: detected)")
-    baseline.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    baseline.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
     report = commands.add_parser(
         "report", help="one self-contained HTML report of a run (metrics, figures, subtypes, clinical analysis)",
@@ -488,7 +488,8 @@ def cmd_baseline(args) -> int:
                             tiles_per_slide=args.tiles_per_slide, device_watts=args.device_watts,
                             n_devices=args.n_devices, device=args.device)
     summary = train_patch_baseline(args.run, args.out, config, slides_dir=args.slides,
-                                   annotations_dir=args.annotations, verbose=0 if args.quiet else 2)
+                                   annotations_dir=args.annotations,
+                                   verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)  # bar on a terminal
     genes = summary["metrics"]["across_genes"]
     print(f"{summary['epochs']} epochs; {genes['significant']}/{genes['total']} genes at FDR < 0.05.")
     _print_costs(Path(args.out))
