@@ -64,13 +64,12 @@ class _Cohort:
 
 
 def _cohort(run_dir: Path) -> _Cohort:
+    from .expression import load_split
     from .records import read_record, record_files
     from .train import measured_log2
 
     config = json.loads((run_dir / "config.json").read_text())
     genes = (run_dir / "genes.txt").read_text().split()
-    from .expression import load_split
-
     split = load_split(run_dir / "split.csv")
     targets = measured_log2(config["inputs"]).reindex(columns=genes)
     slides = []
@@ -117,14 +116,8 @@ def tile_dataset(slides: pd.DataFrame, targets: pd.DataFrame, batch_size: int, s
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
         data = data.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
-    return _with_length(data.batch(batch_size), int(slides["n_tiles"].sum()), batch_size)
-
-
-def _with_length(data, n_tiles: int, batch_size: int):
-    import tensorflow as tf
-
-    n_batches = -(-n_tiles // batch_size)
-    return data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+    n_batches = -(-int(slides["n_tiles"].sum()) // batch_size)
+    return data.batch(batch_size).apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
 
 def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray, int]:
@@ -140,7 +133,8 @@ def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray, int]:
     return mean, np.maximum(squares / count - mean ** 2, 1e-12), count
 
 
-def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd.DataFrame, batch_size: int, seed: int):
+def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd.DataFrame, seed: int):
+    """The paper's head, on one tile's feature; standardised at tile level when the run was."""
     from .head import Standardization, build_head
     from .records import read_record
 
@@ -172,8 +166,28 @@ def _predict_frozen(model, slides: pd.DataFrame) -> pd.DataFrame:
 # --- finetune: the backbone trained on tile images ---------------------------------------------------
 
 
-def _finetune_parts(cohort: _Cohort, slides_dir: Path, annotations_dir: Path | None, config: BaselineConfig):
-    """(model tiles->genes, a function slides -> tf.data of (uint8 tiles, slide index), the slide refs)."""
+@dataclass
+class _Parts:
+    """What one mode trains and how it predicts: the model, its training and validation data, and
+    slides -> slide-level predictions (the mean of the tiles')."""
+
+    model: object
+    fit_data: object
+    val_data: object
+    predict: object  # (model, slides DataFrame) -> slides x genes
+
+
+def _frozen_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch_size: int, config: BaselineConfig,
+                  seed: int) -> _Parts:
+    model = _frozen_model(cohort, pd.concat([fit, val]), cohort.targets, seed)
+    return _Parts(model, tile_dataset(fit, cohort.targets, batch_size, config.shuffle_buffer, seed),
+                  tile_dataset(val, cohort.targets, batch_size, None, seed), _predict_frozen)
+
+
+def _finetune_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch_size: int, config: BaselineConfig,
+                    seed: int, slides_dir: Path, annotations_dir: Path | None) -> _Parts:
+    """The backbone (trainable) + a linear output, and tile images streamed from the slides with the
+    run's own tiling and stain settings."""
     import keras
 
     from .backbones import build_backbone
@@ -193,8 +207,7 @@ def _finetune_parts(cohort: _Cohort, slides_dir: Path, annotations_dir: Path | N
     backbone.model.trainable = True
     size = extract.tiles.tile_size_px
     inputs = keras.Input((size, size, 3), dtype="float32", name="tiles")
-    x = backbone.model(backbone.preprocess(inputs))
-    outputs = keras.layers.Dense(len(cohort.genes), name="genes")(x)
+    outputs = keras.layers.Dense(len(cohort.genes), name="genes")(backbone.model(backbone.preprocess(inputs)))
     if cohort.train_config.get("standardize"):  # as the hist2RNA run did: genes learnt z-scored
         train = cohort.targets.loc[cohort.split.index[cohort.split == "train"]].to_numpy(np.float64)
         outputs = keras.layers.Normalization(axis=-1, mean=train.mean(0), variance=np.maximum(train.var(0), 1e-12),
@@ -202,11 +215,21 @@ def _finetune_parts(cohort: _Cohort, slides_dir: Path, annotations_dir: Path | N
     model = keras.Model(inputs, outputs, name="patch_baseline_finetune")
     normaliser = make_normaliser(resolve_stain_config(extract.stain))
     annotations = {s: annotation_for(refs[s], annotations_dir) for s in cohort.slides.index}
-    return model, extract, refs, annotations, normaliser
+
+    def images(slides: pd.DataFrame, with_targets: bool, shuffle: int | None, batch: int):
+        target_of = (lambda s: cohort.targets.loc[cohort.slides.loc[s, "patient_id"]].to_numpy()) if with_targets else None
+        return _image_dataset(refs, annotations, extract, normaliser, list(slides.index), target_of, batch, shuffle,
+                              seed, config.tiles_per_slide)[0]
+
+    def predict(model, slides: pd.DataFrame) -> pd.DataFrame:
+        return _predict_images(model, images(slides, False, None, batch_size * 4), list(slides.index))
+
+    return _Parts(model, images(fit, True, config.image_shuffle_buffer, batch_size), images(val, True, None, batch_size),
+                  predict)
 
 
-def _image_dataset(refs, annotations, extract, normaliser, slide_ids, n_tiles_of, targets_of, batch_size, shuffle,
-                   seed, tiles_per_slide):
+def _image_dataset(refs, annotations, extract, normaliser, slide_ids, targets_of, batch_size, shuffle, seed,
+                   tiles_per_slide):
     """tf.data of (normalised tiles [B, T, T, 3] float, targets [B, G]) or (tiles, slide index)."""
     import tensorflow as tf
 
@@ -236,8 +259,7 @@ def _image_dataset(refs, annotations, extract, normaliser, slide_ids, n_tiles_of
     data = order.flat_map(slide_tiles).map(load, num_parallel_calls=4, deterministic=True)
     if shuffle:
         data = data.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
-    n_tiles = sum(min(int(n), cap) for n in n_tiles_of)
-    return _with_length(data.batch(batch_size).map(normalise), n_tiles, batch_size), stream
+    return data.batch(batch_size).map(normalise).prefetch(2), stream
 
 
 def _predict_images(model, dataset, slide_ids) -> pd.DataFrame:
@@ -283,25 +305,13 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     fit_slides = cohort.slides_of([p for p in train_patients if p not in held])
     val_slides = cohort.slides_of(held)
     test_slides = cohort.slides_of(cohort.split.index[cohort.split == "test"])
-    targets = cohort.targets
 
     if config.mode == "frozen":
-        model = _frozen_model(cohort, cohort.slides_of(train_patients), targets, batch_size, seed)
-        fit_data = tile_dataset(fit_slides, targets, batch_size, config.shuffle_buffer, seed)
-        val_data = tile_dataset(val_slides, targets, batch_size, None, seed)
+        parts = _frozen_parts(cohort, fit_slides, val_slides, batch_size, config, seed)
     else:
-        model, extract, refs, annotations, normaliser = _finetune_parts(cohort, Path(slides_dir),
-                                                                        annotations_dir and Path(annotations_dir), config)
-
-        def target_of(slide_id):
-            return targets.loc[cohort.slides.loc[slide_id, "patient_id"]].to_numpy()
-
-        fit_data, _ = _image_dataset(refs, annotations, extract, normaliser, list(fit_slides.index),
-                                     fit_slides["n_tiles"], target_of,
-                                     batch_size, config.image_shuffle_buffer, seed, config.tiles_per_slide)
-        val_data, _ = _image_dataset(refs, annotations, extract, normaliser, list(val_slides.index),
-                                     val_slides["n_tiles"], target_of,
-                                     batch_size, None, seed, config.tiles_per_slide)
+        parts = _finetune_parts(cohort, fit_slides, val_slides, batch_size, config, seed, Path(slides_dir),
+                                annotations_dir and Path(annotations_dir))
+    model = parts.model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.compile(optimizer=keras.optimizers.Adam(float(train_cfg["learning_rate"])), loss="mse")
@@ -309,24 +319,18 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
                                                restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(out_dir / "history.csv"))]
     start = time.perf_counter()
-    history = model.fit(fit_data, validation_data=val_data, epochs=max_epochs, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # the tf.data pipelines shuffle, seeded
+    history = model.fit(parts.fit_data, validation_data=parts.val_data, epochs=max_epochs, callbacks=callbacks,
+                        verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
     train_seconds = time.perf_counter() - start
     with atomic_path(out_dir / "best.keras") as tmp:  # the temp name keeps .keras, which Keras needs
         model.save(tmp)
 
-    if config.mode == "frozen":
-        slide_predictions = _predict_frozen(model, test_slides)
-    else:
-        data, _ = _image_dataset(refs, annotations, extract, normaliser, list(test_slides.index),
-                                 test_slides["n_tiles"], None,
-                                 batch_size * 4, None, seed, config.tiles_per_slide)
-        slide_predictions = _predict_images(model, data, list(test_slides.index))
+    slide_predictions = parts.predict(model, test_slides)
     slide_predictions.columns = cohort.genes
     predictions = average_by_patient(slide_predictions, test_slides["patient_id"])
     predictions.index.name = "patient_id"
     write_table(predictions, out_dir / "test_predictions.csv")
-    write_table(targets.loc[predictions.index].rename_axis("patient_id"), out_dir / "test_targets.csv")
+    write_table(cohort.targets.loc[predictions.index].rename_axis("patient_id"), out_dir / "test_targets.csv")
     (out_dir / "genes.txt").write_text("\n".join(cohort.genes) + "\n")
     (out_dir / "split.csv").write_bytes((run_dir / "split.csv").read_bytes())
     cap = config.tiles_per_slide if config.mode == "finetune" and config.tiles_per_slide else 10 ** 9
