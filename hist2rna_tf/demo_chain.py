@@ -92,16 +92,14 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     from .config import ExtractConfig
     from .demo import build_demo_cohort, write_demo_clinical, write_demo_expression
     from .evaluate import evaluate_run
-    from .features import extract_cohort
     from .train import RunInputs, TrainConfig, train_run
 
     out = Path(config.out)
     cohort_dir = out / "cohort"
     build_demo_cohort(cohort_dir, n_slides=config.n_slides, seed=config.seed, progress=config.progress)
     start = time.perf_counter()
-    results = extract_cohort([cohort_dir / "slides"], out / "features",
-                             ExtractConfig(backbone=config.backbone, weights=config.weights, save_tile_features=True),
-                             annotations_dir=cohort_dir / "annotations", progress=config.progress)
+    results = _extract(cohort_dir, out / "features", ExtractConfig(backbone=config.backbone, weights=config.weights,
+                                                                   save_tile_features=True), config.progress)
     extraction_s = time.perf_counter() - start
     failed = [r for r in results if r.status == "failed"]
     if failed:
@@ -159,14 +157,12 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     with the trained run through the normal pipeline (the paper's external TMA cohort, in miniature)."""
     from .config import ExtractConfig
     from .demo import build_demo_cohort, write_demo_clinical, write_demo_expression
-    from .features import extract_cohort
 
     root = Path(config.out) / "external"
     build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
                       progress=config.progress)
-    extract_cohort([root / "cohort" / "slides"], root / "features",
-                   ExtractConfig(backbone=config.backbone, weights=config.weights),
-                   annotations_dir=root / "cohort" / "annotations", progress=config.progress)
+    _extract(root / "cohort", root / "features", ExtractConfig(backbone=config.backbone, weights=config.weights),
+             config.progress)
     write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)
     clinical = write_demo_clinical(root / "cohort", seed=config.seed + 1)
     predictions = _predict_all(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")
@@ -204,6 +200,25 @@ def _report(run_dir: Path, paths: dict, out: Path) -> Path:
                           "backbone has random weights and the head was trained with standardisation (not the "
                           "paper). Nothing here says anything about real biology.")
     return build_report(inputs, out)
+
+
+def _extract(cohort_dir: Path, out: Path, extract, progress: bool) -> list:
+    """Extract a demo cohort; features an earlier demo made with other settings (say --weights) are
+    replaced, as everything downstream is rebuilt anyway."""
+    from dataclasses import replace
+
+    from .errors import SettingsError
+    from .features import extract_cohort
+
+    def run(config):
+        return extract_cohort([cohort_dir / "slides"], out, config, annotations_dir=cohort_dir / "annotations",
+                              progress=progress)
+
+    try:
+        return run(extract)
+    except SettingsError as exc:
+        log.info("%s; extracting this demo's features again.", str(exc).split(";")[0])
+        return run(replace(extract, overwrite=True))
 
 
 def _features_dir(root: Path, backbone: str) -> Path:

@@ -109,3 +109,17 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     shuffled = run_demo(DemoConfig(out=out, backbone=str(tiny_backbone_file), progress=False, export=False,
                                    n_controls=0, n_external=0, baseline=False))
     assert shuffled.learned_median < learned - 0.3, (shuffled.learned_median, learned)
+
+
+def test_demo_replaces_its_own_features_made_with_other_settings(demo_cohort, tiny_backbone_file, tmp_path):
+    from hist2rna_tf.config import ExtractConfig, StainConfig
+    from hist2rna_tf.demo_chain import _extract
+
+    config = ExtractConfig(backbone=str(tiny_backbone_file), weights="none", batch_size=16)
+    first = _extract(demo_cohort, tmp_path, config, progress=False)
+    before = read_record(first[0].record)
+    again = _extract(demo_cohort, tmp_path, replace(config, stain=StainConfig(method="none")), progress=False)
+    assert {r.status for r in first} == {r.status for r in again} == {"done"}
+    after = read_record(again[0].record)
+    assert (before.normaliser, after.normaliser) == ("macenko", "none")
+    assert not np.allclose(before.feature, after.feature)
