@@ -346,6 +346,12 @@ def _cost_section(page: _Page, path: Path) -> None:
 
     costs = pd.read_csv(path)
     page.heading("Training time and energy (Figure 6)")
+    if {"watts", "n_devices", "device"} <= set(costs.columns):
+        rows = costs.drop_duplicates(["device", "watts", "n_devices"])
+        page.text("Energy = measured training time x device power x devices: "
+                  + "; ".join(f"{r.device}, {r.watts:g} W x {r.n_devices}" for r in rows.itertuples())
+                  + ". The power is an assumption, not a measurement (hist2rna baseline --device-watts; the paper "
+                    "took 300 W per V100). The ratio between approaches does not depend on it.")
     page.table(costs, "costs", index=False)
     page.figure(cost_bars(costs), "figure6_cost", "Training time and energy (time x device power). Paper: "
                 "EfficientNet patch-based 4 GPUs x 8.48 h x 300 W = 10.2 kWh vs hist2RNA 0.66 h, 0.19 kWh (50x).")
