@@ -66,9 +66,9 @@ class _Cohort:
 def _cohort(run_dir: Path) -> _Cohort:
     from .expression import load_split
     from .records import read_record, record_files
-    from .train import measured_log2
+    from .train import measured_log2, read_run_config
 
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_run_config(run_dir)
     genes = (run_dir / "genes.txt").read_text().split()
     split = load_split(run_dir / "split.csv")
     targets = measured_log2(config["inputs"]).reindex(columns=genes)

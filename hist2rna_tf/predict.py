@@ -63,7 +63,9 @@ class Predictor:
 
         from .config import extract_config_from_dict
 
-        run = json.loads((self.path / "config.json").read_text())
+        from .train import read_run_config
+
+        run = read_run_config(self.path)
         saved = json.loads((Path(run["inputs"]["features"]) / "extract_config.json").read_text())["config"]
         return replace(extract_config_from_dict(saved), shard_index=0, shard_count=1)
 

@@ -98,14 +98,16 @@ padding:.6em 1em}pre{background:#f6f6f6;padding:.6em;font-size:.8em;overflow-x:a
 
 def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     """Write the report (default `<run>/report/report.html`, figures and tables beside it)."""
+    from .train import read_run_config
+
     run = Path(inputs.run)
+    config = read_run_config(run)  # before anything is written
     out = Path(out) if out else run / "report" / "report.html"
     page = _Page(out.parent)
     page.parts.append(f"<h1>{html.escape(inputs.title)}</h1><p>hist2rna-tf {__version__}, "
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
-    config = json.loads((run / "config.json").read_text())
     _config_section(page, config, run)
     predicted = pd.read_csv(run / "test_predictions.csv", index_col=0)
     truth = pd.read_csv(run / "test_targets.csv", index_col=0)
@@ -315,7 +317,9 @@ def _baseline_section(page: _Page, run: Path, baseline: Path) -> None:
     from .evaluate import across_genes, across_patients, summary
     from .figures import correlation_boxes
 
-    config = json.loads((baseline / "config.json").read_text())
+    from .train import read_run_config
+
+    config = read_run_config(baseline)
     predicted = pd.read_csv(baseline / "test_predictions.csv", index_col=0)
     truth = pd.read_csv(baseline / "test_targets.csv", index_col=0)
     ours = pd.read_csv(run / "test_predictions.csv", index_col=0)

@@ -191,9 +191,24 @@ def training_reference(run_dir: str | Path) -> tuple[pd.DataFrame, pd.Series]:
     from .expression import load_split, read_labels
 
     run_dir = Path(run_dir)
-    inputs = json.loads((run_dir / "config.json").read_text())["inputs"]
+    inputs = read_run_config(run_dir)["inputs"]
     expression = measured_log2(inputs)
     labels = read_labels(inputs["labels"], inputs["label_column"])
     split = load_split(run_dir / "split.csv")
     train = split.index[split == "train"].intersection(expression.index).intersection(labels.dropna().index)
     return expression.loc[train], labels.loc[train]
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """A training run's config.json, or a clear error when `run_dir` is not a run folder."""
+    from .errors import Hist2RNAError
+
+    path = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise Hist2RNAError(f"{run_dir}: not a training run folder ({path.name}: {type(exc).__name__}); give the "
+                            "folder `hist2rna train --out` (or `hist2rna baseline --out`) wrote.") from None
+    if not isinstance(config, dict) or "inputs" not in config:
+        raise Hist2RNAError(f"{path}: not a training run's config (no 'inputs'); give a `hist2rna train` folder.")
+    return config

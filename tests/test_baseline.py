@@ -95,6 +95,15 @@ def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_pat
     assert _median(shuffled) < _median(out) - 0.3, (_median(shuffled), _median(out))
 
 
+def test_a_folder_that_is_not_a_run_is_named(tmp_path, capsys):
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    for command in (["baseline", str(empty), "--out", str(tmp_path / "b")], ["report", str(empty)]):
+        assert main(command) == 2
+        assert "not a training run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_run"] and not any(empty.iterdir())
+
+
 def test_baseline_needs_tile_features_and_slides(tile_cohort, tmp_path, capsys):
     assert main(["baseline", str(tile_cohort / "run"), "--out", str(tmp_path / "f"), "--mode", "finetune"]) == 2
     assert "--slides" in capsys.readouterr().err
