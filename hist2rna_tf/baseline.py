@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -319,8 +320,10 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
                                                restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(out_dir / "history.csv"))]
     start = time.perf_counter()
-    history = model.fit(parts.fit_data, validation_data=parts.val_data, epochs=max_epochs, callbacks=callbacks,
-                        verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
+    with warnings.catch_warnings():  # image streams have no declared length: Keras learns it in epoch 1
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(parts.fit_data, validation_data=parts.val_data, epochs=max_epochs, callbacks=callbacks,
+                            verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
     train_seconds = time.perf_counter() - start
     with atomic_path(out_dir / "best.keras") as tmp:  # the temp name keeps .keras, which Keras needs
         model.save(tmp)
