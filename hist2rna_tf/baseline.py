@@ -18,7 +18,6 @@ power is configurable: the paper assumed 300 W per V100). `costs.csv` lists both
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -121,7 +120,7 @@ def tile_dataset(slides: pd.DataFrame, targets: pd.DataFrame, batch_size: int, s
     return data.batch(batch_size).apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
 
-def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray, int]:
+def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of the tile features over one pass of `data` (streamed, float64)."""
     total = squares = None
     count = 0
@@ -131,26 +130,25 @@ def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray, int]:
         squares = (x ** 2).sum(0) if squares is None else squares + (x ** 2).sum(0)
         count += len(x)
     mean = total / count
-    return mean, np.maximum(squares / count - mean ** 2, 1e-12), count
+    return mean, np.maximum(squares / count - mean ** 2, 1e-12)
 
 
 def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd.DataFrame, seed: int):
     """The paper's head, on one tile's feature; standardised at tile level when the run was."""
     from .head import Standardization, build_head
-    from .records import read_record
 
     missing = train_slides.index[~train_slides["has_tiles"]]
     if len(missing):
         raise Hist2RNAError(f"{len(missing)} slides (e.g. {missing[0]}) have no per-tile features in "
                             f"{cohort.run_config['inputs']['features']}; re-run `hist2rna extract` with "
                             "--save-tile-features (or use --mode finetune).")
-    feature_dim = read_record(train_slides["path"].iloc[0]).feature_dim
     scaling = None
     if cohort.train_config.get("standardize"):  # as the hist2RNA run did, at tile level
-        mean, var, _ = _tile_statistics(tile_dataset(train_slides, train_targets, 256, None, seed))
+        mean, var = _tile_statistics(tile_dataset(train_slides, train_targets, 256, None, seed))
         y = train_targets.loc[train_slides["patient_id"]].to_numpy(np.float64)
         scaling = Standardization(mean, var, y.mean(0), np.maximum(y.var(0), 1e-12))
-    return build_head(feature_dim, len(cohort.genes), name="patch_baseline", standardization=scaling)
+    return build_head(cohort.run_config["feature_dim"], len(cohort.genes), name="patch_baseline",
+                      standardization=scaling)
 
 
 def _predict_frozen(model, slides: pd.DataFrame) -> pd.DataFrame:
@@ -192,13 +190,12 @@ def _finetune_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch
     import keras
 
     from .backbones import build_backbone
-    from .config import extract_config_from_dict
     from .features import annotation_for
+    from .predict import run_extraction_config
     from .slides import find_slides
     from .stain import make_normaliser, resolve_stain_config
 
-    saved = json.loads((Path(cohort.run_config["inputs"]["features"]) / "extract_config.json").read_text())["config"]
-    extract = extract_config_from_dict(saved)
+    extract = run_extraction_config(cohort.run_config)
     refs = {ref.slide_id: ref for ref in find_slides([slides_dir], extract.tiles.tile_size_px)}
     absent = [s for s in cohort.slides.index if s not in refs]
     if absent:
@@ -220,7 +217,7 @@ def _finetune_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch
     def images(slides: pd.DataFrame, with_targets: bool, shuffle: int | None, batch: int):
         target_of = (lambda s: cohort.targets.loc[cohort.slides.loc[s, "patient_id"]].to_numpy()) if with_targets else None
         return _image_dataset(refs, annotations, extract, normaliser, list(slides.index), target_of, batch, shuffle,
-                              seed, config.tiles_per_slide)[0]
+                              seed, config.tiles_per_slide)
 
     def predict(model, slides: pd.DataFrame) -> pd.DataFrame:
         return _predict_images(model, images(slides, False, None, batch_size * 4), list(slides.index))
@@ -260,7 +257,7 @@ def _image_dataset(refs, annotations, extract, normaliser, slide_ids, targets_of
     data = order.flat_map(slide_tiles).map(load, num_parallel_calls=4, deterministic=True)
     if shuffle:
         data = data.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).map(normalise).prefetch(2), stream
+    return data.batch(batch_size).map(normalise).prefetch(2)
 
 
 def _predict_images(model, dataset, slide_ids) -> pd.DataFrame:

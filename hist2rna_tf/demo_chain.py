@@ -140,7 +140,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         paths.update(_external_cohort(config, run_dir))
     if config.export:
         paths.update(_export(run_dir, out / "saved_models"))
-    paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial"))
+    tiles_per_slide = {r.slide_id: r.n_tiles for r in results}
+    paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial", tiles_per_slide))
     paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
@@ -169,17 +170,16 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     return {"external_predictions": predictions, "external_clinical": clinical}
 
 
-def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path) -> dict:
+def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path, n_tiles: dict[str, int]) -> dict:
     """The best-predicted gene's tile-level map, and the tiles' PAM50 calls, on the held-out slide
     with the most tiles."""
     import pandas as pd
 
-    from .records import read_record
     from .spatial import write_spatial_maps
 
     predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
     gene = pd.read_csv(run_dir / "across_genes.csv", index_col=0)["rho"].idxmax()  # written by evaluate_run
-    slide_id = max(predicted.index, key=lambda s: read_record(features / f"{s}.tfrecord").n_tiles)
+    slide_id = max(predicted.index, key=lambda s: n_tiles[s])
     write_spatial_maps(run_dir, features, [cohort_dir / "slides" / f"{slide_id}.tiff"], out_dir, [gene])
     return {"spatial_map": out_dir / f"{slide_id}_{gene}.png", "spatial_subtypes": out_dir / f"{slide_id}_PAM50.png"}
 

@@ -59,15 +59,19 @@ class Predictor:
 
     def extraction_config(self):
         """The ExtractConfig the run's training features were made with (to extract new slides alike)."""
-        from dataclasses import replace
-
-        from .config import extract_config_from_dict
-
         from .train import read_run_config
 
-        run = read_run_config(self.path)
-        saved = json.loads((Path(run["inputs"]["features"]) / "extract_config.json").read_text())["config"]
-        return replace(extract_config_from_dict(saved), shard_index=0, shard_count=1)
+        return run_extraction_config(read_run_config(self.path))
+
+
+def run_extraction_config(run_config: dict):
+    """The ExtractConfig a training run's features were made with (from its config.json), unsharded."""
+    from dataclasses import replace
+
+    from .config import extract_config_from_dict
+
+    saved = json.loads((Path(run_config["inputs"]["features"]) / "extract_config.json").read_text())["config"]
+    return replace(extract_config_from_dict(saved), shard_index=0, shard_count=1)
 
 
 def predict_patients(predictor: Predictor, features_dir: str | Path) -> pd.DataFrame:

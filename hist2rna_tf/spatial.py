@@ -110,6 +110,7 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     from .predict import Predictor, write_table
     from .records import read_record, record_files
     from .slides import find_slides
+    from .train import training_reference
 
     predictor = Predictor(run_dir)
     unknown = [g for g in genes if g not in predictor.genes]
@@ -120,8 +121,6 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     if not refs:
         raise Hist2RNAError(f"none of the slides given has a feature record under {features}; extract them first "
                             "(with --save-tile-features).")
-    from .train import training_reference
-
     reference = training_reference(run_dir) if subtypes else None
     out_dir = Path(out_dir)
     written = []
