@@ -27,6 +27,39 @@ def test_matches_reference_implementation_output(shared_data):
         assert within_one >= 0.99, f"{name}: only {within_one:.4f} of pixels within 1 grey level"
 
 
+def _rows_with_ties(rng, n_rows: int, n: int) -> np.ndarray:
+    """Random rows, some with many tied values (as pixels of one colour give)."""
+    rows = rng.normal(size=(n_rows, n)).astype(np.float32)
+    rows[1::3] = np.round(rows[1::3], 1)  # ~60 distinct values
+    rows[2::3, : n // 2] = rows[2::3, :1]  # half of the row one value
+    return rows
+
+
+@pytest.mark.parametrize("side", [(224, 224), (37, 41)])  # a tile; a small odd-sized image
+def test_angle_percentiles_equal_numpy(side):
+    """The selection-based percentiles are numpy's, exactly, for any number of stained pixels."""
+    rng = np.random.default_rng(0)
+    n = side[0] * side[1]
+    phi = _rows_with_ties(rng, 9, n)
+    counts = [n, n - 1, n // 2, 700, 33, 2, 1, n - 5, 3 * n // 4]
+    stained = np.zeros((9, n), bool)
+    for row, count in enumerate(counts):
+        stained[row, rng.permutation(n)[:count]] = True
+    macenko = Macenko()
+    low, high = macenko.angle_percentiles(phi, stained, stained.sum(1).astype(np.float32))
+    for row in range(9):
+        expected = np.percentile(phi[row][stained[row]], [1.0, 99.0])
+        np.testing.assert_allclose([low[row], high[row]], expected, rtol=1e-6, atol=1e-6, err_msg=f"row {row}")
+
+
+@pytest.mark.parametrize("side", [(224, 224), (100, 101)])
+def test_concentration_percentiles_equal_numpy(side):
+    rng = np.random.default_rng(1)
+    conc = _rows_with_ties(rng, 6, side[0] * side[1]).reshape(3, 2, -1)
+    ours = Macenko.concentration_percentiles(conc).numpy()
+    np.testing.assert_allclose(ours, np.percentile(conc, 99.0, axis=2), rtol=1e-6, atol=1e-6)
+
+
 def test_batch_equals_one_at_a_time():
     """Each tile is normalised with its own stain estimate: batching changes nothing."""
     tiles, _ = real_tiles()
