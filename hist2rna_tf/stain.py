@@ -68,6 +68,13 @@ def _row_sums(values):
 _CHUNK = 16  # values per run in `_largest_chunks`
 
 
+def _first_of_ties(maxima, boundary, n_keep: int):
+    """Per row, the chunks whose maxima exceed the boundary, then as many tied at it as fill n_keep."""
+    above, tied = maxima > boundary, maxima == boundary
+    room = n_keep - tf.reduce_sum(tf.cast(above, tf.int32), axis=1, keepdims=True)
+    return above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=1) <= room))
+
+
 def _largest_chunks(signed, rank, chunk: int = _CHUNK):
     """[R, (rank + 1) * chunk]: whole `chunk`-long runs of each row of `signed` [R, M] that hold its
     rank + 1 largest values (rank: a Python int), so exact order statistics up to `rank` can be taken on
@@ -85,9 +92,9 @@ def _largest_chunks(signed, rank, chunk: int = _CHUNK):
     chunks = tf.reshape(signed, [rows, n_chunks, chunk])
     maxima = tf.reduce_max(chunks, axis=2)
     boundary = tf.raw_ops.NthElement(input=maxima, n=rank, reverse=True)[:, None]
-    above, tied = maxima > boundary, maxima == boundary
-    room = rank + 1 - tf.reduce_sum(tf.cast(above, tf.int32), axis=1, keepdims=True)
-    keep = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=1) <= room))
+    keep = maxima >= boundary
+    exact = tf.reduce_all(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1) == rank + 1)
+    keep = tf.cond(exact, lambda: keep, lambda: _first_of_ties(maxima, boundary, rank + 1))  # ties: rare
     return tf.reshape(tf.gather_nd(chunks, tf.where(keep)), [rows, (rank + 1) * chunk])
 
 
