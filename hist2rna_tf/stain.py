@@ -1,4 +1,4 @@
-"""Stain normalisation: Macenko in TensorFlow ops (batched, inside tf.data, GPU-ready), and staintools.
+"""Stain normalisation: Macenko in TensorFlow ops (batched, inside tf.data), and staintools.
 
 The paper's "vector-based colour normalisation [21]" is Macenko et al. 2009; the hist2RNA authors ran
 the reference implementation (schaugf/HEnorm_python) tile by tile with fixed targets (Io=240,
@@ -11,10 +11,11 @@ alpha=1, beta=0.15, HERef, maxCRef: `config.PAPER_HE_REF`, `config.PAPER_MAX_C_R
   so its 99th percentile matches maxCRef; recompose with HERef; clip > 255 to 254; truncate to uint8.
 
 Percentiles use numpy's linear interpolation between the two order statistics around the
-position, found exactly by one NthElement selection per row (no sort; both angle tails and both
-concentrations in one call each; 1.6x faster than `top_k` of the tail on CPU). A tile with too
-few stained pixels (background, blank, pen) cannot be estimated: it passes through unchanged and
-is flagged, never NaN.
+position, found exactly by NthElement selection (no sort, no heap: ~1.7x faster than `top_k` of
+the tail on CPU) on the runs of each row that hold its largest values (both angle tails in one
+call, both concentrations in another). The pixel stages are XLA-compiled (they run on a GPU when
+there is one); NthElement has only a CPU kernel. A tile with too few stained pixels (background,
+blank, pen) cannot be estimated: it passes through unchanged and is flagged, never NaN.
 """
 
 from __future__ import annotations
