@@ -77,12 +77,12 @@ def _first_of_ties(maxima, boundary, n_keep: int):
 
 
 def _largest_chunks(signed, rank, chunk: int = _CHUNK):
-    """[R, (rank + 1) * chunk]: whole `chunk`-long runs of each row of `signed` [R, M] that hold its
-    rank + 1 largest values (rank: a Python int), so exact order statistics up to `rank` can be taken on
-    ~1% of the row. Those values lie in the chunks whose maxima are the rank + 1 largest (a value
-    >= the (rank+1)-th largest lies in a chunk whose maximum is too); ties at the boundary are
-    taken in row order, so every row keeps exactly rank + 1 chunks, and no order statistic up to
-    `rank` changes. Rows too short to gain come back whole."""
+    """[R, (rank + 1) * chunk]: whole `chunk`-long runs of each row of `signed` [R, M] that hold
+    its rank + 1 largest values (rank: a Python int), so exact order statistics up to `rank` can
+    be taken on ~1.6% of the row. Those values lie in the chunks whose maxima are the rank + 1
+    largest (a value >= the (rank+1)-th largest lies in a chunk whose maximum is too); ties at the
+    boundary are taken in row order, so every row keeps exactly rank + 1 chunks, and no order
+    statistic up to `rank` changes. Rows too short to gain come back whole."""
     rows, length = tf.shape(signed)[0], signed.shape[1]
     if length % chunk:
         fill = tf.fill([rows, chunk - length % chunk], tf.constant(-np.inf, signed.dtype))
