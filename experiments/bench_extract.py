@@ -2,12 +2,16 @@
 
   1. tiles/s of the backbone alone on random uint8 tensors (the ceiling);
   2. tiles/s of the full pipeline from demo slides (read -> Macenko -> preprocess -> backbone -> mean);
-  3. tiles/s of the TensorFlow Macenko versus staintools' Macenko on the same real tiles.
+  3. tiles/s of the TensorFlow Macenko versus staintools' Macenko on the same real tiles, and where
+     the TensorFlow Macenko's time goes, stage by stage.
 
 Targets on the 2-core development machine: pipeline >= 0.85 x backbone alone (EfficientNetV2S),
 TF Macenko >= 20 x staintools. Usage:
 
-    python experiments/bench_extract.py [--backbone efficientnetv2s] [--slides 6] [--batch-size 32]
+    python experiments/bench_extract.py [--backbone efficientnetv2s] [--slides 24] [--batch-size 32]
+
+The backbone alone runs before and after the pipeline and the ratio uses their mean: on a shared
+2-core machine a single short run of either varies by ~5%.
 """
 
 from __future__ import annotations
@@ -78,22 +82,56 @@ def macenko_speeds(batch_size: int, repeats: int) -> tuple[float, float]:
     return tf_rate, staintools_rate
 
 
+def macenko_stages(batch_size: int, repeats: int = 10) -> dict[str, float]:
+    """Microseconds per tile of each stage of `Macenko.estimate` and the recomposition, run alone."""
+    tiles, _ = real_tiles()
+    batch = tf.constant(np.stack([tiles[i % len(tiles)] for i in range(batch_size)]))
+    m = Macenko(StainConfig())
+    timings = {}
+
+    def timed(name, fn):
+        out = fn()  # compile
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = fn()
+        timings[name] = (time.perf_counter() - start) / repeats / batch_size * 1e6
+        return out
+
+    stained, count, cov = timed("OD and covariance", lambda: m._stats(batch))
+    plane = tf.cast(tf.linalg.eigh(tf.cast(cov, tf.float64))[1][:, :, 1:3], tf.float32)
+    angles = tf.function(lambda b, p: tf.math.atan2(*reversed(m._project(b, p))))
+    angle_percentiles = tf.function(m.angle_percentiles)
+    concentration_percentiles = tf.function(m.concentration_percentiles)
+    phi = timed("projections and angles", lambda: angles(batch, plane))
+    low, high = timed("angle percentiles", lambda: angle_percentiles(phi, stained, count))
+    _, conc = timed("concentrations", lambda: m._concentrations(batch, plane, low, high))
+    max_c = timed("concentration percentiles", lambda: concentration_percentiles(conc))
+    ok = tf.ones([batch_size], tf.bool)
+    timed("recomposition", lambda: m._compose(batch, conc, max_c, ok, (1.0, 1.0)))
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="efficientnetv2s")
-    parser.add_argument("--slides", type=int, default=12, help="demo slides for the pipeline run")
+    parser.add_argument("--slides", type=int, default=24, help="demo slides for the pipeline run")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores, GPUs: {len(tf.config.list_physical_devices('GPU'))}, "
           f"TensorFlow {tf.__version__}")
-    alone = backbone_alone(args.backbone, args.batch_size, n_batches=6)
-    print(f"backbone alone ({args.backbone}, batch {args.batch_size}): {alone:.1f} tiles/s")
+    before = backbone_alone(args.backbone, args.batch_size, n_batches=10)
     pipeline, n_tiles = full_pipeline(args.backbone, args.slides, args.batch_size)
+    after = backbone_alone(args.backbone, args.batch_size, n_batches=10)
+    alone = (before + after) / 2
+    print(f"backbone alone ({args.backbone}, batch {args.batch_size}): {alone:.1f} tiles/s "
+          f"(before the pipeline {before:.1f}, after {after:.1f})")
     print(f"full pipeline ({args.slides} demo slides, {n_tiles} tiles): {pipeline:.1f} tiles/s "
           f"= {pipeline / alone:.2f} x backbone alone (target >= 0.85)")
     tf_rate, staintools_rate = macenko_speeds(args.batch_size, repeats=20)  # the pipeline's batches
     print(f"Macenko: TensorFlow {tf_rate:.0f} tiles/s, staintools {staintools_rate:.1f} tiles/s "
           f"= {tf_rate / staintools_rate:.1f} x (target >= 20)")
+    stages = macenko_stages(args.batch_size)
+    print("TF Macenko stage by stage, us per tile: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
 
 
 if __name__ == "__main__":
