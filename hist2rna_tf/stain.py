@@ -60,7 +60,8 @@ def _percentile_from_pair(v_d, v_next, two, frac, q: float):
 def _row_sums(values):
     """reduce_sum over axis 1 of [B, N], as XLA runs it fast on CPU: first the elementwise sum of 8
     contiguous slices (one vectorised loop), then a short reduction. A plain row reduction
-    compiles to one sequential chain of additions per row (2x slower for the stats stage)."""
+    compiles to one sequential chain of additions per row (2x slower for the stats stage, and its
+    covariances 30x further from the reference's float64 ones: ~4e-5 against ~1e-6)."""
     length = values.shape[1] // 8
     head = tf.add_n([values[:, i * length:(i + 1) * length] for i in range(8)])
     return tf.reduce_sum(head, axis=1) + tf.reduce_sum(values[:, 8 * length:], axis=1)
