@@ -119,8 +119,8 @@ class Macenko:
     """The reference Macenko as compiled TensorFlow stages, for one StainConfig.
 
     Pixel-wise arithmetic runs in XLA-fused stages (each reads the uint8 tiles once, so OD is never
-    stored); atan2 and NthElement use TensorFlow's own kernels, much faster on CPU than XLA's. Call it on
-    uint8 [B, H, W, 3] (H, W static) inside or outside tf.data.
+    stored); atan2 and the selections use TensorFlow's own kernels, much faster on CPU than XLA's.
+    Call it on uint8 [B, H, W, 3] (H, W static) inside or outside tf.data.
     """
 
     def __init__(self, config: StainConfig = StainConfig()):
