@@ -156,9 +156,9 @@ class Macenko:
         count = _row_sums(weight)
         mean = [_row_sums(p * weight) / tf.maximum(count, 1.0) for p in od]
         denominator = tf.maximum(count - 1.0, 1.0)
-        cov = [[(_row_sums(od[i] * od[j] * weight) - count * mean[i] * mean[j]) / denominator
-                if j >= i else None for j in range(3)] for i in range(3)]
-        cov = [[cov[i][j] if j >= i else cov[j][i] for j in range(3)] for i in range(3)]  # symmetric
+        upper = {(i, j): (_row_sums(od[i] * od[j] * weight) - count * mean[i] * mean[j]) / denominator
+                 for i in range(3) for j in range(i, 3)}
+        cov = [[upper[min(i, j), max(i, j)] for j in range(3)] for i in range(3)]  # symmetric
         return stained, count, tf.stack([tf.stack(row, axis=-1) for row in cov], axis=1)
 
     @staticmethod
@@ -175,13 +175,13 @@ class Macenko:
         width = max(_pad_width(n_pixels, self.config.alpha), _pad_width(n_pixels, 100.0 - self.config.alpha))
         return width + (-(n_pixels + width)) % _CHUNK
 
-    def _signed_tails_fn(self, phi, stained, padding):
-        """[2B, N + P]: the stained pixels' angles, then their negatives (-inf elsewhere), each row
-        followed by its `padding` +inf entries (then -inf up to P): the rows `_order_statistics` takes
-        for the 100-alpha and the alpha percentile."""
+    @staticmethod
+    def _signed_tails_fn(phi, stained, padding, width: int):
+        """[2B, N + width]: the stained pixels' angles, then their negatives (-inf elsewhere), each
+        row followed by its `padding` +inf entries (then -inf up to width): the rows
+        `_order_statistics` takes for the 100-alpha and the alpha percentile."""
         fill = tf.constant(-np.inf, phi.dtype)
         signed = tf.concat([tf.where(stained, phi, fill), tf.where(stained, -phi, fill)], axis=0)
-        width = self._angle_pad_width(phi.shape[1])
         pad = tf.where(tf.range(width)[None, :] < padding[:, None], np.inf, -np.inf)
         return tf.concat([signed, tf.cast(pad, phi.dtype)], axis=1)
 
@@ -223,7 +223,7 @@ class Macenko:
         d = tf.concat([d_max, d_min], axis=0)
         width = self._angle_pad_width(phi.shape[1])
         padding = width - (d + 1)  # every row's rank d + 1 becomes rank `width` of its padded row
-        v_d, v_next = _order_statistics(self._signed_tails(phi, stained, padding), d, padding, width)
+        v_d, v_next = _order_statistics(self._signed_tails(phi, stained, padding, width), d, padding, width)
         min_phi = _percentile_from_pair(v_d[batch:], v_next[batch:], two_min, frac_min, alpha)
         max_phi = _percentile_from_pair(v_d[:batch], v_next[:batch], two_max, frac_max, 100.0 - alpha)
         return min_phi, max_phi
@@ -233,11 +233,11 @@ class Macenko:
         """numpy's 99th percentiles [B, 2] of concentrations [B, 2, N] over every pixel, as in the
         reference (not only the stained ones)."""
         batch, n_pixels = tf.shape(conc)[0], conc.shape[2]
-        d, two, frac = _descending_rank(tf.fill([2 * batch], n_pixels), 99.0)
-        with tf.init_scope():  # the same in every row: a Python int, so shapes stay static
-            rank = int(_descending_rank(tf.constant([n_pixels]), 99.0)[0][0]) + 1
+        with tf.init_scope():  # every row has n_pixels values: Python numbers, so shapes stay static
+            d, two, frac = (t.numpy()[0].item() for t in _descending_rank(tf.constant([n_pixels]), 99.0))
+        rows = tf.fill([2 * batch], 0)
         flat = tf.reshape(conc, [2 * batch, n_pixels])
-        v_d, v_next = _order_statistics(flat, d, tf.zeros_like(d), rank)
+        v_d, v_next = _order_statistics(flat, rows + d, rows, d + 1)
         return tf.reshape(_percentile_from_pair(v_d, v_next, two, frac, 99.0), [batch, 2])
 
     def estimate(self, images):
