@@ -65,7 +65,8 @@ class _Cohort:
 
 def _cohort(run_dir: Path) -> _Cohort:
     from .expression import load_split
-    from .records import read_record, record_files
+    from .errors import SettingsError
+    from .records import read_record, record_files, settings_differences
     from .train import measured_log2, read_run_config
 
     config = read_run_config(run_dir)
@@ -75,6 +76,11 @@ def _cohort(run_dir: Path) -> _Cohort:
     slides = []
     for path in record_files(config["inputs"]["features"]):
         record = read_record(path)
+        changes = settings_differences(config.get("feature_settings") or record.settings, record.settings)
+        if changes:
+            raise SettingsError(f"{path}: made with other settings than the features {run_dir} was trained on "
+                                f"(run -> record: {'; '.join(changes)}); the folder was re-extracted since. Train "
+                                "the run again on it, or restore the features it used.")
         slides.append({"slide_id": record.slide_id, "patient_id": record.patient_id, "path": path,
                        "n_tiles": record.n_tiles, "has_tiles": record.tile_features is not None})
     slides = pd.DataFrame(slides).set_index("slide_id")

@@ -20,7 +20,7 @@ from .errors import Hist2RNAError
 log = logging.getLogger("hist2rna_tf")
 
 BACKBONE_NAMES = ("efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50")
-STAIN_METHODS = ("macenko", "staintools-macenko", "staintools-vahadane", "none")
+STAIN_METHODS = ("macenko", "macenko-henorm", "staintools-macenko", "staintools-vahadane", "none")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -52,7 +52,11 @@ def _add_tile_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_stain_options(parser: argparse.ArgumentParser, flag: str = "--stain") -> None:
     parser.add_argument(flag, dest="stain", choices=STAIN_METHODS, default="macenko",
-                        help="stain normalisation (default: the paper's Macenko with its fixed targets)")
+                        help="stain normalisation. macenko (default): the hist2RNA authors' own normaliser, the "
+                             "one their pipeline ran (color_normalizer.py: optical density in log10, Io=240, "
+                             "alpha=1, beta=0.15, fixed targets); macenko-henorm: the HEnorm_python reference "
+                             "they adapted (natural log: with the same beta more pixels count as stained); "
+                             "staintools-macenko, staintools-vahadane (slow, for comparison); none")
     parser.add_argument("--stain-reference", type=Path, metavar="IMAGE",
                         help="fit the targets to this image instead (staintools methods: default a shipped "
                              "TCGA tile)")
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument("output", type=Path)
     _add_stain_options(normalize, "--method")
     normalize.add_argument("--components", action="store_true",
-                           help="also write the H-only and E-only images (<output>_H, <output>_E; macenko)")
+                           help="also write the H-only and E-only images (<output>_H, <output>_E; macenko variants)")
 
     train = commands.add_parser(
         "train", help="stored features + RNA-seq -> the paper's head, trained on a stratified split",
@@ -303,9 +307,9 @@ def cmd_normalize(args) -> int:
         raise Hist2RNAError(f"{args.input}: not a readable image ({exc}).") from None
     config = resolve_stain_config(StainConfig(
         method=args.stain, reference_image=str(args.stain_reference) if args.stain_reference else None))
-    if args.components and config.method != "macenko":
-        raise Hist2RNAError("--components needs --method macenko.")
-    if config.method == "macenko":
+    if args.components and not config.is_macenko:
+        raise Hist2RNAError("--components needs --method macenko or macenko-henorm.")
+    if config.is_macenko:
         out, ok, h_only, e_only = macenko_normalise(rgb[None], config, components=True)
     else:
         out, ok = make_normaliser(config)(rgb[None])
@@ -437,7 +441,8 @@ def cmd_export(args) -> int:
         raise Hist2RNAError(f"{args.run}: its head expects {predictor.feature_dim} features but the backbone "
                             f"{config.backbone} gives {backbone.feature_dim}.")
     name = args.name or backbone.name
-    head_dir = export_head(predictor.model, predictor.genes, version_dir(args.out, f"{name}_head", args.version))
+    head_dir = export_head(predictor.model, predictor.genes, version_dir(args.out, f"{name}_head", args.version),
+                           predictor.feature_settings)
     full_dir = export_end_to_end(backbone, predictor.model, predictor.genes, config.stain,
                                  version_dir(args.out, name, args.version), config.tiles.tile_size_px)
     print(f"exported {head_dir} (features -> genes) and {full_dir} (tiles of one slide -> genes)")

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-# The reference Macenko targets the hist2RNA authors used (schaugf/HEnorm_python): the H and E
-# optical-density vectors (columns) and the 99th-percentile concentrations of a reference slide.
+# The fixed Macenko targets of the hist2RNA authors' normaliser (raktim-mondol/hist2RNA
+# color_normalizer.py, the values of schaugf/HEnorm_python): the H and E optical-density vectors
+# (columns) and the 99th-percentile concentrations of a reference slide.
 PAPER_HE_REF = ((0.5626, 0.2159), (0.7201, 0.8012), (0.4062, 0.5581))
 PAPER_MAX_C_REF = (1.9705, 1.0308)
+
+# The two Macenko variants, by the logarithm their optical density takes (the only difference: it
+# decides which pixels count as stained, OD >= beta; angles, concentrations and the recomposition
+# do not depend on the base). `macenko` is the authors' own normaliser, the one their pipeline ran.
+MACENKO_OD_LOG_BASE = {"macenko": 10.0, "macenko-henorm": float(math.e)}
+
+# Feature folders and records written before 0.2.0 called HEnorm's natural-log variant "macenko".
+_NATURAL_LOG_MACENKO_UNTIL = (0, 2, 0)
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,10 @@ class TileConfig:
 
 @dataclass(frozen=True)
 class StainConfig:
-    """Stain normalisation. `macenko` is the paper's (TensorFlow, fixed reference targets)."""
+    """Stain normalisation. `macenko` is the authors' (optical density in log10, fixed targets);
+    `macenko-henorm` is HEnorm_python's natural-log variant; both run as TensorFlow ops."""
 
-    method: str = "macenko"  # macenko | staintools-macenko | staintools-vahadane | none
+    method: str = "macenko"  # macenko | macenko-henorm | staintools-macenko | staintools-vahadane | none
     io: float = 240.0
     alpha: float = 1.0
     beta: float = 0.15
@@ -53,6 +63,34 @@ class StainConfig:
     @property
     def tag(self) -> str:
         return self.method if self.reference_image is None else f"{self.method}:{self.reference_image}"
+
+    @property
+    def is_macenko(self) -> bool:
+        """One of the TensorFlow Macenko variants (not staintools')."""
+        return self.method in MACENKO_OD_LOG_BASE
+
+    @property
+    def od_log_base(self) -> float:
+        """The base of the optical-density logarithm of a Macenko variant (10 or e)."""
+        return MACENKO_OD_LOG_BASE[self.method]
+
+
+def current_stain_method(method: str, version: str | None) -> str:
+    """A stain method as recorded by package `version` (None: this one), in today's names: before
+    0.2.0 `macenko` meant HEnorm's natural-log variant, now `macenko-henorm`."""
+    if version is None or method != "macenko":
+        return method
+    try:
+        old = tuple(int(part) for part in version.split(".")[:3]) < _NATURAL_LOG_MACENKO_UNTIL
+    except ValueError:  # not a release number: take it as today's
+        old = False
+    return "macenko-henorm" if old else method
+
+
+def current_normaliser_tag(tag: str, version: str | None) -> str:
+    """A stored normaliser tag (`method` or `method:reference`) in today's method names."""
+    method, sep, reference = tag.partition(":")
+    return current_stain_method(method, version) + sep + reference
 
 
 @dataclass(frozen=True)
@@ -74,10 +112,6 @@ class ExtractConfig:
 def to_dict(config: Any) -> dict:
     """A config dataclass (nested ones too) as plain JSON-ready data."""
     return dataclasses.asdict(config)
-
-
-def to_json(config: Any) -> str:
-    return json.dumps(to_dict(config), indent=2, sort_keys=True)
 
 
 def extract_config_from_dict(data: dict) -> ExtractConfig:

@@ -251,7 +251,7 @@ def _export(run_dir: Path, root: Path) -> dict:
     head_dir, full_dir = root / f"{backbone.name}_head" / "1", root / backbone.name / "1"
     for folder in (head_dir, full_dir):
         _fresh(folder)
-    export_head(predictor.model, predictor.genes, head_dir)
+    export_head(predictor.model, predictor.genes, head_dir, predictor.feature_settings)
     export_end_to_end(backbone, predictor.model, predictor.genes, extract.stain, full_dir,
                       extract.tiles.tile_size_px)
     return {"export_head": head_dir, "export_end_to_end": full_dir}

@@ -48,8 +48,10 @@ def _metadata_fn(genes: list[str], extra: dict[str, np.ndarray]):
     return metadata
 
 
-def export_head(head: keras.Model, genes: list[str], out_dir: str | Path) -> Path:
-    """Export the head alone: features [N, F] -> log2 expression [N, G]."""
+def export_head(head: keras.Model, genes: list[str], out_dir: str | Path, feature_settings: dict | None = None) -> Path:
+    """Export the head alone: features [N, F] -> log2 expression [N, G]. `feature_settings` (the
+    run's: backbone, weights, normaliser, tile size) go into its metadata, so that `hist2rna predict`
+    refuses features made otherwise."""
     feature_dim = int(head.input_shape[-1])
     archive = keras.export.ExportArchive()
     archive.track(head)
@@ -58,16 +60,22 @@ def export_head(head: keras.Model, genes: list[str], out_dir: str | Path) -> Pat
         return {"log2_expression": head(tf.expand_dims(features, 1), training=False)}
 
     archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
-    archive.add_endpoint("metadata", _metadata_fn(genes, {"feature_dim": np.int64(feature_dim)}), input_signature=[])
+    extra = {"feature_dim": np.int64(feature_dim)}
+    if feature_settings:
+        extra.update({key: np.bytes_(feature_settings[key]) for key in ("backbone", "weights", "normaliser")})
+        extra.update(tile_size_px=np.int64(feature_settings["tile_size_px"]),
+                     tile_size_um=np.float32(feature_settings["tile_size_um"]))
+    archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
     return _write(archive, out_dir)
 
 
 def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: StainConfig, out_dir: str | Path,
                       tile_size_px: int = 224) -> Path:
     """Export tiles of one slide (uint8 [N, T, T, 3]) -> log2 expression [G]."""
-    if stain.method not in ("macenko", "none"):
-        raise ValueError(f"only the TensorFlow normalisers (macenko, none) can be exported, not {stain.method!r}")
-    macenko = Macenko(stain) if stain.method == "macenko" else None
+    if not (stain.is_macenko or stain.method == "none"):
+        raise ValueError(f"only the TensorFlow normalisers (macenko, macenko-henorm, none) can be exported, "
+                         f"not {stain.method!r}")
+    macenko = Macenko(stain) if stain.is_macenko else None
     archive = keras.export.ExportArchive()
     archive.track(backbone.model)
     archive.track(head)
@@ -97,7 +105,9 @@ def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: Stai
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
     extra = {"he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
-             "normaliser": np.bytes_(stain.method), "backbone": np.bytes_(backbone.name),
+             "normaliser": np.bytes_(stain.tag), "stain_io": np.float32(stain.io),
+             "stain_alpha": np.float32(stain.alpha), "stain_beta": np.float32(stain.beta),
+             "backbone": np.bytes_(backbone.name),
              "weights": np.bytes_(backbone.weights_tag), "tile_size_px": np.int64(tile_size_px)}
     archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
     return _write(archive, out_dir)

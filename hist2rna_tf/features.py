@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 from . import __version__
 from .atomic import atomic_path, write_text
 from .backbones import Backbone, build_backbone
-from .config import ExtractConfig, TileConfig, to_dict
+from .config import ExtractConfig, TileConfig, current_stain_method, extract_config_from_dict, to_dict
 from .errors import Hist2RNAError, RecordError, SettingsError, SlideError
-from .records import SlideFeatures, read_record, record_path, write_record
+from .records import (SlideFeatures, feature_settings, read_record, record_path, settings_differences,
+                      write_record)
 from .regions import select_tiles, spread_sample
 from .slides import (SlideRef, TileReader, find_slides, open_slide, read_tile_file, slide_mpp,
                      tile_file_xy, tile_folder_files)
@@ -352,11 +353,12 @@ def _existing(path: Path, backbone: Backbone, normaliser_tag: str, tiles: TileCo
     except RecordError:
         log.warning("%s is unreadable (an interrupted run?); extracting again.", path)
         return None
-    wanted = (backbone.weights_tag, normaliser_tag, tiles.tile_size_px, round(tiles.tile_size_um, 4))
-    found = (record.weights, record.normaliser, record.tile_size_px, round(record.tile_size_um, 4))
-    if wanted != found:
-        raise SlideError(f"{path} exists with other settings (weights, normaliser, tile px, tile um = {found}, "
-                         f"this run: {wanted}); use another --out or --overwrite.")
+    wanted = feature_settings(backbone.name, backbone.weights_tag, normaliser_tag, tiles.tile_size_px,
+                              tiles.tile_size_um)
+    changes = settings_differences(wanted, record.settings)
+    if changes:
+        raise SlideError(f"{path} exists with other settings (this run -> the record: {'; '.join(changes)}); "
+                         "use another --out or --overwrite.")
     if need_tile_features and record.tile_features is None:
         log.info("%s has no per-tile features; extracting again with them.", path)
         return None
@@ -428,16 +430,32 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
 _FEATURE_SETTINGS = ("backbone", "weights", "tiles", "stain")
 
 
+def read_extract_config(path: Path) -> dict:
+    """A folder's extract_config.json, its stain method in today's names (before 0.2.0 `macenko`
+    was HEnorm's natural-log variant). Raises OSError, ValueError or KeyError when unreadable."""
+    saved = json.loads(Path(path).read_text())
+    stain = saved["config"]["stain"]
+    stain["method"] = current_stain_method(stain["method"], saved.get("version"))
+    return saved
+
+
+def extraction_settings(saved: dict) -> dict:
+    """The FEATURE_SETTINGS (records.py) of an extract_config.json's run, as its records carry them."""
+    config = extract_config_from_dict(saved["config"])
+    return feature_settings(saved["backbone"], saved["weights"], config.stain.tag, config.tiles.tile_size_px,
+                            config.tiles.tile_size_um)
+
+
 def settings_changes(path: Path, config: ExtractConfig, backbone: Backbone) -> list[str]:
     """'field: before -> now' for each feature-shaping setting that differs from the run recorded in
     `path` (an extract_config.json); [] when there is none or nothing differs."""
     if not path.exists():
         return []
     try:
-        saved = json.loads(path.read_text())
+        saved = read_extract_config(path)
         before = {"backbone": saved["backbone"], "weights": saved["weights"],
                   "tiles": saved["config"]["tiles"], "stain": saved["config"]["stain"]}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return [f"{path.name}: unreadable"]
     now = json.loads(json.dumps({"backbone": backbone.name, "weights": backbone.weights_tag,
                                  "tiles": to_dict(config.tiles), "stain": to_dict(config.stain)}))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import Hist2RNAError
+from .errors import Hist2RNAError, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +25,7 @@ class Predictor:
             self.genes = (self.path / "genes.txt").read_text().split()
             self.feature_dim = int(self._model.input_shape[-1])
             self._predict = lambda x: self._model(x[:, None, :], training=False)
+            self.feature_settings = _run_feature_settings(self.path)
         elif (self.path / "saved_model.pb").is_file():
             import tensorflow as tf
 
@@ -38,6 +38,7 @@ class Predictor:
             self.genes = [g.decode() for g in meta["genes"].numpy()]
             self.feature_dim = int(meta["feature_dim"].numpy())
             self._predict = lambda x: model.serve(tf.constant(x))["log2_expression"].numpy()
+            self.feature_settings = _export_feature_settings(meta)
         else:
             raise Hist2RNAError(f"{self.path}: neither a training run (best.keras) nor a SavedModel export.")
 
@@ -63,23 +64,83 @@ class Predictor:
 
         return run_extraction_config(read_run_config(self.path))
 
+    def check_features(self, settings: dict, source) -> None:
+        """Refuse features made otherwise (normaliser, backbone, weights, tile size) than the ones the
+        head was trained on; a SettingsError names each difference and the fix."""
+        from .records import settings_differences
+
+        if self.feature_settings is None:
+            log.warning("%s records no feature settings (made by an older version): cannot check that %s were "
+                        "extracted like its training features.", self.path, source)
+            return
+        changes = settings_differences(self.feature_settings, settings)
+        if changes:
+            raise SettingsError(f"{source}: made with other settings than the features {self.path} was trained on "
+                                f"(model -> these features: {'; '.join(changes)}). Extract them with the model's "
+                                "settings (`hist2rna predict --model RUN --slides ...` does), or use a model trained "
+                                "on features like these.")
+
+
+def _run_feature_settings(run_dir: Path) -> dict | None:
+    """The feature settings a run was trained on: recorded in its config.json (runs made before 0.2.0:
+    read from its features folder's extract_config.json); None when neither says."""
+    from .features import extraction_settings, read_extract_config
+    from .train import read_run_config
+
+    config = read_run_config(run_dir)
+    if "feature_settings" in config:
+        return config["feature_settings"]
+    try:
+        return extraction_settings(read_extract_config(Path(config["inputs"]["features"]) / "extract_config.json"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _export_feature_settings(meta: dict) -> dict | None:
+    """A head export's feature settings (exports made before 0.2.0 carry none)."""
+    from .records import FEATURE_SETTINGS, feature_settings
+
+    if not all(key in meta for key in FEATURE_SETTINGS):
+        return None
+    text = {key: meta[key].numpy().decode() for key in ("backbone", "weights", "normaliser")}
+    return feature_settings(**text, tile_size_px=int(meta["tile_size_px"].numpy()),
+                            tile_size_um=float(meta["tile_size_um"].numpy()))
+
 
 def run_extraction_config(run_config: dict):
-    """The ExtractConfig a training run's features were made with (from its config.json), unsharded."""
+    """The ExtractConfig a training run's features were made with (from its features folder's
+    extract_config.json), unsharded. A SettingsError when that folder has since been re-extracted
+    with other settings than the run was trained on (its config.json's feature_settings)."""
     from dataclasses import replace
 
     from .config import extract_config_from_dict
+    from .features import extraction_settings, read_extract_config
+    from .records import settings_differences
 
-    saved = json.loads((Path(run_config["inputs"]["features"]) / "extract_config.json").read_text())["config"]
-    return replace(extract_config_from_dict(saved), shard_index=0, shard_count=1)
+    path = Path(run_config["inputs"]["features"]) / "extract_config.json"
+    try:
+        saved = read_extract_config(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Hist2RNAError(f"{path}: the run's extraction settings cannot be read ({type(exc).__name__}); the run "
+                            "needs its features folder as it was when it was trained.") from None
+    trained_on = run_config.get("feature_settings")
+    changes = settings_differences(trained_on, extraction_settings(saved)) if trained_on else []
+    if changes:
+        raise SettingsError(f"{path.parent} now holds features made with other settings than the run was trained "
+                            f"on (run -> folder: {'; '.join(changes)}); new slides would be extracted unlike its "
+                            "training features. Train again on this folder, or restore the one the run used.")
+    return replace(extract_config_from_dict(saved["config"]), shard_index=0, shard_count=1)
 
 
 def predict_patients(predictor: Predictor, features_dir: str | Path) -> pd.DataFrame:
-    """Patients x genes (panel order) of predicted log2(1+RSEM); a patient's slides are averaged first."""
+    """Patients x genes (panel order) of predicted log2(1+RSEM); a patient's slides are averaged first.
+    Features made otherwise than the model's training features are refused (SettingsError)."""
     from .expression import average_by_patient
     from .records import feature_table
 
-    slide_features, patient_ids = feature_table(features_dir)
+    slide_features, patient_ids, settings = feature_table(features_dir)
+    predictor.check_features(settings, features_dir if isinstance(features_dir, (str, Path)) else
+                             f"the features of {len(slide_features)} slides")
     patients = average_by_patient(slide_features, patient_ids)
     table = pd.DataFrame(predictor(patients.to_numpy()), index=patients.index, columns=predictor.genes)
     table.index.name = "patient_id"

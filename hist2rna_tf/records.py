@@ -19,11 +19,17 @@ import numpy as np
 import tensorflow as tf
 
 from .atomic import atomic_path
-from .errors import RecordError
+from .config import current_normaliser_tag
+from .errors import RecordError, SettingsError
 
 _BYTES = ("slide_id", "patient_id", "backbone", "weights", "normaliser", "version")
 _INTS = ("tile_size_px", "n_tiles", "n_unnormalised", "feature_dim")
 _FLOATS = ("tile_size_um", "mpp")
+
+
+# What makes features comparable: a head trained on features made one way applies to others only
+# when these agree (the tile count, MPP and package version may differ).
+FEATURE_SETTINGS = ("backbone", "weights", "normaliser", "tile_size_px", "tile_size_um")
 
 
 @dataclass
@@ -48,6 +54,23 @@ class SlideFeatures:
     @property
     def feature_dim(self) -> int:
         return int(self.feature.shape[0])
+
+    @property
+    def settings(self) -> dict:
+        """The FEATURE_SETTINGS this slide's features were made with (JSON-ready)."""
+        return feature_settings(self.backbone, self.weights, self.normaliser, self.tile_size_px, self.tile_size_um)
+
+
+def feature_settings(backbone: str, weights: str, normaliser: str, tile_size_px: int, tile_size_um: float) -> dict:
+    """FEATURE_SETTINGS as a dict, the tile size in um rounded so float32 records compare equal."""
+    return {"backbone": backbone, "weights": weights, "normaliser": normaliser, "tile_size_px": int(tile_size_px),
+            "tile_size_um": round(float(tile_size_um), 4)}
+
+
+def settings_differences(expected: dict, found: dict) -> list[str]:
+    """"name: expected -> found" for each FEATURE_SETTINGS entry that differs."""
+    return [f"{key}: {expected.get(key)!r} -> {found.get(key)!r}" for key in FEATURE_SETTINGS
+            if expected.get(key) != found.get(key)]
 
 
 def record_path(out_dir: str | Path, backbone: str, slide_id: str) -> Path:
@@ -115,6 +138,7 @@ def read_record(path: str | Path) -> SlideFeatures:
         raise RecordError(f"{path}: not a readable feature record ({type(exc).__name__}); delete it and "
                           "re-run extraction.") from None
     values = {key: parsed[key].numpy().decode() for key in _BYTES}
+    values["normaliser"] = current_normaliser_tag(values["normaliser"], values["version"])  # older names
     values.update({key: int(parsed[key].numpy()) for key in _INTS if key != "feature_dim"})
     values.update({key: float(parsed[key].numpy()) for key in _FLOATS})
     dim = int(parsed["feature_dim"].numpy())
@@ -159,17 +183,25 @@ def feature_dataset(paths: str | Path | list) -> tf.data.Dataset:
 
 
 def feature_table(paths: str | Path | list):
-    """All stored slide features as (DataFrame slides x F indexed by slide_id, Series slide_id -> patient_id).
+    """All stored slide features as (DataFrame slides x F indexed by slide_id, Series slide_id ->
+    patient_id, the FEATURE_SETTINGS they share). Records made with other settings than the first
+    (backbone, weights, normaliser, tile size) are refused: they cannot share one head.
 
     Slide-level features are small (one vector a slide), so this reads them eagerly.
     """
     import pandas as pd
 
     records = [read_record(f) for f in record_files(paths)]
-    dims = {r.feature_dim for r in records}
-    if len(dims) != 1 or len({r.backbone for r in records}) != 1:
-        raise RecordError(f"records under {paths} mix backbones or feature sizes ({sorted(dims)}); "
+    settings = records[0].settings
+    for record in records[1:]:
+        changes = settings_differences(settings, record.settings)
+        if changes:
+            raise SettingsError(f"records under {paths} were made with different settings ({records[0].slide_id} -> "
+                                f"{record.slide_id}: {'; '.join(changes)}); one head cannot use both. Point at one "
+                                "extraction's folder, or extract the others again with the same settings.")
+    if len({r.feature_dim for r in records}) != 1:
+        raise RecordError(f"records under {paths} mix feature sizes ({sorted({r.feature_dim for r in records})}); "
                           "point at one backbone's folder.")
     index = [r.slide_id for r in records]
     features = pd.DataFrame(np.stack([r.feature for r in records]), index=index)
-    return features, pd.Series([r.patient_id for r in records], index=index, name="patient_id")
+    return features, pd.Series([r.patient_id for r in records], index=index, name="patient_id"), settings

@@ -121,6 +121,8 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     if not refs:
         raise Hist2RNAError(f"none of the slides given has a feature record under {features}; extract them first "
                             "(with --save-tile-features).")
+    for ref in refs:  # every slide checked before anything is written
+        predictor.check_features(read_record(records[ref.slide_id]).settings, records[ref.slide_id])
     reference = training_reference(run_dir) if subtypes else None
     out_dir = Path(out_dir)
     written = []

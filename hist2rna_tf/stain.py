@@ -1,14 +1,22 @@
 """Stain normalisation: Macenko in TensorFlow ops (batched, inside tf.data), and staintools.
 
-The paper's "vector-based colour normalisation [21]" is Macenko et al. 2009; the hist2RNA authors ran
-the reference implementation (schaugf/HEnorm_python) tile by tile with fixed targets (Io=240,
-alpha=1, beta=0.15, HERef, maxCRef: `config.PAPER_HE_REF`, `config.PAPER_MAX_C_REF`).
-`macenko_normalise` reproduces it step for step on a batch:
+The paper's "vector-based colour normalisation [21]" is Macenko et al. 2009. The hist2RNA authors
+ran their own normaliser (raktim-mondol/hist2RNA `color_normalizer.py`, `MacenkoColorNormalization`)
+tile by tile with fixed targets (Io=240, alpha=1, beta=0.15, HERef, maxCRef:
+`config.PAPER_HE_REF`, `config.PAPER_MAX_C_REF`). `Macenko` reproduces it step for step on a batch:
 
-  OD = -log((I+1)/Io); keep pixels with every OD >= beta; eigenvectors of their covariance;
+  OD = -log10((I+1)/Io); keep pixels with every OD >= beta; eigenvectors of their covariance;
   angles of the projections onto the top two; the alpha / 100-alpha percentile angles give the
   H and E vectors (H: the one with larger red OD); concentrations by least squares; scale each
-  so its 99th percentile matches maxCRef; recompose with HERef; clip > 255 to 254; truncate to uint8.
+  so its 99th percentile matches maxCRef; recompose Io * exp(-HERef C); clip > 255 to 254;
+  truncate to uint8.
+
+Two variants (`StainConfig.method`): `macenko`, the authors' (log10 optical density), and
+`macenko-henorm`, the HEnorm_python reference implementation they adapted (natural log). The base
+matters in one place only: with the same beta, log10 keeps fewer pixels as stained (0.15 in log10
+is 0.345 in natural-log units), which changes the stain vectors. Everything after the threshold is
+base-independent (angles are; concentrations are rescaled to maxCRef before the natural exp), so
+both variants compute in natural-log OD and differ only in which channel values count as stained.
 
 Percentiles use numpy's linear interpolation between the two order statistics around the
 position, found exactly by NthElement selection (no sort, no heap: ~1.7x faster than `top_k` of
@@ -115,8 +123,18 @@ def _order_statistics(signed, d, padding, rank):
     return tf.where(count == d + 1, smallest_above, v_next), v_next
 
 
+def stained_value_limit(config: StainConfig) -> int:
+    """The largest channel value (0-255) whose optical density reaches beta in the config's variant;
+    a pixel is stained when each of its channels is at most this (-1: none can be). Evaluated as
+    the reference evaluates it (float64, its own logarithm), so the stained pixels are exactly its."""
+    log = {10.0: np.log10, float(np.e): np.log}[config.od_log_base]
+    od = -log((np.arange(256, dtype=np.float64) + 1.0) / config.io)  # decreasing in the value
+    stained = np.flatnonzero(od >= config.beta)
+    return int(stained.max()) if stained.size else -1
+
+
 class Macenko:
-    """The reference Macenko as compiled TensorFlow stages, for one StainConfig.
+    """The authors' Macenko (or HEnorm's, by `config.method`) as compiled TensorFlow stages.
 
     Pixel-wise arithmetic runs in XLA-fused stages (each reads the uint8 tiles once, so OD is never
     stored); atan2 and the selections use TensorFlow's own kernels, much faster on CPU than XLA's.
@@ -124,7 +142,10 @@ class Macenko:
     """
 
     def __init__(self, config: StainConfig = StainConfig()):
+        if not config.is_macenko:
+            raise ValueError(f"Macenko needs a Macenko stain method (macenko, macenko-henorm), not {config.method!r}")
         self.config = config
+        self._stained_limit = stained_value_limit(config)
         self._he_ref = tf.constant(config.he_ref, tf.float32)  # [3, 2]: H and E columns
         self._max_c_ref = tf.constant(config.max_c_ref, tf.float32)
         jit = dict(jit_compile=True)  # no reduce_retracing: XLA needs static shapes to fuse well
@@ -142,17 +163,26 @@ class Macenko:
     # --- stages ---
     # Channels are handled as separate [B, N] planes: XLA fuses plane arithmetic into one loop per
     # stage, whereas its matmuls with 2- or 3-long dimensions are slow on CPU.
-    def _od_planes(self, images):
-        """uint8 [B, H, W, 3] -> three [B, H*W] optical-density planes, the reference's -log((I+1)/Io)."""
+    @staticmethod
+    def _channels(images):
+        """uint8 [B, H, W, 3] -> three [B, H*W] float32 channel planes."""
         if images.shape[1] is None or images.shape[2] is None:
             raise ValueError("Macenko needs images of a known height and width (static shapes)")
         flat = tf.reshape(images, [tf.shape(images)[0], images.shape[1] * images.shape[2], 3])
-        return [-tf.math.log((tf.cast(flat[..., c], tf.float32) + 1.0) / self.config.io) for c in range(3)]
+        return [tf.cast(flat[..., c], tf.float32) for c in range(3)]
+
+    def _od_planes(self, images):
+        """uint8 [B, H, W, 3] -> three [B, H*W] optical-density planes, -ln((I+1)/Io) (natural log in
+        both variants: the log10 of the authors' is this / ln 10, a factor nothing after the
+        stained-pixel threshold depends on)."""
+        return [-tf.math.log((c + 1.0) / self.config.io) for c in self._channels(images)]
 
     def _stats_fn(self, images):
-        od = self._od_planes(images)
-        stained = (od[0] >= self.config.beta) & (od[1] >= self.config.beta) & (od[2] >= self.config.beta)
-        weight = tf.cast(stained, tf.float32)  # the reference keeps pixels with no OD < beta
+        channels = self._channels(images)
+        limit = float(self._stained_limit)  # the reference keeps pixels with no OD < beta
+        stained = (channels[0] <= limit) & (channels[1] <= limit) & (channels[2] <= limit)
+        od = [-tf.math.log((c + 1.0) / self.config.io) for c in channels]
+        weight = tf.cast(stained, tf.float32)
         count = _row_sums(weight)
         mean = [_row_sums(p * weight) / tf.maximum(count, 1.0) for p in od]
         denominator = tf.maximum(count - 1.0, 1.0)
@@ -311,12 +341,12 @@ def make_normaliser(config: StainConfig):
             images = tf.convert_to_tensor(images, tf.uint8)
             return images, tf.ones(tf.shape(images)[:1], tf.bool)
         return passthrough
-    if config.method == "macenko":
+    if config.is_macenko:
         return Macenko(config)
     if config.method in ("staintools-macenko", "staintools-vahadane"):
         return _staintools_normaliser(config)
-    raise ValueError(f"unknown stain method {config.method!r}; choose macenko, staintools-macenko, "
-                     "staintools-vahadane or none")
+    raise ValueError(f"unknown stain method {config.method!r}; choose macenko, macenko-henorm, "
+                     "staintools-macenko, staintools-vahadane or none")
 
 
 def staintools_normaliser_numpy(config: StainConfig):
@@ -373,7 +403,7 @@ DEFAULT_REFERENCE_TILE = "TCGA-A2-A0YG-01Z-00-DX1.89A39319-F880-47DE-B311-DA1F6A
 
 
 def resolve_stain_config(config: StainConfig) -> StainConfig:
-    """For `macenko` with a reference image, fit the targets to it; otherwise unchanged."""
-    if config.method == "macenko" and config.reference_image is not None:
+    """For a Macenko variant with a reference image, fit the targets to it; otherwise unchanged."""
+    if config.is_macenko and config.reference_image is not None:
         return fit_macenko_targets(load_reference_image(config.reference_image), config)
     return config

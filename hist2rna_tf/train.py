@@ -134,7 +134,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     from .records import feature_table
 
     out_dir = Path(out_dir)
-    slide_features, patient_ids = feature_table(inputs.features)
+    slide_features, patient_ids, feature_settings = feature_table(inputs.features)
     features = average_by_patient(slide_features, patient_ids)
     raw = to_patients(read_expression(inputs.expression), inputs.expression)
     genes = load_panel(inputs.genes)
@@ -170,7 +170,8 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     predictions.to_csv(out_dir / "test_predictions.csv")
     targets[test].rename_axis("patient_id").to_csv(out_dir / "test_targets.csv")
     summary = {"version": __version__, "inputs": asdict(inputs), "train": asdict(config),
-               "feature_dim": int(features.shape[1]), "genes": len(targets.columns), "missing_genes": missing,
+               "feature_dim": int(features.shape[1]), "feature_settings": feature_settings,
+               "genes": len(targets.columns), "missing_genes": missing,
                "patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
                "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds,
                "join_report": report}

@@ -55,6 +55,21 @@ def test_end_to_end_export_matches_the_keras_pipeline(tiny_extractor, head, tmp_
     np.testing.assert_allclose(np.load(tmp_path / "got.npy"), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_end_to_end_export_applies_the_normaliser_it_was_given(tiny_extractor, head, tmp_path):
+    """An export built for HEnorm's variant normalises with it (not the default), and says so."""
+    import tensorflow as tf
+
+    tiles = np.stack(real_tiles()[0][:8])
+    henorm = StainConfig(method="macenko-henorm")
+    out = tf.saved_model.load(str(export_end_to_end(tiny_extractor.backbone, head, GENES, henorm, tmp_path / "m")))
+    assert out.metadata()["normaliser"].numpy() == b"macenko-henorm"
+    got = out.serve(tf.constant(tiles))["log2_expression"].numpy()
+    for stain, close in ((henorm, True), (StainConfig(), False)):
+        features = np.asarray(tiny_extractor.backbone.features(Macenko(stain)(tiles)[0])).mean(axis=0)
+        expected = head.predict(features[None, None, :], verbose=0)[0]
+        assert np.allclose(got, expected, atol=1e-5, rtol=1e-5) == close, stain.method
+
+
 def test_head_export(head, tmp_path):
     features = np.random.default_rng(0).normal(size=(3, head.input_shape[-1])).astype(np.float32)
     expected = head.predict(features[:, None, :], verbose=0)

@@ -81,6 +81,8 @@ def test_other_settings_are_not_silently_mixed(demo_cohort, tiny_extractor, tmp_
     saved = config_file.read_text()
     config = tiny_extractor.config
     for changed, named in ((replace(config, stain=replace(config.stain, method="none")), "stain.method: 'macenko' -> 'none'"),
+                           (replace(config, stain=replace(config.stain, method="macenko-henorm")),
+                            "stain.method: 'macenko' -> 'macenko-henorm'"),
                            (replace(config, tiles=replace(config.tiles, max_tiles=5)), "tiles.max_tiles: 1000 -> 5"),
                            (replace(config, tiles=replace(config.tiles, exclude_classes=())), "tiles.exclude_classes")):
         # More slides added to the folder with other settings: refused before anything is written.
@@ -95,6 +97,22 @@ def test_other_settings_are_not_silently_mixed(demo_cohort, tiny_extractor, tmp_
     fewer = replace(tiny_extractor, config=replace(config, overwrite=True, tiles=replace(config.tiles, max_tiles=5)))
     assert extract_cohort(slides, tmp_path, extractor=fewer, annotations_dir=annotations)[0].n_tiles == 5
     assert '"max_tiles": 5' in config_file.read_text()
+
+
+def test_a_folder_from_before_the_authors_normaliser_is_not_mixed_with_it(demo_cohort, tiny_extractor, tmp_path):
+    """Before 0.2.0 `macenko` meant HEnorm's natural-log variant: such a folder is refused by today's
+    default, each change named, and its records read as macenko-henorm."""
+    import json
+
+    slides = _demo_slides(demo_cohort, ("demo-01",))
+    extract_cohort(slides, tmp_path, extractor=tiny_extractor, annotations_dir=demo_cohort / "annotations")
+    config_file = tmp_path / tiny_extractor.backbone.name / "extract_config.json"
+    old = json.loads(config_file.read_text())
+    old["version"] = "0.1.0"
+    config_file.write_text(json.dumps(old))
+    with pytest.raises(SettingsError, match="stain.method: 'macenko-henorm' -> 'macenko'"):
+        extract_cohort(_demo_slides(demo_cohort), tmp_path, extractor=tiny_extractor,
+                       annotations_dir=demo_cohort / "annotations")
 
 
 def test_shards_split_the_cohort(demo_cohort, tiny_extractor, tmp_path):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.demo import build_demo_cohort, write_demo_expression
-from hist2rna_tf.errors import Hist2RNAError
-from hist2rna_tf.predict import Predictor
+from hist2rna_tf.errors import Hist2RNAError, SettingsError
+from hist2rna_tf.predict import Predictor, predict_patients
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,13 @@ def test_wrong_feature_size_is_a_clear_error(trained):
 
 
 def test_export_command_writes_both_models(trained, tmp_path):
+    import tensorflow as tf
+
     assert main(["export", str(trained / "run"), "--out", str(tmp_path / "saved")]) == 0
     head, full = tmp_path / "saved" / "tiny_head" / "1", tmp_path / "saved" / "tiny" / "1"
     assert (head / "saved_model.pb").is_file() and (full / "saved_model.pb").is_file()
+    for export in (head, full):  # each carries the normaliser its run was trained with
+        assert tf.saved_model.load(str(export)).metadata()["normaliser"].numpy() == b"macenko"
     from_export = Predictor(head)
     from_run = Predictor(trained / "run")
     x = np.random.default_rng(0).normal(size=(3, 24)).astype(np.float32)
@@ -58,3 +65,40 @@ def test_export_command_writes_both_models(trained, tmp_path):
     assert from_export.genes == from_run.genes
     with pytest.raises(Hist2RNAError, match="end-to-end"):
         Predictor(full)
+
+
+def _extract(trained, backbone, out, *extra) -> None:
+    assert main(["extract", "--slides", str(trained / "cohort" / "slides" / "demo-03.tiff"), "--annotations",
+                 str(trained / "cohort" / "annotations"), "--out", str(out), "--backbone",
+                 str(backbone), "--weights", "none", "--batch-size", "16", "--no-progress", *extra]) == 0
+
+
+def test_features_of_the_other_normaliser_are_refused(trained, tiny_backbone_file, tmp_path, capsys):
+    """A run (or its head export) trained on the authors' Macenko refuses features normalised the HEnorm
+    way, naming the change; nothing is written."""
+    _extract(trained, tiny_backbone_file, tmp_path / "henorm", "--stain", "macenko-henorm")
+    henorm = str(tmp_path / "henorm" / "tiny")
+    assert main(["predict", "--model", str(trained / "run"), "--features", henorm, "--out",
+                 str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "normaliser: 'macenko' -> 'macenko-henorm'" in err and "--slides" in err
+    assert not (tmp_path / "p.csv").exists()
+    assert main(["export", str(trained / "run"), "--out", str(tmp_path / "saved")]) == 0
+    with pytest.raises(SettingsError, match="normaliser: 'macenko' -> 'macenko-henorm'"):
+        predict_patients(Predictor(tmp_path / "saved" / "tiny_head" / "1"), henorm)
+
+
+def test_a_run_whose_features_were_re_extracted_otherwise_is_not_exported(trained, tiny_backbone_file, tmp_path,
+                                                                          capsys):
+    """The end-to-end export takes its normaliser from the run's features folder: if that folder was
+    re-extracted with the other variant since training, export (and predict --slides) refuse."""
+    shutil.copytree(trained / "features", tmp_path / "features")
+    shutil.copytree(trained / "run", tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["inputs"]["features"] = str(tmp_path / "features" / "tiny")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    assert config["feature_settings"]["normaliser"] == "macenko"
+    _extract(trained, tiny_backbone_file, tmp_path / "features", "--stain", "macenko-henorm", "--overwrite")
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "saved")]) == 2
+    assert "normaliser: 'macenko' -> 'macenko-henorm'" in capsys.readouterr().err
+    assert not (tmp_path / "saved").exists()

@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hist2rna_tf.errors import RecordError
-from hist2rna_tf.records import SlideFeatures, feature_dataset, read_record, record_path, write_record
+from hist2rna_tf import __version__
+from hist2rna_tf.errors import RecordError, SettingsError
+from hist2rna_tf.records import SlideFeatures, feature_dataset, feature_table, read_record, record_path, write_record
 
 
-def _record(slide_id: str, dim: int = 6, n_tiles: int = 4, tiles: bool = True) -> SlideFeatures:
+def _record(slide_id: str, dim: int = 6, n_tiles: int = 4, tiles: bool = True, normaliser: str = "macenko",
+            version: str = __version__) -> SlideFeatures:
     rng = np.random.default_rng(abs(hash(slide_id)) % 1000)
     tile_features = rng.normal(size=(n_tiles, dim)).astype(np.float32)
     return SlideFeatures(
         slide_id=slide_id, patient_id=slide_id[:12], backbone="efficientnetv2s", weights="imagenet",
-        normaliser="macenko", version="0.1.0", tile_size_px=224, tile_size_um=56.0, mpp=0.2527,
+        normaliser=normaliser, version=version, tile_size_px=224, tile_size_um=56.0, mpp=0.2527,
         n_tiles=n_tiles, n_unnormalised=1, feature=tile_features.mean(0),
         tile_xy_px=rng.integers(0, 10**6, (n_tiles, 2)), tile_features=tile_features if tiles else None)
 
@@ -34,6 +36,26 @@ def test_round_trip(tmp_path):
             np.testing.assert_array_equal(loaded.tile_features, original.tile_features)
         else:
             assert loaded.tile_features is None
+
+
+@pytest.mark.parametrize("stored, version, read", [
+    ("macenko", "0.1.0", "macenko-henorm"),  # before 0.2.0 `macenko` was HEnorm's natural-log variant
+    ("macenko:/ref.png", "0.1.0", "macenko-henorm:/ref.png"),
+    ("macenko", "0.2.0", "macenko"), ("macenko-henorm", "0.2.0", "macenko-henorm"), ("none", "0.1.0", "none")])
+def test_older_normaliser_names_read_as_todays(tmp_path, stored, version, read):
+    path = write_record(_record("s", normaliser=stored, version=version), record_path(tmp_path, "b", "s"))
+    assert read_record(path).normaliser == read
+
+
+def test_features_of_two_normalisers_are_not_mixed(tmp_path):
+    """One head cannot use features normalised two ways: the table names the slides and the change."""
+    for name, normaliser in (("a", "macenko"), ("b", "macenko-henorm")):
+        write_record(_record(name, normaliser=normaliser), record_path(tmp_path, "efficientnetv2s", name))
+    with pytest.raises(SettingsError, match=r"a -> b: normaliser: 'macenko' -> 'macenko-henorm'"):
+        feature_table(tmp_path)
+    write_record(_record("b"), record_path(tmp_path, "efficientnetv2s", "b"))
+    features, patients, settings = feature_table(tmp_path)
+    assert list(features.index) == ["a", "b"] and settings["normaliser"] == "macenko"
 
 
 def test_writes_are_atomic_and_leave_nothing_behind(tmp_path):
