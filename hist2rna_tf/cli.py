@@ -473,6 +473,10 @@ def cmd_subtype(args) -> int:
     write_table(calls, args.out)
     counts = ", ".join(f"{k} {v}" for k, v in calls["call"].value_counts().items())
     print(f"{len(calls)} samples: {counts}. Written to {args.out}")
+    if "n_genes" in calls and (calls["n_genes"] < 50).any():
+        partial = calls["n_genes"][calls["n_genes"] < 50]
+        print(f"{len(partial)} samples called on fewer than 50 PAM50 genes (their measured ones; as few as "
+              f"{partial.min()}): see the n_genes column.")
     return 0
 
 

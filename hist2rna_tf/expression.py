@@ -73,8 +73,10 @@ def read_expression(path: str | Path) -> pd.DataFrame:
     """An RNA-seq table as samples x genes (raw values, gene columns by current symbol).
 
     Accepts cBioPortal's layout (rows = genes with a `Hugo_Symbol` column, optional
-    `Entrez_Gene_Id`, one column per sample barcode) and tidy tables (rows = patients or samples,
-    the first column their id, then one column per gene), as CSV or tab-separated text.
+    `Entrez_Gene_Id`, one column per sample barcode), tidy tables (rows = patients or samples,
+    the first column their id, then one column per gene) and their transpose (rows = genes, the
+    first column their symbol, as hoadley-lab/pam50 and GEO series tables are), told apart by where
+    the panel's genes are; as CSV or tab-separated text.
     """
     path = Path(path)
     try:
@@ -88,6 +90,8 @@ def read_expression(path: str | Path) -> pd.DataFrame:
     else:
         table = table.set_index(table.columns[0])
         table.index = table.index.astype(str)
+        if _genes_in_rows(table):
+            table = table.T
     table = table.rename(columns=alias_map())
     values = table.apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & table.notna()
@@ -99,6 +103,14 @@ def read_expression(path: str | Path) -> pd.DataFrame:
         dupes = sorted(set(values.columns[values.columns.duplicated()]))
         raise ExpressionError(f"{path}: genes appear twice (after mapping old symbols): {', '.join(dupes)}.")
     return values
+
+
+def _genes_in_rows(table: pd.DataFrame) -> bool:
+    """Whether the row ids, rather than the columns, are the panel's gene symbols."""
+    aliases = alias_map()
+    known = set(panel_table()["gene"])
+    hits = lambda names: sum(aliases.get(str(n), str(n)) in known for n in names)  # noqa: E731
+    return hits(table.index) > hits(table.columns)
 
 
 def _from_cbioportal(table: pd.DataFrame, path: Path) -> pd.DataFrame:

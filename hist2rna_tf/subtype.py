@@ -3,7 +3,10 @@
 `centroid_calls`: the standard nearest-centroid call (Parker et al. 2009, centroids shipped in
 data/pam50): log-scale data, each gene median-centred over the cohort, Spearman correlation of each
 sample with each subtype centroid; the highest wins. Median-centring makes a call relative to the
-cohort it is made in: a cohort that is mostly one subtype shifts the others' calls.
+cohort it is made in: a cohort that is mostly one subtype shifts the others' calls. Missing values
+are handled as the reference implementations do (hoadley-lab/pam50, genefu): each gene is centred
+on the median of the samples that have it, and each sample is correlated with the centroids over
+the genes it has (pairwise-complete Spearman).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -29,26 +33,61 @@ def pam50_centroids() -> pd.DataFrame:
 
 
 def centroid_calls(log_expression: pd.DataFrame, min_genes: int = 40) -> pd.DataFrame:
-    """Per sample: `call` (the best-correlated subtype) and the Spearman correlation with each centroid.
+    """Per sample: `call` (the best-correlated subtype), `n_genes` (the PAM50 genes it was called
+    on) and the Spearman correlation with each centroid.
 
-    `log_expression`: samples x genes on a log scale (log2(1+RSEM), or microarray log ratios).
+    `log_expression`: samples x genes on a log scale (log2(1+RSEM), or microarray log ratios); NaN
+    for a missing value. A sample is correlated over the genes it has; the table needs at least
+    `min_genes` of the 50 PAM50 genes, and so does every sample (ExpressionError naming those
+    that have fewer).
     """
     centroids = pam50_centroids()
     genes = [g for g in centroids.index if g in log_expression.columns]
+    missing = sorted(set(centroids.index) - set(genes))
     if len(genes) < min_genes:
-        missing = sorted(set(centroids.index) - set(genes))
         raise ExpressionError(f"only {len(genes)} of the 50 PAM50 genes are in the table (missing: "
                               f"{', '.join(missing)}); at least {min_genes} are needed.")
+    if missing:
+        log.warning("the table lacks %d of the 50 PAM50 genes (%s); samples are called on the other %d.",
+                    len(missing), ", ".join(missing), len(genes))
     data = log_expression[genes].astype(float)
-    centred = data - data.median(axis=0)
-    ranks_x = centred.rank(axis=1).to_numpy()
-    correlations = {}
-    for subtype in centroids.columns:
-        reference = stats.rankdata(centroids.loc[genes, subtype].to_numpy())
-        correlations[subtype] = [stats.pearsonr(row, reference).statistic for row in ranks_x]
-    table = pd.DataFrame(correlations, index=log_expression.index)
-    table.insert(0, "call", table.idxmax(axis=1))
+    present = data.notna()
+    n_genes = present.sum(axis=1)
+    short = n_genes[n_genes < min_genes]
+    if len(short):
+        listed = ", ".join(f"{sample} ({count})" for sample, count in short.head(10).items())
+        raise ExpressionError(f"{len(short)} samples have fewer than {min_genes} of the 50 PAM50 genes measured "
+                              f"({listed}{', ...' if len(short) > 10 else ''}): too few to call a subtype. Remove "
+                              "them from the table (or impute their missing values).")
+    centred = data - data.median(axis=0)  # each gene's median over the samples that have it
+    # The reference then scales each sample (R's scale(): mean 0, sd 1 over its genes). Spearman does
+    # not change, except that values equal but for float rounding (centring gives 1e-17 apart) can
+    # become the ties they are: scaled the same way, every correlation is the reference's to 1e-9.
+    mean = centred.mean(axis=1)
+    spread = np.sqrt(centred.sub(mean, axis=0).pow(2).sum(axis=1) / (n_genes - 1))
+    scaled = centred.sub(mean, axis=0).div(spread, axis=0)
+    table = pd.DataFrame(_pairwise_spearman(scaled.to_numpy(), present.to_numpy(), centroids.loc[genes]),
+                         index=log_expression.index, columns=centroids.columns)
+    table.insert(0, "n_genes", n_genes)
+    table.insert(0, "call", table[list(centroids.columns)].idxmax(axis=1))
     return table
+
+
+def _pairwise_spearman(values: np.ndarray, present: np.ndarray, centroids: pd.DataFrame) -> np.ndarray:
+    """[samples, subtypes] Spearman correlation of each row of `values` with each centroid column over
+    the genes that row has (`present`): both ranked among those genes only (R's
+    `cor(method = "spearman", use = "pairwise.complete.obs")`). Rows sharing a pattern of missing
+    genes are computed together."""
+    out = np.empty((len(values), centroids.shape[1]))
+    patterns, which = np.unique(present, axis=0, return_inverse=True)
+    for k, pattern in enumerate(patterns):
+        rows = np.flatnonzero(which.ravel() == k)
+        x = stats.rankdata(values[np.ix_(rows, pattern)], axis=1)
+        y = stats.rankdata(centroids.to_numpy()[pattern], axis=0)
+        x = (x - x.mean(axis=1, keepdims=True)) / np.linalg.norm(x - x.mean(axis=1, keepdims=True), axis=1, keepdims=True)
+        y = (y - y.mean(axis=0)) / np.linalg.norm(y - y.mean(axis=0), axis=0)
+        out[rows] = x @ y
+    return out
 
 
 # --- the paper's soft-voting classifier (section 3.2) ----------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,6 +41,47 @@ def test_calls_agree_with_tcga_labels(tcga):
     assert calls.loc[sample, "LumA"] == pytest.approx(expected)
 
 
+REFERENCE = Path(__file__).parent / "data" / "pam50"  # hoadley-lab/pam50's own test data and output
+REFERENCE_NAMES = {"basal": "Basal", "her2": "Her2", "luminal_a": "LumA", "luminal_b": "LumB", "normal": "Normal"}
+
+
+def test_calls_with_missing_values_equal_the_reference_implementation(tmp_path, capsys):
+    """hoadley-lab/pam50's 200 microarray samples, 99 of them missing some of 217 values: every call and
+    every correlation equal the reference's (pairwise-complete Spearman, medians over the samples that
+    have each gene), and the output says how many genes each call used."""
+    from hist2rna_tf.cli import main
+
+    out = tmp_path / "calls.csv"
+    assert main(["subtype", "--method", "centroid", "--no-log", "--expression",
+                 str(REFERENCE / "pam50_testdata.tsv"), "--out", str(out)]) == 0
+    ours = pd.read_csv(out, index_col=0)
+    theirs = pd.read_csv(REFERENCE / "pam50_testdata_assignments.tsv", sep="\t", index_col=0).reindex(ours.index)
+    assert len(ours) == 200 and ours["call"].notna().all()
+    assert (ours["call"] == theirs["assignment"].map(REFERENCE_NAMES)).all()
+    for name, column in REFERENCE_NAMES.items():
+        np.testing.assert_allclose(ours[column], theirs[name], rtol=0, atol=1e-9, err_msg=column)
+    table = pd.read_csv(REFERENCE / "pam50_testdata.tsv", sep="\t", index_col=0)
+    np.testing.assert_array_equal(ours["n_genes"], table.notna().sum(axis=0).reindex(ours.index))
+    assert (ours["n_genes"] < 50).sum() == 99 and ours["n_genes"].min() == 44
+    assert "called on fewer than 50" in capsys.readouterr().out
+
+
+def test_a_sample_with_too_few_genes_is_refused(tmp_path, capsys):
+    from hist2rna_tf.cli import main
+
+    table = pd.read_csv(REFERENCE / "pam50_testdata.tsv", sep="\t", index_col=0)
+    table.iloc[:20, 4] = np.nan  # S5 keeps 30 of the 50 genes
+    table.to_csv(tmp_path / "sparse.tsv", sep="\t")
+    assert main(["subtype", "--no-log", "--expression", str(tmp_path / "sparse.tsv"), "--out",
+                 str(tmp_path / "calls.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "S5 (30)" in err and "fewer than 40 of the 50 PAM50 genes" in err
+    assert not (tmp_path / "calls.csv").exists()
+    with pytest.raises(ExpressionError, match="S5"):
+        centroid_calls(table.T, min_genes=31)
+    assert centroid_calls(table.T, min_genes=30).loc["S5", "n_genes"] == 30
+
+
 def test_shuffled_genes_lose_the_agreement(tcga):
     expression, labels = tcga
     shuffled = expression.copy()
@@ -60,7 +103,7 @@ def test_subtype_command(shared_data, tmp_path, capsys):
     assert main(["subtype", "--expression", str(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"),
                  "--out", str(out)]) == 0
     calls = pd.read_csv(out, index_col=0)
-    assert list(calls.columns) == ["call", "Basal", "Her2", "LumA", "LumB", "Normal"] and len(calls) == 1093
+    assert list(calls.columns) == ["call", "n_genes", "Basal", "Her2", "LumA", "LumB", "Normal"] and len(calls) == 1093
     assert "1093 samples" in capsys.readouterr().out
 
 
