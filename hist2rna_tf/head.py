@@ -5,8 +5,9 @@ input (1, F) -> Conv1D(256, 5, same, ReLU) -> Conv1D(512, 1, ReLU) -> Conv1D(512
 
 The input is one slide's mean tile feature as a length-1 sequence of F channels. On a length-1
 sequence a kernel-5 'same' convolution sees zero padding on both sides, so only the kernel's centre
-tap ever acts (the other four taps are trained to nothing): faithful to the authors' code, and the
-parameter count matches their PyTorch head (F=1280, 138 genes: 2,103,690).
+tap ever acts (the other four taps multiply zeros: they get zero gradient and keep their initial
+values): faithful to the authors' code, and the parameter count matches their PyTorch head
+(F=1280, 138 genes: 2,103,690).
 
 Optional, NOT in the paper: `Standardization` wraps the head in two fixed (non-trainable) Keras
 Normalization layers, features z-scored on the way in and genes un-z-scored on the way out, with
