@@ -346,7 +346,8 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     write_table(costs, out_dir / "costs.csv", index=False)
     summary = {"version": __version__, "approach": "patch-based", "baseline": asdict(config),
                "hist2rna_run": str(run_dir), "inputs": cohort.run_config["inputs"], "train": train_cfg,
-               "batch_size": batch_size, "feature_dim": cohort.run_config["feature_dim"], "genes": len(cohort.genes),
+               "batch_size": batch_size, "feature_dim": cohort.run_config["feature_dim"],
+               "feature_settings": cohort.run_config.get("feature_settings"), "genes": len(cohort.genes),
                "patients": cohort.run_config["patients"], "tiles": n_tiles, "epochs": len(history.history["loss"]),
                "best_val_loss": float(min(history.history["val_loss"])), "train_seconds": train_seconds,
                "device": costs["device"].iloc[-1]}

@@ -87,7 +87,10 @@ def _run_feature_settings(run_dir: Path) -> dict | None:
     from .features import extraction_settings, read_extract_config
     from .train import read_run_config
 
-    config = read_run_config(run_dir)
+    try:
+        config = read_run_config(run_dir)
+    except Hist2RNAError:  # a model folder without a run's config.json: nothing to check against
+        return None
     if "feature_settings" in config:
         return config["feature_settings"]
     try:
