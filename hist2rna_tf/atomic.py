@@ -21,6 +21,31 @@ def atomic_path(path: str | Path):
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files (`.<name>.<pid>.tmp<suffix>`) in `folder` that a process which is no longer
+    running left behind (a `kill -9`, a power cut); those of live processes are kept. Returns them."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp*"):
+        try:
+            pid = int(path.name.rsplit(".tmp", 1)[0].rsplit(".", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

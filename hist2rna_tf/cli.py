@@ -33,6 +33,70 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _writable(path: Path, folder: bool) -> Path:
+    """`path` if this process can create it (or write into it): refused at parse time, with the reason,
+    when it is a file where a folder is wanted (or the reverse), lies under a file, or its nearest
+    existing folder is read-only."""
+    if path.exists() and path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{path} is a {'file' if folder else 'folder'}; give a "
+                                         f"{'folder (new or existing)' if folder else 'file name'}")
+    nearest = path if path.is_dir() else path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {nearest} is a file, so nothing can be written under it")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: {nearest} is not writable (a read-only folder or file system); "
+                                         "give a place you can write to")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (tile counts, sizes, batches, epochs, devices)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (microns per pixel, watts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A fraction in (0, 1]."""
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
+def _open_fraction(text: str) -> float:
+    """A fraction in (0, 1) (some patients held back, some left to train on)."""
+    value = _fraction(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
+    return value
+
+
+def _out_folder(text: str) -> Path:
+    return _writable(Path(text), folder=True)
+
+
+def _out_file(text: str) -> Path:
+    return _writable(Path(text), folder=False)
+
+
 def _add_tile_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tiles (the paper: 224 px at 0.25 um/px, ~1000 per slide)")
     group.add_argument("--annotations", type=Path, metavar="DIR",
@@ -41,12 +105,12 @@ def _add_tile_options(parser: argparse.ArgumentParser) -> None:
                        help="QuPath classes that count as tumour (default: any class not excluded)")
     group.add_argument("--exclude-classes", nargs="*", default=["Necrosis"], metavar="NAME",
                        help="QuPath classes cut out of the tumour region (default: Necrosis)")
-    group.add_argument("--mpp", type=float, help="microns per pixel for files that carry none (plain images, "
+    group.add_argument("--mpp", type=_positive_float, help="microns per pixel for files that carry none (plain images, "
                        "TMA cores); overrides the file's own")
-    group.add_argument("--tile-px", type=int, default=224, help="tile size in pixels (default 224)")
-    group.add_argument("--target-mpp", type=float, default=0.25, help="tile resolution in um/px (default 0.25)")
-    group.add_argument("--max-tiles", type=int, default=1000, help="cap per slide, spatially spread (default 1000)")
-    group.add_argument("--min-region-fraction", type=float, default=0.5,
+    group.add_argument("--tile-px", type=_positive_int, default=224, help="tile size in pixels (default 224)")
+    group.add_argument("--target-mpp", type=_positive_float, default=0.25, help="tile resolution in um/px (default 0.25)")
+    group.add_argument("--max-tiles", type=_positive_int, default=1000, help="cap per slide, spatially spread (default 1000)")
+    group.add_argument("--min-region-fraction", type=_fraction, default=0.5,
                        help="keep a tile when this much of it is in the region (default 0.5)")
 
 
@@ -75,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         "extract", help="slides -> one mean feature vector per slide (TFRecords)",
         description="Tile each slide's tumour region, normalise the stain, embed each tile with a frozen "
                     "ImageNet backbone and store the per-slide mean as <out>/<backbone>/<slide_id>.tfrecord. "
-                    "Re-running resumes; a manifest lists done, skipped and failed slides.")
+                    "Re-running resumes; manifest.csv lists every slide the folder has seen: done, skipped "
+                    "(already done), failed (with the reason) or pending (an interrupted run's).")
     extract.add_argument("--slides", nargs="+", required=True, metavar="PATH",
                          help="slide files, folders of slides, or pre-tiled folders (one per patient)")
-    extract.add_argument("--out", type=Path, required=True, help="output folder")
+    extract.add_argument("--out", type=_out_folder, required=True, help="output folder")
     extract.add_argument("--backbone", default="efficientnetv2s",
                          help=f"one of {', '.join(BACKBONE_NAMES)} (default efficientnetv2s, the paper's best) "
                               "or a Keras model file taking RGB in [0, 255]")
@@ -88,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tile_options(extract)
     _add_stain_options(extract)
     run = extract.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=32, help="tiles per backbone batch (default 32)")
-    run.add_argument("--read-threads", type=int, default=4, help="parallel tile readers (default 4)")
+    run.add_argument("--batch-size", type=_positive_int, default=32, help="tiles per backbone batch (default 32)")
+    run.add_argument("--read-threads", type=_positive_int, default=4, help="parallel tile readers (default 4)")
     run.add_argument("--save-tile-features", action="store_true",
                      help="also store each tile's features (for spatial maps and the patch baseline)")
     run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
@@ -101,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "normalize", help="stain-normalise one image file, to see what the pipeline does to a stain",
         description="Normalise an RGB image (PNG/JPEG/TIFF) with the chosen method and write the result.")
     normalize.add_argument("input", type=Path)
-    normalize.add_argument("output", type=Path)
+    normalize.add_argument("output", type=_out_file)
     _add_stain_options(normalize, "--method")
     normalize.add_argument("--components", action="store_true",
                            help="also write the H-only and E-only images (<output>_H, <output>_E; macenko variants)")
@@ -123,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--drop-missing-genes", action="store_true",
                        help="train without genes the table lacks (recorded in the run) instead of failing")
     train.add_argument("--split", help="reuse a split.csv from an earlier run")
-    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--out", type=_out_folder, required=True, help="run folder")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
-    train.add_argument("--max-epochs", type=int, default=150)
-    train.add_argument("--validation-fraction", type=float, default=0.1,
+    train.add_argument("--max-epochs", type=_positive_int, default=150)
+    train.add_argument("--validation-fraction", type=_open_fraction, default=0.1,
                        help="training patients held back for early stopping (default 0.1)")
     train.add_argument("--standardize", action="store_true",
                        help="NOT in the paper: z-score features and targets with the training patients' statistics "
@@ -142,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--features", help="folder of feature TFRecords (same backbone as the model)")
     source.add_argument("--slides", nargs="+", help="slides to extract first (needs a run folder as --model)")
     predict.add_argument("--annotations", type=Path, help="QuPath GeoJSON folder for --slides")
-    predict.add_argument("--mpp", type=float, help="microns per pixel for --slides files that carry none")
-    predict.add_argument("--out", type=Path, required=True, help="CSV to write (patients x genes)")
+    predict.add_argument("--mpp", type=_positive_float, help="microns per pixel for --slides files that carry none")
+    predict.add_argument("--out", type=_out_file, required=True, help="CSV to write (patients x genes)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     export = commands.add_parser(
@@ -152,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "TensorFlow Serving layout): <name>_head (features -> genes) and <name> (uint8 tiles of one "
                     "slide -> Macenko -> backbone -> mean -> head -> genes). Gene names and stain targets inside.")
     export.add_argument("run", type=Path, help="training run folder")
-    export.add_argument("--out", type=Path, default=Path("saved_models"), help="export root (default saved_models)")
+    export.add_argument("--out", type=_out_folder, default="saved_models", help="export root (default saved_models)")
     export.add_argument("--name", help="model name (default: the backbone's)")
-    export.add_argument("--version", type=int, help="version number (default: the next free one)")
+    export.add_argument("--version", type=_positive_int, help="version number (default: the next free one)")
 
     subtype = commands.add_parser(
         "subtype", help="PAM50 subtype per sample (nearest centroid, or the paper's soft-voting classifier)",
@@ -173,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     subtype.add_argument("--reference-labels", help="voting: table with the reference patients' PAM50 subtype")
     subtype.add_argument("--label-column", default="BRCA_Subtype_PAM50", help="subtype column of --reference-labels")
     subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
-    subtype.add_argument("--out", type=Path, required=True, help="CSV to write")
+    subtype.add_argument("--out", type=_out_file, required=True, help="CSV to write")
 
     spatial = commands.add_parser(
         "spatial", help="maps of tile-level predicted genes and PAM50 calls over slide thumbnails",
@@ -188,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     spatial.add_argument("--genes", nargs="+", default=["ESR1", "PGR", "ERBB2", "MKI67"],
                          help="genes to map (default ESR1 PGR ERBB2 MKI67)")
     spatial.add_argument("--no-subtypes", action="store_true", help="no PAM50 call map")
-    spatial.add_argument("--thumbnail-mpp", type=float, default=8.0, help="thumbnail resolution (default 8 um/px)")
-    spatial.add_argument("--out", type=Path, required=True, help="folder for the PNGs and CSVs")
+    spatial.add_argument("--thumbnail-mpp", type=_positive_float, default=8.0, help="thumbnail resolution (default 8 um/px)")
+    spatial.add_argument("--out", type=_out_folder, required=True, help="folder for the PNGs and CSVs")
 
     baseline = commands.add_parser(
         "baseline", help="the paper's patch-based comparison (tile-level training) and both approaches' cost",
@@ -201,18 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "and metrics, for Figure 10) and costs.csv: training time and energy (time x --device-watts x "
                     "--n-devices) of both approaches (Figure 6). Pass the folder to `hist2rna report --baseline`.")
     baseline.add_argument("run", type=Path, help="the hist2RNA training run to compare with")
-    baseline.add_argument("--out", type=Path, required=True, help="baseline run folder")
+    baseline.add_argument("--out", type=_out_folder, required=True, help="baseline run folder")
     baseline.add_argument("--mode", choices=["frozen", "finetune"], default="frozen",
                           help="frozen: head on stored tile features (default); finetune: backbone trained on tiles")
     baseline.add_argument("--slides", type=Path, help="finetune: the folder the run's slides were extracted from")
     baseline.add_argument("--annotations", type=Path, help="finetune: their QuPath GeoJSON folder")
-    baseline.add_argument("--tiles-per-slide", type=int,
+    baseline.add_argument("--tiles-per-slide", type=_positive_int,
                           help="finetune: at most this many tiles of each slide (default: all planned)")
-    baseline.add_argument("--max-epochs", type=int, help="default: the run's (the paper's 150)")
-    baseline.add_argument("--batch-size", type=int, help="default: the run's (the paper's 12)")
-    baseline.add_argument("--device-watts", type=float, default=300.0,
+    baseline.add_argument("--max-epochs", type=_positive_int, help="default: the run's (the paper's 150)")
+    baseline.add_argument("--batch-size", type=_positive_int, help="default: the run's (the paper's 12)")
+    baseline.add_argument("--device-watts", type=_positive_float, default=300.0,
                           help="power of one device in W for the energy figure (default 300, the paper's V100)")
-    baseline.add_argument("--n-devices", type=int, default=1, help="devices the time was spent on (default 1)")
+    baseline.add_argument("--n-devices", type=_positive_int, default=1, help="devices the time was spent on (default 1)")
     baseline.add_argument("--device", default="", help="device description for costs.csv (default: detected)")
     baseline.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
@@ -239,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--spatial-maps", type=Path,
                         help="a `hist2rna spatial` folder: its PNG maps are embedded in the report")
     report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (default: the --baseline's costs.csv)")
-    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
-    report.add_argument("--out", type=Path, help="HTML file (default <run>/report/report.html)")
+    report.add_argument("--n-boot", type=_positive_int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    report.add_argument("--out", type=_out_file, help="HTML file (default <run>/report/report.html)")
 
     demo = commands.add_parser(
         "demo", help="run the pipeline on the embedded SYNTHETIC demo cohort",
@@ -248,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "tumours), extract features, write synthetic RNA-seq tied to each slide's mix of tumours, train "
                     "the paper's head on a stratified split beside controls trained on shuffled targets, predict "
                     "every patient and export SavedModels. Random backbone weights unless --weights imagenet.")
-    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
-    demo.add_argument("--n-slides", type=int, default=36, help="slides in the cohort (default 36)")
+    demo.add_argument("--out", type=_out_folder, default="demo_output", help="output folder (default demo_output)")
+    demo.add_argument("--n-slides", type=_positive_int, default=36, help="slides in the cohort (default 36)")
     demo.add_argument("--backbone", default="efficientnetv2s", help="backbone (default efficientnetv2s)")
     demo.add_argument("--weights", default="none", help="none (default, offline) or imagenet or a file")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -441,10 +506,13 @@ def cmd_export(args) -> int:
         raise Hist2RNAError(f"{args.run}: its head expects {predictor.feature_dim} features but the backbone "
                             f"{config.backbone} gives {backbone.feature_dim}.")
     name = args.name or backbone.name
-    head_dir = export_head(predictor.model, predictor.genes, version_dir(args.out, f"{name}_head", args.version),
-                           predictor.feature_settings)
-    full_dir = export_end_to_end(backbone, predictor.model, predictor.genes, config.stain,
-                                 version_dir(args.out, name, args.version), config.tiles.tile_size_px)
+    head_dir, full_dir = version_dir(args.out, f"{name}_head", args.version), version_dir(args.out, name, args.version)
+    taken = [str(d) for d in (head_dir, full_dir) if d.exists()]
+    if taken:  # checked before either is written, so a refused export leaves nothing behind
+        raise Hist2RNAError(f"{', '.join(taken)} exists; exports are never overwritten. Give another --version, or "
+                            "leave it out to take the next free one.")
+    export_head(predictor.model, predictor.genes, head_dir, predictor.feature_settings)
+    export_end_to_end(backbone, predictor.model, predictor.genes, config.stain, full_dir, config.tiles.tile_size_px)
     print(f"exported {head_dir} (features -> genes) and {full_dir} (tiles of one slide -> genes)")
     return 0
 

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import Hist2RNAError
+from .expression import read_table_file
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,7 @@ def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns()
     blank), numbers as floats. A mapped column the table lacks, or a malformed value, is an error."""
     path = Path(path)
     sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    try:
-        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ClinicalError(f"{path}: not a readable CSV/TSV table ({exc}).") from None
+    raw = read_table_file(path, ClinicalError, sep=sep, dtype=str, keep_default_na=True)
     mapping = {ours: theirs for ours, theirs in asdict(columns).items() if theirs is not None}
     missing = {ours: theirs for ours, theirs in mapping.items() if theirs not in raw.columns}
     if missing:

@@ -27,3 +27,15 @@ class RecordError(Hist2RNAError):
 
 class SettingsError(Hist2RNAError):
     """An output folder holds results made with other settings than this run's."""
+
+
+class StainError(Hist2RNAError):
+    """A stain reference image cannot be used (too little stain to fit targets to)."""
+
+
+class ExportError(Hist2RNAError):
+    """A model cannot be exported where asked (the version exists)."""
+
+
+class ModelError(Hist2RNAError):
+    """A trained model file cannot be loaded (corrupt, or from an unsafe or incompatible source)."""

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from . import __version__
 from .config import StainConfig
+from .errors import ExportError
 from .stain import Macenko
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,8 @@ def _write(archive, out_dir: str | Path) -> Path:
     """Write to a temp folder beside `out_dir`, then rename (a re-run never leaves half an export)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise FileExistsError(f"{out_dir} exists; exports are never overwritten (use a new version).")
+        raise ExportError(f"{out_dir} exists; exports are never overwritten. Give another --version, or leave it "
+                          "out to take the next free one.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp.exists():

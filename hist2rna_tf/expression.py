@@ -7,6 +7,7 @@ log2(1 + x) (section 2.3.3).
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from importlib import resources
@@ -26,6 +27,22 @@ _TCGA_SAMPLE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})(?:-(\d{2}))?", re.IG
 
 class ExpressionError(Hist2RNAError):
     """An expression table, gene list, label table or split cannot be used as given."""
+
+
+def read_table_file(path: str | Path, error: type[Hist2RNAError] = ExpressionError, **options) -> pd.DataFrame:
+    """A CSV or tab-separated file (the delimiter sniffed unless `sep` is given) with at least one
+    row, or one `error` naming the file and what is wrong with it (missing, empty, not a table)."""
+    path = Path(path)
+    options = {"sep": None, "engine": "python", **options}
+    try:
+        if path.stat().st_size == 0:
+            raise error(f"{path}: the file is empty; expected a CSV or tab-separated table with a header row.")
+        table = pd.read_csv(path, **options)
+    except (OSError, UnicodeDecodeError, csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise error(f"{path}: not a readable CSV/TSV table ({type(exc).__name__}: {exc}).") from None
+    if table.empty:
+        raise error(f"{path}: has a header but no rows.")
+    return table
 
 
 # --- the gene panel -------------------------------------------------------------------------------
@@ -79,11 +96,8 @@ def read_expression(path: str | Path) -> pd.DataFrame:
     the panel's genes are; as CSV or tab-separated text.
     """
     path = Path(path)
-    try:
-        table = pd.read_csv(path, sep=None, engine="python")
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ExpressionError(f"{path}: not a readable CSV/TSV table ({exc}).") from None
-    if table.empty or table.shape[1] < 2:
+    table = read_table_file(path)
+    if table.shape[1] < 2:
         raise ExpressionError(f"{path}: needs an id column and at least one value column.")
     if "Hugo_Symbol" in table.columns:
         table = _from_cbioportal(table, path)
@@ -93,6 +107,11 @@ def read_expression(path: str | Path) -> pd.DataFrame:
         if _genes_in_rows(table):
             table = table.T
     table = table.rename(columns=alias_map())
+    mangled = [c for c in table.columns if re.fullmatch(r"(.+)\.\d+", str(c)) and
+               str(c).rsplit(".", 1)[0] in table.columns]  # pandas renames a repeated header "X" to "X.1"
+    if mangled:
+        raise ExpressionError(f"{path}: gene columns appear twice ({', '.join(sorted({str(c).rsplit('.', 1)[0] for c in mangled}))}); "
+                              "keep one column per gene.")
     values = table.apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & table.notna()
     if bad.any().any():
@@ -179,9 +198,10 @@ def to_patients(table: pd.DataFrame, source: str = "expression table") -> pd.Dat
     table = table[keep.to_numpy()]
     patients = [patient_barcode(i) or i for i in table.index]
     counts = pd.Series(patients).value_counts()
-    if (counts > 1).any():
-        log.info("%s: %d patients have several primary-tumour samples; they are averaged.", source,
-                 int((counts > 1).sum()))
+    repeated = sorted(counts.index[counts > 1])
+    if repeated:
+        log.warning("%s: %d patients have several primary-tumour samples, averaged: %s%s.", source, len(repeated),
+                    ", ".join(repeated[:10]), ", ..." if len(repeated) > 10 else "")
     return table.groupby(patients, sort=True).mean()
 
 
@@ -215,10 +235,7 @@ def save_split(split: pd.Series, labels: pd.Series, path: str | Path) -> Path:
 def load_split(path: str | Path) -> pd.Series:
     """A split saved by `save_split` (patient_id, subset[, label]) as a Series of 'train'/'test'."""
     path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ExpressionError(f"{path}: not a readable split file ({exc}).") from None
+    frame = read_table_file(path, sep=",", dtype=str)
     if not {"patient_id", "subset"} <= set(frame.columns):
         raise ExpressionError(f"{path}: a split file needs columns patient_id and subset.")
     if not frame["subset"].isin(["train", "test"]).all():
@@ -229,16 +246,19 @@ def load_split(path: str | Path) -> pd.Series:
 def read_labels(path: str | Path, column: str = "BRCA_Subtype_PAM50", id_column: str | None = None) -> pd.Series:
     """One label per patient from a clinical table (e.g. the PAM50 subtype), indexed by patient id."""
     path = Path(path)
-    try:
-        table = pd.read_csv(path, sep=None, engine="python", dtype=str)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ExpressionError(f"{path}: not a readable table ({exc}).") from None
+    table = read_table_file(path, dtype=str)
     if column not in table.columns:
         raise ExpressionError(f"{path}: no column {column!r} (columns: {', '.join(table.columns)}).")
     ids = table[id_column or table.columns[0]].map(lambda i: patient_barcode(i) or i)
     labels = table[column].replace("", np.nan)
     labels.index = ids
-    return labels[~labels.index.duplicated()].rename(column)
+    labelled = labels.dropna()
+    conflicting = sorted(i for i, values in labelled.groupby(level=0) if values.nunique() > 1)
+    if conflicting:  # the same label twice (several slides or samples of a patient) is fine
+        raise ExpressionError(f"{path}: patients with conflicting {column!r} labels: {', '.join(conflicting[:10])}"
+                              f"{', ...' if len(conflicting) > 10 else ''}; keep one label per patient.")
+    labels = labels.groupby(level=0, sort=False).first()  # a patient's label wherever it is given
+    return labels.rename(column)
 
 
 def average_by_patient(slide_features: pd.DataFrame, patient_ids: pd.Series) -> pd.DataFrame:

@@ -19,23 +19,26 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import openslide
 import tensorflow as tf
 from tqdm.auto import tqdm
 
 from . import __version__
-from .atomic import atomic_path, write_text
+from .atomic import atomic_path, remove_stale_temp_files, write_text
 from .backbones import Backbone, build_backbone
 from .config import ExtractConfig, TileConfig, current_stain_method, extract_config_from_dict, to_dict
 from .errors import Hist2RNAError, RecordError, SettingsError, SlideError
 from .records import (SlideFeatures, feature_settings, read_record, record_path, settings_differences,
                       write_record)
 from .regions import select_tiles, spread_sample
-from .slides import (SlideRef, TileReader, find_slides, open_slide, read_tile_file, slide_mpp,
+from .slides import (SlideRef, TileReader, find_slides, open_slide, patient_id, read_tile_file, slide_mpp,
                      tile_file_xy, tile_folder_files)
 from .stain import make_normaliser, resolve_stain_config
 
 log = logging.getLogger(__name__)
+
+# A slide scanned more than this many times coarser than the target is refused (20x scans, ~0.5 um/px
+# for 0.25 um/px tiles, are upsampled 2x with a warning).
+MAX_UPSAMPLING = 4.0
 
 MANIFEST_FIELDS = ("slide_id", "patient_id", "status", "reason", "n_tiles", "n_unnormalised",
                    "candidate_tiles", "seconds", "record", "source")
@@ -47,7 +50,7 @@ class SlideResult:
 
     slide_id: str
     patient_id: str
-    status: str  # done | skipped | failed
+    status: str  # pending (not finished yet: an interrupted run's) | done | skipped | failed
     source: str
     reason: str = ""
     n_tiles: int = 0
@@ -77,6 +80,11 @@ def plan_tiles(ref: SlideRef, tiles: TileConfig, annotation_path: Path | None) -
     slide = open_slide(ref)
     try:
         mpp = slide_mpp(slide, ref, tiles.mpp_override)
+        if mpp > tiles.target_mpp * MAX_UPSAMPLING:
+            raise SlideError(f"{ref.path}: {mpp:.3g} um/px, more than {MAX_UPSAMPLING:g}x coarser than the "
+                             f"{tiles.target_mpp:g} um/px tiles: its tiles would be blurred up from a few pixels. If the "
+                             "resolution read is wrong, give the right one with --mpp; otherwise it is not a "
+                             "scan at a usable magnification.")
         if mpp > tiles.target_mpp * 1.05:
             log.warning("%s: scanned at %.3f um/px, coarser than the target %.3f um/px; tiles are upsampled.",
                         ref.path, mpp, tiles.target_mpp)
@@ -88,7 +96,18 @@ def plan_tiles(ref: SlideRef, tiles: TileConfig, annotation_path: Path | None) -
 
 
 def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
+    """Ready-made tiles (the authors' layout: one folder per patient), taken as they are: at the
+    target resolution (an image file carries none), `--tile-px` square, of one patient."""
     files = tile_folder_files(ref.path)
+    if tiles.mpp_override and abs(tiles.mpp_override / tiles.target_mpp - 1) > 0.05:
+        raise SlideError(f"{ref.path}: pre-tiled folders are used as they are, so their tiles must already be at the "
+                         f"target {tiles.target_mpp:g} um/px (--mpp {tiles.mpp_override:g} was given); re-tile the "
+                         "slide, or give --target-mpp to match the tiles.")
+    barcodes = sorted({patient_id(f.name) for f in files} - {f.name for f in files})
+    if len(barcodes) > 1:
+        raise SlideError(f"{ref.path}: tiles of {len(barcodes)} TCGA patients ({', '.join(barcodes[:4])}"
+                         f"{', ...' if len(barcodes) > 4 else ''}) in one folder would be averaged into one slide; "
+                         "put each slide's (or patient's) tiles in a folder of its own.")
     coords = np.array([tile_file_xy(f) for f in files], dtype=np.int64).reshape(-1, 2)
     if len(files) > tiles.max_tiles:
         if (coords >= 0).all():
@@ -98,8 +117,7 @@ def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
         else:
             picks = np.unique(np.round(np.linspace(0, len(files) - 1, tiles.max_tiles)).astype(int)).tolist()
         files, coords = [files[i] for i in picks], coords[picks]
-    # Ready-made tiles are taken to be at the target resolution already (the authors' layout).
-    mpp = tiles.mpp_override or tiles.target_mpp
+    mpp = tiles.target_mpp
     return TilePlan(coords, mpp, lambda i: read_tile_file(files[i], tiles.tile_size_px), len(files))
 
 
@@ -129,7 +147,7 @@ class CohortStream:
         s = int(s)
         try:
             plan = plan_tiles(self.refs[s], self.tiles, self.annotations[s])
-        except (SlideError, OSError, ValueError, openslide.OpenSlideError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever one slide raises fails that slide alone, named
             self.plans[s] = exc
             return np.int64(0)
         self.plans[s] = plan
@@ -293,8 +311,8 @@ def _as_slide_error(ref: SlideRef, exc: BaseException, while_doing: str = "openi
     """One clear line for a library error (OpenSlide, Pillow, OS) raised while handling a slide."""
     if isinstance(exc, SlideError):
         return exc
-    return SlideError(f"{ref.path}: {while_doing} failed ({type(exc).__name__}: {exc}). The file may be "
-                      "truncated or corrupt; re-download or re-export it.")
+    return SlideError(f"{ref.path}: {while_doing} failed ({type(exc).__name__}: {exc}). The file (or its "
+                      "annotation) may be truncated or corrupt; re-download or re-export it.")
 
 
 def extract_slide(ref: SlideRef, extractor: Extractor, annotation_path: Path | None = None) -> SlideFeatures:
@@ -333,13 +351,32 @@ def manifest_path(out_dir: Path, backbone: str, shard_index: int, shard_count: i
 
 
 def write_manifest(results: list[SlideResult], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
+    """Write this run's rows into the manifest at `path`, keeping the rows of slides this run did not
+    touch (earlier runs into the folder, or other runs at the same time: the read-merge-write holds
+    an exclusive lock on `.manifest.lock` beside it), sorted by slide id, atomically."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".manifest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = {row["slide_id"]: row for row in _manifest_rows(path)}
         for result in results:
             row = {key: getattr(result, key) for key in MANIFEST_FIELDS}
             row["seconds"] = f"{result.seconds:.2f}"
-            writer.writerow(row)
+            rows[result.slide_id] = row
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows[slide_id] for slide_id in sorted(rows))
+
+
+def _manifest_rows(path: Path) -> list[dict]:
+    """The rows of an existing manifest (none when there is none or it is unreadable)."""
+    try:
+        with open(path, newline="") as handle:
+            return [row for row in csv.DictReader(handle) if row.get("slide_id")]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
 
 
 def _existing(path: Path, backbone: Backbone, normaliser_tag: str, tiles: TileConfig,
@@ -380,10 +417,13 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     refs = shard(find_slides(inputs, config.tiles.tile_size_px), config.shard_index, config.shard_count)
     config_path = out_dir / backbone.name / "extract_config.json"
     changes = [] if config.overwrite else settings_changes(config_path, config, backbone)
-    if changes and any(config_path.parent.glob("*.tfrecord")):
+    if changes and any(not f.name.startswith(".") for f in config_path.parent.glob("*.tfrecord")):
         raise SettingsError(f"{config_path.parent} holds features made with other settings ({'; '.join(changes)}); "
                             "adding to them would mix the two. Use another --out, or --overwrite to replace them.")
     _write_config(config_path, config, backbone)
+    stale = remove_stale_temp_files(config_path.parent)
+    if stale:
+        log.info("removed %d temp files an interrupted run left in %s.", len(stale), config_path.parent)
     manifest = manifest_path(out_dir, backbone.name, config.shard_index, config.shard_count)
     annotations_dir = Path(annotations_dir) if annotations_dir else None
 
@@ -391,7 +431,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     todo: list[int] = []
     annotations: list[Path | None] = []
     for s, ref in enumerate(refs):
-        result = SlideResult(ref.slide_id, ref.patient_id, "failed", str(ref.path))
+        result = SlideResult(ref.slide_id, ref.patient_id, "pending", str(ref.path))
         path = record_path(out_dir, backbone.name, ref.slide_id)
         try:
             existing = None if config.overwrite else _existing(path, backbone, stain.tag, config.tiles,
@@ -403,7 +443,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
                 annotations.append(annotation_for(ref, annotations_dir))
                 todo.append(s)
         except SlideError as exc:
-            result.reason = str(exc)
+            result.status, result.reason = "failed", str(exc)
             log.debug("failed: %s", exc)  # reported once, in the manifest and the CLI summary
         results[s] = result
     ordered = lambda: [results[s] for s in sorted(results)]  # noqa: E731
@@ -416,7 +456,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
             result.seconds, start = time.perf_counter() - start, time.perf_counter()
             result.candidate_tiles = candidates
             if isinstance(record, SlideError):
-                result.reason = str(record)
+                result.status, result.reason = "failed", str(record)
                 log.debug("failed: %s", record)
             else:
                 path = write_record(record, record_path(out_dir, backbone.name, record.slide_id))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import Hist2RNAError, SettingsError
+from .errors import Hist2RNAError, ModelError, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +19,7 @@ class Predictor:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if (self.path / "best.keras").is_file():  # a training run
-            import keras
-
-            self._model = keras.models.load_model(self.path / "best.keras", compile=False)
+            self._model = _load_keras(self.path / "best.keras")
             self.genes = (self.path / "genes.txt").read_text().split()
             self.feature_dim = int(self._model.input_shape[-1])
             self._predict = lambda x: self._model(x[:, None, :], training=False)
@@ -79,6 +77,18 @@ class Predictor:
                                 f"(model -> these features: {'; '.join(changes)}). Extract them with the model's "
                                 "settings (`hist2rna predict --model RUN --slides ...` does), or use a model trained "
                                 "on features like these.")
+
+
+def _load_keras(path: Path):
+    """A run's head, or a ModelError naming the file: corrupt, truncated, or refused by Keras' safe mode
+    (a Lambda layer or other code inside it; the package never writes one)."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises ValueError, OSError, zipfile or TypeError alike
+        raise ModelError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}). It may be truncated "
+                         "or not written by `hist2rna train`; train the run again (or copy the folder again).") from None
 
 
 def _run_feature_settings(run_dir: Path) -> dict | None:

@@ -104,7 +104,7 @@ def to_example(record: SlideFeatures) -> tf.train.Example:
 def write_record(record: SlideFeatures, path: str | Path) -> Path:
     """Write atomically: a temp file in the same folder, then rename over `path`."""
     with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
-        writer.write(to_example(record).SerializeToString())
+        writer.write(to_example(record).SerializeToString(deterministic=True))  # same bytes in any process
     return Path(path)
 
 
@@ -152,12 +152,13 @@ def read_record(path: str | Path) -> SlideFeatures:
 
 
 def record_files(paths: str | Path | list) -> list[str]:
-    """TFRecord files from files and folders (a folder is searched recursively), sorted."""
+    """TFRecord files from files and folders (a folder is searched recursively, hidden names, such as
+    the temp files of a write in progress or interrupted, left out), sorted."""
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            files.extend(sorted(item.rglob("*.tfrecord")))
+            files.extend(sorted(f for f in item.rglob("*.tfrecord") if not f.name.startswith(".")))  # not temp files
         elif item.is_file():
             files.append(item)
     if not files:

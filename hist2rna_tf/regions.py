@@ -78,9 +78,10 @@ def load_annotations(path: str | Path) -> list[Annotation]:
                               "(File > Export objects as GeoJSON).") from None
     try:
         annotations = [a for feature in _features(data) for a in _feature_polygons(feature)]
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise AnnotationError(f"{path}: malformed GeoJSON ({exc!r}); expected Polygon/MultiPolygon "
-                              "features with [x, y] level-0 pixel coordinates.") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise AnnotationError(f"{path}: malformed GeoJSON ({exc}); expected Polygon/MultiPolygon features with "
+                              "[x, y] level-0 pixel coordinates; re-export it from QuPath (File > Export objects "
+                              "as GeoJSON).") from None
     if not annotations:
         raise AnnotationError(f"{path}: holds no Polygon or MultiPolygon annotation.")
     return annotations
@@ -89,6 +90,8 @@ def load_annotations(path: str | Path) -> list[Annotation]:
 def _features(data) -> list[dict]:
     if isinstance(data, list):
         return [f for item in data for f in _features(item)]
+    if not isinstance(data, dict):
+        raise ValueError(f"a GeoJSON object is a JSON object, not {type(data).__name__} {str(data)[:40]!r}")
     kind = data.get("type")
     if kind == "FeatureCollection":
         return list(data["features"])
@@ -100,7 +103,11 @@ def _features(data) -> list[dict]:
 
 
 def _feature_polygons(feature: dict) -> list[Annotation]:
-    name = _class_name(feature.get("properties") or {})
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise ValueError(f"a feature's properties are a JSON object, not {type(properties).__name__} "
+                         f"{str(properties)[:40]!r}")
+    name = _class_name(properties)
     return [Annotation(rings, name) for rings in _geometry_polygons(feature["geometry"])]
 
 
@@ -114,6 +121,8 @@ def _class_name(properties: dict) -> str:
 
 
 def _geometry_polygons(geometry: dict) -> list[tuple[np.ndarray, ...]]:
+    if not isinstance(geometry, dict):
+        raise ValueError(f"a geometry is a JSON object, not {type(geometry).__name__} {str(geometry)[:40]!r}")
     kind = geometry["type"]
     if kind == "Polygon":
         polygons = [geometry["coordinates"]]

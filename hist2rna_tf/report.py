@@ -271,11 +271,12 @@ def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.D
 def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.DataFrame, pd.Series],
                       run_biomarkers: dict | None = None) -> None:
     from .clinical import joined, luminal_calls, reclassification, survival_table
+    from .expression import read_table_file
     from .figures import kaplan_meier_plot
     from .survival import kaplan_meier
 
     clinical = _clinical(Path(inputs.clinical), inputs.clinical_columns)
-    predicted = pd.read_csv(inputs.external_predictions, index_col=0)
+    predicted = read_table_file(inputs.external_predictions, sep=",", index_col=0)
     data, report = joined(predicted, clinical)
     page.heading("External cohort")
     page.text(f"{len(data)} patients with predicted genes and clinical data ({len(report['predicted_only'])} "

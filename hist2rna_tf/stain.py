@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from .config import StainConfig
+from .errors import StainError
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,9 @@ def fit_macenko_targets(image: np.ndarray, config: StainConfig = StainConfig()) 
     """A StainConfig whose targets (HERef, maxCRef) are fitted to a reference RGB image."""
     he, _, max_c, ok = Macenko(config).estimate(tf.convert_to_tensor(image[None], tf.uint8))
     if not bool(ok[0]):
-        raise ValueError("the reference image has too few stained pixels to fit Macenko targets to")
+        raise StainError(f"{config.reference_image or 'the reference image'}: too few stained pixels to fit Macenko "
+                         "targets to; give a tissue-rich H&E image as --stain-reference (or leave it out for the "
+                         "paper's fixed targets).")
     he_ref = tuple(tuple(float(v) for v in row) for row in he[0].numpy())
     max_c = max_c[0].numpy()
     from dataclasses import replace
@@ -395,8 +398,11 @@ def load_reference_image(path: str | None) -> np.ndarray:
 
     if path is None:
         path = resources.files("hist2rna_tf") / "data" / "tcga_tiles" / DEFAULT_REFERENCE_TILE
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise StainError(f"{path}: not a readable image for --stain-reference ({exc}).") from None
 
 
 DEFAULT_REFERENCE_TILE = "TCGA-A2-A0YG-01Z-00-DX1.89A39319-F880-47DE-B311-DA1F6A64B6F3_x41216_y30464.png"

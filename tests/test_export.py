@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hist2rna_tf.config import StainConfig
+from hist2rna_tf.errors import ExportError
 from hist2rna_tf.demo import real_tiles
 from hist2rna_tf.export import export_end_to_end, export_head, version_dir
 from hist2rna_tf.head import build_head
@@ -83,5 +84,5 @@ def test_head_export(head, tmp_path):
     """)
     np.testing.assert_allclose(np.load(tmp_path / "got.npy"), expected, atol=1e-5, rtol=1e-5)
     assert version_dir(tmp_path, "head") == tmp_path / "head" / "2"
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ExportError, match="--version"):
         export_head(head, GENES, out)

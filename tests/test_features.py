@@ -145,7 +145,7 @@ def test_bad_slides_fail_alone_with_clear_reasons(demo_cohort, tiny_extractor, t
     assert "notes.svs" in reasons["notes"] and "cut.svs" in reasons["cut"]
     assert "no tissue" in reasons["blank"] and "--mpp" in reasons["core"]
     written = sorted(p.name for p in (tmp_path / "out" / "tiny").iterdir())
-    assert written == ["demo-01.tfrecord", "extract_config.json", "manifest.csv"]
+    assert written == [".manifest.lock", "demo-01.tfrecord", "extract_config.json", "manifest.csv"]  # no temp file
 
 
 def test_bad_annotations_fail_alone(demo_cohort, tiny_extractor, tmp_path):
