@@ -92,6 +92,11 @@ def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns()
         raise ClinicalError(f"{path}: {mapping['os_event']!r} must be 1 (event) or 0 (censored).")
     if "grade" in table and not table["grade"].dropna().isin([1, 2, 3]).all():
         raise ClinicalError(f"{path}: {mapping['grade']!r} must be 1, 2 or 3.")
+    for name in ("os_months", "size_mm", "age", "ki67_percent"):
+        if name in table and (table[name] < 0).any():
+            bad = table.index[table[name] < 0]
+            raise ClinicalError(f"{path}: {mapping[name]!r} is negative for {len(bad)} patients ({', '.join(map(str, bad[:5]))}"
+                                f"{', ...' if len(bad) > 5 else ''}); times, sizes, ages and percentages cannot be.")
     return table
 
 

@@ -10,6 +10,8 @@ import base64
 import html
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .errors import Hist2RNAError
 from .predict import write_table
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,20 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     run = Path(inputs.run)
     config = read_run_config(run)  # before anything is written
     out = Path(out) if out else run / "report" / "report.html"
-    page = _Page(out.parent)
+    work = out.parent / f".{out.stem}.building-{os.getpid()}"  # a failed report leaves nothing behind
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        _write_report(inputs, config, run, _Page(work), work / out.name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    for path in sorted(work.iterdir(), key=lambda p: p.name == out.name):  # the HTML last
+        os.replace(path, out.parent / path.name)
+    work.rmdir()
+    return out
+
+
+def _write_report(inputs: ReportInputs, config: dict, run: Path, page: "_Page", out: Path) -> None:
     page.parts.append(f"<h1>{html.escape(inputs.title)}</h1><p>hist2rna-tf {__version__}, "
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
@@ -134,7 +150,6 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>"
                 f"<style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
     write_text(out, document)
-    return out
 
 
 def _config_section(page: _Page, config: dict, run: Path) -> None:
@@ -300,6 +315,8 @@ def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.Dat
                                 ("ihc_subtype", "IHC Subtype", "table2_ihc_subtype")):
         try:
             table, model = survival_table(luminal, column, label)
+        except Hist2RNAError:  # the user's data is wrong: say so, write nothing
+            raise
         except Exception as exc:  # lifelines convergence or too few events in a small cohort
             page.text(f"{label}: Cox models could not be fitted ({type(exc).__name__}: {exc}).")
             continue

@@ -124,6 +124,14 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     for ref in refs:  # every slide checked before anything is written
         predictor.check_features(read_record(records[ref.slide_id]).settings, records[ref.slide_id])
     reference = training_reference(run_dir) if subtypes else None
+    if reference is not None:
+        from .subtype import PAPER_SUBTYPES
+
+        labelled = int(reference[1].isin(PAPER_SUBTYPES).sum())
+        if labelled < 10:
+            raise Hist2RNAError(f"{run_dir}: {labelled} of its training patients have a PAM50 label (LumA, LumB, Basal, "
+                                "Her2) and measured expression; the tile PAM50 map needs at least 10 to train its "
+                                "classifier on. Run with --no-subtypes for the gene maps alone.")
     out_dir = Path(out_dir)
     written = []
     for ref in refs:

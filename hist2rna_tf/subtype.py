@@ -41,6 +41,7 @@ def centroid_calls(log_expression: pd.DataFrame, min_genes: int = 40) -> pd.Data
     `min_genes` of the 50 PAM50 genes, and so does every sample (ExpressionError naming those
     that have fewer).
     """
+    _refuse_repeated_samples(log_expression)
     centroids = pam50_centroids()
     genes = [g for g in centroids.index if g in log_expression.columns]
     missing = sorted(set(centroids.index) - set(genes))
@@ -71,6 +72,14 @@ def centroid_calls(log_expression: pd.DataFrame, min_genes: int = 40) -> pd.Data
     table.insert(0, "n_genes", n_genes)
     table.insert(0, "call", table[list(centroids.columns)].idxmax(axis=1))
     return table
+
+
+def _refuse_repeated_samples(table: pd.DataFrame) -> None:
+    repeated = sorted(set(map(str, table.index[table.index.duplicated()])))
+    if repeated:
+        raise ExpressionError(f"samples appear more than once in the table ({', '.join(repeated[:10])}"
+                              f"{', ...' if len(repeated) > 10 else ''}): each would get its own call; keep one row "
+                              "(or column) per sample.")
 
 
 def _pairwise_spearman(values: np.ndarray, present: np.ndarray, centroids: pd.DataFrame) -> np.ndarray:
@@ -153,6 +162,7 @@ def voting_calls(log_expression: pd.DataFrame, reference: pd.DataFrame, referenc
     """The paper's classifier trained on a labelled reference cohort (measured log2 expression and
     PAM50 labels), applied to `log_expression` (samples x genes, e.g. predicted genes): per sample the
     `call` and each class's probability."""
+    _refuse_repeated_samples(log_expression)
     labels = reference_labels[reference_labels.isin(subtypes)]
     labelled = labels.index.intersection(reference.index)
     genes = [g for g in pam50_centroids().index if g in reference.columns and g in log_expression.columns]

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -129,8 +132,8 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     config.json, genes.txt, split.csv, history.csv, tensorboard/, best.keras, test_predictions.csv,
     test_targets.csv. Returns the run summary (also in config.json)."""
     from .expression import (ExpressionError, average_by_patient, join_patients, load_panel, load_split,
-                             log2_expression, read_expression, read_labels, save_split, select_genes,
-                             stratified_split, to_patients)
+                             log2_expression, read_expression, read_labels, select_genes, stratified_split,
+                             to_patients)
     from .records import feature_table
 
     out_dir = Path(out_dir)
@@ -152,31 +155,71 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
         features, targets, labels = features.loc[split.index], targets.loc[split.index], labels.loc[split.index]
     else:
         split = stratified_split(labels, inputs.test_fraction, config.seed)
-    if (split == "test").sum() == 0 or (split == "train").sum() < 2:
-        raise ExpressionError(f"the split leaves {int((split == 'train').sum())} training and "
-                              f"{int((split == 'test').sum())} test patients; more patients are needed.")
+    n_train, n_test = int((split == "train").sum()), int((split == "test").sum())
+    if n_test < MIN_TEST_PATIENTS or n_train < MIN_TRAIN_PATIENTS:
+        raise ExpressionError(f"the split leaves {n_train} training and {n_test} held-out patients; a run needs at "
+                              f"least {MIN_TRAIN_PATIENTS} to train (some held back for early stopping) and "
+                              f"{MIN_TEST_PATIENTS} to evaluate (Spearman across patients). Add patients (the paper "
+                              "used 495), or give a --split file.")
     for key, value in report.items():
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
+    with run_folder(out_dir) as work:  # built aside, renamed into place only when complete
+        summary = _fit_and_write(work, inputs, config, features, targets, labels, split, verbose)
+        summary.update(feature_dim=int(features.shape[1]), feature_settings=feature_settings, missing_genes=missing,
+                       join_report=report)
+        write_json(work / "config.json", summary)
+        from .evaluate import evaluate_run
+
+        evaluate_run(work)
+    return summary
+
+
+MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
+
+
+@contextmanager
+def run_folder(out_dir: Path):
+    """A temp folder beside `out_dir` to build a run in; on success it replaces `out_dir` (an earlier
+    run there is moved aside first, then deleted), on failure it is removed: other commands never
+    see half a run."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    old = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(old)
+    work.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fit_and_write(out_dir: Path, inputs: RunInputs, config: TrainConfig, features: pd.DataFrame,
+                   targets: pd.DataFrame, labels: pd.Series, split: pd.Series, verbose: int) -> dict:
+    """Fit on the training patients; write split, genes, model, history and held-out predictions; the
+    run's summary."""
+    from .atomic import write_text
+    from .expression import save_split
+    from .predict import write_table
+
     save_split(split, labels, out_dir / "split.csv")
-    (out_dir / "genes.txt").write_text("\n".join(targets.columns) + "\n")
+    write_text(out_dir / "genes.txt", "\n".join(targets.columns) + "\n")
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     start = time.perf_counter()
     model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose)
     train_seconds = time.perf_counter() - start
     predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
-    predictions.index.name = "patient_id"
-    predictions.to_csv(out_dir / "test_predictions.csv")
-    targets[test].rename_axis("patient_id").to_csv(out_dir / "test_targets.csv")
-    summary = {"version": __version__, "inputs": asdict(inputs), "train": asdict(config),
-               "feature_dim": int(features.shape[1]), "feature_settings": feature_settings,
-               "genes": len(targets.columns), "missing_genes": missing,
-               "patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
-               "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds,
-               "join_report": report}
-    write_json(out_dir / "config.json", summary)
-    return summary
+    write_table(predictions.rename_axis("patient_id"), out_dir / "test_predictions.csv")
+    write_table(targets[test].rename_axis("patient_id"), out_dir / "test_targets.csv")
+    return {"version": __version__, "inputs": asdict(inputs), "train": asdict(config), "genes": len(targets.columns),
+            "patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
+            "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds}
 
 
 def measured_log2(inputs: dict) -> pd.DataFrame:
@@ -212,4 +255,11 @@ def read_run_config(run_dir: str | Path) -> dict:
                             "folder `hist2rna train --out` (or `hist2rna baseline --out`) wrote.") from None
     if not isinstance(config, dict) or "inputs" not in config:
         raise Hist2RNAError(f"{path}: not a training run's config (no 'inputs'); give a `hist2rna train` folder.")
+    missing = [name for name in RUN_FILES if not (Path(run_dir) / name).is_file()]
+    if missing:
+        raise Hist2RNAError(f"{run_dir}: an incomplete training run (no {', '.join(missing)}); train it again.")
     return config
+
+
+# What every complete run folder (training or baseline) holds; `train_run` writes them all or none.
+RUN_FILES = ("config.json", "genes.txt", "split.csv", "best.keras", "test_predictions.csv", "test_targets.csv")

@@ -102,3 +102,22 @@ def test_a_run_whose_features_were_re_extracted_otherwise_is_not_exported(traine
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "saved")]) == 2
     assert "normaliser: 'macenko' -> 'macenko-henorm'" in capsys.readouterr().err
     assert not (tmp_path / "saved").exists()
+
+
+def test_a_report_that_fails_leaves_no_report_behind(trained, tmp_path, capsys):
+    """A clinical table with a negative survival time stops the report before it is written; the
+    figures it had drawn by then are not left behind."""
+    predictions = pd.read_csv(trained / "run" / "test_predictions.csv", index_col=0)
+    predictions.to_csv(tmp_path / "external.csv")
+    clinical = pd.DataFrame({"patient_id": predictions.index, "os_months": 12.0, "os_event": 1})
+    clinical.loc[0, "os_months"] = -1.0
+    clinical.to_csv(tmp_path / "clinical.csv", index=False)
+    columns = {k: None for k in ("grade", "size_mm", "age", "node_positive", "er", "pr", "her2", "ki67_percent",
+                                 "ihc_subtype")}
+    (tmp_path / "columns.json").write_text(json.dumps(columns))
+    out = tmp_path / "report" / "report.html"
+    assert main(["report", str(trained / "run"), "--external-predictions", str(tmp_path / "external.csv"),
+                 "--clinical", str(tmp_path / "clinical.csv"), "--clinical-columns", str(tmp_path / "columns.json"),
+                 "--n-boot", "10", "--out", str(out)]) == 2
+    assert "negative" in capsys.readouterr().err
+    assert not out.parent.exists() or not any(out.parent.iterdir())
