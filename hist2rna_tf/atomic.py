@@ -30,13 +30,14 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
             pid = int(path.name.rsplit(".tmp", 1)[0].rsplit(".", 1)[1])
         except (IndexError, ValueError):
             continue
-        if not _alive(pid):
+        if not process_alive(pid):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -344,18 +344,19 @@ def cmd_extract(args) -> int:
 
 
 def _report_extraction(results, seconds: float, out: Path) -> int:
-    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed", "pending")}
     tiles = sum(r.n_tiles for r in results if r.status == "done")
     rate = f", {tiles / seconds:.1f} tiles/s" if tiles and seconds > 0 else ""
+    others = f", {counts['pending']} left to another run into the same folder" if counts["pending"] else ""
     print(f"{len(results)} slides: {counts['done']} done, {counts['skipped']} skipped (already done), "
-          f"{counts['failed']} failed; {tiles} tiles in {seconds:.1f} s{rate}. Output: {out}")
+          f"{counts['failed']} failed{others}; {tiles} tiles in {seconds:.1f} s{rate}. Output: {out}")
     for r in results:
         if r.status == "failed":
             print(f"  FAILED {r.slide_id}: {r.reason}")
     if not results:
         print("no slides found.")
         return 1
-    return 1 if counts["failed"] or counts["done"] + counts["skipped"] == 0 else 0
+    return 1 if counts["failed"] or counts["done"] + counts["skipped"] + counts["pending"] == 0 else 0
 
 
 def cmd_normalize(args) -> int:

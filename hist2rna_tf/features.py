@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .atomic import atomic_path, remove_stale_temp_files, write_text
 from .backbones import Backbone, build_backbone
+from .claims import SlideClaims
 from .config import ExtractConfig, TileConfig, current_stain_method, extract_config_from_dict, to_dict
 from .errors import Hist2RNAError, RecordError, SettingsError, SlideError
 from .records import (SlideFeatures, feature_settings, read_record, record_path, settings_differences,
@@ -129,6 +130,10 @@ def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
 # slide's tiles arrive (the stream is ordered).
 
 
+class ClaimedElsewhere(Exception):
+    """Another run into the same folder holds this slide, or finished it meanwhile ("done")."""
+
+
 class CohortStream:
     """Plans slides lazily (in tf.data's generator thread) and reads their tiles thread-safely.
 
@@ -137,14 +142,19 @@ class CohortStream:
     slide never stops the stream.
     """
 
-    def __init__(self, refs: list[SlideRef], tiles: TileConfig, annotations: list[Path | None]):
-        self.refs, self.tiles, self.annotations = refs, tiles, annotations
+    def __init__(self, refs: list[SlideRef], tiles: TileConfig, annotations: list[Path | None],
+                 claim: Callable[[int], str | None] | None = None):
+        self.refs, self.tiles, self.annotations, self.claim = refs, tiles, annotations, claim
         self.plans: dict[int, TilePlan | BaseException] = {}
         self.read_errors: dict[int, BaseException] = {}
 
     def plan(self, s) -> np.int64:
         """Plan slide `s` (called lazily by tf.data, just before its tiles); returns its tile count."""
         s = int(s)
+        holder = self.claim(s) if self.claim is not None else None
+        if holder is not None:  # another run has it (or has finished it): leave it
+            self.plans[s] = ClaimedElsewhere(holder)
+            return np.int64(0)
         try:
             plan = plan_tiles(self.refs[s], self.tiles, self.annotations[s])
         except Exception as exc:  # noqa: BLE001 - whatever one slide raises fails that slide alone, named
@@ -229,7 +239,11 @@ class Extractor:
 
 
 class _Accumulator:
-    """Running per-slide sums of tile features (and optionally the tiles' own features)."""
+    """Running per-slide sums of tile features (and optionally the tiles' own features).
+
+    Tiles are added one at a time in their slide's tile order, so a slide's sum (and record) is the
+    same to the bit however batches split it: alone, within a cohort, in a shard, after a resume.
+    (A tile's features do not depend on the rest of its batch: checked bit for bit on CPU.)"""
 
     def __init__(self, feature_dim: int, keep_tiles: bool):
         self.feature_dim, self.keep_tiles = feature_dim, keep_tiles
@@ -242,7 +256,9 @@ class _Accumulator:
         for s in np.unique(slide[slide >= 0]):
             rows = slide == s
             s = int(s)
-            self.sums[s] = self.sums.get(s, np.zeros(self.feature_dim)) + feats[rows].sum(0, dtype=np.float64)
+            total = self.sums.setdefault(s, np.zeros(self.feature_dim))
+            for tile in feats[rows]:
+                total += tile
             self.counts[s] = self.counts.get(s, 0) + int(rows.sum())
             self.unnormalised[s] = self.unnormalised.get(s, 0) + int((~normalised[rows]).sum())
             if self.keep_tiles:
@@ -257,11 +273,13 @@ class _Accumulator:
 
 
 def stream_features(refs: list[SlideRef], extractor: Extractor, annotations: list[Path | None],
-                    progress: bool = False):
-    """Yield (slide index, SlideFeatures or SlideError, candidate tiles) for each slide, in order."""
+                    progress: bool = False, claim: Callable[[int], str | None] | None = None):
+    """Yield (slide index, SlideFeatures, SlideError or ClaimedElsewhere, candidate tiles) for each
+    slide, in order. `claim(i)`, when given, is asked just before slide i is planned: None to go on,
+    else who holds it."""
     config, backbone, embed = extractor.config, extractor.backbone, extractor.embed
     normaliser_tag = extractor.normaliser_tag
-    stream = CohortStream(refs, config.tiles, annotations)
+    stream = CohortStream(refs, config.tiles, annotations, claim)
     dataset = stream.dataset(config.batch_size, config.read_threads, extractor.normaliser)
     acc = _Accumulator(backbone.feature_dim, config.save_tile_features)
     bar = tqdm(unit="tile", desc="tiles", disable=not progress, smoothing=0.1)
@@ -289,6 +307,8 @@ def _finalise(s: int, stream: CohortStream, acc: _Accumulator, ref: SlideRef, co
               backbone: Backbone, normaliser_tag: str):
     mean, count, unnormalised, tile_features = acc.pop(s)
     plan = stream.plans.get(s)
+    if isinstance(plan, ClaimedElsewhere):
+        return plan, 0
     if isinstance(plan, BaseException):
         return _as_slide_error(ref, plan), 0
     if s in stream.read_errors:
@@ -363,6 +383,8 @@ def write_manifest(results: list[SlideResult], path: Path) -> None:
         for result in results:
             row = {key: getattr(result, key) for key in MANIFEST_FIELDS}
             row["seconds"] = f"{result.seconds:.2f}"
+            if result.status == "pending" and rows.get(result.slide_id, {}).get("status", "pending") != "pending":
+                continue  # another run's finished row stands until this run finishes the slide itself
             rows[result.slide_id] = row
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
@@ -448,22 +470,56 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
         results[s] = result
     ordered = lambda: [results[s] for s in sorted(results)]  # noqa: E731
     write_manifest(ordered(), manifest)
-    if todo:
-        start = time.perf_counter()
-        stream = stream_features([refs[s] for s in todo], extractor, annotations, progress)
-        for k, record, candidates in stream:
-            result = results[todo[k]]
-            result.seconds, start = time.perf_counter() - start, time.perf_counter()
-            result.candidate_tiles = candidates
-            if isinstance(record, SlideError):
-                result.status, result.reason = "failed", str(record)
-                log.debug("failed: %s", record)
-            else:
-                path = write_record(record, record_path(out_dir, backbone.name, record.slide_id))
-                result.status, result.record = "done", str(path)
-                result.n_tiles, result.n_unnormalised = record.n_tiles, record.n_unnormalised
-            write_manifest(ordered(), manifest)
+    claims = SlideClaims(config_path.parent)
+
+    def claim(k: int) -> str | None:
+        """Hold slide todo[k] for this run: None, or why not (another run has it, or has done it)."""
+        ref = refs[todo[k]]
+        holder = claims.acquire(ref.slide_id)
+        if holder is not None:
+            return f"being extracted by another run ({holder})"
+        path = record_path(out_dir, backbone.name, ref.slide_id)
+        try:
+            done = not config.overwrite and _existing(path, backbone, stain.tag, config.tiles,
+                                                      config.save_tile_features) is not None
+        except SlideError:
+            done = False  # another run wrote other settings meanwhile: this run's settings win
+        if done:
+            claims.release(ref.slide_id)
+            return "done"
+        return None
+
+    try:
+        if todo:
+            start = time.perf_counter()
+            stream = stream_features([refs[s] for s in todo], extractor, annotations, progress, claim)
+            for k, record, candidates in stream:
+                result = results[todo[k]]
+                result.seconds, start = time.perf_counter() - start, time.perf_counter()
+                result.candidate_tiles = candidates
+                _record_outcome(result, record, out_dir, backbone)
+                claims.release(result.slide_id)
+                write_manifest(ordered(), manifest)
+    finally:
+        claims.release_all()
     return ordered()
+
+
+def _record_outcome(result: SlideResult, record, out_dir: Path, backbone: Backbone) -> None:
+    """Write a finished slide's record and fill in its manifest row (done, failed, or another run's)."""
+    path = record_path(out_dir, backbone.name, result.slide_id)
+    if isinstance(record, ClaimedElsewhere):
+        if str(record) == "done":
+            result.status, result.record, result.reason = "skipped", str(path), "done by another run"
+        else:
+            result.reason = str(record)  # still pending: its row is the other run's to write
+    elif isinstance(record, SlideError):
+        result.status, result.reason = "failed", str(record)
+        log.debug("failed: %s", record)
+    else:
+        write_record(record, path)
+        result.status, result.record = "done", str(path)
+        result.n_tiles, result.n_unnormalised = record.n_tiles, record.n_unnormalised
 
 
 # Settings that change what a feature is; the others (batch size, threads, shards, ...) do not.
