@@ -291,7 +291,7 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     from .evaluate import evaluate_run
     from .expression import average_by_patient
     from .predict import write_table
-    from .train import write_json
+    from .train import run_folder, write_json
 
     if config.mode not in ("frozen", "finetune"):
         raise Hist2RNAError(f"unknown baseline mode {config.mode!r}; choose frozen or finetune.")
@@ -317,42 +317,42 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
                                 annotations_dir and Path(annotations_dir))
     model = parts.model
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.compile(optimizer=keras.optimizers.Adam(float(train_cfg["learning_rate"])), loss="mse")
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg["patience"]),
-                                               restore_best_weights=True),
-                 keras.callbacks.CSVLogger(str(out_dir / "history.csv"))]
-    start = time.perf_counter()
-    with warnings.catch_warnings():  # image streams have no declared length: Keras learns it in epoch 1
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = model.fit(parts.fit_data, validation_data=parts.val_data, epochs=max_epochs, callbacks=callbacks,
-                            verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
-    train_seconds = time.perf_counter() - start
-    with atomic_path(out_dir / "best.keras") as tmp:  # the temp name keeps .keras, which Keras needs
-        model.save(tmp)
+    with run_folder(Path(out_dir)) as out_dir:  # built aside, renamed into place only when complete
+        model.compile(optimizer=keras.optimizers.Adam(float(train_cfg["learning_rate"])), loss="mse")
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg["patience"]),
+                                                   restore_best_weights=True),
+                     keras.callbacks.CSVLogger(str(out_dir / "history.csv"))]
+        start = time.perf_counter()
+        with warnings.catch_warnings():  # image streams have no declared length: Keras learns it in epoch 1
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            history = model.fit(parts.fit_data, validation_data=parts.val_data, epochs=max_epochs, callbacks=callbacks,
+                                verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
+        train_seconds = time.perf_counter() - start
+        with atomic_path(out_dir / "best.keras") as tmp:  # the temp name keeps .keras, which Keras needs
+            model.save(tmp)
 
-    slide_predictions = parts.predict(model, test_slides)
-    slide_predictions.columns = cohort.genes
-    predictions = average_by_patient(slide_predictions, test_slides["patient_id"])
-    predictions.index.name = "patient_id"
-    write_table(predictions, out_dir / "test_predictions.csv")
-    write_table(cohort.targets.loc[predictions.index].rename_axis("patient_id"), out_dir / "test_targets.csv")
-    (out_dir / "genes.txt").write_text("\n".join(cohort.genes) + "\n")
-    (out_dir / "split.csv").write_bytes((run_dir / "split.csv").read_bytes())
-    cap = config.tiles_per_slide if config.mode == "finetune" and config.tiles_per_slide else 10 ** 9
-    n_tiles = {name: int(frame["n_tiles"].clip(upper=cap).sum()) for name, frame in
-               (("train", fit_slides), ("validation", val_slides), ("test", test_slides))}
-    costs = cost_table(cohort.run_config, train_seconds, len(history.history["loss"]), config)
-    write_table(costs, out_dir / "costs.csv", index=False)
-    summary = {"version": __version__, "approach": "patch-based", "baseline": asdict(config),
-               "hist2rna_run": str(run_dir), "inputs": cohort.run_config["inputs"], "train": train_cfg,
-               "batch_size": batch_size, "feature_dim": cohort.run_config["feature_dim"],
-               "feature_settings": cohort.run_config.get("feature_settings"), "genes": len(cohort.genes),
-               "patients": cohort.run_config["patients"], "tiles": n_tiles, "epochs": len(history.history["loss"]),
-               "best_val_loss": float(min(history.history["val_loss"])), "train_seconds": train_seconds,
-               "device": costs["device"].iloc[-1]}
-    write_json(out_dir / "config.json", summary)
-    summary["metrics"] = evaluate_run(out_dir)
+        slide_predictions = parts.predict(model, test_slides)
+        slide_predictions.columns = cohort.genes
+        predictions = average_by_patient(slide_predictions, test_slides["patient_id"])
+        predictions.index.name = "patient_id"
+        write_table(predictions, out_dir / "test_predictions.csv")
+        write_table(cohort.targets.loc[predictions.index].rename_axis("patient_id"), out_dir / "test_targets.csv")
+        (out_dir / "genes.txt").write_text("\n".join(cohort.genes) + "\n")
+        (out_dir / "split.csv").write_bytes((run_dir / "split.csv").read_bytes())
+        cap = config.tiles_per_slide if config.mode == "finetune" and config.tiles_per_slide else 10 ** 9
+        n_tiles = {name: int(frame["n_tiles"].clip(upper=cap).sum()) for name, frame in
+                   (("train", fit_slides), ("validation", val_slides), ("test", test_slides))}
+        costs = cost_table(cohort.run_config, train_seconds, len(history.history["loss"]), config)
+        write_table(costs, out_dir / "costs.csv", index=False)
+        summary = {"version": __version__, "approach": "patch-based", "baseline": asdict(config),
+                   "hist2rna_run": str(run_dir), "inputs": cohort.run_config["inputs"], "train": train_cfg,
+                   "batch_size": batch_size, "feature_dim": cohort.run_config["feature_dim"],
+                   "feature_settings": cohort.run_config.get("feature_settings"), "genes": len(cohort.genes),
+                   "patients": cohort.run_config["patients"], "tiles": n_tiles, "epochs": len(history.history["loss"]),
+                   "best_val_loss": float(min(history.history["val_loss"])), "train_seconds": train_seconds,
+                   "device": costs["device"].iloc[-1]}
+        write_json(out_dir / "config.json", summary)
+        summary["metrics"] = evaluate_run(out_dir)
     log.info("patch-based baseline: %d epochs in %.0f s; held-out median Spearman across genes %.2f",
              summary["epochs"], train_seconds, summary["metrics"]["across_genes"]["median"])
     return summary

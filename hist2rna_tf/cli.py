@@ -467,7 +467,13 @@ def cmd_predict(args) -> int:
 
     from .predict import Predictor, predict_patients, write_table
 
+    from .backbones import BACKBONES
+
     predictor = Predictor(args.model)
+    settings = predictor.feature_settings or {}
+    if settings.get("weights") == "none" and settings.get("backbone") in BACKBONES:
+        print("warning: the model was trained on features of a backbone with random weights (--weights none): "
+              "these predictions demonstrate the pipeline, not biology.", file=sys.stderr)
     features = args.features
     if args.slides:
         from .features import extract_cohort
@@ -475,11 +481,6 @@ def cmd_predict(args) -> int:
         config = predictor.extraction_config()
         if args.mpp is not None:
             config = replace(config, tiles=replace(config.tiles, mpp_override=args.mpp))
-        from .backbones import BACKBONES
-
-        if config.weights == "none" and config.backbone in BACKBONES:
-            print("warning: the run's backbone has random weights (--weights none, seeded, the same as in "
-                  "training): these predictions demonstrate the pipeline, not biology.", file=sys.stderr)
         features_root = args.out.with_name(args.out.stem + "_features")
         start = time.perf_counter()
         results = extract_cohort(args.slides, features_root, config, args.annotations,

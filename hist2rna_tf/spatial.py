@@ -10,12 +10,15 @@ extrapolation: read the maps as where the slide-level signal comes from, not as 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import Hist2RNAError
+
+log = logging.getLogger(__name__)
 
 
 def tile_predictions(predictor, record) -> pd.DataFrame:
@@ -123,8 +126,8 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
                             "(with --save-tile-features).")
     for ref in refs:  # every slide checked before anything is written
         predictor.check_features(read_record(records[ref.slide_id]).settings, records[ref.slide_id])
-    reference = training_reference(run_dir) if subtypes else None
-    if reference is not None:
+    reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
+    if subtypes:
         from .subtype import PAPER_SUBTYPES
 
         labelled = int(reference[1].isin(PAPER_SUBTYPES).sum())
@@ -138,13 +141,31 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
         record = read_record(records[ref.slide_id])
         tiles = tile_predictions(predictor, record)
         table = tiles
-        if reference is not None:
+        if subtypes:
             calls = tile_subtypes(tiles, *reference)
             table = pd.concat([tiles, calls.drop(columns=["x", "y"])], axis=1)
             written.append(save(subtype_map(ref.path, record, calls, thumbnail_mpp),
                                 out_dir / f"{ref.slide_id}_PAM50.png"))
         written.append(write_table(table, out_dir / f"{ref.slide_id}_tiles.csv", index=False))
         for gene in genes:
+            _warn_outside_training(ref.slide_id, gene, tiles[gene], reference)
             written.append(save(spatial_map(ref.path, record, tiles, gene, thumbnail_mpp),
                                 out_dir / f"{ref.slide_id}_{gene}.png"))
     return written
+
+
+def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, reference) -> None:
+    """Say when tiles predict a gene well outside what the training patients measured (by more than
+    the training range's own width beyond either end): the head learnt from slide means, and single
+    tiles can take it far from them."""
+    if reference is None or gene not in reference[0]:
+        return
+    measured = reference[0][gene].dropna()
+    low, high = float(measured.min()), float(measured.max())
+    margin = high - low
+    outside = (values < low - margin) | (values > high + margin)
+    if outside.any():
+        log.warning("%s: %d of %d tiles predict %s outside the training patients' range %.1f-%.1f log2 by more than "
+                    "its width (from %.1f to %.1f): tile values extrapolate from a head trained on slide means; read "
+                    "the map's colours with care.", slide_id, int(outside.sum()), len(values), gene, low, high,
+                    float(values.min()), float(values.max()))
