@@ -178,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "335/160 proportions) and fit the paper's Conv1D head. Writes a self-describing run folder.")
     train.add_argument("--features", required=True, help="folder of one backbone's feature TFRecords")
     train.add_argument("--expression", required=True,
-                       help="RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, raw RSEM")
-    train.add_argument("--labels", required=True, help="clinical table with a subtype column (first column: patient)")
+                       help="RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, raw RSEM. "
+                            "A gene column given twice is refused; a patient's several samples are averaged "
+                            "(warned, named)")
+    train.add_argument("--labels", required=True, help="clinical table with a subtype column (first column: patient); "
+                       "a patient with two different labels is refused")
     train.add_argument("--label-column", default="BRCA_Subtype_PAM50", help="subtype column (default BRCA_Subtype_PAM50)")
     train.add_argument("--subtypes", nargs="+", default=["LumA", "LumB", "Basal", "Her2"],
                        help="subtypes kept (default: the paper's LumA LumB Basal Her2)")

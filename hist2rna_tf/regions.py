@@ -84,7 +84,28 @@ def load_annotations(path: str | Path) -> list[Annotation]:
                               "as GeoJSON).") from None
     if not annotations:
         raise AnnotationError(f"{path}: holds no Polygon or MultiPolygon annotation.")
-    return annotations
+    return [part for i, a in enumerate(annotations) for part in _valid_parts(a, i, path)]
+
+
+def _valid_parts(annotation: Annotation, index: int, path: Path) -> list[Annotation]:
+    """The annotation as it is when it is a valid polygon; else repaired by shapely's `make_valid`
+    (a self-intersecting outline becomes the polygons it encloses), with a warning naming it."""
+    from shapely import make_valid
+    from shapely.geometry import Polygon
+    from shapely.validation import explain_validity
+
+    exterior, *holes = annotation.rings
+    polygon = Polygon(exterior, holes)
+    if polygon.is_valid:
+        return [annotation]
+    repaired = make_valid(polygon)
+    parts = [g for g in getattr(repaired, "geoms", [repaired]) if g.geom_type in ("Polygon", "MultiPolygon")]
+    polygons = [p for g in parts for p in getattr(g, "geoms", [g]) if p.area > 0]
+    log.warning("%s: polygon %d (%s) is not a valid outline (%s); repaired with shapely's make_valid into %d "
+                "polygon(s). Check it in QuPath.", path, index + 1, annotation.classification,
+                explain_validity(polygon), len(polygons))
+    return [Annotation(tuple(np.asarray(ring.coords)[:, :2] for ring in (p.exterior, *p.interiors)),
+                       annotation.classification) for p in polygons]
 
 
 def _features(data) -> list[dict]:

@@ -123,3 +123,24 @@ def test_blank_slide_has_no_tissue(tmp_path):
     ref = find_slides([path])[0]
     with pytest.raises(SlideError, match="no tissue"):
         select_tiles(open_slide(ref), 0.25, TileConfig(), None, ref.path)
+
+
+def test_a_self_intersecting_polygon_is_repaired_and_named(tmp_path, caplog):
+    """A bow-tie outline (its edges cross) is repaired into the two triangles it encloses, with a
+    warning naming the file and the polygon; valid polygons pass unchanged."""
+    bowtie = [[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]
+    square = [[200, 200], [300, 200], [300, 300], [200, 300], [200, 200]]
+    path = tmp_path / "slide.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
+         "geometry": {"type": "Polygon", "coordinates": [square]}},
+        {"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
+         "geometry": {"type": "Polygon", "coordinates": [bowtie]}}]}))
+    with caplog.at_level("WARNING"):
+        annotations = load_annotations(path)
+    assert len(annotations) == 3  # the square, and the bow-tie's two triangles
+    np.testing.assert_array_equal(annotations[0].rings[0], np.asarray(square, float))
+    assert "slide.geojson: polygon 2 (Tumor)" in caplog.text and "Self-intersection" in caplog.text
+    areas = sorted(0.5 * abs(np.dot(r[:-1, 0], r[1:, 1]) - np.dot(r[1:, 0], r[:-1, 1]))
+                   for a in annotations[1:] for r in a.rings)
+    assert areas == [2500.0, 2500.0]
