@@ -378,7 +378,10 @@ def write_manifest(results: list[SlideResult], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".manifest.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some cluster mounts): merge unlocked
+            log.warning("%s: cannot lock the manifest (%s); concurrent runs may drop each other's rows.", path, exc)
         rows = {row["slide_id"]: row for row in _manifest_rows(path)}
         for result in results:
             row = {key: getattr(result, key) for key in MANIFEST_FIELDS}
@@ -446,7 +449,8 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     stale = remove_stale_temp_files(config_path.parent)
     if stale:
         log.info("removed %d temp files an interrupted run left in %s.", len(stale), config_path.parent)
-    manifest = manifest_path(out_dir, backbone.name, config.shard_index, config.shard_count)
+    manifests = {manifest_path(out_dir, backbone.name, config.shard_index, config.shard_count),
+                 manifest_path(out_dir, backbone.name, 0, 1)}  # a shard's own, and the folder's combined view
     annotations_dir = Path(annotations_dir) if annotations_dir else None
 
     results: dict[int, SlideResult] = {}
@@ -469,7 +473,8 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
             log.debug("failed: %s", exc)  # reported once, in the manifest and the CLI summary
         results[s] = result
     ordered = lambda: [results[s] for s in sorted(results)]  # noqa: E731
-    write_manifest(ordered(), manifest)
+    for manifest in manifests:
+        write_manifest(ordered(), manifest)
     claims = SlideClaims(config_path.parent)
 
     def claim(k: int) -> str | None:
@@ -499,7 +504,8 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
                 result.candidate_tiles = candidates
                 _record_outcome(result, record, out_dir, backbone)
                 claims.release(result.slide_id)
-                write_manifest(ordered(), manifest)
+                for manifest in manifests:
+                    write_manifest(ordered(), manifest)
     finally:
         claims.release_all()
     return ordered()

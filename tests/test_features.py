@@ -144,6 +144,8 @@ def test_shards_split_the_cohort(demo_cohort, tiny_extractor, tmp_path):
         done.append({r.slide_id for r in results if r.status == "done"})
         assert (tmp_path / "tiny" / f"manifest.shard-{i}-of-2.csv").is_file()
     assert done[0].isdisjoint(done[1]) and done[0] | done[1] == {s.stem for s in slides}
+    combined = (tmp_path / "tiny" / "manifest.csv").read_text().splitlines()  # the folder's one view
+    assert len(combined) == 6 and all(",done," in line for line in combined[1:])
 
 
 def test_bad_slides_fail_alone_with_clear_reasons(demo_cohort, tiny_extractor, tmp_path, shared_data):
