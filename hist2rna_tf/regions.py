@@ -156,6 +156,8 @@ def _geometry_polygons(geometry: dict) -> list[tuple[np.ndarray, ...]]:
     out = []
     for polygon in polygons:
         rings = tuple(np.asarray(ring, dtype=np.float64)[:, :2] for ring in polygon)
+        if not rings:
+            raise ValueError("a polygon needs an outer ring of [x, y] points")
         if any(len(r) < 3 or not np.isfinite(r).all() for r in rings):
             raise ValueError("a polygon ring needs at least 3 finite [x, y] points")
         out.append(rings)

@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hist2rna_tf.clinical import ClinicalColumns, ClinicalError, read_clinical
@@ -16,7 +16,10 @@ from hist2rna_tf.errors import AnnotationError
 from hist2rna_tf.expression import ExpressionError, read_expression, read_labels
 from hist2rna_tf.regions import load_annotations
 
-BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so CI is repeatable (a random search found the empty
+# polygon below once; it is pinned with @example so it stays covered).
+BOUNDED = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                   suppress_health_check=[HealthCheck.too_slow])
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                      st.text(max_size=8))
@@ -45,6 +48,9 @@ def _file(content: str | bytes, suffix: str) -> Path:
 
 @BOUNDED
 @given(_geojson)
+@example({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": []}, "properties": None})
+@example({"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [[]]}, "properties": {}})
+@example({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]})  # crosses itself
 def test_geojson_parses_or_names_the_file(data):
     path = _file(json.dumps(data), ".geojson")
     try:
