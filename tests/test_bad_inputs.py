@@ -216,3 +216,14 @@ def test_temp_files_of_an_interrupted_run_are_never_read_and_are_cleaned(bad_bat
     manifest = pd.read_csv(folder / "manifest.csv", index_col="slide_id")
     assert manifest.loc["demo-01", "status"] == "skipped" and manifest.loc["demo-02", "status"] == "done"
     assert manifest.loc["demo-03", "status"] == "failed"  # an earlier run's row, kept
+
+
+def test_tiles_predicted_far_outside_the_training_range_are_warned(caplog):
+    from hist2rna_tf.spatial import _warn_outside_training
+
+    measured = pd.DataFrame({"ERBB2": [8.0, 10.0, 12.0]})  # range 8-12, width 4
+    with caplog.at_level("WARNING"):
+        _warn_outside_training("slide-1", "ERBB2", pd.Series([9.0, 15.0, 11.0]), (measured, None))
+        assert not caplog.text  # within a width of the range: no word
+        _warn_outside_training("slide-1", "ERBB2", pd.Series([9.0, 27.0, 11.0]), (measured, None))
+    assert "slide-1: 1 of 3 tiles predict ERBB2 outside" in caplog.text and "27.0" in caplog.text

@@ -36,13 +36,15 @@ def cli_run(tmp_path_factory):
     labels = (PAPER_SUBTYPES * 9)[:34] + ["Normal"] * 6
     for patient in patients:
         feature = rng.normal(size=8).astype(np.float32)
-        write_record(SlideFeatures(patient, patient, "tiny", "none", "macenko", "0.2.0", 224, 56.0, 0.25, 1, 0,
-                                   feature, np.zeros((1, 2), np.int64)), record_path(root / "features", "tiny", patient))
+        record = SlideFeatures(patient, patient, "efficientnetv2s", "none", "macenko", "0.2.0", 224, 56.0, 0.25, 1, 0,
+                               feature, np.zeros((1, 2), np.int64))
+        write_record(record, record_path(root / "features", "efficientnetv2s", patient))
     expression = pd.DataFrame(rng.uniform(1, 500, size=(40, 50)), index=patients, columns=load_panel("pam50"))
     expression.rename_axis("patient").to_csv(root / "expression.csv")
     pd.DataFrame({"patient": patients, "BRCA_Subtype_PAM50": labels}).to_csv(root / "labels.csv", index=False)
-    assert main(["train", "--features", str(root / "features" / "tiny"), "--expression", str(root / "expression.csv"),
-                 "--labels", str(root / "labels.csv"), "--genes", "pam50", "--out", str(root / "run")]) == 0
+    assert main(["train", "--features", str(root / "features" / "efficientnetv2s"), "--expression",
+                 str(root / "expression.csv"), "--labels", str(root / "labels.csv"), "--genes", "pam50", "--out",
+                 str(root / "run")]) == 0
     return root / "run", dict(zip(patients, labels))
 
 
@@ -112,3 +114,12 @@ def test_the_subtype_classifier_soft_votes_over_the_papers_four_members():
     assert members["rf"].n_estimators == 300
     mean = np.mean([m.predict_proba(x) for m in model.estimators_], axis=0)
     np.testing.assert_allclose(model.predict_proba(x), mean, rtol=1e-10)
+
+
+def test_predicting_with_a_random_weight_model_warns(cli_run, tmp_path, capsys):
+    """The run's features came from a known backbone with random weights (--weights none): predictions
+    from it demonstrate the pipeline, not biology, and `predict` says so."""
+    run, _ = cli_run
+    assert main(["predict", "--model", str(run), "--features", str(run.parent / "features" / "efficientnetv2s"),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert "random weights" in capsys.readouterr().err
