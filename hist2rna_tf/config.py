@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ PAPER_MAX_C_REF = (1.9705, 1.0308)
 # The two Macenko variants, by the logarithm their optical density takes (the only difference: it
 # decides which pixels count as stained, OD >= beta; angles, concentrations and the recomposition
 # do not depend on the base). `macenko` is the authors' own normaliser, the one their pipeline ran.
-MACENKO_OD_LOG_BASE = {"macenko": 10.0, "macenko-henorm": float(math.e)}
+MACENKO_OD_LOG = {"macenko": "log10", "macenko-henorm": "log"}  # numpy's function for each
 
 # Feature folders and records written before 0.2.0 called HEnorm's natural-log variant "macenko".
 _NATURAL_LOG_MACENKO_UNTIL = (0, 2, 0)
@@ -67,12 +66,7 @@ class StainConfig:
     @property
     def is_macenko(self) -> bool:
         """One of the TensorFlow Macenko variants (not staintools')."""
-        return self.method in MACENKO_OD_LOG_BASE
-
-    @property
-    def od_log_base(self) -> float:
-        """The base of the optical-density logarithm of a Macenko variant (10 or e)."""
-        return MACENKO_OD_LOG_BASE[self.method]
+        return self.method in MACENKO_OD_LOG
 
 
 def current_stain_method(method: str, version: str | None) -> str:

@@ -28,8 +28,8 @@ from .backbones import Backbone, build_backbone
 from .claims import SlideClaims
 from .config import ExtractConfig, TileConfig, current_stain_method, extract_config_from_dict, to_dict
 from .errors import Hist2RNAError, RecordError, SettingsError, SlideError
-from .records import (SlideFeatures, feature_settings, read_record, record_path, settings_differences,
-                      write_record)
+from .records import (SlideFeatures, feature_settings, is_record_file, read_record, record_path,
+                      settings_differences, write_record)
 from .regions import select_tiles, spread_sample
 from .slides import (SlideRef, TileReader, find_slides, open_slide, patient_id, read_tile_file, slide_mpp,
                      tile_file_xy, tile_folder_files)
@@ -131,7 +131,12 @@ def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
 
 
 class ClaimedElsewhere(Exception):
-    """Another run into the same folder holds this slide, or finished it meanwhile ("done")."""
+    """Another run into the same folder holds this slide (`done` False: the message says who), or
+    finished it meanwhile (`done` True)."""
+
+    def __init__(self, holder: str, done: bool = False):
+        super().__init__(holder)
+        self.done = done
 
 
 class CohortStream:
@@ -143,7 +148,7 @@ class CohortStream:
     """
 
     def __init__(self, refs: list[SlideRef], tiles: TileConfig, annotations: list[Path | None],
-                 claim: Callable[[int], str | None] | None = None):
+                 claim: Callable[[int], ClaimedElsewhere | None] | None = None):
         self.refs, self.tiles, self.annotations, self.claim = refs, tiles, annotations, claim
         self.plans: dict[int, TilePlan | BaseException] = {}
         self.read_errors: dict[int, BaseException] = {}
@@ -151,9 +156,9 @@ class CohortStream:
     def plan(self, s) -> np.int64:
         """Plan slide `s` (called lazily by tf.data, just before its tiles); returns its tile count."""
         s = int(s)
-        holder = self.claim(s) if self.claim is not None else None
-        if holder is not None:  # another run has it (or has finished it): leave it
-            self.plans[s] = ClaimedElsewhere(holder)
+        elsewhere = self.claim(s) if self.claim is not None else None
+        if elsewhere is not None:  # another run has it (or has finished it): leave it
+            self.plans[s] = elsewhere
             return np.int64(0)
         try:
             plan = plan_tiles(self.refs[s], self.tiles, self.annotations[s])
@@ -273,10 +278,10 @@ class _Accumulator:
 
 
 def stream_features(refs: list[SlideRef], extractor: Extractor, annotations: list[Path | None],
-                    progress: bool = False, claim: Callable[[int], str | None] | None = None):
+                    progress: bool = False, claim: Callable[[int], ClaimedElsewhere | None] | None = None):
     """Yield (slide index, SlideFeatures, SlideError or ClaimedElsewhere, candidate tiles) for each
     slide, in order. `claim(i)`, when given, is asked just before slide i is planned: None to go on,
-    else who holds it."""
+    else a ClaimedElsewhere saying why not."""
     config, backbone, embed = extractor.config, extractor.backbone, extractor.embed
     normaliser_tag = extractor.normaliser_tag
     stream = CohortStream(refs, config.tiles, annotations, claim)
@@ -442,7 +447,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     refs = shard(find_slides(inputs, config.tiles.tile_size_px), config.shard_index, config.shard_count)
     config_path = out_dir / backbone.name / "extract_config.json"
     changes = [] if config.overwrite else settings_changes(config_path, config, backbone)
-    if changes and any(not f.name.startswith(".") for f in config_path.parent.glob("*.tfrecord")):
+    if changes and any(is_record_file(f) for f in config_path.parent.glob("*.tfrecord")):
         raise SettingsError(f"{config_path.parent} holds features made with other settings ({'; '.join(changes)}); "
                             "adding to them would mix the two. Use another --out, or --overwrite to replace them.")
     _write_config(config_path, config, backbone)
@@ -477,12 +482,12 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
         write_manifest(ordered(), manifest)
     claims = SlideClaims(config_path.parent)
 
-    def claim(k: int) -> str | None:
+    def claim(k: int) -> ClaimedElsewhere | None:
         """Hold slide todo[k] for this run: None, or why not (another run has it, or has done it)."""
         ref = refs[todo[k]]
         holder = claims.acquire(ref.slide_id)
         if holder is not None:
-            return f"being extracted by another run ({holder})"
+            return ClaimedElsewhere(f"being extracted by another run ({holder})")
         path = record_path(out_dir, backbone.name, ref.slide_id)
         try:
             done = not config.overwrite and _existing(path, backbone, stain.tag, config.tiles,
@@ -491,7 +496,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
             done = False  # another run wrote other settings meanwhile: this run's settings win
         if done:
             claims.release(ref.slide_id)
-            return "done"
+            return ClaimedElsewhere("done by another run", done=True)
         return None
 
     try:
@@ -515,8 +520,8 @@ def _record_outcome(result: SlideResult, record, out_dir: Path, backbone: Backbo
     """Write a finished slide's record and fill in its manifest row (done, failed, or another run's)."""
     path = record_path(out_dir, backbone.name, result.slide_id)
     if isinstance(record, ClaimedElsewhere):
-        if str(record) == "done":
-            result.status, result.record, result.reason = "skipped", str(path), "done by another run"
+        if record.done:
+            result.status, result.record, result.reason = "skipped", str(path), str(record)
         else:
             result.reason = str(record)  # still pending: its row is the other run's to write
     elif isinstance(record, SlideError):

@@ -151,6 +151,11 @@ def read_record(path: str | Path) -> SlideFeatures:
     )
 
 
+def is_record_file(path: Path) -> bool:
+    """A feature record, not the hidden temp file of a write in progress (or one a killed run left)."""
+    return path.suffix == ".tfrecord" and not path.name.startswith(".")
+
+
 def record_files(paths: str | Path | list) -> list[str]:
     """TFRecord files from files and folders (a folder is searched recursively, hidden names, such as
     the temp files of a write in progress or interrupted, left out), sorted."""
@@ -158,7 +163,7 @@ def record_files(paths: str | Path | list) -> list[str]:
     files: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            files.extend(sorted(f for f in item.rglob("*.tfrecord") if not f.name.startswith(".")))  # not temp files
+            files.extend(sorted(f for f in item.rglob("*.tfrecord") if is_record_file(f)))
         elif item.is_file():
             files.append(item)
     if not files:

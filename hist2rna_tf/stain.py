@@ -33,7 +33,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from .config import StainConfig
+from .config import MACENKO_OD_LOG, StainConfig
 from .errors import StainError
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def stained_value_limit(config: StainConfig) -> int:
     """The largest channel value (0-255) whose optical density reaches beta in the config's variant;
     a pixel is stained when each of its channels is at most this (-1: none can be). Evaluated as
     the reference evaluates it (float64, its own logarithm), so the stained pixels are exactly its."""
-    log = {10.0: np.log10, float(np.e): np.log}[config.od_log_base]
+    log = getattr(np, MACENKO_OD_LOG[config.method])
     od = -log((np.arange(256, dtype=np.float64) + 1.0) / config.io)  # decreasing in the value
     stained = np.flatnonzero(od >= config.beta)
     return int(stained.max()) if stained.size else -1

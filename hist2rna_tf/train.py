@@ -134,6 +134,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     from .expression import (ExpressionError, average_by_patient, join_patients, load_panel, load_split,
                              log2_expression, read_expression, read_labels, select_genes, stratified_split,
                              to_patients)
+    from .evaluate import evaluate_run
     from .records import feature_table
 
     out_dir = Path(out_dir)
@@ -169,8 +170,6 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
         summary.update(feature_dim=int(features.shape[1]), feature_settings=feature_settings, missing_genes=missing,
                        join_report=report)
         write_json(work / "config.json", summary)
-        from .evaluate import evaluate_run
-
         evaluate_run(work)
     return summary
 
