@@ -51,12 +51,16 @@ def _writable(path: Path, folder: bool) -> Path:
     return path
 
 
+def _parsed(text: str, cast, expected: str):
+    try:
+        return cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
     """An integer >= 1 (tile counts, sizes, batches, epochs, devices)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -64,10 +68,7 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     """A finite number > 0 (microns per pixel, watts)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _parsed(text, float, "a number")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
     return value
@@ -501,6 +502,7 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     from .backbones import build_backbone
+    from .errors import ExportError
     from .export import export_end_to_end, export_head, version_dir
     from .predict import Predictor
 
@@ -514,7 +516,7 @@ def cmd_export(args) -> int:
     head_dir, full_dir = version_dir(args.out, f"{name}_head", args.version), version_dir(args.out, name, args.version)
     taken = [str(d) for d in (head_dir, full_dir) if d.exists()]
     if taken:  # checked before either is written, so a refused export leaves nothing behind
-        raise Hist2RNAError(f"{', '.join(taken)} exists; exports are never overwritten. Give another --version, or "
+        raise ExportError(f"{', '.join(taken)} exists; exports are never overwritten. Give another --version, or "
                             "leave it out to take the next free one.")
     export_head(predictor.model, predictor.genes, head_dir, predictor.feature_settings)
     export_end_to_end(backbone, predictor.model, predictor.genes, config.stain, full_dir, config.tiles.tile_size_px)

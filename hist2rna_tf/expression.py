@@ -107,11 +107,11 @@ def read_expression(path: str | Path) -> pd.DataFrame:
         if _genes_in_rows(table):
             table = table.T
     table = table.rename(columns=alias_map())
-    mangled = [c for c in table.columns if re.fullmatch(r"(.+)\.\d+", str(c)) and
-               str(c).rsplit(".", 1)[0] in table.columns]  # pandas renames a repeated header "X" to "X.1"
-    if mangled:
-        raise ExpressionError(f"{path}: gene columns appear twice ({', '.join(sorted({str(c).rsplit('.', 1)[0] for c in mangled}))}); "
-                              "keep one column per gene.")
+    # pandas renames a repeated header "X" to "X.1": find the originals it renamed.
+    repeated = sorted({str(c).rsplit(".", 1)[0] for c in table.columns
+                       if re.fullmatch(r"(.+)\.\d+", str(c)) and str(c).rsplit(".", 1)[0] in table.columns})
+    if repeated:
+        raise ExpressionError(f"{path}: gene columns appear twice ({', '.join(repeated)}); keep one column per gene.")
     values = table.apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & table.notna()
     if bad.any().any():
@@ -128,7 +128,10 @@ def _genes_in_rows(table: pd.DataFrame) -> bool:
     """Whether the row ids, rather than the columns, are the panel's gene symbols."""
     aliases = alias_map()
     known = set(panel_table()["gene"])
-    hits = lambda names: sum(aliases.get(str(n), str(n)) in known for n in names)  # noqa: E731
+
+    def hits(names) -> int:
+        return sum(aliases.get(str(n), str(n)) in known for n in names)
+
     return hits(table.index) > hits(table.columns)
 
 

@@ -91,12 +91,16 @@ def _pairwise_spearman(values: np.ndarray, present: np.ndarray, centroids: pd.Da
     patterns, which = np.unique(present, axis=0, return_inverse=True)
     for k, pattern in enumerate(patterns):
         rows = np.flatnonzero(which.ravel() == k)
-        x = stats.rankdata(values[np.ix_(rows, pattern)], axis=1)
-        y = stats.rankdata(centroids.to_numpy()[pattern], axis=0)
-        x = (x - x.mean(axis=1, keepdims=True)) / np.linalg.norm(x - x.mean(axis=1, keepdims=True), axis=1, keepdims=True)
-        y = (y - y.mean(axis=0)) / np.linalg.norm(y - y.mean(axis=0), axis=0)
-        out[rows] = x @ y
+        x = _centred_unit(stats.rankdata(values[np.ix_(rows, pattern)], axis=1), axis=1)
+        y = _centred_unit(stats.rankdata(centroids.to_numpy()[pattern], axis=0), axis=0)
+        out[rows] = x @ y  # Pearson of the ranks
     return out
+
+
+def _centred_unit(a: np.ndarray, axis: int) -> np.ndarray:
+    """`a` centred and scaled to unit length along `axis` (dot products are then correlations)."""
+    a = a - a.mean(axis=axis, keepdims=True)
+    return a / np.linalg.norm(a, axis=axis, keepdims=True)
 
 
 # --- the paper's soft-voting classifier (section 3.2) ----------------------------------------------
