@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # A slide scanned more than this many times coarser than the target is refused (20x scans, ~0.5 um/px
 # for 0.25 um/px tiles, are upsampled 2x with a warning).
 MAX_UPSAMPLING = 4.0
+# Slides planned (opened, masked, tiled) at once, ahead of their tiles: planning is most of a
+# TMA core's cost, and runs beside the reading of earlier slides.
+PLAN_AHEAD = 4
 
 MANIFEST_FIELDS = ("slide_id", "patient_id", "status", "reason", "n_tiles", "n_unnormalised",
                    "candidate_tiles", "seconds", "record", "source")
@@ -72,10 +75,12 @@ class TilePlan:
     mpp: float
     read: Callable[[int], np.ndarray]  # tile index -> uint8 [T, T, 3]
     candidate_tiles: int
+    close: Callable[[], None] = lambda: None  # releases the slide once its tiles are read
 
 
 def plan_tiles(ref: SlideRef, tiles: TileConfig, annotation_path: Path | None) -> TilePlan:
-    """Select a slide's tiles (tissue x annotation, grid, cap) and build its reader."""
+    """Select a slide's tiles (tissue x annotation, grid, cap) and build its reader (which keeps
+    the slide open until the plan's `close()`)."""
     if ref.kind == "tiles":
         return _plan_tile_folder(ref, tiles)
     slide = open_slide(ref)
@@ -90,10 +95,11 @@ def plan_tiles(ref: SlideRef, tiles: TileConfig, annotation_path: Path | None) -
             log.warning("%s: scanned at %.3f um/px, coarser than the target %.3f um/px; tiles are upsampled.",
                         ref.path, mpp, tiles.target_mpp)
         coords, summary = select_tiles(slide, mpp, tiles, annotation_path, ref.path)
-    finally:
+        reader = TileReader(ref, mpp, tiles.target_mpp, tiles.tile_size_px, slide=slide)
+    except BaseException:
         slide.close()
-    reader = TileReader(ref, mpp, tiles.target_mpp, tiles.tile_size_px)
-    return TilePlan(coords, mpp, lambda i: reader.read(*coords[i]), summary["candidate_tiles"])
+        raise
+    return TilePlan(coords, mpp, lambda i: reader.read(*coords[i]), summary["candidate_tiles"], reader.close)
 
 
 def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
@@ -177,20 +183,40 @@ class CohortStream:
                 self.read_errors[s] = exc
         return np.full((self.tiles.tile_size_px,) * 2 + (3,), 255, np.uint8)
 
-    def dataset(self, batch_size: int, read_threads: int, normaliser) -> tf.data.Dataset:
-        """Batches of (slide index [B] (-1: padding), normalised uint8 tiles [B, T, T, 3], normalised [B])."""
+    def read_batch(self, slides: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """uint8 [b, T, T, 3]: tile indices[k] of slide slides[k], for each k, in order."""
+        return np.stack([self.read(s, i) for s, i in zip(slides, indices)])
+
+    def release(self, s: int) -> None:
+        """Close slide `s` (all its tiles have been read)."""
+        plan = self.plans.get(s)
+        if isinstance(plan, TilePlan):
+            plan.close()
+
+    def release_all(self) -> None:
+        for s in list(self.plans):
+            self.release(s)
+
+    def dataset(self, batch_size: int, read_threads: int, normaliser=None,
+                plan_ahead: int = PLAN_AHEAD) -> tf.data.Dataset:
+        """Batches of (slide index [B] (-1: padding), uint8 tiles [B, T, T, 3], normalised [B]):
+        normalised by `normaliser` when one is given, else as read (normalised all False).
+
+        Slides are planned `plan_ahead` at a time in parallel, ahead of their tiles (planning is
+        most of a small slide's cost); tiles are read a batch per call, `read_threads` batches
+        at a time (one call per tile cost a quarter of the reading in tf.data's overhead)."""
         size = self.tiles.tile_size_px
 
-        def slide_tiles(s):
+        def planned(s):
             # (Not Dataset.from_generator: its iterator's teardown can block for seconds.)
-            count = tf.numpy_function(self.plan, [s], tf.int64, stateful=True)
-            return tf.data.Dataset.range(tf.reshape(count, [])).map(lambda i: (s, i))
+            return s, tf.reshape(tf.numpy_function(self.plan, [s], tf.int64, stateful=True), [])
 
-        indices = tf.data.Dataset.range(len(self.refs)).flat_map(slide_tiles)
+        def slide_tiles(s, count):
+            return tf.data.Dataset.range(count).map(lambda i: (s, i))
 
-        def load(s, i):
-            tile = tf.numpy_function(self.read, [s, i], tf.uint8, stateful=True)
-            return s, tf.ensure_shape(tile, [size, size, 3])
+        def load(slide, index):
+            tiles = tf.numpy_function(self.read_batch, [slide, index], tf.uint8, stateful=True)
+            return slide, tf.ensure_shape(tiles, [None, size, size, 3])
 
         def pad(slide, tiles):
             missing = batch_size - tf.shape(slide)[0]
@@ -199,6 +225,8 @@ class CohortStream:
             return tf.ensure_shape(slide, [batch_size]), tf.ensure_shape(tiles, [batch_size, size, size, 3])
 
         def normalise(slide, tiles):
+            if normaliser is None:
+                return slide, tiles, tf.zeros([batch_size], tf.bool)
             tiles, normalised = normaliser(tiles)
             return slide, tiles, normalised
 
@@ -206,8 +234,12 @@ class CohortStream:
         # teardown block for 8-15 s, at random, at the end of a run (measured on TF 2.21).
         options = tf.data.Options()
         options.autotune.enabled = False
-        return (indices.map(load, num_parallel_calls=max(1, read_threads), deterministic=True)
-                .batch(batch_size).map(pad).map(normalise).prefetch(2).with_options(options))
+        return (tf.data.Dataset.range(len(self.refs))
+                .map(planned, num_parallel_calls=max(1, plan_ahead), deterministic=True)
+                .flat_map(slide_tiles)
+                .batch(batch_size)
+                .map(load, num_parallel_calls=max(1, read_threads), deterministic=True)
+                .map(pad).map(normalise).prefetch(2).with_options(options))
 
 
 def embedding_fn(backbone: Backbone, tile_size_px: int):
