@@ -74,10 +74,13 @@ class Backbone:
     def features(self, tiles):
         # As a tensor: keras.applications' preprocess_input edits numpy arrays in place.
         tiles = keras.ops.convert_to_tensor(tiles, "float32")
-        return self.model(self.preprocess(tiles), training=False)
+        # float32 out whatever the model computes in (mixed precision ends in float16)
+        return keras.ops.cast(self.model(self.preprocess(tiles), training=False), "float32")
 
 
 RANDOM_WEIGHTS_SEED = 0  # --weights none: Keras' initialisers under this global seed
+# --precision: the Keras dtype policy the backbone is built under (weights stay float32).
+PRECISIONS = {"float32": "float32", "mixed": "mixed_float16"}
 
 
 def weights_tag(weights: str) -> str:
@@ -85,11 +88,18 @@ def weights_tag(weights: str) -> str:
     return weights if weights in ("imagenet", "none") else Path(weights).name
 
 
-def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224) -> Backbone:
-    """The named backbone (a key of BACKBONES, or a path to a .keras/.h5 model file)."""
+def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224,
+                   precision: str = "float32") -> Backbone:
+    """The named backbone (a key of BACKBONES, or a path to a .keras/.h5 model file), computing in
+    `precision` (a key of PRECISIONS: `mixed` is float16 arithmetic on float32 weights, for GPUs)."""
+    if precision not in PRECISIONS:
+        raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     key = name.lower()
     if key not in BACKBONES:
         if Path(name).suffix in (".keras", ".h5") or Path(name).exists():
+            if precision != "float32":
+                raise BackboneError(f"{name}: a model file computes in the dtypes it was saved with; --precision "
+                                    f"{precision} applies to the built-in backbones ({', '.join(BACKBONES)}).")
             return _model_file_backbone(Path(name))
         raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
                             "or give a path to a Keras model file (.keras).")
@@ -101,7 +111,9 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
     if keras_weights is None:
         # Seeded, so that extraction, prediction from slides and export build the SAME random backbone.
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
+    policy = keras.config.dtype_policy()
     try:
+        keras.config.set_dtype_policy(PRECISIONS[precision])
         model = spec.build(weights=keras_weights, input_shape=(tile_size_px, tile_size_px, 3))
     except Exception as exc:  # Keras raises bare Exceptions for failed downloads and bad files
         if weights == "imagenet":
@@ -111,6 +123,8 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
                 "(random weights, for testing only)."
             ) from None
         raise BackboneError(f"could not load weights {weights} into {spec.paper_name}: {exc}") from None
+    finally:
+        keras.config.set_dtype_policy(policy)
     model.trainable = False
     return Backbone(spec.name, model, spec.preprocess, spec.feature_dim, weights_tag(weights))
 

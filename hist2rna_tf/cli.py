@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .config import usable_cores
 from .errors import Hist2RNAError
 
 log = logging.getLogger("hist2rna_tf")
@@ -155,7 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stain_options(extract)
     run = extract.add_argument_group("run")
     run.add_argument("--batch-size", type=_positive_int, default=32, help="tiles per backbone batch (default 32)")
-    run.add_argument("--read-threads", type=_positive_int, default=4, help="parallel tile readers (default 4)")
+    run.add_argument("--read-threads", type=_positive_int,
+                     help="parallel tile readers (default: two per CPU core this process may use, "
+                          f"{2 * usable_cores()} here)")
+    gpu = extract.add_argument_group("GPU", "options for a machine with a GPU (refused without one: both are "
+                                            "slower on a CPU); features stay within float rounding (cosine >= "
+                                            "0.999 per slide)")
+    gpu.add_argument("--precision", choices=("float32", "mixed"), default="float32",
+                     help="the backbone's arithmetic: float32 (default) or mixed (float16 on float32 weights; "
+                          "stored features stay float32)")
+    gpu.add_argument("--xla", action="store_true", help="XLA-compile the backbone (default off)")
     run.add_argument("--save-tile-features", action="store_true",
                      help="also store each tile's features (for spatial maps and the patch baseline)")
     run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
@@ -335,7 +345,7 @@ def cmd_extract(args) -> int:
     config = ExtractConfig(
         backbone=args.backbone, weights=args.weights, batch_size=args.batch_size, read_threads=args.read_threads,
         save_tile_features=args.save_tile_features, shard_index=args.shard[0], shard_count=args.shard[1],
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, precision=args.precision, xla=args.xla,
         tiles=TileConfig(tile_size_px=args.tile_px, target_mpp=args.target_mpp, max_tiles=args.max_tiles,
                          min_region_fraction=args.min_region_fraction, tumour_classes=tuple(args.tumour_classes),
                          exclude_classes=tuple(args.exclude_classes), mpp_override=args.mpp),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,13 +95,25 @@ class ExtractConfig:
     backbone: str = "efficientnetv2s"
     weights: str = "imagenet"  # imagenet | none | path to a weights file
     batch_size: int = 32
-    read_threads: int = 4
+    read_threads: int | None = None  # parallel tile readers; None: two per CPU core this process may use
     save_tile_features: bool = False
     shard_index: int = 0
     shard_count: int = 1
     overwrite: bool = False
+    # GPU options: the backbone in mixed_float16 (stored features stay float32), and XLA-compiled.
+    # Neither changes which features a slide gets beyond float rounding (tested: cosine >= 0.999).
+    precision: str = "float32"  # float32 | mixed
+    xla: bool = False
     tiles: TileConfig = field(default_factory=TileConfig)
     stain: StainConfig = field(default_factory=StainConfig)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity: a Slurm or container allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def to_dict(config: Any) -> dict:

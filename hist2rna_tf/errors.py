@@ -21,6 +21,10 @@ class BackboneError(Hist2RNAError):
     """A feature extractor cannot be built (unknown name, weights unavailable, bad model file)."""
 
 
+class DeviceError(Hist2RNAError):
+    """An option needs a device this machine lacks (mixed precision or XLA without a GPU)."""
+
+
 class RecordError(Hist2RNAError):
     """A feature TFRecord is unreadable or does not match what the caller expects."""
 

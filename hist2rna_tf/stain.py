@@ -19,11 +19,13 @@ base-independent (angles are; concentrations are rescaled to maxCRef before the 
 both variants compute in natural-log OD and differ only in which channel values count as stained.
 
 Percentiles use numpy's linear interpolation between the two order statistics around the
-position, found exactly by NthElement selection (no sort, no heap: ~1.7x faster than `top_k` of
-the tail on CPU) on the runs of each row that hold its largest values (both angle tails in one
-call, both concentrations in another). The pixel stages are XLA-compiled (they run on a GPU when
-there is one); NthElement has only a CPU kernel. A tile with too few stained pixels (background,
-blank, pen) cannot be estimated: it passes through unchanged and is flagged, never NaN.
+position, found exactly by selection on the runs of each row that hold its largest values (both
+angle tails in one call, both concentrations in another). The selection is NthElement on a CPU (no
+sort, no heap: ~1.7x faster than `top_k` of the tail) and `top_k` on a GPU (NthElement has no GPU
+kernel: the batch would go back to the CPU for it); both are exact, so both give the same bits
+(`SELECTIONS`; tested). The pixel stages are XLA-compiled (on a GPU too). A tile with too few
+stained pixels (background, blank, pen) cannot be estimated: it passes through unchanged and is
+flagged, never NaN.
 """
 
 from __future__ import annotations
@@ -79,6 +81,20 @@ def _row_sums(values):
 _CHUNK = 16  # values per run in `_largest_chunks`
 
 
+def _nth_largest_cpu(values, n: int):
+    """The n-th largest (0-based) of each row of [R, M], by NthElement (CPU kernel only)."""
+    return tf.raw_ops.NthElement(input=values, n=n, reverse=True)
+
+
+def _nth_largest_gpu(values, n: int):
+    """The same by top_k, which has a GPU kernel."""
+    return tf.math.top_k(values, k=n + 1, sorted=True).values[:, n]
+
+
+# How the percentiles select order statistics, by the device that runs the normaliser.
+SELECTIONS = {"nth_element": _nth_largest_cpu, "top_k": _nth_largest_gpu}
+
+
 def _first_of_ties(maxima, boundary, n_keep: int):
     """Per row, the chunks whose maxima exceed the boundary, then as many tied at it as fill n_keep."""
     above, tied = maxima > boundary, maxima == boundary
@@ -86,7 +102,7 @@ def _first_of_ties(maxima, boundary, n_keep: int):
     return above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=1) <= room))
 
 
-def _largest_chunks(signed, rank, chunk: int = _CHUNK):
+def _largest_chunks(signed, rank, nth_largest, chunk: int = _CHUNK):
     """[R, (rank + 1) * chunk]: whole `chunk`-long runs of each row of `signed` [R, M] that hold
     its rank + 1 largest values (rank: a Python int), so exact order statistics up to `rank` can
     be taken on ~1.6% of the row. Those values lie in the chunks whose maxima are the rank + 1
@@ -102,21 +118,21 @@ def _largest_chunks(signed, rank, chunk: int = _CHUNK):
         return signed
     chunks = tf.reshape(signed, [rows, n_chunks, chunk])
     maxima = tf.reduce_max(chunks, axis=2)
-    boundary = tf.raw_ops.NthElement(input=maxima, n=rank, reverse=True)[:, None]
+    boundary = nth_largest(maxima, rank)[:, None]
     keep = maxima >= boundary
     exact = tf.reduce_all(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1) == rank + 1)
     keep = tf.cond(exact, lambda: keep, lambda: _first_of_ties(maxima, boundary, rank + 1))  # ties: rare
     return tf.reshape(tf.gather_nd(chunks, tf.where(keep)), [rows, (rank + 1) * chunk])
 
 
-def _order_statistics(signed, d, padding, rank):
+def _order_statistics(signed, d, padding, rank, nth_largest=_nth_largest_cpu):
     """The values at descending ranks d and d + 1 [R] of each row of `signed` [R, M] (invalid entries
     -inf), exactly. `signed` carries `padding` [R] extra +inf entries per row, chosen so that rank
-    d + 1 of the row is rank `rank` (one scalar) of the padded row: then one NthElement (a selection
-    in O(M), no sort, no heap), on the chunks that hold the largest values, serves every row; the
-    next value above it is the smallest of those greater."""
-    top = _largest_chunks(signed, rank)
-    v_next = tf.raw_ops.NthElement(input=top, n=rank, reverse=True)
+    d + 1 of the row is rank `rank` (one scalar) of the padded row: then one selection
+    (`nth_largest`; NthElement is O(M), no sort, no heap), on the chunks that hold the largest
+    values, serves every row; the next value above it is the smallest of those greater."""
+    top = _largest_chunks(signed, rank, nth_largest)
+    v_next = nth_largest(top, rank)
     above = top > v_next[:, None]
     count = tf.reduce_sum(tf.cast(above, tf.int32), axis=1) - padding  # the padding's +inf excluded
     smallest_above = tf.reduce_min(tf.where(above, top, tf.constant(np.inf, top.dtype)), axis=1)
@@ -139,13 +155,18 @@ class Macenko:
 
     Pixel-wise arithmetic runs in XLA-fused stages (each reads the uint8 tiles once, so OD is never
     stored); atan2 and the selections use TensorFlow's own kernels, much faster on CPU than XLA's.
-    Call it on uint8 [B, H, W, 3] (H, W static) inside or outside tf.data.
+    Call it on uint8 [B, H, W, 3] (H, W static) inside or outside tf.data. `selection` (a key of
+    SELECTIONS) picks the order-statistic kernel: None for the one of the device TensorFlow places
+    ops on (top_k when there is a GPU).
     """
 
-    def __init__(self, config: StainConfig = StainConfig()):
+    def __init__(self, config: StainConfig = StainConfig(), selection: str | None = None):
         if not config.is_macenko:
             raise ValueError(f"Macenko needs a Macenko stain method (macenko, macenko-henorm), not {config.method!r}")
-        self.config = config
+        if selection is None:
+            selection = "top_k" if tf.config.list_logical_devices("GPU") else "nth_element"
+        self.config, self.selection = config, selection
+        self._nth_largest = SELECTIONS[selection]
         self._stained_limit = stained_value_limit(config)
         self._he_ref = tf.constant(config.he_ref, tf.float32)  # [3, 2]: H and E columns
         self._max_c_ref = tf.constant(config.max_c_ref, tf.float32)
@@ -254,13 +275,13 @@ class Macenko:
         d = tf.concat([d_max, d_min], axis=0)
         width = self._angle_pad_width(phi.shape[1])
         padding = width - (d + 1)  # every row's rank d + 1 becomes rank `width` of its padded row
-        v_d, v_next = _order_statistics(self._signed_tails(phi, stained, padding, width), d, padding, width)
+        v_d, v_next = _order_statistics(self._signed_tails(phi, stained, padding, width), d, padding, width,
+                                        self._nth_largest)
         min_phi = _percentile_from_pair(v_d[batch:], v_next[batch:], two_min, frac_min, alpha)
         max_phi = _percentile_from_pair(v_d[:batch], v_next[:batch], two_max, frac_max, 100.0 - alpha)
         return min_phi, max_phi
 
-    @staticmethod
-    def concentration_percentiles(conc):
+    def concentration_percentiles(self, conc):
         """numpy's 99th percentiles [B, 2] of concentrations [B, 2, N] over every pixel, as in the
         reference (not only the stained ones)."""
         batch, n_pixels = tf.shape(conc)[0], conc.shape[2]
@@ -268,7 +289,7 @@ class Macenko:
             d, two, frac = (t.numpy()[0].item() for t in _descending_rank(tf.constant([n_pixels]), 99.0))
         rows = tf.fill([2 * batch], 0)
         flat = tf.reshape(conc, [2 * batch, n_pixels])
-        v_d, v_next = _order_statistics(flat, rows + d, rows, d + 1)
+        v_d, v_next = _order_statistics(flat, rows + d, rows, d + 1, self._nth_largest)
         return tf.reshape(_percentile_from_pair(v_d, v_next, two, frac, 99.0), [batch, 2])
 
     def estimate(self, images):
@@ -333,11 +354,11 @@ def fit_macenko_targets(image: np.ndarray, config: StainConfig = StainConfig()) 
 # --- the pipeline's normaliser --------------------------------------------------------------------
 
 
-def make_normaliser(config: StainConfig):
+def make_normaliser(config: StainConfig, selection: str | None = None):
     """A function [B, H, W, 3] uint8 -> (uint8 images, bool normalised [B]) for tf.data.map.
 
-    `macenko` runs as TensorFlow ops; the staintools methods run through tf.numpy_function
-    (slow, CPU only, for comparison); `none` passes tiles through.
+    `macenko` runs as TensorFlow ops (`selection`: see Macenko); the staintools methods run
+    through tf.numpy_function (slow, CPU only, for comparison); `none` passes tiles through.
     """
     if config.method == "none":
         def passthrough(images):
@@ -345,7 +366,7 @@ def make_normaliser(config: StainConfig):
             return images, tf.ones(tf.shape(images)[:1], tf.bool)
         return passthrough
     if config.is_macenko:
-        return Macenko(config)
+        return Macenko(config, selection)
     if config.method in ("staintools-macenko", "staintools-vahadane"):
         return _staintools_normaliser(config)
     raise ValueError(f"unknown stain method {config.method!r}; choose macenko, macenko-henorm, "

@@ -118,8 +118,9 @@ def _rows_with_ties(rng, n_rows: int, n: int) -> np.ndarray:
     return rows
 
 
+@pytest.mark.parametrize("selection", ["nth_element", "top_k"])  # the CPU's kernel; the GPU's
 @pytest.mark.parametrize("side", [(224, 224), (37, 41)])  # a tile; a small odd-sized image
-def test_angle_percentiles_equal_numpy(side):
+def test_angle_percentiles_equal_numpy(side, selection):
     """The selection-based percentiles are numpy's, exactly, for any number of stained pixels."""
     rng = np.random.default_rng(0)
     n = side[0] * side[1]
@@ -128,18 +129,19 @@ def test_angle_percentiles_equal_numpy(side):
     stained = np.zeros((9, n), bool)
     for row, count in enumerate(counts):
         stained[row, rng.permutation(n)[:count]] = True
-    macenko = Macenko()
+    macenko = Macenko(selection=selection)
     low, high = macenko.angle_percentiles(phi, stained, stained.sum(1).astype(np.float32))
     for row in range(9):
         expected = np.percentile(phi[row][stained[row]], [1.0, 99.0])
         np.testing.assert_allclose([low[row], high[row]], expected, rtol=1e-6, atol=1e-6, err_msg=f"row {row}")
 
 
+@pytest.mark.parametrize("selection", ["nth_element", "top_k"])
 @pytest.mark.parametrize("side", [(224, 224), (100, 101)])
-def test_concentration_percentiles_equal_numpy(side):
+def test_concentration_percentiles_equal_numpy(side, selection):
     rng = np.random.default_rng(1)
     conc = _rows_with_ties(rng, 6, side[0] * side[1]).reshape(3, 2, -1)
-    ours = Macenko.concentration_percentiles(conc).numpy()
+    ours = Macenko(selection=selection).concentration_percentiles(conc).numpy()
     np.testing.assert_allclose(ours, np.percentile(conc, 99.0, axis=2), rtol=1e-6, atol=1e-6)
 
 
