@@ -159,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--read-threads", type=_positive_int,
                      help="parallel tile readers (default: two per CPU core this process may use, "
                           f"{2 * usable_cores()} here)")
+    scale = extract.add_argument_group("Ray", "extraction on a Ray cluster (pip install 'hist2rna-tf[ray]'): one "
+                                              "worker per GPU, or per --cpus-per-worker CPUs; slides dealt to free "
+                                              "workers, largest first; this process writes every record and the "
+                                              "manifest")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="--ray alone: a private Ray instance on this machine (bound to 127.0.0.1); --ray auto: "
+                            "the cluster this node belongs to; --ray HOST:PORT: that cluster's head (default: no Ray)")
+    scale.add_argument("--cpus-per-worker", type=_positive_int,
+                       help="CPUs per worker on a cluster without GPUs (default 4, or all when fewer); with GPUs: "
+                            "each GPU's share of the CPUs")
+    scale.add_argument("--max-retries", type=int, default=3,
+                       help="times a slide is dealt again after its worker died (default 3); a slide that fails for "
+                            "its own reason is not retried")
     gpu = extract.add_argument_group("GPU", "options for a machine with a GPU (refused without one: both are "
                                             "slower on a CPU); features stay within float rounding (cosine >= "
                                             "0.999 per slide)")
@@ -353,7 +366,15 @@ def cmd_extract(args) -> int:
                           reference_image=str(args.stain_reference) if args.stain_reference else None),
     )
     start = time.perf_counter()
-    results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress)
+    if args.ray is None:
+        results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress)
+    else:
+        from .distributed import RayWorkers
+
+        with RayWorkers.start(config, None if args.ray == "local" else args.ray, args.cpus_per_worker,
+                              max_retries=args.max_retries) as workers:
+            results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress,
+                                     extractor=workers)
     return _report_extraction(results, time.perf_counter() - start, args.out)
 
 

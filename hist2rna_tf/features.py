@@ -317,6 +317,14 @@ class Extractor:
         normaliser = None if self.normalise_on_device else self.normaliser
         return stream.dataset(self.config.batch_size, self.read_threads, normaliser)
 
+    def extract(self, refs: list[SlideRef], annotations: list[Path | None], claim=None, progress: bool = False):
+        """Yield (index, SlideFeatures or SlideError or ClaimedElsewhere, candidate tiles, seconds) for
+        each slide, in order (see `stream_features`); the interface `distributed.RayWorkers` shares."""
+        start = time.perf_counter()
+        for k, record, candidates in stream_features(refs, self, annotations, progress, claim):
+            yield k, record, candidates, time.perf_counter() - start
+            start = time.perf_counter()
+
     def features(self, tiles, normalised):
         """(features [B, F], normalised [B]) of a batch from `dataset`, as numpy."""
         if self.normalise_on_device:
@@ -524,7 +532,9 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
 
     Failed slides are recorded and the others go on; returns the manifest rows (also written to
     `<out_dir>/<backbone>/manifest.csv`, with the run's config beside it as extract_config.json).
-    Pass a built `extractor` to reuse it (its config then wins over `config`).
+    Pass a built `extractor` to reuse it (its config then wins over `config`): an Extractor (this
+    process) or a `distributed.RayWorkers` (a Ray cluster; this process still writes every record
+    and the manifest, as results arrive).
     """
     out_dir = Path(out_dir)
     extractor = extractor or Extractor.build(config)
@@ -586,12 +596,10 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
 
     try:
         if todo:
-            start = time.perf_counter()
-            stream = stream_features([refs[s] for s in todo], extractor, annotations, progress, claim)
-            for k, record, candidates in stream:
+            for k, record, candidates, seconds in extractor.extract([refs[s] for s in todo], annotations, claim,
+                                                                    progress):
                 result = results[todo[k]]
-                result.seconds, start = time.perf_counter() - start, time.perf_counter()
-                result.candidate_tiles = candidates
+                result.seconds, result.candidate_tiles = seconds, candidates
                 _record_outcome(result, record, out_dir, backbone)
                 claims.release(result.slide_id)
                 for manifest in manifests:

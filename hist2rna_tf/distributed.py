@@ -1,0 +1,256 @@
+"""Feature extraction on Ray: one worker (actor) per GPU, or per `cpus_per_worker` CPUs, each
+building the backbone and normaliser once and running the per-slide tf.data pipeline of
+`features.py` on the slides it is dealt.
+
+The driver deals slides dynamically, largest first (a free worker takes the next pending slide, so
+one slow slide never idles the others), and alone writes the records and the manifest, as results
+arrive, atomically (`features.extract_cohort` does the writing, as for one process). A worker that
+dies (killed, out of memory, node lost) is restarted by Ray and its slide dealt again, at most
+`max_retries` times; a slide that fails for its own reason (not a slide, no tissue, no MPP) comes
+back as that failure, once. Ray is an optional extra: `pip install hist2rna-tf[ray]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import ExtractConfig
+from .errors import Hist2RNAError, SlideError
+from .slides import SlideRef
+
+log = logging.getLogger(__name__)
+
+# A local instance started by `--ray` binds to 127.0.0.1 only (Ray's own switch, read when `ray`
+# is imported; without it a private instance listens on every interface).
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+DEFAULT_CPUS_PER_WORKER = 4
+MAX_RETRIES = 3  # times a slide is dealt again after its worker died
+PROBE_SECONDS = 0.5  # how often a restarting worker is asked whether it is back
+RESTART_SECONDS = 600  # a worker not back by then is left out
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise Hist2RNAError("--ray needs Ray: pip install 'hist2rna-tf[ray]' (or pip install ray).") from None
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at `address` ('auto': the one this node belongs to), or start a private
+    local instance (None) bound to 127.0.0.1. Returns whether this call started (and so should
+    stop) it; an already connected driver (a notebook's ray.init) is used as it is."""
+    if address is None:  # read when Ray is imported; inherited by the raylet and the workers it starts
+        os.environ.update(LOCAL_ONLY_ENV)
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    try:
+        local = dict(num_cpus=num_cpus, _node_ip_address="127.0.0.1") if address is None else {}
+        ray.init(address=address, include_dashboard=False, **local,
+                 logging_level=logging.WARNING, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise Hist2RNAError(f"--ray {address or ''}: could not connect to a Ray cluster ({exc}). Start one "
+                            "(`ray start --head` on one node, `ray start --address HEAD:6379` on the others) "
+                            "or use --ray without an address for a private instance on this machine.") from None
+    return True
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the driver needs of the workers' backbone to name and check records."""
+
+    name: str
+    weights_tag: str
+    feature_dim: int
+
+
+class _Worker:
+    """One Ray actor: an Extractor built once, extracting one slide per call."""
+
+    def __init__(self, config: ExtractConfig, cpus: int):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):  # keep to this worker's share of the node's cores
+            tf.config.threading.set_intra_op_parallelism_threads(cpus)
+            tf.config.threading.set_inter_op_parallelism_threads(cpus)
+        from .features import Extractor
+
+        self.extractor = Extractor.build(replace(config, read_threads=config.read_threads or 2 * cpus))
+
+    def info(self) -> tuple[BackboneInfo, ExtractConfig, int]:
+        backbone = self.extractor.backbone
+        return BackboneInfo(backbone.name, backbone.weights_tag, backbone.feature_dim), self.extractor.config, os.getpid()
+
+    def extract(self, ref: SlideRef, annotation: Path | None):
+        """(SlideFeatures or SlideError, candidate tiles, seconds) of one slide."""
+        from .features import stream_features
+
+        start = time.perf_counter()
+        _, record, candidates = next(stream_features([ref], self.extractor, [annotation]))
+        return record, candidates, time.perf_counter() - start
+
+
+class RayWorkers:
+    """Extraction workers on a Ray cluster, built once and reusable across cohorts (like Extractor).
+
+    `start()` makes one worker per GPU of the cluster, or, without GPUs, one per `cpus_per_worker`
+    CPUs (at least one). Pass it to `features.extract_cohort(..., runner=workers)`."""
+
+    def __init__(self, actors: list, config: ExtractConfig, backbone: BackboneInfo, pids: list[int],
+                 max_retries: int = MAX_RETRIES, started_ray: bool = False):
+        self.actors, self.config, self.backbone, self.pids = actors, config, backbone, pids
+        self.max_retries, self.started_ray = max_retries, started_ray
+        self.retried: Counter = Counter()  # slide id -> times dealt again after its worker died
+        self.busy: dict[int, str] = {}  # worker index -> the slide it is extracting
+
+    @classmethod
+    def start(cls, config: ExtractConfig = ExtractConfig(), address: str | None = None,
+              cpus_per_worker: int | None = None, workers: int | None = None, max_retries: int = MAX_RETRIES,
+              num_cpus: int | None = None) -> "RayWorkers":
+        """Connect (see `connect`), then start the workers and wait until each has built its extractor."""
+        started = connect(address, num_cpus)  # first: a local instance's settings are read when Ray is imported
+        ray = _ray()
+        try:
+            resources = ray.cluster_resources()
+            gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+            if gpus:
+                per_worker = cpus_per_worker or max(1, cpus // gpus)
+                count, options = workers or gpus, {"num_gpus": 1, "num_cpus": per_worker}
+            else:
+                per_worker = min(cpus_per_worker or DEFAULT_CPUS_PER_WORKER, cpus)
+                count, options = workers or max(1, cpus // per_worker), {"num_cpus": per_worker}
+            actor = ray.remote(max_restarts=max_retries, max_task_retries=0, **options)(_Worker)
+            actors = [actor.remote(config, per_worker) for _ in range(count)]
+            infos = ray.get([a.info.remote() for a in actors])
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
+        log.info("Ray: %d workers (%s each)", count, f"1 GPU, {per_worker} CPUs" if gpus else f"{per_worker} CPUs")
+        backbone, resolved, _ = infos[0]
+        resolved = replace(resolved, read_threads=config.read_threads)  # each worker's own is its business
+        return cls(actors, resolved, backbone, [pid for _, _, pid in infos], max_retries, started)
+
+    def close(self) -> None:
+        """Stop the workers (and the Ray instance, when `start` started it)."""
+        ray = _ray()
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.started_ray:
+            ray.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def extract(self, refs: list[SlideRef], annotations: list[Path | None], claim=None, progress: bool = False):
+        """Yield (index, SlideFeatures or SlideError or ClaimedElsewhere, candidate tiles, seconds) for
+        each of `refs` as workers finish them (not in order). `claim(i)` is asked just before slide i
+        is dealt, as in `features.stream_features`."""
+        from tqdm.auto import tqdm
+
+        ray = _ray()
+        queue = deque(sorted(range(len(refs)), key=lambda k: -_slide_bytes(refs[k])))  # largest first
+        self._idle, self._in_flight, self._probe_at, claimed = list(range(len(self.actors))), {}, {}, set()
+        self._lost_since: dict[int, float] = {}
+        bar = tqdm(total=len(refs), unit="slide", desc="slides", disable=not progress)
+        while queue or any(k is not None for k, _ in self._in_flight.values()):
+            self._send_probes()
+            while self._idle and queue:
+                k = queue.popleft()
+                if k not in claimed and claim is not None:
+                    elsewhere = claim(k)
+                    if elsewhere is not None:
+                        bar.update()
+                        yield k, elsewhere, 0, 0.0
+                        continue
+                claimed.add(k)
+                w = self._idle.pop(0)
+                self.busy[w] = refs[k].slide_id
+                self._in_flight[self.actors[w].extract.remote(refs[k], annotations[k])] = (k, w)
+            if not self._in_flight and not self._probe_at:
+                raise Hist2RNAError(f"every Ray worker died; {len(queue)} slides are left pending in the manifest. "
+                                    "Re-run the same command to resume.")
+            ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=PROBE_SECONDS) if self._in_flight \
+                else (time.sleep(PROBE_SECONDS) or [], None)
+            if not ready:
+                continue
+            k, w = self._in_flight.pop(ready[0])
+            outcome = self._outcome(ready[0], k, w, refs)
+            if outcome == "again":
+                queue.appendleft(k)
+            elif outcome is not None:
+                bar.update()
+                yield (k, *outcome)
+        bar.close()
+
+    def _outcome(self, ref, k: int | None, w: int, refs: list[SlideRef]):
+        """What a finished call brought: a slide's (record, candidates, seconds); "again" when its
+        worker died and the slide is to be dealt again; None for a worker's readiness probe."""
+        from ray.exceptions import RayActorError
+
+        self.busy.pop(w, None)
+        try:
+            value = _ray().get(ref)
+        except RayActorError as exc:
+            return self._probe_failed(w, exc) if k is None else self._worker_died(k, w, exc, refs)
+        if k is None:  # back after a restart: a new process
+            self.pids[w] = value[2]
+            self._lost_since.pop(w, None)
+        self._idle.append(w)
+        return value if k is not None else None
+
+    def _worker_died(self, k: int, w: int, exc: Exception, refs: list[SlideRef]):
+        """Slide k's worker died under it: Ray restarts the worker (probed until it answers); the
+        slide is dealt again ("again"), or fails once it has been `max_retries` times."""
+        self._probe_at[w] = time.monotonic()
+        self._lost_since.setdefault(w, time.monotonic())
+        slide_id = refs[k].slide_id
+        if self.retried[slide_id] < self.max_retries:
+            self.retried[slide_id] += 1
+            log.warning("%s: its Ray worker died (%s); dealing it again (%d of %d).", slide_id,
+                        type(exc).__name__, self.retried[slide_id], self.max_retries)
+            return "again"
+        return SlideError(f"{refs[k].path}: its Ray worker died {self.max_retries + 1} times while extracting "
+                          f"it (last: {type(exc).__name__}); it may need more memory than a worker has (try a "
+                          "larger --cpus-per-worker or fewer --read-threads)."), 0, 0.0
+
+    def _probe_failed(self, w: int, exc: Exception) -> None:
+        """A restarting worker did not answer: ask again shortly, unless it is gone for good (past
+        its restarts) or has been away for RESTART_SECONDS."""
+        from ray.exceptions import ActorDiedError
+
+        away = time.monotonic() - self._lost_since.get(w, time.monotonic())
+        if isinstance(exc, ActorDiedError) or away > RESTART_SECONDS:
+            log.warning("Ray worker %d is gone (%s); going on with the others.", w, type(exc).__name__)
+        else:
+            self._probe_at[w] = time.monotonic() + PROBE_SECONDS
+
+    def _send_probes(self) -> None:
+        """Ask each restarting worker whose time has come whether it is back."""
+        now = time.monotonic()
+        for w, when in list(self._probe_at.items()):
+            if when <= now:
+                del self._probe_at[w]
+                self._in_flight[self.actors[w].info.remote()] = (None, w)
+
+
+def _slide_bytes(ref: SlideRef) -> int:
+    """A slide's size on disk (a pre-tiled folder: its files'), to deal the largest first."""
+    try:
+        if ref.path.is_dir():
+            return sum(f.stat().st_size for f in ref.path.iterdir())
+        return ref.path.stat().st_size
+    except OSError:
+        return 0
