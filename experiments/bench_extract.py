@@ -10,10 +10,13 @@
      parts beside it in the same run: OpenSlide reading alone (one thread), Macenko alone; then the
      per-slide cost on TMA-core-like slides, and a cost model (slides/hour for N cores and a GPU);
   4. tiles/s of the TensorFlow Macenko versus staintools' Macenko on the same real tiles, and where
-     the TensorFlow Macenko's time goes, stage by stage.
+     the TensorFlow Macenko's time goes, stage by stage;
+  5. the Ray path (a private local instance) with 1 and 2 workers against one process, on the same
+     demo slides and backbone (`--only ray`; needs `pip install 'hist2rna-tf[ray]'`).
 
 Targets on the 2-core development machine: pipeline >= 0.85 x backbone alone (EfficientNetV2S),
-feed >= 125 tiles/s per core with Macenko (<= 8 core-ms a tile), TF Macenko >= 20 x staintools.
+feed >= 125 tiles/s per core with Macenko (<= 8 core-ms a tile), TF Macenko >= 20 x staintools,
+Ray >= 0.85 x one process.
 Usage:
 
     python experiments/bench_extract.py [--backbone efficientnetv2s] [--slides 24] [--batch-size 32]
@@ -184,6 +187,32 @@ def cost_model(figures: dict[str, float], cores: int, tiles_per_slide: int = 100
     print("  (a run goes at the smaller of the CPU feed and the GPU; on a GPU machine the GPU also runs Macenko)")
 
 
+def ray_against_one_process(name: str, n_slides: int, batch_size: int) -> None:
+    """tiles/s of one process and of Ray with 1 worker (every core) and 2 workers (half each), on
+    the same demo slides, each after a warm-up that builds and compiles every worker."""
+    from hist2rna_tf.distributed import RayWorkers
+
+    cores = usable_cores()
+    config = ExtractConfig(backbone=name, weights="none", batch_size=batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build_demo_cohort(tmp / "cohort", n_slides=n_slides + 2)
+        annotations = tmp / "cohort" / "annotations"
+        slides = sorted((tmp / "cohort" / "slides").glob("*.tiff"))
+        warm, timed = slides[:2], slides[2:]
+        one = Extractor.build(config)
+        timed_extraction(warm, annotations, one, tmp / "warm-1")
+        seconds, tiles = timed_extraction(timed, annotations, one, tmp / "one")
+        single = tiles / seconds
+        print(f"one process ({name}, {n_slides} demo slides, {tiles} tiles): {single:.1f} tiles/s")
+        for workers in (1, 2):
+            with RayWorkers.start(config, cpus_per_worker=max(1, cores // workers), num_cpus=cores) as pool:
+                timed_extraction(warm, annotations, pool, tmp / f"warm-ray-{workers}")
+                seconds, tiles = timed_extraction(timed, annotations, pool, tmp / f"ray-{workers}")
+            print(f"Ray, {workers} worker{'s' if workers > 1 else ''} of {max(1, cores // workers)} CPUs: "
+                  f"{tiles / seconds:.1f} tiles/s = {tiles / seconds / single:.2f} x one process (target >= 0.85)")
+
+
 def macenko_speeds(batch_size: int, repeats: int) -> tuple[float, float]:
     tiles, _ = real_tiles()
     batch = np.stack([tiles[i % len(tiles)] for i in range(batch_size)])
@@ -239,7 +268,8 @@ def main() -> None:
     parser.add_argument("--small-slides", type=int, default=60, help="TMA-core-like slides (~9 tiles each)")
     parser.add_argument("--large-slides", type=int, default=3, help="large slides (~1000 tiles) for the feed rate")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--only", choices=("pipeline", "feed", "macenko"), help="run one section")
+    parser.add_argument("--only", choices=("pipeline", "feed", "macenko", "ray"),
+                        help="run one section (default: all but ray)")
     args = parser.parse_args()
     cores = usable_cores()
     print(f"machine: {cores} CPU cores, GPUs: {len(tf.config.list_physical_devices('GPU'))}, "
@@ -268,6 +298,8 @@ def main() -> None:
               f"= {tf_rate / staintools_rate:.1f} x (target >= 20)")
         stages = macenko_stages(args.batch_size)
         print("TF Macenko stage by stage, us per tile: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    if args.only == "ray":
+        ray_against_one_process(args.backbone, args.slides, args.batch_size)
 
 
 if __name__ == "__main__":

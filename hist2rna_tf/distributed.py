@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 DEFAULT_CPUS_PER_WORKER = 4
 MAX_RETRIES = 3  # times a slide is dealt again after its worker died
+CHUNKS_PER_WORKER = 1  # runs of slides per worker's share of what is left to deal (halving: 1/2, 1/4, ...)
 PROBE_SECONDS = 0.5  # how often a restarting worker is asked whether it is back
 RESTART_SECONDS = 600  # a worker not back by then is left out
 
@@ -71,6 +72,15 @@ class BackboneInfo:
     feature_dim: int
 
 
+@dataclass
+class _Run:
+    """A run of slides dealt to one worker, and how many of them have come back."""
+
+    chunk: list[int]
+    worker: int
+    done: int = 0
+
+
 class _Worker:
     """One Ray actor: an Extractor built once, extracting one slide per call."""
 
@@ -89,13 +99,10 @@ class _Worker:
         backbone = self.extractor.backbone
         return BackboneInfo(backbone.name, backbone.weights_tag, backbone.feature_dim), self.extractor.config, os.getpid()
 
-    def extract(self, ref: SlideRef, annotation: Path | None):
-        """(SlideFeatures or SlideError, candidate tiles, seconds) of one slide."""
-        from .features import stream_features
-
-        start = time.perf_counter()
-        _, record, candidates = next(stream_features([ref], self.extractor, [annotation]))
-        return record, candidates, time.perf_counter() - start
+    def extract(self, refs: list[SlideRef], annotations: list[Path | None]):
+        """Yield (index in refs, SlideFeatures or SlideError, candidate tiles, seconds) per slide, in
+        order, as its one tf.data stream finishes each (batches span slides, as in one process)."""
+        yield from self.extractor.extract(refs, annotations)
 
 
 class RayWorkers:
@@ -110,6 +117,7 @@ class RayWorkers:
         self.max_retries, self.started_ray = max_retries, started_ray
         self.retried: Counter = Counter()  # slide id -> times dealt again after its worker died
         self.busy: dict[int, str] = {}  # worker index -> the slide it is extracting
+        self.running: dict[int, list[str]] = {}  # worker index -> the run of slides it was dealt
 
     @classmethod
     def start(cls, config: ExtractConfig = ExtractConfig(), address: str | None = None,
@@ -157,59 +165,99 @@ class RayWorkers:
     def extract(self, refs: list[SlideRef], annotations: list[Path | None], claim=None, progress: bool = False):
         """Yield (index, SlideFeatures or SlideError or ClaimedElsewhere, candidate tiles, seconds) for
         each of `refs` as workers finish them (not in order). `claim(i)` is asked just before slide i
-        is dealt, as in `features.stream_features`."""
+        is dealt, as in `features.stream_features`.
+
+        Slides are dealt in runs ("chunks", largest slides first): a run's slides share one tf.data
+        stream in the worker, so small slides (TMA cores) fill whole batches as in one process, and
+        each slide comes back as soon as it is done. A run holds about 1/CHUNKS_PER_WORKER of a
+        worker's share of the bytes still to deal, so runs shrink towards the end and the workers
+        finish together."""
         from tqdm.auto import tqdm
 
         ray = _ray()
         queue = deque(sorted(range(len(refs)), key=lambda k: -_slide_bytes(refs[k])))  # largest first
-        self._idle, self._in_flight, self._probe_at, claimed = list(range(len(self.actors))), {}, {}, set()
-        self._lost_since: dict[int, float] = {}
+        self._idle, self._in_flight, self._probe_at = list(range(len(self.actors))), {}, {}
+        self._probe_worker, self._lost_since = {}, {}
+        claimed: set[int] = set()
         bar = tqdm(total=len(refs), unit="slide", desc="slides", disable=not progress)
-        while queue or any(k is not None for k, _ in self._in_flight.values()):
+        while queue or any(task is not None for task in self._in_flight.values()):
             self._send_probes()
             while self._idle and queue:
-                k = queue.popleft()
-                if k not in claimed and claim is not None:
-                    elsewhere = claim(k)
-                    if elsewhere is not None:
+                chunk = []
+                for k, elsewhere in self._next_chunk(queue, refs, claim, claimed):
+                    if elsewhere is None:
+                        chunk.append(k)
+                    else:
                         bar.update()
                         yield k, elsewhere, 0, 0.0
-                        continue
-                claimed.add(k)
-                w = self._idle.pop(0)
-                self.busy[w] = refs[k].slide_id
-                self._in_flight[self.actors[w].extract.remote(refs[k], annotations[k])] = (k, w)
+                if chunk:
+                    w = self._idle.pop(0)
+                    self.busy[w] = refs[chunk[0]].slide_id
+                    self.running[w] = [refs[k].slide_id for k in chunk]
+                    stream = self.actors[w].extract.remote([refs[k] for k in chunk], [annotations[k] for k in chunk])
+                    self._in_flight[stream] = _Run(chunk, w)
             if not self._in_flight and not self._probe_at:
+                if not queue:
+                    break
                 raise Hist2RNAError(f"every Ray worker died; {len(queue)} slides are left pending in the manifest. "
                                     "Re-run the same command to resume.")
             ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=PROBE_SECONDS) if self._in_flight \
                 else (time.sleep(PROBE_SECONDS) or [], None)
-            if not ready:
-                continue
-            k, w = self._in_flight.pop(ready[0])
-            outcome = self._outcome(ready[0], k, w, refs)
-            if outcome == "again":
-                queue.appendleft(k)
-            elif outcome is not None:
-                bar.update()
-                yield (k, *outcome)
+            outcomes = self._outcome(ready[0], refs) if ready else []
+            queue.extendleft(reversed([k for k, outcome in outcomes if outcome == "again"]))  # first, in order
+            for k, outcome in outcomes:
+                if outcome != "again":
+                    bar.update()
+                    yield (k, *outcome)
         bar.close()
 
-    def _outcome(self, ref, k: int | None, w: int, refs: list[SlideRef]):
-        """What a finished call brought: a slide's (record, candidates, seconds); "again" when its
-        worker died and the slide is to be dealt again; None for a worker's readiness probe."""
+    def _next_chunk(self, queue: deque, refs: list[SlideRef], claim, claimed: set):
+        """Pop the next run of slides off the queue: (index, None) for each dealt, (index,
+        ClaimedElsewhere) for each another run holds."""
+        budget = sum(_slide_bytes(refs[k]) for k in queue) / (CHUNKS_PER_WORKER * len(self.actors))
+        taken = 0
+        while queue and (taken == 0 or taken + _slide_bytes(refs[queue[0]]) <= budget):
+            k = queue.popleft()
+            elsewhere = claim(k) if claim is not None and k not in claimed else None
+            if elsewhere is None:
+                claimed.add(k)
+                taken += max(_slide_bytes(refs[k]), 1)
+            yield k, elsewhere
+
+    def _outcome(self, ready, refs: list[SlideRef]):
+        """What a ready call brought, as (slide index, (record, candidates, seconds) or "again") pairs:
+        the next slide of a run; when its worker died, that slide (dealt again, or failed past
+        max_retries) and the run's other unfinished slides (dealt again); nothing for a probe."""
         from ray.exceptions import RayActorError
 
-        self.busy.pop(w, None)
-        try:
-            value = _ray().get(ref)
-        except RayActorError as exc:
-            return self._probe_failed(w, exc) if k is None else self._worker_died(k, w, exc, refs)
-        if k is None:  # back after a restart: a new process
-            self.pids[w] = value[2]
+        run = self._in_flight[ready]
+        if run is None:  # a readiness probe of a restarting worker
+            w = self._probe_worker.pop(ready)
+            del self._in_flight[ready]
+            try:
+                self.pids[w] = _ray().get(ready)[2]  # back, as a new process
+            except RayActorError as exc:
+                self._probe_failed(w, exc)
+                return []
             self._lost_since.pop(w, None)
-        self._idle.append(w)
-        return value if k is not None else None
+            self._idle.append(w)
+            return []
+        try:
+            index, record, candidates, seconds = _ray().get(next(ready))
+        except StopIteration:  # the run is done
+            del self._in_flight[ready]
+            self.busy.pop(run.worker, None)
+            self._idle.append(run.worker)
+            return []
+        except RayActorError as exc:
+            del self._in_flight[ready]
+            self.busy.pop(run.worker, None)
+            left = run.chunk[run.done:]
+            return [(left[0], self._worker_died(left[0], run.worker, exc, refs))] + [(k, "again") for k in left[1:]]
+        run.done += 1
+        if run.done < len(run.chunk):
+            self.busy[run.worker] = refs[run.chunk[run.done]].slide_id
+        return [(run.chunk[index], (record, candidates, seconds))]
 
     def _worker_died(self, k: int, w: int, exc: Exception, refs: list[SlideRef]):
         """Slide k's worker died under it: Ray restarts the worker (probed until it answers); the
@@ -243,7 +291,8 @@ class RayWorkers:
         for w, when in list(self._probe_at.items()):
             if when <= now:
                 del self._probe_at[w]
-                self._in_flight[self.actors[w].info.remote()] = (None, w)
+                probe = self.actors[w].info.remote()
+                self._in_flight[probe], self._probe_worker[probe] = None, w
 
 
 def _slide_bytes(ref: SlideRef) -> int:

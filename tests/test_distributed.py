@@ -124,10 +124,13 @@ def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_coh
         while not workers.busy and time.monotonic() < deadline:
             time.sleep(0.005)
         worker, slide_id = next(iter(workers.busy.items()))
+        killed_run = list(workers.running[worker])
         os.kill(workers.pids[worker], signal.SIGKILL)  # mid-slide: a demo slide takes ~1 s here
         driver.join(300)
     assert "error" not in outcome, outcome.get("error")
-    assert workers.retried[slide_id] == 1 and sum(workers.retried.values()) == 1
+    # The slide it was on was dealt again, once (the slide read as busy, or the next of its run when
+    # the kill came just as it moved on):
+    assert sum(workers.retried.values()) == 1 and set(workers.retried) <= set(killed_run)
     results = outcome["results"]
     assert sorted(r.slide_id for r in results) == sorted(set(r.slide_id for r in results))  # each slide once
     folder = out / tiny_extractor.backbone.name
