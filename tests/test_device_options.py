@@ -34,10 +34,10 @@ def _slides_of_real_tiles() -> tuple[np.ndarray, np.ndarray]:
     return normalised.numpy(), source
 
 
-@pytest.mark.parametrize("method", ["macenko", "macenko-henorm"])
-def test_the_gpu_selection_gives_the_cpu_paths_bits(method):
+def test_the_gpu_selection_gives_the_cpu_paths_bits(method="macenko"):
     """top_k (GPU kernel) and NthElement (CPU only) select the same order statistics: the same
-    stain vectors, percentiles and normalised pixels, to the bit."""
+    stain vectors, percentiles and normalised pixels, to the bit (the selection is shared by both
+    variants; the percentile tests in test_stain.py run each selection against numpy)."""
     tiles, _ = real_tiles()
     batch = tf.constant(np.stack(tiles))
     results = []
