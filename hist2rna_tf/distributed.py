@@ -33,6 +33,7 @@ MAX_RETRIES = 3  # times a slide is dealt again after its worker died
 CHUNKS_PER_WORKER = 1  # runs of slides per worker's share of what is left to deal (halving: 1/2, 1/4, ...)
 PROBE_SECONDS = 0.5  # how often a restarting worker is asked whether it is back
 RESTART_SECONDS = 600  # a worker not back by then is left out
+START_SECONDS = 900  # for every worker to build its extractor (ImageNet weights may be downloading)
 
 
 def _ray():
@@ -93,7 +94,7 @@ class _Worker:
             tf.config.threading.set_inter_op_parallelism_threads(cpus)
         from .features import Extractor
 
-        self.extractor = Extractor.build(replace(config, read_threads=config.read_threads or 2 * cpus))
+        self.extractor = Extractor.build(replace(config, read_threads=config.read_threads or 2 * max(1, cpus)))
 
     def info(self) -> tuple[BackboneInfo, ExtractConfig, int]:
         backbone = self.extractor.backbone
@@ -109,7 +110,7 @@ class RayWorkers:
     """Extraction workers on a Ray cluster, built once and reusable across cohorts (like Extractor).
 
     `start()` makes one worker per GPU of the cluster, or, without GPUs, one per `cpus_per_worker`
-    CPUs (at least one). Pass it to `features.extract_cohort(..., runner=workers)`."""
+    CPUs (at least one). Pass it to `features.extract_cohort(..., extractor=workers)`."""
 
     def __init__(self, actors: list, config: ExtractConfig, backbone: BackboneInfo, pids: list[int],
                  max_retries: int = MAX_RETRIES, started_ray: bool = False):
@@ -127,17 +128,19 @@ class RayWorkers:
         started = connect(address, num_cpus)  # first: a local instance's settings are read when Ray is imported
         ray = _ray()
         try:
-            resources = ray.cluster_resources()
-            gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-            if gpus:
-                per_worker = cpus_per_worker or max(1, cpus // gpus)
-                count, options = workers or gpus, {"num_gpus": 1, "num_cpus": per_worker}
-            else:
-                per_worker = min(cpus_per_worker or DEFAULT_CPUS_PER_WORKER, cpus)
-                count, options = workers or max(1, cpus // per_worker), {"num_cpus": per_worker}
+            count, per_worker, gpus = worker_layout([node["Resources"] for node in ray.nodes() if node["Alive"]],
+                                                    cpus_per_worker)
+            options = {"num_gpus": 1, "num_cpus": per_worker} if gpus else {"num_cpus": per_worker}
+            count = workers or count
             actor = ray.remote(max_restarts=max_retries, max_task_retries=0, **options)(_Worker)
             actors = [actor.remote(config, per_worker) for _ in range(count)]
-            infos = ray.get([a.info.remote() for a in actors])
+            try:
+                infos = ray.get([a.info.remote() for a in actors], timeout=START_SECONDS)
+            except ray.exceptions.GetTimeoutError:
+                raise Hist2RNAError(f"Ray: {count} workers of {options} did not all start in {START_SECONDS} s "
+                                    "(the cluster lacks the resources, or the backbone's weights are still "
+                                    "downloading); give a smaller --cpus-per-worker, or fetch the weights "
+                                    "first.") from None
         except BaseException:
             if started:
                 ray.shutdown()
@@ -293,6 +296,21 @@ class RayWorkers:
                 del self._probe_at[w]
                 probe = self.actors[w].info.remote()
                 self._in_flight[probe], self._probe_worker[probe] = None, w
+
+
+def worker_layout(nodes: list[dict], cpus_per_worker: int | None = None) -> tuple[int, int, bool]:
+    """(workers, CPUs each, with GPUs) for nodes' resources (Ray's {"CPU": .., "GPU": ..} per node):
+    one worker per GPU with the CPUs of the GPU nodes shared out (the least a GPU gets on any node,
+    so every worker fits), else one per `cpus_per_worker` CPUs (default 4, or all a node has when
+    fewer), counted node by node (a worker cannot span nodes)."""
+    gpu_nodes = [n for n in nodes if n.get("GPU", 0) >= 1]
+    if gpu_nodes:
+        share = min(int(n.get("CPU", 0)) // int(n["GPU"]) for n in gpu_nodes)
+        per_worker = max(1, min(cpus_per_worker or share, share)) if share else 0
+        return sum(int(n["GPU"]) for n in gpu_nodes), per_worker, True
+    largest = max((int(n.get("CPU", 0)) for n in nodes), default=1)
+    per_worker = max(1, min(cpus_per_worker or DEFAULT_CPUS_PER_WORKER, largest))
+    return max(1, sum(int(n.get("CPU", 0)) // per_worker for n in nodes)), per_worker, False
 
 
 def _slide_bytes(ref: SlideRef) -> int:

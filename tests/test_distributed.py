@@ -139,3 +139,17 @@ def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_coh
         if row["status"] == "done":
             assert _sha256(folder / row["record"]) == _sha256(single_process / row["record"])
     assert [p.name for p in folder.glob(".*.lock")] == [".manifest.lock"]  # every slide's claim released
+
+
+@pytest.mark.parametrize("nodes, cpus_per_worker, expected", [
+    ([{"CPU": 2}], 1, (2, 1, False)),  # the tests' instance: two workers of one CPU
+    ([{"CPU": 2}], None, (1, 2, False)),  # default 4 CPUs a worker, capped at what a node has
+    ([{"CPU": 16}, {"CPU": 16}], None, (8, 4, False)),  # counted node by node
+    ([{"CPU": 6}, {"CPU": 6}], 4, (2, 4, False)),  # not 12 // 4 = 3: a worker cannot span nodes
+    ([{"CPU": 64}, {"CPU": 64, "GPU": 8}, {"CPU": 32, "GPU": 8}], None, (16, 4, True)),  # a GPU each; the
+    ([{"CPU": 64, "GPU": 8}], 2, (8, 2, True)),  # smallest CPU share of a GPU node, so every worker fits
+])
+def test_worker_layout_fits_every_node(nodes, cpus_per_worker, expected):
+    from hist2rna_tf.distributed import worker_layout
+
+    assert worker_layout(nodes, cpus_per_worker) == expected

@@ -108,3 +108,19 @@ def test_duplicate_slide_ids_are_refused(tmp_path, shared_data):
 def test_missing_input_is_named(tmp_path):
     with pytest.raises(SlideError, match="no such file"):
         find_slides([tmp_path / "nowhere"])
+
+
+def test_opaque_regions_skip_compositing_with_the_same_pixels():
+    """A region read as RGBA becomes RGB on white: opaque ones by dropping alpha (fast path), others by
+    compositing; both equal Pillow's compositing on white."""
+    from hist2rna_tf.slides import opaque_rgb
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    for alpha in (np.full((32, 32), 255, np.uint8), rng.integers(0, 256, (32, 32), dtype=np.uint8)):
+        pixels[..., 3] = alpha
+        region = Image.fromarray(pixels, "RGBA")
+        white = Image.new("RGBA", region.size, (255, 255, 255, 255))
+        expected = np.asarray(Image.alpha_composite(white, region).convert("RGB"))
+        np.testing.assert_array_equal(np.asarray(opaque_rgb(region)), expected)
+    assert (np.asarray(opaque_rgb(region)) != pixels[..., :3]).any()  # the transparent case really composited
