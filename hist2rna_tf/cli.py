@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"one of {', '.join(BACKBONE_NAMES)} (default efficientnetv2s, the paper's best) "
                               "or a Keras model file taking RGB in [0, 255]")
     extract.add_argument("--weights", default="imagenet",
-                         help="imagenet (downloaded by Keras on first use), none (random: testing only), "
+                         help="imagenet (default; downloaded by Keras on first use), none (random: testing only), "
                               "or a path to a local weights file")
     _add_tile_options(extract)
     _add_stain_options(extract)
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-tile-features", action="store_true",
                      help="also store each tile's features (for spatial maps and the patch baseline)")
     run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
-                     help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4")
+                     help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4 (default 0/1: all)")
     run.add_argument("--overwrite", action="store_true", help="redo slides that already have a record")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -210,15 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--label-column", default="BRCA_Subtype_PAM50", help="subtype column (default BRCA_Subtype_PAM50)")
     train.add_argument("--subtypes", nargs="+", default=["LumA", "LumB", "Basal", "Her2"],
                        help="subtypes kept (default: the paper's LumA LumB Basal Her2)")
-    train.add_argument("--genes", default="all", help="all (138), an assay (pam50, oncotype, mammaprint, endopredict, "
+    train.add_argument("--genes", default="all", help="all (default: the 138), an assay (pam50, oncotype, mammaprint, endopredict, "
                        "bci, mammostrat) or a file of gene symbols")
     train.add_argument("--drop-missing-genes", action="store_true",
                        help="train without genes the table lacks (recorded in the run) instead of failing")
     train.add_argument("--split", help="reuse a split.csv from an earlier run")
     train.add_argument("--out", type=_out_folder, required=True, help="run folder")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and shuffling (default 0)")
     train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
-    train.add_argument("--max-epochs", type=_positive_int, default=150)
+    train.add_argument("--max-epochs", type=_positive_int, default=150,
+                       help="at most this many epochs; early stopping usually ends sooner (default 150, the paper's)")
     train.add_argument("--validation-fraction", type=_open_fraction, default=0.1,
                        help="training patients held back for early stopping (default 0.1)")
     train.add_argument("--standardize", action="store_true",
@@ -258,12 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     subtype.add_argument("--expression", required=True,
                          help="cBioPortal RSEM or samples x genes table (raw RSEM unless --no-log)")
     subtype.add_argument("--method", choices=["centroid", "voting"], default="centroid",
-                         help="centroid (Parker 2009 nearest centroid) or voting (the paper's soft-voting classifier, "
-                              "trained on --reference-expression and --reference-labels)")
+                         help="centroid (default; Parker 2009 nearest centroid) or voting (the paper's soft-voting "
+                              "classifier, trained on --reference-expression and --reference-labels)")
     subtype.add_argument("--reference-expression",
                          help="voting: measured RNA-seq of labelled patients to train on (raw RSEM unless --no-log)")
     subtype.add_argument("--reference-labels", help="voting: table with the reference patients' PAM50 subtype")
-    subtype.add_argument("--label-column", default="BRCA_Subtype_PAM50", help="subtype column of --reference-labels")
+    subtype.add_argument("--label-column", default="BRCA_Subtype_PAM50",
+                         help="subtype column of --reference-labels (default BRCA_Subtype_PAM50)")
     subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
     subtype.add_argument("--out", type=_out_file, required=True, help="CSV to write")
 

@@ -17,14 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import Hist2RNAError
+from .errors import ClinicalError
 from .expression import read_table_file
 
 log = logging.getLogger(__name__)
-
-
-class ClinicalError(Hist2RNAError):
-    """A clinical table or column mapping that cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,14 @@ class AnnotationError(SlideError):
     """A QuPath GeoJSON annotation is missing, malformed or lies outside its slide."""
 
 
+class ExpressionError(Hist2RNAError):
+    """An expression table, gene list, label table or split cannot be used as given."""
+
+
+class ClinicalError(Hist2RNAError):
+    """A clinical table or column mapping that cannot be used."""
+
+
 class BackboneError(Hist2RNAError):
     """A feature extractor cannot be built (unknown name, weights unavailable, bad model file)."""
 

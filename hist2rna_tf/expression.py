@@ -16,17 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import Hist2RNAError
+from .errors import ExpressionError, Hist2RNAError
 
 log = logging.getLogger(__name__)
 
 ASSAYS = {"oncotype": "Oncotype DX", "mammaprint": "Mammaprint", "pam50": "Prosigna/PAM50",
           "prosigna": "Prosigna/PAM50", "endopredict": "EndoPredict", "bci": "BCI", "mammostrat": "Mammostrat"}
 _TCGA_SAMPLE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})(?:-(\d{2}))?", re.IGNORECASE)
-
-
-class ExpressionError(Hist2RNAError):
-    """An expression table, gene list, label table or split cannot be used as given."""
 
 
 def read_table_file(path: str | Path, error: type[Hist2RNAError] = ExpressionError, **options) -> pd.DataFrame:

@@ -431,14 +431,6 @@ def _as_slide_error(ref: SlideRef, exc: BaseException, while_doing: str = "openi
                       "annotation) may be truncated or corrupt; re-download or re-export it.")
 
 
-def extract_slide(ref: SlideRef, extractor: Extractor, annotation_path: Path | None = None) -> SlideFeatures:
-    """One slide's features record (not written to disk). Raises SlideError."""
-    _, record, _ = next(stream_features([ref], extractor, [annotation_path]))
-    if isinstance(record, SlideError):
-        raise record
-    return record
-
-
 # --- a cohort ---------------------------------------------------------------------------------------
 
 

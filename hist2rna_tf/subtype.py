@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .expression import ExpressionError, alias_map
+from .errors import ExpressionError
+from .expression import alias_map
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .expression import ExpressionError
+from .errors import ClinicalError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def paper_covariates(clinical: pd.DataFrame, subtype_column: str, cut: CutOffs =
     needed = ["grade", "size_mm", "age", "node_positive", subtype_column]
     missing = [c for c in needed if c not in clinical.columns]
     if missing:
-        raise ExpressionError(f"clinical table lacks {', '.join(missing)} (columns: {', '.join(clinical.columns)}).")
+        raise ClinicalError(f"clinical table lacks {', '.join(missing)} (columns: {', '.join(clinical.columns)}).")
     luminal = clinical[clinical[subtype_column].isin(["LumA", cut.high_subtype])]
     return pd.DataFrame({
         "grade_3": (luminal["grade"] >= cut.grade_high).astype(int),
@@ -48,14 +48,14 @@ def paper_covariates(clinical: pd.DataFrame, subtype_column: str, cut: CutOffs =
 def _check(data: pd.DataFrame, duration: str, event: str, covariates: list[str]) -> pd.DataFrame:
     missing = [c for c in [duration, event, *covariates] if c not in data.columns]
     if missing:
-        raise ExpressionError(f"survival table lacks columns: {', '.join(missing)}.")
+        raise ClinicalError(f"survival table lacks columns: {', '.join(missing)}.")
     table = data[[duration, event, *covariates]].apply(pd.to_numeric, errors="coerce")
     bad = table.isna().any(axis=1)
     if bad.any():
         log.warning("%d rows with missing or non-numeric survival data are left out.", int(bad.sum()))
     table = table[~bad]
     if (table[duration] < 0).any():
-        raise ExpressionError(f"negative survival times in {duration!r}.")
+        raise ClinicalError(f"negative survival times in {duration!r}.")
     return table
 
 

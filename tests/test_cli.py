@@ -56,3 +56,16 @@ def test_normalize_writes_the_paper_normalisation(shared_data, tmp_path, capsys)
     assert main(["normalize", str(blank), str(tmp_path / "b.png")]) == 0
     assert "written unchanged" in capsys.readouterr().out
     assert main(["normalize", str(tmp_path / "nope.png"), str(tmp_path / "c.png")]) == 2
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    import argparse
+
+    from hist2rna_tf.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name} {action.option_strings[0]}" for name, parser in commands.choices.items()
+              for action in parser._actions
+              if action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+              and "default" not in (action.help or "")]
+    assert silent == []

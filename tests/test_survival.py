@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from lifelines.datasets import load_rossi
 
-from hist2rna_tf.expression import ExpressionError
+from hist2rna_tf.errors import ClinicalError
 from hist2rna_tf.survival import c_index_of_risk, cox, kaplan_meier, paper_covariates, univariate
 
 R_COXPH_EFRON = {"fin": -0.3794, "age": -0.0574, "race": 0.3139, "wexp": -0.1498, "mar": -0.4337,
@@ -48,5 +48,5 @@ def test_paper_cut_offs():
     covariates = paper_covariates(clinical, "subtype")
     assert list(covariates.index) == [0, 1, 2]  # Basal left out
     assert covariates.loc[1].tolist() == [1, 1, 1, 1, 1] and covariates.loc[2].tolist() == [0, 0, 0, 0, 0]
-    with pytest.raises(ExpressionError, match="lacks"):
+    with pytest.raises(ClinicalError, match="lacks"):
         paper_covariates(clinical.drop(columns="age"), "subtype")
