@@ -67,6 +67,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """An integer >= 0 (retries)."""
+    value = _parsed(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """A finite number > 0 (microns per pixel, watts)."""
     value = _parsed(text, float, "a number")
@@ -169,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--cpus-per-worker", type=_positive_int,
                        help="CPUs per worker on a cluster without GPUs (default 4, or all when fewer); with GPUs: "
                             "each GPU's share of the CPUs")
-    scale.add_argument("--max-retries", type=int, default=3,
+    scale.add_argument("--max-retries", type=_count, default=3,
                        help="times a slide is dealt again after its worker died (default 3); a slide that fails for "
                             "its own reason is not retried")
     gpu = extract.add_argument_group("GPU", "options for a machine with a GPU (refused without one: both are "

@@ -125,6 +125,8 @@ class RayWorkers:
               cpus_per_worker: int | None = None, workers: int | None = None, max_retries: int = MAX_RETRIES,
               num_cpus: int | None = None) -> "RayWorkers":
         """Connect (see `connect`), then start the workers and wait until each has built its extractor."""
+        if max_retries < 0:
+            raise Hist2RNAError(f"max_retries must be 0 or more, got {max_retries}.")
         started = connect(address, num_cpus)  # first: a local instance's settings are read when Ray is imported
         ray = _ray()
         try:

@@ -153,3 +153,14 @@ def test_worker_layout_fits_every_node(nodes, cpus_per_worker, expected):
     from hist2rna_tf.distributed import worker_layout
 
     assert worker_layout(nodes, cpus_per_worker) == expected
+
+
+def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from hist2rna_tf.distributed import _ray
+    from hist2rna_tf.errors import Hist2RNAError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(Hist2RNAError, match=r"pip install 'hist2rna-tf\[ray\]'"):
+        _ray()
