@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .barcodes import TCGA_SAMPLE, patient_id
 from .errors import ExpressionError, Hist2RNAError
 
 log = logging.getLogger(__name__)
 
 ASSAYS = {"oncotype": "Oncotype DX", "mammaprint": "Mammaprint", "pam50": "Prosigna/PAM50",
           "prosigna": "Prosigna/PAM50", "endopredict": "EndoPredict", "bci": "BCI", "mammostrat": "Mammostrat"}
-_TCGA_SAMPLE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})(?:-(\d{2}))?", re.IGNORECASE)
 
 
 def read_table_file(path: str | Path, error: type[Hist2RNAError] = ExpressionError, **options) -> pd.DataFrame:
@@ -179,23 +179,17 @@ def log2_expression(table: pd.DataFrame, source: str = "expression table") -> pd
 # --- patients, joins, splits ----------------------------------------------------------------------
 
 
-def patient_barcode(sample_id: str) -> str | None:
-    """The 12-character patient barcode of a TCGA sample or patient id, else None."""
-    match = _TCGA_SAMPLE.match(str(sample_id))
-    return match.group(1).upper() if match else None
-
-
 def to_patients(table: pd.DataFrame, source: str = "expression table") -> pd.DataFrame:
     """Rows keyed by patient: TCGA samples reduced to primary tumours (sample type 01) and averaged
     per patient; non-TCGA ids are kept as they are."""
     ids = pd.Series(table.index, index=table.index)
-    sample_type = ids.str.extract(_TCGA_SAMPLE)[1]
+    sample_type = ids.str.extract(TCGA_SAMPLE)[1]
     keep = sample_type.isna() | (sample_type == "01")
     dropped = int((~keep).sum())
     if dropped:
         log.info("%s: %d non-primary-tumour samples (type != 01) left out.", source, dropped)
     table = table[keep.to_numpy()]
-    patients = [patient_barcode(i) or i for i in table.index]
+    patients = [patient_id(i) for i in table.index]
     counts = pd.Series(patients).value_counts()
     repeated = sorted(counts.index[counts > 1])
     if repeated:
@@ -248,7 +242,7 @@ def read_labels(path: str | Path, column: str = "BRCA_Subtype_PAM50", id_column:
     table = read_table_file(path, dtype=str)
     if column not in table.columns:
         raise ExpressionError(f"{path}: no column {column!r} (columns: {', '.join(table.columns)}).")
-    ids = table[id_column or table.columns[0]].map(lambda i: patient_barcode(i) or i)
+    ids = table[id_column or table.columns[0]].map(patient_id)
     labels = table[column].replace("", np.nan)
     labels.index = ids
     labelled = labels.dropna()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .barcodes import patient_id
 from .errors import MissingMPPError, SlideError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 # What OpenSlide reads (plus generic TIFF); plain images need a declared --mpp.
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-_TCGA_BARCODE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.IGNORECASE)
 # Coordinates in tile file names: ours (`_x123_y456`) and the authors' (`[x=123,y=456,...]`).
 _TILE_XY = (re.compile(r"_x(\d+)_y(\d+)"), re.compile(r"\[x=(\d+),y=(\d+)"))
 
@@ -47,12 +47,6 @@ class SlideRef:
     @property
     def patient_id(self) -> str:
         return patient_id(self.slide_id)
-
-
-def patient_id(slide_id: str) -> str:
-    """The 12-character TCGA patient barcode when the name is a TCGA barcode, else the slide id."""
-    match = _TCGA_BARCODE.match(slide_id)
-    return match.group(0).upper() if match else slide_id
 
 
 def find_slides(inputs: list[str | Path], tile_size_px: int = 224) -> list[SlideRef]:
