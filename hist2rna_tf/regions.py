@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .errors import AnnotationError, SlideError
+from .slides import tile_footprint_px
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def select_tiles(slide, mpp: float, tiles, annotation_path: str | Path | None, s
         if not region.any():
             raise SlideError(f"{source}: the tumour annotation {annotation_path} covers no tissue; "
                              "check that it belongs to this slide.")
-    footprint_px = tiles.tile_size_px * tiles.target_mpp / mpp
+    footprint_px = tile_footprint_px(tiles.tile_size_px, tiles.target_mpp, mpp)
     candidates = grid_tiles(region, scale, footprint_px, slide.dimensions, tiles.min_region_fraction)
     if len(candidates) == 0:
         raise SlideError(f"{source}: no {tiles.tile_size_um:.0f} um tile has {tiles.min_region_fraction:.0%} "

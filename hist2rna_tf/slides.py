@@ -144,6 +144,11 @@ def slide_mpp(slide, ref: SlideRef, override: float | None = None) -> float:
     )
 
 
+def tile_footprint_px(tile_size_px: int, target_mpp: float, mpp: float) -> float:
+    """Level-0 pixels under one side of a `tile_size_px` tile at `target_mpp`, on a slide of `mpp`."""
+    return tile_size_px * target_mpp / mpp
+
+
 def level_for_mpp(downsamples: tuple[float, ...], mpp: float, target_mpp: float) -> int:
     """The coarsest pyramid level still at least as fine as the target (read it, then downsample)."""
     best = 0
@@ -179,7 +184,7 @@ class TileReader:
     def __init__(self, ref: SlideRef, mpp: float, target_mpp: float, tile_size_px: int, slide=None):
         self.ref = ref
         self.tile_size_px = tile_size_px
-        self.footprint_px = tile_size_px * target_mpp / mpp  # level-0 pixels under one tile
+        self.footprint_px = tile_footprint_px(tile_size_px, target_mpp, mpp)
         self._slide = slide if slide is not None else open_slide(ref)
         self._shared_image: Image.Image | None = None
         self._lock = threading.Lock()
