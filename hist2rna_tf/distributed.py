@@ -180,7 +180,8 @@ class RayWorkers:
         from tqdm.auto import tqdm
 
         ray = _ray()
-        queue = deque(sorted(range(len(refs)), key=lambda k: -_slide_bytes(refs[k])))  # largest first
+        sizes = [_slide_bytes(ref) for ref in refs]  # read once: dealing weighs them again and again
+        queue = deque(sorted(range(len(refs)), key=lambda k: -sizes[k]))  # largest first
         self._idle, self._in_flight, self._probe_at = list(range(len(self.actors))), {}, {}
         self._probe_worker, self._lost_since = {}, {}
         claimed: set[int] = set()
@@ -189,7 +190,7 @@ class RayWorkers:
             self._send_probes()
             while self._idle and queue:
                 chunk = []
-                for k, elsewhere in self._next_chunk(queue, refs, claim, claimed):
+                for k, elsewhere in self._next_chunk(queue, sizes, claim, claimed):
                     if elsewhere is None:
                         chunk.append(k)
                     else:
@@ -216,17 +217,17 @@ class RayWorkers:
                     yield (k, *outcome)
         bar.close()
 
-    def _next_chunk(self, queue: deque, refs: list[SlideRef], claim, claimed: set):
+    def _next_chunk(self, queue: deque, sizes: list[int], claim, claimed: set):
         """Pop the next run of slides off the queue: (index, None) for each dealt, (index,
         ClaimedElsewhere) for each another run holds."""
-        budget = sum(_slide_bytes(refs[k]) for k in queue) / (CHUNKS_PER_WORKER * len(self.actors))
+        budget = sum(sizes[k] for k in queue) / (CHUNKS_PER_WORKER * len(self.actors))
         taken = 0
-        while queue and (taken == 0 or taken + _slide_bytes(refs[queue[0]]) <= budget):
+        while queue and (taken == 0 or taken + sizes[queue[0]] <= budget):
             k = queue.popleft()
             elsewhere = claim(k) if claim is not None and k not in claimed else None
             if elsewhere is None:
                 claimed.add(k)
-                taken += max(_slide_bytes(refs[k]), 1)
+                taken += max(sizes[k], 1)
             yield k, elsewhere
 
     def _outcome(self, ready, refs: list[SlideRef]):
