@@ -2,35 +2,20 @@
 
 Reproduces: Figure 3 (DenseNet column) of Mondol et al., Cancers 2023 (hist2RNA).
 
-Stages, top to bottom: extract per-slide mean DenseNet201 features (F=1920; skipped for slides already
-done), train the paper's head on 335 patients, predict the 160 held-out patients. The data paths
-come from experiments/tcga_brca.py (see experiments/README.md for what to download); the settings
-are in CONFIG. Run: python experiments/densenet201.py
+Stages (tcga_brca.run): extract per-slide mean DenseNet201 features (F=1920; slides already done are
+skipped), train the paper's head on 335 patients, predict the 160 held-out patients. Inputs: TCGA in
+tcga_brca.py (see experiments/README.md). Run, from any folder: python experiments/densenet201.py
 """
 
+import sys
 from pathlib import Path
 
-from tcga_brca import ANNOTATIONS, EXPRESSION, LABELS, SLIDES, WEIGHTS
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
-from hist2rna_tf.config import ExtractConfig
-from hist2rna_tf.features import extract_cohort
-from hist2rna_tf.train import RunInputs, TrainConfig, train_run
+from tcga_brca import TCGA, Experiment, run  # noqa: E402
 
-CONFIG = dict(
-    extract=ExtractConfig(backbone="densenet201", weights=WEIGHTS, batch_size=32),  # the paper's 224 px, 0.25 um/px
-    train=TrainConfig(seed=0),  # the paper's: Adam 1e-3, MSE, batch 12, patience 4, <= 150 epochs
-    genes="all",  # the 138-gene panel
-    features=Path("features"),
-    run=Path("runs/densenet201"),
-)
+# The same held-out patients as the EfficientNetV2S run, when it has been run first.
+EXPERIMENT = Experiment("densenet201", split=TCGA().runs / "efficientnetv2s" / "split.csv")
 
 if __name__ == "__main__":
-    # 1. DenseNet201 features, one mean vector per slide (slides already done are skipped)
-    results = extract_cohort([SLIDES], CONFIG["features"], CONFIG["extract"], ANNOTATIONS, progress=True)
-    print(sum(r.status != "failed" for r in results), "slides with features,", sum(r.status == "failed" for r in results),
-          "failed (see features/densenet201/manifest.csv)")
-    # 2. + 3. train the head on the training patients, predict the held-out ones
-    inputs = RunInputs(features=str(CONFIG["features"] / "densenet201"), expression=str(EXPRESSION), labels=str(LABELS),
-                       genes=CONFIG["genes"])
-    summary = train_run(inputs, CONFIG["run"], CONFIG["train"], verbose=2)
-    print(summary["patients"], "patients; held-out predictions in", CONFIG["run"] / "test_predictions.csv")
+    run(EXPERIMENT, TCGA())

@@ -5,48 +5,42 @@ against hist2RNA's 0.29) and Figure 6 (training energy: EfficientNet patch-based
 10.2 kWh against hist2RNA's 0.66 h, 0.19 kWh on one GPU, 50x less).
 
 Stages, top to bottom: extract features WITH the per-tile features kept (the patch-based approach
-trains on tiles; ~5-15 MB a slide), train hist2RNA's head on the same split as the EfficientNetV2S
-run, then the patch-based baseline on that run's patients, split and genes: "frozen" (the head on
-each tile's feature) and, with FINETUNE=1, the backbone itself trained on the tile images as the paper
-did (needs a GPU: days on a CPU). Energy uses DEVICE_WATTS per device (the paper's 300 W V100).
-Run: BACKBONE=regnety320 python experiments/patch_baseline.py; then open runs/<backbone>_patch/report.html.
+trains on tiles; ~5-15 MB a slide) and train hist2RNA's head on the same split as the EfficientNetV2S
+run (tcga_brca.run), then the patch-based baseline on that run's patients, split and genes: "frozen"
+(the head on each tile's feature) or, with BASELINE's mode="finetune", the backbone itself trained on
+the tile images as the paper did (needs a GPU: days on a CPU). Energy uses device_watts per device
+(the paper's 300 W V100). Edit CONFIG below; run, from any folder: python experiments/patch_baseline.py,
+then open runs/<backbone>_patch/report.html.
 """
 
-import os
+import sys
 from pathlib import Path
 
-from tcga_brca import ANNOTATIONS, EXPRESSION, LABELS, SLIDES, WEIGHTS
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
-from hist2rna_tf.baseline import BaselineConfig, train_patch_baseline
-from hist2rna_tf.config import ExtractConfig
-from hist2rna_tf.features import extract_cohort
-from hist2rna_tf.report import ReportInputs, build_report
-from hist2rna_tf.train import RunInputs, TrainConfig, train_run
+from tcga_brca import TCGA, Experiment, run  # noqa: E402
 
-BACKBONE = os.environ.get("BACKBONE", "regnety320")
+from hist2rna_tf.config import BaselineConfig, ReportInputs  # noqa: E402
+
+BACKBONE = "regnety320"
 CONFIG = dict(
-    extract=ExtractConfig(backbone=BACKBONE, weights=WEIGHTS, batch_size=32, save_tile_features=True),
-    train=TrainConfig(seed=0),  # the paper's head settings, shared by the baseline
-    baseline=BaselineConfig(mode="finetune" if os.environ.get("FINETUNE") else "frozen",
-                            device_watts=float(os.environ.get("DEVICE_WATTS", 300))),
-    features=Path("features_tiles"),
-    split=Path("runs/efficientnetv2s/split.csv"),  # the same held-out patients as the main experiment
-    run=Path(f"runs/{BACKBONE}_tiles"),
-    out=Path(f"runs/{BACKBONE}_patch"),
+    data=TCGA(),
+    # hist2RNA on the slide means of features that keep every tile's vector (timed: the cost figure's first bar)
+    experiment=Experiment(BACKBONE, save_tile_features=True, name=f"{BACKBONE}_tiles",
+                          split=TCGA().runs / "efficientnetv2s" / "split.csv"),  # the main experiment's patients
+    baseline=BaselineConfig(mode="frozen", device_watts=300.0),  # mode="finetune": the paper's (GPU)
+    out=TCGA().runs / f"{BACKBONE}_patch",
 )
 
 if __name__ == "__main__":
-    # 1. features with every tile's vector kept (slides already done with tile features are skipped)
-    extract_cohort([SLIDES], CONFIG["features"], CONFIG["extract"], ANNOTATIONS, progress=True)
-    # 2. hist2RNA on the slide means (timed: the cost figure's first bar)
-    split = str(CONFIG["split"]) if CONFIG["split"].is_file() else None
-    inputs = RunInputs(features=str(CONFIG["features"] / BACKBONE), expression=str(EXPRESSION), labels=str(LABELS),
-                       split=split)
-    train_run(inputs, CONFIG["run"], CONFIG["train"], verbose=2)
+    from hist2rna_tf.baseline import train_patch_baseline
+    from hist2rna_tf.report import build_report
+
+    # 1. + 2. features with every tile's vector kept, and hist2RNA trained on their slide means
+    run_dir = run(CONFIG["experiment"], CONFIG["data"])
     # 3. the patch-based baseline on the same patients, split, genes and settings (the second bar)
-    summary = train_patch_baseline(CONFIG["run"], CONFIG["out"], CONFIG["baseline"], slides_dir=SLIDES,
-                                   annotations_dir=ANNOTATIONS, verbose=2)
+    summary = train_patch_baseline(run_dir, CONFIG["out"], CONFIG["baseline"], slides=[CONFIG["data"].slides],
+                                   annotations_dir=CONFIG["data"].annotations, verbose=2)
     print("patch-based median across genes:", round(summary["metrics"]["across_genes"]["median"], 3))
     # 4. one report with Figure 10 and the cost figure
-    print("report:", build_report(ReportInputs(run=CONFIG["run"], baseline=CONFIG["out"]),
-                                  CONFIG["out"] / "report.html"))
+    print("report:", build_report(ReportInputs(run=run_dir, baseline=CONFIG["out"]), CONFIG["out"] / "report.html"))

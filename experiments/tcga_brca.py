@@ -1,14 +1,81 @@
-"""Where the TCGA-BRCA inputs live (see experiments/README.md for what to download).
+"""The TCGA-BRCA experiment of Mondol et al., Cancers 2023 (hist2RNA), shared by the per-backbone
+scripts: where the inputs live, and `run(backbone)`: extract -> train -> held-out predictions.
 
-Shared by the per-backbone experiment scripts; override with HIST2RNA_DATA and HIST2RNA_WEIGHTS.
+Edit TCGA below (or pass your own to `run`) to point at your download (see experiments/README.md).
+Importing this module is cheap: TensorFlow loads when `run` is called.
 """
 
-import os
+from __future__ import annotations
+
+from dataclasses import dataclass, field
 from pathlib import Path
 
-DATA = Path(os.environ.get("HIST2RNA_DATA", "data/tcga_brca"))
-SLIDES = DATA / "slides"  # GDC diagnostic slides (*.svs)
-ANNOTATIONS = DATA / "annotations" if (DATA / "annotations").is_dir() else None  # QuPath GeoJSON, optional
-EXPRESSION = DATA / "data_mrna_seq_v2_rsem.txt"  # cBioPortal brca_tcga RSEM
-LABELS = DATA / "subtypes.csv"  # patient barcode, BRCA_Subtype_PAM50
-WEIGHTS = os.environ.get("HIST2RNA_WEIGHTS", "imagenet")  # or a local weights file
+from hist2rna_tf.config import ExtractConfig, RunInputs, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class TCGA:
+    """The inputs (experiments/README.md says what to download) and where outputs go."""
+
+    data: Path = REPO / "data" / "tcga_brca"
+    weights: str = "imagenet"  # downloaded by Keras on first use; or a local weights file (.h5)
+    features: Path = REPO / "features"  # <features>/<backbone>/<slide_id>.tfrecord
+    runs: Path = REPO / "runs"  # <runs>/<backbone>/
+
+    @property
+    def slides(self) -> Path:
+        return self.data / "slides"  # GDC diagnostic slides (*.svs)
+
+    @property
+    def annotations(self) -> Path | None:
+        folder = self.data / "annotations"  # QuPath GeoJSON, optional
+        return folder if folder.is_dir() else None
+
+    @property
+    def expression(self) -> Path:
+        return self.data / "data_mrna_seq_v2_rsem.txt"  # cBioPortal brca_tcga RSEM
+
+    @property
+    def labels(self) -> Path:
+        return self.data / "subtypes.csv"  # patient barcode, BRCA_Subtype_PAM50
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One backbone's settings: the paper's tiles (224 px at 0.25 um/px, <= 1000 a slide), its head
+    training (Adam 1e-3, MSE, batch 12, patience 4, <= 150 epochs), the 138-gene panel."""
+
+    backbone: str
+    batch_size: int = 32
+    save_tile_features: bool = False  # the patch-based comparison trains on each tile's feature
+    train: TrainConfig = field(default_factory=TrainConfig)
+    genes: str = "all"
+    split: Path | None = None  # another run's split.csv: the same held-out patients
+    name: str | None = None  # the run's folder name (default: the backbone's)
+
+
+def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> Path:
+    """Extract the backbone's per-slide mean features (slides already done are skipped), train the
+    paper's head on the training patients and predict the held-out ones. Returns the run folder
+    (test_predictions.csv, test_targets.csv, the metrics, the model)."""
+    from hist2rna_tf.features import extract_cohort
+    from hist2rna_tf.train import train_run
+
+    experiment = Experiment(experiment) if isinstance(experiment, str) else experiment
+    extract = ExtractConfig(backbone=experiment.backbone, weights=data.weights, batch_size=experiment.batch_size,
+                            save_tile_features=experiment.save_tile_features)
+    features = data.features.with_name(data.features.name + "_tiles") if experiment.save_tile_features else data.features
+    results = extract_cohort([data.slides], features, extract, data.annotations, progress=True)
+    print(sum(r.status != "failed" for r in results), "slides with features,",
+          sum(r.status == "failed" for r in results), f"failed (see {features / experiment.backbone}/manifest.csv)")
+    split = experiment.split if experiment.split and Path(experiment.split).is_file() else None
+    inputs = RunInputs(features=str(features / experiment.backbone), expression=str(data.expression),
+                       labels=str(data.labels), genes=experiment.genes, split=str(split) if split else None)
+    run_dir = data.runs / (experiment.name or experiment.backbone)
+    summary = train_run(inputs, run_dir, experiment.train, verbose=verbose)
+    genes = summary["metrics"]["across_genes"]
+    print(f"{summary['patients']} patients; held-out median Spearman across genes {genes['median']:.2f}, "
+          f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; run folder {run_dir}")
+    return run_dir

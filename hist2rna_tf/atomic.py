@@ -51,3 +51,17 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """JSON (indented, keys sorted; what JSON cannot hold written as text), written atomically."""
+    import json
+
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def write_table(table, path: str | Path, index: bool = True) -> Path:
+    """A pandas table as CSV, written atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=index)
+    return Path(path)

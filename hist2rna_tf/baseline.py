@@ -20,32 +20,18 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .errors import Hist2RNAError
+from . import __version__, runs
+from .config import BaselineConfig
+from .costs import cost_table
+from .errors import Hist2RNAError, SettingsError
 
 log = logging.getLogger(__name__)
-
-PAPER_WATTS = 300.0  # the paper's figure for one Nvidia Tesla V100 32GB
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    mode: str = "frozen"  # "frozen" (stored tile features) or "finetune" (backbone trained on tile images)
-    max_epochs: int | None = None  # None: the hist2RNA run's own limit (the paper's 150)
-    batch_size: int | None = None  # None: the hist2RNA run's (the paper's 12)
-    shuffle_buffer: int = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
-    image_shuffle_buffer: int = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
-    tiles_per_slide: int | None = None  # finetune: at most this many tiles a slide (None: all planned)
-    device_watts: float = PAPER_WATTS
-    n_devices: int = 1
-    device: str = field(default="")  # described in costs.csv; "" = detected
 
 
 @dataclass
@@ -64,17 +50,14 @@ class _Cohort:
 
 
 def _cohort(run_dir: Path) -> _Cohort:
-    from .expression import load_split
-    from .errors import SettingsError
     from .records import read_record, record_files, settings_differences
-    from .train import measured_log2, read_run_config
 
-    config = read_run_config(run_dir)
-    genes = (run_dir / "genes.txt").read_text().split()
-    split = load_split(run_dir / "split.csv")
-    targets = measured_log2(config["inputs"]).reindex(columns=genes)
+    config = runs.read_config(run_dir)
+    genes = runs.read_genes(run_dir)
+    split = runs.read_split(run_dir)
+    targets = runs.measured_log2(config["inputs"]).reindex(columns=genes)
     slides = []
-    for path in record_files(config["inputs"]["features"]):
+    for path in record_files(runs.features_dir(config)):
         record = read_record(path)
         changes = settings_differences(config.get("feature_settings") or record.settings, record.settings)
         if changes:
@@ -190,40 +173,39 @@ def _frozen_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch_s
 
 
 def _finetune_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch_size: int, config: BaselineConfig,
-                    seed: int, slides_dir: Path, annotations_dir: Path | None) -> _Parts:
-    """The backbone (trainable) + a linear output, and tile images streamed from the slides with the
-    run's own tiling and stain settings."""
-    import keras
-
+                    seed: int, slides: list[Path], annotations_dir: Path | None) -> _Parts:
+    """The backbone (trainable) + a linear output (head.build_finetune_model), and tile images
+    streamed from the slides by the extraction's own tile stream, with the run's tiling and stain
+    settings."""
     from .backbones import build_backbone
     from .features import annotation_for
+    from .head import build_finetune_model
     from .predict import run_extraction_config
     from .slides import find_slides
     from .stain import make_normaliser, resolve_stain_config
 
     extract = run_extraction_config(cohort.run_config)
-    refs = {ref.slide_id: ref for ref in find_slides([slides_dir], extract.tiles.tile_size_px)}
+    refs = {ref.slide_id: ref for ref in find_slides(slides, extract.tiles.tile_size_px)}
     absent = [s for s in cohort.slides.index if s not in refs]
     if absent:
-        raise Hist2RNAError(f"{len(absent)} slides of the run (e.g. {absent[0]}) are not under {slides_dir}; "
-                            "give --slides the folder they were extracted from.")
+        raise Hist2RNAError(f"{len(absent)} slides of the run (e.g. {absent[0]}) are not under "
+                            f"{', '.join(map(str, slides))}; give --slides the slides the run was extracted from.")
     backbone = build_backbone(extract.backbone, extract.weights, extract.tiles.tile_size_px)
-    backbone.model.trainable = True
-    size = extract.tiles.tile_size_px
-    inputs = keras.Input((size, size, 3), dtype="float32", name="tiles")
-    outputs = keras.layers.Dense(len(cohort.genes), name="genes")(backbone.model(backbone.preprocess(inputs)))
+    scaling = {}
     if cohort.train_config.get("standardize"):  # as the hist2RNA run did: genes learnt z-scored
         train = cohort.targets.loc[cohort.split.index[cohort.split == "train"]].to_numpy(np.float64)
-        outputs = keras.layers.Normalization(axis=-1, mean=train.mean(0), variance=np.maximum(train.var(0), 1e-12),
-                                             invert=True, name="unstandardize_genes")(outputs)
-    model = keras.Model(inputs, outputs, name="patch_baseline_finetune")
+        scaling = {"target_mean": train.mean(0), "target_var": train.var(0)}
+    model = build_finetune_model(backbone, extract.tiles.tile_size_px, len(cohort.genes), **scaling)
     normaliser = make_normaliser(resolve_stain_config(extract.stain))
-    annotations = {s: annotation_for(refs[s], annotations_dir) for s in cohort.slides.index}
 
     def images(slides: pd.DataFrame, with_targets: bool, shuffle: int | None, batch: int):
-        target_of = (lambda s: cohort.targets.loc[cohort.slides.loc[s, "patient_id"]].to_numpy()) if with_targets else None
-        return _image_dataset(refs, annotations, extract, normaliser, list(slides.index), target_of, batch, shuffle,
-                              seed, config.tiles_per_slide)
+        from .features import CohortStream
+
+        ids = list(slides.index)
+        stream = CohortStream([refs[s] for s in ids], extract.tiles, [annotation_for(refs[s], annotations_dir)
+                                                                     for s in ids])
+        targets = cohort.targets.loc[slides["patient_id"]].to_numpy(np.float32) if with_targets else None
+        return _image_dataset(stream, targets, normaliser, batch, shuffle, seed, config.tiles_per_slide)
 
     def predict(model, slides: pd.DataFrame) -> pd.DataFrame:
         return _predict_images(model, images(slides, False, None, batch_size * 4), list(slides.index))
@@ -232,35 +214,28 @@ def _finetune_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch
                   predict)
 
 
-def _image_dataset(refs, annotations, extract, normaliser, slide_ids, targets_of, batch_size, shuffle, seed,
-                   tiles_per_slide):
-    """tf.data of (normalised tiles [B, T, T, 3] float, targets [B, G]) or (tiles, slide index)."""
+READ_BATCH, READ_THREADS = 16, 4  # tiles read per call, calls in parallel
+
+
+def _image_dataset(stream, targets: np.ndarray | None, normaliser, batch_size: int, shuffle: int | None, seed: int,
+                   tiles_per_slide: int | None):
+    """tf.data of (normalised tiles [B, T, T, 3] float, targets [B, G]), or (tiles, slide index)
+    without `targets` (slides x genes, in the stream's slide order): the extraction's tile stream
+    (features.CohortStream), slides in a shuffled order when `shuffle`, tiles shuffled in a buffer of
+    that many."""
     import tensorflow as tf
 
-    from .features import CohortStream
-
-    stream = CohortStream([refs[s] for s in slide_ids], extract.tiles, [annotations[s] for s in slide_ids])
-    size = extract.tiles.tile_size_px
-    cap = tiles_per_slide or 10 ** 9
-    y = np.stack([targets_of(s) for s in slide_ids]).astype(np.float32) if targets_of else None
-
-    def slide_tiles(s):
-        count = tf.minimum(tf.reshape(tf.numpy_function(stream.plan, [s], tf.int64, stateful=True), []), cap)
-        return tf.data.Dataset.range(count).map(lambda i: (s, i))
-
-    def load(s, i):
-        tile = tf.ensure_shape(tf.numpy_function(stream.read, [s, i], tf.uint8, stateful=True), [size, size, 3])
-        return tile, (tf.gather(y, s) if y is not None else s)
+    def labelled(s, tile):
+        return tile, (tf.gather(targets, s) if targets is not None else s)
 
     def normalise(tiles, label):
         tiles, _ = normaliser(tiles)
         return tf.cast(tiles, tf.float32), label
 
-    order = tf.data.Dataset.range(len(slide_ids))
+    order = tf.data.Dataset.range(len(stream.refs))
     if shuffle:
-        order = order.shuffle(len(slide_ids), seed=seed, reshuffle_each_iteration=True)
-    # Slides are planned one after another (plan() is not thread-safe); tiles are read in parallel.
-    data = order.flat_map(slide_tiles).map(load, num_parallel_calls=4, deterministic=True)
+        order = order.shuffle(len(stream.refs), seed=seed, reshuffle_each_iteration=True)
+    data = stream.batches(READ_BATCH, READ_THREADS, order, tiles_per_slide).unbatch().map(labelled)
     if shuffle:
         data = data.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).map(normalise).prefetch(2)
@@ -280,32 +255,32 @@ def _predict_images(model, dataset, slide_ids) -> pd.DataFrame:
 
 
 def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: BaselineConfig = BaselineConfig(),
-                         slides_dir: str | Path | None = None, annotations_dir: str | Path | None = None,
-                         verbose: int = 0) -> dict:
+                         slides: list[str | Path] | str | Path | None = None,
+                         annotations_dir: str | Path | None = None, verbose: int = 0) -> dict:
     """Train the patch-based baseline on a hist2RNA run's patients, split and genes; write, under
-    `out_dir`, the same files as a run (config.json, genes.txt, split.csv, history.csv, best.keras,
-    test_predictions.csv, test_targets.csv) plus costs.csv. Returns the summary (config.json)."""
+    `out_dir`, the same files as a run (runs.py: config.json, genes.txt, split.csv, history.csv,
+    best.keras, test_predictions.csv, test_targets.csv, the metrics) plus costs.csv. `slides`: the
+    slide files or folders the run was extracted from (finetune). Returns the summary (config.json)."""
     import keras
 
-    from .atomic import atomic_path
     from .evaluate import evaluate_run
     from .expression import average_by_patient
-    from .predict import write_table
-    from .train import run_folder, write_json
+    from .train import TrainConfig, fit_model
 
     if config.mode not in ("frozen", "finetune"):
         raise Hist2RNAError(f"unknown baseline mode {config.mode!r}; choose frozen or finetune.")
-    if config.mode == "finetune" and slides_dir is None:
-        raise Hist2RNAError("--mode finetune trains on tile images: give --slides (the run's slide folder).")
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if config.mode == "finetune" and not slides:
+        raise Hist2RNAError("--mode finetune trains on tile images: give --slides (the run's slides).")
+    run_dir = Path(run_dir)
     cohort = _cohort(run_dir)
     train_cfg = cohort.train_config
     batch_size = config.batch_size or int(train_cfg["batch_size"])
-    max_epochs = config.max_epochs or int(train_cfg["max_epochs"])
-    seed = int(train_cfg["seed"])
+    settings = TrainConfig(**{f.name: train_cfg[f.name] for f in fields(TrainConfig) if f.name in train_cfg})
+    settings = replace(settings, batch_size=batch_size, max_epochs=config.max_epochs or settings.max_epochs)
+    seed = settings.seed
     keras.utils.set_random_seed(seed)
     train_patients = sorted(cohort.split.index[cohort.split == "train"])
-    held = _validation_patients(train_patients, float(train_cfg["validation_fraction"]), seed)
+    held = _validation_patients(train_patients, settings.validation_fraction, seed)
     fit_slides = cohort.slides_of([p for p in train_patients if p not in held])
     val_slides = cohort.slides_of(held)
     test_slides = cohort.slides_of(cohort.split.index[cohort.split == "test"])
@@ -313,75 +288,37 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     if config.mode == "frozen":
         parts = _frozen_parts(cohort, fit_slides, val_slides, batch_size, config, seed)
     else:
-        parts = _finetune_parts(cohort, fit_slides, val_slides, batch_size, config, seed, Path(slides_dir),
+        slides = [slides] if isinstance(slides, (str, Path)) else list(slides)
+        parts = _finetune_parts(cohort, fit_slides, val_slides, batch_size, config, seed, [Path(p) for p in slides],
                                 annotations_dir and Path(annotations_dir))
     model = parts.model
 
-    with run_folder(Path(out_dir)) as out_dir:  # built aside, renamed into place only when complete
-        model.compile(optimizer=keras.optimizers.Adam(float(train_cfg["learning_rate"])), loss="mse")
-        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg["patience"]),
-                                                   restore_best_weights=True),
-                     keras.callbacks.CSVLogger(str(out_dir / "history.csv"))]
+    with runs.building(out_dir) as out_dir:  # built aside, renamed into place only when complete
         start = time.perf_counter()
-        with warnings.catch_warnings():  # image streams have no declared length: Keras learns it in epoch 1
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            history = model.fit(parts.fit_data, validation_data=parts.val_data, epochs=max_epochs, callbacks=callbacks,
-                                verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
+        history = fit_model(model, parts.fit_data, parts.val_data, settings, out_dir, verbose, save_best=False)
         train_seconds = time.perf_counter() - start
-        with atomic_path(out_dir / "best.keras") as tmp:  # the temp name keeps .keras, which Keras needs
-            model.save(tmp)
+        runs.save_model(out_dir, model)
 
         slide_predictions = parts.predict(model, test_slides)
         slide_predictions.columns = cohort.genes
         predictions = average_by_patient(slide_predictions, test_slides["patient_id"])
-        predictions.index.name = "patient_id"
-        write_table(predictions, out_dir / "test_predictions.csv")
-        write_table(cohort.targets.loc[predictions.index].rename_axis("patient_id"), out_dir / "test_targets.csv")
-        (out_dir / "genes.txt").write_text("\n".join(cohort.genes) + "\n")
-        (out_dir / "split.csv").write_bytes((run_dir / "split.csv").read_bytes())
+        runs.write_held_out(out_dir, predictions, cohort.targets.loc[predictions.index])
+        runs.write_genes(out_dir, cohort.genes)
+        runs.copy_split(out_dir, run_dir)
         cap = config.tiles_per_slide if config.mode == "finetune" and config.tiles_per_slide else 10 ** 9
         n_tiles = {name: int(frame["n_tiles"].clip(upper=cap).sum()) for name, frame in
                    (("train", fit_slides), ("validation", val_slides), ("test", test_slides))}
-        costs = cost_table(cohort.run_config, train_seconds, len(history.history["loss"]), config)
-        write_table(costs, out_dir / "costs.csv", index=False)
+        costs = cost_table(cohort.run_config, train_seconds, len(history), config)
+        runs.write_costs(out_dir, costs)
         summary = {"version": __version__, "approach": "patch-based", "baseline": asdict(config),
                    "hist2rna_run": str(run_dir), "inputs": cohort.run_config["inputs"], "train": train_cfg,
                    "batch_size": batch_size, "feature_dim": cohort.run_config["feature_dim"],
                    "feature_settings": cohort.run_config.get("feature_settings"), "genes": len(cohort.genes),
-                   "patients": cohort.run_config["patients"], "tiles": n_tiles, "epochs": len(history.history["loss"]),
-                   "best_val_loss": float(min(history.history["val_loss"])), "train_seconds": train_seconds,
+                   "patients": cohort.run_config["patients"], "tiles": n_tiles, "epochs": len(history),
+                   "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds,
                    "device": costs["device"].iloc[-1]}
-        write_json(out_dir / "config.json", summary)
+        runs.write_config(out_dir, summary)
         summary["metrics"] = evaluate_run(out_dir)
     log.info("patch-based baseline: %d epochs in %.0f s; held-out median Spearman across genes %.2f",
              summary["epochs"], train_seconds, summary["metrics"]["across_genes"]["median"])
     return summary
-
-
-def device_description() -> str:
-    import os
-
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
-        return f"{len(gpus)} x {names[0]}"
-    return f"CPU ({os.cpu_count()} cores)"
-
-
-def cost_table(run_config: dict, baseline_seconds: float, baseline_epochs: int, config: BaselineConfig) -> pd.DataFrame:
-    """approach, device, n_devices, watts, epochs, seconds, hours, kwh: the hist2RNA run (when its
-    config.json has train_seconds) and the baseline, energy = hours x watts x devices / 1000."""
-    device = config.device or device_description()
-    rows = []
-    if "train_seconds" in run_config:
-        rows.append(("hist2RNA (slide mean)", run_config["train_seconds"], run_config["epochs"]))
-    rows.append((f"patch-based ({config.mode})", baseline_seconds, baseline_epochs))
-    table = pd.DataFrame(rows, columns=["approach", "seconds", "epochs"])
-    table.insert(1, "device", device)
-    table.insert(2, "n_devices", config.n_devices)
-    table.insert(3, "watts", config.device_watts)
-    table["hours"] = table["seconds"] / 3600.0
-    table["kwh"] = table["hours"] * table["watts"] * table["n_devices"] / 1000.0
-    return table

@@ -19,6 +19,7 @@ from scipy import stats
 
 from .errors import ClinicalError
 from .expression import read_table_file
+from .subtype import LUMINAL
 
 log = logging.getLogger(__name__)
 
@@ -162,27 +163,7 @@ def biomarker_tests(data: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["gene", "variable", "test", "groups", "effect", "statistic", "p"])
 
 
-# --- Luminal A vs B from predicted genes ----------------------------------------------------------------
-
-LUMINAL = ("LumA", "LumB")
-
-
-def luminal_calls(predicted: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series,
-                  seed: int = 0) -> pd.DataFrame:
-    """LumA vs LumB for each patient from predicted PAM50 genes: the paper's soft-voting classifier
-    trained on the reference cohort's luminal patients (measured log2 expression and PAM50 labels,
-    e.g. the TCGA training patients). Returns `call` and `p_LumB` per patient."""
-    from .subtype import pam50_centroids, voting_classifier
-
-    luminal = reference_labels[reference_labels.isin(LUMINAL)]
-    genes = [g for g in pam50_centroids().index if g in predicted.columns and g in reference.columns]
-    if len(genes) < 10 or luminal.nunique() < 2:
-        raise ClinicalError(f"LumA/LumB calls need >= 10 shared PAM50 genes (have {len(genes)}) and reference "
-                            "patients of both luminal subtypes.")
-    model = voting_classifier(seed).fit(reference.loc[luminal.index, genes].to_numpy(), luminal.to_numpy())
-    probability = pd.DataFrame(model.predict_proba(predicted[genes].to_numpy()), index=predicted.index,
-                               columns=model.classes_)
-    return pd.DataFrame({"call": probability.idxmax(axis=1), "p_LumB": probability["LumB"]})
+# --- Luminal A vs B from predicted genes (the calls: subtype.luminal_calls) ----------------------------
 
 
 def reclassification(ihc: pd.Series, predicted_call: pd.Series) -> tuple[pd.DataFrame, dict]:
@@ -196,37 +177,3 @@ def reclassification(ihc: pd.Series, predicted_call: pd.Series) -> tuple[pd.Data
     moved = {"LumB_to_LumA": int(table.loc["LumB", "LumA"]), "LumA_to_LumB": int(table.loc["LumA", "LumB"]),
              "n": int(luminal.sum()), "ihc_LumB": int(table.loc["LumB"].sum()), "predicted_LumB": int(table["LumB"].sum())}
     return table, moved
-
-
-# --- Tables 1 and 2 ---------------------------------------------------------------------------------------
-
-TABLE_ROWS = (("grade_3", "Tumour Grade", "3 vs. 1 & 2"), ("size_gt_20mm", "Tumour Size", ">20 vs. <=20 (mm)"),
-              ("age_gt_55", "Age", ">55 vs. <=55"), ("node_positive", "LN status", "pos. vs. neg."))
-
-
-def survival_table(data: pd.DataFrame, subtype_column: str, subtype_label: str) -> tuple[pd.DataFrame, dict]:
-    """Tables 1-2 layout for luminal patients: per parameter the risk-group cut-off, patients per
-    group, multivariate and univariate Cox HR (95% CI) and p; and both models' c-index for the
-    subtype. `data` needs os_months, os_event, grade, size_mm, age, node_positive and the subtype column."""
-    from .survival import cox, paper_covariates, univariate
-
-    needed = ["os_months", "os_event", "grade", "size_mm", "age", "node_positive", subtype_column]
-    absent = [c for c in needed if c not in data.columns]
-    if absent:
-        raise ClinicalError(f"survival tables need the clinical columns {', '.join(absent)}.")
-    complete = data.dropna(subset=needed)
-    covariates = paper_covariates(complete, subtype_column)
-    table = covariates.join(complete[["os_months", "os_event"]])
-    names = list(covariates.columns)
-    multi, model = cox(table, "os_months", "os_event", names)
-    uni = univariate(table, "os_months", "os_event", names)
-    rows = []
-    for key, label, cut in (*TABLE_ROWS, (names[-1], subtype_label, "LumB vs. LumA")):
-        high = int(table[key].sum())
-        rows.append({"Parameter": label, "Risk group cut-off": cut, "Patients per group": f"{high} vs. {len(table) - high}",
-                     "Multivariate HR": multi.loc[key, "hr"], "Multivariate 95% CI":
-                     f"{multi.loc[key, 'ci_low']:.2f}-{multi.loc[key, 'ci_high']:.2f}", "Multivariate p": multi.loc[key, "p"],
-                     "Univariate HR": uni.loc[key, "hr"], "Univariate 95% CI":
-                     f"{uni.loc[key, 'ci_low']:.2f}-{uni.loc[key, 'ci_high']:.2f}", "Univariate p": uni.loc[key, "p"]})
-    return pd.DataFrame(rows), {"n": model["n"], "events": model["events"], "multivariate_c_index": model["c_index"],
-                                "univariate_c_index_subtype": float(uni.loc[names[-1], "c_index"])}

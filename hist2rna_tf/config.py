@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # The fixed Macenko targets of the hist2RNA authors' normaliser (raktim-mondol/hist2RNA
@@ -17,6 +18,13 @@ PAPER_MAX_C_REF = (1.9705, 1.0308)
 # decides which pixels count as stained, OD >= beta; angles, concentrations and the recomposition
 # do not depend on the base). `macenko` is the authors' own normaliser, the one their pipeline ran.
 MACENKO_OD_LOG = {"macenko": "log10", "macenko-henorm": "log"}  # numpy's function for each
+
+# Every stain normalisation `hist2rna extract --stain` offers (StainConfig.method).
+STAIN_METHODS = (*MACENKO_OD_LOG, "staintools-macenko", "staintools-vahadane", "none")
+# The paper's five backbones (backbones.BACKBONES builds them); a Keras model file works too.
+BACKBONE_NAMES = ("efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50")
+# The backbone's arithmetic (backbones.PRECISIONS: the Keras dtype policy of each).
+PRECISION_NAMES = ("float32", "mixed")
 
 # Feature folders and records written before 0.2.0 called HEnorm's natural-log variant "macenko".
 _NATURAL_LOG_MACENKO_UNTIL = (0, 2, 0)
@@ -106,6 +114,95 @@ class ExtractConfig:
     xla: bool = False
     tiles: TileConfig = field(default_factory=TileConfig)
     stain: StainConfig = field(default_factory=StainConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The head's training (paper section 2.4): Adam, MSE, minibatches of 12, early stopping with
+    patience 4 on the validation patients' loss, at most 150 epochs."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 12
+    patience: int = 4
+    max_epochs: int = 150
+    validation_fraction: float = 0.1  # training patients held back for early stopping, seeded
+    seed: int = 0
+    deterministic: bool = False
+    standardize: bool = False  # NOT the paper: z-score features and targets inside the model (see head.py)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a training run reads: stored features, an expression table, a label table for the split."""
+
+    features: str
+    expression: str
+    labels: str
+    label_column: str = "BRCA_Subtype_PAM50"
+    subtypes: tuple[str, ...] = ("LumA", "LumB", "Basal", "Her2")  # the paper's four (no Normal-like)
+    genes: str = "all"
+    drop_missing_genes: bool = False
+    split: str | None = None
+    test_fraction: float = 160 / 495
+
+
+PAPER_WATTS = 300.0  # the paper's figure for one Nvidia Tesla V100 32GB
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The patch-based comparison (baseline.py)."""
+
+    mode: str = "frozen"  # "frozen" (stored tile features) or "finetune" (backbone trained on tile images)
+    max_epochs: int | None = None  # None: the hist2RNA run's own limit (the paper's 150)
+    batch_size: int | None = None  # None: the hist2RNA run's (the paper's 12)
+    shuffle_buffer: int = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
+    image_shuffle_buffer: int = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
+    tiles_per_slide: int | None = None  # finetune: at most this many tiles a slide (None: all planned)
+    device_watts: float = PAPER_WATTS
+    n_devices: int = 1
+    device: str = field(default="")  # described in costs.csv; "" = detected
+
+
+@dataclass
+class ReportInputs:
+    """What one report shows: a run, and optionally other runs, an external cohort, a baseline."""
+
+    run: Path
+    compare: list[Path] = field(default_factory=list)  # more runs (other backbones) for Figure 3
+    external_predictions: Path | None = None  # patients x genes (hist2rna predict)
+    clinical: Path | None = None
+    clinical_columns: Path | None = None  # JSON mapping (clinical.ClinicalColumns)
+    run_clinical: Path | None = None  # clinical table of the run's own cohort (e.g. TCGA): Figure 7's TCGA rows
+    run_clinical_columns: Path | None = None  # its JSON mapping
+    baseline: Path | None = None  # a `hist2rna baseline` folder (Figure 10; its costs.csv for Figure 6)
+    costs: Path | None = None  # CSV: approach, hours, kwh (default: the baseline's costs.csv)
+    extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
+    title: str = "hist2RNA report"
+    note: str = ""  # shown at the top (e.g. SYNTHETIC)
+    n_boot: int = 1000
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The demo chain (demo_chain.py) on the SYNTHETIC demo cohort."""
+
+    out: Path = Path("demo_output")
+    n_slides: int = 36
+    backbone: str = "efficientnetv2s"
+    weights: str = "none"
+    n_controls: int = 3
+    n_external: int = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
+    seed: int = 0
+    progress: bool = True
+    export: bool = True
+    baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
+
+
+# Ray extraction (distributed.py): CPUs per worker on a cluster without GPUs; times a slide is dealt
+# again after its worker died.
+RAY_CPUS_PER_WORKER = 4
+RAY_MAX_RETRIES = 3
 
 
 def usable_cores() -> int:

@@ -24,23 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from . import runs
+from .atomic import atomic_path, write_json
+from .config import DemoConfig
+from .predict import write_predictions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    out: Path = Path("demo_output")
-    n_slides: int = 36
-    backbone: str = "efficientnetv2s"
-    weights: str = "none"
-    n_controls: int = 3
-    n_external: int = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
-    seed: int = 0
-    progress: bool = True
-    export: bool = True
-    baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
 
 @dataclass
@@ -78,12 +67,10 @@ def shuffled_expression(expression_csv: Path, out_csv: Path, seed: int) -> Path:
 
 def control_median(control_dir: Path, run_dir: Path) -> float:
     """Median held-out Spearman across genes of a control's predictions against the TRUE targets."""
-    import pandas as pd
-
     from .evaluate import across_genes, summary
 
-    predicted = pd.read_csv(control_dir / "test_predictions.csv", index_col=0)
-    truth = pd.read_csv(run_dir / "test_targets.csv", index_col=0)
+    predicted, _ = runs.held_out(control_dir)
+    _, truth = runs.held_out(run_dir)
     return summary(across_genes(predicted, truth))["median"]
 
 
@@ -91,7 +78,6 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     """Run the whole demo chain under `config.out`; re-running reuses the cohort and the features."""
     from .config import ExtractConfig
     from .demo import build_demo_cohort, write_demo_clinical, write_demo_expression
-    from .evaluate import evaluate_run
     from .train import RunInputs, TrainConfig, train_run
 
     out = Path(config.out)
@@ -115,15 +101,15 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     train = TrainConfig(seed=config.seed, standardize=True)
     run_dir = out / "run"
     _fresh(run_dir)
-    train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir, train)
-    metrics = evaluate_run(run_dir)
+    metrics = train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir,
+                        train)["metrics"]
     controls = []
     for k in range(config.n_controls):
         control_dir = out / "controls" / f"shuffled-{k + 1}"
         _fresh(control_dir)
         shuffled = shuffled_expression(expression, out / "controls" / f"expression_shuffled-{k + 1}.csv", seed=k)
         train_run(RunInputs(features=str(features), expression=str(shuffled), labels=str(labels),
-                            split=str(run_dir / "split.csv")), control_dir, replace(train, seed=config.seed + k + 1))
+                            split=str(runs.split_path(run_dir))), control_dir, replace(train, seed=config.seed + k + 1))
         controls.append(control_median(control_dir, run_dir))
     train_s = time.perf_counter() - start
     baseline = {}
@@ -135,19 +121,20 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         baseline = {"baseline": out / "baseline"}
 
     paths = {"cohort": cohort_dir, "features": features, "run": run_dir, **paths_clinical,
-             "predictions": _predict_all(run_dir, features, out / "predictions.csv"), **baseline}
+             "predictions": write_predictions(run_dir, features, out / "predictions.csv"), **baseline}
     if config.n_external:
         paths.update(_external_cohort(config, run_dir))
     if config.export:
-        paths.update(_export(run_dir, out / "saved_models"))
+        from .export import export_run
+
+        head_dir, full_dir = export_run(run_dir, out / "saved_models", version=1, replace=True)
+        paths.update(export_head=head_dir, export_end_to_end=full_dir)
     tiles_per_slide = {r.slide_id: r.n_tiles for r in results}
     paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial", tiles_per_slide))
     paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
                         {k: str(v) for k, v in paths.items()})
-    from .train import write_json
-
     write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
                                            "learned_median": result.learned_median})
     return result
@@ -166,19 +153,17 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
              config.progress)
     write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)
     clinical = write_demo_clinical(root / "cohort", seed=config.seed + 1)
-    predictions = _predict_all(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")
+    predictions = write_predictions(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")
     return {"external_predictions": predictions, "external_clinical": clinical}
 
 
 def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path, n_tiles: dict[str, int]) -> dict:
     """The best-predicted gene's tile-level map, and the tiles' PAM50 calls, on the held-out slide
     with the most tiles."""
-    import pandas as pd
-
     from .spatial import write_spatial_maps
 
-    predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
-    gene = pd.read_csv(run_dir / "across_genes.csv", index_col=0)["rho"].idxmax()  # written by evaluate_run
+    predicted, _ = runs.held_out(run_dir)
+    gene = runs.metrics(run_dir)["across_genes"]["rho"].idxmax()
     slide_id = max(predicted.index, key=lambda s: n_tiles[s])
     write_spatial_maps(run_dir, features, [cohort_dir / "slides" / f"{slide_id}.tiff"], out_dir, [gene])
     return {"spatial_map": out_dir / f"{slide_id}_{gene}.png", "spatial_subtypes": out_dir / f"{slide_id}_PAM50.png"}
@@ -231,27 +216,3 @@ def _fresh(folder: Path) -> None:
     """Training re-runs from scratch: an earlier run's folder is replaced, never mixed with."""
     if folder.exists():
         shutil.rmtree(folder)
-
-
-def _predict_all(run_dir: Path, features: Path, out_csv: Path) -> Path:
-    from .predict import Predictor, predict_patients, write_table
-
-    return write_table(predict_patients(Predictor(run_dir), features), out_csv)
-
-
-def _export(run_dir: Path, root: Path) -> dict:
-    """Version 1 of `<backbone>_head` and `<backbone>` under `root`, replacing a previous demo's."""
-    from .backbones import build_backbone
-    from .export import export_end_to_end, export_head
-    from .predict import Predictor
-
-    predictor = Predictor(run_dir)
-    extract = predictor.extraction_config()
-    backbone = build_backbone(extract.backbone, extract.weights, extract.tiles.tile_size_px)
-    head_dir, full_dir = root / f"{backbone.name}_head" / "1", root / backbone.name / "1"
-    for folder in (head_dir, full_dir):
-        _fresh(folder)
-    export_head(predictor.model, predictor.genes, head_dir, predictor.feature_settings)
-    export_end_to_end(backbone, predictor.model, predictor.genes, extract.stain, full_dir,
-                      extract.tiles.tile_size_px)
-    return {"export_head": head_dir, "export_end_to_end": full_dir}

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ExtractConfig
+from .config import RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, ExtractConfig
 from .errors import Hist2RNAError, SlideError
 from .slides import SlideRef
 
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 # A local instance started by `--ray` binds to 127.0.0.1 only (Ray's own switch, read when `ray`
 # is imported; without it a private instance listens on every interface).
 LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-DEFAULT_CPUS_PER_WORKER = 4
-MAX_RETRIES = 3  # times a slide is dealt again after its worker died
+DEFAULT_CPUS_PER_WORKER = RAY_CPUS_PER_WORKER
+MAX_RETRIES = RAY_MAX_RETRIES  # times a slide is dealt again after its worker died
 CHUNKS_PER_WORKER = 1  # runs of slides per worker's share of what is left to deal (halving: 1/2, 1/4, ...)
 PROBE_SECONDS = 0.5  # how often a restarting worker is asked whether it is back
 RESTART_SECONDS = 600  # a worker not back by then is left out

@@ -83,22 +83,29 @@ def summary(table: pd.DataFrame, alpha: float = 0.05) -> dict:
             "significant": int((table["fdr"] < alpha).sum()), "total": int(len(table))}
 
 
+def held_out_metrics(predicted: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """{"across_genes", "across_patients": Spearman tables, "r_squared": per gene} of held-out
+    predictions against the truth."""
+    return {"across_genes": across_genes(predicted, truth), "across_patients": across_patients(predicted, truth),
+            "r_squared": r_squared(predicted, truth)}
+
+
+def metric_summaries(tables: dict) -> dict:
+    """The printed figures of `held_out_metrics`' tables: median, IQR and significant counts of both
+    Spearman tables; how many genes reach R2 >= 0.1."""
+    return {"across_genes": summary(tables["across_genes"]), "across_patients": summary(tables["across_patients"]),
+            "r2_at_least_0.1": int((tables["r_squared"] >= 0.1).sum())}
+
+
 def evaluate_run(run_dir) -> dict:
-    """Write across_genes.csv, across_patients.csv and r_squared.csv for a training run's held-out
-    predictions, and return their summaries."""
-    from pathlib import Path
+    """Write a run's held-out metrics (runs.METRICS: across_genes.csv, across_patients.csv,
+    r_squared.csv) and return their summaries."""
+    from . import runs
 
-    from .atomic import atomic_path
-
-    run_dir = Path(run_dir)
-    predicted = pd.read_csv(run_dir / "test_predictions.csv", index_col=0)
-    truth = pd.read_csv(run_dir / "test_targets.csv", index_col=0)
-    genes, patients, r2 = across_genes(predicted, truth), across_patients(predicted, truth), r_squared(predicted, truth)
-    for name, table in (("across_genes", genes), ("across_patients", patients), ("r_squared", r2)):
-        with atomic_path(run_dir / f"{name}.csv") as tmp:
-            table.to_csv(tmp)
-    return {"across_genes": summary(genes), "across_patients": summary(patients),
-            "r2_at_least_0.1": int((r2 >= 0.1).sum())}
+    tables = held_out_metrics(*runs.held_out(run_dir))
+    for name, table in tables.items():
+        runs.write_metric(run_dir, name, table)
+    return metric_summaries(tables)
 
 
 def bootstrap_median_ci(predicted: pd.DataFrame, truth: pd.DataFrame, over: str = "genes", n_boot: int = 1000,

@@ -129,3 +129,35 @@ def _write(archive, out_dir: str | Path) -> Path:
     archive.write_out(str(tmp), verbose=False)
     tmp.rename(out_dir)
     return out_dir
+
+
+def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, version: int | None = None,
+               replace: bool = False) -> tuple[Path, Path]:
+    """Both exports of a training run under `root`: `<name>_head/<version>` (features -> genes) and
+    `<name>/<version>` (tiles -> genes), with the run's own backbone, weights and stain settings.
+    `name` defaults to the backbone's, `version` to the next free one. An existing version is
+    refused before anything is written (ExportError), or replaced with `replace`. Returns both
+    folders."""
+    import shutil
+
+    from .backbones import build_backbone
+    from .errors import Hist2RNAError
+    from .predict import Predictor
+
+    predictor = Predictor(run_dir)
+    config = predictor.extraction_config()
+    backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
+    if backbone.feature_dim != predictor.feature_dim:
+        raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
+                            f"{config.backbone} gives {backbone.feature_dim}.")
+    name = name or backbone.name
+    head_dir, full_dir = version_dir(root, f"{name}_head", version), version_dir(root, name, version)
+    taken = [d for d in (head_dir, full_dir) if d.exists()]
+    if taken and not replace:  # checked before either is written, so a refused export leaves nothing behind
+        raise ExportError(f"{', '.join(map(str, taken))} exists; exports are never overwritten. Give another "
+                          "--version, or leave it out to take the next free one.")
+    for folder in taken:
+        shutil.rmtree(folder)
+    export_head(predictor.model, predictor.genes, head_dir, predictor.feature_settings)
+    export_end_to_end(backbone, predictor.model, predictor.genes, config.stain, full_dir, config.tiles.tile_size_px)
+    return head_dir, full_dir

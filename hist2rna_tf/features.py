@@ -168,6 +168,7 @@ class CohortStream:
         if elsewhere is not None:  # another run has it (or has finished it): leave it
             self.plans[s] = elsewhere
             return np.int64(0)
+        self.release(s)  # planned again (a new epoch of the patch-based baseline): its earlier handle goes
         try:
             plan = plan_tiles(self.refs[s], self.tiles, self.annotations[s])
         except Exception as exc:  # noqa: BLE001 - whatever one slide raises fails that slide alone, named
@@ -199,19 +200,21 @@ class CohortStream:
         for s in list(self.plans):
             self.release(s)
 
-    def dataset(self, batch_size: int, read_threads: int, normaliser=None,
-                plan_ahead: int = PLAN_AHEAD) -> tf.data.Dataset:
-        """Batches of (slide index [B] (-1: padding), uint8 tiles [B, T, T, 3], normalised [B]):
-        normalised by `normaliser` when one is given, else as read (normalised all False).
+    def batches(self, batch_size: int, read_threads: int, order: tf.data.Dataset | None = None,
+                max_tiles: int | None = None, plan_ahead: int = PLAN_AHEAD) -> tf.data.Dataset:
+        """Batches of (slide index [b], uint8 tiles [b, T, T, 3]) as read (the last may be short):
+        the slides in `order` (a dataset of slide indices; default each in turn), at most `max_tiles`
+        tiles of each.
 
         Slides are planned `plan_ahead` at a time in parallel, ahead of their tiles (planning is
         most of a small slide's cost); tiles are read a batch per call, `read_threads` batches
         at a time (one call per tile cost a quarter of the reading in tf.data's overhead)."""
         size = self.tiles.tile_size_px
+        cap = tf.constant(max_tiles or np.iinfo(np.int64).max, tf.int64)
 
         def planned(s):
             # (Not Dataset.from_generator: its iterator's teardown can block for seconds.)
-            return s, tf.reshape(tf.numpy_function(self.plan, [s], tf.int64, stateful=True), [])
+            return s, tf.minimum(tf.reshape(tf.numpy_function(self.plan, [s], tf.int64, stateful=True), []), cap)
 
         def slide_tiles(s, count):
             return tf.data.Dataset.range(count).map(lambda i: (s, i))
@@ -219,6 +222,19 @@ class CohortStream:
         def load(slide, index):
             tiles = tf.numpy_function(self.read_batch, [slide, index], tf.uint8, stateful=True)
             return slide, tf.ensure_shape(tiles, [None, size, size, 3])
+
+        order = tf.data.Dataset.range(len(self.refs)) if order is None else order
+        return (order.map(planned, num_parallel_calls=max(1, plan_ahead), deterministic=True)
+                .flat_map(slide_tiles)
+                .batch(batch_size)
+                .map(load, num_parallel_calls=max(1, read_threads), deterministic=True))
+
+    def dataset(self, batch_size: int, read_threads: int, normaliser=None,
+                plan_ahead: int = PLAN_AHEAD) -> tf.data.Dataset:
+        """Batches of (slide index [B] (-1: padding), uint8 tiles [B, T, T, 3], normalised [B]) of
+        every slide in turn, padded to `batch_size`: normalised by `normaliser` when one is given,
+        else as read (normalised all False). See `batches`."""
+        size = self.tiles.tile_size_px
 
         def pad(slide, tiles):
             missing = batch_size - tf.shape(slide)[0]
@@ -236,11 +252,7 @@ class CohortStream:
         # teardown block for 8-15 s, at random, at the end of a run (measured on TF 2.21).
         options = tf.data.Options()
         options.autotune.enabled = False
-        return (tf.data.Dataset.range(len(self.refs))
-                .map(planned, num_parallel_calls=max(1, plan_ahead), deterministic=True)
-                .flat_map(slide_tiles)
-                .batch(batch_size)
-                .map(load, num_parallel_calls=max(1, read_threads), deterministic=True)
+        return (self.batches(batch_size, read_threads, plan_ahead=plan_ahead)
                 .map(pad).map(normalise).prefetch(2).with_options(options))
 
 
@@ -649,14 +661,7 @@ def settings_changes(path: Path, config: ExtractConfig, backbone: Backbone) -> l
         return [f"{path.name}: unreadable"]
     now = json.loads(json.dumps({"backbone": backbone.name, "weights": backbone.weights_tag,
                                  "tiles": to_dict(config.tiles), "stain": to_dict(config.stain)}))
-    changes = []
-    for key in _FEATURE_SETTINGS:
-        if isinstance(now[key], dict):
-            changes += [f"{key}.{name}: {before[key].get(name)!r} -> {value!r}" for name, value in now[key].items()
-                        if before[key].get(name) != value]
-        elif before[key] != now[key]:
-            changes.append(f"{key}: {before[key]!r} -> {now[key]!r}")
-    return changes
+    return settings_differences(before, now, _FEATURE_SETTINGS)
 
 
 def _write_config(path: Path, config: ExtractConfig, backbone: Backbone) -> None:

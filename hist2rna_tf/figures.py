@@ -230,3 +230,55 @@ def kaplan_meier_plot(km: dict, title: str):
     ax.legend(frameon=False, fontsize=8, loc="lower left")
     figure.tight_layout()
     return figure
+
+
+# --- spatial maps (beyond the paper) ----------------------------------------------------------------
+
+SUBTYPE_COLOURS = {"LumA": "#2c7bb6", "LumB": "#abd9e9", "Her2": "#fdae61", "Basal": "#d7191c", "Normal": "#999999"}
+
+
+def _thumbnail_axes(thumb: np.ndarray, slide_id: str):
+    """Two panels showing the thumbnail, the slide's name over the first."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax in axes:
+        ax.imshow(thumb)
+        ax.set_axis_off()
+    axes[0].set_title(slide_id, loc="left")
+    return figure, axes
+
+
+def _draw_tiles(ax, tiles: pd.DataFrame, scale: float, extent: float, colours) -> None:
+    from matplotlib.patches import Rectangle
+
+    for x, y, colour in zip(tiles["x"] / scale, tiles["y"] / scale, colours):
+        ax.add_patch(Rectangle((x, y), extent, extent, color=colour, alpha=0.75, lw=0))
+
+
+def tile_value_map(thumb: np.ndarray, scale: float, extent: float, tiles: pd.DataFrame, gene: str, slide_id: str):
+    """The thumbnail, and over it each tile (level-0 top-left x, y / `scale`; `extent` thumbnail
+    pixels wide) coloured by its predicted `gene` (2nd-98th percentile colour range)."""
+    figure, axes = _thumbnail_axes(thumb, slide_id)
+    values = tiles[gene].to_numpy()
+    norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
+    cmap = plt.get_cmap("viridis")
+    _draw_tiles(axes[1], tiles, scale, extent, [cmap(norm(v)) for v in values])
+    axes[1].set_title(f"predicted {gene} per tile (log2)", loc="left")
+    figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], fraction=0.04, pad=0.02)
+    figure.tight_layout()
+    return figure
+
+
+def tile_call_map(thumb: np.ndarray, scale: float, extent: float, calls: pd.DataFrame, slide_id: str):
+    """The thumbnail and each tile coloured by its PAM50 `call`, with each subtype's share of the tiles
+    in the legend."""
+    from matplotlib.patches import Patch
+
+    figure, axes = _thumbnail_axes(thumb, slide_id)
+    _draw_tiles(axes[1], calls, scale, extent, [SUBTYPE_COLOURS.get(c, "#000000") for c in calls["call"]])
+    shares = calls["call"].value_counts(normalize=True)
+    axes[1].legend(handles=[Patch(color=SUBTYPE_COLOURS.get(c, "#000000"), label=f"{c} {shares[c]:.0%}")
+                            for c in shares.index], loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                   fontsize=8)
+    axes[1].set_title("PAM50 call per tile (soft voting on predicted genes)", loc="left")
+    figure.tight_layout()
+    return figure

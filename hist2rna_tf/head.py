@@ -68,3 +68,26 @@ def build_head(feature_dim: int, n_genes: int, name: str = "hist2rna_head",
 
     # --- functional model ---
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_finetune_model(backbone, tile_size_px: int, n_genes: int, target_mean: np.ndarray | None = None,
+                         target_var: np.ndarray | None = None, name: str = "patch_baseline_finetune") -> keras.Model:
+    """The patch-based approach's model (the paper's comparison, section 3.2): float RGB tiles
+    [B, T, T, 3] in [0, 255] -> the backbone's own preprocessing -> the backbone, TRAINABLE ->
+    Dense(n_genes, linear). With `target_mean`/`target_var` (the training patients' log2 genes) the
+    genes are learnt z-scored and un-z-scored on the way out, as `Standardization` does for the head.
+    `backbone`: a backbones.Backbone (its model is set trainable here)."""
+    if int(n_genes) < 1:
+        raise ValueError(f"n_genes must be positive, got {n_genes}")
+    size = int(tile_size_px)
+
+    # --- layers ---
+    backbone.model.trainable = True
+    inputs = keras.Input((size, size, 3), dtype="float32", name="tiles")
+    outputs = layers.Dense(int(n_genes), name="genes")(backbone.model(backbone.preprocess(inputs)))
+    if target_mean is not None:
+        outputs = layers.Normalization(axis=-1, mean=target_mean, variance=np.maximum(target_var, 1e-12), invert=True,
+                                       name="unstandardize_genes")(outputs)
+
+    # --- functional model ---
+    return keras.Model(inputs, outputs, name=name)

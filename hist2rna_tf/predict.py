@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import runs
+from .atomic import write_table
 from .errors import Hist2RNAError, ModelError, SettingsError
 
 log = logging.getLogger(__name__)
@@ -18,9 +20,9 @@ class Predictor:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if (self.path / "best.keras").is_file():  # a training run
-            self._model = _load_keras(self.path / "best.keras")
-            self.genes = (self.path / "genes.txt").read_text().split()
+        if runs.is_run(self.path):  # a training run
+            self._model = _load_keras(runs.model_path(self.path))
+            self.genes = runs.read_genes(self.path)
             self.feature_dim = int(self._model.input_shape[-1])
             self._predict = lambda x: self._model(x[:, None, :], training=False)
             self.feature_settings = _run_feature_settings(self.path)
@@ -41,6 +43,14 @@ class Predictor:
             raise Hist2RNAError(f"{self.path}: neither a training run (best.keras) nor a SavedModel export.")
 
     @property
+    def trained_on_random_weights(self) -> bool:
+        """Whether its training features came from a built-in backbone with random weights (the demo's)."""
+        from .config import BACKBONE_NAMES
+
+        settings = self.feature_settings or {}
+        return settings.get("weights") == "none" and settings.get("backbone") in BACKBONE_NAMES
+
+    @property
     def model(self):
         """The underlying Keras head (run folders) or loaded SavedModel (exports)."""
         return self._model
@@ -58,9 +68,7 @@ class Predictor:
 
     def extraction_config(self):
         """The ExtractConfig the run's training features were made with (to extract new slides alike)."""
-        from .train import read_run_config
-
-        return run_extraction_config(read_run_config(self.path))
+        return run_extraction_config(runs.read_config(self.path))
 
     def check_features(self, settings: dict, source) -> None:
         """Refuse features made otherwise (normaliser, backbone, weights, tile size) than the ones the
@@ -95,16 +103,15 @@ def _run_feature_settings(run_dir: Path) -> dict | None:
     """The feature settings a run was trained on: recorded in its config.json (runs made before 0.2.0:
     read from its features folder's extract_config.json); None when neither says."""
     from .features import extraction_settings, read_extract_config
-    from .train import read_run_config
 
     try:
-        config = read_run_config(run_dir)
+        config = runs.read_config(run_dir)
     except Hist2RNAError:  # a model folder without a run's config.json: nothing to check against
         return None
     if "feature_settings" in config:
         return config["feature_settings"]
     try:
-        return extraction_settings(read_extract_config(Path(config["inputs"]["features"]) / "extract_config.json"))
+        return extraction_settings(read_extract_config(runs.extract_config_path(config)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -130,7 +137,7 @@ def run_extraction_config(run_config: dict):
     from .features import extraction_settings, read_extract_config
     from .records import settings_differences
 
-    path = Path(run_config["inputs"]["features"]) / "extract_config.json"
+    path = runs.extract_config_path(run_config)
     try:
         saved = read_extract_config(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -160,10 +167,31 @@ def predict_patients(predictor: Predictor, features_dir: str | Path) -> pd.DataF
     return table
 
 
-def write_table(table: pd.DataFrame, path: str | Path, index: bool = True) -> Path:
-    """CSV written atomically."""
-    from .atomic import atomic_path
+def predict_slides(predictor: Predictor, slides: list[str | Path], features_out: str | Path,
+                   annotations_dir: str | Path | None = None, mpp: float | None = None,
+                   progress: bool = False) -> tuple[pd.DataFrame | None, list]:
+    """Extract `slides` with the settings of the run `predictor` came from (backbone, weights, tiling,
+    stain; `mpp` for files that carry none) into `features_out` (resumable, as `hist2rna extract`),
+    then predict every patient with a usable record. Returns (patients x genes, or None when no slide
+    gave features; the extraction's manifest rows)."""
+    from dataclasses import replace
 
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=index)
-    return Path(path)
+    from .features import extract_cohort
+
+    config = predictor.extraction_config()
+    if mpp is not None:
+        config = replace(config, tiles=replace(config.tiles, mpp_override=mpp))
+    results = extract_cohort(slides, features_out, config, annotations_dir, progress=progress)
+    done = [r.record for r in results if r.status in ("done", "skipped")]
+    return (predict_patients(predictor, done) if done else None), results
+
+
+def slides_features_dir(out_csv: str | Path) -> Path:
+    """Where `hist2rna predict --slides` keeps the slides' features: `<out>_features/` beside the CSV."""
+    out_csv = Path(out_csv)
+    return out_csv.with_name(out_csv.stem + "_features")
+
+
+def write_predictions(model: str | Path, features: str | Path, out_csv: str | Path) -> Path:
+    """Predict every patient of a features folder with a run (or head export); write the CSV."""
+    return write_table(predict_patients(Predictor(model), features), out_csv)

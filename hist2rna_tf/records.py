@@ -67,10 +67,20 @@ def feature_settings(backbone: str, weights: str, normaliser: str, tile_size_px:
             "tile_size_um": round(float(tile_size_um), 4)}
 
 
-def settings_differences(expected: dict, found: dict) -> list[str]:
-    """"name: expected -> found" for each FEATURE_SETTINGS entry that differs."""
-    return [f"{key}: {expected.get(key)!r} -> {found.get(key)!r}" for key in FEATURE_SETTINGS
-            if expected.get(key) != found.get(key)]
+def settings_differences(expected: dict, found: dict, keys: tuple[str, ...] = FEATURE_SETTINGS) -> list[str]:
+    """"name: expected -> found" for each of `keys` that differs; a setting that is itself a dict
+    (an extract_config.json's tiles, stain) is compared field by field, "name.field: ...". The one
+    check behind every "made with other settings" refusal (records, feature folders, runs)."""
+    changes = []
+    for key in keys:
+        before, now = expected.get(key), found.get(key)
+        if isinstance(now, dict):
+            before = before if isinstance(before, dict) else {}
+            changes += [f"{key}.{name}: {before.get(name)!r} -> {value!r}" for name, value in now.items()
+                        if before.get(name) != value]
+        elif before != now:
+            changes.append(f"{key}: {before!r} -> {now!r}")
+    return changes
 
 
 def record_path(out_dir: str | Path, backbone: str, slide_id: str) -> Path:

@@ -13,15 +13,15 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, runs
+from .atomic import atomic_path, write_table, write_text
+from .config import ReportInputs
 from .errors import Hist2RNAError
-from .predict import write_table
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,6 @@ PAPER_TABLE_1 = pd.DataFrame(
      ["hist2RNA Predicted", "LumB vs. LumA", "69 vs. 336", "1.87", "1.30-2.68", "<0.005", "2.16", "1.12-3.06", "<0.005"]],
     columns=["Parameter", "Risk group cut-off", "Patients per group", "Multivariate HR", "Multivariate 95% CI",
              "Multivariate p", "Univariate HR", "Univariate 95% CI", "Univariate p"])
-
-
-@dataclass
-class ReportInputs:
-    run: Path
-    compare: list[Path] = field(default_factory=list)  # more runs (other backbones) for Figure 3
-    external_predictions: Path | None = None  # patients x genes (hist2rna predict)
-    clinical: Path | None = None
-    clinical_columns: Path | None = None  # JSON mapping (clinical.ClinicalColumns)
-    run_clinical: Path | None = None  # clinical table of the run's own cohort (e.g. TCGA): Figure 7's TCGA rows
-    run_clinical_columns: Path | None = None  # its JSON mapping
-    baseline: Path | None = None  # a `hist2rna baseline` folder (Figure 10; its costs.csv for Figure 6)
-    costs: Path | None = None  # CSV: approach, hours, kwh (default: the baseline's costs.csv)
-    extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
-    title: str = "hist2RNA report"
-    note: str = ""  # shown at the top (e.g. SYNTHETIC)
-    n_boot: int = 1000
 
 
 class _Page:
@@ -77,7 +60,6 @@ class _Page:
                                         na_rep="-"))
 
     def figure(self, figure, name: str, caption: str) -> None:
-        from .atomic import atomic_path
         from .figures import png_bytes
 
         data = png_bytes(figure)
@@ -101,10 +83,8 @@ padding:.6em 1em}pre{background:#f6f6f6;padding:.6em;font-size:.8em;overflow-x:a
 
 def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     """Write the report (default `<run>/report/report.html`, figures and tables beside it)."""
-    from .train import read_run_config
-
     run = Path(inputs.run)
-    config = read_run_config(run)  # before anything is written
+    config = runs.read_config(run)  # before anything is written
     out = Path(out) if out else run / "report" / "report.html"
     work = out.parent / f".{out.stem}.building-{os.getpid()}"  # a failed report leaves nothing behind
     shutil.rmtree(work, ignore_errors=True)
@@ -125,12 +105,9 @@ def _write_report(inputs: ReportInputs, config: dict, run: Path, page: "_Page", 
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
     _config_section(page, config, run)
-    predicted = pd.read_csv(run / "test_predictions.csv", index_col=0)
-    truth = pd.read_csv(run / "test_targets.csv", index_col=0)
+    predicted, truth = runs.held_out(run)
     _gene_section(page, inputs, run, predicted, truth)
-    from .train import training_reference
-
-    reference = training_reference(run)
+    reference = runs.training_reference(run)
     _subtype_section(page, config, predicted, reference)
     run_biomarkers = _run_biomarkers(inputs, predicted, truth) if inputs.run_clinical else {}
     if inputs.external_predictions and inputs.clinical:
@@ -139,14 +116,12 @@ def _write_report(inputs: ReportInputs, config: dict, run: Path, page: "_Page", 
         _biomarker_section(page, run_biomarkers)
     if inputs.baseline:
         _baseline_section(page, run, Path(inputs.baseline))
-    costs = inputs.costs or (Path(inputs.baseline) / "costs.csv" if inputs.baseline else None)
+    costs = inputs.costs or inputs.baseline
     if costs:
-        _cost_section(page, Path(costs))
+        _cost_section(page, runs.read_costs(costs))
     for title, path in inputs.extra_figures.items():
         page.heading(title)
         page.embed(Path(path).read_bytes(), title)
-    from .atomic import write_text
-
     document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>"
                 f"<style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
     write_text(out, document)
@@ -155,7 +130,7 @@ def _write_report(inputs: ReportInputs, config: dict, run: Path, page: "_Page", 
 def _config_section(page: _Page, config: dict, run: Path) -> None:
     page.heading("Run")
     extract = {}
-    features = Path(config["inputs"]["features"]) / "extract_config.json"
+    features = runs.extract_config_path(config)
     if features.exists():
         extract = json.loads(features.read_text()).get("config", {})
     rows = {"backbone": extract.get("backbone", "?"), "weights": extract.get("weights", "?"),
@@ -171,12 +146,13 @@ def _config_section(page: _Page, config: dict, run: Path) -> None:
 
 
 def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.DataFrame, truth: pd.DataFrame) -> None:
-    from .evaluate import across_genes, across_patients, bootstrap_median_ci, r_squared
+    from .evaluate import bootstrap_median_ci
     from .expression import load_panel
     from .figures import correlation_boxes, r_squared_bars, top_gene_scatter
 
     pam50 = set(load_panel("pam50"))
-    genes, patients, r2 = across_genes(predicted, truth), across_patients(predicted, truth), r_squared(predicted, truth)
+    metrics = runs.metrics(run)  # written by evaluate_run when the run was trained
+    genes, patients, r2 = metrics["across_genes"], metrics["across_patients"], metrics["r_squared"]
     ci_genes = bootstrap_median_ci(predicted, truth, "genes", inputs.n_boot)
     ci_patients = bootstrap_median_ci(predicted, truth, "patients", inputs.n_boot)
     top20 = genes["rho"].dropna().sort_values(ascending=False).index[:20]
@@ -192,11 +168,10 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.Da
                "genes with FDR < 0.05", "patients with FDR < 0.05", "genes with R2 >= 0.1", "PAM50 genes among the top 20"])
     page.heading("Gene expression prediction (held-out patients)")
     page.table(summary.astype(str))
-    runs = {_label(run): {"across_patients": patients, "across_genes": genes}}
+    compared = {runs.display_name(run): metrics}
     for other in inputs.compare:
-        p, t = pd.read_csv(Path(other) / "test_predictions.csv", index_col=0), pd.read_csv(Path(other) / "test_targets.csv", index_col=0)
-        runs[_label(Path(other))] = {"across_patients": across_patients(p, t), "across_genes": across_genes(p, t)}
-    page.figure(correlation_boxes(runs), "figure3_correlations",
+        compared[runs.display_name(other)] = runs.metrics(other)
+    page.figure(correlation_boxes(compared), "figure3_correlations",
                 "Figure 3: Spearman correlation and -log10 FDR across patients and across genes (paper: medians "
                 "0.82 and 0.29 for EfficientNet).")
     page.figure(top_gene_scatter(predicted, truth, genes, pam50), "figure4_top_genes",
@@ -211,22 +186,13 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.Da
     write_table(patients, page.folder / "patients.csv")
 
 
-def _label(run: Path) -> str:
-    features = None
-    config = run / "config.json"
-    if config.exists():
-        features = Path(json.loads(config.read_text())["inputs"]["features"]).name
-    return features or run.name
-
-
 def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
                      reference: tuple[pd.DataFrame, pd.Series]) -> None:
-    from .expression import read_labels
     from .subtype import PAPER_SUBTYPES, fit_and_score_voting
 
     page.heading("PAM50 subtype from predicted genes (soft voting: RF, MLP, LDA, LR)")
     train_x, train_y = reference
-    labels = read_labels(config["inputs"]["labels"], config["inputs"]["label_column"])
+    labels = runs.label_table(config)
     test_y = labels.reindex(predicted.index)
     keep = test_y.isin(PAPER_SUBTYPES)
     keep_train = train_y.isin(PAPER_SUBTYPES)
@@ -285,10 +251,11 @@ def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.D
 
 def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.DataFrame, pd.Series],
                       run_biomarkers: dict | None = None) -> None:
-    from .clinical import joined, luminal_calls, reclassification, survival_table
+    from .clinical import joined, reclassification
     from .expression import read_table_file
     from .figures import kaplan_meier_plot
-    from .survival import kaplan_meier
+    from .subtype import luminal_calls
+    from .survival import kaplan_meier, survival_table
 
     clinical = _clinical(Path(inputs.clinical), inputs.clinical_columns)
     predicted = read_table_file(inputs.external_predictions, sep=",", index_col=0)
@@ -332,21 +299,12 @@ def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.Dat
 
 
 def _baseline_section(page: _Page, run: Path, baseline: Path) -> None:
-    from .evaluate import across_genes, across_patients, summary
+    from .evaluate import summary
     from .figures import correlation_boxes
 
-    from .train import read_run_config
-
-    config = read_run_config(baseline)
-    predicted = pd.read_csv(baseline / "test_predictions.csv", index_col=0)
-    truth = pd.read_csv(baseline / "test_targets.csv", index_col=0)
-    ours = pd.read_csv(run / "test_predictions.csv", index_col=0)
-    ours_truth = pd.read_csv(run / "test_targets.csv", index_col=0)
+    config = runs.read_config(baseline)
     mode = config.get("baseline", {}).get("mode", "?")
-    runs = {"hist2RNA (slide mean)": {"across_patients": across_patients(ours, ours_truth),
-                                      "across_genes": across_genes(ours, ours_truth)},
-            f"patch-based ({mode})": {"across_patients": across_patients(predicted, truth),
-                                      "across_genes": across_genes(predicted, truth)}}
+    compared = {"hist2RNA (slide mean)": runs.metrics(run), f"patch-based ({mode})": runs.metrics(baseline)}
     page.heading("Patch-based baseline (Figure 10)")
     page.text(f"The same patients, split, genes, head and training settings; every tile's target is its slide's "
               f"RNA-seq and a slide's prediction is the mean of its tiles' ({mode}: "
@@ -356,17 +314,16 @@ def _baseline_section(page: _Page, run: Path, baseline: Path) -> None:
               "across genes 0.18 (RegNet, 68 genes p < 0.05) against hist2RNA's 0.29.")
     rows = {label: {"median across genes": summary(t["across_genes"])["median"],
                     "genes FDR < 0.05": summary(t["across_genes"])["significant"],
-                    "median across patients": summary(t["across_patients"])["median"]} for label, t in runs.items()}
+                    "median across patients": summary(t["across_patients"])["median"]} for label, t in compared.items()}
     page.table(pd.DataFrame(rows).T, "baseline_comparison")
-    page.figure(correlation_boxes(runs), "figure10_patch_based",
+    page.figure(correlation_boxes(compared), "figure10_patch_based",
                 "Figure 10: Spearman correlation and -log10 FDR, hist2RNA vs the patch-based approach, same held-out "
                 "patients.")
 
 
-def _cost_section(page: _Page, path: Path) -> None:
+def _cost_section(page: _Page, costs: pd.DataFrame) -> None:
     from .figures import cost_bars
 
-    costs = pd.read_csv(path)
     page.heading("Training time and energy (Figure 6)")
     if {"watts", "n_devices", "device"} <= set(costs.columns):
         rows = costs.drop_duplicates(["device", "watts", "n_devices"])

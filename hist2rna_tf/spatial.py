@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import write_table
 from .errors import Hist2RNAError
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,6 @@ def tile_predictions(predictor, record) -> pd.DataFrame:
     return table
 
 
-SUBTYPE_COLOURS = {"LumA": "#2c7bb6", "LumB": "#abd9e9", "Her2": "#fdae61", "Basal": "#d7191c", "Normal": "#999999"}
-
-
 def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series, seed: int = 0) -> pd.DataFrame:
     """Each tile's PAM50 call and class probabilities from its predicted genes (`tile_predictions`),
     by the paper's soft-voting classifier trained on `reference` (measured log2 expression, patients x
@@ -46,61 +44,30 @@ def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels
     return pd.concat([tiles[["x", "y"]], calls], axis=1)
 
 
-def _slide_axes(slide_path: str | Path, record, thumbnail_mpp: float):
-    """A two-panel figure with the thumbnail in both, the thumbnail scale and one tile's size in it."""
-    import matplotlib.pyplot as plt
-
-    from . import figures  # noqa: F401  (the Agg backend and the house style)
+def _thumbnail(slide_path: str | Path, record, thumbnail_mpp: float):
+    """The slide's thumbnail at `thumbnail_mpp`, its scale (level-0 pixels per thumbnail pixel) and
+    one tile's size on it (thumbnail pixels)."""
     from .slides import find_slides, open_slide, read_thumbnail
 
     slide = open_slide(find_slides([slide_path])[0])
     thumb, scale = read_thumbnail(slide, record.mpp, thumbnail_mpp)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax in axes:
-        ax.imshow(thumb)
-        ax.set_axis_off()
-    axes[0].set_title(f"{record.slide_id}", loc="left")
-    return figure, axes, scale, record.tile_size_um / record.mpp / scale
-
-
-def _draw_tiles(ax, tiles: pd.DataFrame, scale: float, extent: float, colours) -> None:
-    from matplotlib.patches import Rectangle
-
-    for x, y, colour in zip(tiles["x"] / scale, tiles["y"] / scale, colours):
-        ax.add_patch(Rectangle((x, y), extent, extent, color=colour, alpha=0.75, lw=0))
+    return thumb, scale, record.tile_size_um / record.mpp / scale
 
 
 def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = 8.0):
     """A figure: the slide thumbnail and, over it, each tile coloured by its predicted `gene`."""
-    import matplotlib.pyplot as plt
+    from .figures import tile_value_map
 
     if gene not in tiles.columns:
         raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
-    figure, axes, scale, extent = _slide_axes(slide_path, record, thumbnail_mpp)
-    values = tiles[gene].to_numpy()
-    norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
-    cmap = plt.get_cmap("viridis")
-    _draw_tiles(axes[1], tiles, scale, extent, [cmap(norm(v)) for v in values])
-    axes[1].set_title(f"predicted {gene} per tile (log2)", loc="left")
-    figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], fraction=0.04, pad=0.02)
-    figure.tight_layout()
-    return figure
+    return tile_value_map(*_thumbnail(slide_path, record, thumbnail_mpp), tiles, gene, record.slide_id)
 
 
 def subtype_map(slide_path: str | Path, record, calls: pd.DataFrame, thumbnail_mpp: float = 8.0):
-    """A figure: the slide thumbnail and each tile coloured by its PAM50 call (`tile_subtypes`), with
-    the share of tiles per subtype in the legend."""
-    from matplotlib.patches import Patch
+    """A figure: the slide thumbnail and each tile coloured by its PAM50 call (`tile_subtypes`)."""
+    from .figures import tile_call_map
 
-    figure, axes, scale, extent = _slide_axes(slide_path, record, thumbnail_mpp)
-    _draw_tiles(axes[1], calls, scale, extent, [SUBTYPE_COLOURS.get(c, "#000000") for c in calls["call"]])
-    shares = calls["call"].value_counts(normalize=True)
-    axes[1].legend(handles=[Patch(color=SUBTYPE_COLOURS.get(c, "#000000"), label=f"{c} {shares[c]:.0%}")
-                            for c in shares.index], loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
-                   fontsize=8)
-    axes[1].set_title("PAM50 call per tile (soft voting on predicted genes)", loc="left")
-    figure.tight_layout()
-    return figure
+    return tile_call_map(*_thumbnail(slide_path, record, thumbnail_mpp), calls, record.slide_id)
 
 
 def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[str | Path], out_dir: str | Path,
@@ -110,10 +77,10 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     PAM50 map. The classifier learns from the run's training patients' measured expression and labels.
     Returns the files written."""
     from .figures import save
-    from .predict import Predictor, write_table
+    from .predict import Predictor
     from .records import read_record, record_files
+    from .runs import training_reference
     from .slides import find_slides
-    from .train import training_reference
 
     predictor = Predictor(run_dir)
     unknown = [g for g in genes if g not in predictor.genes]
@@ -169,3 +136,13 @@ def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, referenc
                     "its width (from %.1f to %.1f): tile values extrapolate from a head trained on slide means; read "
                     "the map's colours with care.", slide_id, int(outside.sum()), len(values), gene, low, high,
                     float(values.min()), float(values.max()))
+
+
+def map_figures(folder: str | Path) -> dict[str, Path]:
+    """Title -> PNG for every map in a `hist2rna spatial` folder (for the report)."""
+    maps = sorted(Path(folder).glob("*.png"))
+    if not maps:
+        raise Hist2RNAError(f"{folder}: no PNG maps; run `hist2rna spatial ... --out {folder}` first.")
+    return {f"Spatial map (beyond the paper): {p.stem.rsplit('_', 1)[0]}, "
+            f"{'PAM50 call per tile' if p.stem.endswith('_PAM50') else 'predicted ' + p.stem.rsplit('_', 1)[1]}": p
+            for p in maps}

@@ -31,6 +31,7 @@ flagged, never NaN.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -434,3 +435,35 @@ def resolve_stain_config(config: StainConfig) -> StainConfig:
     if config.is_macenko and config.reference_image is not None:
         return fit_macenko_targets(load_reference_image(config.reference_image), config)
     return config
+
+
+def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig,
+                         components: bool = False) -> tuple[list[Path], bool]:
+    """Normalise one RGB image file (PNG/JPEG/TIFF) with `config` and write it to `out`; with
+    `components` (Macenko variants) also the H-only and E-only images, `<out>_H`, `<out>_E`. Returns
+    the files written and whether the image had enough stain to estimate (else written unchanged)."""
+    from PIL import Image
+
+    from .atomic import atomic_path
+    from .errors import Hist2RNAError
+
+    image, out = Path(image), Path(out)
+    try:
+        with Image.open(image) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise Hist2RNAError(f"{image}: not a readable image ({exc}).") from None
+    config = resolve_stain_config(config)
+    if components and not config.is_macenko:
+        raise Hist2RNAError("--components needs --stain macenko or macenko-henorm.")
+    if config.is_macenko:
+        normalised, ok, h_only, e_only = macenko_normalise(rgb[None], config, components=True)
+    else:
+        normalised, ok = make_normaliser(config)(rgb[None])
+    images = [(out, normalised)]
+    if components:
+        images += [(out.with_name(out.stem + tag + out.suffix), part) for tag, part in (("_H", h_only), ("_E", e_only))]
+    for path, array in images:
+        with atomic_path(path) as tmp:
+            Image.fromarray(array[0].numpy()).save(tmp)
+    return [path for path, _ in images], bool(ok.numpy()[0])

@@ -12,13 +12,15 @@ the genes it has (pairwise-complete Spearman).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import ExpressionError
+from .errors import ClinicalError, ExpressionError
 from .expression import alias_map
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,39 @@ def classification_metrics(truth: pd.Series, probabilities: pd.DataFrame) -> dic
             "confusion": pd.DataFrame(confusion_matrix(truth, predicted, labels=classes), index=classes, columns=classes)}
 
 
+def shared_pam50_genes(*tables: pd.DataFrame) -> list[str]:
+    """The PAM50 genes every table has as a column (centroid order)."""
+    return [g for g in pam50_centroids().index if all(g in t.columns for t in tables)]
+
+
+@dataclass
+class Voting:
+    """The paper's soft-voting classifier fitted on measured PAM50 genes: `probabilities(table)` for
+    any samples x genes table holding `genes`."""
+
+    model: object
+    genes: list[str]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes_)
+
+    def probabilities(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Samples x classes."""
+        return pd.DataFrame(self.model.predict_proba(table[self.genes].to_numpy()), index=table.index,
+                            columns=self.model.classes_)
+
+
+def fit_voting(reference: pd.DataFrame, labels: pd.Series, genes: list[str], seed: int = 0) -> Voting:
+    """`voting_classifier` fitted on the `reference` patients (measured log2 expression, patients x
+    genes) that have a label in `labels`, over `genes` (the PAM50 genes shared with the table it will
+    be applied to: `shared_pam50_genes`). The one fit behind the held-out subtype metrics, the subtype
+    calls, the LumA/LumB calls and the tiles' calls."""
+    rows = labels.index.intersection(reference.index)
+    return Voting(voting_classifier(seed).fit(reference.loc[rows, genes].to_numpy(), labels.loc[rows].to_numpy()),
+                  list(genes))
+
+
 def fit_and_score_voting(train_x: pd.DataFrame, train_y: pd.Series, test_x: pd.DataFrame, test_y: pd.Series,
                          seed: int = 0) -> tuple[dict, pd.DataFrame]:
     """Train on the training patients' PAM50 expression and score on test patients' (e.g. predicted) expression.
@@ -153,12 +188,10 @@ def fit_and_score_voting(train_x: pd.DataFrame, train_y: pd.Series, test_x: pd.D
     to the hist2RNA-predicted genes of the held-out patients, so its accuracy measures how well the
     predicted genes carry the subtype. Returns the metrics and the class probabilities per test patient.
     """
-    genes = [g for g in pam50_centroids().index if g in train_x.columns and g in test_x.columns]
+    genes = shared_pam50_genes(train_x, test_x)
     if len(genes) < 10:
         raise ExpressionError(f"only {len(genes)} PAM50 genes are shared by the training and test tables.")
-    model = voting_classifier(seed).fit(train_x[genes].to_numpy(), train_y.to_numpy())
-    probabilities = pd.DataFrame(model.predict_proba(test_x[genes].to_numpy()), index=test_x.index,
-                                 columns=model.classes_)
+    probabilities = fit_voting(train_x, train_y, genes, seed).probabilities(test_x)
     return classification_metrics(test_y, probabilities), probabilities
 
 
@@ -170,15 +203,31 @@ def voting_calls(log_expression: pd.DataFrame, reference: pd.DataFrame, referenc
     _refuse_repeated_samples(log_expression)
     labels = reference_labels[reference_labels.isin(subtypes)]
     labelled = labels.index.intersection(reference.index)
-    genes = [g for g in pam50_centroids().index if g in reference.columns and g in log_expression.columns]
+    genes = shared_pam50_genes(reference, log_expression)
     if len(labelled) < 10 or len(genes) < 10:
         raise ExpressionError(f"the voting classifier needs >= 10 labelled reference patients and >= 10 shared PAM50 "
                               f"genes; found {len(labelled)} patients and {len(genes)} genes (check that the reference "
                               "expression and labels use the same patient IDs).")
-    model = voting_classifier(seed).fit(reference.loc[labelled, genes].to_numpy(), labels.loc[labelled].to_numpy())
-    probabilities = pd.DataFrame(model.predict_proba(log_expression[genes].to_numpy()), index=log_expression.index,
-                                 columns=[f"p_{c}" for c in model.classes_])
+    probabilities = fit_voting(reference, labels, genes, seed).probabilities(log_expression).add_prefix("p_")
     return pd.concat([probabilities.idxmax(axis=1).str[2:].rename("call"), probabilities], axis=1)
+
+
+LUMINAL = ("LumA", "LumB")
+
+
+def luminal_calls(predicted: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series,
+                  seed: int = 0) -> pd.DataFrame:
+    """LumA vs LumB for each patient from predicted PAM50 genes (the paper's section 3.3): the
+    soft-voting classifier trained on the reference cohort's luminal patients (measured log2
+    expression and PAM50 labels, e.g. the TCGA training patients). Returns `call` and `p_LumB` per
+    patient."""
+    luminal = reference_labels[reference_labels.isin(LUMINAL)]
+    genes = shared_pam50_genes(predicted, reference)
+    if len(genes) < 10 or luminal.nunique() < 2:
+        raise ClinicalError(f"LumA/LumB calls need >= 10 shared PAM50 genes (have {len(genes)}) and reference "
+                            "patients of both luminal subtypes.")
+    probability = fit_voting(reference, luminal, genes, seed).probabilities(predicted)
+    return pd.DataFrame({"call": probability.idxmax(axis=1), "p_LumB": probability["LumB"]})
 
 
 # --- risk of recurrence (research output) ----------------------------------------------------------
@@ -198,3 +247,29 @@ def ror_subtype_scores(calls: pd.DataFrame) -> pd.DataFrame:
     group = pd.cut(score, [-float("inf"), thresholds["low"], thresholds["high"], float("inf")],
                    labels=["low", "intermediate", "high"], right=False)
     return pd.DataFrame({"ror_s": score, "ror_group": group.astype(str)}, index=calls.index)
+
+
+def subtype_table(expression: str | Path, method: str = "centroid", reference_expression: str | Path | None = None,
+                  reference_labels: str | Path | None = None, label_column: str = "BRCA_Subtype_PAM50",
+                  logged: bool = False) -> pd.DataFrame:
+    """`hist2rna subtype`: a PAM50 call per sample of an expression file (cBioPortal RSEM or samples x
+    genes; raw RSEM unless `logged`): `centroid_calls`, or `voting_calls` trained on a labelled
+    reference cohort's expression file and label table. Indexed by sample_id."""
+    from .expression import log2_expression, read_expression, read_labels, to_patients
+
+    def load(path):
+        table = read_expression(path)
+        return table if logged else log2_expression(table, path)
+
+    table = load(expression)
+    if method == "centroid":
+        calls = centroid_calls(table)
+    elif method == "voting":
+        if not (reference_expression and reference_labels):
+            raise ExpressionError("--method voting needs --reference-expression and --reference-labels (a labelled "
+                                  "cohort to train the classifier on, e.g. the TCGA RNA-seq and its PAM50 labels).")
+        reference = to_patients(load(reference_expression), reference_expression)
+        calls = voting_calls(table, reference, read_labels(reference_labels, label_column))
+    else:
+        raise ValueError(f"unknown subtype method {method!r}; choose centroid or voting")
+    return calls.rename_axis("sample_id")

@@ -103,3 +103,35 @@ def c_index_of_risk(times: np.ndarray, risk: np.ndarray, events: np.ndarray) -> 
     from lifelines.utils import concordance_index
 
     return float(concordance_index(times, -np.asarray(risk, float), events))
+
+
+# --- Tables 1 and 2 ---------------------------------------------------------------------------------------
+
+TABLE_ROWS = (("grade_3", "Tumour Grade", "3 vs. 1 & 2"), ("size_gt_20mm", "Tumour Size", ">20 vs. <=20 (mm)"),
+              ("age_gt_55", "Age", ">55 vs. <=55"), ("node_positive", "LN status", "pos. vs. neg."))
+
+
+def survival_table(data: pd.DataFrame, subtype_column: str, subtype_label: str) -> tuple[pd.DataFrame, dict]:
+    """Tables 1-2 layout for luminal patients: per parameter the risk-group cut-off, patients per
+    group, multivariate and univariate Cox HR (95% CI) and p; and both models' c-index for the
+    subtype. `data` needs os_months, os_event, grade, size_mm, age, node_positive and the subtype column."""
+    needed = ["os_months", "os_event", "grade", "size_mm", "age", "node_positive", subtype_column]
+    absent = [c for c in needed if c not in data.columns]
+    if absent:
+        raise ClinicalError(f"survival tables need the clinical columns {', '.join(absent)}.")
+    complete = data.dropna(subset=needed)
+    covariates = paper_covariates(complete, subtype_column)
+    table = covariates.join(complete[["os_months", "os_event"]])
+    names = list(covariates.columns)
+    multi, model = cox(table, "os_months", "os_event", names)
+    uni = univariate(table, "os_months", "os_event", names)
+    rows = []
+    for key, label, cut in (*TABLE_ROWS, (names[-1], subtype_label, "LumB vs. LumA")):
+        high = int(table[key].sum())
+        rows.append({"Parameter": label, "Risk group cut-off": cut, "Patients per group": f"{high} vs. {len(table) - high}",
+                     "Multivariate HR": multi.loc[key, "hr"], "Multivariate 95% CI":
+                     f"{multi.loc[key, 'ci_low']:.2f}-{multi.loc[key, 'ci_high']:.2f}", "Multivariate p": multi.loc[key, "p"],
+                     "Univariate HR": uni.loc[key, "hr"], "Univariate 95% CI":
+                     f"{uni.loc[key, 'ci_low']:.2f}-{uni.loc[key, 'ci_high']:.2f}", "Univariate p": uni.loc[key, "p"]})
+    return pd.DataFrame(rows), {"n": model["n"], "events": model["events"], "multivariate_c_index": model["c_index"],
+                                "univariate_c_index_subtype": float(uni.loc[names[-1], "c_index"])}

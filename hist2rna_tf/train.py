@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -22,22 +20,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from . import __version__
+from . import __version__, runs
+from .config import RunInputs, TrainConfig
+from .errors import ExpressionError
+from .evaluate import evaluate_run
+from .expression import (average_by_patient, join_patients, load_panel, load_split, log2_expression, read_expression,
+                         read_labels, select_genes, stratified_split, to_patients)
 from .head import Standardization, build_head
+from .records import feature_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    learning_rate: float = 1e-3
-    batch_size: int = 12
-    patience: int = 4
-    max_epochs: int = 150
-    validation_fraction: float = 0.1
-    seed: int = 0
-    deterministic: bool = False
-    standardize: bool = False  # NOT the paper: z-score features and targets inside the model (see head.py)
 
 
 def validation_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -73,27 +65,40 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
     val = validation_rows(len(x), config.validation_fraction, config.seed)
     scaling = Standardization.of(x[~val], y[~val]) if config.standardize else None
     model = build_head(x.shape[1], y.shape[1], standardization=scaling)
+    if run_dir is not None:
+        _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, x.shape, y.shape)
+    history = fit_model(model, _dataset(x[~val], y[~val], config.batch_size, config.seed),
+                        _dataset(x[val], y[val], config.batch_size, None), config, run_dir, verbose)
+    return model, history
+
+
+def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.Dataset, config: TrainConfig,
+              run_dir: str | Path | None = None, verbose: int = 0, save_best: bool = True) -> pd.DataFrame:
+    """The paper's training loop, for the head and the patch-based baseline alike: Adam
+    (`config.learning_rate`), MSE, early stopping on the validation loss (`config.patience`) keeping
+    the best weights, at most `config.max_epochs`. The datasets are batched and shuffled (seeded) by
+    the caller. With `run_dir`: history.csv and TensorBoard logs there, and (`save_best`) best.keras
+    at each improvement. Returns the per-epoch history; `model` ends with the best weights."""
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                restore_best_weights=True)]
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        callbacks += [
-            keras.callbacks.ModelCheckpoint(run_dir / "best.keras", monitor="val_loss", save_best_only=True),
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-            keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
-        ]
-        _config_to_tensorboard(run_dir / "tensorboard", config, x.shape, y.shape)
-    history = model.fit(_dataset(x[~val], y[~val], config.batch_size, config.seed),
-                        validation_data=_dataset(x[val], y[val], config.batch_size, None),
-                        epochs=config.max_epochs, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # the tf.data pipeline shuffles, seeded
+        if save_best:
+            callbacks.append(keras.callbacks.ModelCheckpoint(runs.model_path(run_dir), monitor="val_loss",
+                                                             save_best_only=True))
+        callbacks += [keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY)),
+                      keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD))]
+    with warnings.catch_warnings():  # streams without a declared length: Keras learns it in epoch 1
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(fit_data, validation_data=val_data, epochs=config.max_epochs, callbacks=callbacks,
+                            verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
     frame = pd.DataFrame(history.history)
     frame.index.name = "epoch"
     log.info("trained %d epochs; best validation loss %.4f at epoch %d", len(frame), frame["val_loss"].min(),
              int(frame["val_loss"].idxmin()) + 1)
-    return model, frame
+    return frame
 
 
 def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape) -> None:
@@ -105,38 +110,10 @@ def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape)
     writer.close()
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    from .atomic import write_text
-
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What a training run reads: stored features, an expression table, a label table for the split."""
-
-    features: str
-    expression: str
-    labels: str
-    label_column: str = "BRCA_Subtype_PAM50"
-    subtypes: tuple[str, ...] = ("LumA", "LumB", "Basal", "Her2")  # the paper's four (no Normal-like)
-    genes: str = "all"
-    drop_missing_genes: bool = False
-    split: str | None = None
-    test_fraction: float = 160 / 495
-
-
 def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0) -> dict:
-    """Features + expression -> split -> fit -> held-out predictions, all written under `out_dir`:
-    config.json, genes.txt, split.csv, history.csv, tensorboard/, best.keras, test_predictions.csv,
-    test_targets.csv. Returns the run summary (also in config.json)."""
-    from .expression import (ExpressionError, average_by_patient, join_patients, load_panel, load_split,
-                             log2_expression, read_expression, read_labels, select_genes, stratified_split,
-                             to_patients)
-    from .evaluate import evaluate_run
-    from .records import feature_table
-
+    """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
+    `out_dir` (the files of runs.py). Returns the run summary (config.json) with the held-out metrics'
+    summaries under "metrics" (evaluate.metric_summaries)."""
     out_dir = Path(out_dir)
     slide_features, patient_ids, feature_settings = feature_table(inputs.features)
     features = average_by_patient(slide_features, patient_ids)
@@ -165,100 +142,33 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     for key, value in report.items():
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
-    with run_folder(out_dir) as work:  # built aside, renamed into place only when complete
+    with runs.building(out_dir) as work:  # built aside, renamed into place only when complete
         summary = _fit_and_write(work, inputs, config, features, targets, labels, split, verbose)
         summary.update(feature_dim=int(features.shape[1]), feature_settings=feature_settings, missing_genes=missing,
                        join_report=report)
-        write_json(work / "config.json", summary)
-        evaluate_run(work)
+        runs.write_config(work, summary)
+        summary["metrics"] = evaluate_run(work)  # the held-out metrics' summaries (their tables: runs.METRICS)
     return summary
 
 
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
 
 
-@contextmanager
-def run_folder(out_dir: Path):
-    """A temp folder beside `out_dir` to build a run in; on success it replaces `out_dir` (an earlier
-    run there is moved aside first, then deleted), on failure it is removed: other commands never
-    see half a run."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
-        yield work
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    old = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
-    if out_dir.exists():
-        out_dir.rename(old)
-    work.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _fit_and_write(out_dir: Path, inputs: RunInputs, config: TrainConfig, features: pd.DataFrame,
                    targets: pd.DataFrame, labels: pd.Series, split: pd.Series, verbose: int) -> dict:
     """Fit on the training patients; write split, genes, model, history and held-out predictions; the
     run's summary."""
-    from .atomic import write_text
-    from .expression import save_split
-    from .predict import write_table
-
-    save_split(split, labels, out_dir / "split.csv")
-    write_text(out_dir / "genes.txt", "\n".join(targets.columns) + "\n")
+    runs.write_split(out_dir, split, labels)
+    runs.write_genes(out_dir, targets.columns)
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     start = time.perf_counter()
     model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose)
     train_seconds = time.perf_counter() - start
     predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
-    write_table(predictions.rename_axis("patient_id"), out_dir / "test_predictions.csv")
-    write_table(targets[test].rename_axis("patient_id"), out_dir / "test_targets.csv")
+    runs.write_held_out(out_dir, predictions, targets[test])
     return {"version": __version__, "inputs": asdict(inputs), "train": asdict(config), "genes": len(targets.columns),
             "patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
             "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds}
 
 
-def measured_log2(inputs: dict) -> pd.DataFrame:
-    """Patients x genes of measured log2(1+RSEM) from a run's inputs (config.json "inputs")."""
-    from .expression import log2_expression, read_expression, to_patients
-
-    return log2_expression(to_patients(read_expression(inputs["expression"]), inputs["expression"]))
-
-
-def training_reference(run_dir: str | Path) -> tuple[pd.DataFrame, pd.Series]:
-    """A run's training patients' measured log2 expression and PAM50 labels (what the paper's subtype
-    classifier learns from)."""
-    from .expression import load_split, read_labels
-
-    run_dir = Path(run_dir)
-    inputs = read_run_config(run_dir)["inputs"]
-    expression = measured_log2(inputs)
-    labels = read_labels(inputs["labels"], inputs["label_column"])
-    split = load_split(run_dir / "split.csv")
-    train = split.index[split == "train"].intersection(expression.index).intersection(labels.dropna().index)
-    return expression.loc[train], labels.loc[train]
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    """A training run's config.json, or a clear error when `run_dir` is not a run folder."""
-    from .errors import Hist2RNAError
-
-    path = Path(run_dir) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise Hist2RNAError(f"{run_dir}: not a training run folder ({path.name}: {type(exc).__name__}); give the "
-                            "folder `hist2rna train --out` (or `hist2rna baseline --out`) wrote.") from None
-    if not isinstance(config, dict) or "inputs" not in config:
-        raise Hist2RNAError(f"{path}: not a training run's config (no 'inputs'); give a `hist2rna train` folder.")
-    missing = [name for name in RUN_FILES if not (Path(run_dir) / name).is_file()]
-    if missing:
-        raise Hist2RNAError(f"{run_dir}: an incomplete training run (no {', '.join(missing)}); train it again.")
-    return config
-
-
-# What every complete run folder (training or baseline) holds; `train_run` writes them all or none.
-RUN_FILES = ("config.json", "genes.txt", "split.csv", "best.keras", "test_predictions.csv", "test_targets.csv")

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hist2rna_tf.baseline import BaselineConfig, cost_table
+from hist2rna_tf.baseline import BaselineConfig
+from hist2rna_tf.costs import cost_table
 from hist2rna_tf.cli import main
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.records import SlideFeatures, read_record, record_path, write_record

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hist2rna_tf.clinical import (ClinicalColumns, ClinicalError, biomarker_tests, read_clinical, reclassification,
-                                  survival_table)
+from hist2rna_tf.clinical import ClinicalColumns, ClinicalError, biomarker_tests, read_clinical, reclassification
+from hist2rna_tf.survival import survival_table
 
 
 def _clinical(n: int = 400, seed: int = 0) -> pd.DataFrame:

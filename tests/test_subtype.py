@@ -163,3 +163,23 @@ def test_subtype_command_voting(shared_data, tmp_path, capsys):
     truth = read_labels(labels_file).reindex(calls.index)
     known = truth.isin(["LumA", "LumB", "Basal", "Her2"])
     assert (calls["call"][known] == truth[known]).mean() > 0.75
+
+
+def test_luminal_calls_separate_measured_luma_from_lumb(tcga):
+    """LumA vs LumB from PAM50 genes (the paper's reclassification), trained on half the luminal
+    patients and applied to the other half's measured genes; shuffled labels lose it."""
+    from hist2rna_tf.errors import ClinicalError
+    from hist2rna_tf.subtype import luminal_calls
+
+    expression, labels = tcga
+    luminal = labels[labels.isin(["LumA", "LumB"])]
+    train, test = luminal.index[::2], luminal.index[1::2]
+    calls = luminal_calls(expression.loc[test], expression.loc[train], labels.loc[train])
+    assert list(calls.columns) == ["call", "p_LumB"] and set(calls["call"]) == {"LumA", "LumB"}
+    accuracy = (calls["call"] == labels.loc[test]).mean()
+    assert accuracy > 0.75
+    shuffled = luminal_calls(expression.loc[test], expression.loc[train],
+                             labels.loc[train].sample(frac=1, random_state=0).set_axis(train))
+    assert (shuffled["call"] == labels.loc[test]).mean() < accuracy - 0.1
+    with pytest.raises(ClinicalError, match="both luminal subtypes"):
+        luminal_calls(expression.loc[test], expression.loc[train], labels.loc[train].replace("LumB", "LumA"))
