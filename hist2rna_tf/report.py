@@ -170,7 +170,8 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.Da
     page.table(summary.astype(str))
     compared = {runs.display_name(run): metrics}
     for other in inputs.compare:
-        compared[runs.display_name(other)] = runs.metrics(other)
+        name = runs.display_name(other)
+        compared[name if name not in compared else Path(other).name] = runs.metrics(other)  # two runs of one backbone
     page.figure(correlation_boxes(compared), "figure3_correlations",
                 "Figure 3: Spearman correlation and -log10 FDR across patients and across genes (paper: medians "
                 "0.82 and 0.29 for EfficientNet).")

@@ -56,3 +56,21 @@ def tiny_extractor(tiny_backbone_file):
 
     return Extractor.build(ExtractConfig(backbone=str(tiny_backbone_file), weights="none", batch_size=16))
 
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory):
+    """A hist2RNA run trained on a synthetic latent cohort (tests/synthetic.py): 48 patients, one
+    slide each with 6 tile features, the 50 PAM50 genes. Returns (run folder, cohort); copy the run
+    before changing it."""
+    from synthetic import latent_cohort
+
+    from hist2rna_tf.config import RunInputs, TrainConfig
+    from hist2rna_tf.expression import load_panel
+    from hist2rna_tf.train import train_run
+
+    root = tmp_path_factory.mktemp("synthetic_run")
+    cohort = latent_cohort(root, load_panel("pam50"), n_patients=48, tiles_per_slide=6)
+    train_run(RunInputs(str(cohort.features), str(cohort.expression), str(cohort.labels), genes="pam50"),
+              root / "run", TrainConfig(max_epochs=40))
+    return root / "run", cohort
