@@ -29,12 +29,13 @@ The backbone alone runs before and after the pipeline and the ratio uses their m
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from hist2rna_tf.tfenv import start_tensorflow
+
+start_tensorflow()  # TensorFlow's C++ start-up lines kept off the output, as the CLI does
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -247,17 +248,8 @@ def macenko_stages(batch_size: int, repeats: int = 10) -> dict[str, float]:
         timings[name] = (time.perf_counter() - start) / repeats / batch_size * 1e6
         return out
 
-    stained, count, cov = timed("OD and covariance", lambda: m._stats(batch))
-    plane = tf.cast(tf.linalg.eigh(tf.cast(cov, tf.float64))[1][:, :, 1:3], tf.float32)
-    angles = tf.function(lambda b, p: tf.math.atan2(*reversed(m._project(b, p))))
-    angle_percentiles = tf.function(m.angle_percentiles)
-    concentration_percentiles = tf.function(m.concentration_percentiles)
-    phi = timed("projections and angles", lambda: angles(batch, plane))
-    low, high = timed("angle percentiles", lambda: angle_percentiles(phi, stained, count))
-    _, conc = timed("concentrations", lambda: m._concentrations(batch, plane, low, high))
-    max_c = timed("concentration percentiles", lambda: concentration_percentiles(conc))
-    ok = tf.ones([batch_size], tf.bool)
-    timed("recomposition", lambda: m._compose(batch, conc, max_c, ok, (1.0, 1.0)))
+    for name, step in m.stages(batch):
+        timed(name, step)
     return timings
 
 

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from hist2rna_tf.tfenv import start_tensorflow
+
+start_tensorflow()  # TensorFlow's C++ start-up lines kept off the output, as the CLI does
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -314,6 +314,30 @@ class Macenko:
         ok &= gram[:, 0, 0] * gram[:, 1, 1] - gram[:, 0, 1] ** 2 > 1e-4
         return he, conc, max_c, ok
 
+    def stages(self, images):
+        """The estimate and the recomposition as named steps, for timing them one by one (benchmarks):
+        yields (name, step), `step()` running that step alone (compiled) on `images` and returning its
+        output; the next step starts from it."""
+        images = tf.convert_to_tensor(images, tf.uint8)
+        step = lambda: self._stats(images)  # noqa: E731
+        yield "OD and covariance", step
+        stained, count, cov = step()
+        plane = tf.cast(tf.linalg.eigh(tf.cast(cov, tf.float64))[1][:, :, 1:3], tf.float32)
+        step = tf.function(lambda: tf.math.atan2(*reversed(self._project(images, plane))))
+        yield "projections and angles", step
+        phi = step()
+        step = tf.function(lambda: self.angle_percentiles(phi, stained, count))
+        yield "angle percentiles", step
+        low, high = step()
+        step = lambda: self._concentrations(images, plane, low, high)  # noqa: E731
+        yield "concentrations", step
+        _, conc = step()
+        step = tf.function(lambda: self.concentration_percentiles(conc))
+        yield "concentration percentiles", step
+        max_c = step()
+        ok = tf.ones([tf.shape(images)[0]], tf.bool)
+        yield "recomposition", lambda: self._compose(images, conc, max_c, ok, (1.0, 1.0))
+
     def _normalise_fn(self, images):
         _, conc, max_c, ok = self.estimate(images)
         return self._compose(images, conc, max_c, ok, (1.0, 1.0)), ok

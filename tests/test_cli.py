@@ -41,12 +41,13 @@ def test_fatal_errors_print_one_line(tmp_path, capsys):
 
 
 def test_normalize_writes_the_paper_normalisation(shared_data, tmp_path, capsys):
-    """The default is the authors' normaliser; --method macenko-henorm is HEnorm's, with its components."""
+    """The default is the authors' normaliser; --stain macenko-henorm is HEnorm's, with its components
+    (--method, its name before 0.4.0, still works)."""
     source = shared_data / "stain" / "macenko_input.png"
     for method, reference in ((None, "macenko_expected_authors.png"), ("macenko-henorm", "macenko_expected.png")):
         output = tmp_path / "out" / f"{method}.png"
         assert main(["normalize", str(source), str(output), "--components"] +
-                    (["--method", method] if method else [])) == 0
+                    (["--stain" if method == "macenko-henorm" else "--method", method] if method else [])) == 0
         written = np.asarray(Image.open(output)).astype(int)
         expected = np.asarray(Image.open(shared_data / "stain" / reference).convert("RGB")).astype(int)
         assert (np.abs(written - expected) <= 1).all(axis=-1).mean() >= 0.99, method
@@ -69,3 +70,59 @@ def test_every_option_with_a_default_says_it_in_its_help():
               if action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
               and "default" not in (action.help or "")]
     assert silent == []
+
+
+def test_defaults_are_the_librarys_dataclasses(monkeypatch, tmp_path):
+    """A command given only what it requires runs with the dataclasses' defaults, exactly."""
+    from pathlib import Path
+
+    import hist2rna_tf.baseline
+    import hist2rna_tf.demo_chain
+    import hist2rna_tf.features
+    import hist2rna_tf.train
+    from hist2rna_tf.config import BaselineConfig, DemoConfig, ExtractConfig, RunInputs, TrainConfig
+
+    seen = {}
+
+    def capture(name):
+        def record(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            raise KeyboardInterrupt  # stop there; main answers 130
+        return record
+
+    monkeypatch.setattr(hist2rna_tf.features, "extract_cohort", capture("extract"))
+    monkeypatch.setattr(hist2rna_tf.train, "train_run", capture("train"))
+    monkeypatch.setattr(hist2rna_tf.baseline, "train_patch_baseline", capture("baseline"))
+    monkeypatch.setattr(hist2rna_tf.demo_chain, "run_demo", capture("demo"))
+    assert main(["extract", "--slides", "s", "--out", str(tmp_path / "f")]) == 130
+    assert seen["extract"][0][2] == ExtractConfig()
+    assert main(["train", "--features", "f", "--expression", "e", "--labels", "l", "--out", str(tmp_path / "r")]) == 130
+    assert seen["train"][0][1:] == (tmp_path / "r", TrainConfig()) and seen["train"][0][0] == RunInputs("f", "e", "l")
+    assert main(["baseline", "run", "--out", str(tmp_path / "b")]) == 130
+    assert seen["baseline"][0][2] == BaselineConfig()
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 130
+    assert seen["demo"][0][0] == DemoConfig(out=Path("demo_output"))
+
+
+def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
+    """--quiet (baseline) and --model (predict) were renamed --no-progress and a positional RUN."""
+    from hist2rna_tf.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["baseline", "run", "--out", str(tmp_path), "--quiet"]).no_progress
+    args = parser.parse_args(["predict", "--model", "run", "--features", "f", "--out", str(tmp_path / "p.csv")])
+    assert args.model_option == "run" and args.model is None
+    assert main(["predict", "--features", "f", "--out", str(tmp_path / "p.csv")]) == 2  # no model at all
+
+
+def test_tensorflow_start_up_lines_are_kept_off_stderr(tmp_path):
+    """TensorFlow's C++ start-up lines (absl banner, oneDNN, cuInit) do not reach the user; our own
+    error message does."""
+    done = subprocess.run([sys.executable, "-m", "hist2rna_tf.cli", "normalize", str(tmp_path / "missing.png"),
+                           str(tmp_path / "out.png")], capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'missing.png'}: not a readable image")
+    for noise in ("absl", "oneDNN", "cuInit", "cuda", "I0000", "E0000"):
+        assert noise not in done.stderr, noise

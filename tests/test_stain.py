@@ -145,6 +145,19 @@ def test_concentration_percentiles_equal_numpy(side, selection):
     np.testing.assert_allclose(ours, np.percentile(conc, 99.0, axis=2), rtol=1e-6, atol=1e-6)
 
 
+def test_stages_run_one_by_one_give_the_normalised_tiles():
+    """Macenko.stages (what the benchmark times step by step) chains to the same pixels as the
+    normaliser in one call."""
+    tiles = np.stack(real_tiles()[0][:4])
+    macenko = Macenko()
+    steps = list(macenko.stages(tiles))
+    assert [name for name, _ in steps] == ["OD and covariance", "projections and angles", "angle percentiles",
+                                           "concentrations", "concentration percentiles", "recomposition"]
+    normalised, ok = macenko(tiles)
+    assert ok.numpy().all()
+    np.testing.assert_array_equal(steps[-1][1]().numpy(), normalised.numpy())
+
+
 def test_batch_equals_one_at_a_time():
     """Each tile is normalised with its own stain estimate: batching changes nothing."""
     tiles, _ = real_tiles()
