@@ -4,4 +4,4 @@ Importing the package is cheap: TensorFlow is imported only by the modules that 
 (stain, backbones, features, records), never here.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

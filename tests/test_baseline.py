@@ -13,9 +13,8 @@ from hist2rna_tf.baseline import BaselineConfig
 from hist2rna_tf.costs import cost_table
 from hist2rna_tf.cli import main
 from hist2rna_tf.expression import load_panel
-from hist2rna_tf.records import SlideFeatures, read_record, record_path, write_record
-
-SUBTYPES = ["LumA", "LumB", "Basal", "Her2"]
+from hist2rna_tf.records import read_record, write_record
+from synthetic import record, write_expression, write_labels, write_records
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +27,15 @@ def tile_cohort(tmp_path_factory):
     latent = rng.normal(size=(n, 3))
     mixing = rng.normal(size=(3, 32))
     patients = [f"TCGA-TT-{i:04d}" for i in range(n)]
+    records = []
     for i, patient in enumerate(patients):
         n_tiles = int(rng.integers(4, 10))
         tiles = np.tanh(latent[i] @ mixing + 0.4 * rng.normal(size=(n_tiles, 32))).astype(np.float32)
-        slide = f"{patient}-01Z-00-DX1"
-        write_record(SlideFeatures(slide_id=slide, patient_id=patient, backbone="resnet50", weights="none",
-                                   normaliser="macenko", version="test", tile_size_px=224, tile_size_um=56.0, mpp=0.25,
-                                   n_tiles=n_tiles, n_unnormalised=0, feature=tiles.mean(0),
-                                   tile_xy_px=np.zeros((n_tiles, 2), np.int64), tile_features=tiles),
-                     record_path(root / "features", "resnet50", slide))
+        records.append(record(f"{patient}-01Z-00-DX1", tiles.mean(0), backbone="resnet50", tiles=tiles))
+    write_records(root / "features", records)
     log2 = 9 + latent @ rng.normal(size=(3, len(genes))) + 0.3 * rng.normal(size=(n, len(genes)))
-    expression = pd.DataFrame(np.maximum(2 ** log2 - 1, 0), index=[f"{p}-01" for p in patients], columns=genes)
-    expression.rename_axis("SAMPLE_ID").to_csv(root / "expression.csv")
-    pd.DataFrame({"PATIENT": patients, "BRCA_Subtype_PAM50": [SUBTYPES[i % 4] for i in range(n)]}).to_csv(
-        root / "clinical.csv", index=False)
+    write_expression(root / "expression.csv", pd.DataFrame(log2, index=patients, columns=genes))
+    write_labels(root / "clinical.csv", patients)
     assert main(["train", "--features", str(root / "features" / "resnet50"), "--expression",
                  str(root / "expression.csv"), "--labels", str(root / "clinical.csv"), "--genes", "pam50",
                  "--out", str(root / "run"), "--max-epochs", "60"]) == 0
@@ -82,17 +76,17 @@ def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_pat
     paths = sorted((tile_cohort / "features").rglob("*.tfrecord"))
     records = [read_record(p) for p in paths]
     order = np.random.default_rng(5).permutation(len(records))
-    for path, record, source in zip(paths, records, order):
+    for path, original, source in zip(paths, records, order):
         tiles = records[source].tile_features
-        write_record(replace(record, tile_features=tiles, n_tiles=len(tiles),
+        write_record(replace(original, tile_features=tiles, n_tiles=len(tiles),
                              tile_xy_px=np.zeros((len(tiles), 2), np.int64)), path)
     shuffled = tmp_path / "shuffled"
     try:
         assert main(["baseline", str(tile_cohort / "run"), "--out", str(shuffled), "--max-epochs", "30",
                      "--quiet"]) == 0
     finally:
-        for path, record in zip(paths, records):
-            write_record(record, path)
+        for path, original in zip(paths, records):
+            write_record(original, path)
     assert _median(shuffled) < _median(out) - 0.3, (_median(shuffled), _median(out))
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.expression import load_panel
-from hist2rna_tf.records import SlideFeatures, record_path, write_record
 from hist2rna_tf.train import RunInputs, TrainConfig, fit_head, validation_rows
+from synthetic import record, write_records
 
 PAPER_TRAINING = {"learning_rate": 1e-3, "batch_size": 12, "patience": 4, "max_epochs": 150,
                   "validation_fraction": 0.1, "standardize": False}
@@ -34,11 +34,7 @@ def cli_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     patients = [f"P{i:02d}" for i in range(40)]
     labels = (PAPER_SUBTYPES * 9)[:34] + ["Normal"] * 6
-    for patient in patients:
-        feature = rng.normal(size=8).astype(np.float32)
-        record = SlideFeatures(patient, patient, "efficientnetv2s", "none", "macenko", "0.2.0", 224, 56.0, 0.25, 1, 0,
-                               feature, np.zeros((1, 2), np.int64))
-        write_record(record, record_path(root / "features", "efficientnetv2s", patient))
+    write_records(root / "features", [record(p, rng.normal(size=8), patient_id=p, version="0.2.0") for p in patients])
     expression = pd.DataFrame(rng.uniform(1, 500, size=(40, 50)), index=patients, columns=load_panel("pam50"))
     expression.rename_axis("patient").to_csv(root / "expression.csv")
     pd.DataFrame({"patient": patients, "BRCA_Subtype_PAM50": labels}).to_csv(root / "labels.csv", index=False)

@@ -36,7 +36,7 @@ def cohort_files(synthetic_run, tmp_path_factory):
 
     run, cohort = synthetic_run
     root = tmp_path_factory.mktemp("report_inputs")
-    predictions = write_predictions(run, cohort.features, root / "predictions.csv")
+    write_predictions(run, cohort.features, root / "predictions.csv")
     measured = runs.measured_log2(runs.read_config(run)["inputs"])
     rng = np.random.default_rng(0)
     n = len(measured)

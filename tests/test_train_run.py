@@ -11,16 +11,7 @@ from scipy.stats import spearmanr
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.expression import load_panel
-from hist2rna_tf.records import SlideFeatures, record_path, write_record
-
-SUBTYPES = ["LumA", "LumB", "Basal", "Her2"]
-
-
-def _record(slide_id: str, feature: np.ndarray) -> SlideFeatures:
-    return SlideFeatures(slide_id=slide_id, patient_id=slide_id[:12], backbone="efficientnetv2s", weights="none",
-                         normaliser="macenko", version="test", tile_size_px=224, tile_size_um=56.0, mpp=0.25,
-                         n_tiles=1, n_unnormalised=0, feature=feature.astype(np.float32),
-                         tile_xy_px=np.zeros((1, 2), np.int64))
+from synthetic import record, write_expression, write_labels, write_records
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +25,12 @@ def cohort(tmp_path_factory):
     features = np.tanh(latent @ rng.normal(size=(3, 48))) + 0.1 * rng.normal(size=(n, 48))
     log2 = 8 + latent @ rng.normal(size=(3, len(genes))) + 0.3 * rng.normal(size=(n, len(genes)))
     patients = [f"TCGA-ZZ-{i:04d}" for i in range(n)]
-    for i, patient in enumerate(patients[:-1]):  # the last patient has expression but no slide
-        write_record(_record(f"{patient}-01Z-00-DX1", features[i]), record_path(root / "features", "efficientnetv2s",
-                                                                               f"{patient}-01Z-00-DX1"))
-    write_record(_record(f"{patients[0]}-01Z-00-DX2", features[0]),
-                 record_path(root / "features", "efficientnetv2s", f"{patients[0]}-01Z-00-DX2"))
-    write_record(_record("TCGA-YY-9999-01Z-00-DX1", features[1]),
-                 record_path(root / "features", "efficientnetv2s", "TCGA-YY-9999-01Z-00-DX1"))
-    expression = pd.DataFrame(2 ** log2 - 1, index=[f"{p}-01" for p in patients], columns=genes)
-    expression.index.name = "SAMPLE_ID"
-    expression.to_csv(root / "expression.csv")
-    labels = pd.DataFrame({"PATIENT": patients, "BRCA_Subtype_PAM50": [SUBTYPES[i % 4] for i in range(n)]})
-    labels.to_csv(root / "clinical.csv", index=False)
+    records = [record(f"{patient}-01Z-00-DX1", features[i]) for i, patient in enumerate(patients[:-1])]
+    records += [record(f"{patients[0]}-01Z-00-DX2", features[0]),  # a patient with two slides
+                record("TCGA-YY-9999-01Z-00-DX1", features[1])]  # a slide without expression
+    write_records(root / "features", records)  # the last patient has expression but no slide
+    write_expression(root / "expression.csv", pd.DataFrame(log2, index=patients, columns=genes))
+    write_labels(root / "clinical.csv", patients)
     return root
 
 
