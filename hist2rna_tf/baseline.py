@@ -30,6 +30,10 @@ from . import __version__, runs
 from .config import BaselineConfig
 from .costs import cost_table
 from .errors import Hist2RNAError, SettingsError
+from .evaluate import evaluate_run
+from .expression import average_by_patient
+from .predict import run_extraction_config
+from .slides import find_slides
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +184,6 @@ def _finetune_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch
     from .backbones import build_backbone
     from .features import annotation_for
     from .head import build_finetune_model
-    from .predict import run_extraction_config
-    from .slides import find_slides
     from .stain import make_normaliser, resolve_stain_config
 
     extract = run_extraction_config(cohort.run_config)
@@ -263,8 +265,6 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     slide files or folders the run was extracted from (finetune). Returns the summary (config.json)."""
     import keras
 
-    from .evaluate import evaluate_run
-    from .expression import average_by_patient
     from .train import TrainConfig, fit_model
 
     if config.mode not in ("frozen", "finetune"):

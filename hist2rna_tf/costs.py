@@ -12,7 +12,6 @@ import os
 import pandas as pd
 
 
-
 def device_description() -> str:
     """'<n> x <GPU name>' when TensorFlow sees GPUs, else 'CPU (<n> cores)'."""
     import tensorflow as tf

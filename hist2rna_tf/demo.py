@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .atomic import atomic_path, write_text
+from .expression import load_panel
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +231,6 @@ def write_demo_expression(cohort_dir: str | Path, seed: int = 0, model_seed: int
     four PAM50 subtypes only so that the paper's pipeline runs unchanged. These numbers say nothing
     about real biology.
     """
-    from .expression import load_panel
-
     cohort_dir = Path(cohort_dir)
     shares = read_source_shares(cohort_dir)
     genes = load_panel("all")

@@ -26,8 +26,14 @@ import numpy as np
 
 from . import runs
 from .atomic import atomic_path, write_json
-from .config import DemoConfig
+from .baseline import BaselineConfig, train_patch_baseline
+from .config import DemoConfig, ExtractConfig
+from .demo import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
+from .errors import Hist2RNAError, SettingsError
+from .evaluate import across_genes, summary
 from .predict import write_predictions
+from .report import ReportInputs, build_report
+from .spatial import write_spatial_maps
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,6 @@ def shuffled_expression(expression_csv: Path, out_csv: Path, seed: int) -> Path:
 
 def control_median(control_dir: Path, run_dir: Path) -> float:
     """Median held-out Spearman across genes of a control's predictions against the TRUE targets."""
-    from .evaluate import across_genes, summary
-
     predicted, _ = runs.held_out(control_dir)
     _, truth = runs.held_out(run_dir)
     return summary(across_genes(predicted, truth))["median"]
@@ -76,8 +80,6 @@ def control_median(control_dir: Path, run_dir: Path) -> float:
 
 def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     """Run the whole demo chain under `config.out`; re-running reuses the cohort and the features."""
-    from .config import ExtractConfig
-    from .demo import build_demo_cohort, write_demo_clinical, write_demo_expression
     from .train import RunInputs, TrainConfig, train_run
 
     out = Path(config.out)
@@ -89,8 +91,6 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     extraction_s = time.perf_counter() - start
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        from .errors import Hist2RNAError
-
         raise Hist2RNAError(f"{len(failed)} demo slides failed to extract (e.g. {failed[0].slide_id}: "
                             f"{failed[0].reason}); see {out / 'features'}/*/manifest.csv")
     features = _features_dir(out / "features", config.backbone)
@@ -114,8 +114,6 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     train_s = time.perf_counter() - start
     baseline = {}
     if config.baseline:
-        from .baseline import BaselineConfig, train_patch_baseline
-
         _fresh(out / "baseline")
         train_patch_baseline(run_dir, out / "baseline", BaselineConfig())
         baseline = {"baseline": out / "baseline"}
@@ -143,9 +141,6 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
 def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     """A second demo cohort of small, TMA-core-like slides with a SYNTHETIC clinical table, predicted
     with the trained run through the normal pipeline (the paper's external TMA cohort, in miniature)."""
-    from .config import ExtractConfig
-    from .demo import build_demo_cohort, write_demo_clinical, write_demo_expression
-
     root = Path(config.out) / "external"
     build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
                       progress=config.progress)
@@ -160,8 +155,6 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
 def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path, n_tiles: dict[str, int]) -> dict:
     """The best-predicted gene's tile-level map, and the tiles' PAM50 calls, on the held-out slide
     with the most tiles."""
-    from .spatial import write_spatial_maps
-
     predicted, _ = runs.held_out(run_dir)
     gene = runs.metrics(run_dir)["across_genes"]["rho"].idxmax()
     slide_id = max(predicted.index, key=lambda s: n_tiles[s])
@@ -170,9 +163,6 @@ def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path
 
 
 def _report(run_dir: Path, paths: dict, out: Path) -> Path:
-    from .demo import SYNTHETIC_NOTE
-    from .report import ReportInputs, build_report
-
     inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
                           baseline=paths.get("baseline"), run_clinical=paths.get("clinical"),
                           clinical=paths.get("external_clinical"), title="hist2RNA demo report",
@@ -192,7 +182,6 @@ def _extract(cohort_dir: Path, out: Path, extract, progress: bool) -> list:
     replaced, as everything downstream is rebuilt anyway."""
     from dataclasses import replace
 
-    from .errors import SettingsError
     from .features import extract_cohort
 
     def run(config):

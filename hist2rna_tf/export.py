@@ -21,8 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
+from .backbones import build_backbone
 from .config import StainConfig
-from .errors import ExportError
+from .errors import ExportError, Hist2RNAError
+from .predict import Predictor
 from .stain import Macenko
 
 log = logging.getLogger(__name__)
@@ -139,10 +141,6 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
     refused before anything is written (ExportError), or replaced with `replace`. Returns both
     folders."""
     import shutil
-
-    from .backbones import build_backbone
-    from .errors import Hist2RNAError
-    from .predict import Predictor
 
     predictor = Predictor(run_dir)
     config = predictor.extraction_config()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path
 from .barcodes import TCGA_SAMPLE, patient_id
 from .errors import ExpressionError, Hist2RNAError
 
@@ -217,8 +218,6 @@ def stratified_split(labels: pd.Series, test_fraction: float = 160 / 495, seed: 
 
 
 def save_split(split: pd.Series, labels: pd.Series, path: str | Path) -> Path:
-    from .atomic import atomic_path
-
     frame = pd.DataFrame({"patient_id": split.index, "subset": split.values, "label": labels.reindex(split.index).values})
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)

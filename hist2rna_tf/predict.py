@@ -10,7 +10,9 @@ import pandas as pd
 
 from . import runs
 from .atomic import write_table
+from .config import BACKBONE_NAMES, extract_config_from_dict
 from .errors import Hist2RNAError, ModelError, SettingsError
+from .expression import average_by_patient
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ class Predictor:
     @property
     def trained_on_random_weights(self) -> bool:
         """Whether its training features came from a built-in backbone with random weights (the demo's)."""
-        from .config import BACKBONE_NAMES
-
         settings = self.feature_settings or {}
         return settings.get("weights") == "none" and settings.get("backbone") in BACKBONE_NAMES
 
@@ -133,7 +133,6 @@ def run_extraction_config(run_config: dict):
     with other settings than the run was trained on (its config.json's feature_settings)."""
     from dataclasses import replace
 
-    from .config import extract_config_from_dict
     from .features import extraction_settings, read_extract_config
     from .records import settings_differences
 
@@ -155,7 +154,6 @@ def run_extraction_config(run_config: dict):
 def predict_patients(predictor: Predictor, features_dir: str | Path) -> pd.DataFrame:
     """Patients x genes (panel order) of predicted log2(1+RSEM); a patient's slides are averaged first.
     Features made otherwise than the model's training features are refused (SettingsError)."""
-    from .expression import average_by_patient
     from .records import feature_table
 
     slide_features, patient_ids, settings = feature_table(features_dir)

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .errors import AnnotationError, SlideError
-from .slides import tile_footprint_px
+from .slides import read_thumbnail, tile_footprint_px
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,6 @@ def _morton_codes(coords_px: np.ndarray) -> np.ndarray:
 def select_tiles(slide, mpp: float, tiles, annotation_path: str | Path | None, source: str | Path
                  ) -> tuple[np.ndarray, dict]:
     """Tile coordinates for one opened slide under a TileConfig, plus a summary of the selection."""
-    from .slides import read_thumbnail
-
     thumb, scale = read_thumbnail(slide, mpp, tiles.mask_mpp)
     region = tissue_mask(thumb)
     if not region.any():

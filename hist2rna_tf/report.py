@@ -20,8 +20,15 @@ import pandas as pd
 
 from . import __version__, runs
 from .atomic import atomic_path, write_table, write_text
+from .clinical import ClinicalColumns, biomarker_tests, joined, read_clinical, reclassification
 from .config import ReportInputs
 from .errors import Hist2RNAError
+from .evaluate import bootstrap_median_ci, summary
+from .expression import load_panel, read_table_file
+from .figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot, mki67_scatter, png_bytes,
+                      r_squared_bars, top_gene_scatter)
+from .subtype import PAPER_SUBTYPES, fit_and_score_voting, luminal_calls
+from .survival import kaplan_meier, survival_table
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +67,6 @@ class _Page:
                                         na_rep="-"))
 
     def figure(self, figure, name: str, caption: str) -> None:
-        from .figures import png_bytes
-
         data = png_bytes(figure)
         with atomic_path(self.folder / f"{name}.png") as tmp:
             tmp.write_bytes(data)
@@ -146,10 +151,6 @@ def _config_section(page: _Page, config: dict, run: Path) -> None:
 
 
 def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.DataFrame, truth: pd.DataFrame) -> None:
-    from .evaluate import bootstrap_median_ci
-    from .expression import load_panel
-    from .figures import correlation_boxes, r_squared_bars, top_gene_scatter
-
     pam50 = set(load_panel("pam50"))
     metrics = runs.metrics(run)  # written by evaluate_run when the run was trained
     genes, patients, r2 = metrics["across_genes"], metrics["across_patients"], metrics["r_squared"]
@@ -189,8 +190,6 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.Da
 
 def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
                      reference: tuple[pd.DataFrame, pd.Series]) -> None:
-    from .subtype import PAPER_SUBTYPES, fit_and_score_voting
-
     page.heading("PAM50 subtype from predicted genes (soft voting: RF, MLP, LDA, LR)")
     train_x, train_y = reference
     labels = runs.label_table(config)
@@ -214,16 +213,12 @@ def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
 
 
 def _clinical(path: Path, columns_json: Path | None) -> pd.DataFrame:
-    from .clinical import ClinicalColumns, read_clinical
-
     return read_clinical(path, ClinicalColumns.from_json(columns_json) if columns_json else ClinicalColumns())
 
 
 def _run_biomarkers(inputs: ReportInputs, predicted: pd.DataFrame, truth: pd.DataFrame) -> dict:
     """The run's held-out patients with their clinical data: predicted genes, and measured ones (the
     ceiling), for Figure 7's TCGA rows. label -> joined table."""
-    from .clinical import joined
-
     clinical = _clinical(Path(inputs.run_clinical), inputs.run_clinical_columns)
     clinical = clinical.loc[clinical.index.isin(predicted.index)]  # the training patients are not wanted here
     cohorts = {}
@@ -235,9 +230,6 @@ def _run_biomarkers(inputs: ReportInputs, predicted: pd.DataFrame, truth: pd.Dat
 
 def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.DataFrame | None = None) -> None:
     """Figure 7 (one row per cohort), its tests, and Figure 8 for the cohort with Ki67 % (`ki67`)."""
-    from .clinical import biomarker_tests
-    from .figures import biomarker_violins, mki67_scatter
-
     page.heading("Biomarker genes against IHC and grade (Figures 7 and 8)", 3)
     tests = {label: biomarker_tests(data) for label, data in cohorts.items()}
     table = pd.concat([t.assign(cohort=label) for label, t in tests.items()], ignore_index=True)
@@ -252,12 +244,6 @@ def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.D
 
 def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.DataFrame, pd.Series],
                       run_biomarkers: dict | None = None) -> None:
-    from .clinical import joined, reclassification
-    from .expression import read_table_file
-    from .figures import kaplan_meier_plot
-    from .subtype import luminal_calls
-    from .survival import kaplan_meier, survival_table
-
     clinical = _clinical(Path(inputs.clinical), inputs.clinical_columns)
     predicted = read_table_file(inputs.external_predictions, sep=",", index_col=0)
     data, report = joined(predicted, clinical)
@@ -300,9 +286,6 @@ def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.Dat
 
 
 def _baseline_section(page: _Page, run: Path, baseline: Path) -> None:
-    from .evaluate import summary
-    from .figures import correlation_boxes
-
     config = runs.read_config(baseline)
     mode = config.get("baseline", {}).get("mode", "?")
     compared = {"hist2RNA (slide mean)": runs.metrics(run), f"patch-based ({mode})": runs.metrics(baseline)}
@@ -323,8 +306,6 @@ def _baseline_section(page: _Page, run: Path, baseline: Path) -> None:
 
 
 def _cost_section(page: _Page, costs: pd.DataFrame) -> None:
-    from .figures import cost_bars
-
     page.heading("Training time and energy (Figure 6)")
     if {"watts", "n_devices", "device"} <= set(costs.columns):
         rows = costs.drop_duplicates(["device", "watts", "n_devices"])

@@ -27,6 +27,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_json, write_table, write_text
 from .errors import Hist2RNAError
+from .expression import load_split, log2_expression, read_expression, read_labels, save_split, to_patients
 
 CONFIG = "config.json"
 GENES = "genes.txt"
@@ -79,8 +80,6 @@ def write_genes(run_dir: Path, genes) -> Path:
 
 def write_split(run_dir: Path, split: pd.Series, labels: pd.Series) -> Path:
     """patient_id, subset (train/test), label."""
-    from .expression import save_split
-
     return save_split(split, labels, Path(run_dir) / SPLIT)
 
 
@@ -150,8 +149,6 @@ def read_genes(run_dir: str | Path) -> list[str]:
 
 def read_split(run_dir: str | Path) -> pd.Series:
     """patient -> 'train' / 'test'."""
-    from .expression import load_split
-
     return load_split(Path(run_dir) / SPLIT)
 
 
@@ -209,8 +206,6 @@ def display_name(run_dir: str | Path) -> str:
 
 def measured_log2(inputs: dict) -> pd.DataFrame:
     """Patients x genes of measured log2(1+RSEM) from a run's inputs (config.json "inputs")."""
-    from .expression import log2_expression, read_expression, to_patients
-
     return log2_expression(to_patients(read_expression(inputs["expression"]), inputs["expression"]))
 
 
@@ -227,6 +222,4 @@ def training_reference(run_dir: str | Path) -> tuple[pd.DataFrame, pd.Series]:
 
 def label_table(config: dict) -> pd.Series:
     """The run's label table (patient -> subtype), as config.json names it."""
-    from .expression import read_labels
-
     return read_labels(config["inputs"]["labels"], config["inputs"]["label_column"])

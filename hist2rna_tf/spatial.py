@@ -18,6 +18,11 @@ import pandas as pd
 
 from .atomic import write_table
 from .errors import Hist2RNAError
+from .figures import save, tile_call_map, tile_value_map
+from .predict import Predictor
+from .runs import training_reference
+from .slides import find_slides, open_slide, read_thumbnail
+from .subtype import PAPER_SUBTYPES, voting_calls
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +43,6 @@ def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels
     """Each tile's PAM50 call and class probabilities from its predicted genes (`tile_predictions`),
     by the paper's soft-voting classifier trained on `reference` (measured log2 expression, patients x
     genes) and its `reference_labels`, e.g. the run's training patients."""
-    from .subtype import voting_calls
-
     calls = voting_calls(tiles.drop(columns=["x", "y"]), reference, reference_labels, seed=seed)
     return pd.concat([tiles[["x", "y"]], calls], axis=1)
 
@@ -47,8 +50,6 @@ def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels
 def _thumbnail(slide_path: str | Path, record, thumbnail_mpp: float):
     """The slide's thumbnail at `thumbnail_mpp`, its scale (level-0 pixels per thumbnail pixel) and
     one tile's size on it (thumbnail pixels)."""
-    from .slides import find_slides, open_slide, read_thumbnail
-
     slide = open_slide(find_slides([slide_path])[0])
     thumb, scale = read_thumbnail(slide, record.mpp, thumbnail_mpp)
     return thumb, scale, record.tile_size_um / record.mpp / scale
@@ -56,8 +57,6 @@ def _thumbnail(slide_path: str | Path, record, thumbnail_mpp: float):
 
 def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = 8.0):
     """A figure: the slide thumbnail and, over it, each tile coloured by its predicted `gene`."""
-    from .figures import tile_value_map
-
     if gene not in tiles.columns:
         raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
     return tile_value_map(*_thumbnail(slide_path, record, thumbnail_mpp), tiles, gene, record.slide_id)
@@ -65,8 +64,6 @@ def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, 
 
 def subtype_map(slide_path: str | Path, record, calls: pd.DataFrame, thumbnail_mpp: float = 8.0):
     """A figure: the slide thumbnail and each tile coloured by its PAM50 call (`tile_subtypes`)."""
-    from .figures import tile_call_map
-
     return tile_call_map(*_thumbnail(slide_path, record, thumbnail_mpp), calls, record.slide_id)
 
 
@@ -76,11 +73,7 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     (tiles x genes, with the PAM50 call and probabilities when `subtypes`), one PNG per gene and one
     PAM50 map. The classifier learns from the run's training patients' measured expression and labels.
     Returns the files written."""
-    from .figures import save
-    from .predict import Predictor
     from .records import read_record, record_files
-    from .runs import training_reference
-    from .slides import find_slides
 
     predictor = Predictor(run_dir)
     unknown = [g for g in genes if g not in predictor.genes]
@@ -95,8 +88,6 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
         predictor.check_features(read_record(records[ref.slide_id]).settings, records[ref.slide_id])
     reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
     if subtypes:
-        from .subtype import PAPER_SUBTYPES
-
         labelled = int(reference[1].isin(PAPER_SUBTYPES).sum())
         if labelled < 10:
             raise Hist2RNAError(f"{run_dir}: {labelled} of its training patients have a PAM50 label (LumA, LumB, Basal, "

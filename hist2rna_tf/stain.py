@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from .atomic import atomic_path
 from .config import MACENKO_OD_LOG, StainConfig
-from .errors import StainError
+from .errors import Hist2RNAError, StainError
 
 log = logging.getLogger(__name__)
 
@@ -467,9 +468,6 @@ def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig
     `components` (Macenko variants) also the H-only and E-only images, `<out>_H`, `<out>_E`. Returns
     the files written and whether the image had enough stain to estimate (else written unchanged)."""
     from PIL import Image
-
-    from .atomic import atomic_path
-    from .errors import Hist2RNAError
 
     image, out = Path(image), Path(out)
     try:

@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import ClinicalError, ExpressionError
-from .expression import alias_map
+from .expression import alias_map, log2_expression, read_expression, read_labels, to_patients
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,6 @@ def subtype_table(expression: str | Path, method: str = "centroid", reference_ex
     """`hist2rna subtype`: a PAM50 call per sample of an expression file (cBioPortal RSEM or samples x
     genes; raw RSEM unless `logged`): `centroid_calls`, or `voting_calls` trained on a labelled
     reference cohort's expression file and label table. Indexed by sample_id."""
-    from .expression import log2_expression, read_expression, read_labels, to_patients
-
     def load(path):
         table = read_expression(path)
         return table if logged else log2_expression(table, path)
