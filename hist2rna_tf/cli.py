@@ -183,7 +183,8 @@ def _add_extract(commands) -> None:
         description="Tile each slide's tumour region, normalise the stain, embed each tile with a frozen "
                     "ImageNet backbone and store the per-slide mean as <out>/<backbone>/<slide_id>.tfrecord. "
                     "Re-running resumes; manifest.csv lists every slide the folder has seen: done, skipped "
-                    "(already done), failed (with the reason) or pending (an interrupted run's).")
+                    "(already done), failed (with the reason) or pending (an interrupted run's); "
+                    "extract_config.json beside it records the settings the features were made with.")
     extract.add_argument("--slides", nargs="+", required=True, metavar="PATH",
                          help="slide files, folders of slides, or pre-tiled folders (one per patient)")
     extract.add_argument("--out", type=_out_folder, required=True, help="output folder")

@@ -19,6 +19,9 @@ PAPER_MAX_C_REF = (1.9705, 1.0308)
 # do not depend on the base). `macenko` is the authors' own normaliser, the one their pipeline ran.
 MACENKO_OD_LOG = {"macenko": "log10", "macenko-henorm": "log"}  # numpy's function for each
 
+# A features folder's record of how its features were made (features.extract_cohort writes it).
+EXTRACT_CONFIG_FILE = "extract_config.json"
+
 # Every stain normalisation `hist2rna extract --stain` offers (StainConfig.method).
 STAIN_METHODS = (*MACENKO_OD_LOG, "staintools-macenko", "staintools-vahadane", "none")
 # The paper's five backbones (backbones.BACKBONES builds them); a Keras model file works too.

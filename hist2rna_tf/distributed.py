@@ -86,10 +86,12 @@ class _Worker:
     """One Ray actor: an Extractor built once, extracting one slide per call."""
 
     def __init__(self, config: ExtractConfig, cpus: int):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from .tfenv import start_tensorflow
+
+        gpus = start_tensorflow()  # quietly: Ray forwards a worker's stderr to the driver's terminal
         import tensorflow as tf
 
-        if not tf.config.list_physical_devices("GPU"):  # keep to this worker's share of the node's cores
+        if not gpus:  # keep to this worker's share of the node's cores
             tf.config.threading.set_intra_op_parallelism_threads(cpus)
             tf.config.threading.set_inter_op_parallelism_threads(cpus)
         from .features import Extractor

@@ -51,3 +51,12 @@ class ExportError(Hist2RNAError):
 
 class ModelError(Hist2RNAError):
     """A trained model file cannot be loaded (corrupt, or from an unsafe or incompatible source)."""
+
+
+class ClaimedElsewhere(Exception):
+    """Not an error: another run into the same features folder holds this slide (`done` False: the
+    message says who), or finished it meanwhile (`done` True); the slide is left to it."""
+
+    def __init__(self, holder: str, done: bool = False):
+        super().__init__(holder)
+        self.done = done

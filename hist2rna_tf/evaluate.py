@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import runs
+
 log = logging.getLogger(__name__)
 
 
@@ -100,8 +102,6 @@ def metric_summaries(tables: dict) -> dict:
 def evaluate_run(run_dir) -> dict:
     """Write a run's held-out metrics (runs.METRICS: across_genes.csv, across_patients.csv,
     r_squared.csv) and return their summaries."""
-    from . import runs
-
     tables = held_out_metrics(*runs.held_out(run_dir))
     for name, table in tables.items():
         runs.write_metric(run_dir, name, table)

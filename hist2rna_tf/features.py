@@ -27,9 +27,9 @@ from . import __version__
 from .atomic import atomic_path, remove_stale_temp_files, write_text
 from .backbones import Backbone, build_backbone
 from .claims import SlideClaims
-from .config import (ExtractConfig, TileConfig, current_stain_method, extract_config_from_dict, to_dict,
-                     usable_cores)
-from .errors import DeviceError, Hist2RNAError, RecordError, SettingsError, SlideError
+from .config import (EXTRACT_CONFIG_FILE, ExtractConfig, TileConfig, current_stain_method, extract_config_from_dict,
+                     to_dict, usable_cores)
+from .errors import ClaimedElsewhere, DeviceError, Hist2RNAError, RecordError, SettingsError, SlideError
 from .records import (SlideFeatures, feature_settings, is_record_file, read_record, record_path,
                       settings_differences, write_record)
 from .regions import select_tiles, spread_sample
@@ -136,15 +136,6 @@ def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
 # is padded), so nothing is traced or compiled twice. Each tile carries its slide's index; the
 # consumer adds its features to that slide's running sum and finalises a slide once a later
 # slide's tiles arrive (the stream is ordered).
-
-
-class ClaimedElsewhere(Exception):
-    """Another run into the same folder holds this slide (`done` False: the message says who), or
-    finished it meanwhile (`done` True)."""
-
-    def __init__(self, holder: str, done: bool = False):
-        super().__init__(holder)
-        self.done = done
 
 
 class CohortStream:
@@ -542,7 +533,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     extractor = extractor or Extractor.build(config)
     config, backbone, stain = extractor.config, extractor.backbone, extractor.config.stain
     refs = shard(find_slides(inputs, config.tiles.tile_size_px), config.shard_index, config.shard_count)
-    config_path = out_dir / backbone.name / "extract_config.json"
+    config_path = out_dir / backbone.name / EXTRACT_CONFIG_FILE
     changes = [] if config.overwrite else settings_changes(config_path, config, backbone)
     if changes and any(is_record_file(f) for f in config_path.parent.glob("*.tfrecord")):
         raise SettingsError(f"{config_path.parent} holds features made with other settings ({'; '.join(changes)}); "

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_path, write_json, write_table, write_text
+from .config import EXTRACT_CONFIG_FILE
 from .errors import Hist2RNAError
 from .expression import load_split, log2_expression, read_expression, read_labels, save_split, to_patients
 
@@ -39,8 +40,6 @@ TEST_PREDICTIONS = "test_predictions.csv"
 TEST_TARGETS = "test_targets.csv"
 METRICS = {"across_genes": "across_genes.csv", "across_patients": "across_patients.csv", "r_squared": "r_squared.csv"}
 COSTS = "costs.csv"
-# The features folder's record of how its features were made (written by features.extract_cohort).
-EXTRACT_CONFIG = "extract_config.json"
 
 # What every complete run folder (training or baseline) holds; a run writes them all or none.
 REQUIRED = (CONFIG, GENES, SPLIT, MODEL, TEST_PREDICTIONS, TEST_TARGETS)
@@ -168,7 +167,7 @@ def metrics(run_dir: str | Path) -> dict[str, pd.DataFrame | pd.Series]:
     written has them computed from its held-out predictions (and nothing written)."""
     run_dir = Path(run_dir)
     if not all((run_dir / name).is_file() for name in METRICS.values()):
-        from .evaluate import held_out_metrics
+        from .evaluate import held_out_metrics  # here: evaluate imports this module
 
         return held_out_metrics(*held_out(run_dir))
     tables = {name: pd.read_csv(run_dir / file, index_col=0) for name, file in METRICS.items()}
@@ -190,7 +189,7 @@ def features_dir(config: dict) -> Path:
 
 def extract_config_path(config: dict) -> Path:
     """That folder's extract_config.json."""
-    return features_dir(config) / EXTRACT_CONFIG
+    return features_dir(config) / EXTRACT_CONFIG_FILE
 
 
 def display_name(run_dir: str | Path) -> str:
