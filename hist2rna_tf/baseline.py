@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, runs
-from .config import BaselineConfig
+from .config import BaselineConfig, TrainConfig
 from .costs import cost_table
 from .errors import Hist2RNAError, SettingsError
 from .evaluate import evaluate_run
@@ -265,7 +265,7 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     slide files or folders the run was extracted from (finetune). Returns the summary (config.json)."""
     import keras
 
-    from .train import TrainConfig, fit_model
+    from .train import fit_model
 
     if config.mode not in ("frozen", "finetune"):
         raise Hist2RNAError(f"unknown baseline mode {config.mode!r}; choose frozen or finetune.")
