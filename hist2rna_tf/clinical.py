@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ from scipy import stats
 
 from .errors import ClinicalError
 from .expression import read_table_file
-from .subtype import LUMINAL
+from .subtype import LUMINAL, luminal_calls
+from .survival import LuminalSurvival, luminal_survival
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +178,46 @@ def reclassification(ihc: pd.Series, predicted_call: pd.Series) -> tuple[pd.Data
     moved = {"LumB_to_LumA": int(table.loc["LumB", "LumA"]), "LumA_to_LumB": int(table.loc["LumA", "LumB"]),
              "n": int(luminal.sum()), "ihc_LumB": int(table.loc["LumB"].sum()), "predicted_LumB": int(table["LumB"].sum())}
     return table, moved
+
+
+# --- the analyses, cohort by cohort ------------------------------------------------------------------------
+
+
+def held_out_cohorts(predicted: pd.DataFrame, measured: pd.DataFrame, clinical: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A run's held-out patients with their clinical data, for Figure 7's TCGA rows: their predicted
+    genes, and their measured ones (the ceiling). label -> genes joined with the clinical columns."""
+    clinical = clinical.loc[clinical.index.isin(predicted.index)]  # the training patients are not wanted here
+    return {label: joined(genes, clinical)[0]
+            for label, genes in (("held-out, predicted", predicted), ("held-out, measured", measured.loc[predicted.index]))}
+
+
+SURVIVAL_BY = (("hist2rna_subtype", "hist2RNA Predicted"), ("ihc_subtype", "IHC Subtype"))  # Tables 1 and 2
+
+
+@dataclass
+class ExternalCohort:
+    """The external cohort's analyses (sections 3.3, 4.3, 4.4)."""
+
+    data: pd.DataFrame  # predicted genes joined with the clinical columns (and hist2rna_subtype, p_LumB)
+    left_out: dict[str, list]  # predicted_only, clinical_only: patients on one side only
+    calls: pd.DataFrame | None = None  # LumA/LumB call and p_LumB per patient (None without an IHC subtype)
+    reclassification: pd.DataFrame | None = None  # IHC luminal subtype x predicted call
+    moved: dict | None = None  # how many moved each way (`reclassification`)
+    survival: dict[str, LuminalSurvival] = field(default_factory=dict)  # SURVIVAL_BY column -> Tables 1-2, Figure 9
+
+
+def external_cohort(predicted: pd.DataFrame, clinical: pd.DataFrame, reference: pd.DataFrame,
+                    reference_labels: pd.Series) -> ExternalCohort:
+    """Predicted genes (patients x genes) and the clinical table of an external cohort -> the joined
+    table; with an IHC subtype, the LumA/LumB calls from the predicted PAM50 genes (the classifier
+    trained on `reference`, measured log2 expression, and its PAM50 `reference_labels`), the
+    reclassification against IHC, and the luminal patients' Tables 1-2 and Kaplan-Meier curves."""
+    data, left_out = joined(predicted, clinical)
+    if "ihc_subtype" not in data:
+        return ExternalCohort(data, left_out)
+    calls = luminal_calls(data, reference, reference_labels)
+    data = data.join(calls.rename(columns={"call": "hist2rna_subtype"}))
+    cross, moved = reclassification(data["ihc_subtype"], data["hist2rna_subtype"])
+    luminal = data[data["ihc_subtype"].isin(LUMINAL)]
+    survival = {column: luminal_survival(luminal, column, label) for column, label in SURVIVAL_BY}
+    return ExternalCohort(data, left_out, calls, cross, moved, survival)

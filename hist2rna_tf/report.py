@@ -20,15 +20,14 @@ import pandas as pd
 
 from . import __version__, runs
 from .atomic import atomic_path, write_table, write_text
-from .clinical import ClinicalColumns, biomarker_tests, joined, read_clinical, reclassification
+from .clinical import (SURVIVAL_BY, ClinicalColumns, ExternalCohort, biomarker_tests, external_cohort, held_out_cohorts,
+                       read_clinical)
 from .config import ReportInputs
-from .errors import Hist2RNAError
 from .evaluate import bootstrap_median_ci, summary
 from .expression import load_panel, read_table_file
 from .figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot, mki67_scatter, png_bytes,
                       r_squared_bars, top_gene_scatter)
-from .subtype import PAPER_SUBTYPES, fit_and_score_voting, luminal_calls
-from .survival import kaplan_meier, survival_table
+from .subtype import held_out_scores
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +113,12 @@ def _write_report(inputs: ReportInputs, config: dict, run: Path, page: "_Page", 
     _gene_section(page, inputs, run, predicted, truth)
     reference = runs.training_reference(run)
     _subtype_section(page, config, predicted, reference)
-    run_biomarkers = _run_biomarkers(inputs, predicted, truth) if inputs.run_clinical else {}
+    run_biomarkers = (held_out_cohorts(predicted, truth, _clinical(inputs.run_clinical, inputs.run_clinical_columns))
+                      if inputs.run_clinical else {})
     if inputs.external_predictions and inputs.clinical:
-        _external_section(page, inputs, reference, run_biomarkers)
+        external = external_cohort(read_table_file(inputs.external_predictions, sep=",", index_col=0),
+                                   _clinical(inputs.clinical, inputs.clinical_columns), *reference)
+        _external_section(page, external, run_biomarkers)
     elif run_biomarkers:
         _biomarker_section(page, run_biomarkers)
     if inputs.baseline:
@@ -191,15 +193,11 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.Da
 def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
                      reference: tuple[pd.DataFrame, pd.Series]) -> None:
     page.heading("PAM50 subtype from predicted genes (soft voting: RF, MLP, LDA, LR)")
-    train_x, train_y = reference
-    labels = runs.label_table(config)
-    test_y = labels.reindex(predicted.index)
-    keep = test_y.isin(PAPER_SUBTYPES)
-    keep_train = train_y.isin(PAPER_SUBTYPES)
-    if keep.sum() < 3 or train_y[keep_train].nunique() < 2:
+    scores = held_out_scores(predicted, runs.label_table(config), *reference)
+    if scores is None:
         page.text("Too few labelled patients for the subtype classifier.")
         return
-    metrics, probabilities = fit_and_score_voting(train_x[keep_train], train_y[keep_train], predicted[keep], test_y[keep])
+    metrics, probabilities = scores
     page.text("Trained on the training patients' measured RNA-seq (PAM50 genes) and their PAM50 labels, applied "
               "to the held-out patients' predicted PAM50 genes, as in the paper: the score says how much of the "
               "subtype the predicted genes carry.")
@@ -216,18 +214,6 @@ def _clinical(path: Path, columns_json: Path | None) -> pd.DataFrame:
     return read_clinical(path, ClinicalColumns.from_json(columns_json) if columns_json else ClinicalColumns())
 
 
-def _run_biomarkers(inputs: ReportInputs, predicted: pd.DataFrame, truth: pd.DataFrame) -> dict:
-    """The run's held-out patients with their clinical data: predicted genes, and measured ones (the
-    ceiling), for Figure 7's TCGA rows. label -> joined table."""
-    clinical = _clinical(Path(inputs.run_clinical), inputs.run_clinical_columns)
-    clinical = clinical.loc[clinical.index.isin(predicted.index)]  # the training patients are not wanted here
-    cohorts = {}
-    for label, genes in (("held-out, predicted", predicted), ("held-out, measured", truth.loc[predicted.index])):
-        data, _ = joined(genes, clinical)
-        cohorts[label] = data
-    return cohorts
-
-
 def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.DataFrame | None = None) -> None:
     """Figure 7 (one row per cohort), its tests, and Figure 8 for the cohort with Ki67 % (`ki67`)."""
     page.heading("Biomarker genes against IHC and grade (Figures 7 and 8)", 3)
@@ -242,44 +228,33 @@ def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.D
                     "Figure 8: predicted MKI67 vs Ki67 % (paper: rho = 0.31, p = 2.8e-12, n = 498).")
 
 
-def _external_section(page: _Page, inputs: ReportInputs, reference: tuple[pd.DataFrame, pd.Series],
-                      run_biomarkers: dict | None = None) -> None:
-    clinical = _clinical(Path(inputs.clinical), inputs.clinical_columns)
-    predicted = read_table_file(inputs.external_predictions, sep=",", index_col=0)
-    data, report = joined(predicted, clinical)
+def _external_section(page: _Page, cohort: ExternalCohort, run_biomarkers: dict | None = None) -> None:
     page.heading("External cohort")
-    page.text(f"{len(data)} patients with predicted genes and clinical data ({len(report['predicted_only'])} "
-              f"predicted only, {len(report['clinical_only'])} clinical only).")
-    _biomarker_section(page, {**(run_biomarkers or {}), "external, predicted": data}, ki67=data)
-    if "ihc_subtype" not in data:
+    page.text(f"{len(cohort.data)} patients with predicted genes and clinical data "
+              f"({len(cohort.left_out['predicted_only'])} predicted only, {len(cohort.left_out['clinical_only'])} "
+              "clinical only).")
+    _biomarker_section(page, {**(run_biomarkers or {}), "external, predicted": cohort.data}, ki67=cohort.data)
+    if cohort.calls is None:
         return
+    moved = cohort.moved
     page.heading("Luminal A vs B from predicted genes", 3)
-    train_x, train_y = reference
-    calls = luminal_calls(data, train_x, train_y)
-    data = data.join(calls.rename(columns={"call": "hist2rna_subtype"}))
-    cross, moved = reclassification(data["ihc_subtype"], data["hist2rna_subtype"])
     page.text(f"In {moved['n']} IHC-luminal patients: IHC LumB {moved['ihc_LumB']}, predicted LumB "
               f"{moved['predicted_LumB']}; {moved['LumB_to_LumA']} IHC-LumB called LumA and {moved['LumA_to_LumB']} "
               "IHC-LumA called LumB (paper: 96 vs 69 LumB, a net shift of 27 from LumB to LumA).")
-    page.table(cross, "luminal_reclassification")
-    write_table(calls, page.folder / "luminal_calls.csv")
-    luminal = data[data["ihc_subtype"].isin(["LumA", "LumB"])]
+    page.table(cohort.reclassification, "luminal_reclassification")
+    write_table(cohort.calls, page.folder / "luminal_calls.csv")
     page.heading("Overall survival of luminal patients (Tables 1 and 2, Figure 9)", 3)
-    for column, label, name in (("hist2rna_subtype", "hist2RNA Predicted", "table1_predicted_subtype"),
-                                ("ihc_subtype", "IHC Subtype", "table2_ihc_subtype")):
-        try:
-            table, model = survival_table(luminal, column, label)
-        except Hist2RNAError:  # the user's data is wrong: say so, write nothing
-            raise
-        except Exception as exc:  # lifelines convergence or too few events in a small cohort
-            page.text(f"{label}: Cox models could not be fitted ({type(exc).__name__}: {exc}).")
+    for (column, label), name in zip(SURVIVAL_BY, ("table1_predicted_subtype", "table2_ihc_subtype")):
+        result = cohort.survival[column]
+        if result.error:
+            page.text(f"{label}: Cox models could not be fitted ({result.error}).")
             continue
+        model = result.model
         page.text(f"{label}: n = {model['n']} ({model['events']} deaths); c-index multivariate "
                   f"{model['multivariate_c_index']:.2f}, univariate (subtype alone) {model['univariate_c_index_subtype']:.2f}"
                   + (" (paper: 0.65 and 0.56)." if column == "hist2rna_subtype" else "."))
-        page.table(table, name, index=False)
-        km = kaplan_meier(luminal.dropna(subset=["os_months", "os_event"]), "os_months", "os_event", column)
-        page.figure(kaplan_meier_plot(km, f"{label}: LumB vs LumA"), f"figure9_km_{column}",
+        page.table(result.table, name, index=False)
+        page.figure(kaplan_meier_plot(result.km, f"{label}: LumB vs LumA"), f"figure9_km_{column}",
                     f"Figure 9: Kaplan-Meier overall survival by {label.lower()}.")
     page.text("The paper's Table 1 (TMA, n = 406 luminal patients, hist2RNA-predicted subtype), for comparison:")
     page.table(PAPER_TABLE_1, None, index=False)

@@ -195,6 +195,19 @@ def fit_and_score_voting(train_x: pd.DataFrame, train_y: pd.Series, test_x: pd.D
     return classification_metrics(test_y, probabilities), probabilities
 
 
+def held_out_scores(predicted: pd.DataFrame, labels: pd.Series, train_x: pd.DataFrame, train_y: pd.Series,
+                    seed: int = 0) -> tuple[dict, pd.DataFrame] | None:
+    """The paper's subtype result for a run: the classifier trained on the training patients'
+    measured PAM50 genes (`train_x`, `train_y`) and scored on the held-out patients' predicted genes
+    (`predicted`) against their `labels`, over the paper's four subtypes (`fit_and_score_voting`).
+    None when too few patients are labelled (fewer than 3 held out, or one training subtype)."""
+    test_y = labels.reindex(predicted.index)
+    keep, keep_train = test_y.isin(PAPER_SUBTYPES), train_y.isin(PAPER_SUBTYPES)
+    if keep.sum() < 3 or train_y[keep_train].nunique() < 2:
+        return None
+    return fit_and_score_voting(train_x[keep_train], train_y[keep_train], predicted[keep], test_y[keep], seed)
+
+
 def voting_calls(log_expression: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series,
                  subtypes: tuple[str, ...] = PAPER_SUBTYPES, seed: int = 0) -> pd.DataFrame:
     """The paper's classifier trained on a labelled reference cohort (measured log2 expression and

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import ClinicalError
+from .errors import ClinicalError, Hist2RNAError
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +135,28 @@ def survival_table(data: pd.DataFrame, subtype_column: str, subtype_label: str) 
                      f"{uni.loc[key, 'ci_low']:.2f}-{uni.loc[key, 'ci_high']:.2f}", "Univariate p": uni.loc[key, "p"]})
     return pd.DataFrame(rows), {"n": model["n"], "events": model["events"], "multivariate_c_index": model["c_index"],
                                 "univariate_c_index_subtype": float(uni.loc[names[-1], "c_index"])}
+
+
+@dataclass
+class LuminalSurvival:
+    """Table 1 or 2 and Figure 9 for one subtype column: the table and both Cox models' figures
+    (`survival_table`) and the Kaplan-Meier fits (`kaplan_meier`); or, when lifelines could not fit
+    the models (a small cohort, too few events), `error` saying why."""
+
+    table: pd.DataFrame | None = None
+    model: dict | None = None
+    km: dict | None = None
+    error: str | None = None
+
+
+def luminal_survival(luminal: pd.DataFrame, subtype_column: str, subtype_label: str) -> LuminalSurvival:
+    """Tables 1-2 and Kaplan-Meier curves of luminal patients by `subtype_column`. A wrong table (a
+    missing column) raises; a model lifelines cannot fit is reported in `error`."""
+    try:
+        table, model = survival_table(luminal, subtype_column, subtype_label)
+    except Hist2RNAError:  # the user's data is wrong: say so
+        raise
+    except Exception as exc:  # noqa: BLE001 - lifelines convergence or too few events in a small cohort
+        return LuminalSurvival(error=f"{type(exc).__name__}: {exc}")
+    km = kaplan_meier(luminal.dropna(subset=["os_months", "os_event"]), "os_months", "os_event", subtype_column)
+    return LuminalSurvival(table, model, km)

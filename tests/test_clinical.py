@@ -140,3 +140,46 @@ def test_tcga_receptor_status_separates_measured_biomarker_genes(shared_data, tm
     tests = biomarker_tests(data).set_index("gene")
     assert list(tests.index) == ["ESR1", "PGR", "ERBB2"]
     assert (tests["effect"] > 1).all() and (tests["p"] < 1e-20).all(), tests
+
+
+def test_external_cohort_calls_luminal_subtypes_and_fits_tables_1_and_2(shared_data):
+    """The external-cohort analysis on real TCGA PAM50 genes (measured, standing in for predicted ones):
+    LumA/LumB calls that mostly agree with the labels, the reclassification counts, Tables 1-2 and
+    Kaplan-Meier fits for both subtype columns; without an IHC subtype, the join alone."""
+    from hist2rna_tf.clinical import SURVIVAL_BY, external_cohort, held_out_cohorts
+    from hist2rna_tf.expression import log2_expression, read_expression, read_labels, to_patients
+
+    expression = log2_expression(to_patients(read_expression(shared_data / "tcga_expression" /
+                                                             "tcga_brca_pam50_rsem.csv")))
+    labels = read_labels(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").reindex(expression.index)
+    labelled = labels.dropna().index
+    reference, external = labelled[::2], labelled[1::2]
+    luminal = [p for p in external if labels[p] in ("LumA", "LumB")][:300]
+    table = _clinical(len(luminal)).assign(PATIENT=luminal, SUBTYPE=labels.loc[luminal].to_numpy())
+    clinical = read_clinical_frame(table)
+    result = external_cohort(expression.loc[luminal], clinical, expression.loc[reference], labels.loc[reference])
+    assert list(result.calls.index) == luminal and {"hist2rna_subtype", "p_LumB"} <= set(result.data.columns)
+    agreement = (result.calls["call"] == labels.loc[luminal]).mean()
+    assert agreement > 0.7, agreement
+    assert result.moved["n"] == len(luminal) and int(result.reclassification.to_numpy().sum()) == len(luminal)
+    assert result.moved["LumB_to_LumA"] == int(((labels.loc[luminal] == "LumB") & (result.calls["call"] == "LumA")).sum())
+    for column, _ in SURVIVAL_BY:
+        fitted = result.survival[column]
+        assert fitted.error is None and len(fitted.table) == 5 and set(fitted.km["fits"]) == {"LumA", "LumB"}
+    plain = external_cohort(expression.loc[luminal], clinical.drop(columns="ihc_subtype"), expression.loc[reference],
+                            labels.loc[reference])
+    assert plain.calls is None and plain.survival == {} and len(plain.data) == len(luminal)
+    cohorts = held_out_cohorts(expression.loc[luminal[:50]], expression, clinical)
+    assert set(cohorts) == {"held-out, predicted", "held-out, measured"}
+    assert all(list(data.index) == luminal[:50] for data in cohorts.values())
+
+
+def read_clinical_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """`read_clinical` of a table in _clinical's layout."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "clinical.csv"
+        table.to_csv(path, index=False)
+        return read_clinical(path, ClinicalColumns(**MAPPING))
