@@ -22,6 +22,7 @@ from pathlib import Path
 from .config import RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, ExtractConfig
 from .errors import Hist2RNAError, SlideError
 from .slides import SlideRef
+from .tfenv import start_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ class _Worker:
     """One Ray actor: an Extractor built once, extracting one slide per call."""
 
     def __init__(self, config: ExtractConfig, cpus: int):
-        from .tfenv import start_tensorflow
-
         gpus = start_tensorflow()  # quietly: Ray forwards a worker's stderr to the driver's terminal
         import tensorflow as tf
 
