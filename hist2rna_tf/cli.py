@@ -17,9 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .config import (BACKBONE_NAMES, PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, STAIN_METHODS,
-                     BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig, TileConfig,
-                     TrainConfig, usable_cores)
+from .config import (BACKBONE_NAMES, PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES,
+                     STAIN_METHODS, THUMBNAIL_MPP, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
+                     StainConfig, TileConfig, TrainConfig, usable_cores)
 from .errors import Hist2RNAError
 
 log = logging.getLogger("hist2rna_tf")
@@ -27,7 +27,6 @@ log = logging.getLogger("hist2rna_tf")
 # The library's defaults, shown in --help and used when an option is not given.
 TILES, EXTRACT, TRAIN, INPUTS = TileConfig(), ExtractConfig(), TrainConfig(), RunInputs("", "", "")
 BASELINE, REPORT, DEMO = BaselineConfig(), ReportInputs(run=Path(".")), DemoConfig()
-SPATIAL_GENES = ("ESR1", "PGR", "ERBB2", "MKI67")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -350,8 +349,8 @@ def _add_spatial(commands) -> None:
     spatial.add_argument("--genes", nargs="+", default=list(SPATIAL_GENES),
                          help=f"genes to map (default {' '.join(SPATIAL_GENES)})")
     spatial.add_argument("--no-subtypes", action="store_true", help="no PAM50 call map")
-    spatial.add_argument("--thumbnail-mpp", type=_positive_float, default=8.0,
-                         help="thumbnail resolution (default 8 um/px)")
+    spatial.add_argument("--thumbnail-mpp", type=_positive_float, default=THUMBNAIL_MPP,
+                         help=f"thumbnail resolution (default {THUMBNAIL_MPP:g} um/px)")
     spatial.add_argument("--out", type=_out_folder, required=True, help="folder for the PNGs and CSVs")
 
 

@@ -202,6 +202,10 @@ class DemoConfig:
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
 
+# Spatial maps (spatial.py): the genes `hist2rna spatial` maps unless told; the thumbnail's um/px.
+SPATIAL_GENES = ("ESR1", "PGR", "ERBB2", "MKI67")
+THUMBNAIL_MPP = 8.0
+
 # Ray extraction (distributed.py): CPUs per worker on a cluster without GPUs; times a slide is dealt
 # again after its worker died.
 RAY_CPUS_PER_WORKER = 4

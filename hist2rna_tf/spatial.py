@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_table
+from .config import THUMBNAIL_MPP
 from .errors import Hist2RNAError
 from .figures import save, tile_call_map, tile_value_map
 from .predict import Predictor
@@ -55,20 +56,20 @@ def _thumbnail(slide_path: str | Path, record, thumbnail_mpp: float):
     return thumb, scale, record.tile_size_um / record.mpp / scale
 
 
-def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = 8.0):
+def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = THUMBNAIL_MPP):
     """A figure: the slide thumbnail and, over it, each tile coloured by its predicted `gene`."""
     if gene not in tiles.columns:
         raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
     return tile_value_map(*_thumbnail(slide_path, record, thumbnail_mpp), tiles, gene, record.slide_id)
 
 
-def subtype_map(slide_path: str | Path, record, calls: pd.DataFrame, thumbnail_mpp: float = 8.0):
+def subtype_map(slide_path: str | Path, record, calls: pd.DataFrame, thumbnail_mpp: float = THUMBNAIL_MPP):
     """A figure: the slide thumbnail and each tile coloured by its PAM50 call (`tile_subtypes`)."""
     return tile_call_map(*_thumbnail(slide_path, record, thumbnail_mpp), calls, record.slide_id)
 
 
 def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[str | Path], out_dir: str | Path,
-                       genes: list[str], subtypes: bool = True, thumbnail_mpp: float = 8.0) -> list[Path]:
+                       genes: list[str], subtypes: bool = True, thumbnail_mpp: float = THUMBNAIL_MPP) -> list[Path]:
     """For every slide of `slides` whose record under `features` has tile features: `<slide>_tiles.csv`
     (tiles x genes, with the PAM50 call and probabilities when `subtypes`), one PNG per gene and one
     PAM50 map. The classifier learns from the run's training patients' measured expression and labels.
