@@ -284,6 +284,7 @@ def _add_train(commands) -> None:
 def _add_predict(commands) -> None:
     predict = commands.add_parser(
         "predict", help="predicted log2 expression per patient, from slides or stored features",
+        usage="hist2rna predict RUN (--features DIR | --slides PATH [PATH ...]) --out CSV [options]",
         description="Apply a trained run (or a head export) to stored features, or to slides (extracted first "
                     "with the run's own backbone, weights, tiling and stain settings, into <out>_features/ beside "
                     "the CSV: re-running resumes). Writes patients x genes.")
