@@ -108,17 +108,20 @@ def _write_report(inputs: ReportInputs, config: dict, run: Path, page: "_Page", 
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
+    # The user's tables first: a malformed one stops the report before any work is done.
+    run_clinical = _clinical(inputs.run_clinical, inputs.run_clinical_columns) if inputs.run_clinical else None
+    external = None
+    if inputs.external_predictions and inputs.clinical:
+        external = (read_table_file(inputs.external_predictions, sep=",", index_col=0),
+                    _clinical(inputs.clinical, inputs.clinical_columns))
     _config_section(page, config, run)
     predicted, truth = runs.held_out(run)
     _gene_section(page, inputs, run, predicted, truth)
     reference = runs.training_reference(run)
     _subtype_section(page, config, predicted, reference)
-    run_biomarkers = (held_out_cohorts(predicted, truth, _clinical(inputs.run_clinical, inputs.run_clinical_columns))
-                      if inputs.run_clinical else {})
-    if inputs.external_predictions and inputs.clinical:
-        external = external_cohort(read_table_file(inputs.external_predictions, sep=",", index_col=0),
-                                   _clinical(inputs.clinical, inputs.clinical_columns), *reference)
-        _external_section(page, external, run_biomarkers)
+    run_biomarkers = held_out_cohorts(predicted, truth, run_clinical) if run_clinical is not None else {}
+    if external is not None:
+        _external_section(page, external_cohort(*external, *reference), run_biomarkers)
     elif run_biomarkers:
         _biomarker_section(page, run_biomarkers)
     if inputs.baseline:

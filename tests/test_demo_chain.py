@@ -69,9 +69,9 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
         f"demo-0{i}_{name}" for i in (1, 2) for name in ("ESR1.png", "ERBB2.png", "PAM50.png", "tiles.csv"))
     assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
                  str(out / "cohort" / "slides" / "demo-01.tiff"), "--genes", "NOTAGENE", "--out", str(mine)]) == 2
-    with_maps = tmp_path / "with_maps" / "report.html"
-    assert main(["report", str(out / "run"), "--spatial-maps", str(mine), "--n-boot", "20", "--out", str(with_maps)]) == 0
-    assert with_maps.read_text().count("<figcaption>Spatial map (beyond the paper): demo-0") == 6
+    from hist2rna_tf.spatial import map_figures  # what `report --spatial-maps` embeds (tests/test_report.py)
+
+    assert sum(title.startswith("Spatial map (beyond the paper): demo-0") for title in map_figures(mine)) == 6
 
     # The patch-based baseline on the same split, its Figure 10 and both approaches' cost (Figure 6).
     baseline = pd.read_csv(out / "baseline" / "across_genes.csv", index_col=0)["rho"].median()

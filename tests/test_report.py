@@ -55,19 +55,9 @@ def cohort_files(synthetic_run, tmp_path_factory):
     return root / "predictions.csv", root / "clinical.csv"
 
 
-def test_a_run_alone_gives_the_gene_and_subtype_sections(synthetic_run, tmp_path):
-    run, _ = synthetic_run
-    out = build_report(ReportInputs(run=run, n_boot=20), tmp_path / "report" / "report.html")
-    headings = _headings(out.read_text())
-    assert all(_has(headings, s) for s in ALWAYS) and not any(_has(headings, s) for s in OPTIONAL)
-    for name in ("figure3_correlations.png", "figure4_top_genes.png", "figure5_r_squared.png", "genes.csv",
-                 "patients.csv", "subtype_metrics.csv", "subtype_confusion.csv", "subtype_probabilities.csv"):
-        assert (out.parent / name).is_file(), name
-    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no temp files left
-
-
-def test_the_report_renders_the_metrics_the_run_holds(synthetic_run, tmp_path):
-    """It shows across_genes.csv as evaluate_run wrote it (changed here on purpose), not a recomputation."""
+def test_a_run_alone_gives_the_gene_and_subtype_sections_from_the_metrics_the_run_holds(synthetic_run, tmp_path):
+    """The sections of a run alone, the files beside the report, and the metrics shown are the ones
+    evaluate_run wrote into the run (changed here on purpose: the change shows), not a recomputation."""
     run, _ = synthetic_run
     copy = shutil.copytree(run, tmp_path / "run")
     genes = pd.read_csv(copy / runs.METRICS["across_genes"], index_col=0)
@@ -75,6 +65,12 @@ def test_the_report_renders_the_metrics_the_run_holds(synthetic_run, tmp_path):
     genes.to_csv(copy / runs.METRICS["across_genes"])
     out = build_report(ReportInputs(run=copy, n_boot=20))
     assert out == copy / "report" / "report.html"
+    headings = _headings(out.read_text())
+    assert all(_has(headings, s) for s in ALWAYS) and not any(_has(headings, s) for s in OPTIONAL)
+    for name in ("figure3_correlations.png", "figure4_top_genes.png", "figure5_r_squared.png", "genes.csv",
+                 "patients.csv", "subtype_metrics.csv", "subtype_confusion.csv", "subtype_probabilities.csv"):
+        assert (out.parent / name).is_file(), name
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no temp files left
     shown = pd.read_csv(out.parent / "genes.csv", index_col=0)
     assert (shown["fdr"] == 0.5).all() and set(shown.index) == set(genes.index)
     assert f"<td>0/{len(genes)}</td>" in out.read_text()
