@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -103,6 +104,31 @@ def test_defaults_are_the_librarys_dataclasses(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert main(["demo"]) == 130
     assert seen["demo"][0][0] == DemoConfig(out=Path("demo_output"))
+
+
+def test_report_options_reach_the_report(monkeypatch, tmp_path):
+    """Each `hist2rna report` option lands in its ReportInputs field (the sections themselves:
+    tests/test_report.py)."""
+    import hist2rna_tf.report
+
+    seen = {}
+    monkeypatch.setattr(hist2rna_tf.report, "build_report", lambda inputs, out: seen.update(inputs=inputs, out=out)
+                        or tmp_path / "r.html")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "s1_ESR1.png").write_bytes(b"png")
+    assert main(["report", "run", "--compare", "a", "b", "--external-predictions", "p.csv", "--clinical", "c.csv",
+                 "--clinical-columns", "c.json", "--run-clinical", "rc.csv", "--run-clinical-columns", "rc.json",
+                 "--baseline", "base", "--costs", "costs.csv", "--spatial-maps", str(maps), "--n-boot", "7",
+                 "--out", str(tmp_path / "r.html")]) == 0
+    inputs = seen["inputs"]
+    assert (inputs.run, inputs.compare, inputs.baseline, inputs.costs) == (Path("run"), [Path("a"), Path("b")],
+                                                                           Path("base"), Path("costs.csv"))
+    assert (inputs.external_predictions, inputs.clinical, inputs.clinical_columns) == (
+        Path("p.csv"), Path("c.csv"), Path("c.json"))
+    assert (inputs.run_clinical, inputs.run_clinical_columns, inputs.n_boot) == (Path("rc.csv"), Path("rc.json"), 7)
+    assert list(inputs.extra_figures.values()) == [maps / "s1_ESR1.png"] and seen["out"] == tmp_path / "r.html"
+    assert main(["report", "run", "--clinical", "c.csv"]) == 2  # an external cohort needs both tables
 
 
 def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):

@@ -96,13 +96,9 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert before.shape == after.shape and not np.allclose(before, after)  # the backbone itself was trained
     assert json.loads((tuned / "config.json").read_text())["tiles"]["train"] <= 6 * 36
 
-    # The same report from the command line, for a user's run and external cohort.
-    html = tmp_path / "mine" / "report.html"
-    assert main(["report", str(out / "run"), "--external-predictions", str(out / "external" / "predictions.csv"),
-                 "--clinical", str(out / "external" / "cohort" / "clinical_external.csv"), "--n-boot", "50",
-                 "--out", str(html)]) == 0
-    assert "Tables 1 and 2" in html.read_text() and (html.parent / "table2_ihc_subtype.csv").is_file()
-    assert main(["report", str(out / "run"), "--clinical", str(out / "external" / "cohort" / "clinical_external.csv")]) == 2
+    # (The demo's report above holds the external cohort's sections; `hist2rna report`'s options are
+    # checked in tests/test_cli.py, each section in tests/test_report.py.)
+    assert (out / "report" / "table2_ihc_subtype.csv").is_file()
 
     # Slide features shuffled between slides: the same chain no longer learns (the features carry the signal).
     from hist2rna_tf.demo_chain import DemoConfig, run_demo
