@@ -201,11 +201,11 @@ class CohortStream:
         most of a small slide's cost); tiles are read a batch per call, `read_threads` batches
         at a time (one call per tile cost a quarter of the reading in tf.data's overhead)."""
         size = self.tiles.tile_size_px
-        cap = tf.constant(max_tiles or np.iinfo(np.int64).max, tf.int64)
 
         def planned(s):
             # (Not Dataset.from_generator: its iterator's teardown can block for seconds.)
-            return s, tf.minimum(tf.reshape(tf.numpy_function(self.plan, [s], tf.int64, stateful=True), []), cap)
+            count = tf.reshape(tf.numpy_function(self.plan, [s], tf.int64, stateful=True), [])
+            return s, count if max_tiles is None else tf.minimum(count, max_tiles)
 
         def slide_tiles(s, count):
             return tf.data.Dataset.range(count).map(lambda i: (s, i))

@@ -116,16 +116,18 @@ def _write_report(inputs: ReportInputs, config: dict, run: Path, page: "_Page", 
                     _clinical(inputs.clinical, inputs.clinical_columns))
     _config_section(page, config, run)
     predicted, truth = runs.held_out(run)
-    _gene_section(page, inputs, run, predicted, truth)
-    reference = runs.training_reference(run)
-    _subtype_section(page, config, predicted, reference)
+    metrics = runs.metrics(run)  # written by evaluate_run when the run was trained
+    _gene_section(page, inputs, run, metrics, predicted, truth)
+    labels = runs.label_table(config)
+    reference = runs.training_reference(run, config, labels)
+    _subtype_section(page, labels, predicted, reference)
     run_biomarkers = held_out_cohorts(predicted, truth, run_clinical) if run_clinical is not None else {}
     if external is not None:
         _external_section(page, external_cohort(*external, *reference), run_biomarkers)
     elif run_biomarkers:
         _biomarker_section(page, run_biomarkers)
     if inputs.baseline:
-        _baseline_section(page, run, Path(inputs.baseline))
+        _baseline_section(page, metrics, Path(inputs.baseline))
     costs = inputs.costs or inputs.baseline
     if costs:
         _cost_section(page, runs.read_costs(costs))
@@ -155,9 +157,9 @@ def _config_section(page: _Page, config: dict, run: Path) -> None:
                       "</pre></details>")
 
 
-def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.DataFrame, truth: pd.DataFrame) -> None:
+def _gene_section(page: _Page, inputs: ReportInputs, run: Path, metrics: dict, predicted: pd.DataFrame,
+                  truth: pd.DataFrame) -> None:
     pam50 = set(load_panel("pam50"))
-    metrics = runs.metrics(run)  # written by evaluate_run when the run was trained
     genes, patients, r2 = metrics["across_genes"], metrics["across_patients"], metrics["r_squared"]
     ci_genes = bootstrap_median_ci(predicted, truth, "genes", inputs.n_boot)
     ci_patients = bootstrap_median_ci(predicted, truth, "patients", inputs.n_boot)
@@ -193,10 +195,10 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, predicted: pd.Da
     write_table(patients, page.folder / "patients.csv")
 
 
-def _subtype_section(page: _Page, config: dict, predicted: pd.DataFrame,
+def _subtype_section(page: _Page, labels: pd.Series, predicted: pd.DataFrame,
                      reference: tuple[pd.DataFrame, pd.Series]) -> None:
     page.heading("PAM50 subtype from predicted genes (soft voting: RF, MLP, LDA, LR)")
-    scores = held_out_scores(predicted, runs.label_table(config), *reference)
+    scores = held_out_scores(predicted, labels, *reference)
     if scores is None:
         page.text("Too few labelled patients for the subtype classifier.")
         return
@@ -263,10 +265,10 @@ def _external_section(page: _Page, cohort: ExternalCohort, run_biomarkers: dict 
     page.table(PAPER_TABLE_1, None, index=False)
 
 
-def _baseline_section(page: _Page, run: Path, baseline: Path) -> None:
+def _baseline_section(page: _Page, run_metrics: dict, baseline: Path) -> None:
     config = runs.read_config(baseline)
     mode = config.get("baseline", {}).get("mode", "?")
-    compared = {"hist2RNA (slide mean)": runs.metrics(run), f"patch-based ({mode})": runs.metrics(baseline)}
+    compared = {"hist2RNA (slide mean)": run_metrics, f"patch-based ({mode})": runs.metrics(baseline)}
     page.heading("Patch-based baseline (Figure 10)")
     page.text(f"The same patients, split, genes, head and training settings; every tile's target is its slide's "
               f"RNA-seq and a slide's prediction is the mean of its tiles' ({mode}: "

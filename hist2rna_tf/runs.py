@@ -208,12 +208,13 @@ def measured_log2(inputs: dict) -> pd.DataFrame:
     return log2_expression(to_patients(read_expression(inputs["expression"]), inputs["expression"]))
 
 
-def training_reference(run_dir: str | Path) -> tuple[pd.DataFrame, pd.Series]:
+def training_reference(run_dir: str | Path, config: dict | None = None,
+                       labels: pd.Series | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """A run's training patients' measured log2 expression and PAM50 labels (what the paper's subtype
-    classifier learns from)."""
-    config = read_config(run_dir)
+    classifier learns from). `config` and `labels`: the run's, when the caller has read them already."""
+    config = config if config is not None else read_config(run_dir)
     expression = measured_log2(config["inputs"])
-    labels = label_table(config)
+    labels = labels if labels is not None else label_table(config)
     split = read_split(run_dir)
     train = split.index[split == "train"].intersection(expression.index).intersection(labels.dropna().index)
     return expression.loc[train], labels.loc[train]
