@@ -40,12 +40,15 @@ start_tensorflow()  # TensorFlow's C++ start-up lines kept off the output, as th
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hist2rna_tf.backbones import build_backbone  # noqa: E402
+from hist2rna_tf.extract.backbones.build import build_backbone  # noqa: E402
 from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, usable_cores  # noqa: E402
-from hist2rna_tf.demo import build_demo_cohort, real_tiles  # noqa: E402
-from hist2rna_tf.features import Extractor, embedding_fn, extract_cohort, has_gpu, plan_tiles  # noqa: E402
-from hist2rna_tf.slides import find_slides  # noqa: E402
-from hist2rna_tf.stain import Macenko, staintools_normaliser_numpy  # noqa: E402
+from hist2rna_tf.demo.cohort import build_demo_cohort, real_tiles  # noqa: E402
+from hist2rna_tf.extract.cohort import extract_cohort  # noqa: E402
+from hist2rna_tf.extract.extractor import Extractor, embedding_fn, has_gpu  # noqa: E402
+from hist2rna_tf.extract.plan import plan_tiles  # noqa: E402
+from hist2rna_tf.extract.slides import find_slides  # noqa: E402
+from hist2rna_tf.extract.stain.macenko import Macenko  # noqa: E402
+from hist2rna_tf.extract.stain.normalisers import staintools_normaliser_numpy  # noqa: E402
 
 # The feed's large slides: 46 x 50 cells of 224 px, tiled over the whole tissue (no annotation), so
 # that each gives about the paper's cap of 1000 tiles (the cap's spread sample where it has more).
@@ -191,7 +194,7 @@ def cost_model(figures: dict[str, float], cores: int, tiles_per_slide: int = 100
 def ray_against_one_process(name: str, n_slides: int, batch_size: int) -> None:
     """tiles/s of one process and of Ray with 1 worker (every core) and 2 workers (half each), on
     the same demo slides, each after a warm-up that builds and compiles every worker."""
-    from hist2rna_tf.distributed import RayWorkers
+    from hist2rna_tf.extract.distributed import RayWorkers
 
     cores = usable_cores()
     config = ExtractConfig(backbone=name, weights="none", batch_size=batch_size)

@@ -33,8 +33,8 @@ CONFIG = dict(
 )
 
 if __name__ == "__main__":
-    from hist2rna_tf.baseline import train_patch_baseline
-    from hist2rna_tf.report import build_report
+    from hist2rna_tf.model.baseline import train_patch_baseline
+    from hist2rna_tf.report.report import build_report
 
     # 1. + 2. features with every tile's vector kept, and hist2RNA trained on their slide means
     run_dir = run(CONFIG["experiment"], CONFIG["data"])

@@ -60,8 +60,8 @@ def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> 
     """Extract the backbone's per-slide mean features (slides already done are skipped), train the
     paper's head on the training patients and predict the held-out ones. Returns the run folder
     (test_predictions.csv, test_targets.csv, the metrics, the model)."""
-    from hist2rna_tf.features import extract_cohort
-    from hist2rna_tf.train import train_run
+    from hist2rna_tf.extract.cohort import extract_cohort
+    from hist2rna_tf.model.train import train_run
 
     experiment = Experiment(experiment) if isinstance(experiment, str) else experiment
     extract = ExtractConfig(backbone=experiment.backbone, weights=data.weights, batch_size=experiment.batch_size,

@@ -1,10 +1,28 @@
-"""Atomic outputs: write to a temp file beside the target, rename over it only when complete."""
+"""Atomic outputs: a file or a folder is written aside, then renamed into place only when complete.
+
+A reader never meets half an output, and what a killed process (`kill -9`, a power cut) left aside
+is removed by the next writer into the same place: temp files and folders carry the writer's
+process id, and those of processes no longer running on this host are stale.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
+
+# What `atomic_path` and `building_folder` put beside their target: `.<name>.<pid>.tmp<suffix>`, and
+# `.<name>.building-<host>-<pid>` / `.<name>.replaced-<host>-<pid>` (the host too: folders are often
+# built on a file system that several machines share).
+_TEMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp(\.[^.]*)?$")
+_TEMP_FOLDER = re.compile(r"^\.(.+)\.(?:building|replaced)-(.+)-(\d+)$")
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 @contextmanager
@@ -21,17 +39,84 @@ def atomic_path(path: str | Path):
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def building_folder(target: str | Path, replace: bool = True):
+    """Yield an empty folder beside `target` (`.<name>.building-<host>-<pid>`) to build it in. On
+    success it is renamed to `target`: an existing `target` is moved aside first and deleted after
+    (`replace`), or FileExistsError when `replace` is False. On failure it is removed. What dead
+    processes of this host left beside `target` is removed first, so a `kill -9` leaves nothing for
+    good. Runs and exports are built this way."""
+    target = Path(target)
+    with _aside(target) as work:
+        yield work
+        if not replace:
+            if target.exists():
+                raise FileExistsError(target)
+            work.rename(target)
+            return
+        old = target.with_name(f".{target.name}.replaced-{_owner()}")
+        if target.exists():
+            target.rename(old)
+        work.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def building_files(folder: str | Path, name: str, last: str | None = None):
+    """Yield an empty folder beside `folder/name` to write files in; on success each is moved into
+    `folder` (an existing file of the same name replaced; `last` moved last, e.g. the HTML page that
+    links the others), on failure none is. For outputs that share a folder with other files (a
+    report written into a folder of the user's)."""
+    folder = Path(folder)
+    with _aside(folder / name) as work:
+        yield work
+        for path in sorted(work.iterdir(), key=lambda p: p.name == last):
+            os.replace(path, folder / path.name)
+
+
+@contextmanager
+def _aside(target: Path):
+    """`.<name>.building-<host>-<pid>` beside `target`, fresh, removed on failure (stale ones of dead
+    processes first)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_folders(target.parent, target.name)
+    work = target.with_name(f".{target.name}.building-{_owner()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)  # empty once its files are in place (or renamed away)
+
+
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temp files (`.<name>.<pid>.tmp<suffix>`) in `folder` that a process which is no longer
     running left behind (a `kill -9`, a power cut); those of live processes are kept. Returns them."""
     removed = []
     for path in Path(folder).glob(".*.tmp*"):
-        try:
-            pid = int(path.name.rsplit(".tmp", 1)[0].rsplit(".", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        if not process_alive(pid):
+        match = _TEMP_FILE.match(path.name)
+        if match and path.is_file() and not process_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def remove_stale_temp_folders(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete the folders (`.<name>.building-<host>-<pid>`, `.<name>.replaced-...`) in `folder` that
+    processes of this host no longer running left behind (of the output `name` only, when given);
+    another host's are left alone (it may still be building). Returns them."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    host = socket.gethostname()
+    for path in folder.iterdir():
+        match = _TEMP_FOLDER.match(path.name)
+        if (match and path.is_dir() and (name is None or match.group(1) == name) and match.group(2) == host
+                and not process_alive(int(match.group(3)))):
+            shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
 
@@ -50,6 +135,12 @@ def process_alive(pid: int) -> bool:
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
 
 

@@ -19,18 +19,15 @@ PAPER_MAX_C_REF = (1.9705, 1.0308)
 # do not depend on the base). `macenko` is the authors' own normaliser, the one their pipeline ran.
 MACENKO_OD_LOG = {"macenko": "log10", "macenko-henorm": "log"}  # numpy's function for each
 
-# A features folder's record of how its features were made (features.extract_cohort writes it).
-EXTRACT_CONFIG_FILE = "extract_config.json"
-
 # Every stain normalisation `hist2rna extract --stain` offers (StainConfig.method).
 STAIN_METHODS = (*MACENKO_OD_LOG, "staintools-macenko", "staintools-vahadane", "none")
-# The paper's five backbones (backbones.BACKBONES builds them); a Keras model file works too.
-BACKBONE_NAMES = ("efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50")
-# The backbone's arithmetic (backbones.PRECISIONS: the Keras dtype policy of each).
+# The backbone's arithmetic (extract.backbones.build.PRECISIONS: the Keras dtype policy of each).
 PRECISION_NAMES = ("float32", "mixed")
 
-# Feature folders and records written before 0.2.0 called HEnorm's natural-log variant "macenko".
-_NATURAL_LOG_MACENKO_UNTIL = (0, 2, 0)
+# The label table's subtype column (TCGA's, as cBioPortal names it) and the paper's four subtypes
+# (no Normal-like): what a run is split and its subtype classifier trained on.
+PAM50_LABEL_COLUMN = "BRCA_Subtype_PAM50"
+PAPER_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")
 
 
 @dataclass(frozen=True)
@@ -81,24 +78,6 @@ class StainConfig:
         return self.method in MACENKO_OD_LOG
 
 
-def current_stain_method(method: str, version: str | None) -> str:
-    """A stain method as recorded by package `version` (None: this one), in today's names: before
-    0.2.0 `macenko` meant HEnorm's natural-log variant, now `macenko-henorm`."""
-    if version is None or method != "macenko":
-        return method
-    try:
-        old = tuple(int(part) for part in version.split(".")[:3]) < _NATURAL_LOG_MACENKO_UNTIL
-    except ValueError:  # not a release number: take it as today's
-        old = False
-    return "macenko-henorm" if old else method
-
-
-def current_normaliser_tag(tag: str, version: str | None) -> str:
-    """A stored normaliser tag (`method` or `method:reference`) in today's method names."""
-    method, sep, reference = tag.partition(":")
-    return current_stain_method(method, version) + sep + reference
-
-
 @dataclass(frozen=True)
 class ExtractConfig:
     """Backbone and the streaming pipeline that turns slides into stored mean features."""
@@ -141,8 +120,8 @@ class RunInputs:
     features: str
     expression: str
     labels: str
-    label_column: str = "BRCA_Subtype_PAM50"
-    subtypes: tuple[str, ...] = ("LumA", "LumB", "Basal", "Her2")  # the paper's four (no Normal-like)
+    label_column: str = PAM50_LABEL_COLUMN
+    subtypes: tuple[str, ...] = PAPER_SUBTYPES
     genes: str = "all"
     drop_missing_genes: bool = False
     split: str | None = None
@@ -154,7 +133,7 @@ PAPER_WATTS = 300.0  # the paper's figure for one Nvidia Tesla V100 32GB
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """The patch-based comparison (baseline.py)."""
+    """The patch-based comparison (model/baseline.py)."""
 
     mode: str = "frozen"  # "frozen" (stored tile features) or "finetune" (backbone trained on tile images)
     max_epochs: int | None = None  # None: the hist2RNA run's own limit (the paper's 150)
@@ -188,7 +167,7 @@ class ReportInputs:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo chain (demo_chain.py) on the SYNTHETIC demo cohort."""
+    """The demo chain (demo/chain.py) on the SYNTHETIC demo cohort."""
 
     out: Path = Path("demo_output")
     n_slides: int = 36
@@ -202,11 +181,11 @@ class DemoConfig:
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
 
-# Spatial maps (spatial.py): the genes `hist2rna spatial` maps unless told; the thumbnail's um/px.
+# Spatial maps (report/spatial.py): the genes `hist2rna spatial` maps unless told; the thumbnail's um/px.
 SPATIAL_GENES = ("ESR1", "PGR", "ERBB2", "MKI67")
 THUMBNAIL_MPP = 8.0
 
-# Ray extraction (distributed.py): CPUs per worker on a cluster without GPUs; times a slide is dealt
+# Ray extraction (extract/distributed.py): CPUs per worker on a cluster without GPUs; times a slide is dealt
 # again after its worker died.
 RAY_CPUS_PER_WORKER = 4
 RAY_MAX_RETRIES = 3
@@ -223,12 +202,3 @@ def usable_cores() -> int:
 def to_dict(config: Any) -> dict:
     """A config dataclass (nested ones too) as plain JSON-ready data."""
     return dataclasses.asdict(config)
-
-
-def extract_config_from_dict(data: dict) -> ExtractConfig:
-    """The inverse of `to_dict` for an ExtractConfig (JSON turned tuples into lists)."""
-    data = dict(data)
-    tiles = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("tiles").items()}
-    stain = {k: (tuple(map(tuple, v)) if k == "he_ref" else tuple(v)) if isinstance(v, list) else v
-             for k, v in data.pop("stain").items()}
-    return ExtractConfig(**data, tiles=TileConfig(**tiles), stain=StainConfig(**stain))

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .barcodes import TCGA_SAMPLE, patient_id
-from .errors import ExpressionError, Hist2RNAError
+from hist2rna_tf.atomic import atomic_path
+from hist2rna_tf.barcodes import TCGA_SAMPLE, patient_id
+from hist2rna_tf.config import PAM50_LABEL_COLUMN
+from hist2rna_tf.errors import ExpressionError, Hist2RNAError
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def load_split(path: str | Path) -> pd.Series:
     return frame.set_index("patient_id")["subset"]
 
 
-def read_labels(path: str | Path, column: str = "BRCA_Subtype_PAM50", id_column: str | None = None) -> pd.Series:
+def read_labels(path: str | Path, column: str = PAM50_LABEL_COLUMN, id_column: str | None = None) -> pd.Series:
     """One label per patient from a clinical table (e.g. the PAM50 subtype), indexed by patient id."""
     path = Path(path)
     table = read_table_file(path, dtype=str)

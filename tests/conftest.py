@@ -25,7 +25,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_cohort(tmp_path_factory) -> Path:
     """Five synthetic demo slides with their annotations (seed 0)."""
-    from hist2rna_tf.demo import build_demo_cohort
+    from hist2rna_tf.demo.cohort import build_demo_cohort
 
     root = tmp_path_factory.mktemp("demo_cohort")
     build_demo_cohort(root, n_slides=5, seed=0)
@@ -52,7 +52,7 @@ def tiny_backbone_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_extractor(tiny_backbone_file):
     from hist2rna_tf.config import ExtractConfig
-    from hist2rna_tf.features import Extractor
+    from hist2rna_tf.extract.extractor import Extractor
 
     return Extractor.build(ExtractConfig(backbone=str(tiny_backbone_file), weights="none", batch_size=16))
 
@@ -67,7 +67,7 @@ def synthetic_run(tmp_path_factory):
 
     from hist2rna_tf.config import RunInputs, TrainConfig
     from hist2rna_tf.expression import load_panel
-    from hist2rna_tf.train import train_run
+    from hist2rna_tf.model.train import train_run
 
     root = tmp_path_factory.mktemp("synthetic_run")
     cohort = latent_cohort(root, load_panel("pam50"), n_patients=48, tiles_per_slide=6)

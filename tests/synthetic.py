@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hist2rna_tf.records import SlideFeatures, record_path, write_record
+from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
 
 SUBTYPES = ("LumA", "LumB", "Basal", "Her2")
 

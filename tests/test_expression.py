@@ -107,7 +107,7 @@ def test_slides_join_patients_and_report_the_rest():
     ("tcga-a2-a04r-01", "TCGA-A2-A04R"), ("TCGA-A2-A04R", "TCGA-A2-A04R"),  # a sample; a patient
     ("core_017", "core_017"), ("TCGA-A2", "TCGA-A2")])  # a cohort's own names are kept as they are
 def test_slides_and_rna_seq_meet_on_one_patient_id(identifier, patient):
-    from hist2rna_tf.slides import SlideRef
+    from hist2rna_tf.extract.slides import SlideRef
 
     assert patient_id(identifier) == patient
     assert SlideRef(Path(f"/slides/{identifier}.svs"), "openslide").patient_id == patient

@@ -1,0 +1,238 @@
+"""The command bodies: each turns parsed arguments into one library call and prints what it did."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from hist2rna_tf.cli.options import BASELINE, DEMO, REPORT, TILES, TRAIN
+from hist2rna_tf.config import ExtractConfig, RunInputs, StainConfig
+from hist2rna_tf.errors import Hist2RNAError
+
+log = logging.getLogger("hist2rna_tf")
+
+
+def cmd_extract(args) -> int:
+    from hist2rna_tf.extract.cohort import extract_cohort
+
+    config = ExtractConfig(
+        backbone=args.backbone, weights=args.weights, batch_size=args.batch_size, read_threads=args.read_threads,
+        save_tile_features=args.save_tile_features, shard_index=args.shard[0], shard_count=args.shard[1],
+        overwrite=args.overwrite, precision=args.precision, xla=args.xla,
+        tiles=replace(TILES, tile_size_px=args.tile_px, target_mpp=args.target_mpp, max_tiles=args.max_tiles,
+                      min_region_fraction=args.min_region_fraction, tumour_classes=tuple(args.tumour_classes),
+                      exclude_classes=tuple(args.exclude_classes), mpp_override=args.mpp),
+        stain=_stain(args),
+    )
+    if not args.gpus and args.ray is None:
+        log.info("TensorFlow sees no GPU here: the backbone runs on the CPU.")
+    start = time.perf_counter()
+    if args.ray is None:
+        results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress)
+    else:
+        from hist2rna_tf.extract.distributed import RayWorkers
+
+        with RayWorkers.start(config, None if args.ray == "local" else args.ray, args.cpus_per_worker,
+                              max_retries=args.max_retries) as workers:
+            results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress,
+                                     extractor=workers)
+    return _report_extraction(results, time.perf_counter() - start, args.out)
+
+
+def _stain(args) -> StainConfig:
+    return replace(StainConfig(), method=args.stain,
+                   reference_image=str(args.stain_reference) if args.stain_reference else None)
+
+
+def _report_extraction(results, seconds: float, out: Path) -> int:
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed", "pending")}
+    tiles = sum(r.n_tiles for r in results if r.status == "done")
+    rate = f", {tiles / seconds:.1f} tiles/s" if tiles and seconds > 0 else ""
+    others = f", {counts['pending']} left to another run into the same folder" if counts["pending"] else ""
+    print(f"{len(results)} slides: {counts['done']} done, {counts['skipped']} skipped (already done), "
+          f"{counts['failed']} failed{others}; {tiles} tiles in {seconds:.1f} s{rate}. Output: {out}")
+    for r in results:
+        if r.status == "failed":
+            print(f"  FAILED {r.slide_id}: {r.reason}")
+    if not results:
+        print("no slides found.")
+        return 1
+    return 1 if counts["failed"] or counts["done"] + counts["skipped"] + counts["pending"] == 0 else 0
+
+
+def cmd_normalize(args) -> int:
+    from hist2rna_tf.extract.stain.normalisers import normalise_image_file
+
+    written, stained = normalise_image_file(args.input, args.output, _stain(args), components=args.components)
+    if not stained:
+        print(f"{args.input}: too little stain to estimate; written unchanged.")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from hist2rna_tf.model.train import train_run
+
+    inputs = RunInputs(features=str(args.features), expression=args.expression, labels=args.labels,
+                       label_column=args.label_column, subtypes=tuple(args.subtypes), genes=args.genes,
+                       drop_missing_genes=args.drop_missing_genes, split=args.split)
+    config = replace(TRAIN, seed=args.seed, deterministic=args.deterministic, max_epochs=args.max_epochs,
+                     validation_fraction=args.validation_fraction, standardize=args.standardize)
+    summary = train_run(inputs, args.out, config)
+    genes, patients = summary["metrics"]["across_genes"], summary["metrics"]["across_patients"]
+    print(f"{summary['patients']['train']} training / {summary['patients']['test']} held-out patients, "
+          f"{summary['genes']} genes, {summary['epochs']} epochs (best validation MSE {summary['best_val_loss']:.3f}).")
+    print(f"held-out Spearman: across genes median {genes['median']:.2f} (IQR {genes['q25']:.2f}-{genes['q75']:.2f}), "
+          f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; across patients median "
+          f"{patients['median']:.2f}; {summary['metrics']['r2_at_least_0.1']} genes with R2 >= 0.1. Folder: {args.out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from hist2rna_tf.atomic import write_table
+    from hist2rna_tf.model.predict import Predictor, predict_patients, predict_slides, slides_features_dir
+
+    if bool(args.model) == bool(args.model_option):
+        raise Hist2RNAError("give the model once: `hist2rna predict RUN --features ... --out ...` (RUN: a training "
+                            "run folder or a head export).")
+    predictor = Predictor(args.model or args.model_option)
+    if predictor.trained_on_random_weights:
+        print("warning: the model was trained on features of a backbone with random weights (--weights none): "
+              "these predictions demonstrate the pipeline, not biology.", file=sys.stderr)
+    if args.slides:
+        features = slides_features_dir(args.out)
+        start = time.perf_counter()
+        table, results = predict_slides(predictor, args.slides, features, args.annotations, args.mpp,
+                                        progress=not args.no_progress)
+        status = _report_extraction(results, time.perf_counter() - start, features)
+        if table is None:
+            return status
+    else:
+        table = predict_patients(predictor, args.features)
+    write_table(table, args.out)
+    print(f"predicted {table.shape[1]} genes for {table.shape[0]} patients: {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hist2rna_tf.model.export import export_run
+
+    head_dir, full_dir = export_run(args.run, args.out, args.name, args.version)
+    print(f"exported {head_dir} (features -> genes) and {full_dir} (tiles of one slide -> genes)")
+    return 0
+
+
+def cmd_subtype(args) -> int:
+    from hist2rna_tf.atomic import write_table
+    from hist2rna_tf.analysis.subtype import subtype_table
+
+    calls = subtype_table(args.expression, args.method, args.reference_expression, args.reference_labels,
+                          args.label_column, logged=args.no_log)
+    write_table(calls, args.out)
+    counts = ", ".join(f"{k} {v}" for k, v in calls["call"].value_counts().items())
+    print(f"{len(calls)} samples: {counts}. Written to {args.out}")
+    if "n_genes" in calls and (calls["n_genes"] < 50).any():
+        partial = calls["n_genes"][calls["n_genes"] < 50]
+        print(f"{len(partial)} samples called on fewer than 50 PAM50 genes (their measured ones; as few as "
+              f"{partial.min()}): see the n_genes column.")
+    return 0
+
+
+def cmd_spatial(args) -> int:
+    from hist2rna_tf.report.spatial import write_spatial_maps
+
+    written = write_spatial_maps(args.run, args.features, args.slides, args.out, args.genes,
+                                 subtypes=not args.no_subtypes, thumbnail_mpp=args.thumbnail_mpp)
+    slides = {p.name.rsplit("_", 1)[0] for p in written}
+    print(f"{len(written)} files for {len(slides)} slides in {args.out}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from hist2rna_tf.model.baseline import train_patch_baseline
+
+    config = replace(BASELINE, mode=args.mode, max_epochs=args.max_epochs, batch_size=args.batch_size,
+                     tiles_per_slide=args.tiles_per_slide, device_watts=args.device_watts,
+                     n_devices=args.n_devices, device=args.device)
+    summary = train_patch_baseline(args.run, args.out, config, slides=args.slides, annotations_dir=args.annotations,
+                                   verbose=0 if args.no_progress else 1 if sys.stdout.isatty() else 2,  # bar on a tty
+                                   features=args.features)
+    genes = summary["metrics"]["across_genes"]
+    print(f"{summary['epochs']} epochs; {genes['significant']}/{genes['total']} genes at FDR < 0.05.")
+    _print_costs(Path(args.out))
+    return 0
+
+
+def _print_costs(baseline: Path) -> None:
+    """The patch-based baseline's held-out median and both approaches' training time and energy."""
+    from hist2rna_tf.model import runs
+
+    record = runs.read_record(baseline)
+    genes = runs.metrics(baseline)["across_genes"]["rho"]
+    print(f"patch-based baseline ({record.baseline.mode}, {record.tiles['train']} training tiles): "
+          f"held-out median across genes {genes.median():.2f} -> {baseline}")
+    for row in runs.read_costs(baseline).itertuples():
+        print(f"  {row.approach}: {row.seconds:.1f} s training, {row.kwh * 1000:.3g} Wh at {row.watts:g} W x "
+              f"{row.n_devices} ({row.device})")
+
+
+def cmd_report(args) -> int:
+    from hist2rna_tf.report.report import build_report, map_figures
+
+    if bool(args.external_predictions) != bool(args.clinical):
+        raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
+                            "table of the same external cohort).")
+    inputs = replace(REPORT, run=args.run, compare=args.compare or [], external_predictions=args.external_predictions,
+                     clinical=args.clinical, clinical_columns=args.clinical_columns, costs=args.costs,
+                     baseline=args.baseline, run_clinical=args.run_clinical,
+                     run_clinical_columns=args.run_clinical_columns, n_boot=args.n_boot,
+                     extra_figures=map_figures(args.spatial_maps) if args.spatial_maps else {})
+    path = build_report(inputs, args.out)
+    print(f"report: {path} (figures and tables as PNG/CSV beside it)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE
+    from hist2rna_tf.demo.chain import run_demo
+
+    print(SYNTHETIC_NOTE)
+    if args.weights == "none":
+        print("backbone weights: random (--weights none, seeded); the head is trained with --standardize (not the "
+              "paper: random-weight features barely differ between slides).")
+    result = run_demo(replace(DEMO, out=args.out, n_slides=args.n_slides, backbone=args.backbone, weights=args.weights,
+                              progress=not args.no_progress))
+    _print_demo(result)
+    return 0
+
+
+def _print_demo(result) -> None:
+    genes, patients = result.metrics["across_genes"], result.metrics["across_patients"]
+    controls = ", ".join(f"{c:.2f}" for c in result.control_medians)
+    print(f"cohort: {result.n_slides} slides, {result.n_tiles} tiles, features in {result.extraction_s:.0f} s "
+          f"-> {result.paths['features']}")
+    print(f"held-out Spearman across genes: median {genes['median']:.2f} (IQR {genes['q25']:.2f} to {genes['q75']:.2f}), "
+          f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; across patients median {patients['median']:.2f}.")
+    print(f"control (trained on shuffled targets, same split): median across genes {controls}.")
+    verdict = "beats" if result.learned_median > max(result.control_medians, default=-1) else "does NOT beat"
+    print(f"the model {verdict} every shuffled control. These numbers say nothing about real biology: the expression "
+          "is synthetic, tied to which real tumours each demo slide's tiles come from.")
+    print(f"run: {result.paths['run']}; predictions: {result.paths['predictions']}")
+    if "baseline" in result.paths:
+        _print_costs(Path(result.paths["baseline"]))
+    if "export_end_to_end" in result.paths:
+        print(f"exports: {result.paths['export_head']} (features -> genes), {result.paths['export_end_to_end']} "
+              "(tiles -> genes)")
+    if "external_predictions" in result.paths:
+        print(f"external demo cohort (SYNTHETIC clinical table): {result.paths['external_predictions']}")
+    print(f"report: {result.paths['report']}")
+
+
+COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
+            "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial, "baseline": cmd_baseline,
+            "report": cmd_report, "demo": cmd_demo}
+# The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
+TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "predict", "export", "spatial", "baseline", "demo"}

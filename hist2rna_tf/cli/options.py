@@ -1,0 +1,147 @@
+"""The command line's building blocks: argument types that refuse nonsense at parse time (with the
+reason), the option groups several commands share, and the library's defaults they show."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig,
+                                STAIN_METHODS, TileConfig, TrainConfig)
+
+# The library's defaults, shown in --help and used when an option is not given.
+TILES, EXTRACT, TRAIN, INPUTS = TileConfig(), ExtractConfig(), TrainConfig(), RunInputs("", "", "")
+BASELINE, REPORT, DEMO = BaselineConfig(), ReportInputs(run=Path(".")), DemoConfig()
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected i/n with 0 <= i < n, got {text!r}")
+    return index, count
+
+
+def writable(path: Path, folder: bool) -> Path:
+    """`path` if this process can create it (or write into it): refused at parse time, with the reason,
+    when it is a file where a folder is wanted (or the reverse), lies under a file, or its nearest
+    existing folder is read-only."""
+    if path.exists() and path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{path} is a {'file' if folder else 'folder'}; give a "
+                                         f"{'folder (new or existing)' if folder else 'file name'}")
+    nearest = path if path.is_dir() else path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {nearest} is a file, so nothing can be written under it")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: {nearest} is not writable (a read-only folder or file system); "
+                                         "give a place you can write to")
+    return path
+
+
+def parsed(text: str, cast, expected: str):
+    try:
+        return cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (tile counts, sizes, batches, epochs, devices)."""
+    value = parsed(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """An integer >= 0 (retries)."""
+    value = parsed(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (microns per pixel, watts)."""
+    value = parsed(text, float, "a number")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A fraction in (0, 1]."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A fraction in (0, 1) (some patients held back, some left to train on)."""
+    value = fraction(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
+    return value
+
+
+def out_folder(text: str) -> Path:
+    return writable(Path(text), folder=True)
+
+
+def out_file(text: str) -> Path:
+    return writable(Path(text), folder=False)
+
+
+def add_tile_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tiles (the paper: 224 px at 0.25 um/px, ~1000 per slide)")
+    group.add_argument("--annotations", type=Path, metavar="DIR",
+                       help="folder of QuPath GeoJSON exports named <slide_id>.geojson (tumour regions)")
+    group.add_argument("--tumour-classes", nargs="*", default=list(TILES.tumour_classes), metavar="NAME",
+                       help="QuPath classes that count as tumour (default: any class not excluded)")
+    group.add_argument("--exclude-classes", nargs="*", default=list(TILES.exclude_classes), metavar="NAME",
+                       help=f"QuPath classes cut out of the tumour region (default: {' '.join(TILES.exclude_classes)})")
+    add_mpp(group, "files that carry none (plain images, TMA cores); overrides the file's own")
+    group.add_argument("--tile-px", type=positive_int, default=TILES.tile_size_px,
+                       help=f"tile size in pixels (default {TILES.tile_size_px})")
+    group.add_argument("--target-mpp", type=positive_float, default=TILES.target_mpp,
+                       help=f"tile resolution in um/px (default {TILES.target_mpp})")
+    group.add_argument("--max-tiles", type=positive_int, default=TILES.max_tiles,
+                       help=f"cap per slide, spatially spread (default {TILES.max_tiles})")
+    group.add_argument("--min-region-fraction", type=fraction, default=TILES.min_region_fraction,
+                       help=f"keep a tile when this much of it is in the region (default {TILES.min_region_fraction})")
+
+
+def add_mpp(parser, which: str) -> None:
+    parser.add_argument("--mpp", type=positive_float, help=f"microns per pixel for {which} (default: the file's own)")
+
+
+def add_stain_options(parser: argparse.ArgumentParser) -> None:
+    default = StainConfig().method
+    parser.add_argument("--stain", choices=STAIN_METHODS, default=default,
+                        help=f"stain normalisation (default {default}). macenko: the hist2RNA authors' own "
+                             "normaliser, the one their pipeline ran (color_normalizer.py: optical density in log10, "
+                             "Io=240, alpha=1, beta=0.15, fixed targets); macenko-henorm: the HEnorm_python reference "
+                             "they adapted (natural log: with the same beta more pixels count as stained); "
+                             "staintools-macenko, staintools-vahadane (slow, for comparison); none")
+    parser.add_argument("--stain-reference", type=Path, metavar="IMAGE",
+                        help="fit the targets to this image instead (default: the paper's fixed targets; staintools "
+                             "methods: a shipped TCGA tile)")
+
+
+def add_no_progress(parser: argparse.ArgumentParser, what: str = "progress bars") -> None:
+    parser.add_argument("--no-progress", action="store_true", help=f"no {what}")
+
+
+def add_run(parser: argparse.ArgumentParser, what: str = "a training run folder (hist2rna train --out)") -> None:
+    parser.add_argument("run", type=Path, metavar="RUN", help=what)
+
+
+def hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kwargs) -> None:
+    """An earlier name of an option, still accepted, not shown in --help."""
+    parser.add_argument(flag, dest=dest, help=argparse.SUPPRESS, **kwargs)

@@ -1,0 +1,300 @@
+"""`hist2rna`'s parser: one `add_<command>` per command, every default the library's own."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hist2rna_tf import __version__
+from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, add_mpp, add_no_progress,
+                                     add_run, add_stain_options, add_tile_options, count, fraction, hidden_alias,
+                                     open_fraction, out_file, out_folder, positive_float, positive_int, shard_spec)
+from hist2rna_tf.config import (PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS,
+                                THUMBNAIL_MPP, usable_cores)
+from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hist2rna",
+        description="hist2RNA (Mondol et al., Cancers 2023): gene expression from H&E whole slide images.",
+    )
+    parser.add_argument("--version", action="version", version=f"hist2rna-tf {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug detail, and TensorFlow's own start-up and C++ log lines")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (add_extract, add_normalize, add_train, add_predict, add_export, add_subtype, add_spatial,
+                add_baseline, add_report, add_demo):
+        add(commands)
+    return parser
+
+
+def add_extract(commands) -> None:
+    extract = commands.add_parser(
+        "extract", help="slides -> one mean feature vector per slide (TFRecords)",
+        description="Tile each slide's tumour region, normalise the stain, embed each tile with a frozen "
+                    "ImageNet backbone and store the per-slide mean as <out>/<backbone>/<slide_id>.tfrecord. "
+                    "Re-running resumes; manifest.csv lists every slide the folder has seen: done, skipped "
+                    "(already done), failed (with the reason) or pending (an interrupted run's); "
+                    "extract_config.json beside it records the settings the features were made with.")
+    extract.add_argument("--slides", nargs="+", required=True, metavar="PATH",
+                         help="slide files, folders of slides, or pre-tiled folders (one per patient)")
+    extract.add_argument("--out", type=out_folder, required=True, help="output folder")
+    extract.add_argument("--backbone", default=EXTRACT.backbone,
+                         help=f"one of {', '.join(BACKBONE_NAMES)} (default {EXTRACT.backbone}, the paper's best) "
+                              "or a Keras model file taking RGB in [0, 255]")
+    extract.add_argument("--weights", default=EXTRACT.weights,
+                         help=f"imagenet (default {EXTRACT.weights}; downloaded by Keras on first use), none (random: "
+                              "testing only), or a path to a local weights file")
+    add_tile_options(extract)
+    add_stain_options(extract)
+    run = extract.add_argument_group("run")
+    run.add_argument("--batch-size", type=positive_int, default=EXTRACT.batch_size,
+                     help=f"tiles per backbone batch (default {EXTRACT.batch_size})")
+    run.add_argument("--read-threads", type=positive_int,
+                     help="parallel tile readers (default: two per CPU core this process may use, "
+                          f"{2 * usable_cores()} here)")
+    run.add_argument("--save-tile-features", action="store_true",
+                     help="also store each tile's features (for spatial maps and the patch baseline)")
+    run.add_argument("--shard", type=shard_spec, default=(EXTRACT.shard_index, EXTRACT.shard_count), metavar="I/N",
+                     help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4 (default 0/1: all)")
+    run.add_argument("--overwrite", action="store_true", help="redo slides that already have a record")
+    add_no_progress(run)
+    scale = extract.add_argument_group("Ray", "extraction on a Ray cluster (pip install 'hist2rna-tf[ray]'): one "
+                                              "worker per GPU, or per --cpus-per-worker CPUs; slides dealt to free "
+                                              "workers, largest first; this process writes every record and the "
+                                              "manifest")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="--ray alone: a private Ray instance on this machine (bound to 127.0.0.1); --ray auto: "
+                            "the cluster this node belongs to; --ray HOST:PORT: that cluster's head (default: no Ray)")
+    scale.add_argument("--cpus-per-worker", type=positive_int,
+                       help=f"CPUs per worker on a cluster without GPUs (default {RAY_CPUS_PER_WORKER}, or all when fewer); "
+                            "with GPUs: "
+                            "each GPU's share of the CPUs")
+    scale.add_argument("--max-retries", type=count, default=RAY_MAX_RETRIES,
+                       help=f"times a slide is dealt again after its worker died (default {RAY_MAX_RETRIES}); a slide "
+                            "that fails for its own reason is not retried")
+    gpu = extract.add_argument_group("GPU", "options for a machine with a GPU (refused without one: both are "
+                                            "slower on a CPU); features stay within float rounding (cosine >= "
+                                            "0.999 per slide)")
+    gpu.add_argument("--precision", choices=PRECISION_NAMES, default=EXTRACT.precision,
+                     help=f"the backbone's arithmetic: float32 or mixed (float16 on float32 weights; stored features "
+                          f"stay float32) (default {EXTRACT.precision})")
+    gpu.add_argument("--xla", action="store_true", help="XLA-compile the backbone (default off)")
+
+
+def add_normalize(commands) -> None:
+    normalize = commands.add_parser(
+        "normalize", help="stain-normalise one image file, to see what the pipeline does to a stain",
+        description="Normalise an RGB image (PNG/JPEG/TIFF) with the chosen method and write the result.")
+    normalize.add_argument("input", type=Path)
+    normalize.add_argument("output", type=out_file)
+    add_stain_options(normalize)
+    hidden_alias(normalize, "--method", "stain", choices=STAIN_METHODS)
+    normalize.add_argument("--components", action="store_true",
+                           help="also write the H-only and E-only images (<output>_H, <output>_E; macenko variants)")
+
+
+def add_train(commands) -> None:
+    train = commands.add_parser(
+        "train", help="stored features + RNA-seq -> the paper's head, trained on a stratified split",
+        description="Join per-slide features to patients' RNA-seq (12-character TCGA barcodes; several slides of "
+                    "a patient are averaged), take log2(1+x), split train/test stratified by subtype (the paper's "
+                    "335/160 proportions) and fit the paper's Conv1D head. Writes a self-describing run folder: "
+                    "config.json, genes.txt, split.csv, best.keras, history.csv, tensorboard/, the held-out "
+                    "patients' predictions and targets and their Spearman and R2 tables.")
+    train.add_argument("--features", required=True, help="folder of one backbone's feature TFRecords")
+    train.add_argument("--expression", required=True,
+                       help="RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, raw RSEM. "
+                            "A gene column given twice is refused; a patient's several samples are averaged "
+                            "(warned, named)")
+    train.add_argument("--labels", required=True, help="clinical table with a subtype column (first column: patient); "
+                       "a patient with two different labels is refused")
+    train.add_argument("--label-column", default=INPUTS.label_column,
+                       help=f"subtype column (default {INPUTS.label_column})")
+    train.add_argument("--subtypes", nargs="+", default=list(INPUTS.subtypes),
+                       help=f"subtypes kept (default: the paper's {' '.join(INPUTS.subtypes)})")
+    train.add_argument("--genes", default=INPUTS.genes,
+                       help=f"all (the 138), an assay (pam50, oncotype, mammaprint, endopredict, bci, mammostrat) or "
+                            f"a file of gene symbols (default {INPUTS.genes})")
+    train.add_argument("--drop-missing-genes", action="store_true",
+                       help="train without genes the table lacks (recorded in the run) instead of failing")
+    train.add_argument("--split", help="reuse a split.csv from an earlier run (default: a new stratified split)")
+    train.add_argument("--out", type=out_folder, required=True, help="run folder")
+    train.add_argument("--seed", type=int, default=TRAIN.seed,
+                       help=f"seed of the split, initialisation and shuffling (default {TRAIN.seed})")
+    train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
+    train.add_argument("--max-epochs", type=positive_int, default=TRAIN.max_epochs,
+                       help=f"at most this many epochs; early stopping usually ends sooner (default {TRAIN.max_epochs}, "
+                            "the paper's)")
+    train.add_argument("--validation-fraction", type=open_fraction, default=TRAIN.validation_fraction,
+                       help=f"training patients held back for early stopping (default {TRAIN.validation_fraction})")
+    train.add_argument("--standardize", action="store_true",
+                       help="NOT in the paper: z-score features and targets with the training patients' statistics "
+                            "inside the model (for features that barely vary between slides, e.g. random weights)")
+
+
+def add_predict(commands) -> None:
+    predict = commands.add_parser(
+        "predict", help="predicted log2 expression per patient, from slides or stored features",
+        usage="hist2rna predict RUN (--features DIR | --slides PATH [PATH ...]) --out CSV [options]",
+        description="Apply a trained run (or a head export) to stored features, or to slides (extracted first "
+                    "with the run's own backbone, weights, tiling and stain settings, into <out>_features/ beside "
+                    "the CSV: re-running resumes). Writes patients x genes.")
+    predict.add_argument("model", nargs="?", metavar="RUN",
+                         help="a training run folder, or a head SavedModel export (hist2rna export)")
+    hidden_alias(predict, "--model", "model_option")  # before 0.4.0 the run was given as --model RUN
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--features", help="folder of feature TFRecords (same backbone as the model)")
+    source.add_argument("--slides", nargs="+", metavar="PATH",
+                        help="slides to extract first (needs a run folder); their features go to <out>_features/")
+    predict.add_argument("--annotations", type=Path, help="QuPath GeoJSON folder for --slides")
+    add_mpp(predict, "--slides files that carry none")
+    predict.add_argument("--out", type=out_file, required=True, help="CSV to write (patients x genes)")
+    add_no_progress(predict)
+
+
+def add_export(commands) -> None:
+    export = commands.add_parser(
+        "export", help="SavedModels for serving: the head alone and end to end (tiles -> genes)",
+        description="Export a training run as two TensorFlow SavedModels under <out>/<name>/<version>/ (the "
+                    "TensorFlow Serving layout): <name>_head (features -> genes) and <name> (uint8 tiles of one "
+                    "slide -> Macenko -> backbone -> mean -> head -> genes). Gene names and stain targets inside.")
+    add_run(export)
+    export.add_argument("--out", type=out_folder, default="saved_models", help="export root (default saved_models)")
+    export.add_argument("--name", help="model name (default: the backbone's)")
+    export.add_argument("--version", type=positive_int, help="version number (default: the next free one)")
+
+
+def add_subtype(commands) -> None:
+    subtype = commands.add_parser(
+        "subtype", help="PAM50 subtype per sample (nearest centroid, or the paper's soft-voting classifier)",
+        description="centroid: log data, median-centre each gene over the cohort, Spearman with each Parker 2009 "
+                    "centroid, highest wins; writes the call and the per-centroid correlations. voting: the paper's "
+                    "soft-voting classifier (RF, MLP, LDA, LR) on the PAM50 genes, trained on a labelled reference "
+                    "cohort (e.g. TCGA RNA-seq) and applied to --expression (e.g. predicted genes); writes the call "
+                    "and the class probabilities.")
+    subtype.add_argument("--expression", required=True,
+                         help="cBioPortal RSEM or samples x genes table (raw RSEM unless --no-log)")
+    subtype.add_argument("--method", choices=["centroid", "voting"], default="centroid",
+                         help="centroid (default; Parker 2009 nearest centroid) or voting (the paper's soft-voting "
+                              "classifier, trained on --reference-expression and --reference-labels)")
+    subtype.add_argument("--reference-expression",
+                         help="voting: measured RNA-seq of labelled patients to train on (raw RSEM unless --no-log)")
+    subtype.add_argument("--reference-labels", help="voting: table with the reference patients' PAM50 subtype")
+    subtype.add_argument("--label-column", default=INPUTS.label_column,
+                         help=f"subtype column of --reference-labels (default {INPUTS.label_column})")
+    subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
+    subtype.add_argument("--out", type=out_file, required=True, help="CSV to write")
+
+
+def add_spatial(commands) -> None:
+    spatial = commands.add_parser(
+        "spatial", help="maps of tile-level predicted genes and PAM50 calls over slide thumbnails",
+        description="Apply a run's head to each tile's own feature (extract with --save-tile-features) and draw, "
+                    "over each slide's thumbnail, the predicted expression of the chosen genes and each tile's PAM50 "
+                    "call (the paper's soft-voting classifier, trained on the run's training patients, on the tile's "
+                    "predicted PAM50 genes). Writes <slide>_<gene>.png, <slide>_PAM50.png and <slide>_tiles.csv. "
+                    "The head was trained on slide means: read tile values as where the signal comes from.")
+    add_run(spatial)
+    spatial.add_argument("--features", type=Path, required=True, help="feature TFRecords with tile features")
+    spatial.add_argument("--slides", nargs="+", required=True, metavar="PATH",
+                         help="the slides (files or folders) to map")
+    spatial.add_argument("--genes", nargs="+", default=list(SPATIAL_GENES),
+                         help=f"genes to map (default {' '.join(SPATIAL_GENES)})")
+    spatial.add_argument("--no-subtypes", action="store_true", help="no PAM50 call map")
+    spatial.add_argument("--thumbnail-mpp", type=positive_float, default=THUMBNAIL_MPP,
+                         help=f"thumbnail resolution (default {THUMBNAIL_MPP:g} um/px)")
+    spatial.add_argument("--out", type=out_folder, required=True, help="folder for the PNGs and CSVs")
+
+
+def add_baseline(commands) -> None:
+    baseline = commands.add_parser(
+        "baseline", help="the paper's patch-based comparison (tile-level training) and both approaches' cost",
+        description="Train the patch-based baseline on a hist2RNA run's patients, split, genes, head and training "
+                    "settings: every tile gets its slide's RNA-seq as its target and a slide's prediction is the mean "
+                    "of its tiles'. --mode frozen learns from the stored per-tile features (extract with "
+                    "--save-tile-features); --mode finetune trains the backbone too, on the tile images, as the "
+                    "paper's patch-based models were (slow without a GPU). Writes a run folder (held-out predictions "
+                    "and metrics, for Figure 10) and costs.csv: training time and energy (time x --device-watts x "
+                    "--n-devices) of both approaches (Figure 6). Pass the folder to `hist2rna report --baseline`.")
+    add_run(baseline, "the hist2RNA training run to compare with")
+    baseline.add_argument("--out", type=out_folder, required=True, help="baseline run folder")
+    baseline.add_argument("--mode", choices=["frozen", "finetune"], default=BASELINE.mode,
+                          help=f"frozen: head on stored tile features; finetune: backbone trained on tiles (default "
+                               f"{BASELINE.mode})")
+    baseline.add_argument("--features", type=Path, metavar="DIR",
+                          help="frozen: the folder of the run's feature records, with tile features (default: the one "
+                               "it was trained on, as its config.json records it; give this when it has moved)")
+    baseline.add_argument("--slides", nargs="+", type=Path, metavar="PATH",
+                          help="finetune: the slides (files or folders) the run was extracted from")
+    baseline.add_argument("--annotations", type=Path, help="finetune: their QuPath GeoJSON folder")
+    baseline.add_argument("--tiles-per-slide", type=positive_int,
+                          help="finetune: at most this many tiles of each slide (default: all planned)")
+    baseline.add_argument("--max-epochs", type=positive_int,
+                          help=f"default: the run's (the paper's {TRAIN.max_epochs})")
+    baseline.add_argument("--batch-size", type=positive_int, help=f"default: the run's (the paper's {TRAIN.batch_size})")
+    baseline.add_argument("--device-watts", type=positive_float, default=BASELINE.device_watts,
+                          help=f"power of one device in W for the energy figure (default {BASELINE.device_watts:g}, "
+                               "the paper's V100)")
+    baseline.add_argument("--n-devices", type=positive_int, default=BASELINE.n_devices,
+                          help=f"devices the time was spent on (default {BASELINE.n_devices})")
+    baseline.add_argument("--device", default=BASELINE.device,
+                          help="device description for costs.csv (default: detected)")
+    add_no_progress(baseline, "progress bar or per-epoch lines")
+    hidden_alias(baseline, "--quiet", "no_progress", action="store_true")  # its name before 0.4.0
+
+
+def add_report(commands) -> None:
+    report = commands.add_parser(
+        "report", help="one self-contained HTML report of a run (metrics, figures, subtypes, clinical analysis)",
+        description="Write <run>/report/report.html: the run's config, held-out Spearman across patients and genes "
+                    "with bootstrap CIs (Figures 3-5), the soft-voting subtype classifier on the predicted PAM50 "
+                    "genes, and with an external cohort the biomarker checks (Figures 7-8), LumA/LumB "
+                    "reclassification, Tables 1-2 and Kaplan-Meier curves (Figure 9); the paper's figures beside. "
+                    "Every figure and table is also written beside it as PNG and CSV.")
+    add_run(report)
+    report.add_argument("--compare", type=Path, nargs="+", metavar="RUN",
+                        help="other runs (e.g. other backbones) for Figure 3")
+    report.add_argument("--external-predictions", type=Path, help="predicted genes of an external cohort (hist2rna predict)")
+    report.add_argument("--clinical", type=Path, help="the external cohort's clinical table (CSV/TSV)")
+    report.add_argument("--clinical-columns", type=Path,
+                        help='JSON mapping our names to your columns, e.g. {"os_months": "OS_MONTHS", "ki67_percent": '
+                             'null}; keys: patient os_months os_event grade size_mm age node_positive er pr her2 '
+                             "ki67_percent ihc_subtype (default: our names)")
+    report.add_argument("--run-clinical", type=Path,
+                        help="clinical table of the run's own cohort (e.g. TCGA: ER/PR/HER2 status, grade): Figure 7's "
+                             "rows for its held-out patients, predicted and measured")
+    report.add_argument("--run-clinical-columns", type=Path, help="JSON mapping for --run-clinical (as --clinical-columns)")
+    report.add_argument("--baseline", type=Path,
+                        help="a `hist2rna baseline` folder: patch-based vs hist2RNA (Figure 10) and cost (Figure 6)")
+    report.add_argument("--spatial-maps", type=Path,
+                        help="a `hist2rna spatial` folder: its PNG maps are embedded in the report")
+    report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (default: the --baseline's costs.csv)")
+    report.add_argument("--n-boot", type=positive_int, default=REPORT.n_boot,
+                        help=f"bootstrap resamples for the CIs (default {REPORT.n_boot})")
+    report.add_argument("--out", type=out_file, help="HTML file (default <run>/report/report.html)")
+
+
+def add_demo(commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="run the whole pipeline on the embedded SYNTHETIC demo cohort",
+        description="Everything, on a SYNTHETIC cohort, under --out: (1) cohort/: demo slides assembled from 25 "
+                    "real TCGA-BRCA tiles of four tumours, with QuPath annotations, synthetic RNA-seq tied to each "
+                    "slide's mix of tumours, PAM50 labels and a synthetic clinical table; (2) features/: per-slide "
+                    "mean features (and per-tile ones); (3) run/: the paper's head on a stratified split "
+                    "(--standardize with random weights), with held-out Spearman and R2; controls/: the same "
+                    f"trained on shuffled targets ({DEMO.n_controls}); (4) baseline/: the patch-based comparison "
+                    "(frozen tile features) and both approaches' cost; (5) predictions.csv for every patient; "
+                    f"(6) external/: a second cohort of {DEMO.n_external} TMA-core-sized slides with a synthetic "
+                    "clinical table, predicted with the run; (7) saved_models/: both SavedModel exports; (8) "
+                    "spatial/: tile maps of a held-out slide; (9) report/report.html, and demo_summary.json. "
+                    "Re-running reuses the cohort and the features. Random backbone weights unless --weights "
+                    "imagenet.")
+    demo.add_argument("--out", type=out_folder, default=str(DEMO.out), help=f"output folder (default {DEMO.out})")
+    demo.add_argument("--n-slides", type=positive_int, default=DEMO.n_slides,
+                      help=f"slides in the cohort (default {DEMO.n_slides})")
+    demo.add_argument("--backbone", default=DEMO.backbone, help=f"backbone (default {DEMO.backbone})")
+    demo.add_argument("--weights", default=DEMO.weights,
+                      help=f"none (random, offline), imagenet or a weights file (default {DEMO.weights})")
+    add_no_progress(demo)

@@ -1,0 +1,202 @@
+"""The demo's whole chain on the SYNTHETIC demo cohort, as one library call (`hist2rna demo` is a
+thin layer over `run_demo`).
+
+cohort (slides + annotations) -> features (TFRecords) -> synthetic expression tied to the images
+-> the paper's head on a stratified split -> held-out Spearman, beside controls trained on
+shuffled targets (patients' expression rows permuted, same split, scored against the TRUE
+held-out targets) -> the patch-based baseline and both approaches' cost -> predictions for every
+patient -> an external TMA-like cohort with a synthetic clinical table -> SavedModel exports (head
+and end to end) -> a spatial map -> the report.
+
+The demo backbone has random weights (offline), whose slide features barely differ between slides,
+so the demo trains with `standardize=True` (NOT the paper; see head.py). These numbers show that
+the pipeline learns what the images show; they say nothing about real biology.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from hist2rna_tf.analysis.evaluate import across_genes, summary
+from hist2rna_tf.atomic import atomic_path, write_json
+from hist2rna_tf.config import BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, TrainConfig
+from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
+from hist2rna_tf.errors import Hist2RNAError, SettingsError
+from hist2rna_tf.extract.cohort import extract_cohort
+from hist2rna_tf.model import runs
+from hist2rna_tf.model.baseline import train_patch_baseline
+from hist2rna_tf.model.export import export_run
+from hist2rna_tf.model.predict import write_predictions
+from hist2rna_tf.model.train import train_run
+from hist2rna_tf.report.report import build_report
+from hist2rna_tf.report.spatial import write_spatial_maps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoResult:
+    n_slides: int
+    n_tiles: int
+    extraction_s: float
+    metrics: dict
+    control_medians: list[float]
+    train_s: float
+    paths: dict = field(default_factory=dict)
+
+    @property
+    def learned_median(self) -> float:
+        return float(self.metrics["across_genes"]["median"])
+
+
+def shuffled_expression(expression_csv: Path, out_csv: Path, seed: int) -> Path:
+    """The expression table with whole rows moved to other patients (a permutation with no fixed point)."""
+    with open(expression_csv, newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    rng = np.random.default_rng([seed, 99])
+    while True:
+        order = rng.permutation(len(body))
+        if len(body) < 2 or not (order == np.arange(len(body))).any():
+            break
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row, source in zip(body, order):
+            writer.writerow([row[0], *body[source][1:]])
+    return out_csv
+
+
+def control_median(control_dir: Path, run_dir: Path) -> float:
+    """Median held-out Spearman across genes of a control's predictions against the TRUE targets."""
+    predicted, _ = runs.held_out(control_dir)
+    _, truth = runs.held_out(run_dir)
+    return summary(across_genes(predicted, truth))["median"]
+
+
+def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
+    """Run the whole demo chain under `config.out`; re-running reuses the cohort and the features."""
+    out = Path(config.out)
+    cohort_dir = out / "cohort"
+    build_demo_cohort(cohort_dir, n_slides=config.n_slides, seed=config.seed, progress=config.progress)
+    start = time.perf_counter()
+    results = _extract(cohort_dir, out / "features", ExtractConfig(backbone=config.backbone, weights=config.weights,
+                                                                   save_tile_features=True), config.progress)
+    extraction_s = time.perf_counter() - start
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise Hist2RNAError(f"{len(failed)} demo slides failed to extract (e.g. {failed[0].slide_id}: "
+                            f"{failed[0].reason}); see {out / 'features'}/*/manifest.csv")
+    features = _features_dir(out / "features", config.backbone)
+    expression, labels = write_demo_expression(cohort_dir, seed=config.seed)
+    paths_clinical = {"clinical": write_demo_clinical(cohort_dir, seed=config.seed, filename="clinical_ihc.csv")}
+
+    start = time.perf_counter()
+    train = TrainConfig(seed=config.seed, standardize=True)
+    run_dir = out / "run"
+    _fresh(run_dir)
+    metrics = train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir,
+                        train)["metrics"]
+    controls = []
+    for k in range(config.n_controls):
+        control_dir = out / "controls" / f"shuffled-{k + 1}"
+        _fresh(control_dir)
+        shuffled = shuffled_expression(expression, out / "controls" / f"expression_shuffled-{k + 1}.csv", seed=k)
+        train_run(RunInputs(features=str(features), expression=str(shuffled), labels=str(labels),
+                            split=str(runs.split_path(run_dir))), control_dir, replace(train, seed=config.seed + k + 1))
+        controls.append(control_median(control_dir, run_dir))
+    train_s = time.perf_counter() - start
+    baseline = {}
+    if config.baseline:
+        _fresh(out / "baseline")
+        train_patch_baseline(run_dir, out / "baseline", BaselineConfig())
+        baseline = {"baseline": out / "baseline"}
+
+    paths = {"cohort": cohort_dir, "features": features, "run": run_dir, **paths_clinical,
+             "predictions": write_predictions(run_dir, features, out / "predictions.csv"), **baseline}
+    if config.n_external:
+        paths.update(_external_cohort(config, run_dir))
+    if config.export:
+        head_dir, full_dir = export_run(run_dir, out / "saved_models", version=1, replace=True)
+        paths.update(export_head=head_dir, export_end_to_end=full_dir)
+    tiles_per_slide = {r.slide_id: r.n_tiles for r in results}
+    paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial", tiles_per_slide))
+    paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
+    n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
+    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
+                        {k: str(v) for k, v in paths.items()})
+    write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
+                                           "learned_median": result.learned_median})
+    return result
+
+
+def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
+    """A second demo cohort of small, TMA-core-like slides with a SYNTHETIC clinical table, predicted
+    with the trained run through the normal pipeline (the paper's external TMA cohort, in miniature)."""
+    root = Path(config.out) / "external"
+    build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
+                      progress=config.progress)
+    _extract(root / "cohort", root / "features", ExtractConfig(backbone=config.backbone, weights=config.weights),
+             config.progress)
+    write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)
+    clinical = write_demo_clinical(root / "cohort", seed=config.seed + 1)
+    predictions = write_predictions(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")
+    return {"external_predictions": predictions, "external_clinical": clinical}
+
+
+def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path, n_tiles: dict[str, int]) -> dict:
+    """The best-predicted gene's tile-level map, and the tiles' PAM50 calls, on the held-out slide
+    with the most tiles."""
+    predicted, _ = runs.held_out(run_dir)
+    gene = runs.metrics(run_dir)["across_genes"]["rho"].idxmax()
+    slide_id = max(predicted.index, key=lambda s: n_tiles[s])
+    write_spatial_maps(run_dir, features, [cohort_dir / "slides" / f"{slide_id}.tiff"], out_dir, [gene])
+    return {"spatial_map": out_dir / f"{slide_id}_{gene}.png", "spatial_subtypes": out_dir / f"{slide_id}_PAM50.png"}
+
+
+def _report(run_dir: Path, paths: dict, out: Path) -> Path:
+    inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
+                          baseline=paths.get("baseline"), run_clinical=paths.get("clinical"),
+                          clinical=paths.get("external_clinical"), title="hist2RNA demo report",
+                          extra_figures={
+                              "Spatial map (beyond the paper): tile-level predictions of a held-out slide":
+                                  Path(paths["spatial_map"]),
+                              "Spatial map (beyond the paper): each tile's PAM50 call from its predicted genes":
+                                  Path(paths["spatial_subtypes"])},
+                          note=SYNTHETIC_NOTE + " The RNA-seq and the clinical tables are synthetic too; the "
+                          "backbone has random weights and the head was trained with standardisation (not the "
+                          "paper). Nothing here says anything about real biology.")
+    return build_report(inputs, out)
+
+
+def _extract(cohort_dir: Path, out: Path, extract, progress: bool) -> list:
+    """Extract a demo cohort; features an earlier demo made with other settings (say --weights) are
+    replaced, as everything downstream is rebuilt anyway."""
+    def run(config):
+        return extract_cohort([cohort_dir / "slides"], out, config, annotations_dir=cohort_dir / "annotations",
+                              progress=progress)
+
+    try:
+        return run(extract)
+    except SettingsError as exc:
+        log.info("%s; extracting this demo's features again.", str(exc).split(";")[0])
+        return run(replace(extract, overwrite=True))
+
+
+def _features_dir(root: Path, backbone: str) -> Path:
+    folders = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.csv").exists()]
+    named = [p for p in folders if p.name == backbone]
+    return named[0] if named else folders[0]
+
+
+def _fresh(folder: Path) -> None:
+    """Training re-runs from scratch: an earlier run's folder is replaced, never mixed with."""
+    if folder.exists():
+        shutil.rmtree(folder)

@@ -1,0 +1,123 @@
+"""Build a backbone: a catalog name (catalog.BACKBONES) or a Keras model file -> a frozen feature
+extractor with its own preprocessing and weights.
+
+Every backbone is headless (`include_top=False`) with global average pooling, takes RGB tiles in
+[0, 255] of `tile_size_px`, and is frozen; each keeps the preprocessing of its keras.applications
+family (catalog.py). A user's own Keras model file can serve too; it must take RGB in [0, 255] and
+do its own scaling.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from hist2rna_tf.errors import BackboneError
+from hist2rna_tf.extract.backbones.catalog import BACKBONES, BackboneSpec, weights_tag
+
+log = logging.getLogger(__name__)
+
+
+def constructor_for(spec: BackboneSpec) -> Callable[..., keras.Model]:
+    """build(weights=..., input_shape=...) -> the headless, average-pooled model of `spec`."""
+    if spec.family is None:
+        from hist2rna_tf.extract.backbones.regnet import RegNetY
+
+        variant = spec.name.removeprefix("regnet")
+        return lambda weights, input_shape: RegNetY(variant, weights=weights, input_shape=input_shape, pooling="avg")
+    constructor = getattr(keras.applications, spec.constructor)
+    return lambda weights, input_shape: constructor(include_top=False, weights=weights, input_shape=input_shape,
+                                                    pooling="avg")
+
+
+def preprocess_for(spec: BackboneSpec) -> Callable:
+    """The preprocess_input of `spec`'s keras.applications family (identity where the model rescales)."""
+    return _identity if spec.family is None else getattr(keras.applications, spec.family).preprocess_input
+
+
+def _identity(x):
+    return x
+
+
+@dataclass
+class Backbone:
+    """A built, frozen feature extractor: float RGB [B, H, W, 3] in [0, 255] -> features [B, F]."""
+
+    name: str
+    model: keras.Model
+    preprocess: Callable
+    feature_dim: int
+    weights_tag: str
+
+    def features(self, tiles):
+        # As a tensor: keras.applications' preprocess_input edits numpy arrays in place.
+        tiles = keras.ops.convert_to_tensor(tiles, "float32")
+        # float32 out whatever the model computes in (mixed precision ends in float16)
+        return keras.ops.cast(self.model(self.preprocess(tiles), training=False), "float32")
+
+
+RANDOM_WEIGHTS_SEED = 0  # --weights none: Keras' initialisers under this global seed
+# --precision: the Keras dtype policy the backbone is built under (weights stay float32).
+PRECISIONS = {"float32": "float32", "mixed": "mixed_float16"}
+
+
+def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224,
+                   precision: str = "float32") -> Backbone:
+    """The named backbone (a key of BACKBONES, or a path to a .keras/.h5 model file), computing in
+    `precision` (a key of PRECISIONS: `mixed` is float16 arithmetic on float32 weights, for GPUs)."""
+    if precision not in PRECISIONS:
+        raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    key = name.lower()
+    if key not in BACKBONES:
+        if Path(name).suffix in (".keras", ".h5") or Path(name).exists():
+            if precision != "float32":
+                raise BackboneError(f"{name}: a model file computes in the dtypes it was saved with; --precision "
+                                    f"{precision} applies to the built-in backbones ({', '.join(BACKBONES)}).")
+            return _model_file_backbone(Path(name))
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
+                            "or give a path to a Keras model file (.keras).")
+    spec = BACKBONES[key]
+    keras_weights = None if weights == "none" else weights
+    if keras_weights not in (None, "imagenet") and not Path(keras_weights).is_file():
+        raise BackboneError(f"weights file {weights} not found; use --weights imagenet, none, or a path "
+                            "to an existing weights file.")
+    if keras_weights is None:
+        # Seeded, so that extraction, prediction from slides and export build the SAME random backbone.
+        keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
+    policy = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy(PRECISIONS[precision])
+        model = constructor_for(spec)(weights=keras_weights, input_shape=(tile_size_px, tile_size_px, 3))
+    except Exception as exc:  # Keras raises bare Exceptions for failed downloads and bad files
+        if weights == "imagenet":
+            raise BackboneError(
+                f"could not get the ImageNet weights of {spec.paper_name} ({type(exc).__name__}: {exc}). "
+                "Without internet, download them elsewhere and pass --weights PATH, or use --weights none "
+                "(random weights, for testing only)."
+            ) from None
+        raise BackboneError(f"could not load weights {weights} into {spec.paper_name}: {exc}") from None
+    finally:
+        keras.config.set_dtype_policy(policy)
+    model.trainable = False
+    return Backbone(spec.name, model, preprocess_for(spec), spec.feature_dim, weights_tag(weights))
+
+
+def _model_file_backbone(path: Path) -> Backbone:
+    if not path.is_file():
+        raise BackboneError(f"backbone model file {path} not found.")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # any unreadable file: keras raises several unrelated types
+        raise BackboneError(f"{path}: not a loadable Keras model ({exc}).") from None
+    if len(model.output_shape) == 4:  # a feature map: pool it like the built-in backbones
+        pooled = keras.layers.GlobalAveragePooling2D()(model.output)
+        model = keras.Model(model.input, pooled, name=f"{model.name}_avg")
+    if len(model.output_shape) != 2:
+        raise BackboneError(f"{path}: output shape {model.output_shape} is not [batch, features] or a "
+                            "[batch, h, w, channels] feature map.")
+    model.trainable = False
+    return Backbone(path.stem, model, _identity, int(model.output_shape[-1]), path.name)

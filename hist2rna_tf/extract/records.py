@@ -1,0 +1,195 @@
+"""The feature TFRecord schema, in one place: write (temp file + rename) and parse, side by side.
+
+One file per slide, `<out>/<backbone>/<slide_id>.tfrecord`, holding one tf.train.Example:
+
+  slide_id, patient_id, backbone, weights, normaliser, version      bytes
+  tile_size_px, n_tiles, n_unnormalised, feature_dim                 int64
+  tile_size_um, mpp                                                  float (mpp: level-0 um/px read)
+  feature                                                            float[feature_dim] (mean of tiles)
+  tile_x_px, tile_y_px                                               int64[n_tiles] (level-0, top-left)
+  tile_features (optional)                                           float[n_tiles * feature_dim]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from hist2rna_tf.atomic import atomic_path
+from hist2rna_tf.errors import RecordError
+from hist2rna_tf.extract.settings import FeatureSettings, current_normaliser_tag, require_same
+
+_BYTES = ("slide_id", "patient_id", "backbone", "weights", "normaliser", "version")
+_INTS = ("tile_size_px", "n_tiles", "n_unnormalised", "feature_dim")
+_FLOATS = ("tile_size_um", "mpp")
+
+
+@dataclass
+class SlideFeatures:
+    """What is stored for one slide (see the module docstring for units)."""
+
+    slide_id: str
+    patient_id: str
+    backbone: str
+    weights: str
+    normaliser: str
+    version: str
+    tile_size_px: int
+    tile_size_um: float
+    mpp: float
+    n_tiles: int
+    n_unnormalised: int
+    feature: np.ndarray  # float32 [F]
+    tile_xy_px: np.ndarray  # int64 [n_tiles, 2]
+    tile_features: np.ndarray | None = field(default=None)  # float32 [n_tiles, F]
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.feature.shape[0])
+
+    @property
+    def settings(self) -> FeatureSettings:
+        """The settings this slide's features were made with."""
+        return FeatureSettings(self.backbone, self.weights, self.normaliser, self.tile_size_px, self.tile_size_um)
+
+
+def record_path(out_dir: str | Path, backbone: str, slide_id: str) -> Path:
+    return Path(out_dir) / backbone / f"{slide_id}.tfrecord"
+
+
+def _bytes(value: str) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+
+
+def _ints(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=np.asarray(values, np.int64).ravel().tolist()))
+
+
+def _floats(values) -> tf.train.Feature:
+    return tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(values, np.float32).ravel()))
+
+
+def to_example(record: SlideFeatures) -> tf.train.Example:
+    features = {key: _bytes(getattr(record, key)) for key in _BYTES}
+    features.update({key: _ints([getattr(record, key)]) for key in _INTS})
+    features.update({key: _floats([getattr(record, key)]) for key in _FLOATS})
+    features["feature"] = _floats(record.feature)
+    features["tile_x_px"] = _ints(record.tile_xy_px[:, 0])
+    features["tile_y_px"] = _ints(record.tile_xy_px[:, 1])
+    if record.tile_features is not None:
+        features["tile_features"] = _floats(record.tile_features)
+    return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+def write_record(record: SlideFeatures, path: str | Path) -> Path:
+    """Write atomically: a temp file in the same folder, then rename over `path`."""
+    with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
+        writer.write(to_example(record).SerializeToString(deterministic=True))  # same bytes in any process
+    return Path(path)
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+FEATURE_SPEC = {
+    **{key: tf.io.FixedLenFeature([], tf.string) for key in _BYTES},
+    **{key: tf.io.FixedLenFeature([], tf.int64) for key in _INTS},
+    **{key: tf.io.FixedLenFeature([], tf.float32) for key in _FLOATS},
+    "feature": tf.io.VarLenFeature(tf.float32),
+    "tile_x_px": tf.io.VarLenFeature(tf.int64),
+    "tile_y_px": tf.io.VarLenFeature(tf.int64),
+    "tile_features": tf.io.VarLenFeature(tf.float32),
+}
+
+
+def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """A serialized Example -> dict of tensors (dense), usable inside tf.data.map."""
+    parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+    for key in ("feature", "tile_x_px", "tile_y_px", "tile_features"):
+        parsed[key] = tf.sparse.to_dense(parsed[key])
+    return parsed
+
+
+def read_record(path: str | Path) -> SlideFeatures:
+    """One slide's stored features (eagerly, as numpy)."""
+    try:
+        serialized = next(iter(tf.data.TFRecordDataset(str(path))))
+        parsed = parse_example(serialized)
+    except (StopIteration, tf.errors.OpError) as exc:
+        raise RecordError(f"{path}: not a readable feature record ({type(exc).__name__}); delete it and "
+                          "re-run extraction.") from None
+    values = {key: parsed[key].numpy().decode() for key in _BYTES}
+    values["normaliser"] = current_normaliser_tag(values["normaliser"], values["version"])  # older names
+    values.update({key: int(parsed[key].numpy()) for key in _INTS if key != "feature_dim"})
+    values.update({key: float(parsed[key].numpy()) for key in _FLOATS})
+    dim = int(parsed["feature_dim"].numpy())
+    tile_features = parsed["tile_features"].numpy()
+    return SlideFeatures(
+        **values,
+        feature=parsed["feature"].numpy(),
+        tile_xy_px=np.stack([parsed["tile_x_px"].numpy(), parsed["tile_y_px"].numpy()], axis=1),
+        tile_features=tile_features.reshape(-1, dim) if tile_features.size else None,
+    )
+
+
+def is_record_file(path: Path) -> bool:
+    """A feature record, not the hidden temp file of a write in progress (or one a killed run left)."""
+    return path.suffix == ".tfrecord" and not path.name.startswith(".")
+
+
+def record_files(paths: str | Path | list) -> list[str]:
+    """TFRecord files from files and folders (a folder is searched recursively, hidden names, such as
+    the temp files of a write in progress or interrupted, left out), sorted."""
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files.extend(sorted(f for f in item.rglob("*.tfrecord") if is_record_file(f)))
+        elif item.is_file():
+            files.append(item)
+    if not files:
+        raise RecordError(f"no .tfrecord files under {', '.join(map(str, items))}; run `hist2rna extract` first.")
+    return [str(f) for f in sorted(files)]
+
+
+def feature_dataset(paths: str | Path | list) -> tf.data.Dataset:
+    """A tf.data.Dataset of (features float32 [1, F], ids) per slide, streamed from TFRecords.
+
+    `ids` is a dict of scalar string tensors: slide_id, patient_id, backbone. The [1, F] shape is
+    the paper's head input (a length-1 sequence of F channels).
+    """
+    files = record_files(paths)
+
+    def to_pair(serialized):
+        parsed = parse_example(serialized)
+        features = tf.reshape(parsed["feature"], [1, -1])
+        ids = {key: parsed[key] for key in ("slide_id", "patient_id", "backbone")}
+        return features, ids
+
+    return tf.data.TFRecordDataset(files).map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def feature_table(paths: str | Path | list):
+    """All stored slide features as (DataFrame slides x F indexed by slide_id, Series slide_id ->
+    patient_id, the FeatureSettings they share). Records made with other settings than the first
+    (backbone, weights, normaliser, tile size) are refused: they cannot share one head.
+
+    Slide-level features are small (one vector a slide), so this reads them eagerly.
+    """
+    import pandas as pd
+
+    files = record_files(paths)
+    records = [read_record(f) for f in files]
+    settings = records[0].settings
+    for path, record in zip(files[1:], records[1:]):
+        require_same(settings, record.settings, path, files[0],
+                     "one head cannot use both. Point at one extraction's folder, or extract the others again with "
+                     "the same settings.")
+    if len({r.feature_dim for r in records}) != 1:
+        raise RecordError(f"records under {paths} mix feature sizes ({sorted({r.feature_dim for r in records})}); "
+                          "point at one backbone's folder.")
+    index = [r.slide_id for r in records]
+    features = pd.DataFrame(np.stack([r.feature for r in records]), index=index)
+    return features, pd.Series([r.patient_id for r in records], index=index, name="patient_id"), settings

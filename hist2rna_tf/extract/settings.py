@@ -1,0 +1,197 @@
+"""How features were made, in one place (no TensorFlow): the schema, `extract_config.json`, and the one
+comparison behind every "made with other settings" refusal.
+
+Two levels, one idea:
+- `FeatureSettings`: what every record carries and what makes two slides' features comparable
+  (backbone, weights, normaliser, tile size in px and um). A head trained on features made one
+  way applies to others only when these agree; the tile count, the MPP read and the package
+  version may differ.
+- `Extraction`: a features folder's `extract_config.json`, everything needed to extract more slides
+  alike (the full ExtractConfig, stain targets included, and the backbone's name, weights and
+  feature size). A run folder keeps a copy, so it never needs the folder it was trained on.
+
+Names of earlier versions are read in today's terms: before 0.2.0 `macenko` was HEnorm's
+natural-log variant, today `macenko-henorm`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hist2rna_tf import __version__
+from hist2rna_tf.atomic import write_text
+from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig
+from hist2rna_tf.errors import SettingsError
+from hist2rna_tf.extract.backbones.catalog import BACKBONES, NAMED_WEIGHTS
+
+# A features folder's record of how its features were made (`<out>/<backbone>/extract_config.json`).
+EXTRACT_CONFIG_FILE = "extract_config.json"
+
+# Feature folders and records written before 0.2.0 called HEnorm's natural-log variant "macenko".
+_NATURAL_LOG_MACENKO_UNTIL = (0, 2, 0)
+
+
+def current_stain_method(method: str, version: str | None) -> str:
+    """A stain method as recorded by package `version` (None: this one), in today's names."""
+    if version is None or method != "macenko":
+        return method
+    try:
+        old = tuple(int(part) for part in version.split(".")[:3]) < _NATURAL_LOG_MACENKO_UNTIL
+    except ValueError:  # not a release number: take it as today's
+        old = False
+    return "macenko-henorm" if old else method
+
+
+def current_normaliser_tag(tag: str, version: str | None) -> str:
+    """A stored normaliser tag (`method` or `method:reference`) in today's method names."""
+    method, sep, reference = tag.partition(":")
+    return current_stain_method(method, version) + sep + reference
+
+
+# --- what makes features comparable ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """The settings every feature record carries (records.py) and every run and head export keeps."""
+
+    backbone: str  # the backbone's name (a model file's: its stem)
+    weights: str  # 'imagenet', 'none', or the weights file's name
+    normaliser: str  # the stain tag: `method`, or `method:reference image`
+    tile_size_px: int
+    tile_size_um: float  # rounded to 1e-4, so that float32 records compare equal
+
+    def __post_init__(self):
+        object.__setattr__(self, "tile_size_px", int(self.tile_size_px))
+        object.__setattr__(self, "tile_size_um", round(float(self.tile_size_um), 4))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureSettings":
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def named_backbone_with_random_weights(self) -> bool:
+        """Made by a catalog backbone with random weights (the offline demo's): no biology in them."""
+        return self.weights == "none" and self.backbone in BACKBONES
+
+
+# --- a features folder's extract_config.json -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How a folder's features were made: its extract_config.json."""
+
+    config: ExtractConfig  # as run: stain targets fitted, model and weights files as absolute paths
+    backbone: str  # the backbone's name
+    weights: str  # the weights' tag
+    feature_dim: int
+    version: str = field(default=__version__)  # the package version that extracted them
+
+    @property
+    def features(self) -> FeatureSettings:
+        """The settings its records carry."""
+        tiles = self.config.tiles
+        return FeatureSettings(self.backbone, self.weights, self.config.stain.tag, tiles.tile_size_px,
+                               tiles.tile_size_um)
+
+    def for_new_slides(self) -> ExtractConfig:
+        """The config to extract other slides alike: the whole cohort (no shard), resuming."""
+        return replace(self.config, shard_index=0, shard_count=1, overwrite=False)
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "backbone": self.backbone, "weights": self.weights,
+                "feature_dim": self.feature_dim, "config": dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Extraction":
+        """The inverse of `to_json`, for any version's file: stain methods in today's names, fields
+        added since filled with their defaults, fields since removed ignored. KeyError or TypeError
+        when it is not an extract_config.json."""
+        version = str(data.get("version", "0"))
+        config = dict(data["config"])
+        tiles = _known(TileConfig, config.pop("tiles"))
+        stain = _known(StainConfig, config.pop("stain"))
+        stain["method"] = current_stain_method(stain["method"], version)
+        if "he_ref" in stain:
+            stain["he_ref"] = tuple(tuple(row) for row in stain["he_ref"])
+        extract = ExtractConfig(**_known(ExtractConfig, config), tiles=TileConfig(**tiles), stain=StainConfig(**stain))
+        return cls(extract, str(data["backbone"]), str(data["weights"]), int(data["feature_dim"]), version)
+
+
+def _known(kind, data: dict) -> dict[str, Any]:
+    """The fields of dataclass `kind` in `data` (JSON lists back to tuples)."""
+    names = {f.name for f in fields(kind)} - {"tiles", "stain"}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+
+
+def extraction_path(folder: str | Path) -> Path:
+    return Path(folder) / EXTRACT_CONFIG_FILE
+
+
+def read_extraction(path: str | Path) -> Extraction:
+    """A folder's extract_config.json (`path`: the file or its folder); a SettingsError naming the
+    file when it is missing or unreadable."""
+    path = Path(path)
+    path = path if path.suffix == ".json" else extraction_path(path)
+    try:
+        return Extraction.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SettingsError(f"{path}: not a readable {EXTRACT_CONFIG_FILE} ({type(exc).__name__}: {exc}); "
+                            "it records how the folder's features were made. Extract the folder again (or "
+                            "restore the file).") from None
+
+
+def write_extraction(folder: str | Path, extraction: Extraction) -> Path:
+    return write_text(extraction_path(folder), json.dumps(extraction.to_json(), indent=2, sort_keys=True))
+
+
+def with_absolute_files(config: ExtractConfig) -> ExtractConfig:
+    """`config` with a model-file backbone and a weights file as absolute paths, so that what records
+    them (extract_config.json, a run) can find them again from any working folder."""
+    backbone = config.backbone
+    if backbone.lower() not in BACKBONES and Path(backbone).exists():
+        backbone = str(Path(backbone).resolve())
+    weights = config.weights
+    if weights not in NAMED_WEIGHTS and Path(weights).exists():
+        weights = str(Path(weights).resolve())
+    return replace(config, backbone=backbone, weights=weights)
+
+
+# --- the one comparison ------------------------------------------------------------------------------
+
+
+def _compared(settings: FeatureSettings | Extraction) -> dict[str, Any]:
+    """The settings that shape a feature, by name. For an Extraction: backbone, weights and every
+    tile and stain setting (not batch size, threads, shards, precision: they do not change it)."""
+    if isinstance(settings, FeatureSettings):
+        return settings.to_dict()
+    return {"backbone": settings.backbone, "weights": settings.weights,
+            **{f"tiles.{k}": v for k, v in dataclasses.asdict(settings.config.tiles).items()},
+            **{f"stain.{k}": v for k, v in dataclasses.asdict(settings.config.stain).items()}}
+
+
+def differences(expected: FeatureSettings | Extraction, found: FeatureSettings | Extraction) -> list[str]:
+    """"name: expected -> found" for each setting that differs (both of one kind)."""
+    if type(expected) is not type(found):
+        raise TypeError(f"cannot compare {type(expected).__name__} with {type(found).__name__}")
+    before, now = _compared(expected), _compared(found)
+    return [f"{name}: {before.get(name)!r} -> {now.get(name)!r}" for name in {**before, **now}
+            if before.get(name) != now.get(name)]
+
+
+def require_same(expected: FeatureSettings | Extraction, found: FeatureSettings | Extraction, subject: object,
+                 reference: str, fix: str, error: type[Exception] = SettingsError) -> None:
+    """Raise `error` when `found` (the settings of `subject`) differs from `expected` (those of
+    `reference`), in the one format every refusal shares:
+    `<subject>: made with other settings than <reference> (<name>: <expected> -> <found>; ...); <fix>`."""
+    changes = differences(expected, found)
+    if changes:
+        raise error(f"{subject}: made with other settings than {reference} ({'; '.join(changes)}); {fix}")

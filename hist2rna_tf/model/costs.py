@@ -1,0 +1,42 @@
+"""Training time and energy of hist2RNA and the patch-based approach (the paper's Figure 6).
+
+Energy = measured training time x device power x devices. The power is an assumption, not a
+measurement (the paper took 300 W per Nvidia V100); the ratio between the approaches does not
+depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+
+def device_description() -> str:
+    """'<n> x <GPU name>' when TensorFlow sees GPUs, else 'CPU (<n> cores)'."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
+        return f"{len(gpus)} x {names[0]}"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def cost_table(baseline_seconds: float, baseline_epochs: int, config, hist2rna_seconds: float | None = None,
+               hist2rna_epochs: int | None = None) -> pd.DataFrame:
+    """approach, device, n_devices, watts, epochs, seconds, hours, kwh: the hist2RNA run (when its
+    training time is known) and the baseline, energy = hours x watts x devices / 1000. `config`: the
+    baseline's settings (mode, device, n_devices, device_watts: a BaselineConfig)."""
+    device = config.device or device_description()
+    rows = []
+    if hist2rna_seconds is not None:
+        rows.append(("hist2RNA (slide mean)", hist2rna_seconds, hist2rna_epochs))
+    rows.append((f"patch-based ({config.mode})", baseline_seconds, baseline_epochs))
+    table = pd.DataFrame(rows, columns=["approach", "seconds", "epochs"])
+    table.insert(1, "device", device)
+    table.insert(2, "n_devices", config.n_devices)
+    table.insert(3, "watts", config.device_watts)
+    table["hours"] = table["seconds"] / 3600.0
+    table["kwh"] = table["hours"] * table["watts"] * table["n_devices"] / 1000.0
+    return table

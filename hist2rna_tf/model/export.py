@@ -1,0 +1,173 @@
+"""SavedModel export in the TensorFlow Serving layout: `saved_models/<name>/<version>/`.
+
+Two exports, each loadable with nothing but TensorFlow (`tf.saved_model.load`):
+
+- `head`: `serve(features float32 [N, F]) -> {"log2_expression": [N, G]}` (one row per slide or patient);
+- `end_to_end`: `serve(tiles uint8 [N, T, T, 3]) -> {"log2_expression": [G]}` for the tiles of ONE slide:
+  Macenko normalisation with the run's targets -> the backbone's own preprocessing -> backbone ->
+  mean over tiles -> head. Tiles are processed in fixed batches inside the model, so a slide's
+  ~1000 tiles never sit in the backbone at once.
+
+Both also have `metadata() -> {"genes": [G] strings, "he_ref": [3, 2], "max_c_ref": [2], ...}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from hist2rna_tf import __version__
+from hist2rna_tf.atomic import building_folder
+from hist2rna_tf.extract.backbones.build import build_backbone
+from hist2rna_tf.config import StainConfig
+from hist2rna_tf.errors import ExportError, Hist2RNAError
+from hist2rna_tf.extract.settings import FeatureSettings
+from hist2rna_tf.extract.stain.macenko import Macenko
+from hist2rna_tf.model.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+TILE_BATCH = 32
+
+
+def next_version(root: str | Path, *names: str) -> int:
+    """The next integer version free under every `root/<name>/` (a pair of exports shares one)."""
+    taken = [int(p.name) for name in names for p in (Path(root) / name).glob("*") if p.name.isdigit()]
+    return max(taken, default=0) + 1
+
+
+def version_dir(root: str | Path, name: str, version: int | None = None) -> Path:
+    """`root/name/<version>`: the next free integer version when `version` is None."""
+    return Path(root) / name / str(next_version(root, name) if version is None else version)
+
+
+def _metadata_fn(genes: list[str], extra: dict[str, np.ndarray]):
+    constants = {"genes": tf.constant(genes), "version": tf.constant(__version__),
+                 **{k: tf.constant(v) for k, v in extra.items()}}
+
+    def metadata():
+        return dict(constants)
+
+    return metadata
+
+
+def export_head(head: keras.Model, genes: list[str], out_dir: str | Path,
+                feature_settings: FeatureSettings | None = None) -> Path:
+    """Export the head alone: features [N, F] -> log2 expression [N, G]. `feature_settings` (the
+    run's: backbone, weights, normaliser, tile size) go into its metadata, so that `hist2rna predict`
+    refuses features made otherwise."""
+    return _write(head_archive(head, genes, feature_settings), out_dir)
+
+
+def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureSettings | None = None):
+    """The head export's ExportArchive (see `export_head`)."""
+    feature_dim = int(head.input_shape[-1])
+    archive = keras.export.ExportArchive()
+    archive.track(head)
+
+    def serve(features):
+        return {"log2_expression": head(tf.expand_dims(features, 1), training=False)}
+
+    archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
+    extra = {"feature_dim": np.int64(feature_dim)}
+    if feature_settings:
+        extra.update({key: np.bytes_(getattr(feature_settings, key)) for key in ("backbone", "weights", "normaliser")})
+        extra.update(tile_size_px=np.int64(feature_settings.tile_size_px),
+                     tile_size_um=np.float32(feature_settings.tile_size_um))
+    archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
+    return archive
+
+
+def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: StainConfig, out_dir: str | Path,
+                      tile_size_px: int = 224) -> Path:
+    """Export tiles of one slide (uint8 [N, T, T, 3]) -> log2 expression [G]."""
+    return _write(end_to_end_archive(backbone, head, genes, stain, tile_size_px), out_dir)
+
+
+def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, tile_size_px: int = 224):
+    """The end-to-end export's ExportArchive (see `export_end_to_end`)."""
+    if not (stain.is_macenko or stain.method == "none"):
+        raise ValueError(f"only the TensorFlow normalisers (macenko, macenko-henorm, none) can be exported, "
+                         f"not {stain.method!r}")
+    macenko = Macenko(stain) if stain.is_macenko else None
+    archive = keras.export.ExportArchive()
+    archive.track(backbone.model)
+    archive.track(head)
+    batch_shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
+
+    def embed_batch(tiles):
+        if macenko is not None:
+            tiles, _ = macenko.normalise(tiles)
+        return backbone.features(tf.cast(tiles, tf.float32))
+
+    def serve(tiles):
+        n_tiles = tf.shape(tiles)[0]
+        n_batches = (n_tiles + TILE_BATCH - 1) // TILE_BATCH
+        padded = tf.pad(tiles, [[0, n_batches * TILE_BATCH - n_tiles], [0, 0], [0, 0], [0, 0]], constant_values=255)
+        batches = tf.reshape(padded, [n_batches] + batch_shape)
+        valid = tf.reshape(tf.range(n_batches * TILE_BATCH) < n_tiles, [n_batches, TILE_BATCH, 1])
+
+        def add_batch(total, i):
+            feats = embed_batch(tf.ensure_shape(batches[i], batch_shape))
+            return total + tf.reduce_sum(tf.where(valid[i], feats, 0.0), axis=0)
+
+        total = tf.foldl(add_batch, tf.range(n_batches), initializer=tf.zeros([backbone.feature_dim]))
+        mean = total / tf.cast(tf.maximum(n_tiles, 1), tf.float32)
+        return {"log2_expression": head(tf.reshape(mean, [1, 1, -1]), training=False)[0],
+                "n_tiles": n_tiles}
+
+    archive.add_endpoint("serve", serve,
+                         input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
+    extra = {"he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
+             "normaliser": np.bytes_(stain.tag), "stain_io": np.float32(stain.io),
+             "stain_alpha": np.float32(stain.alpha), "stain_beta": np.float32(stain.beta),
+             "backbone": np.bytes_(backbone.name),
+             "weights": np.bytes_(backbone.weights_tag), "tile_size_px": np.int64(tile_size_px)}
+    archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
+    return archive
+
+
+def _write(archive, out_dir: str | Path) -> Path:
+    """Write beside `out_dir`, then rename (a re-run never meets half an export); never over one."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ExportError(f"{out_dir} exists; exports are never overwritten. Give another --version, or leave it "
+                          "out to take the next free one.")
+    with building_folder(out_dir, replace=False) as work:
+        archive.write_out(str(work), verbose=False)
+    return out_dir
+
+
+def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, version: int | None = None,
+               replace: bool = False) -> tuple[Path, Path]:
+    """Both exports of a training run under `root`: `<name>_head/<version>` (features -> genes) and
+    `<name>/<version>` (tiles -> genes), with the run's own backbone, weights and stain settings (its
+    record: the features folder it was trained on is not needed). `name` defaults to the backbone's,
+    `version` to the next one free for both: the pair always shares its version. An existing version
+    is refused before anything is written (ExportError), or replaced with `replace`. Both are built
+    aside and renamed into place together. Returns both folders."""
+    predictor = Predictor(run_dir)
+    config = predictor.extraction().config
+    backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
+    if backbone.feature_dim != predictor.feature_dim:
+        raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
+                            f"{config.backbone} gives {backbone.feature_dim}.")
+    name = name or backbone.name
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise ExportError(f"--name {name!r}: a model name is one folder name (no '/' or '..'), e.g. {backbone.name}.")
+    version = version or next_version(root, f"{name}_head", name)
+    head_dir, full_dir = version_dir(root, f"{name}_head", version), version_dir(root, name, version)
+    taken = [d for d in (head_dir, full_dir) if d.exists()]
+    if taken and not replace:  # checked before either is written, so a refused export leaves nothing behind
+        raise ExportError(f"{', '.join(map(str, taken))} exists; exports are never overwritten. Give another "
+                          "--version, or leave it out to take the next free one.")
+    head = head_archive(predictor.model, predictor.genes, predictor.feature_settings)
+    full = end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, config.tiles.tile_size_px)
+    with building_folder(head_dir) as head_work, building_folder(full_dir) as full_work:
+        head.write_out(str(head_work), verbose=False)
+        full.write_out(str(full_work), verbose=False)
+    return head_dir, full_dir

@@ -1,0 +1,158 @@
+"""Predicted log2 expression per patient, from stored features or from slides, with a trained run or a
+head export. Features made otherwise than the model's training features are refused."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hist2rna_tf.atomic import write_table
+from hist2rna_tf.errors import Hist2RNAError, ModelError
+from hist2rna_tf.expression import average_by_patient
+from hist2rna_tf.extract.cohort import extract_cohort
+from hist2rna_tf.extract.extractor import has_gpu
+from hist2rna_tf.extract.records import feature_table
+from hist2rna_tf.extract.settings import Extraction, FeatureSettings, require_same
+from hist2rna_tf.model import runs
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """A trained head from a run folder (best.keras, genes.txt and its record) or a `head` SavedModel
+    export."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.record: runs.RunRecord | None = None  # a run's; None for an export
+        if runs.is_run(self.path):  # a training run
+            self.record = runs.read_record(self.path)
+            self._model = _load_keras(runs.model_path(self.path))
+            self.genes = runs.read_genes(self.path)
+            self.feature_dim = int(self._model.input_shape[-1])
+            self._predict = lambda x: self._model(x[:, None, :], training=False)
+            self.feature_settings = runs.feature_settings(self.path, self.record)
+        elif (self.path / "saved_model.pb").is_file():
+            import tensorflow as tf
+
+            model = tf.saved_model.load(str(self.path))
+            meta = model.metadata()
+            if "feature_dim" not in meta:
+                raise Hist2RNAError(f"{self.path} is an end-to-end export (tiles in); predict from features needs "
+                                    "the run folder or the head export.")
+            self._model = model
+            self.genes = [g.decode() for g in meta["genes"].numpy()]
+            self.feature_dim = int(meta["feature_dim"].numpy())
+            self._predict = lambda x: model.serve(tf.constant(x))["log2_expression"].numpy()
+            self.feature_settings = _export_feature_settings(meta)
+        else:
+            raise Hist2RNAError(f"{self.path}: neither a training run (best.keras) nor a SavedModel export.")
+
+    @property
+    def trained_on_random_weights(self) -> bool:
+        """Whether its training features came from a catalog backbone with random weights (the demo's)."""
+        return self.feature_settings is not None and self.feature_settings.named_backbone_with_random_weights
+
+    @property
+    def model(self):
+        """The underlying Keras head (run folders) or loaded SavedModel (exports)."""
+        return self._model
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """features float [N, F] -> log2 expression [N, G]."""
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != self.feature_dim:
+            raise Hist2RNAError(f"features of shape {features.shape} do not fit {self.path}: it expects "
+                                f"[N, {self.feature_dim}] (the backbone it was trained on). Extract features with "
+                                "the same backbone.")
+        if not np.issubdtype(features.dtype, np.number) or not np.isfinite(features).all():
+            raise Hist2RNAError("features contain non-numeric, NaN or inf values.")
+        return np.asarray(self._predict(features.astype(np.float32)))
+
+    def extraction(self) -> Extraction:
+        """How the run's training features were made (to extract new slides alike, or to export)."""
+        if self.record is None:
+            raise Hist2RNAError(f"{self.path} is a head export, which does not say how to extract slides; give the "
+                                "training run folder to predict from slides.")
+        return runs.extraction(self.path, self.record)
+
+    def check_features(self, settings: FeatureSettings, source) -> None:
+        """Refuse features made otherwise (normaliser, backbone, weights, tile size) than the ones the
+        head was trained on; a SettingsError names each difference and the fix."""
+        if self.feature_settings is None:
+            made_by = f"hist2rna-tf {self.record.version}" if self.record else "hist2rna-tf before 0.2.0"
+            log.warning("%s records no feature settings (made by %s): cannot check that %s were extracted like its "
+                        "training features.", self.path, made_by, source)
+            return
+        require_same(self.feature_settings, settings, source, f"the features {self.path} was trained on",
+                     "extract them with the model's settings (`hist2rna predict RUN --slides ...` does), or use a "
+                     "model trained on features like these.")
+
+
+def _load_keras(path: Path):
+    """A run's head, or a ModelError naming the file: corrupt, truncated, or refused by Keras' safe mode
+    (a Lambda layer or other code inside it; the package never writes one)."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises ValueError, OSError, zipfile or TypeError alike
+        raise ModelError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}). It may be truncated "
+                         "or not written by `hist2rna train`; train the run again (or copy the folder again).") from None
+
+
+def _export_feature_settings(meta: dict) -> FeatureSettings | None:
+    """A head export's feature settings (exports made before 0.2.0 carry none)."""
+    names = ("backbone", "weights", "normaliser", "tile_size_px", "tile_size_um")
+    if not all(key in meta for key in names):
+        return None
+    text = {key: meta[key].numpy().decode() for key in ("backbone", "weights", "normaliser")}
+    return FeatureSettings(**text, tile_size_px=int(meta["tile_size_px"].numpy()),
+                           tile_size_um=float(meta["tile_size_um"].numpy()))
+
+
+def predict_patients(predictor: Predictor, features_dir: str | Path | list) -> pd.DataFrame:
+    """Patients x genes (panel order) of predicted log2(1+RSEM); a patient's slides are averaged first.
+    Features made otherwise than the model's training features are refused (SettingsError)."""
+    slide_features, patient_ids, settings = feature_table(features_dir)
+    predictor.check_features(settings, features_dir if isinstance(features_dir, (str, Path)) else
+                             f"the features of {len(slide_features)} slides")
+    patients = average_by_patient(slide_features, patient_ids)
+    table = pd.DataFrame(predictor(patients.to_numpy()), index=patients.index, columns=predictor.genes)
+    table.index.name = "patient_id"
+    return table
+
+
+def predict_slides(predictor: Predictor, slides: list[str | Path], features_out: str | Path,
+                   annotations_dir: str | Path | None = None, mpp: float | None = None,
+                   progress: bool = False) -> tuple[pd.DataFrame | None, list]:
+    """Extract `slides` with the settings the run's training features were made with (its record:
+    backbone, weights, tiling, stain; `mpp` for files that carry none) into `features_out`
+    (resumable, as `hist2rna extract`), then predict every patient with a usable record. Returns
+    (patients x genes, or None when no slide gave features; the extraction's manifest rows)."""
+    config = predictor.extraction().for_new_slides()
+    if mpp is not None:
+        config = replace(config, tiles=replace(config.tiles, mpp_override=mpp))
+    if (config.precision != "float32" or config.xla) and not has_gpu():
+        log.info("the run's features were extracted on a GPU (--precision %s%s); without one here, these slides are "
+                 "extracted in float32 (the same features to float rounding).", config.precision,
+                 ", --xla" if config.xla else "")
+        config = replace(config, precision="float32", xla=False)
+    results = extract_cohort(slides, features_out, config, annotations_dir, progress=progress)
+    done = [r.record for r in results if r.status in ("done", "skipped")]
+    return (predict_patients(predictor, done) if done else None), results
+
+
+def slides_features_dir(out_csv: str | Path) -> Path:
+    """Where `hist2rna predict --slides` keeps the slides' features: `<out>_features/` beside the CSV."""
+    out_csv = Path(out_csv)
+    return out_csv.with_name(out_csv.stem + "_features")
+
+
+def write_predictions(model: str | Path, features: str | Path, out_csv: str | Path) -> Path:
+    """Predict every patient of a features folder with a run (or head export); write the CSV."""
+    return write_table(predict_patients(Predictor(model), features), out_csv)

@@ -1,0 +1,204 @@
+"""Fit the head exactly as the paper does (section 2.4) and write a self-describing run folder.
+
+Adam (learning rate 1e-3), mean-squared error, minibatches of 12, early stopping with patience 4
+that keeps the best weights, at most 150 epochs. The paper monitors "the loss"; here validation
+patients are carved from the training patients (`validation_fraction`, 10% by default, seeded) and
+early stopping and the best checkpoint follow their loss, so the held-out test set is never seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from hist2rna_tf import __version__
+from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.errors import ExpressionError
+from hist2rna_tf.expression import (average_by_patient, join_patients, load_panel, load_split, log2_expression,
+                                    read_expression, read_labels, select_genes, stratified_split, to_patients)
+from hist2rna_tf.extract.records import feature_table, record_files
+from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences,
+                                          extraction_path, read_extraction)
+from hist2rna_tf.model import runs
+from hist2rna_tf.model.head import Standardization, build_head
+
+log = logging.getLogger(__name__)
+
+
+def validation_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the training rows held back for validation (at least one, seeded)."""
+    n_val = max(1, int(round(n_rows * fraction))) if fraction > 0 else 0
+    mask = np.zeros(n_rows, bool)
+    mask[np.random.default_rng(seed).permutation(n_rows)[:n_val]] = True
+    return mask
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
+    data = tf.data.Dataset.from_tensor_slices((x[:, None, :].astype(np.float32), y.astype(np.float32)))
+    if seed is not None:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), run_dir: str | Path | None = None,
+             verbose: int = 0) -> tuple[keras.Model, pd.DataFrame]:
+    """Train a head on patient features `x` [N, F] and log2 targets `y` [N, G].
+
+    Returns the model with the best (lowest validation loss) weights and the per-epoch history.
+    With `run_dir`, also writes best.keras, history.csv and TensorBoard logs there.
+    """
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"expected features [N, F] and targets [N, G] with the same N, got {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("features or targets contain NaN or inf")
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    val = validation_rows(len(x), config.validation_fraction, config.seed)
+    scaling = Standardization.of(x[~val], y[~val]) if config.standardize else None
+    model = build_head(x.shape[1], y.shape[1], standardization=scaling)
+    if run_dir is not None:
+        _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, x.shape, y.shape)
+    history = fit_model(model, _dataset(x[~val], y[~val], config.batch_size, config.seed),
+                        _dataset(x[val], y[val], config.batch_size, None), config, run_dir, verbose)
+    return model, history
+
+
+def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.Dataset, config: TrainConfig,
+              run_dir: str | Path | None = None, verbose: int = 0, save_best: bool = True) -> pd.DataFrame:
+    """The paper's training loop, for the head and the patch-based baseline alike: Adam
+    (`config.learning_rate`), MSE, early stopping on the validation loss (`config.patience`) keeping
+    the best weights, at most `config.max_epochs`. The datasets are batched and shuffled (seeded) by
+    the caller. With `run_dir`: history.csv and TensorBoard logs there, and (`save_best`) best.keras
+    at each improvement. Returns the per-epoch history; `model` ends with the best weights."""
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                               restore_best_weights=True)]
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if save_best:
+            callbacks.append(keras.callbacks.ModelCheckpoint(runs.model_path(run_dir), monitor="val_loss",
+                                                             save_best_only=True))
+        callbacks += [keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY)),
+                      keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD))]
+    with warnings.catch_warnings():  # streams without a declared length: Keras learns it in epoch 1
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(fit_data, validation_data=val_data, epochs=config.max_epochs, callbacks=callbacks,
+                            verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
+    frame = pd.DataFrame(history.history)
+    frame.index.name = "epoch"
+    log.info("trained %d epochs; best validation loss %.4f at epoch %d", len(frame), frame["val_loss"].min(),
+             int(frame["val_loss"].idxmin()) + 1)
+    return frame
+
+
+def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape) -> None:
+    writer = tf.summary.create_file_writer(str(log_dir / "config"))
+    text = json.dumps({"train": asdict(config), "features": list(x_shape), "targets": list(y_shape),
+                       "version": __version__}, indent=2)
+    with writer.as_default():
+        tf.summary.text("config", f"<pre>{text}</pre>", step=0)
+    writer.close()
+
+
+def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0) -> dict:
+    """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
+    `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
+    made; its targets and labels are in it). Returns the run's record (config.json) as a dict with the
+    held-out metrics' summaries under "metrics" (analysis.evaluate.metric_summaries)."""
+    out_dir = Path(out_dir)
+    inputs = _absolute(inputs)
+    slide_features, patient_ids, feature_settings = feature_table(inputs.features)
+    extraction = _extraction(inputs.features, feature_settings)
+    features = average_by_patient(slide_features, patient_ids)
+    raw = to_patients(read_expression(inputs.expression), inputs.expression)
+    genes = load_panel(inputs.genes)
+    raw, missing = select_genes(raw, genes, inputs.drop_missing_genes, inputs.expression)
+    targets = log2_expression(raw, inputs.expression)
+    features, targets, report = join_patients(features, targets)
+    labels = read_labels(inputs.labels, inputs.label_column).reindex(features.index)
+    usable = labels.isin(inputs.subtypes)
+    report["without_usable_label"] = sorted(labels.index[~usable])
+    features, targets, labels = features[usable], targets[usable], labels[usable]
+    if inputs.split:
+        split = load_split(inputs.split)
+        report["not_in_split_file"] = sorted(set(features.index) - set(split.index))
+        split = split.reindex(features.index).dropna()
+        features, targets, labels = features.loc[split.index], targets.loc[split.index], labels.loc[split.index]
+    else:
+        split = stratified_split(labels, inputs.test_fraction, config.seed)
+    n_train, n_test = int((split == "train").sum()), int((split == "test").sum())
+    if n_test < MIN_TEST_PATIENTS or n_train < MIN_TRAIN_PATIENTS:
+        raise ExpressionError(f"the split leaves {n_train} training and {n_test} held-out patients; a run needs at "
+                              f"least {MIN_TRAIN_PATIENTS} to train (some held back for early stopping) and "
+                              f"{MIN_TEST_PATIENTS} to evaluate (Spearman across patients). Add patients (the paper "
+                              "used 495), or give a --split file.")
+    for key, value in report.items():
+        if isinstance(value, list) and value:
+            log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
+    with runs.building(out_dir) as work:  # built aside, renamed into place only when complete
+        fitted = _fit_and_write(work, config, features, targets, labels, split, verbose)
+        record = runs.RunRecord(inputs=inputs, train=config, feature_dim=int(features.shape[1]),
+                                genes=len(targets.columns), feature_settings=feature_settings, extraction=extraction,
+                                missing_genes=tuple(missing), join_report=report, **fitted)
+        runs.write_record(work, record)
+        metrics = runs.write_metrics(work)  # the held-out metrics' summaries (their tables: runs.METRICS)
+    return {**record.to_json(), "metrics": metrics}
+
+
+MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
+
+
+def _absolute(inputs: RunInputs) -> RunInputs:
+    """The inputs with absolute paths: the run records where its data came from, from any folder."""
+    def absolute(path):
+        return str(Path(path).resolve()) if path else path
+
+    return replace(inputs, features=absolute(inputs.features), expression=absolute(inputs.expression),
+                   labels=absolute(inputs.labels), split=absolute(inputs.split))
+
+
+def _extraction(features_dir: str, settings: FeatureSettings) -> Extraction | None:
+    """How the run's features were made (their folder's extract_config.json), for the run to keep;
+    None when the folder has none (records written by another tool) or it disagrees with its records."""
+    folders = sorted({Path(f).parent for f in record_files(features_dir)})
+    saved = [read_extraction(folder) for folder in folders if extraction_path(folder).is_file()]
+    if not saved:
+        log.warning("%s has no %s: the run cannot extract new slides alike (predict --slides, export); predict "
+                    "from features extracted with its settings instead.", features_dir, EXTRACT_CONFIG_FILE)
+        return None
+    changes = differences(settings, saved[0].features)
+    if changes:
+        log.warning("%s: its %s disagrees with its records (%s); the run keeps only the records' settings.",
+                    folders[0], EXTRACT_CONFIG_FILE, "; ".join(changes))
+        return None
+    return saved[0]
+
+
+def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, targets: pd.DataFrame,
+                   labels: pd.Series, split: pd.Series, verbose: int) -> dict:
+    """Fit on the training patients; write split, genes, targets, model, history and held-out
+    predictions; what the run's record says of the fit."""
+    runs.write_split(out_dir, split, labels)
+    runs.write_genes(out_dir, targets.columns)
+    train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
+    runs.write_targets(out_dir, targets[train])
+    start = time.perf_counter()
+    model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose)
+    train_seconds = time.perf_counter() - start
+    predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
+    predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
+    runs.write_held_out(out_dir, predictions, targets[test])
+    return {"patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
+            "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds}

@@ -1,0 +1,129 @@
+"""Spatial maps (beyond the paper): the trained head applied to each tile's own feature vector, drawn
+over the slide thumbnail, gene by gene, and each tile's PAM50 call (the paper's soft-voting
+classifier, trained on the run's training patients, applied to the tile's predicted PAM50 genes).
+Needs features extracted with `--save-tile-features` (the record then holds every tile's feature
+and level-0 position).
+
+The head was trained on slide MEANS of tile features, so a single tile's prediction is an
+extrapolation: read the maps as where the slide-level signal comes from, not as measured expression.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hist2rna_tf.analysis.subtype import voting_calls
+from hist2rna_tf.atomic import write_table
+from hist2rna_tf.config import PAPER_SUBTYPES, THUMBNAIL_MPP
+from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.extract.records import read_record, record_files
+from hist2rna_tf.extract.slides import find_slides, open_slide, read_thumbnail
+from hist2rna_tf.model.predict import Predictor
+from hist2rna_tf.model.runs import training_reference
+from hist2rna_tf.report.figures import save, tile_call_map, tile_value_map
+
+log = logging.getLogger(__name__)
+
+
+def tile_predictions(predictor, record) -> pd.DataFrame:
+    """Tiles x genes of predicted log2 expression, with the tiles' level-0 x, y (top-left, pixels)."""
+    if record.tile_features is None:
+        raise Hist2RNAError(f"slide {record.slide_id}: its record has no per-tile features; extract with "
+                            "--save-tile-features to draw spatial maps.")
+    values = predictor(np.asarray(record.tile_features, np.float32))
+    table = pd.DataFrame(values, columns=predictor.genes)
+    table.insert(0, "y", record.tile_xy_px[:, 1])
+    table.insert(0, "x", record.tile_xy_px[:, 0])
+    return table
+
+
+def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series, seed: int = 0) -> pd.DataFrame:
+    """Each tile's PAM50 call and class probabilities from its predicted genes (`tile_predictions`),
+    by the paper's soft-voting classifier trained on `reference` (measured log2 expression, patients x
+    genes) and its `reference_labels`, e.g. the run's training patients."""
+    calls = voting_calls(tiles.drop(columns=["x", "y"]), reference, reference_labels, seed=seed)
+    return pd.concat([tiles[["x", "y"]], calls], axis=1)
+
+
+def _thumbnail(slide_path: str | Path, record, thumbnail_mpp: float):
+    """The slide's thumbnail at `thumbnail_mpp`, its scale (level-0 pixels per thumbnail pixel) and
+    one tile's size on it (thumbnail pixels)."""
+    slide = open_slide(find_slides([slide_path])[0])
+    thumb, scale = read_thumbnail(slide, record.mpp, thumbnail_mpp)
+    return thumb, scale, record.tile_size_um / record.mpp / scale
+
+
+def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = THUMBNAIL_MPP):
+    """A figure: the slide thumbnail and, over it, each tile coloured by its predicted `gene`."""
+    if gene not in tiles.columns:
+        raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
+    return tile_value_map(*_thumbnail(slide_path, record, thumbnail_mpp), tiles, gene, record.slide_id)
+
+
+def subtype_map(slide_path: str | Path, record, calls: pd.DataFrame, thumbnail_mpp: float = THUMBNAIL_MPP):
+    """A figure: the slide thumbnail and each tile coloured by its PAM50 call (`tile_subtypes`)."""
+    return tile_call_map(*_thumbnail(slide_path, record, thumbnail_mpp), calls, record.slide_id)
+
+
+def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[str | Path], out_dir: str | Path,
+                       genes: list[str], subtypes: bool = True, thumbnail_mpp: float = THUMBNAIL_MPP) -> list[Path]:
+    """For every slide of `slides` whose record under `features` has tile features: `<slide>_tiles.csv`
+    (tiles x genes, with the PAM50 call and probabilities when `subtypes`), one PNG per gene and one
+    PAM50 map. The classifier learns from the run's training patients' measured expression and labels.
+    Returns the files written."""
+    predictor = Predictor(run_dir)
+    unknown = [g for g in genes if g not in predictor.genes]
+    if unknown:
+        raise Hist2RNAError(f"genes {unknown} are not among the model's genes (e.g. {predictor.genes[:3]}).")
+    records = {Path(f).stem: f for f in record_files(features)}
+    refs = [r for r in find_slides(slides) if r.slide_id in records]
+    if not refs:
+        raise Hist2RNAError(f"none of the slides given has a feature record under {features}; extract them first "
+                            "(with --save-tile-features).")
+    for ref in refs:  # every slide checked before anything is written
+        predictor.check_features(read_record(records[ref.slide_id]).settings, records[ref.slide_id])
+    reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
+    if subtypes:
+        labelled = int(reference[1].isin(PAPER_SUBTYPES).sum())
+        if labelled < 10:
+            raise Hist2RNAError(f"{run_dir}: {labelled} of its training patients have a PAM50 label (LumA, LumB, Basal, "
+                                "Her2) and measured expression; the tile PAM50 map needs at least 10 to train its "
+                                "classifier on. Run with --no-subtypes for the gene maps alone.")
+    out_dir = Path(out_dir)
+    written = []
+    for ref in refs:
+        record = read_record(records[ref.slide_id])
+        tiles = tile_predictions(predictor, record)
+        table = tiles
+        if subtypes:
+            calls = tile_subtypes(tiles, *reference)
+            table = pd.concat([tiles, calls.drop(columns=["x", "y"])], axis=1)
+            written.append(save(subtype_map(ref.path, record, calls, thumbnail_mpp),
+                                out_dir / f"{ref.slide_id}_PAM50.png"))
+        written.append(write_table(table, out_dir / f"{ref.slide_id}_tiles.csv", index=False))
+        for gene in genes:
+            _warn_outside_training(ref.slide_id, gene, tiles[gene], reference)
+            written.append(save(spatial_map(ref.path, record, tiles, gene, thumbnail_mpp),
+                                out_dir / f"{ref.slide_id}_{gene}.png"))
+    return written
+
+
+def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, reference) -> None:
+    """Say when tiles predict a gene well outside what the training patients measured (by more than
+    the training range's own width beyond either end): the head learnt from slide means, and single
+    tiles can take it far from them."""
+    if reference is None or gene not in reference[0]:
+        return
+    measured = reference[0][gene].dropna()
+    low, high = float(measured.min()), float(measured.max())
+    margin = high - low
+    outside = (values < low - margin) | (values > high + margin)
+    if outside.any():
+        log.warning("%s: %d of %d tiles predict %s outside the training patients' range %.1f-%.1f log2 by more than "
+                    "its width (from %.1f to %.1f): tile values extrapolate from a head trained on slide means; read "
+                    "the map's colours with care.", slide_id, int(outside.sum()), len(values), gene, low, high,
+                    float(values.min()), float(values.max()))

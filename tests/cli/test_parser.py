@@ -1,0 +1,154 @@
+"""The command line: instant --help, exit codes, extract and normalize as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hist2rna_tf.cli import main
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom hist2rna_tf.cli import main\ntry:\n    main(['extract', '--help'])\n"
+            "except SystemExit:\n    pass\nassert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n"
+            "import hist2rna_tf\nassert 'tensorflow' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--backbone" in done.stdout and "--shard" in done.stdout
+
+
+def test_extract_reports_failures_and_exits_non_zero(demo_cohort, tiny_backbone_file, tmp_path, capsys):
+    (tmp_path / "broken.svs").write_text("not a slide")
+    args = ["extract", "--slides", str(demo_cohort / "slides" / "demo-01.tiff"), str(tmp_path / "broken.svs"),
+            "--out", str(tmp_path / "out"), "--backbone", str(tiny_backbone_file), "--weights", "none",
+            "--batch-size", "8", "--no-progress"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "1 done" in out and "1 failed" in out and "broken.svs" in out
+    assert main(args) == 1  # the broken slide still fails; demo-01 is skipped
+    assert "1 skipped" in capsys.readouterr().out
+    ok_args = args[:2] + [str(demo_cohort / "slides" / "demo-01.tiff")] + args[4:]
+    assert main(ok_args) == 0
+
+
+def test_fatal_errors_print_one_line(tmp_path, capsys):
+    assert main(["extract", "--slides", str(tmp_path / "missing"), "--out", str(tmp_path), "--weights", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_normalize_writes_the_paper_normalisation(shared_data, tmp_path, capsys):
+    """The default is the authors' normaliser; --stain macenko-henorm is HEnorm's, with its components
+    (--method, its name before 0.4.0, still works)."""
+    source = shared_data / "stain" / "macenko_input.png"
+    for method, reference in ((None, "macenko_expected_authors.png"), ("macenko-henorm", "macenko_expected.png")):
+        output = tmp_path / "out" / f"{method}.png"
+        assert main(["normalize", str(source), str(output), "--components"] +
+                    (["--stain" if method == "macenko-henorm" else "--method", method] if method else [])) == 0
+        written = np.asarray(Image.open(output)).astype(int)
+        expected = np.asarray(Image.open(shared_data / "stain" / reference).convert("RGB")).astype(int)
+        assert (np.abs(written - expected) <= 1).all(axis=-1).mean() >= 0.99, method
+        assert output.with_name(f"{method}_H.png").is_file() and output.with_name(f"{method}_E.png").is_file()
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((64, 64, 3), 250, np.uint8)).save(blank)
+    assert main(["normalize", str(blank), str(tmp_path / "b.png")]) == 0
+    assert "written unchanged" in capsys.readouterr().out
+    assert main(["normalize", str(tmp_path / "nope.png"), str(tmp_path / "c.png")]) == 2
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    import argparse
+
+    from hist2rna_tf.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name} {action.option_strings[0]}" for name, parser in commands.choices.items()
+              for action in parser._actions
+              if action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+              and "default" not in (action.help or "")]
+    assert silent == []
+
+
+def test_defaults_are_the_librarys_dataclasses(monkeypatch, tmp_path):
+    """A command given only what it requires runs with the dataclasses' defaults, exactly."""
+    from pathlib import Path
+
+    import hist2rna_tf.model.baseline
+    import hist2rna_tf.demo.chain
+    import hist2rna_tf.extract.cohort
+    import hist2rna_tf.model.train
+    from hist2rna_tf.config import BaselineConfig, DemoConfig, ExtractConfig, RunInputs, TrainConfig
+
+    seen = {}
+
+    def capture(name):
+        def record(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            raise KeyboardInterrupt  # stop there; main answers 130
+        return record
+
+    monkeypatch.setattr(hist2rna_tf.extract.cohort, "extract_cohort", capture("extract"))
+    monkeypatch.setattr(hist2rna_tf.model.train, "train_run", capture("train"))
+    monkeypatch.setattr(hist2rna_tf.model.baseline, "train_patch_baseline", capture("baseline"))
+    monkeypatch.setattr(hist2rna_tf.demo.chain, "run_demo", capture("demo"))
+    assert main(["extract", "--slides", "s", "--out", str(tmp_path / "f")]) == 130
+    assert seen["extract"][0][2] == ExtractConfig()
+    assert main(["train", "--features", "f", "--expression", "e", "--labels", "l", "--out", str(tmp_path / "r")]) == 130
+    assert seen["train"][0][1:] == (tmp_path / "r", TrainConfig()) and seen["train"][0][0] == RunInputs("f", "e", "l")
+    assert main(["baseline", "run", "--out", str(tmp_path / "b")]) == 130
+    assert seen["baseline"][0][2] == BaselineConfig()
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 130
+    assert seen["demo"][0][0] == DemoConfig(out=Path("demo_output"))
+
+
+def test_report_options_reach_the_report(monkeypatch, tmp_path):
+    """Each `hist2rna report` option lands in its ReportInputs field (the sections themselves:
+    tests/test_report.py)."""
+    import hist2rna_tf.report.report
+
+    seen = {}
+    monkeypatch.setattr(hist2rna_tf.report.report, "build_report", lambda inputs, out: seen.update(inputs=inputs, out=out)
+                        or tmp_path / "r.html")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "s1_ESR1.png").write_bytes(b"png")
+    assert main(["report", "run", "--compare", "a", "b", "--external-predictions", "p.csv", "--clinical", "c.csv",
+                 "--clinical-columns", "c.json", "--run-clinical", "rc.csv", "--run-clinical-columns", "rc.json",
+                 "--baseline", "base", "--costs", "costs.csv", "--spatial-maps", str(maps), "--n-boot", "7",
+                 "--out", str(tmp_path / "r.html")]) == 0
+    inputs = seen["inputs"]
+    assert (inputs.run, inputs.compare, inputs.baseline, inputs.costs) == (Path("run"), [Path("a"), Path("b")],
+                                                                           Path("base"), Path("costs.csv"))
+    assert (inputs.external_predictions, inputs.clinical, inputs.clinical_columns) == (
+        Path("p.csv"), Path("c.csv"), Path("c.json"))
+    assert (inputs.run_clinical, inputs.run_clinical_columns, inputs.n_boot) == (Path("rc.csv"), Path("rc.json"), 7)
+    assert list(inputs.extra_figures.values()) == [maps / "s1_ESR1.png"] and seen["out"] == tmp_path / "r.html"
+    assert main(["report", "run", "--clinical", "c.csv"]) == 2  # an external cohort needs both tables
+
+
+def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
+    """--quiet (baseline) and --model (predict) were renamed --no-progress and a positional RUN."""
+    from hist2rna_tf.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["baseline", "run", "--out", str(tmp_path), "--quiet"]).no_progress
+    args = parser.parse_args(["predict", "--model", "run", "--features", "f", "--out", str(tmp_path / "p.csv")])
+    assert args.model_option == "run" and args.model is None
+    assert main(["predict", "--features", "f", "--out", str(tmp_path / "p.csv")]) == 2  # no model at all
+
+
+def test_tensorflow_start_up_lines_are_kept_off_stderr(tmp_path):
+    """TensorFlow's C++ start-up lines (absl banner, oneDNN, cuInit) do not reach the user; our own
+    error message does."""
+    done = subprocess.run([sys.executable, "-m", "hist2rna_tf.cli", "normalize", str(tmp_path / "missing.png"),
+                           str(tmp_path / "out.png")], capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'missing.png'}: not a readable image")
+    for noise in ("absl", "oneDNN", "cuInit", "cuda", "I0000", "E0000"):
+        assert noise not in done.stderr, noise

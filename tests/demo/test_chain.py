@@ -1,0 +1,128 @@
+"""The demo's whole chain: the head learns what the synthetic slides show, and shuffled targets do not."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from hist2rna_tf.cli import main
+from hist2rna_tf.extract.records import read_record, write_record
+
+
+def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--backbone", str(tiny_backbone_file), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "demo_summary.json").read_text())
+    learned, controls = summary["learned_median"], summary["control_medians"]
+    assert len(controls) == 3
+    assert learned > 0.4, learned
+    assert learned - max(controls) > 0.25, (learned, controls)
+    assert "beats every shuffled control" in printed and "nothing about real biology" in printed
+
+    predictions = pd.read_csv(out / "predictions.csv", index_col=0)
+    assert predictions.shape == (36, 138) and np.isfinite(predictions.to_numpy()).all()
+    assert (out / "saved_models" / "tiny_head" / "1" / "saved_model.pb").is_file()
+    assert (out / "saved_models" / "tiny" / "1" / "saved_model.pb").is_file()
+
+    # The report: self-contained (figures embedded), every section present, tables beside it as CSV.
+    report = (out / "report" / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 7 and "SYNTHETIC" in report
+    for section in ("Gene expression prediction", "PAM50 subtype from predicted genes", "External cohort",
+                    "Luminal A vs B", "Tables 1 and 2"):
+        assert section in report, section
+    run_median = pd.read_csv(out / "run" / "across_genes.csv", index_col=0)["rho"].median()
+    assert f"<td>{run_median:.2f} (" in report  # the run's own held-out median, with its bootstrap CI
+    biomarkers = pd.read_csv(out / "report" / "biomarker_tests.csv")  # Figure 7: the run's cohort beside the external
+    assert list(biomarkers["cohort"].unique()) == ["held-out, predicted", "held-out, measured", "external, predicted"]
+    measured = biomarkers[biomarkers["cohort"] == "held-out, measured"].set_index("gene")
+    assert measured.loc["ERBB2", "effect"] > 0 and measured.loc["ESR1", "effect"] > 0
+    table1 = pd.read_csv(out / "report" / "table1_predicted_subtype.csv")
+    assert list(table1["Parameter"]) == ["Tumour Grade", "Tumour Size", "Age", "LN status", "hist2RNA Predicted"]
+    for kind in ("Multivariate", "Univariate"):  # each hazard ratio inside its own 95% CI, p a probability
+        bounds = table1[f"{kind} 95% CI"].str.split("-", expand=True).astype(float)
+        assert ((bounds[0] <= table1[f"{kind} HR"].round(2)) & (table1[f"{kind} HR"].round(2) <= bounds[1])).all()
+        assert table1[f"{kind} p"].between(0, 1, inclusive="right").all()
+    assert len(pd.read_csv(out / "external" / "predictions.csv")) == 60
+
+    # Spatial map: every tile of one held-out slide predicted by the head, drawn over the thumbnail.
+    maps = sorted((out / "spatial").glob("*.png"))
+    subtype_maps = [m for m in maps if m.name.endswith("_PAM50.png")]  # and one gene's (the best-predicted)
+    assert len(maps) == 2 and len(subtype_maps) == 1 and "PAM50 call from its predicted genes" in report
+    tiles = pd.read_csv(next((out / "spatial").glob("*_tiles.csv")))
+    slide_id = subtype_maps[0].name.split("_")[0]
+    assert len(tiles) == read_record(out / "features" / "tiny" / f"{slide_id}.tfrecord").n_tiles
+    genes = pd.read_csv(out / "run" / "genes.txt", header=None)[0]
+    assert tiles[genes].std().median() > 0  # tiles differ
+    assert tiles["call"].isin(["LumA", "LumB", "Basal", "Her2"]).all()
+    np.testing.assert_allclose(tiles.filter(like="p_").sum(axis=1), 1.0, atol=1e-6)
+
+    # `hist2rna spatial` for any slides with tile features: gene maps, PAM50 map, the tiles' table.
+    mine = tmp_path / "maps"
+    assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
+                 str(out / "cohort" / "slides" / "demo-01.tiff"), str(out / "cohort" / "slides" / "demo-02.tiff"),
+                 "--genes", "ESR1", "ERBB2", "--out", str(mine)]) == 0
+    assert sorted(p.name for p in mine.iterdir()) == sorted(
+        f"demo-0{i}_{name}" for i in (1, 2) for name in ("ESR1.png", "ERBB2.png", "PAM50.png", "tiles.csv"))
+    assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
+                 str(out / "cohort" / "slides" / "demo-01.tiff"), "--genes", "NOTAGENE", "--out", str(mine)]) == 2
+    from hist2rna_tf.report.report import map_figures  # what `report --spatial-maps` embeds (tests/test_report.py)
+
+    assert sum(title.startswith("Spatial map (beyond the paper): demo-0") for title in map_figures(mine)) == 6
+
+    # The patch-based baseline on the same split, its Figure 10 and both approaches' cost (Figure 6).
+    baseline = pd.read_csv(out / "baseline" / "across_genes.csv", index_col=0)["rho"].median()
+    assert baseline > 0.3, baseline
+    costs = pd.read_csv(out / "baseline" / "costs.csv")
+    assert list(costs["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"] and (costs["kwh"] > 0).all()
+    assert "Patch-based baseline (Figure 10)" in report and "Training time and energy" in report
+    assert "patch-based baseline (frozen" in printed
+
+    # The paper's patch-based models trained the backbone too: --mode finetune, from the slides' tiles.
+    tuned = tmp_path / "finetune"
+    assert main(["baseline", str(out / "run"), "--out", str(tuned), "--mode", "finetune", "--slides",
+                 str(out / "cohort" / "slides"), "--annotations", str(out / "cohort" / "annotations"),
+                 "--tiles-per-slide", "6", "--max-epochs", "2", "--quiet"]) == 0
+    predicted = pd.read_csv(tuned / "test_predictions.csv", index_col=0)
+    assert predicted.shape == pd.read_csv(out / "run" / "test_predictions.csv", index_col=0).shape
+    assert np.isfinite(predicted.to_numpy()).all()
+    import keras
+
+    before = keras.models.load_model(tiny_backbone_file).get_layer(index=2).get_weights()[0]
+    after = keras.models.load_model(tuned / "best.keras").get_layer("tiny_avg").get_layer(index=2).get_weights()[0]
+    assert before.shape == after.shape and not np.allclose(before, after)  # the backbone itself was trained
+    assert json.loads((tuned / "config.json").read_text())["tiles"]["train"] <= 6 * 36
+
+    # (The demo's report above holds the external cohort's sections; `hist2rna report`'s options are
+    # checked in tests/test_cli.py, each section in tests/test_report.py.)
+    assert (out / "report" / "table2_ihc_subtype.csv").is_file()
+
+    # Slide features shuffled between slides: the same chain no longer learns (the features carry the signal).
+    from hist2rna_tf.config import DemoConfig
+    from hist2rna_tf.demo.chain import run_demo
+
+    records = sorted((out / "features" / "tiny").glob("*.tfrecord"))
+    loaded = [read_record(p) for p in records]
+    order = np.random.default_rng(3).permutation(len(loaded))
+    for path, record, source in zip(records, loaded, order):
+        write_record(replace(record, feature=loaded[source].feature), path)
+    shuffled = run_demo(DemoConfig(out=out, backbone=str(tiny_backbone_file), progress=False, export=False,
+                                   n_controls=0, n_external=0, baseline=False))
+    assert shuffled.learned_median < learned - 0.3, (shuffled.learned_median, learned)
+
+
+def test_demo_replaces_its_own_features_made_with_other_settings(demo_cohort, tiny_backbone_file, tmp_path):
+    from hist2rna_tf.config import ExtractConfig, StainConfig
+    from hist2rna_tf.demo.chain import _extract
+
+    config = ExtractConfig(backbone=str(tiny_backbone_file), weights="none", batch_size=16)
+    first = _extract(demo_cohort, tmp_path, config, progress=False)
+    before = read_record(first[0].record)
+    again = _extract(demo_cohort, tmp_path, replace(config, stain=StainConfig(method="none")), progress=False)
+    assert {r.status for r in first} == {r.status for r in again} == {"done"}
+    after = read_record(again[0].record)
+    assert (before.normaliser, after.normaliser) == ("macenko", "none")
+    assert not np.allclose(before.feature, after.feature)

@@ -1,0 +1,85 @@
+"""How features were made (extract/settings.py): extract_config.json round trip, older files in today's
+names, the one comparison and its one message format."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig
+from hist2rna_tf.errors import SettingsError, SlideError
+from hist2rna_tf.extract.settings import (Extraction, FeatureSettings, differences, read_extraction, require_same,
+                                          with_absolute_files, write_extraction)
+
+
+def _extraction(**stain) -> Extraction:
+    config = ExtractConfig(weights="none", tiles=TileConfig(tumour_classes=("Tumor",)), stain=StainConfig(**stain))
+    return Extraction(config, "efficientnetv2s", "none", 1280)
+
+
+def test_extract_config_round_trip(tmp_path):
+    fitted = _extraction(he_ref=((0.6, 0.2), (0.7, 0.8), (0.4, 0.5)), max_c_ref=(1.5, 1.1), reference_image="/r.png")
+    write_extraction(tmp_path, fitted)
+    assert read_extraction(tmp_path) == fitted == read_extraction(tmp_path / "extract_config.json")
+    saved = json.loads((tmp_path / "extract_config.json").read_text())
+    assert saved["backbone"] == "efficientnetv2s" and saved["config"]["stain"]["he_ref"][0] == [0.6, 0.2]
+    assert fitted.features == FeatureSettings("efficientnetv2s", "none", "macenko:/r.png", 224, 56.0)
+
+
+def test_older_files_are_read_in_todays_names_with_todays_defaults(tmp_path):
+    """A folder of 0.1.x: `macenko` was HEnorm's variant; a field it lacked takes its default, one since
+    removed is ignored."""
+    data = _extraction().to_json()
+    data["version"] = "0.1.0"
+    del data["config"]["tiles"]["mask_mpp"]
+    data["config"]["stain"]["retired_option"] = 3
+    (tmp_path / "extract_config.json").write_text(json.dumps(data))
+    old = read_extraction(tmp_path)
+    assert old.config.stain.method == "macenko-henorm" and old.features.normaliser == "macenko-henorm"
+    assert old.config.tiles.mask_mpp == TileConfig().mask_mpp and old.version == "0.1.0"
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"version": "0.4.0"}'])
+def test_an_unreadable_file_is_named(tmp_path, content):
+    (tmp_path / "extract_config.json").write_text(content)
+    with pytest.raises(SettingsError, match=r"extract_config.json: not a readable extract_config.json"):
+        read_extraction(tmp_path)
+    with pytest.raises(SettingsError, match="extract_config.json: not a readable"):
+        read_extraction(tmp_path / "missing")
+
+
+def test_one_comparison_names_each_difference():
+    settings = FeatureSettings("resnet50", "imagenet", "macenko", 224, 56.00001)
+    assert differences(settings, FeatureSettings("resnet50", "imagenet", "macenko", 224, 56.0)) == []  # float32
+    assert differences(settings, replace(settings, normaliser="none", tile_size_px=256)) == [
+        "normaliser: 'macenko' -> 'none'", "tile_size_px: 224 -> 256"]
+    folder = _extraction()
+    changed = replace(folder, config=replace(folder.config, tiles=replace(folder.config.tiles, max_tiles=50),
+                                             stain=replace(folder.config.stain, beta=0.2), batch_size=8))
+    assert differences(folder, changed) == ["tiles.max_tiles: 1000 -> 50", "stain.beta: 0.15 -> 0.2"]  # not batch_size
+    with pytest.raises(TypeError):
+        differences(settings, folder)
+
+
+def test_every_refusal_has_one_format():
+    settings = FeatureSettings("resnet50", "imagenet", "macenko", 224, 56.0)
+    require_same(settings, settings, "x", "y", "fix")  # the same: nothing said
+    with pytest.raises(SettingsError) as error:
+        require_same(settings, replace(settings, weights="none"), "feat/b.tfrecord", "the features run/ was trained on",
+                     "extract them again.")
+    assert str(error.value) == ("feat/b.tfrecord: made with other settings than the features run/ was trained on "
+                                "(weights: 'imagenet' -> 'none'); extract them again.")
+    with pytest.raises(SlideError):  # a slide's own refusal fails that slide alone
+        require_same(settings, replace(settings, weights="none"), "s", "r", "f", error=SlideError)
+
+
+def test_model_and_weights_files_are_recorded_by_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "tiny.keras").write_bytes(b"")
+    (tmp_path / "w.h5").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    config = with_absolute_files(ExtractConfig(backbone="tiny.keras", weights="w.h5"))
+    assert (config.backbone, config.weights) == (str(tmp_path / "tiny.keras"), str(tmp_path / "w.h5"))
+    named = with_absolute_files(ExtractConfig(backbone="resnet50", weights="imagenet"))
+    assert (named.backbone, named.weights) == ("resnet50", "imagenet")

@@ -1,0 +1,115 @@
+"""The patch-based baseline: tiles learn their slide's expression, on the run's split, with both costs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hist2rna_tf.config import BaselineConfig
+from hist2rna_tf.model.costs import cost_table
+from hist2rna_tf.cli import main
+from hist2rna_tf.expression import load_panel
+from hist2rna_tf.extract.records import read_record, write_record
+from synthetic import record, write_expression, write_labels, write_records
+
+
+@pytest.fixture(scope="module")
+def tile_cohort(tmp_path_factory):
+    """72 patients, one slide each of 4-9 tiles; each tile's feature is a noisy view of the patient's
+    3-d latent, which also drives the PAM50 expression. A hist2RNA run trained on it."""
+    root = tmp_path_factory.mktemp("tile_cohort")
+    rng = np.random.default_rng(1)
+    n, genes = 72, load_panel("pam50")
+    latent = rng.normal(size=(n, 3))
+    mixing = rng.normal(size=(3, 32))
+    patients = [f"TCGA-TT-{i:04d}" for i in range(n)]
+    records = []
+    for i, patient in enumerate(patients):
+        n_tiles = int(rng.integers(4, 10))
+        tiles = np.tanh(latent[i] @ mixing + 0.4 * rng.normal(size=(n_tiles, 32))).astype(np.float32)
+        records.append(record(f"{patient}-01Z-00-DX1", tiles.mean(0), backbone="resnet50", tiles=tiles))
+    write_records(root / "features", records)
+    log2 = 9 + latent @ rng.normal(size=(3, len(genes))) + 0.3 * rng.normal(size=(n, len(genes)))
+    write_expression(root / "expression.csv", pd.DataFrame(log2, index=patients, columns=genes))
+    write_labels(root / "clinical.csv", patients)
+    assert main(["train", "--features", str(root / "features" / "resnet50"), "--expression",
+                 str(root / "expression.csv"), "--labels", str(root / "clinical.csv"), "--genes", "pam50",
+                 "--out", str(root / "run"), "--max-epochs", "60"]) == 0
+    return root
+
+
+def _median(folder) -> float:
+    return float(pd.read_csv(folder / "across_genes.csv", index_col=0)["rho"].median())
+
+
+def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_path, capsys):
+    out = tmp_path / "baseline"
+    assert main(["baseline", str(tile_cohort / "run"), "--out", str(out), "--max-epochs", "30", "--quiet",
+                 "--device-watts", "250", "--n-devices", "2"]) == 0
+    assert "patch-based baseline (frozen" in capsys.readouterr().out
+    run_test = pd.read_csv(tile_cohort / "run" / "test_predictions.csv", index_col=0)
+    predictions = pd.read_csv(out / "test_predictions.csv", index_col=0)
+    assert list(predictions.index) == list(run_test.index) and list(predictions.columns) == list(run_test.columns)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "test_targets.csv", index_col=0),
+                                  pd.read_csv(tile_cohort / "run" / "test_targets.csv", index_col=0))
+    assert _median(out) > 0.5, _median(out)
+    summary = json.loads((out / "config.json").read_text())
+    n_tiles = {r.slide_id[:12]: r.n_tiles for r in map(read_record, (tile_cohort / "features").rglob("*.tfrecord"))}
+    assert summary["tiles"]["test"] == sum(n_tiles[p] for p in predictions.index)
+
+    costs = pd.read_csv(out / "costs.csv")
+    assert list(costs["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"]
+    assert (costs["seconds"] > 0).all() and (costs["watts"] == 250).all() and (costs["n_devices"] == 2).all()
+    np.testing.assert_allclose(costs["kwh"], costs["seconds"] / 3600 * 250 * 2 / 1000)
+
+    # Tile features moved to other slides (slide means untouched): the baseline no longer learns.
+    paths = sorted((tile_cohort / "features").rglob("*.tfrecord"))
+    records = [read_record(p) for p in paths]
+    order = np.random.default_rng(5).permutation(len(records))
+    for path, original, source in zip(paths, records, order):
+        tiles = records[source].tile_features
+        write_record(replace(original, tile_features=tiles, n_tiles=len(tiles),
+                             tile_xy_px=np.zeros((len(tiles), 2), np.int64)), path)
+    shuffled = tmp_path / "shuffled"
+    try:
+        assert main(["baseline", str(tile_cohort / "run"), "--out", str(shuffled), "--max-epochs", "30",
+                     "--quiet"]) == 0
+    finally:
+        for path, original in zip(paths, records):
+            write_record(original, path)
+    assert _median(shuffled) < _median(out) - 0.3, (_median(shuffled), _median(out))
+
+
+def test_a_folder_that_is_not_a_run_is_named(tmp_path, capsys):
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    for command in (["baseline", str(empty), "--out", str(tmp_path / "b")], ["report", str(empty)]):
+        assert main(command) == 2
+        assert "not a training run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_run"] and not any(empty.iterdir())
+
+
+def test_baseline_needs_tile_features_and_slides(tile_cohort, tmp_path, capsys):
+    assert main(["baseline", str(tile_cohort / "run"), "--out", str(tmp_path / "f"), "--mode", "finetune"]) == 2
+    assert "--slides" in capsys.readouterr().err
+    path = next((tile_cohort / "features").rglob("*.tfrecord"))
+    record = read_record(path)
+    write_record(replace(record, tile_features=None), path)
+    try:
+        assert main(["baseline", str(tile_cohort / "run"), "--out", str(tmp_path / "b")]) == 2
+    finally:
+        write_record(record, path)
+    assert "--save-tile-features" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "costs.csv").exists()
+
+
+def test_cost_table_is_time_times_power():
+    run = {"train_seconds": 36.0, "epochs": 10}
+    table = cost_table(run, 7200.0, 3, BaselineConfig(device_watts=300, n_devices=4, device="4 x V100"))
+    assert list(table["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"]
+    np.testing.assert_allclose(table["kwh"], [0.01 * 1.2, 2 * 1.2])  # the paper: 4 x 8.48 h x 300 W = 10.2 kWh
+    assert len(cost_table({"epochs": 3}, 10.0, 1, BaselineConfig())) == 1  # older runs carry no time

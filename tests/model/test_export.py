@@ -1,0 +1,88 @@
+"""SavedModel exports load in a fresh process that imports only TensorFlow and match the Keras pipeline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from hist2rna_tf.config import StainConfig
+from hist2rna_tf.errors import ExportError
+from hist2rna_tf.demo.cohort import real_tiles
+from hist2rna_tf.model.export import export_end_to_end, export_head, version_dir
+from hist2rna_tf.model.head import build_head
+from hist2rna_tf.extract.stain.macenko import Macenko
+
+GENES = ["ESR1", "PGR", "ERBB2", "MKI67"]
+
+
+def _run_tensorflow_only(code: str) -> str:
+    script = ("import sys\nimport tensorflow as tf\n" + textwrap.dedent(code) +
+              "\nassert not [m for m in sys.modules if m.startswith('hist2rna_tf')], 'the export needed hist2rna_tf'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={
+        "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin", "PYTHONPATH": ""}, cwd="/")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def head(tiny_extractor):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return build_head(tiny_extractor.backbone.feature_dim, len(GENES))
+
+
+def test_end_to_end_export_matches_the_keras_pipeline(tiny_extractor, head, tmp_path):
+    tiles = np.stack([np.rot90(t, k) for k in range(2) for t in real_tiles()[0]])[:41]  # 2 batches, 1 partial
+    normalised, _ = Macenko(StainConfig())(tiles)
+    features = np.asarray(tiny_extractor.backbone.features(normalised)).mean(axis=0)
+    expected = head.predict(features[None, None, :], verbose=0)[0]
+    out = export_end_to_end(tiny_extractor.backbone, head, GENES, StainConfig(), version_dir(tmp_path, "tiny"))
+    assert out == tmp_path / "tiny" / "1"
+    np.save(tmp_path / "tiles.npy", tiles)
+    stdout = _run_tensorflow_only(f"""
+        import numpy as np
+        model = tf.saved_model.load({str(out)!r})
+        result = model.serve(tf.constant(np.load({str(tmp_path / 'tiles.npy')!r})))
+        meta = model.metadata()
+        np.save({str(tmp_path / 'got.npy')!r}, result["log2_expression"].numpy())
+        print(int(result["n_tiles"]), [g.decode() for g in meta["genes"].numpy()], meta["he_ref"].numpy().shape)
+    """)
+    assert stdout.split()[0] == "41" and "ESR1" in stdout and "(3, 2)" in stdout
+    np.testing.assert_allclose(np.load(tmp_path / "got.npy"), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_end_to_end_export_applies_the_normaliser_it_was_given(tiny_extractor, head, tmp_path):
+    """An export built for HEnorm's variant normalises with it (not the default), and says so."""
+    import tensorflow as tf
+
+    tiles = np.stack(real_tiles()[0][:8])
+    henorm = StainConfig(method="macenko-henorm")
+    out = tf.saved_model.load(str(export_end_to_end(tiny_extractor.backbone, head, GENES, henorm, tmp_path / "m")))
+    assert out.metadata()["normaliser"].numpy() == b"macenko-henorm"
+    got = out.serve(tf.constant(tiles))["log2_expression"].numpy()
+    for stain, close in ((henorm, True), (StainConfig(), False)):
+        features = np.asarray(tiny_extractor.backbone.features(Macenko(stain)(tiles)[0])).mean(axis=0)
+        expected = head.predict(features[None, None, :], verbose=0)[0]
+        assert np.allclose(got, expected, atol=1e-5, rtol=1e-5) == close, stain.method
+
+
+def test_head_export(head, tmp_path):
+    features = np.random.default_rng(0).normal(size=(3, head.input_shape[-1])).astype(np.float32)
+    expected = head.predict(features[:, None, :], verbose=0)
+    out = export_head(head, GENES, version_dir(tmp_path, "head"))
+    np.save(tmp_path / "features.npy", features)
+    _run_tensorflow_only(f"""
+        import numpy as np
+        model = tf.saved_model.load({str(out)!r})
+        got = model.serve(tf.constant(np.load({str(tmp_path / 'features.npy')!r})))["log2_expression"].numpy()
+        np.save({str(tmp_path / 'got.npy')!r}, got)
+    """)
+    np.testing.assert_allclose(np.load(tmp_path / "got.npy"), expected, atol=1e-5, rtol=1e-5)
+    assert version_dir(tmp_path, "head") == tmp_path / "head" / "2"
+    with pytest.raises(ExportError, match="--version"):
+        export_head(head, GENES, out)

@@ -1,0 +1,133 @@
+"""The report (report.py): which sections each combination of inputs gives, the figures and tables
+written beside it, and that it renders what the analysis modules wrote."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hist2rna_tf.model import runs
+from hist2rna_tf.config import BaselineConfig, ReportInputs
+from hist2rna_tf.errors import ClinicalError
+from hist2rna_tf.report.report import build_report
+
+ALWAYS = ("Run", "Gene expression prediction (held-out patients)", "PAM50 subtype from predicted genes")
+OPTIONAL = ("Biomarker genes against IHC and grade", "External cohort", "Luminal A vs B from predicted genes",
+            "Overall survival of luminal patients", "Patch-based baseline (Figure 10)",
+            "Training time and energy (Figure 6)", "Spatial map")
+
+
+def _headings(html: str) -> list[str]:
+    return re.findall(r"<h[23]>([^<]*)</h[23]>", html)
+
+
+def _has(headings: list[str], section: str) -> bool:
+    return any(h.startswith(section.replace("&", "&amp;")) for h in headings)
+
+
+@pytest.fixture(scope="module")
+def cohort_files(synthetic_run, tmp_path_factory):
+    """Predictions of every patient, and a clinical table tied to their measured genes."""
+    from hist2rna_tf.model.predict import write_predictions
+
+    run, cohort = synthetic_run
+    root = tmp_path_factory.mktemp("report_inputs")
+    write_predictions(run, cohort.features, root / "predictions.csv")
+    measured = runs.measured_log2(runs.read_config(run)["inputs"])
+    rng = np.random.default_rng(0)
+    n = len(measured)
+    labels = runs.label_table(runs.read_config(run)).reindex(measured.index)
+    clinical = pd.DataFrame({
+        "patient_id": measured.index,
+        "er": (measured["ESR1"] > measured["ESR1"].median()).astype(int),
+        "pr": (measured["PGR"] > measured["PGR"].median()).astype(int),
+        "her2": (measured["ERBB2"] > measured["ERBB2"].quantile(0.7)).astype(int),
+        "grade": pd.qcut(measured["MKI67"], 3, labels=[1, 2, 3]).astype(int),
+        "ki67_percent": (measured["MKI67"] - measured["MKI67"].min()) * 10,
+        "os_months": rng.exponential(80, n).round(1), "os_event": rng.integers(0, 2, n),
+        "size_mm": rng.uniform(5, 50, n).round(), "age": rng.integers(30, 85, n), "node_positive": rng.integers(0, 2, n),
+        "ihc_subtype": np.where(labels.isin(["LumA", "LumB"]), labels, "Basal")})
+    clinical.to_csv(root / "clinical.csv", index=False)
+    return root / "predictions.csv", root / "clinical.csv"
+
+
+def test_a_run_alone_gives_the_gene_and_subtype_sections_from_the_metrics_the_run_holds(synthetic_run, tmp_path):
+    """The sections of a run alone, the files beside the report, and the metrics shown are the ones
+    evaluate_run wrote into the run (changed here on purpose: the change shows), not a recomputation."""
+    run, _ = synthetic_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    genes = pd.read_csv(copy / runs.METRICS["across_genes"], index_col=0)
+    genes["fdr"] = 0.5  # no gene significant any more
+    genes.to_csv(copy / runs.METRICS["across_genes"])
+    out = build_report(ReportInputs(run=copy, n_boot=20))
+    assert out == copy / "report" / "report.html"
+    headings = _headings(out.read_text())
+    assert all(_has(headings, s) for s in ALWAYS) and not any(_has(headings, s) for s in OPTIONAL)
+    for name in ("figure3_correlations.png", "figure4_top_genes.png", "figure5_r_squared.png", "genes.csv",
+                 "patients.csv", "subtype_metrics.csv", "subtype_confusion.csv", "subtype_probabilities.csv"):
+        assert (out.parent / name).is_file(), name
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no temp files left
+    shown = pd.read_csv(out.parent / "genes.csv", index_col=0)
+    assert (shown["fdr"] == 0.5).all() and set(shown.index) == set(genes.index)
+    assert f"<td>0/{len(genes)}</td>" in out.read_text()
+
+
+def test_the_runs_own_clinical_table_adds_figure_7(synthetic_run, cohort_files, tmp_path):
+    run, _ = synthetic_run
+    _, clinical = cohort_files
+    out = build_report(ReportInputs(run=run, run_clinical=clinical, n_boot=20), tmp_path / "r.html")
+    headings = _headings(out.read_text())
+    assert _has(headings, "Biomarker genes against IHC and grade") and not _has(headings, "External cohort")
+    tests = pd.read_csv(tmp_path / "biomarker_tests.csv")
+    assert set(tests["cohort"]) == {"held-out, predicted", "held-out, measured"}
+    assert (tmp_path / "figure7_biomarkers.png").is_file()
+
+
+def test_every_input_adds_its_section(synthetic_run, cohort_files, tmp_path):
+    from hist2rna_tf.model.baseline import train_patch_baseline
+    from hist2rna_tf.report.figures import save, tile_value_map
+
+    run, _ = synthetic_run
+    predictions, clinical = cohort_files
+    baseline = tmp_path / "baseline"
+    train_patch_baseline(run, baseline, BaselineConfig(max_epochs=3))
+    maps = tmp_path / "maps"
+    save(tile_value_map(np.zeros((8, 8, 3), np.uint8), 1.0, 1.0, pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}),
+                        "ESR1", "s1"), maps / "s1_ESR1.png")
+    from hist2rna_tf.report.report import map_figures
+
+    out = build_report(ReportInputs(run=run, compare=[baseline], external_predictions=predictions, clinical=clinical,
+                                    baseline=baseline, extra_figures=map_figures(maps), n_boot=20),
+                       tmp_path / "report" / "report.html")
+    headings = _headings(out.read_text())
+    assert all(_has(headings, s) for s in (*ALWAYS, *OPTIONAL)), headings
+    folder = out.parent
+    for name in ("figure7_biomarkers.png", "figure8_mki67_ki67.png", "luminal_calls.csv",
+                 "luminal_reclassification.csv", "figure10_patch_based.png", "baseline_comparison.csv",
+                 "figure6_cost.png", "costs.csv"):
+        assert (folder / name).is_file(), name
+    km = sorted(p.name for p in folder.glob("figure9_km_*.png"))
+    tables = sorted(p.name for p in folder.glob("table*_*.csv"))
+    assert km == ["figure9_km_hist2rna_subtype.png", "figure9_km_ihc_subtype.png"]
+    assert tables == ["table1_predicted_subtype.csv", "table2_ihc_subtype.csv"]
+    comparison = pd.read_csv(folder / "baseline_comparison.csv", index_col=0)
+    assert comparison.loc["hist2RNA (slide mean)", "median across genes"] == pytest.approx(
+        runs.metrics(run)["across_genes"]["rho"].median())
+    assert comparison.index[1] == "patch-based (frozen)"
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "costs.csv"), runs.read_costs(baseline))
+
+
+def test_a_bad_clinical_table_leaves_no_report(synthetic_run, cohort_files, tmp_path):
+    run, _ = synthetic_run
+    predictions, clinical = cohort_files
+    broken = tmp_path / "clinical.csv"
+    pd.read_csv(clinical).assign(grade="high").to_csv(broken, index=False)
+    with pytest.raises(ClinicalError, match="grade"):
+        build_report(ReportInputs(run=run, external_predictions=predictions, clinical=broken, n_boot=20),
+                     tmp_path / "report" / "report.html")
+    assert not (tmp_path / "report" / "report.html").exists()
+    assert list((tmp_path / "report").iterdir()) == []

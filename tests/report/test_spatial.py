@@ -1,0 +1,89 @@
+"""Spatial maps (spatial.py): the run's head applied to each tile's own feature, drawn where the tile lies."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.model.predict import Predictor
+from hist2rna_tf.extract.records import read_record, record_path, write_record
+from hist2rna_tf.report.report import map_figures
+from hist2rna_tf.report.spatial import write_spatial_maps
+
+SLIDE = "TCGA-SY-0003-01Z-00-DX1"
+
+
+@pytest.fixture(scope="module")
+def mapped(synthetic_run, demo_cohort, tmp_path_factory):
+    """The synthetic run's slide SLIDE as a real slide file (a demo slide under its name), mapped."""
+    run, cohort = synthetic_run
+    slides = tmp_path_factory.mktemp("spatial_slides")
+    shutil.copy(demo_cohort / "slides" / "demo-01.tiff", slides / f"{SLIDE}.tiff")
+    out = tmp_path_factory.mktemp("spatial") / "maps"
+    written = write_spatial_maps(run, cohort.features, [slides], out, ["ESR1", "MKI67"])
+    return run, cohort, slides, out, written
+
+
+def test_each_tile_gets_the_heads_prediction_for_its_own_feature(mapped):
+    run, cohort, _, out, written = mapped
+    assert sorted(p.name for p in written) == sorted(f"{SLIDE}_{s}" for s in ("PAM50.png", "tiles.csv", "ESR1.png",
+                                                                               "MKI67.png"))
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written if p.suffix == ".png")
+    record = read_record(record_path(cohort.features.parent, cohort.features.name, SLIDE))
+    table = pd.read_csv(out / f"{SLIDE}_tiles.csv")
+    predictor = Predictor(run)
+    np.testing.assert_array_equal(table[["x", "y"]].to_numpy(), record.tile_xy_px)
+    np.testing.assert_allclose(table[predictor.genes].to_numpy(), predictor(record.tile_features), rtol=1e-5)
+    assert not np.allclose(table["ESR1"], table["ESR1"].iloc[0])  # tiles differ, so do their predictions
+
+
+def test_each_tile_gets_a_pam50_call_with_its_probabilities(mapped):
+    *_, out, _ = mapped
+    table = pd.read_csv(out / f"{SLIDE}_tiles.csv")
+    p = table[[c for c in table.columns if c.startswith("p_")]]
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert (p.idxmax(axis=1).str[2:] == table["call"]).all()
+
+
+def test_maps_follow_the_tiles_features(mapped, tmp_path):
+    """Swap two tiles' features in the record: their rows in the table swap too."""
+    run, cohort, slides, out, _ = mapped
+    features = shutil.copytree(cohort.features, tmp_path / cohort.features.name)
+    path = record_path(tmp_path, cohort.features.name, SLIDE)
+    record = read_record(path)
+    tiles = record.tile_features.copy()
+    tiles[[0, 1]] = tiles[[1, 0]]
+    write_record(replace(record, tile_features=tiles), path)
+    write_spatial_maps(run, features, [slides], tmp_path / "maps", ["ESR1"], subtypes=False)
+    before = pd.read_csv(out / f"{SLIDE}_tiles.csv")["ESR1"].to_numpy()
+    after = pd.read_csv(tmp_path / "maps" / f"{SLIDE}_tiles.csv")["ESR1"].to_numpy()
+    np.testing.assert_allclose(after[[1, 0, 2, 3, 4, 5]], before, rtol=1e-6)
+
+
+def test_refusals_name_the_cause(mapped, tmp_path):
+    run, cohort, slides, _, _ = mapped
+    with pytest.raises(Hist2RNAError, match="'NOTAGENE'"):
+        write_spatial_maps(run, cohort.features, [slides], tmp_path / "a", ["NOTAGENE"])
+    with pytest.raises(Hist2RNAError, match="none of the slides"):
+        write_spatial_maps(run, cohort.features, [cohort.expression.parent / "clinical.csv"], tmp_path / "b", ["ESR1"])
+    features = shutil.copytree(cohort.features, tmp_path / cohort.features.name)
+    path = record_path(tmp_path, cohort.features.name, SLIDE)
+    write_record(replace(read_record(path), tile_features=None), path)
+    with pytest.raises(Hist2RNAError, match="--save-tile-features"):
+        write_spatial_maps(run, features, [slides], tmp_path / "c", ["ESR1"], subtypes=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_map_figures_title_each_map_for_the_report(mapped, tmp_path):
+    *_, out, _ = mapped
+    titles = map_figures(out)
+    assert set(titles.values()) == set(out.glob("*.png"))
+    assert f"Spatial map (beyond the paper): {SLIDE}, PAM50 call per tile" in titles
+    assert f"Spatial map (beyond the paper): {SLIDE}, predicted ESR1" in titles
+    with pytest.raises(Hist2RNAError, match="no PNG maps"):
+        map_figures(tmp_path)
