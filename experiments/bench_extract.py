@@ -40,9 +40,9 @@ start_tensorflow()  # TensorFlow's C++ start-up lines kept off the output, as th
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hist2rna_tf.extract.backbones.build import build_backbone  # noqa: E402
 from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, usable_cores  # noqa: E402
 from hist2rna_tf.demo.cohort import build_demo_cohort, real_tiles  # noqa: E402
+from hist2rna_tf.extract.backbones.build import build_backbone  # noqa: E402
 from hist2rna_tf.extract.cohort import extract_cohort  # noqa: E402
 from hist2rna_tf.extract.extractor import Extractor, embedding_fn, has_gpu  # noqa: E402
 from hist2rna_tf.extract.plan import plan_tiles  # noqa: E402

@@ -27,15 +27,15 @@ start_tensorflow()  # TensorFlow's C++ start-up lines kept off the output, as th
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hist2rna_tf.extract.backbones.build import build_backbone  # noqa: E402
-from hist2rna_tf.extract.backbones.catalog import BACKBONES  # noqa: E402
 from hist2rna_tf.config import StainConfig  # noqa: E402
 from hist2rna_tf.demo.cohort import real_tiles  # noqa: E402
+from hist2rna_tf.extract.backbones.build import build_backbone  # noqa: E402
+from hist2rna_tf.extract.backbones.catalog import BACKBONES  # noqa: E402
+from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record  # noqa: E402
+from hist2rna_tf.model.baseline import tile_dataset  # noqa: E402
 from hist2rna_tf.model.export import export_end_to_end  # noqa: E402
 from hist2rna_tf.model.head import build_head  # noqa: E402
 from hist2rna_tf.model.train import TrainConfig, fit_head  # noqa: E402
-from hist2rna_tf.model.baseline import tile_dataset  # noqa: E402
-from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record  # noqa: E402
 
 N_PATIENTS, N_GENES = 335, 138
 

@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
 from tcga_brca import TCGA, Experiment, run  # noqa: E402
+
 EXPERIMENT = Experiment("efficientnetv2s")  # the paper's settings; see tcga_brca.Experiment
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
-from tcga_brca import TCGA, Experiment, run  # noqa: E402
-
 from hist2rna_tf.config import BaselineConfig, ReportInputs  # noqa: E402
+
+from tcga_brca import TCGA, Experiment, run  # noqa: E402
 
 BACKBONE = "regnety320"
 CONFIG = dict(

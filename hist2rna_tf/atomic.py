@@ -76,10 +76,10 @@ def building_files(folder: str | Path, name: str, last: str | None = None):
 
 @contextmanager
 def _aside(target: Path):
-    """`.<name>.building-<host>-<pid>` beside `target`, fresh, removed on failure (stale ones of dead
-    processes first)."""
+    """`.<name>.building-<host>-<pid>` beside `target`, fresh, removed on failure (what dead processes
+    left beside it first: a run, or an export at another version, killed while built)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_folders(target.parent, target.name)
+    remove_stale_temp_folders(target.parent)
     work = target.with_name(f".{target.name}.building-{_owner()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()

@@ -57,17 +57,36 @@ def tiny_extractor(tiny_backbone_file):
     return Extractor.build(ExtractConfig(backbone=str(tiny_backbone_file), weights="none", batch_size=16))
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_backbone_file) -> Path:
+    """The chain a user runs, on 12 demo slides with the tiny backbone: `hist2rna extract` into
+    <root>/features/tiny (with tile features), `hist2rna train` (3 epochs) into <root>/run. Returns
+    <root> (cohort/ holds the slides, annotations and tables); copy what you change."""
+    from hist2rna_tf.cli import main
+    from hist2rna_tf.demo.cohort import build_demo_cohort, write_demo_expression
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    build_demo_cohort(root / "cohort", n_slides=12)
+    expression, labels = write_demo_expression(root / "cohort")
+    assert main(["extract", "--slides", str(root / "cohort" / "slides"), "--annotations",
+                 str(root / "cohort" / "annotations"), "--out", str(root / "features"), "--backbone",
+                 str(tiny_backbone_file), "--weights", "none", "--batch-size", "16", "--save-tile-features",
+                 "--no-progress"]) == 0
+    assert main(["train", "--features", str(root / "features" / "tiny"), "--expression", str(expression),
+                 "--labels", str(labels), "--out", str(root / "run"), "--max-epochs", "3"]) == 0
+    return root
+
 
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory):
     """A hist2RNA run trained on a synthetic latent cohort (tests/synthetic.py): 48 patients, one
     slide each with 6 tile features, the 50 PAM50 genes. Returns (run folder, cohort); copy the run
     before changing it."""
-    from synthetic import latent_cohort
-
     from hist2rna_tf.config import RunInputs, TrainConfig
     from hist2rna_tf.expression import load_panel
     from hist2rna_tf.model.train import train_run
+
+    from synthetic import latent_cohort
 
     root = tmp_path_factory.mktemp("synthetic_run")
     cohort = latent_cohort(root, load_panel("pam50"), n_patients=48, tiles_per_slide=6)

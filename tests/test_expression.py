@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from hist2rna_tf.barcodes import patient_id
 from hist2rna_tf.expression import (ExpressionError, alias_map, average_by_patient, join_patients, load_panel,
-                                    load_split, log2_expression, read_expression, read_labels, save_split,
-                                    select_genes, stratified_split, to_patients)
+                                    load_split, log2_expression, read_expression, read_labels, save_split, select_genes,
+                                    stratified_split, to_patients)
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +98,3 @@ def test_slides_join_patients_and_report_the_rest():
     assert report["expression_without_features"] == ["TCGA-BB-0002"]
     with pytest.raises(ExpressionError, match="no patient has both"):
         join_patients(features.rename(index=lambda i: i.lower()), targets)
-
-
-@pytest.mark.parametrize("identifier, patient", [
-    ("TCGA-A2-A04R-01Z-00-DX1.BE3661A3-A2A0-4248-B7D5-D8986E529B6C", "TCGA-A2-A04R"),  # a slide
-    ("tcga-a2-a04r-01", "TCGA-A2-A04R"), ("TCGA-A2-A04R", "TCGA-A2-A04R"),  # a sample; a patient
-    ("core_017", "core_017"), ("TCGA-A2", "TCGA-A2")])  # a cohort's own names are kept as they are
-def test_slides_and_rna_seq_meet_on_one_patient_id(identifier, patient):
-    from hist2rna_tf.extract.slides import SlideRef
-
-    assert patient_id(identifier) == patient
-    assert SlideRef(Path(f"/slides/{identifier}.svs"), "openslide").patient_id == patient

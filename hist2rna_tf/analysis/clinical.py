@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hist2rna_tf.errors import ClinicalError
-from hist2rna_tf.expression import read_table_file
 from hist2rna_tf.analysis.subtype import LUMINAL, luminal_calls
 from hist2rna_tf.analysis.survival import LuminalSurvival, luminal_survival
+from hist2rna_tf.errors import ClinicalError
+from hist2rna_tf.expression import read_table_file
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-
 log = logging.getLogger(__name__)
 
 

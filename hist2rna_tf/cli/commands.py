@@ -126,8 +126,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_subtype(args) -> int:
-    from hist2rna_tf.atomic import write_table
     from hist2rna_tf.analysis.subtype import subtype_table
+    from hist2rna_tf.atomic import write_table
 
     calls = subtype_table(args.expression, args.method, args.reference_expression, args.reference_labels,
                           args.label_column, logged=args.no_log)
@@ -196,8 +196,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE
     from hist2rna_tf.demo.chain import run_demo
+    from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE
 
     print(SYNTHETIC_NOTE)
     if args.weights == "none":

@@ -7,8 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
-from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig,
-                                STAIN_METHODS, TileConfig, TrainConfig)
+from hist2rna_tf.config import (STAIN_METHODS, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
+                                StainConfig, TileConfig, TrainConfig)
 
 # The library's defaults, shown in --help and used when an option is not given.
 TILES, EXTRACT, TRAIN, INPUTS = TileConfig(), ExtractConfig(), TrainConfig(), RunInputs("", "", "")

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from hist2rna_tf import __version__
-from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, add_mpp, add_no_progress,
-                                     add_run, add_stain_options, add_tile_options, count, fraction, hidden_alias,
-                                     open_fraction, out_file, out_folder, positive_float, positive_int, shard_spec)
+from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, add_mpp, add_no_progress, add_run,
+                                     add_stain_options, add_tile_options, count, hidden_alias, open_fraction,
+                                     out_file, out_folder, positive_float, positive_int, shard_spec)
 from hist2rna_tf.config import (PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS,
                                 THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES

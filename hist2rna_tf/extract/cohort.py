@@ -26,6 +26,7 @@ from hist2rna_tf.extract.slides import SlideRef, find_slides
 
 log = logging.getLogger(__name__)
 
+MANIFEST = "manifest.csv"  # a folder's; a shard's is manifest.shard-<i>-of-<n>.csv
 MANIFEST_FIELDS = ("slide_id", "patient_id", "status", "reason", "n_tiles", "n_unnormalised",
                    "candidate_tiles", "seconds", "record", "source")
 
@@ -57,7 +58,7 @@ def shard(refs: list[SlideRef], shard_index: int, shard_count: int) -> list[Slid
 
 
 def manifest_path(out_dir: Path, backbone: str, shard_index: int, shard_count: int) -> Path:
-    name = "manifest.csv" if shard_count == 1 else f"manifest.shard-{shard_index}-of-{shard_count}.csv"
+    name = MANIFEST if shard_count == 1 else f"manifest.shard-{shard_index}-of-{shard_count}.csv"
     return Path(out_dir) / backbone / name
 
 

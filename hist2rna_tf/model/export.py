@@ -22,9 +22,9 @@ import tensorflow as tf
 
 from hist2rna_tf import __version__
 from hist2rna_tf.atomic import building_folder
-from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.config import StainConfig
 from hist2rna_tf.errors import ExportError, Hist2RNAError
+from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
 from hist2rna_tf.model.predict import Predictor

@@ -152,18 +152,20 @@ def read_record(run_dir: str | Path) -> RunRecord:
                        "a full disk or an interrupted copy?). Copy the run folder again, or train it again.") from None
     if not isinstance(data, dict) or "inputs" not in data:
         raise RunError(f"{path}: not a training run's config (no 'inputs'); give a `hist2rna train` folder.")
-    if int(data.get("format", 1)) > RUN_FORMAT:
-        raise RunError(f"{path}: written by hist2rna-tf {data.get('version')} (run format {data['format']}), newer "
-                       f"than this {__version__} (format {RUN_FORMAT}); upgrade hist2rna-tf to use it.")
+    fmt = data.get("format", 1)
+    if not isinstance(fmt, int):
+        raise RunError(f"{path}: not a run record this version can read (format {fmt!r}); train the run again.")
+    if fmt > RUN_FORMAT:
+        raise RunError(f"{path}: written by hist2rna-tf {data.get('version')} (run format {fmt}), newer than this "
+                       f"{__version__} (format {RUN_FORMAT}); upgrade hist2rna-tf to use it.")
+    missing = [name for name in (REQUIRED if fmt >= 2 else REQUIRED_BEFORE_FORMAT_2) if not (run_dir / name).is_file()]
+    if missing:
+        raise RunError(f"{run_dir}: an incomplete training run (no {', '.join(missing)}); train it again.")
     try:
         record = RunRecord.from_json(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise RunError(f"{path}: not a run record this version can read ({type(exc).__name__}: {exc}); train the "
                        "run again.") from None
-    required = REQUIRED if record.format >= 2 else REQUIRED_BEFORE_FORMAT_2
-    missing = [name for name in required if not (run_dir / name).is_file()]
-    if missing:
-        raise RunError(f"{run_dir}: an incomplete training run (no {', '.join(missing)}); train it again.")
     return record
 
 

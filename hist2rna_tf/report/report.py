@@ -17,17 +17,17 @@ import numpy as np
 import pandas as pd
 
 from hist2rna_tf import __version__
-
-from hist2rna_tf.model import runs
-from hist2rna_tf.atomic import building_files, write_bytes, write_table, write_text
-from hist2rna_tf.analysis.clinical import (SURVIVAL_BY, ClinicalColumns, ExternalCohort, biomarker_tests, external_cohort, held_out_cohorts,
-                       read_clinical)
-from hist2rna_tf.config import ReportInputs
+from hist2rna_tf.analysis.clinical import (SURVIVAL_BY, ClinicalColumns, ExternalCohort, biomarker_tests,
+                                           external_cohort, held_out_cohorts, read_clinical)
 from hist2rna_tf.analysis.evaluate import bootstrap_median_ci, summary
-from hist2rna_tf.expression import load_panel, read_table_file
-from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot, mki67_scatter, png_bytes,
-                      r_squared_bars, top_gene_scatter)
 from hist2rna_tf.analysis.subtype import held_out_scores
+from hist2rna_tf.atomic import building_files, write_bytes, write_table, write_text
+from hist2rna_tf.config import ReportInputs
+from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.expression import load_panel, read_table_file
+from hist2rna_tf.model import runs
+from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
+                                        mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
 
 log = logging.getLogger(__name__)
 

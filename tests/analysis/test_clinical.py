@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hist2rna_tf.analysis.clinical import ClinicalColumns, ClinicalError, biomarker_tests, read_clinical, reclassification
+from hist2rna_tf.analysis.clinical import (ClinicalColumns, ClinicalError, biomarker_tests, read_clinical,
+                                           reclassification)
 from hist2rna_tf.analysis.survival import survival_table
 
 

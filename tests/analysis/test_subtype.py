@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hist2rna_tf.expression import ExpressionError, log2_expression, read_expression, read_labels
 from hist2rna_tf.analysis.subtype import centroid_calls, pam50_centroids
+from hist2rna_tf.expression import ExpressionError, log2_expression, read_expression, read_labels
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +109,9 @@ def test_subtype_command(shared_data, tmp_path, capsys):
 
 def test_voting_classifier_on_measured_expression(tcga):
     """Sanity of the paper's classifier on measured RNA-seq (the upper bound for predicted genes)."""
-    from hist2rna_tf.expression import stratified_split
     from hist2rna_tf.analysis.subtype import fit_and_score_voting
     from hist2rna_tf.config import PAPER_SUBTYPES
+    from hist2rna_tf.expression import stratified_split
 
     expression, labels = tcga
     keep = labels.isin(PAPER_SUBTYPES)
@@ -169,8 +169,8 @@ def test_subtype_command_voting(shared_data, tmp_path, capsys):
 def test_luminal_calls_separate_measured_luma_from_lumb(tcga):
     """LumA vs LumB from PAM50 genes (the paper's reclassification), trained on half the luminal
     patients and applied to the other half's measured genes; shuffled labels lose it."""
-    from hist2rna_tf.errors import ClinicalError
     from hist2rna_tf.analysis.subtype import luminal_calls
+    from hist2rna_tf.errors import ClinicalError
 
     expression, labels = tcga
     luminal = labels[labels.isin(["LumA", "LumB"])]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from lifelines.datasets import load_rossi
 
-from hist2rna_tf.errors import ClinicalError
 from hist2rna_tf.analysis.survival import c_index_of_risk, cox, kaplan_meier, paper_covariates, univariate
+from hist2rna_tf.errors import ClinicalError
 
 R_COXPH_EFRON = {"fin": -0.3794, "age": -0.0574, "race": 0.3139, "wexp": -0.1498, "mar": -0.4337,
                  "paro": -0.0849, "prio": 0.0915}

@@ -1,4 +1,5 @@
-"""The command line: instant --help, exit codes, extract and normalize as a user runs them."""
+"""The parser (cli/parser.py, cli/options.py): instant --help, every default the library's own and said,
+every option landing where it belongs, earlier names still accepted."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 from hist2rna_tf.cli import main
 
@@ -19,45 +18,6 @@ def test_help_does_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "--backbone" in done.stdout and "--shard" in done.stdout
-
-
-def test_extract_reports_failures_and_exits_non_zero(demo_cohort, tiny_backbone_file, tmp_path, capsys):
-    (tmp_path / "broken.svs").write_text("not a slide")
-    args = ["extract", "--slides", str(demo_cohort / "slides" / "demo-01.tiff"), str(tmp_path / "broken.svs"),
-            "--out", str(tmp_path / "out"), "--backbone", str(tiny_backbone_file), "--weights", "none",
-            "--batch-size", "8", "--no-progress"]
-    assert main(args) == 1
-    out = capsys.readouterr().out
-    assert "1 done" in out and "1 failed" in out and "broken.svs" in out
-    assert main(args) == 1  # the broken slide still fails; demo-01 is skipped
-    assert "1 skipped" in capsys.readouterr().out
-    ok_args = args[:2] + [str(demo_cohort / "slides" / "demo-01.tiff")] + args[4:]
-    assert main(ok_args) == 0
-
-
-def test_fatal_errors_print_one_line(tmp_path, capsys):
-    assert main(["extract", "--slides", str(tmp_path / "missing"), "--out", str(tmp_path), "--weights", "none"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "missing" in err and len(err.strip().splitlines()) == 1
-
-
-def test_normalize_writes_the_paper_normalisation(shared_data, tmp_path, capsys):
-    """The default is the authors' normaliser; --stain macenko-henorm is HEnorm's, with its components
-    (--method, its name before 0.4.0, still works)."""
-    source = shared_data / "stain" / "macenko_input.png"
-    for method, reference in ((None, "macenko_expected_authors.png"), ("macenko-henorm", "macenko_expected.png")):
-        output = tmp_path / "out" / f"{method}.png"
-        assert main(["normalize", str(source), str(output), "--components"] +
-                    (["--stain" if method == "macenko-henorm" else "--method", method] if method else [])) == 0
-        written = np.asarray(Image.open(output)).astype(int)
-        expected = np.asarray(Image.open(shared_data / "stain" / reference).convert("RGB")).astype(int)
-        assert (np.abs(written - expected) <= 1).all(axis=-1).mean() >= 0.99, method
-        assert output.with_name(f"{method}_H.png").is_file() and output.with_name(f"{method}_E.png").is_file()
-    blank = tmp_path / "blank.png"
-    Image.fromarray(np.full((64, 64, 3), 250, np.uint8)).save(blank)
-    assert main(["normalize", str(blank), str(tmp_path / "b.png")]) == 0
-    assert "written unchanged" in capsys.readouterr().out
-    assert main(["normalize", str(tmp_path / "nope.png"), str(tmp_path / "c.png")]) == 2
 
 
 def test_every_option_with_a_default_says_it_in_its_help():
@@ -77,9 +37,9 @@ def test_defaults_are_the_librarys_dataclasses(monkeypatch, tmp_path):
     """A command given only what it requires runs with the dataclasses' defaults, exactly."""
     from pathlib import Path
 
-    import hist2rna_tf.model.baseline
     import hist2rna_tf.demo.chain
     import hist2rna_tf.extract.cohort
+    import hist2rna_tf.model.baseline
     import hist2rna_tf.model.train
     from hist2rna_tf.config import BaselineConfig, DemoConfig, ExtractConfig, RunInputs, TrainConfig
 
@@ -108,7 +68,7 @@ def test_defaults_are_the_librarys_dataclasses(monkeypatch, tmp_path):
 
 def test_report_options_reach_the_report(monkeypatch, tmp_path):
     """Each `hist2rna report` option lands in its ReportInputs field (the sections themselves:
-    tests/test_report.py)."""
+    tests/report/test_report.py)."""
     import hist2rna_tf.report.report
 
     seen = {}
@@ -140,15 +100,3 @@ def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
     args = parser.parse_args(["predict", "--model", "run", "--features", "f", "--out", str(tmp_path / "p.csv")])
     assert args.model_option == "run" and args.model is None
     assert main(["predict", "--features", "f", "--out", str(tmp_path / "p.csv")]) == 2  # no model at all
-
-
-def test_tensorflow_start_up_lines_are_kept_off_stderr(tmp_path):
-    """TensorFlow's C++ start-up lines (absl banner, oneDNN, cuInit) do not reach the user; our own
-    error message does."""
-    done = subprocess.run([sys.executable, "-m", "hist2rna_tf.cli", "normalize", str(tmp_path / "missing.png"),
-                           str(tmp_path / "out.png")], capture_output=True, text=True)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'missing.png'}: not a readable image")
-    for noise in ("absl", "oneDNN", "cuInit", "cuda", "I0000", "E0000"):
-        assert noise not in done.stderr, noise

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from hist2rna_tf.cli import main
+from hist2rna_tf.model import runs
+from hist2rna_tf.extract.cohort import MANIFEST
 
 
 def _run(args: list[str], capsys) -> tuple[int, str]:
@@ -104,21 +106,20 @@ def test_conflicting_labels_are_refused_and_repeated_agreeing_ones_accepted(tmp_
     assert read_labels(tmp_path / "labels.csv").to_dict() == {"P1": "LumA", "P2": "Basal"}
 
 
-def test_a_model_that_cannot_be_loaded_is_named(tmp_path, capsys):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.keras").write_bytes(b"PK\x03\x04 not really a keras file")
-    (run / "genes.txt").write_text("ESR1\n")
-    _refused(["predict", "--model", str(run), "--features", str(tmp_path), "--out", str(tmp_path / "p.csv")], capsys,
-             "best.keras", "cannot be loaded")
+def test_a_model_that_cannot_be_loaded_is_named(synthetic_run, tmp_path, capsys):
+    run = shutil.copytree(synthetic_run[0], tmp_path / "run")
+    (run / runs.MODEL).write_bytes(b"PK\x03\x04 not really a keras file")
+    _refused(["predict", str(run), "--features", str(synthetic_run[1].features), "--out", str(tmp_path / "p.csv")],
+             capsys, runs.MODEL, "cannot be loaded")
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_an_incomplete_run_is_not_taken_for_one(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"inputs": {"features": "f"}}))
-    _refused(["report", str(run)], capsys, str(run), "incomplete training run", "test_predictions.csv")
-    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+    (run / runs.CONFIG).write_text(json.dumps({"inputs": {"features": "f"}}))
+    _refused(["report", str(run)], capsys, str(run), "incomplete training run", runs.TEST_PREDICTIONS)
+    assert sorted(p.name for p in run.iterdir()) == [runs.CONFIG]
 
 
 def test_a_stain_reference_without_stain_is_named(tmp_path, capsys):
@@ -165,7 +166,7 @@ def bad_batch(tmp_path_factory, demo_cohort, shared_data, tiny_backbone_file):
     (annotations / "mixed_patients.geojson").write_text("{}")  # not read: tile folders are taken whole
     code = main(["extract", "--slides", str(slides), "--annotations", str(annotations), "--out", str(root / "out"),
                  "--backbone", str(tiny_backbone_file), "--weights", "none", "--batch-size", "16", "--no-progress"])
-    manifest = pd.read_csv(root / "out" / "tiny" / "manifest.csv", index_col="slide_id", keep_default_na=False)
+    manifest = pd.read_csv(root / "out" / "tiny" / MANIFEST, index_col="slide_id", keep_default_na=False)
     return code, manifest, root
 
 
@@ -214,7 +215,7 @@ def test_temp_files_of_an_interrupted_run_are_never_read_and_are_cleaned(bad_bat
                  str(root / "annotations"), "--out", str(tmp_path / "out"), "--backbone", str(tiny_backbone_file),
                  "--weights", "none", "--no-progress"]) == 0
     assert not stale.exists()
-    manifest = pd.read_csv(folder / "manifest.csv", index_col="slide_id")
+    manifest = pd.read_csv(folder / MANIFEST, index_col="slide_id")
     assert manifest.loc["demo-01", "status"] == "skipped" and manifest.loc["demo-02", "status"] == "done"
     assert manifest.loc["demo-03", "status"] == "failed"  # an earlier run's row, kept
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hist2rna_tf.model import runs
+
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
@@ -17,7 +19,7 @@ def test_each_backbone_script_runs_its_backbone_on_the_main_runs_patients(backbo
     experiment, data = script["EXPERIMENT"], script["TCGA"]()
     assert experiment.backbone == backbone and experiment.train == script["Experiment"](backbone).train
     if backbone != "efficientnetv2s":  # Figure 3 compares the backbones on the same held-out patients
-        assert experiment.split == data.runs / "efficientnetv2s" / "split.csv"
+        assert experiment.split == runs.split_path(data.runs / "efficientnetv2s")
     assert data.data == EXPERIMENTS.parent / "data" / "tcga_brca"
 
 
@@ -25,7 +27,7 @@ def test_patch_baseline_script_trains_on_tile_features_of_the_same_patients(tmp_
     monkeypatch.chdir(tmp_path)
     config = runpy.run_path(str(EXPERIMENTS / "patch_baseline.py"))["CONFIG"]
     assert config["experiment"].save_tile_features and config["experiment"].backbone == "regnety320"
-    assert config["experiment"].split == config["data"].runs / "efficientnetv2s" / "split.csv"
+    assert config["experiment"].split == runs.split_path(config["data"].runs / "efficientnetv2s")
     assert config["baseline"].mode == "frozen" and config["baseline"].device_watts == 300.0
 
 

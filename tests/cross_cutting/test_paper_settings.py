@@ -3,7 +3,6 @@ defaults, the command line's defaults, what a saved run records, and what traini
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -11,9 +10,11 @@ import pandas as pd
 import pytest
 
 from hist2rna_tf.cli import main
-from hist2rna_tf.expression import load_panel
 from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.expression import load_panel
+from hist2rna_tf.model import runs
 from hist2rna_tf.model.train import fit_head, validation_rows
+
 from synthetic import record, write_records
 
 PAPER_TRAINING = {"learning_rate": 1e-3, "batch_size": 12, "patience": 4, "max_epochs": 150,
@@ -47,12 +48,12 @@ def cli_run(tmp_path_factory):
 
 def test_the_command_line_trains_with_the_papers_settings_and_records_them(cli_run):
     run, labels = cli_run
-    config = json.loads((run / "config.json").read_text())
-    assert {key: config["train"][key] for key in PAPER_TRAINING} == PAPER_TRAINING
-    assert config["inputs"]["subtypes"] == PAPER_SUBTYPES
-    split = pd.read_csv(run / "split.csv", index_col=0)
+    record = runs.read_record(run)
+    assert {key: getattr(record.train, key) for key in PAPER_TRAINING} == PAPER_TRAINING
+    assert record.inputs.subtypes == tuple(PAPER_SUBTYPES)
+    split = runs.read_split(run)
     assert len(split) == 34 and not any(labels[p] == "Normal" for p in split.index)  # Normal-like left out
-    assert config["epochs"] == len(pd.read_csv(run / "history.csv")) <= 150
+    assert record.epochs == len(pd.read_csv(run / runs.HISTORY)) <= 150
 
 
 def _diverging(n: int = 60, seed: int = 0):

@@ -10,6 +10,7 @@ import pandas as pd
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.extract.records import read_record, write_record
+from hist2rna_tf.model import runs
 
 
 def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, capsys):
@@ -34,7 +35,7 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     for section in ("Gene expression prediction", "PAM50 subtype from predicted genes", "External cohort",
                     "Luminal A vs B", "Tables 1 and 2"):
         assert section in report, section
-    run_median = pd.read_csv(out / "run" / "across_genes.csv", index_col=0)["rho"].median()
+    run_median = runs.metrics(out / "run")["across_genes"]["rho"].median()
     assert f"<td>{run_median:.2f} (" in report  # the run's own held-out median, with its bootstrap CI
     biomarkers = pd.read_csv(out / "report" / "biomarker_tests.csv")  # Figure 7: the run's cohort beside the external
     assert list(biomarkers["cohort"].unique()) == ["held-out, predicted", "held-out, measured", "external, predicted"]
@@ -55,7 +56,7 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     tiles = pd.read_csv(next((out / "spatial").glob("*_tiles.csv")))
     slide_id = subtype_maps[0].name.split("_")[0]
     assert len(tiles) == read_record(out / "features" / "tiny" / f"{slide_id}.tfrecord").n_tiles
-    genes = pd.read_csv(out / "run" / "genes.txt", header=None)[0]
+    genes = runs.read_genes(out / "run")
     assert tiles[genes].std().median() > 0  # tiles differ
     assert tiles["call"].isin(["LumA", "LumB", "Basal", "Her2"]).all()
     np.testing.assert_allclose(tiles.filter(like="p_").sum(axis=1), 1.0, atol=1e-6)
@@ -69,14 +70,14 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
         f"demo-0{i}_{name}" for i in (1, 2) for name in ("ESR1.png", "ERBB2.png", "PAM50.png", "tiles.csv"))
     assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
                  str(out / "cohort" / "slides" / "demo-01.tiff"), "--genes", "NOTAGENE", "--out", str(mine)]) == 2
-    from hist2rna_tf.report.report import map_figures  # what `report --spatial-maps` embeds (tests/test_report.py)
+    from hist2rna_tf.report.report import map_figures  # what `report --spatial-maps` embeds (tests/report/test_report.py)
 
     assert sum(title.startswith("Spatial map (beyond the paper): demo-0") for title in map_figures(mine)) == 6
 
     # The patch-based baseline on the same split, its Figure 10 and both approaches' cost (Figure 6).
-    baseline = pd.read_csv(out / "baseline" / "across_genes.csv", index_col=0)["rho"].median()
+    baseline = runs.metrics(out / "baseline")["across_genes"]["rho"].median()
     assert baseline > 0.3, baseline
-    costs = pd.read_csv(out / "baseline" / "costs.csv")
+    costs = runs.read_costs(out / "baseline")
     assert list(costs["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"] and (costs["kwh"] > 0).all()
     assert "Patch-based baseline (Figure 10)" in report and "Training time and energy" in report
     assert "patch-based baseline (frozen" in printed
@@ -86,18 +87,18 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert main(["baseline", str(out / "run"), "--out", str(tuned), "--mode", "finetune", "--slides",
                  str(out / "cohort" / "slides"), "--annotations", str(out / "cohort" / "annotations"),
                  "--tiles-per-slide", "6", "--max-epochs", "2", "--quiet"]) == 0
-    predicted = pd.read_csv(tuned / "test_predictions.csv", index_col=0)
-    assert predicted.shape == pd.read_csv(out / "run" / "test_predictions.csv", index_col=0).shape
+    predicted, _ = runs.held_out(tuned)
+    assert predicted.shape == runs.held_out(out / "run")[0].shape
     assert np.isfinite(predicted.to_numpy()).all()
     import keras
 
     before = keras.models.load_model(tiny_backbone_file).get_layer(index=2).get_weights()[0]
-    after = keras.models.load_model(tuned / "best.keras").get_layer("tiny_avg").get_layer(index=2).get_weights()[0]
+    after = keras.models.load_model(runs.model_path(tuned)).get_layer("tiny_avg").get_layer(index=2).get_weights()[0]
     assert before.shape == after.shape and not np.allclose(before, after)  # the backbone itself was trained
-    assert json.loads((tuned / "config.json").read_text())["tiles"]["train"] <= 6 * 36
+    assert runs.read_record(tuned).tiles["train"] <= 6 * 36
 
     # (The demo's report above holds the external cohort's sections; `hist2rna report`'s options are
-    # checked in tests/test_cli.py, each section in tests/test_report.py.)
+    # checked in tests/cli/test_parser.py, each section in tests/report/test_report.py.)
     assert (out / "report" / "table2_ihc_subtype.csv").is_file()
 
     # Slide features shuffled between slides: the same chain no longer learns (the features carry the signal).

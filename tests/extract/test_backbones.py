@@ -3,13 +3,13 @@ from imagenet / a local file / none, and a user's own model file."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-import keras
+from hist2rna_tf.errors import BackboneError
 from hist2rna_tf.extract.backbones.build import build_backbone, preprocess_for
 from hist2rna_tf.extract.backbones.catalog import BACKBONES
-from hist2rna_tf.errors import BackboneError
 
 RNG = np.random.default_rng(0)
 

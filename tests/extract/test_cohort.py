@@ -12,11 +12,12 @@ import pytest
 
 from hist2rna_tf.config import ExtractConfig, TileConfig
 from hist2rna_tf.errors import SettingsError
-from hist2rna_tf.extract.cohort import extract_cohort
+from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
 from hist2rna_tf.extract.plan import plan_tiles
 from hist2rna_tf.extract.records import read_record
 from hist2rna_tf.extract.slides import find_slides
 from hist2rna_tf.extract.stain.macenko import Macenko
+from hist2rna_tf.extract.settings import extraction_path
 
 
 def _demo_slides(cohort: Path, names=("demo-01", "demo-02", "demo-03")) -> list[Path]:
@@ -90,7 +91,7 @@ def test_resumed_run_equals_uninterrupted_run(demo_cohort, tiny_extractor, tmp_p
     assert [_sha256(r.record) for r in resumed] == [_sha256(r.record) for r in whole]  # the same bytes
     again = extract_cohort(slides, out, annotations_dir=annotations, extractor=tiny_extractor)
     assert [r.status for r in again] == ["skipped"] * 3
-    manifest = (folder / "manifest.csv").read_text().splitlines()
+    manifest = (folder / MANIFEST).read_text().splitlines()
     assert manifest[0].startswith("slide_id,patient_id,status") and len(manifest) == 4
 
 
@@ -98,7 +99,7 @@ def test_other_settings_are_not_silently_mixed(demo_cohort, tiny_extractor, tmp_
     slides = _demo_slides(demo_cohort, ("demo-01",))
     annotations = demo_cohort / "annotations"
     extract_cohort(slides, tmp_path, extractor=tiny_extractor, annotations_dir=annotations)
-    config_file = tmp_path / tiny_extractor.backbone.name / "extract_config.json"
+    config_file = extraction_path(tmp_path / tiny_extractor.backbone.name)
     saved = config_file.read_text()
     config = tiny_extractor.config
     # (this run -> the folder's, as every refusal names a change: what was expected -> what was found)
@@ -128,7 +129,7 @@ def test_a_folder_from_before_the_authors_normaliser_is_not_mixed_with_it(demo_c
 
     slides = _demo_slides(demo_cohort, ("demo-01",))
     extract_cohort(slides, tmp_path, extractor=tiny_extractor, annotations_dir=demo_cohort / "annotations")
-    config_file = tmp_path / tiny_extractor.backbone.name / "extract_config.json"
+    config_file = extraction_path(tmp_path / tiny_extractor.backbone.name)
     old = json.loads(config_file.read_text())
     old["version"] = "0.1.0"
     config_file.write_text(json.dumps(old))

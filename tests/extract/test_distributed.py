@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from hist2rna_tf.cli import main
-from hist2rna_tf.extract.distributed import RayWorkers, connect
 from hist2rna_tf.extract.cohort import extract_cohort
+from hist2rna_tf.extract.distributed import RayWorkers, connect
+from hist2rna_tf.extract.cohort import MANIFEST
 
 
 def _listening() -> set[tuple[str, int]]:
@@ -67,7 +68,7 @@ def _sha256(path) -> str:
 
 def _manifest(folder: Path) -> dict[str, dict]:
     """The manifest's rows by slide id, without what differs between runs (time, output folder)."""
-    with open(folder / "manifest.csv", newline="") as handle:
+    with open(folder / MANIFEST, newline="") as handle:
         rows = {row["slide_id"]: row for row in csv.DictReader(handle)}
     for row in rows.values():
         row.pop("seconds")
@@ -158,8 +159,8 @@ def test_worker_layout_fits_every_node(nodes, cpus_per_worker, expected):
 def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):
     import sys
 
-    from hist2rna_tf.extract.distributed import _ray
     from hist2rna_tf.errors import Hist2RNAError
+    from hist2rna_tf.extract.distributed import _ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(Hist2RNAError, match=r"pip install 'hist2rna-tf\[ray\]'"):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.cli import main
 from hist2rna_tf.config import ExtractConfig, StainConfig
 from hist2rna_tf.demo.cohort import SOURCES, real_tiles
 from hist2rna_tf.errors import BackboneError, DeviceError
+from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.cohort import extract_cohort
 from hist2rna_tf.extract.extractor import Extractor, embedding_fn, has_gpu
 from hist2rna_tf.extract.stain.macenko import Macenko

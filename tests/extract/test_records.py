@@ -7,7 +7,8 @@ import pytest
 
 from hist2rna_tf import __version__
 from hist2rna_tf.errors import RecordError, SettingsError
-from hist2rna_tf.extract.records import SlideFeatures, feature_dataset, feature_table, read_record, record_path, write_record
+from hist2rna_tf.extract.records import (SlideFeatures, feature_dataset, feature_table, read_record, record_path,
+                                         write_record)
 
 
 def _record(slide_id: str, dim: int = 6, n_tiles: int = 4, tiles: bool = True, normaliser: str = "macenko",

@@ -10,7 +10,7 @@ import pytest
 from hist2rna_tf.config import TileConfig
 from hist2rna_tf.errors import AnnotationError, SlideError
 from hist2rna_tf.extract.regions import (annotation_mask, grid_tiles, load_annotations, select_tiles, spread_sample,
-                                 tissue_mask)
+                                         tissue_mask)
 from hist2rna_tf.extract.slides import find_slides, open_slide
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig
 from hist2rna_tf.errors import SettingsError, SlideError
-from hist2rna_tf.extract.settings import (Extraction, FeatureSettings, differences, read_extraction, require_same,
-                                          with_absolute_files, write_extraction)
+from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences, extraction_path,
+                                          read_extraction, require_same, with_absolute_files, write_extraction)
 
 
 def _extraction(**stain) -> Extraction:
@@ -22,8 +22,8 @@ def _extraction(**stain) -> Extraction:
 def test_extract_config_round_trip(tmp_path):
     fitted = _extraction(he_ref=((0.6, 0.2), (0.7, 0.8), (0.4, 0.5)), max_c_ref=(1.5, 1.1), reference_image="/r.png")
     write_extraction(tmp_path, fitted)
-    assert read_extraction(tmp_path) == fitted == read_extraction(tmp_path / "extract_config.json")
-    saved = json.loads((tmp_path / "extract_config.json").read_text())
+    assert read_extraction(tmp_path) == fitted == read_extraction(extraction_path(tmp_path))
+    saved = json.loads(extraction_path(tmp_path).read_text())
     assert saved["backbone"] == "efficientnetv2s" and saved["config"]["stain"]["he_ref"][0] == [0.6, 0.2]
     assert fitted.features == FeatureSettings("efficientnetv2s", "none", "macenko:/r.png", 224, 56.0)
 
@@ -35,7 +35,7 @@ def test_older_files_are_read_in_todays_names_with_todays_defaults(tmp_path):
     data["version"] = "0.1.0"
     del data["config"]["tiles"]["mask_mpp"]
     data["config"]["stain"]["retired_option"] = 3
-    (tmp_path / "extract_config.json").write_text(json.dumps(data))
+    extraction_path(tmp_path).write_text(json.dumps(data))
     old = read_extraction(tmp_path)
     assert old.config.stain.method == "macenko-henorm" and old.features.normaliser == "macenko-henorm"
     assert old.config.tiles.mask_mpp == TileConfig().mask_mpp and old.version == "0.1.0"
@@ -43,10 +43,10 @@ def test_older_files_are_read_in_todays_names_with_todays_defaults(tmp_path):
 
 @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"version": "0.4.0"}'])
 def test_an_unreadable_file_is_named(tmp_path, content):
-    (tmp_path / "extract_config.json").write_text(content)
-    with pytest.raises(SettingsError, match=r"extract_config.json: not a readable extract_config.json"):
+    extraction_path(tmp_path).write_text(content)
+    with pytest.raises(SettingsError, match=f"{EXTRACT_CONFIG_FILE}: not a readable {EXTRACT_CONFIG_FILE}"):
         read_extraction(tmp_path)
-    with pytest.raises(SettingsError, match="extract_config.json: not a readable"):
+    with pytest.raises(SettingsError, match=f"missing/{EXTRACT_CONFIG_FILE}: not a readable"):
         read_extraction(tmp_path / "missing")
 
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from hist2rna_tf.errors import MissingMPPError, SlideError
-from hist2rna_tf.extract.slides import (TileReader, find_slides, level_for_mpp, open_slide, patient_id,
-                                slide_mpp, tile_file_xy)
+from hist2rna_tf.extract.slides import (TileReader, find_slides, level_for_mpp, open_slide, patient_id, slide_mpp,
+                                        tile_file_xy)
 
 
 def test_mpp_is_read_from_svs_and_generic_tiff(shared_data):

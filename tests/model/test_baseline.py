@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from hist2rna_tf.config import BaselineConfig
-from hist2rna_tf.model.costs import cost_table
 from hist2rna_tf.cli import main
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.extract.records import read_record, write_record
+from hist2rna_tf.model import runs
+
 from synthetic import record, write_expression, write_labels, write_records
 
 
@@ -43,7 +43,7 @@ def tile_cohort(tmp_path_factory):
 
 
 def _median(folder) -> float:
-    return float(pd.read_csv(folder / "across_genes.csv", index_col=0)["rho"].median())
+    return float(runs.metrics(folder)["across_genes"]["rho"].median())
 
 
 def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_path, capsys):
@@ -51,17 +51,18 @@ def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_pat
     assert main(["baseline", str(tile_cohort / "run"), "--out", str(out), "--max-epochs", "30", "--quiet",
                  "--device-watts", "250", "--n-devices", "2"]) == 0
     assert "patch-based baseline (frozen" in capsys.readouterr().out
-    run_test = pd.read_csv(tile_cohort / "run" / "test_predictions.csv", index_col=0)
-    predictions = pd.read_csv(out / "test_predictions.csv", index_col=0)
+    run_test, run_targets = runs.held_out(tile_cohort / "run")
+    predictions, targets = runs.held_out(out)
     assert list(predictions.index) == list(run_test.index) and list(predictions.columns) == list(run_test.columns)
-    pd.testing.assert_frame_equal(pd.read_csv(out / "test_targets.csv", index_col=0),
-                                  pd.read_csv(tile_cohort / "run" / "test_targets.csv", index_col=0))
+    pd.testing.assert_frame_equal(targets, run_targets)
     assert _median(out) > 0.5, _median(out)
-    summary = json.loads((out / "config.json").read_text())
+    record = runs.read_record(out)
     n_tiles = {r.slide_id[:12]: r.n_tiles for r in map(read_record, (tile_cohort / "features").rglob("*.tfrecord"))}
-    assert summary["tiles"]["test"] == sum(n_tiles[p] for p in predictions.index)
+    assert record.tiles["test"] == sum(n_tiles[p] for p in predictions.index)
+    assert record.approach == runs.PATCH_BASED and record.hist2rna_run == str((tile_cohort / "run").resolve())
+    assert record.train.max_epochs == 30 and record.train.batch_size == runs.read_record(tile_cohort / "run").train.batch_size
 
-    costs = pd.read_csv(out / "costs.csv")
+    costs = runs.read_costs(out)
     assert list(costs["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"]
     assert (costs["seconds"] > 0).all() and (costs["watts"] == 250).all() and (costs["n_devices"] == 2).all()
     np.testing.assert_allclose(costs["kwh"], costs["seconds"] / 3600 * 250 * 2 / 1000)
@@ -104,12 +105,20 @@ def test_baseline_needs_tile_features_and_slides(tile_cohort, tmp_path, capsys):
     finally:
         write_record(record, path)
     assert "--save-tile-features" in capsys.readouterr().err
-    assert not (tmp_path / "b" / "costs.csv").exists()
+    assert not (tmp_path / "b" / runs.COSTS).exists()
 
 
-def test_cost_table_is_time_times_power():
-    run = {"train_seconds": 36.0, "epochs": 10}
-    table = cost_table(run, 7200.0, 3, BaselineConfig(device_watts=300, n_devices=4, device="4 x V100"))
-    assert list(table["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"]
-    np.testing.assert_allclose(table["kwh"], [0.01 * 1.2, 2 * 1.2])  # the paper: 4 x 8.48 h x 300 W = 10.2 kWh
-    assert len(cost_table({"epochs": 3}, 10.0, 1, BaselineConfig())) == 1  # older runs carry no time
+def test_moved_features_are_named_and_found_with_features(tile_cohort, tmp_path, capsys):
+    """The run records where its features were; when they moved, baseline says so and takes --features."""
+    run = shutil.copytree(tile_cohort / "run", tmp_path / "run")
+    moved = shutil.copytree(tile_cohort / "features" / "resnet50", tmp_path / "moved" / "resnet50")
+    record = runs.read_record(run)
+    data = record.to_json()
+    data["inputs"]["features"] = str(tmp_path / "gone" / "resnet50")
+    (run / runs.CONFIG).write_text(__import__("json").dumps(data))
+    assert main(["baseline", str(run), "--out", str(tmp_path / "b"), "--max-epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "gone" / "resnet50") in err and "--features DIR" in err
+    assert main(["baseline", str(run), "--features", str(moved), "--out", str(tmp_path / "b"), "--max-epochs", "1",
+                 "--quiet"]) == 0
+    assert runs.read_record(tmp_path / "b").inputs.features == str(moved)

@@ -1,4 +1,5 @@
-"""SavedModel exports load in a fresh process that imports only TensorFlow and match the Keras pipeline."""
+"""SavedModel exports (model/export.py): they load in a fresh process that imports only TensorFlow and
+match the Keras pipeline; a run's pair shares its version, is built aside, and never overwrites."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import textwrap
 import numpy as np
 import pytest
 
+from hist2rna_tf.cli import main
 from hist2rna_tf.config import StainConfig
-from hist2rna_tf.errors import ExportError
 from hist2rna_tf.demo.cohort import real_tiles
+from hist2rna_tf.errors import ExportError, Hist2RNAError
+from hist2rna_tf.extract.stain.macenko import Macenko
 from hist2rna_tf.model.export import export_end_to_end, export_head, version_dir
 from hist2rna_tf.model.head import build_head
-from hist2rna_tf.extract.stain.macenko import Macenko
+from hist2rna_tf.model.predict import Predictor
 
 GENES = ["ESR1", "PGR", "ERBB2", "MKI67"]
 
@@ -86,3 +89,44 @@ def test_head_export(head, tmp_path):
     assert version_dir(tmp_path, "head") == tmp_path / "head" / "2"
     with pytest.raises(ExportError, match="--version"):
         export_head(head, GENES, out)
+
+
+def test_export_command_writes_both_models(tiny_run, tmp_path):
+    import tensorflow as tf
+
+    assert main(["export", str(tiny_run / "run"), "--out", str(tmp_path / "saved")]) == 0
+    head, full = tmp_path / "saved" / "tiny_head" / "1", tmp_path / "saved" / "tiny" / "1"
+    assert (head / "saved_model.pb").is_file() and (full / "saved_model.pb").is_file()
+    for export in (head, full):  # each carries the normaliser its run was trained with
+        assert tf.saved_model.load(str(export)).metadata()["normaliser"].numpy() == b"macenko"
+    from_export = Predictor(head)
+    from_run = Predictor(tiny_run / "run")
+    x = np.random.default_rng(0).normal(size=(3, 24)).astype(np.float32)
+    np.testing.assert_allclose(from_export(x), from_run(x), rtol=1e-5, atol=1e-5)
+    assert from_export.genes == from_run.genes
+    with pytest.raises(Hist2RNAError, match="end-to-end"):
+        Predictor(full)
+
+
+def test_a_pair_of_exports_shares_its_version(tiny_run, tmp_path):
+    """A head left alone at version 1 (an export killed between its two models, or one made by hand):
+    the next export takes version 2 for both; a stale half-built folder is removed."""
+    from hist2rna_tf.model.export import export_run, next_version
+
+    saved = tmp_path / "saved"
+    (saved / "tiny_head" / "1").mkdir(parents=True)
+    stale = saved / "tiny" / ".1.building-{}-999999999".format(__import__("socket").gethostname())
+    stale.mkdir(parents=True)
+    head, full = export_run(tiny_run / "run", saved)
+    assert (head.name, full.name) == ("2", "2") and next_version(saved, "tiny_head", "tiny") == 3
+    assert sorted(p.name for p in (saved / "tiny").iterdir()) == ["2"]  # the stale folder removed
+    with pytest.raises(ExportError, match="never overwritten"):
+        export_run(tiny_run / "run", saved, version=2)
+    assert sorted(p.name for p in (saved / "tiny").iterdir()) == ["2"]
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", ".."])
+def test_an_export_name_is_one_folder_name(tiny_run, tmp_path, name, capsys):
+    assert main(["export", str(tiny_run / "run"), "--out", str(tmp_path / "saved"), "--name", name]) == 2
+    assert "one folder name" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("saved_model.pb"))

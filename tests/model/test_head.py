@@ -7,6 +7,7 @@ import pytest
 
 from hist2rna_tf.model.head import build_head
 from hist2rna_tf.model.train import TrainConfig, fit_head, validation_rows
+from hist2rna_tf.model import runs
 
 
 def _pytorch_head_parameters(feature_dim: int, n_genes: int) -> int:
@@ -70,7 +71,7 @@ def test_run_folder_has_the_model_history_and_tensorboard(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 8)), rng.normal(size=(30, 2))
     model, history = fit_head(x, y, TrainConfig(max_epochs=3), run_dir=tmp_path)
-    assert (tmp_path / "best.keras").is_file() and (tmp_path / "history.csv").is_file()
+    assert runs.model_path(tmp_path).is_file() and (tmp_path / runs.HISTORY).is_file()
     assert any((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     with pytest.raises(ValueError, match="NaN"):
         fit_head(np.full((10, 3), np.nan), np.zeros((10, 2)))
@@ -98,6 +99,6 @@ def test_standardization_lets_the_head_learn_barely_varying_features(tmp_path):
     raw, _ = fit_head(x[train], y[train], TrainConfig(seed=0))
     scaled, _ = fit_head(x[train], y[train], TrainConfig(seed=0, standardize=True), run_dir=tmp_path)
     assert held_out_r(scaled) > 0.8 > held_out_r(raw) + 0.3
-    reloaded = keras.models.load_model(tmp_path / "best.keras", compile=False)
+    reloaded = keras.models.load_model(runs.model_path(tmp_path), compile=False)
     np.testing.assert_allclose(reloaded(x[test, None, :].astype("float32")), scaled(x[test, None, :].astype("float32")),
                                rtol=1e-5, atol=1e-4)

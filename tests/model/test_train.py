@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +9,8 @@ from scipy.stats import spearmanr
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.expression import load_panel
+from hist2rna_tf.model import runs
+
 from synthetic import record, write_expression, write_labels, write_records
 
 
@@ -40,26 +40,30 @@ def test_train_command_writes_a_self_describing_run(cohort, tmp_path, capsys):
             str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--genes", "pam50",
             "--out", str(run), "--max-epochs", "80"]
     assert main(args) == 0
-    for name in ("config.json", "genes.txt", "split.csv", "history.csv", "best.keras", "test_predictions.csv",
-                 "test_targets.csv"):
+    for name in (*runs.REQUIRED, runs.HISTORY, *runs.METRICS.values()):
         assert (run / name).is_file(), name
-    config = json.loads((run / "config.json").read_text())
-    report = config["join_report"]
+    record = runs.read_record(run)
+    report = record.join_report
     assert report["features_without_expression"] == ["TCGA-YY-9999"]
     assert report["expression_without_features"] == ["TCGA-ZZ-0119"]
-    assert config["patients"]["train"] + config["patients"]["test"] == 119
-    assert config["patients"]["test"] / 119 == pytest.approx(160 / 495, abs=0.02)
-    predictions = pd.read_csv(run / "test_predictions.csv", index_col=0)
-    assert list(predictions.columns) == load_panel("pam50") == (run / "genes.txt").read_text().split()
-    truth = pd.read_csv(run / "test_targets.csv", index_col=0).loc[predictions.index, predictions.columns]
+    assert record.patients["train"] + record.patients["test"] == 119
+    assert record.patients["test"] / 119 == pytest.approx(160 / 495, abs=0.02)
+    predictions, truth = runs.held_out(run)
+    assert list(predictions.columns) == load_panel("pam50") == runs.read_genes(run)
+    truth = truth.loc[predictions.index, predictions.columns]
     rhos = [spearmanr(predictions[g], truth[g]).statistic for g in predictions.columns]
     assert np.median(rhos) > 0.5  # the shared latent is learned from the stored features
     assert f"across genes median {np.median(rhos):.2f}" in capsys.readouterr().out
-    assert (run / "across_genes.csv").is_file() and (run / "r_squared.csv").is_file()
+    # The training patients' measured targets are kept: the run needs its expression table no more.
+    measured = np.log2(1 + pd.read_csv(cohort / "expression.csv", index_col=0))
+    measured.index = measured.index.str[:12]
+    train, _ = runs.training_reference(run)
+    assert len(train) == record.patients["train"]
+    np.testing.assert_allclose(train.to_numpy(), measured.loc[train.index, train.columns].to_numpy(), rtol=1e-12)
     # Reusing the split gives the same patients in each subset.
     again = tmp_path / "again"
-    assert main(args[:-4] + ["--out", str(again), "--split", str(run / "split.csv"), "--max-epochs", "2"]) == 0
-    assert (pd.read_csv(again / "split.csv") == pd.read_csv(run / "split.csv")).all().all()
+    assert main(args[:-4] + ["--out", str(again), "--split", str(runs.split_path(run)), "--max-epochs", "2"]) == 0
+    assert runs.read_split(again).equals(runs.read_split(run))
 
 
 def test_missing_genes_stop_the_run_with_the_list(cohort, tmp_path, capsys):

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hist2rna_tf.report import figures
 from hist2rna_tf.analysis.evaluate import across_genes, across_patients, r_squared
 from hist2rna_tf.analysis.survival import kaplan_meier
+from hist2rna_tf.report import figures
 
 RED = mcolors.to_rgba(figures.PAM50_COLOUR)
 

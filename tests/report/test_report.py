@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hist2rna_tf.model import runs
 from hist2rna_tf.config import BaselineConfig, ReportInputs
 from hist2rna_tf.errors import ClinicalError
+from hist2rna_tf.model import runs
 from hist2rna_tf.report.report import build_report
 
 ALWAYS = ("Run", "Gene expression prediction (held-out patients)", "PAM50 subtype from predicted genes")
@@ -37,10 +37,10 @@ def cohort_files(synthetic_run, tmp_path_factory):
     run, cohort = synthetic_run
     root = tmp_path_factory.mktemp("report_inputs")
     write_predictions(run, cohort.features, root / "predictions.csv")
-    measured = runs.measured_log2(runs.read_config(run)["inputs"])
+    measured = runs.targets(run)
     rng = np.random.default_rng(0)
     n = len(measured)
-    labels = runs.label_table(runs.read_config(run)).reindex(measured.index)
+    labels = runs.split_labels(run).reindex(measured.index)
     clinical = pd.DataFrame({
         "patient_id": measured.index,
         "er": (measured["ESR1"] > measured["ESR1"].median()).astype(int),
@@ -57,7 +57,7 @@ def cohort_files(synthetic_run, tmp_path_factory):
 
 def test_a_run_alone_gives_the_gene_and_subtype_sections_from_the_metrics_the_run_holds(synthetic_run, tmp_path):
     """The sections of a run alone, the files beside the report, and the metrics shown are the ones
-    evaluate_run wrote into the run (changed here on purpose: the change shows), not a recomputation."""
+    training wrote into the run (runs.write_metrics) (changed here on purpose: the change shows), not a recomputation."""
     run, _ = synthetic_run
     copy = shutil.copytree(run, tmp_path / "run")
     genes = pd.read_csv(copy / runs.METRICS["across_genes"], index_col=0)
@@ -108,7 +108,7 @@ def test_every_input_adds_its_section(synthetic_run, cohort_files, tmp_path):
     folder = out.parent
     for name in ("figure7_biomarkers.png", "figure8_mki67_ki67.png", "luminal_calls.csv",
                  "luminal_reclassification.csv", "figure10_patch_based.png", "baseline_comparison.csv",
-                 "figure6_cost.png", "costs.csv"):
+                 "figure6_cost.png", runs.COSTS):
         assert (folder / name).is_file(), name
     km = sorted(p.name for p in folder.glob("figure9_km_*.png"))
     tables = sorted(p.name for p in folder.glob("table*_*.csv"))
@@ -118,7 +118,7 @@ def test_every_input_adds_its_section(synthetic_run, cohort_files, tmp_path):
     assert comparison.loc["hist2RNA (slide mean)", "median across genes"] == pytest.approx(
         runs.metrics(run)["across_genes"]["rho"].median())
     assert comparison.index[1] == "patch-based (frozen)"
-    pd.testing.assert_frame_equal(pd.read_csv(folder / "costs.csv"), runs.read_costs(baseline))
+    pd.testing.assert_frame_equal(runs.read_costs(folder / runs.COSTS), runs.read_costs(baseline))
 
 
 def test_a_bad_clinical_table_leaves_no_report(synthetic_run, cohort_files, tmp_path):
@@ -131,3 +131,22 @@ def test_a_bad_clinical_table_leaves_no_report(synthetic_run, cohort_files, tmp_
                      tmp_path / "report" / "report.html")
     assert not (tmp_path / "report" / "report.html").exists()
     assert list((tmp_path / "report").iterdir()) == []
+
+
+def test_a_report_that_fails_midway_leaves_nothing_behind(synthetic_run, cohort_files, tmp_path, monkeypatch):
+    """Figures already drawn when a late section fails are not left behind, nor is the folder they
+    were drawn in; an earlier report in the folder stays as it was."""
+    import hist2rna_tf.report.report as report_module
+
+    run, _ = synthetic_run
+    out = tmp_path / "report" / "report.html"
+    build_report(ReportInputs(run=run, n_boot=10), out)
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(report_module, "_subtype_section", fail)  # after Figures 3-5 are drawn
+    with pytest.raises(RuntimeError):
+        build_report(ReportInputs(run=run, n_boot=10), out)
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # nothing new, nothing hidden

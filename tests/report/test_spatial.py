@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from hist2rna_tf.errors import Hist2RNAError
-from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.extract.records import read_record, record_path, write_record
+from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.report.report import map_figures
 from hist2rna_tf.report.spatial import write_spatial_maps
 
