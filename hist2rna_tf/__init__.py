@@ -1,7 +1,12 @@
 """hist2rna-tf: hist2RNA (Mondol et al., Cancers 2023) in Keras 3 / TensorFlow.
 
-Importing the package is cheap: TensorFlow is imported only by the modules that need it
-(stain, backbones, regnet, features, records, head, train, export), when they are used, never here.
+The package reads as the data flow: the base (config, errors, atomic, barcodes, tfenv, expression),
+then extract/ (slides -> stored features), analysis/ (statistics on tables), model/ (features +
+RNA-seq -> a run that stands alone -> predictions, exports), report/ (figures, the HTML report,
+spatial maps), demo/ and cli/. Imports only go down those floors.
+
+Importing the package is cheap: TensorFlow is imported only by the modules that need it, when they
+are used, never here.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

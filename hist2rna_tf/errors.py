@@ -49,6 +49,10 @@ class ExportError(Hist2RNAError):
     """A model cannot be exported where asked (the version exists)."""
 
 
+class RunError(Hist2RNAError):
+    """A folder that is not a complete, readable training run (no config.json, a damaged one, files missing)."""
+
+
 class ModelError(Hist2RNAError):
     """A trained model file cannot be loaded (corrupt, or from an unsafe or incompatible source)."""
 

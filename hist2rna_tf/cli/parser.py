@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hist2rna_tf import __version__
 from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, add_mpp, add_no_progress, add_run,
-                                     add_stain_options, add_tile_options, count, hidden_alias, open_fraction,
-                                     out_file, out_folder, positive_float, positive_int, shard_spec)
+                                     add_stain_options, add_tile_options, count, hidden_alias, open_fraction, out_file,
+                                     out_folder, positive_float, positive_int, shard_spec)
 from hist2rna_tf.config import (PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS,
                                 THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES
@@ -100,9 +100,11 @@ def add_train(commands) -> None:
         "train", help="stored features + RNA-seq -> the paper's head, trained on a stratified split",
         description="Join per-slide features to patients' RNA-seq (12-character TCGA barcodes; several slides of "
                     "a patient are averaged), take log2(1+x), split train/test stratified by subtype (the paper's "
-                    "335/160 proportions) and fit the paper's Conv1D head. Writes a self-describing run folder: "
-                    "config.json, genes.txt, split.csv, best.keras, history.csv, tensorboard/, the held-out "
-                    "patients' predictions and targets and their Spearman and R2 tables.")
+                    "335/160 proportions) and fit the paper's Conv1D head. Writes a run folder that stands alone: "
+                    "config.json (what it read and how its features were made, so that predict --slides and export "
+                    "never need the features folder again), genes.txt, split.csv, best.keras, history.csv, "
+                    "tensorboard/, the training patients' targets, the held-out patients' predictions and targets "
+                    "and their Spearman and R2 tables.")
     train.add_argument("--features", required=True, help="folder of one backbone's feature TFRecords")
     train.add_argument("--expression", required=True,
                        help="RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, raw RSEM. "

@@ -36,7 +36,7 @@ from hist2rna_tf import __version__
 from hist2rna_tf.analysis.evaluate import held_out_metrics, metric_summaries
 from hist2rna_tf.atomic import atomic_path, building_folder, write_json, write_table, write_text
 from hist2rna_tf.config import BaselineConfig, RunInputs, TrainConfig
-from hist2rna_tf.errors import Hist2RNAError, SettingsError
+from hist2rna_tf.errors import Hist2RNAError, RunError, SettingsError
 from hist2rna_tf.expression import load_split, log2_expression, read_expression, read_labels, save_split, to_patients
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, read_extraction, require_same
 
@@ -59,10 +59,6 @@ HIST2RNA, PATCH_BASED = "hist2rna", "patch-based"  # RunRecord.approach
 # What every complete run folder (training or baseline) holds; a run writes them all or none.
 REQUIRED = (CONFIG, GENES, SPLIT, MODEL, TRAIN_TARGETS, TEST_PREDICTIONS, TEST_TARGETS)
 REQUIRED_BEFORE_FORMAT_2 = tuple(name for name in REQUIRED if name != TRAIN_TARGETS)
-
-
-class RunError(Hist2RNAError):
-    """A folder that is not a complete, readable run."""
 
 
 # --- the record ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from hist2rna_tf.cli import main
 
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from hist2rna_tf.cli import main
-from hist2rna_tf.model import runs
 from hist2rna_tf.extract.cohort import MANIFEST
+from hist2rna_tf.model import runs
 
 
 def _run(args: list[str], capsys) -> tuple[int, str]:

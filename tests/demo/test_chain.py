@@ -70,7 +70,8 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
         f"demo-0{i}_{name}" for i in (1, 2) for name in ("ESR1.png", "ERBB2.png", "PAM50.png", "tiles.csv"))
     assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
                  str(out / "cohort" / "slides" / "demo-01.tiff"), "--genes", "NOTAGENE", "--out", str(mine)]) == 2
-    from hist2rna_tf.report.report import map_figures  # what `report --spatial-maps` embeds (tests/report/test_report.py)
+    from hist2rna_tf.report.report import \
+        map_figures  # what `report --spatial-maps` embeds (tests/report/test_report.py)
 
     assert sum(title.startswith("Spatial map (beyond the paper): demo-0") for title in map_figures(mine)) == 6
 

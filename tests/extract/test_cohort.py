@@ -15,9 +15,9 @@ from hist2rna_tf.errors import SettingsError
 from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
 from hist2rna_tf.extract.plan import plan_tiles
 from hist2rna_tf.extract.records import read_record
+from hist2rna_tf.extract.settings import extraction_path
 from hist2rna_tf.extract.slides import find_slides
 from hist2rna_tf.extract.stain.macenko import Macenko
-from hist2rna_tf.extract.settings import extraction_path
 
 
 def _demo_slides(cohort: Path, names=("demo-01", "demo-02", "demo-03")) -> list[Path]:

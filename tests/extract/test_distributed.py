@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from hist2rna_tf.cli import main
-from hist2rna_tf.extract.cohort import extract_cohort
+from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
 from hist2rna_tf.extract.distributed import RayWorkers, connect
-from hist2rna_tf.extract.cohort import MANIFEST
 
 
 def _listening() -> set[tuple[str, int]]:

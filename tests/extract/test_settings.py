@@ -10,8 +10,9 @@ import pytest
 
 from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig
 from hist2rna_tf.errors import SettingsError, SlideError
-from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences, extraction_path,
-                                          read_extraction, require_same, with_absolute_files, write_extraction)
+from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences,
+                                          extraction_path, read_extraction, require_same, with_absolute_files,
+                                          write_extraction)
 
 
 def _extraction(**stain) -> Extraction:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hist2rna_tf.model import runs
 from hist2rna_tf.model.head import build_head
 from hist2rna_tf.model.train import TrainConfig, fit_head, validation_rows
-from hist2rna_tf.model import runs
 
 
 def _pytorch_head_parameters(feature_dim: int, n_genes: int) -> int:
