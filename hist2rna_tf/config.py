@@ -202,3 +202,11 @@ def usable_cores() -> int:
 def to_dict(config: Any) -> dict:
     """A config dataclass (nested ones too) as plain JSON-ready data."""
     return dataclasses.asdict(config)
+
+
+def known_fields(kind: type, data: dict) -> dict[str, Any]:
+    """The fields of dataclass `kind` found in `data` (saved JSON: lists back to tuples), to build one
+    from a file of another version: fields added since keep their defaults, fields since removed are
+    ignored. Nested dataclasses are the caller's to build."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(data).items() if k in names}

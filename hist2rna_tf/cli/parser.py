@@ -161,11 +161,13 @@ def add_export(commands) -> None:
         "export", help="SavedModels for serving: the head alone and end to end (tiles -> genes)",
         description="Export a training run as two TensorFlow SavedModels under <out>/<name>/<version>/ (the "
                     "TensorFlow Serving layout): <name>_head (features -> genes) and <name> (uint8 tiles of one "
-                    "slide -> Macenko -> backbone -> mean -> head -> genes). Gene names and stain targets inside.")
+                    "slide -> Macenko -> backbone -> mean -> head -> genes), both at one version, with the run's "
+                    "own backbone, weights and stain settings (its features folder is not needed). Gene names and "
+                    "stain targets inside.")
     add_run(export)
     export.add_argument("--out", type=out_folder, default="saved_models", help="export root (default saved_models)")
-    export.add_argument("--name", help="model name (default: the backbone's)")
-    export.add_argument("--version", type=positive_int, help="version number (default: the next free one)")
+    export.add_argument("--name", help="model name, one folder name (default: the backbone's)")
+    export.add_argument("--version", type=positive_int, help="version number (default: the next one free for both)")
 
 
 def add_subtype(commands) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from hist2rna_tf import __version__
 from hist2rna_tf.atomic import write_text
-from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig
+from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, known_fields
 from hist2rna_tf.errors import SettingsError
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, NAMED_WEIGHTS
 
@@ -117,19 +117,14 @@ class Extraction:
         when it is not an extract_config.json."""
         version = str(data.get("version", "0"))
         config = dict(data["config"])
-        tiles = _known(TileConfig, config.pop("tiles"))
-        stain = _known(StainConfig, config.pop("stain"))
+        tiles = known_fields(TileConfig, config.pop("tiles"))
+        stain = known_fields(StainConfig, config.pop("stain"))
         stain["method"] = current_stain_method(stain["method"], version)
         if "he_ref" in stain:
             stain["he_ref"] = tuple(tuple(row) for row in stain["he_ref"])
-        extract = ExtractConfig(**_known(ExtractConfig, config), tiles=TileConfig(**tiles), stain=StainConfig(**stain))
+        extract = ExtractConfig(**known_fields(ExtractConfig, config), tiles=TileConfig(**tiles),
+                                stain=StainConfig(**stain))
         return cls(extract, str(data["backbone"]), str(data["weights"]), int(data["feature_dim"]), version)
-
-
-def _known(kind, data: dict) -> dict[str, Any]:
-    """The fields of dataclass `kind` in `data` (JSON lists back to tuples)."""
-    names = {f.name for f in fields(kind)} - {"tiles", "stain"}
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
 
 
 def extraction_path(folder: str | Path) -> Path:

@@ -35,7 +35,7 @@ import pandas as pd
 from hist2rna_tf import __version__
 from hist2rna_tf.analysis.evaluate import held_out_metrics, metric_summaries
 from hist2rna_tf.atomic import atomic_path, building_folder, write_json, write_table, write_text
-from hist2rna_tf.config import BaselineConfig, RunInputs, TrainConfig
+from hist2rna_tf.config import BaselineConfig, RunInputs, TrainConfig, known_fields
 from hist2rna_tf.errors import Hist2RNAError, RunError, SettingsError
 from hist2rna_tf.expression import load_split, log2_expression, read_expression, read_labels, save_split, to_patients
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, read_extraction, require_same
@@ -103,14 +103,14 @@ class RunRecord:
         """Any format's config.json (older ones read with today's defaults for what they lack).
         KeyError, TypeError or ValueError when it is not a run's."""
         fmt = int(data.get("format", 1))
-        train = TrainConfig(**_known(TrainConfig, data["train"]))
-        baseline = BaselineConfig(**_known(BaselineConfig, data["baseline"])) if data.get("baseline") else None
+        train = TrainConfig(**known_fields(TrainConfig, data["train"]))
+        baseline = BaselineConfig(**known_fields(BaselineConfig, data["baseline"])) if data.get("baseline") else None
         if fmt == 1 and baseline is not None:  # format 1 kept the run's training settings and these beside
             train = replace(train, batch_size=int(data.get("batch_size", train.batch_size)),
                             max_epochs=baseline.max_epochs or train.max_epochs)
         settings = data.get("feature_settings")
         return cls(
-            inputs=RunInputs(**_known(RunInputs, data["inputs"])), train=train,
+            inputs=RunInputs(**known_fields(RunInputs, data["inputs"])), train=train,
             feature_dim=int(data["feature_dim"]), genes=int(data["genes"]),
             patients={k: int(v) for k, v in data["patients"].items()}, epochs=int(data["epochs"]),
             best_val_loss=float(data["best_val_loss"]),
@@ -124,13 +124,6 @@ class RunRecord:
     @property
     def is_baseline(self) -> bool:
         return self.approach == PATCH_BASED
-
-
-def _known(kind, data: dict) -> dict:
-    """The fields of dataclass `kind` in `data` (JSON lists back to tuples); fields added since are
-    left to their defaults, fields since removed are ignored."""
-    names = {f.name for f in fields(kind)}
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(data).items() if k in names}
 
 
 def read_record(run_dir: str | Path) -> RunRecord:

@@ -108,7 +108,7 @@ def _write_report(inputs: ReportInputs, record: runs.RunRecord, run: Path, page:
                     _clinical(inputs.clinical, inputs.clinical_columns))
     _config_section(page, record, run)
     predicted, truth = runs.held_out(run)
-    metrics = runs.metrics(run)  # written by evaluate_run when the run was trained
+    metrics = runs.metrics(run)  # written (runs.write_metrics) when the run was trained
     _gene_section(page, inputs, run, metrics, predicted, truth)
     labels = runs.split_labels(run)
     reference = runs.training_reference(run, record)
