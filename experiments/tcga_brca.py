@@ -74,7 +74,7 @@ def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> 
     inputs = RunInputs(features=str(features / experiment.backbone), expression=str(data.expression),
                        labels=str(data.labels), genes=experiment.genes, split=str(split) if split else None)
     run_dir = data.runs / (experiment.name or experiment.backbone)
-    summary = train_run(inputs, run_dir, experiment.train, verbose=verbose)
+    summary = train_run(inputs, run_dir, experiment.train, verbose=verbose, overwrite=True)  # a re-run retrains
     genes = summary["metrics"]["across_genes"]
     print(f"{summary['patients']} patients; held-out median Spearman across genes {genes['median']:.2f}, "
           f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; run folder {run_dir}")

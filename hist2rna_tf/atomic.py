@@ -78,6 +78,7 @@ def building_files(folder: str | Path, name: str, last: str | None = None):
 def _aside(target: Path):
     """`.<name>.building-<host>-<pid>` beside `target`, fresh, removed on failure (what dead processes
     left beside it first: a run, or an export at another version, killed while built)."""
+    created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_folders(target.parent)
     work = target.with_name(f".{target.name}.building-{_owner()}")
@@ -87,6 +88,11 @@ def _aside(target: Path):
         yield work
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        for folder in created:  # the folders made for it (deepest first), when nothing else came into them
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     shutil.rmtree(work, ignore_errors=True)  # empty once its files are in place (or renamed away)
 

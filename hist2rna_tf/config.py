@@ -129,6 +129,9 @@ class RunInputs:
 
 
 PAPER_WATTS = 300.0  # the paper's figure for one Nvidia Tesla V100 32GB
+# The energy figure when training ran on a CPU: a server CPU's power per core (Xeon Gold 6248: 150 W
+# over 20 cores), times the cores used. An assumption, as the V100's is; --device-watts sets your own.
+CPU_WATTS_PER_CORE = 7.5
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class BaselineConfig:
     shuffle_buffer: int = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
     image_shuffle_buffer: int = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
     tiles_per_slide: int | None = None  # finetune: at most this many tiles a slide (None: all planned)
-    device_watts: float = PAPER_WATTS
+    device_watts: float | None = None  # W a device; None: PAPER_WATTS a GPU when one ran, else CPU_WATTS_PER_CORE a core
     n_devices: int = 1
     device: str = field(default="")  # described in costs.csv; "" = detected
 

@@ -162,19 +162,21 @@ def select_genes(table: pd.DataFrame, genes: list[str], drop_missing: bool = Fal
     return table[kept], missing
 
 
-def log2_expression(table: pd.DataFrame, source: str = "expression table") -> pd.DataFrame:
-    """log2(1 + x) of raw RSEM values; negative values are refused, logged-looking tables warned about."""
+def log2_expression(table: pd.DataFrame, source: str = "expression table", missing_ok: bool = False) -> pd.DataFrame:
+    """log2(1 + x) of raw RSEM values; negative values are refused, logged-looking tables warned about.
+    A missing value (NaN) is refused (training targets need every one), or, with `missing_ok`, stays
+    missing (subtype calls handle them sample by sample)."""
     values = table.to_numpy(dtype=float)
-    if np.isnan(values).any():
+    if np.isnan(values).any() and not missing_ok:
         where = table.columns[np.isnan(values).any(axis=0)][:5]
         raise ExpressionError(f"{source}: missing values (NaN) in {', '.join(map(str, where))}; fill or drop "
                               "those samples first.")
     if (values < 0).any():
-        raise ExpressionError(f"{source}: negative values (min {values.min():.3g}); log2(1+x) needs raw, "
+        raise ExpressionError(f"{source}: negative values (min {np.nanmin(values):.3g}); log2(1+x) needs raw, "
                               "non-negative RSEM values. Is the table already logged or z-scored?")
-    if values.max() < 30:
+    if np.nanmax(values, initial=0.0) < 30:
         log.warning("%s: the largest value is %.3g; raw RSEM reaches thousands. Is it already logged? "
-                    "log2(1+x) is applied regardless.", source, values.max())
+                    "log2(1+x) is applied regardless.", source, np.nanmax(values, initial=0.0))
     return np.log2(1.0 + table.astype(float))
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class ClinicalColumns:
     """Our column -> the clinical table's column (None: the table lacks it)."""
 
-    patient: str = "patient_id"
+    patient_id: str = "patient_id"  # (the mapping may name this key "patient", as before 0.5.0)
     os_months: str | None = "os_months"  # overall survival time
     os_event: str | None = "os_event"  # 1 = died, 0 = censored
     grade: str | None = "grade"  # 1, 2, 3
@@ -48,10 +48,18 @@ class ClinicalColumns:
             mapping = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ClinicalError(f"{path}: not a readable JSON column mapping ({exc}).") from None
+        if not isinstance(mapping, dict):
+            raise ClinicalError(f"{path}: a column mapping is a JSON object of our names to yours, e.g. "
+                                '{"patient_id": "PATIENT", "os_months": "OS_MONTHS"}.')
+        if "patient" in mapping and "patient_id" not in mapping:
+            mapping = {("patient_id" if key == "patient" else key): value for key, value in mapping.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(mapping) - known)
-        if unknown or not isinstance(mapping, dict):
+        if unknown:
             raise ClinicalError(f"{path}: unknown keys {unknown}; the keys are {sorted(known)}.")
+        if mapping.get("patient_id", "patient_id") is None:
+            raise ClinicalError(f"{path}: 'patient_id' cannot be null: the table's patient column is how it meets "
+                                "the predictions.")
         return cls(**mapping)
 
 
@@ -64,9 +72,11 @@ _NO_STATUS = {"not performed", "performed but not available", "not available", "
               "unknown", "na", "n/a", "nan", "[not available]", "[not evaluated]", "[unknown]", "[not applicable]"}
 
 
-def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns()) -> pd.DataFrame:
+def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns(),
+                  flag: str = "--clinical-columns") -> pd.DataFrame:
     """The clinical table indexed by patient, with our column names; statuses as 1/0 floats (NaN when
-    blank), numbers as floats. A mapped column the table lacks, or a malformed value, is an error."""
+    blank), numbers as floats. A mapped column the table lacks, or a malformed value, is an error
+    (`flag`: the option that maps this table's columns, for the message)."""
     path = Path(path)
     sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     raw = read_table_file(path, ClinicalError, sep=sep, dtype=str, keep_default_na=True)
@@ -76,11 +86,11 @@ def read_clinical(path: str | Path, columns: ClinicalColumns = ClinicalColumns()
         listed = ", ".join(repr(theirs) if theirs == ours else f"{theirs!r} (for {ours})"
                            for ours, theirs in missing.items())
         raise ClinicalError(f"{path}: no column {listed}. Its columns are {', '.join(raw.columns)}. Map yours "
-                            'with --clinical-columns FILE.json, e.g. {"os_months": "OS_MONTHS"}, or null if absent.')
+                            f'with {flag} FILE.json, e.g. {{"os_months": "OS_MONTHS"}}, or null if absent.')
     table = raw[list(mapping.values())].set_axis(list(mapping), axis=1)
-    if table["patient"].isna().any() or table["patient"].duplicated().any():
-        raise ClinicalError(f"{path}: column {mapping['patient']!r} has blank or repeated patient IDs.")
-    table = table.set_index("patient")
+    if table["patient_id"].isna().any() or table["patient_id"].duplicated().any():
+        raise ClinicalError(f"{path}: column {mapping['patient_id']!r} has blank or repeated patient IDs.")
+    table = table.set_index("patient_id")
     for name in table.columns:
         if name in STATUS_COLUMNS:
             table[name] = _status(table[name], path, mapping[name])
@@ -115,14 +125,18 @@ def _numeric(values: pd.Series, path: Path, column: str) -> pd.Series:
     return numbers.astype(float)
 
 
-def joined(predicted: pd.DataFrame, clinical: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Patients in both tables (predicted genes + clinical columns) and who was left out on each side."""
+def joined(predicted: pd.DataFrame, clinical: pd.DataFrame,
+           source: str = "the clinical table") -> tuple[pd.DataFrame, dict]:
+    """Patients in both tables (predicted genes + clinical columns) and who was left out on each side.
+    `source` names the clinical table (and how to map its patient column) when none is shared."""
     shared = predicted.index.intersection(clinical.index)
     report = {"predicted_only": sorted(set(predicted.index) - set(shared)),
               "clinical_only": sorted(set(clinical.index) - set(shared))}
     if len(shared) == 0:
-        raise ClinicalError(f"no patient is in both the predictions and the clinical table (e.g. "
-                            f"{predicted.index[0]!r} vs {clinical.index[0]!r}); check the patient ID column.")
+        examples = (f"its patients e.g. {', '.join(map(repr, clinical.index[:3]))}" if len(clinical) else
+                    "it has no patients")
+        raise ClinicalError(f"{source}: none of its patients has predictions ({examples}; the predictions' e.g. "
+                            f"{', '.join(map(repr, predicted.index[:3]))}); check its patient ID column.")
     for side, names in report.items():
         if names:
             log.warning("%d patients only in the %s table (e.g. %s).", len(names), side.split("_")[0], names[0])
@@ -183,11 +197,14 @@ def reclassification(ihc: pd.Series, predicted_call: pd.Series) -> tuple[pd.Data
 # --- the analyses, cohort by cohort ------------------------------------------------------------------------
 
 
-def held_out_cohorts(predicted: pd.DataFrame, measured: pd.DataFrame, clinical: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def held_out_cohorts(predicted: pd.DataFrame, measured: pd.DataFrame, clinical: pd.DataFrame,
+                     source: str = "the run's clinical table") -> dict[str, pd.DataFrame]:
     """A run's held-out patients with their clinical data, for Figure 7's TCGA rows: their predicted
-    genes, and their measured ones (the ceiling). label -> genes joined with the clinical columns."""
+    genes, and their measured ones (the ceiling). label -> genes joined with the clinical columns.
+    `source` names the clinical table when it shares no held-out patient."""
+    joined(predicted, clinical, source)  # none shared: said, naming the table
     clinical = clinical.loc[clinical.index.isin(predicted.index)]  # the training patients are not wanted here
-    return {label: joined(genes, clinical)[0]
+    return {label: joined(genes, clinical, source)[0]
             for label, genes in (("held-out, predicted", predicted), ("held-out, measured", measured.loc[predicted.index]))}
 
 
@@ -207,12 +224,13 @@ class ExternalCohort:
 
 
 def external_cohort(predicted: pd.DataFrame, clinical: pd.DataFrame, reference: pd.DataFrame,
-                    reference_labels: pd.Series) -> ExternalCohort:
+                    reference_labels: pd.Series, source: str = "the clinical table") -> ExternalCohort:
     """Predicted genes (patients x genes) and the clinical table of an external cohort -> the joined
     table; with an IHC subtype, the LumA/LumB calls from the predicted PAM50 genes (the classifier
     trained on `reference`, measured log2 expression, and its PAM50 `reference_labels`), the
-    reclassification against IHC, and the luminal patients' Tables 1-2 and Kaplan-Meier curves."""
-    data, left_out = joined(predicted, clinical)
+    reclassification against IHC, and the luminal patients' Tables 1-2 and Kaplan-Meier curves.
+    `source` names the clinical table in messages."""
+    data, left_out = joined(predicted, clinical, source)
     if "ihc_subtype" not in data:
         return ExternalCohort(data, left_out)
     calls = luminal_calls(data, reference, reference_labels)

@@ -263,23 +263,68 @@ def ror_subtype_scores(calls: pd.DataFrame) -> pd.DataFrame:
 
 def subtype_table(expression: str | Path, method: str = "centroid", reference_expression: str | Path | None = None,
                   reference_labels: str | Path | None = None, label_column: str = PAM50_LABEL_COLUMN,
-                  logged: bool = False) -> pd.DataFrame:
+                  logged: bool = False, reference_logged: bool | None = None) -> pd.DataFrame:
     """`hist2rna subtype`: a PAM50 call per sample of an expression file (cBioPortal RSEM or samples x
     genes; raw RSEM unless `logged`): `centroid_calls`, or `voting_calls` trained on a labelled
-    reference cohort's expression file and label table. Indexed by sample_id."""
-    def load(path):
+    reference cohort's expression file (raw unless `reference_logged`; None: as `logged`) and label
+    table. Missing values stay missing (the centroid calls handle them per sample; the voting
+    classifier needs every PAM50 gene and names the samples that lack one). Indexed by sample_id."""
+    def load(path, is_logged):
         table = read_expression(path)
-        return table if logged else log2_expression(table, path)
+        return table if is_logged else log2_expression(table, path, missing_ok=True)
 
-    table = load(expression)
+    table = load(expression, logged)
     if method == "centroid":
         calls = centroid_calls(table)
     elif method == "voting":
         if not (reference_expression and reference_labels):
             raise ExpressionError("--method voting needs --reference-expression and --reference-labels (a labelled "
                                   "cohort to train the classifier on, e.g. the TCGA RNA-seq and its PAM50 labels).")
-        reference = to_patients(load(reference_expression), reference_expression)
-        calls = voting_calls(table, reference, read_labels(reference_labels, label_column))
+        reference = to_patients(load(reference_expression, logged if reference_logged is None else reference_logged),
+                                reference_expression)
+        labels = read_labels(reference_labels, label_column)
+        _require_reference(reference, labels, reference_expression, reference_labels, label_column)
+        _require_complete(table, expression)
+        _require_complete(reference, reference_expression)
+        _warn_if_scales_differ(table, reference, expression, reference_expression)
+        calls = voting_calls(table, reference, labels)
     else:
         raise ValueError(f"unknown subtype method {method!r}; choose centroid or voting")
     return calls.rename_axis("sample_id")
+
+
+def _require_reference(reference: pd.DataFrame, labels: pd.Series, expression_path, labels_path, column: str) -> None:
+    """Enough labelled reference patients with expression, or an error naming the labels file, the
+    values it has and the IDs of both sides."""
+    usable = labels[labels.isin(PAPER_SUBTYPES)]
+    shared = usable.index.intersection(reference.index)
+    if len(shared) >= 10:
+        return
+    found = labels.dropna().value_counts()
+    values = ", ".join(f"{label!r} ({n})" for label, n in found.head(8).items()) or "none"
+    raise ExpressionError(f"{labels_path}: {len(shared)} of its patients have a label among {', '.join(PAPER_SUBTYPES)} "
+                          f"in {column!r} and expression in {expression_path}; the classifier needs at least 10. Its "
+                          f"labels: {values}; its patients e.g. {', '.join(map(str, labels.index[:3]))}, the "
+                          f"expression's e.g. {', '.join(map(str, reference.index[:3]))}.")
+
+
+def _require_complete(table: pd.DataFrame, source) -> None:
+    """Every PAM50 gene measured in every sample (the voting classifier cannot skip a missing one)."""
+    genes = [g for g in pam50_centroids().index if g in table.columns]
+    gaps = table[genes].isna().any(axis=1)
+    if gaps.any():
+        raise ExpressionError(f"{source}: {int(gaps.sum())} samples lack a PAM50 gene ({', '.join(map(str, table.index[gaps][:5]))}"
+                              f"{', ...' if gaps.sum() > 5 else ''}); the voting classifier needs every one. Use "
+                              "--method centroid (it calls each sample on the genes it has), or fill them.")
+
+
+def _warn_if_scales_differ(table: pd.DataFrame, reference: pd.DataFrame, source, reference_source) -> None:
+    """A warning when the two tables' PAM50 genes sit on different scales (one logged, one not)."""
+    genes = shared_pam50_genes(table, reference)
+    if not genes:
+        return
+    here, there = float(np.nanmedian(table[genes].to_numpy())), float(np.nanmedian(reference[genes].to_numpy()))
+    if abs(here - there) > 3:
+        log.warning("%s has a median PAM50 value of %.1f and the reference %s of %.1f: are both on the same scale "
+                    "(log2(1+RSEM))? --no-log applies to --expression, --reference-no-log to the reference.", source,
+                    here, reference_source, there)

@@ -8,6 +8,7 @@ expects a higher score for LONGER survival, so risk scores are passed negated.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,14 +66,20 @@ def cox(data: pd.DataFrame, duration: str, event: str, covariates: list[str]) ->
     from lifelines import CoxPHFitter
 
     table = _check(data, duration, event, covariates)
-    fitter = CoxPHFitter().fit(table, duration_col=duration, event_col=event)
+    with warnings.catch_warnings(record=True) as caught:  # lifelines' convergence warnings: said as ours, below
+        warnings.simplefilter("always")
+        fitter = CoxPHFitter().fit(table, duration_col=duration, event_col=event)
+    notes = sorted({str(w.message).strip().splitlines()[0] for w in caught})
+    for note in notes:
+        log.warning("the Cox model of %s (%d patients, %d events): %s", ", ".join(covariates), len(table),
+                    int(table[event].sum()), note)
     s = fitter.summary
     result = pd.DataFrame({"hr": s["exp(coef)"], "ci_low": s["exp(coef) lower 95%"], "ci_high": s["exp(coef) upper 95%"],
                            "p": s["p"], "coef": s["coef"]})
     lr = fitter.log_likelihood_ratio_test()
     return result, {"c_index": float(fitter.concordance_index_), "lr_statistic": float(lr.test_statistic),
                     "lr_df": int(lr.degrees_freedom), "lr_p": float(lr.p_value), "n": int(len(table)),
-                    "events": int(table[event].sum())}
+                    "events": int(table[event].sum()), "notes": notes}
 
 
 def univariate(data: pd.DataFrame, duration: str, event: str, covariates: list[str]) -> pd.DataFrame:
@@ -134,7 +141,8 @@ def survival_table(data: pd.DataFrame, subtype_column: str, subtype_label: str) 
                      "Univariate HR": uni.loc[key, "hr"], "Univariate 95% CI":
                      f"{uni.loc[key, 'ci_low']:.2f}-{uni.loc[key, 'ci_high']:.2f}", "Univariate p": uni.loc[key, "p"]})
     return pd.DataFrame(rows), {"n": model["n"], "events": model["events"], "multivariate_c_index": model["c_index"],
-                                "univariate_c_index_subtype": float(uni.loc[names[-1], "c_index"])}
+                                "univariate_c_index_subtype": float(uni.loc[names[-1], "c_index"]),
+                                "notes": model["notes"]}
 
 
 @dataclass

@@ -11,12 +11,33 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from contextlib import contextmanager
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hist2rna_tf.cli.commands import COMMANDS, TENSORFLOW_COMMANDS
 from hist2rna_tf.cli.parser import build_parser
 from hist2rna_tf.errors import Hist2RNAError
 
 __all__ = ["build_parser", "main"]
+
+warnings_log = logging.getLogger("hist2rna_tf.warnings")
+
+
+@contextmanager
+def _warnings_as_log_lines():
+    """Python warnings a library raises (lifelines, scipy, Pillow) as one log line each, without the
+    library's file, line and source (the modules name their input where they know it)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        warnings_log.warning("%s: %s", category.__name__, str(message).strip().splitlines()[0])
+
+    shown = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             from hist2rna_tf.tfenv import start_tensorflow
 
             args.gpus = start_tensorflow(verbose=args.verbose)
-        return COMMANDS[args.command](args)
+        with logging_redirect_tqdm(), _warnings_as_log_lines():  # a log line never lands inside a progress bar
+            return COMMANDS[args.command](args)
     except Hist2RNAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

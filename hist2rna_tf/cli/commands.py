@@ -47,19 +47,25 @@ def _stain(args) -> StainConfig:
                    reference_image=str(args.stain_reference) if args.stain_reference else None)
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 slide", "2 slides"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _report_extraction(results, seconds: float, out: Path) -> int:
+    """Print what an extraction did; its exit status (1 when any slide failed, or none was done)."""
+    if not results:
+        print(f"no slides to extract in this shard (--shard); the others hold them. Output: {out}")
+        return 0
     counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed", "pending")}
     tiles = sum(r.n_tiles for r in results if r.status == "done")
     rate = f", {tiles / seconds:.1f} tiles/s" if tiles and seconds > 0 else ""
     others = f", {counts['pending']} left to another run into the same folder" if counts["pending"] else ""
-    print(f"{len(results)} slides: {counts['done']} done, {counts['skipped']} skipped (already done), "
-          f"{counts['failed']} failed{others}; {tiles} tiles in {seconds:.1f} s{rate}. Output: {out}")
+    print(f"{counted(len(results), 'slide')}: {counts['done']} done, {counts['skipped']} skipped (already done), "
+          f"{counts['failed']} failed{others}; {counted(tiles, 'tile')} in {seconds:.1f} s{rate}. Output: {out}")
     for r in results:
         if r.status == "failed":
             print(f"  FAILED {r.slide_id}: {r.reason}")
-    if not results:
-        print("no slides found.")
-        return 1
     return 1 if counts["failed"] or counts["done"] + counts["skipped"] + counts["pending"] == 0 else 0
 
 
@@ -81,13 +87,14 @@ def cmd_train(args) -> int:
                        drop_missing_genes=args.drop_missing_genes, split=args.split)
     config = replace(TRAIN, seed=args.seed, deterministic=args.deterministic, max_epochs=args.max_epochs,
                      validation_fraction=args.validation_fraction, standardize=args.standardize)
-    summary = train_run(inputs, args.out, config)
+    summary = train_run(inputs, args.out, config, overwrite=args.overwrite)
     genes, patients = summary["metrics"]["across_genes"], summary["metrics"]["across_patients"]
-    print(f"{summary['patients']['train']} training / {summary['patients']['test']} held-out patients, "
-          f"{summary['genes']} genes, {summary['epochs']} epochs (best validation MSE {summary['best_val_loss']:.3f}).")
-    print(f"held-out Spearman: across genes median {genes['median']:.2f} (IQR {genes['q25']:.2f}-{genes['q75']:.2f}), "
+    print(f"{summary['patients']['train']} training / {counted(summary['patients']['test'], 'held-out patient')}, "
+          f"{counted(summary['genes'], 'gene')}, {counted(summary['epochs'], 'epoch')} (best validation MSE "
+          f"{summary['best_val_loss']:.3f}).")
+    print(f"held-out Spearman: across genes median {genes['median']:.2f} (IQR {genes['q25']:.2f} to {genes['q75']:.2f}), "
           f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; across patients median "
-          f"{patients['median']:.2f}; {summary['metrics']['r2_at_least_0.1']} genes with R2 >= 0.1. Folder: {args.out}")
+          f"{patients['median']:.2f}; {counted(summary['metrics']['r2_at_least_0.1'], 'gene')} with R2 >= 0.1. Folder: {args.out}")
     return 0
 
 
@@ -111,10 +118,11 @@ def cmd_predict(args) -> int:
         if table is None:
             return status
     else:
-        table = predict_patients(predictor, args.features)
+        status, table = 0, predict_patients(predictor, args.features)
     write_table(table, args.out)
-    print(f"predicted {table.shape[1]} genes for {table.shape[0]} patients: {args.out}")
-    return 0
+    print(f"predicted {counted(table.shape[1], 'gene')} for {counted(table.shape[0], 'patient')}: {args.out}"
+          + (" (the slides that failed above are not in it)" if status else ""))
+    return status  # 1 when a slide failed, as `extract` does
 
 
 def cmd_export(args) -> int:
@@ -130,7 +138,7 @@ def cmd_subtype(args) -> int:
     from hist2rna_tf.atomic import write_table
 
     calls = subtype_table(args.expression, args.method, args.reference_expression, args.reference_labels,
-                          args.label_column, logged=args.no_log)
+                          args.label_column, logged=args.no_log, reference_logged=args.reference_no_log)
     write_table(calls, args.out)
     counts = ", ".join(f"{k} {v}" for k, v in calls["call"].value_counts().items())
     print(f"{len(calls)} samples: {counts}. Written to {args.out}")
@@ -159,7 +167,7 @@ def cmd_baseline(args) -> int:
                      n_devices=args.n_devices, device=args.device)
     summary = train_patch_baseline(args.run, args.out, config, slides=args.slides, annotations_dir=args.annotations,
                                    verbose=0 if args.no_progress else 1 if sys.stdout.isatty() else 2,  # bar on a tty
-                                   features=args.features)
+                                   features=args.features, overwrite=args.overwrite)
     genes = summary["metrics"]["across_genes"]
     print(f"{summary['epochs']} epochs; {genes['significant']}/{genes['total']} genes at FDR < 0.05.")
     _print_costs(Path(args.out))

@@ -84,8 +84,8 @@ def fraction(text: str) -> float:
 
 def open_fraction(text: str) -> float:
     """A fraction in (0, 1) (some patients held back, some left to train on)."""
-    value = fraction(text)
-    if value >= 1:
+    value = parsed(text, float, "a number")
+    if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
     return value
 

@@ -9,8 +9,8 @@ from hist2rna_tf import __version__
 from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, add_mpp, add_no_progress, add_run,
                                      add_stain_options, add_tile_options, count, hidden_alias, open_fraction, out_file,
                                      out_folder, positive_float, positive_int, shard_spec)
-from hist2rna_tf.config import (PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS,
-                                THUMBNAIL_MPP, usable_cores)
+from hist2rna_tf.config import (CPU_WATTS_PER_CORE, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES,
+                                SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES
 
 
@@ -122,7 +122,8 @@ def add_train(commands) -> None:
     train.add_argument("--drop-missing-genes", action="store_true",
                        help="train without genes the table lacks (recorded in the run) instead of failing")
     train.add_argument("--split", help="reuse a split.csv from an earlier run (default: a new stratified split)")
-    train.add_argument("--out", type=out_folder, required=True, help="run folder")
+    train.add_argument("--out", type=out_folder, required=True, help="run folder (a new one, unless --overwrite)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--seed", type=int, default=TRAIN.seed,
                        help=f"seed of the split, initialisation and shuffling (default {TRAIN.seed})")
     train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
@@ -159,8 +160,8 @@ def add_predict(commands) -> None:
 def add_export(commands) -> None:
     export = commands.add_parser(
         "export", help="SavedModels for serving: the head alone and end to end (tiles -> genes)",
-        description="Export a training run as two TensorFlow SavedModels under <out>/<name>/<version>/ (the "
-                    "TensorFlow Serving layout): <name>_head (features -> genes) and <name> (uint8 tiles of one "
+        description="Export a training run as two TensorFlow SavedModels in the TensorFlow Serving layout: "
+                    "<out>/<name>_head/<version>/ (features -> genes) and <out>/<name>/<version>/ (uint8 tiles of one "
                     "slide -> Macenko -> backbone -> mean -> head -> genes), both at one version, with the run's "
                     "own backbone, weights and stain settings (its features folder is not needed). Gene names and "
                     "stain targets inside.")
@@ -184,11 +185,15 @@ def add_subtype(commands) -> None:
                          help="centroid (default; Parker 2009 nearest centroid) or voting (the paper's soft-voting "
                               "classifier, trained on --reference-expression and --reference-labels)")
     subtype.add_argument("--reference-expression",
-                         help="voting: measured RNA-seq of labelled patients to train on (raw RSEM unless --no-log)")
+                         help="voting: measured RNA-seq of labelled patients to train on (raw RSEM unless "
+                              "--reference-no-log)")
     subtype.add_argument("--reference-labels", help="voting: table with the reference patients' PAM50 subtype")
     subtype.add_argument("--label-column", default=INPUTS.label_column,
                          help=f"subtype column of --reference-labels (default {INPUTS.label_column})")
-    subtype.add_argument("--no-log", action="store_true", help="values are already logged (or microarray)")
+    subtype.add_argument("--no-log", action="store_true",
+                         help="--expression is already logged (or microarray), e.g. `hist2rna predict`'s genes")
+    subtype.add_argument("--reference-no-log", action="store_true",
+                         help="--reference-expression is already logged (default: raw RSEM, as TCGA's)")
     subtype.add_argument("--out", type=out_file, required=True, help="CSV to write")
 
 
@@ -223,7 +228,9 @@ def add_baseline(commands) -> None:
                     "and metrics, for Figure 10) and costs.csv: training time and energy (time x --device-watts x "
                     "--n-devices) of both approaches (Figure 6). Pass the folder to `hist2rna report --baseline`.")
     add_run(baseline, "the hist2RNA training run to compare with")
-    baseline.add_argument("--out", type=out_folder, required=True, help="baseline run folder")
+    baseline.add_argument("--out", type=out_folder, required=True,
+                          help="baseline run folder (a new one, unless --overwrite)")
+    baseline.add_argument("--overwrite", action="store_true", help="replace the baseline already in --out")
     baseline.add_argument("--mode", choices=["frozen", "finetune"], default=BASELINE.mode,
                           help=f"frozen: head on stored tile features; finetune: backbone trained on tiles (default "
                                f"{BASELINE.mode})")
@@ -239,8 +246,8 @@ def add_baseline(commands) -> None:
                           help=f"default: the run's (the paper's {TRAIN.max_epochs})")
     baseline.add_argument("--batch-size", type=positive_int, help=f"default: the run's (the paper's {TRAIN.batch_size})")
     baseline.add_argument("--device-watts", type=positive_float, default=BASELINE.device_watts,
-                          help=f"power of one device in W for the energy figure (default {BASELINE.device_watts:g}, "
-                               "the paper's V100)")
+                          help=f"power of one device in W for the energy figure (default: {PAPER_WATTS:g} a GPU, the "
+                               f"paper's V100, when one ran; else {CPU_WATTS_PER_CORE:g} a CPU core used)")
     baseline.add_argument("--n-devices", type=positive_int, default=BASELINE.n_devices,
                           help=f"devices the time was spent on (default {BASELINE.n_devices})")
     baseline.add_argument("--device", default=BASELINE.device,
@@ -264,7 +271,7 @@ def add_report(commands) -> None:
     report.add_argument("--clinical", type=Path, help="the external cohort's clinical table (CSV/TSV)")
     report.add_argument("--clinical-columns", type=Path,
                         help='JSON mapping our names to your columns, e.g. {"os_months": "OS_MONTHS", "ki67_percent": '
-                             'null}; keys: patient os_months os_event grade size_mm age node_positive er pr her2 '
+                             'null}; keys: patient_id os_months os_event grade size_mm age node_positive er pr her2 '
                              "ki67_percent ihc_subtype (default: our names)")
     report.add_argument("--run-clinical", type=Path,
                         help="clinical table of the run's own cohort (e.g. TCGA: ER/PR/HER2 status, grade): Figure 7's "

@@ -146,7 +146,12 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     config, backbone = extractor.config, extractor.backbone
     extraction = Extraction(config, backbone.name, backbone.weights_tag, backbone.feature_dim)
     expected = extraction.features
-    refs = shard(find_slides(inputs, config.tiles.tile_size_px), config.shard_index, config.shard_count)
+    found = find_slides(inputs, config.tiles.tile_size_px)
+    if not found:  # before anything is written
+        raise SlideError(f"no slides found in {', '.join(map(str, inputs))}: give slide files OpenSlide opens "
+                         "(svs, tiff, ndpi, mrxs, ...), plain images with --mpp, or folders of them (or of "
+                         f"{config.tiles.tile_size_px}-px tiles, one folder a patient).")
+    refs = shard(found, config.shard_index, config.shard_count)
     folder = out_dir / backbone.name
     if not config.overwrite:
         _refuse_mixing(folder, extraction)

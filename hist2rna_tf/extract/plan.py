@@ -64,10 +64,12 @@ def _plan_tile_folder(ref: SlideRef, tiles: TileConfig) -> TilePlan:
     """Ready-made tiles (the authors' layout: one folder per patient), taken as they are: at the
     target resolution (an image file carries none), `--tile-px` square, of one patient."""
     files = tile_folder_files(ref.path)
+    if not files:
+        raise SlideError(f"{ref.path}: no readable tile image in this pre-tiled folder; replace its tiles.")
     if tiles.mpp_override and abs(tiles.mpp_override / tiles.target_mpp - 1) > 0.05:
-        raise SlideError(f"{ref.path}: pre-tiled folders are used as they are, so their tiles must already be at the "
-                         f"target {tiles.target_mpp:g} um/px (--mpp {tiles.mpp_override:g} was given); re-tile the "
-                         "slide, or give --target-mpp to match the tiles.")
+        log.warning("%s: --mpp %g applies to slide and image files; this pre-tiled folder is used as it is, its "
+                    "tiles taken at the target %g um/px (re-tile the slide if they are not).", ref.path,
+                    tiles.mpp_override, tiles.target_mpp)
     barcodes = sorted({patient_id(f.name) for f in files} - {f.name for f in files})
     if len(barcodes) > 1:
         raise SlideError(f"{ref.path}: tiles of {len(barcodes)} TCGA patients ({', '.join(barcodes[:4])}"

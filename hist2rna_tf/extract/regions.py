@@ -156,6 +156,8 @@ def _geometry_polygons(geometry: dict) -> list[tuple[np.ndarray, ...]]:
         return []  # points and lines (QuPath detections, rulers) mark no region
     out = []
     for polygon in polygons:
+        if any(isinstance(value, (str, bool)) for ring in polygon for point in ring for value in point):
+            raise ValueError("coordinates are numbers ([x, y] level-0 pixels), not text")
         rings = tuple(np.asarray(ring, dtype=np.float64)[:, :2] for ring in polygon)
         if not rings:
             raise ValueError("a polygon needs an outer ring of [x, y] points")

@@ -99,14 +99,25 @@ def _file_kind(path: Path) -> str:
 
 
 def _is_tile_folder(folder: Path, tile_size_px: int) -> bool:
-    files = [f for f in folder.iterdir() if not f.name.startswith(".")]
+    """Only image files, and the first readable one a `tile_size_px` square (an unreadable file among
+    them does not make it something else: `tile_folder_files` leaves it out, named)."""
+    files = sorted(f for f in folder.iterdir() if not f.name.startswith("."))
     if not files or any(f.is_dir() or f.suffix.lower() not in IMAGE_SUFFIXES for f in files):
         return False
+    for file in files:
+        size = _image_size(file)
+        if size is not None:
+            return size == (tile_size_px, tile_size_px)
+    return False
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """An image file's (width, height) from its header; None when it is not a readable image."""
     try:
-        with Image.open(files[0]) as first:
-            return first.size == (tile_size_px, tile_size_px)
-    except OSError:
-        return False
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError):  # Pillow's errors for truncated or garbage files
+        return None
 
 
 # --- opening and metadata -------------------------------------------------------------------------
@@ -238,8 +249,14 @@ def opaque_rgb(region: Image.Image) -> Image.Image:
 
 
 def tile_folder_files(folder: Path) -> list[Path]:
-    """Image files of a pre-tiled folder, sorted by name."""
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    """The readable image files of a pre-tiled folder, sorted by name; unreadable ones are left out
+    and named in a warning (one corrupt tile does not cost the patient)."""
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+    unreadable = [f for f in files if _image_size(f) is None]
+    if unreadable:
+        log.warning("%s: %d unreadable tile image(s) left out (%s%s); replace them to use them.", folder,
+                    len(unreadable), ", ".join(f.name for f in unreadable[:3]), ", ..." if len(unreadable) > 3 else "")
+    return [f for f in files if f not in set(unreadable)]
 
 
 def tile_file_xy(path: Path) -> tuple[int, int]:

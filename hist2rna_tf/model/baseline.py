@@ -251,12 +251,14 @@ def _predict_images(model, dataset, slide_ids) -> pd.DataFrame:
 def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: BaselineConfig = BaselineConfig(),
                          slides: list[str | Path] | str | Path | None = None,
                          annotations_dir: str | Path | None = None, verbose: int = 0,
-                         features: str | Path | None = None) -> dict:
+                         features: str | Path | None = None, overwrite: bool = False) -> dict:
     """Train the patch-based baseline on a hist2RNA run's patients, split and genes; write, under
     `out_dir`, the same files as a run (runs.py) plus costs.csv. `features`: the folder of the run's
     feature records (frozen; default: where it was trained on them); `slides`: the slide files or
     folders the run was extracted from (finetune). Returns its record (config.json) as a dict with the
-    held-out metrics' summaries under "metrics"."""
+    held-out metrics' summaries under "metrics". An `out_dir` holding anything is refused unless
+    `overwrite`."""
+    runs.refuse_existing(out_dir, overwrite)
     if config.mode not in ("frozen", "finetune"):
         raise Hist2RNAError(f"unknown baseline mode {config.mode!r}; choose frozen or finetune.")
     if config.mode == "finetune" and not slides:

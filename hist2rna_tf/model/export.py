@@ -1,4 +1,4 @@
-"""SavedModel export in the TensorFlow Serving layout: `saved_models/<name>/<version>/`.
+"""SavedModel export in the TensorFlow Serving layout: `<out>/<name>_head/<version>/` and `<out>/<name>/<version>/`.
 
 Two exports, each loadable with nothing but TensorFlow (`tf.saved_model.load`):
 

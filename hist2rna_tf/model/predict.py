@@ -42,8 +42,9 @@ class Predictor:
             model = tf.saved_model.load(str(self.path))
             meta = model.metadata()
             if "feature_dim" not in meta:
-                raise Hist2RNAError(f"{self.path} is an end-to-end export (tiles in); predict from features needs "
-                                    "the run folder or the head export.")
+                raise Hist2RNAError(f"{self.path} is an end-to-end export: it takes one slide's tiles (serve it, or "
+                                    "call tf.saved_model.load(...).serve(tiles)). `hist2rna predict` takes the training "
+                                    "run folder (features or slides) or the head export (features).")
             self._model = model
             self.genes = [g.decode() for g in meta["genes"].numpy()]
             self.feature_dim = int(meta["feature_dim"].numpy())
@@ -76,8 +77,8 @@ class Predictor:
     def extraction(self) -> Extraction:
         """How the run's training features were made (to extract new slides alike, or to export)."""
         if self.record is None:
-            raise Hist2RNAError(f"{self.path} is a head export, which does not say how to extract slides; give the "
-                                "training run folder to predict from slides.")
+            raise Hist2RNAError(f"{self.path} is a head export: it takes features (--features) but does not say how "
+                                "to extract slides; give the training run folder to predict from slides.")
         return runs.extraction(self.path, self.record)
 
     def check_features(self, settings: FeatureSettings, source) -> None:

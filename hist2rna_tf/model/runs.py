@@ -201,6 +201,16 @@ def feature_settings(run_dir: str | Path, record: RunRecord | None = None) -> Fe
 # --- building a run ----------------------------------------------------------------------------------
 
 
+def refuse_existing(out_dir: str | Path, overwrite: bool) -> None:
+    """An error, before any work, when `out_dir` already holds something and `overwrite` is not set:
+    a run is replaced only when asked to."""
+    out_dir = Path(out_dir)
+    if overwrite or not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return
+    what = "a run" if (out_dir / CONFIG).is_file() else "other files"
+    raise RunError(f"{out_dir} exists and holds {what}; give another --out, or --overwrite to replace it.")
+
+
 @contextmanager
 def building(out_dir: str | Path):
     """A temp folder beside `out_dir` to build a run in; on success it replaces `out_dir`, on failure

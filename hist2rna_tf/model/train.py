@@ -112,12 +112,15 @@ def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape)
     writer.close()
 
 
-def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0) -> dict:
+def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0,
+              overwrite: bool = False) -> dict:
     """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
     `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
-    made; its targets and labels are in it). Returns the run's record (config.json) as a dict with the
-    held-out metrics' summaries under "metrics" (analysis.evaluate.metric_summaries)."""
+    made; its targets and labels are in it). An `out_dir` that holds anything is refused unless
+    `overwrite`. Returns the run's record (config.json) as a dict with the held-out metrics'
+    summaries under "metrics" (analysis.evaluate.metric_summaries)."""
     out_dir = Path(out_dir)
+    runs.refuse_existing(out_dir, overwrite)
     inputs = _absolute(inputs)
     slide_features, patient_ids, feature_settings = feature_table(inputs.features)
     extraction = _extraction(inputs.features, feature_settings)
@@ -129,11 +132,22 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     features, targets, report = join_patients(features, targets)
     labels = read_labels(inputs.labels, inputs.label_column).reindex(features.index)
     usable = labels.isin(inputs.subtypes)
+    if not usable.any():
+        found = labels.dropna().value_counts()
+        seen = ", ".join(f"{label!r} ({n})" for label, n in found.items()) if len(found) else "no label at all"
+        raise ExpressionError(f"{inputs.labels}: none of the {len(labels)} patients with features and expression "
+                              f"has a label among {', '.join(inputs.subtypes)} in column {inputs.label_column!r}; "
+                              f"they have {seen}. Give --subtypes as the table writes them, or another --label-column.")
     report["without_usable_label"] = sorted(labels.index[~usable])
     features, targets, labels = features[usable], targets[usable], labels[usable]
     if inputs.split:
         split = load_split(inputs.split)
         report["not_in_split_file"] = sorted(set(features.index) - set(split.index))
+        if not split.index.isin(features.index).any():
+            raise ExpressionError(f"{inputs.split}: none of its {len(split)} patients (e.g. "
+                                  f"{', '.join(split.index[:3])}) is among the {len(features)} with features, "
+                                  f"expression and a label (e.g. {', '.join(features.index[:3])}); give the split of "
+                                  "this cohort, or leave --split out for a new one.")
         split = split.reindex(features.index).dropna()
         features, targets, labels = features.loc[split.index], targets.loc[split.index], labels.loc[split.index]
     else:

@@ -11,6 +11,7 @@ import html
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -85,47 +86,95 @@ padding:.6em 1em}pre{background:#f6f6f6;padding:.6em;font-size:.8em;overflow-x:a
 
 
 def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
-    """Write the report (default `<run>/report/report.html`, figures and tables beside it). Built
-    aside and moved into place when complete (the HTML last): a failed report leaves nothing."""
+    """Write the report (default `<run>/report/report.html`, figures and tables beside it). Every input
+    is read first (a missing run or a malformed table stops it before anything is written); it is
+    built aside and moved into place when complete (the HTML last): a failed report leaves nothing."""
     run = Path(inputs.run)
-    record = runs.read_record(run)  # before anything is written
+    record = runs.read_record(run)
+    given = _read_inputs(inputs)
     out = Path(out) if out else run / "report" / "report.html"
     with building_files(out.parent, out.stem, last=out.name) as work:
-        _write_report(inputs, record, run, _Page(work), work / out.name)
+        _write_report(inputs, given, record, run, _Page(work), work / out.name)
     return out
 
 
-def _write_report(inputs: ReportInputs, record: runs.RunRecord, run: Path, page: "_Page", out: Path) -> None:
+@dataclass
+class _Given:
+    """What the user gave beside the run, read and checked before any work."""
+
+    compare: dict[str, dict]  # a name per run -> its held-out metrics (Figure 3)
+    run_clinical: pd.DataFrame | None = None
+    external: tuple[pd.DataFrame, pd.DataFrame] | None = None  # predicted genes, clinical table
+    baseline: tuple[runs.RunRecord, dict] | None = None  # the baseline's record and metrics
+    costs: pd.DataFrame | None = None
+    figures: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
+
+
+def _read_inputs(inputs: ReportInputs) -> _Given:
+    compare = {}
+    for other in inputs.compare:
+        runs.read_record(other)  # a folder that is not a complete run is named here
+        name = runs.display_name(other)
+        compare[name if name not in compare else Path(other).name] = runs.metrics(other)  # two runs of one backbone
+    given = _Given(compare)
+    if inputs.run_clinical:
+        given.run_clinical = _clinical(inputs.run_clinical, inputs.run_clinical_columns, "--run-clinical-columns")
+    if inputs.external_predictions and inputs.clinical:
+        given.external = (read_table_file(inputs.external_predictions, sep=",", index_col=0),
+                          _clinical(inputs.clinical, inputs.clinical_columns, "--clinical-columns"))
+    if inputs.baseline:
+        given.baseline = runs.read_record(inputs.baseline), runs.metrics(inputs.baseline)
+    costs = inputs.costs or inputs.baseline
+    if costs:
+        given.costs = _costs(Path(costs))
+    for title, path in inputs.extra_figures.items():
+        try:
+            given.figures[title] = Path(path).read_bytes()
+        except OSError as exc:
+            raise Hist2RNAError(f"{path}: cannot be read for the report ({exc.strerror}).") from None
+    return given
+
+
+def _costs(path: Path) -> pd.DataFrame:
+    """A costs.csv (`path`: the file or a baseline folder holding it), or an error naming it."""
+    file = path / runs.COSTS if path.is_dir() else path
+    table = read_table_file(file, sep=",")
+    missing = {"approach", "hours", "kwh"} - set(table.columns)
+    if missing:
+        raise Hist2RNAError(f"{file}: no column {', '.join(sorted(missing))}; a costs table has approach, hours and "
+                            "kwh (`hist2rna baseline` writes one).")
+    return table
+
+
+def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, run: Path, page: "_Page",
+                  out: Path) -> None:
     page.parts.append(f"<h1>{html.escape(inputs.title)}</h1><p>hist2rna-tf {__version__}, "
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
-    # The user's tables first: a malformed one stops the report before any work is done.
-    run_clinical = _clinical(inputs.run_clinical, inputs.run_clinical_columns) if inputs.run_clinical else None
-    external = None
-    if inputs.external_predictions and inputs.clinical:
-        external = (read_table_file(inputs.external_predictions, sep=",", index_col=0),
-                    _clinical(inputs.clinical, inputs.clinical_columns))
     _config_section(page, record, run)
     predicted, truth = runs.held_out(run)
     metrics = runs.metrics(run)  # written (runs.write_metrics) when the run was trained
-    _gene_section(page, inputs, run, metrics, predicted, truth)
+    _gene_section(page, inputs, run, metrics, predicted, truth, given.compare)
     labels = runs.split_labels(run)
     reference = runs.training_reference(run, record)
     _subtype_section(page, labels, predicted, reference)
-    run_biomarkers = held_out_cohorts(predicted, truth, run_clinical) if run_clinical is not None else {}
-    if external is not None:
-        _external_section(page, external_cohort(*external, *reference), run_biomarkers)
+    run_biomarkers = {}
+    if given.run_clinical is not None:
+        run_biomarkers = held_out_cohorts(predicted, truth, given.run_clinical, f"{inputs.run_clinical} "
+                                          "(--run-clinical; map its patient column with --run-clinical-columns)")
+    if given.external is not None:
+        _external_section(page, external_cohort(*given.external, *reference, source=f"{inputs.clinical} (--clinical; "
+                                                "map its patient column with --clinical-columns)"), run_biomarkers)
     elif run_biomarkers:
         _biomarker_section(page, run_biomarkers)
-    if inputs.baseline:
-        _baseline_section(page, metrics, Path(inputs.baseline))
-    costs = inputs.costs or inputs.baseline
-    if costs:
-        _cost_section(page, runs.read_costs(costs))
-    for title, path in inputs.extra_figures.items():
+    if given.baseline is not None:
+        _baseline_section(page, metrics, *given.baseline)
+    if given.costs is not None:
+        _cost_section(page, given.costs)
+    for title, png in given.figures.items():
         page.heading(title)
-        page.embed(Path(path).read_bytes(), title)
+        page.embed(png, title)
     document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>"
                 f"<style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
     write_text(out, document)
@@ -147,7 +196,7 @@ def _config_section(page: _Page, record: runs.RunRecord, run: Path) -> None:
 
 
 def _gene_section(page: _Page, inputs: ReportInputs, run: Path, metrics: dict, predicted: pd.DataFrame,
-                  truth: pd.DataFrame) -> None:
+                  truth: pd.DataFrame, others: dict[str, dict]) -> None:
     pam50 = set(load_panel("pam50"))
     genes, patients, r2 = metrics["across_genes"], metrics["across_patients"], metrics["r_squared"]
     ci_genes = bootstrap_median_ci(predicted, truth, "genes", inputs.n_boot)
@@ -166,9 +215,8 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, metrics: dict, p
     page.heading("Gene expression prediction (held-out patients)")
     page.table(summary.astype(str))
     compared = {runs.display_name(run): metrics}
-    for other in inputs.compare:
-        name = runs.display_name(other)
-        compared[name if name not in compared else Path(other).name] = runs.metrics(other)  # two runs of one backbone
+    for name, other in others.items():
+        compared[name if name not in compared else f"{name} (compared)"] = other
     page.figure(correlation_boxes(compared), "figure3_correlations",
                 "Figure 3: Spearman correlation and -log10 FDR across patients and across genes (paper: medians "
                 "0.82 and 0.29 for EfficientNet).")
@@ -204,8 +252,10 @@ def _subtype_section(page: _Page, labels: pd.Series, predicted: pd.DataFrame,
     write_table(probabilities, page.folder / "subtype_probabilities.csv")
 
 
-def _clinical(path: Path, columns_json: Path | None) -> pd.DataFrame:
-    return read_clinical(path, ClinicalColumns.from_json(columns_json) if columns_json else ClinicalColumns())
+def _clinical(path: Path, columns_json: Path | None, flag: str) -> pd.DataFrame:
+    """A clinical table with our column names; `flag`: the option that maps its columns."""
+    columns = ClinicalColumns.from_json(columns_json) if columns_json else ClinicalColumns()
+    return read_clinical(path, columns, flag=flag)
 
 
 def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.DataFrame | None = None) -> None:
@@ -247,6 +297,8 @@ def _external_section(page: _Page, cohort: ExternalCohort, run_biomarkers: dict 
         page.text(f"{label}: n = {model['n']} ({model['events']} deaths); c-index multivariate "
                   f"{model['multivariate_c_index']:.2f}, univariate (subtype alone) {model['univariate_c_index_subtype']:.2f}"
                   + (" (paper: 0.65 and 0.56)." if column == "hist2rna_subtype" else "."))
+        for note in model.get("notes", []):
+            page.text(f"lifelines, fitting the multivariate model: {note}")
         page.table(result.table, name, index=False)
         page.figure(kaplan_meier_plot(result.km, f"{label}: LumB vs LumA"), f"figure9_km_{column}",
                     f"Figure 9: Kaplan-Meier overall survival by {label.lower()}.")
@@ -254,10 +306,9 @@ def _external_section(page: _Page, cohort: ExternalCohort, run_biomarkers: dict 
     page.table(PAPER_TABLE_1, None, index=False)
 
 
-def _baseline_section(page: _Page, run_metrics: dict, baseline: Path) -> None:
-    record = runs.read_record(baseline)
+def _baseline_section(page: _Page, run_metrics: dict, record: runs.RunRecord, metrics: dict) -> None:
     mode = record.baseline.mode if record.baseline else "?"
-    compared = {"hist2RNA (slide mean)": run_metrics, f"patch-based ({mode})": runs.metrics(baseline)}
+    compared = {"hist2RNA (slide mean)": run_metrics, f"patch-based ({mode})": metrics}
     page.heading("Patch-based baseline (Figure 10)")
     page.text(f"The same patients, split, genes, head and training settings; every tile's target is its slide's "
               f"RNA-seq and a slide's prediction is the mean of its tiles' ({mode}: "

@@ -80,10 +80,14 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     if unknown:
         raise Hist2RNAError(f"genes {unknown} are not among the model's genes (e.g. {predictor.genes[:3]}).")
     records = {Path(f).stem: f for f in record_files(features)}
-    refs = [r for r in find_slides(slides) if r.slide_id in records]
+    given = find_slides(slides)
+    refs = [r for r in given if r.slide_id in records]
+    problems = [_why_no_record(r, features) for r in given if r.slide_id not in records]
     if not refs:
-        raise Hist2RNAError(f"none of the slides given has a feature record under {features}; extract them first "
-                            "(with --save-tile-features).")
+        raise Hist2RNAError("; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "") if problems else
+                            f"no slides under {', '.join(map(str, slides))}.")
+    for problem in problems:
+        log.warning("%s", problem)
     for ref in refs:  # every slide checked before anything is written
         predictor.check_features(read_record(records[ref.slide_id]).settings, records[ref.slide_id])
     reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
@@ -110,6 +114,16 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
             written.append(save(spatial_map(ref.path, record, tiles, gene, thumbnail_mpp),
                                 out_dir / f"{ref.slide_id}_{gene}.png"))
     return written
+
+
+def _why_no_record(ref, features) -> str:
+    """Why a slide given has no map: it is not a slide, or it was not extracted into `features`."""
+    try:
+        open_slide(ref).close()
+    except Hist2RNAError as exc:
+        return str(exc)
+    return (f"{ref.path}: no feature record {ref.slide_id}.tfrecord under {features}; extract it there first (with "
+            "--save-tile-features).")
 
 
 def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, reference) -> None:

@@ -29,7 +29,7 @@ def _clinical(n: int = 400, seed: int = 0) -> pd.DataFrame:
         "SUBTYPE": np.where(lumb, "LumB", "LumA")})
 
 
-MAPPING = {"patient": "PATIENT", "os_months": "OS_M", "os_event": "DEAD", "grade": "GRADE", "size_mm": "SIZE",
+MAPPING = {"patient_id": "PATIENT", "os_months": "OS_M", "os_event": "DEAD", "grade": "GRADE", "size_mm": "SIZE",
            "age": "AGE", "node_positive": "LN", "er": "ER", "pr": "PR", "her2": "HER2", "ki67_percent": "KI67",
            "ihc_subtype": "SUBTYPE"}
 
@@ -46,7 +46,7 @@ def clinical_file(tmp_path):
 def test_columns_are_mapped_and_statuses_normalised(clinical_file):
     path, mapping = clinical_file
     table = read_clinical(path, ClinicalColumns.from_json(mapping))
-    assert table.index.name == "patient" and len(table) == 400
+    assert table.index.name == "patient_id" and len(table) == 400
     assert set(table["er"].unique()) == {0.0, 1.0} and set(table["pr"].unique()) == {0.0, 1.0}
     assert (table["er"] == 1).sum() == (_clinical()["ER"] == "Positive").sum()
     assert table["grade"].isin([1, 2, 3]).all()
@@ -54,7 +54,7 @@ def test_columns_are_mapped_and_statuses_normalised(clinical_file):
 
 def test_missing_and_malformed_columns_name_the_file_and_the_fix(clinical_file, tmp_path):
     path, mapping = clinical_file
-    with pytest.raises(ClinicalError, match=r"clinical.csv: no column 'patient_id' \(for patient\), 'os_months'.*Its columns are PATIENT.*--clinical-columns"):
+    with pytest.raises(ClinicalError, match=r"clinical.csv: no column 'patient_id', 'os_months'.*Its columns are PATIENT.*--clinical-columns"):
         read_clinical(path)  # default names do not exist in this table
     partial = ClinicalColumns(**{**MAPPING, "ki67_percent": None})
     assert "ki67_percent" not in read_clinical(path, partial).columns
@@ -129,7 +129,7 @@ def test_tcga_receptor_status_separates_measured_biomarker_genes(shared_data, tm
     from hist2rna_tf.expression import log2_expression, read_expression, to_patients
 
     mapping = tmp_path / "tcga.json"
-    mapping.write_text(json.dumps({"patient": "PATIENT", "er": "ERStatus", "pr": "PRStatus", "her2": "HER2FinalStatus",
+    mapping.write_text(json.dumps({"patient_id": "PATIENT", "er": "ERStatus", "pr": "PRStatus", "her2": "HER2FinalStatus",
                                    **{k: None for k in ("os_months", "os_event", "grade", "size_mm", "age",
                                                         "node_positive", "ki67_percent", "ihc_subtype")}}))
     clinical = read_clinical(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv",
@@ -184,3 +184,14 @@ def read_clinical_frame(table: pd.DataFrame) -> pd.DataFrame:
         path = Path(folder) / "clinical.csv"
         table.to_csv(path, index=False)
         return read_clinical(path, ClinicalColumns(**MAPPING))
+
+
+def test_the_patient_key_is_patient_id_and_its_old_name_still_works(tmp_path):
+    """Our key is patient_id, as the table's default column; mappings written before 0.5.0 say patient."""
+    for key in ("patient_id", "patient"):
+        (tmp_path / "m.json").write_text(json.dumps({key: "PATIENT"}))
+        assert ClinicalColumns.from_json(tmp_path / "m.json").patient_id == "PATIENT"
+    (tmp_path / "m.json").write_text(json.dumps({"patient_id": None}))
+    with pytest.raises(ClinicalError, match="'patient_id' cannot be null"):
+        ClinicalColumns.from_json(tmp_path / "m.json")
+

@@ -43,7 +43,21 @@ def test_a_pre_tiled_folder_is_taken_as_it_is(shared_data, tmp_path):
     plan = plan_tiles(ref, TileConfig(max_tiles=3), None)
     assert ref.kind == "tiles" and len(plan.coords_px) == 3 and plan.candidate_tiles == 3
     assert plan.read(0).shape == (224, 224, 3)
-    with pytest.raises(SlideError, match="re-tile the slide"):
-        plan_tiles(ref, TileConfig(mpp_override=0.5), None)
+    # --mpp is for slide and image files; a pre-tiled folder given beside them is still used, as it is
+    assert len(plan_tiles(ref, TileConfig(max_tiles=3, mpp_override=0.5), None).coords_px) == 3
+
+
+def test_an_unreadable_tile_is_left_out_of_its_folder_named(shared_data, tmp_path, caplog):
+    folder = tmp_path / "TCGA-A2-A04R"
+    folder.mkdir()
+    tiles = sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))
+    for tile in tiles:
+        shutil.copy(tile, folder)
+    (folder / "TCGA-A2-A04R_x1_y1.png").write_bytes(b"\x89PNG garbage")  # sorts first
+    ref = find_slides([folder])[0]
+    assert ref.kind == "tiles"  # still a pre-tiled folder
+    with caplog.at_level("WARNING"):
+        plan = plan_tiles(ref, TileConfig(), None)
+    assert len(plan.coords_px) == len(tiles) and "TCGA-A2-A04R_x1_y1.png" in caplog.text
 
 

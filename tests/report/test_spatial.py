@@ -69,7 +69,7 @@ def test_refusals_name_the_cause(mapped, tmp_path):
     run, cohort, slides, _, _ = mapped
     with pytest.raises(Hist2RNAError, match="'NOTAGENE'"):
         write_spatial_maps(run, cohort.features, [slides], tmp_path / "a", ["NOTAGENE"])
-    with pytest.raises(Hist2RNAError, match="none of the slides"):
+    with pytest.raises(Hist2RNAError, match="not a readable slide or image"):
         write_spatial_maps(run, cohort.features, [cohort.expression.parent / "clinical.csv"], tmp_path / "b", ["ESR1"])
     features = shutil.copytree(cohort.features, tmp_path / cohort.features.name)
     path = record_path(tmp_path, cohort.features.name, SLIDE)

@@ -99,7 +99,9 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
                 "Without internet, download them elsewhere and pass --weights PATH, or use --weights none "
                 "(random weights, for testing only)."
             ) from None
-        raise BackboneError(f"could not load weights {weights} into {spec.paper_name}: {exc}") from None
+        raise BackboneError(f"{weights}: not a weights file of {spec.paper_name} ({type(exc).__name__}: {exc}); give "
+                            "the .h5 (or .weights.h5) file Keras saves for it, e.g. the one keras.applications "
+                            "downloads, or --weights imagenet / none.") from None
     finally:
         keras.config.set_dtype_policy(policy)
     model.trainable = False

@@ -125,6 +125,9 @@ def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig
     from PIL import Image
 
     image, out = Path(image), Path(out)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise Hist2RNAError(f"{out}: {out.suffix or 'no extension'} is not an image type Pillow writes; name the "
+                            "output .png, .tif or .jpg (.png keeps every grey level).")
     try:
         with Image.open(image) as img:
             rgb = np.asarray(img.convert("RGB"))
