@@ -1,0 +1,238 @@
+"""Issue 20's matrix of bad inputs, one table row each, as a new user meets them on the command line: a
+non-zero exit with one line naming the input and the fix (or, where the input is good enough, the good
+part done and the bad part named), no traceback, nothing half-written. (The two `kill -9` rows are in
+test_interruption.py: they need a process to kill.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hist2rna_tf.cli import main
+from hist2rna_tf.expression import load_panel
+from hist2rna_tf.model import runs
+
+
+@dataclass
+class Inputs:
+    """What a row may use: a scratch folder, a run trained on 12 demo slides with the tiny backbone
+    (its cohort, features and tables), and a clinical table of its patients."""
+
+    tmp: Path
+    root: Path  # tiny_run: cohort/, features/tiny, run/
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def cohort(self) -> Path:
+        return self.root / "cohort"
+
+    def clinical(self, name: str = "clinical.csv", **columns) -> Path:
+        """A clinical table of the run's held-out patients (our column names), `columns` changed (a value,
+        or a function of the column)."""
+        patients = list(runs.held_out(self.run)[0].index)
+        table = pd.DataFrame({"patient_id": patients, "os_months": 12.0, "os_event": 1, "grade": 2,
+                              "size_mm": 25.0, "age": 60, "node_positive": "neg", "er": "pos", "pr": "pos",
+                              "her2": "neg", "ki67_percent": 10.0, "ihc_subtype": "LumA"})
+        for column, value in columns.items():
+            table[column] = value(table[column]) if callable(value) else value
+        table.to_csv(self.tmp / name, index=False)
+        return self.tmp / name
+
+    def predictions(self) -> Path:
+        runs.held_out(self.run)[0].to_csv(self.tmp / "external.csv")
+        return self.tmp / "external.csv"
+
+    def report(self, *extra) -> list[str]:
+        return ["report", str(self.run), "--n-boot", "5", "--out", str(self.tmp / "rep" / "report.html"), *extra]
+
+
+def _external(i: Inputs, clinical: Path, *columns: str) -> list[str]:
+    return i.report("--external-predictions", str(i.predictions()), "--clinical", str(clinical), *columns)
+
+
+def _without(table: Path, column: str) -> Path:
+    pd.read_csv(table).drop(columns=column).to_csv(table, index=False)
+    return table
+
+
+def _mapping(i: Inputs, content: str) -> list[str]:
+    (i.tmp / "columns.json").write_text(content)
+    return _external(i, i.clinical(), "--clinical-columns", str(i.tmp / "columns.json"))
+
+
+def _damaged_run(i: Inputs, damage) -> list[str]:
+    run = shutil.copytree(i.run, i.tmp / "run")
+    damage(run / runs.CONFIG)
+    return ["predict", str(run), "--features", str(i.root / "features" / "tiny"), "--out", str(i.tmp / "p.csv")]
+
+
+def _train(i: Inputs, *extra, labels: Path | None = None) -> list[str]:
+    return ["train", "--features", str(i.root / "features" / "tiny"), "--expression", str(i.cohort / "expression.csv"),
+            "--labels", str(labels or i.cohort / "clinical.csv"), "--max-epochs", "1", *extra]
+
+
+def _extract(i: Inputs, *slides, extra=()) -> list[str]:
+    return ["extract", "--slides", *map(str, slides), "--out", str(i.tmp / "out"), "--backbone",
+            str(i.tmp.parent / "tiny.keras"), "--weights", "none", "--no-progress", *extra]
+
+
+def _pre_tiled(i: Inputs, shared: Path) -> Path:
+    folder = i.tmp / "tiles" / "TCGA-A2-A04R"
+    folder.mkdir(parents=True)
+    for tile in sorted(shared.glob("TCGA-A2-A04R*.png")):
+        shutil.copy(tile, folder)
+    return folder
+
+
+def _subtype_table(i: Inputs, nan: bool) -> list[str]:
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.uniform(1, 500, (12, 50)), index=[f"S{k}" for k in range(12)], columns=load_panel("pam50"))
+    if nan:
+        table.iloc[3, 7] = np.nan
+    table.rename_axis("sample").to_csv(i.tmp / "expression.csv")
+    return ["subtype", "--expression", str(i.tmp / "expression.csv"), "--out", str(i.tmp / "calls.csv")]
+
+
+# id, the command (from Inputs; `shared`: ../shared/data/tcga_tiles), exit status, what the one error line (or the
+# output, for a batch) names, what must not exist afterwards.
+ROWS = [
+    ("export name walking out of --out",
+     lambda i, s: ["export", str(i.run), "--out", str(i.tmp / "o" / "p"), "--name", "../../escape"], 2,
+     ["--name '../../escape'", "one folder name"], ["escape_head", "o/escape_head"]),
+    ("report --compare of a folder that is not a run",
+     lambda i, s: i.report("--compare", str(i.tmp / "nosuchrun")), 2, ["nosuchrun", "not a training run folder"],
+     ["rep"]),
+    ("report --run-clinical of other patients",
+     lambda i, s: i.report("--run-clinical", str(i.clinical(patient_id=lambda ids: "other-" + ids))), 2,
+     ["clinical.csv (--run-clinical", "--run-clinical-columns", "none of its patients"], ["rep"]),
+    ("clinical: text in a numeric column", lambda i, s: _external(i, i.clinical(age="old")), 2,
+     ["clinical.csv", "'age'", "non-numeric"], ["rep"]),
+    ("clinical: a negative survival time", lambda i, s: _external(i, i.clinical(os_months=-1.0)), 2,
+     ["clinical.csv", "negative"], ["rep"]),
+    ("clinical: a missing column", lambda i, s: _external(i, _without(i.clinical(), "grade")), 2,
+     ["clinical.csv", "no column 'grade'"], ["rep"]),
+    ("clinical: a column the mapping names that is not there",
+     lambda i, s: _mapping(i, json.dumps({"os_months": "OS_MONTHS"})), 2, ["clinical.csv", "'OS_MONTHS'"], ["rep"]),
+    ("clinical: a mapping that is not JSON", lambda i, s: _mapping(i, "{os_months: OS"), 2,
+     ["columns.json", "not a readable JSON"], ["rep"]),
+    ("clinical: a mapping with an unknown key", lambda i, s: _mapping(i, json.dumps({"survival": "OS"})), 2,
+     ["columns.json", "unknown keys ['survival']"], ["rep"]),
+    ("clinical: os_event 7", lambda i, s: _external(i, i.clinical(os_event=7)), 2,
+     ["clinical.csv", "'os_event' must be 1"], ["rep"]),
+    ("clinical: no patient shared", lambda i, s: _external(i, i.clinical(patient_id=lambda ids: "nobody-" + ids)), 2,
+     ["clinical.csv (--clinical", "none of its patients", "--clinical-columns"], ["rep"]),
+    ("clinical: the predictions file missing",
+     lambda i, s: i.report("--external-predictions", str(i.tmp / "gone.csv"), "--clinical", str(i.clinical())), 2,
+     ["gone.csv"], ["rep"]),
+    ("normalize to an unknown image type",
+     lambda i, s: ["normalize", str(sorted(s.glob("*.png"))[0]), str(i.tmp / "out.xyz")], 2, ["out.xyz", ".png"],
+     ["out.xyz"]),
+    ("config.json missing", lambda i, s: _damaged_run(i, lambda c: c.unlink()), 2,
+     ["not a training run folder (no config.json)"], ["p.csv"]),
+    ("config.json truncated", lambda i, s: _damaged_run(i, lambda c: c.write_text(c.read_text()[:80])), 2,
+     ["config.json: unreadable"], ["p.csv"]),
+    ("config.json garbage", lambda i, s: _damaged_run(i, lambda c: c.write_bytes(b"PK\x03\x04")), 2,
+     ["config.json: unreadable"], ["p.csv"]),
+    ("train --out an existing run",
+     lambda i, s: _train(i, "--out", str(shutil.copytree(i.run, i.tmp / "existing"))), 2,
+     ["existing exists and holds a run", "--overwrite"], []),
+    ("extract from an empty folder",
+     lambda i, s: (i.tmp / "empty").mkdir() or _extract(i, i.tmp / "empty"), 2,
+     ["no slides found in", "empty"], ["out"]),
+    ("labels whose subtypes are all unknown",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--subtypes", "lumA"),
+     2, ["clinical.csv", "among lumA", "'LumA'"], ["r"]),
+    ("a split of other patients",
+     lambda i, s: (pd.DataFrame({"patient_id": ["X1", "X2"], "subset": ["train", "test"]}).to_csv(
+         i.tmp / "split.csv", index=False), _train(i, "--out", str(i.tmp / "r"), "--split", str(i.tmp / "split.csv")))[1],
+     2, ["split.csv", "none of its 2 patients"], ["r"]),
+    ("spatial of a file that is not a slide",
+     lambda i, s: (i.tmp / "notaslide.svs").write_text("text") and [
+         "spatial", str(i.run), "--features", str(i.root / "features" / "tiny"), "--slides",
+         str(i.tmp / "notaslide.svs"), "--no-subtypes", "--out", str(i.tmp / "maps")], 2,
+     ["notaslide.svs", "not a readable slide or image"], ["maps"]),
+    ("subtype voting with labels of other patients",
+     lambda i, s: _subtype_table(i, nan=False) + [
+         "--method", "voting", "--reference-expression", str(i.cohort / "expression.csv"), "--reference-labels",
+         str((pd.DataFrame({"PATIENT": ["P1", "P2"], "BRCA_Subtype_PAM50": ["lumA", "Claudin-low"]}).to_csv(
+             i.tmp / "labels.csv", index=False), i.tmp / "labels.csv")[1])], 2,
+     ["labels.csv", "'lumA'", "'Claudin-low'"], ["calls.csv"]),
+]
+
+
+@pytest.fixture
+def inputs(tiny_run, tiny_backbone_file, tmp_path) -> Inputs:
+    shutil.copy(tiny_backbone_file, tmp_path / "tiny.keras")
+    work = tmp_path / "work"
+    work.mkdir()
+    return Inputs(work, tiny_run)
+
+
+@pytest.mark.parametrize("name, command, code, named, absent", ROWS, ids=[row[0] for row in ROWS])
+def test_a_bad_input_is_one_clear_line_and_leaves_nothing(name, command, code, named, absent, inputs, shared_data,
+                                                           capsys):
+    args = command(inputs, shared_data / "tcga_tiles")
+    try:
+        status = main(args)
+    except SystemExit as exc:
+        status = exc.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith(("error:", "hist2rna: error:"))]
+    assert status == code and len(errors) == 1, err
+    for text in named:
+        assert text in errors[0], (text, errors[0])
+    for path in absent:
+        assert not (inputs.tmp / path).exists(), path
+
+
+def test_a_bad_slide_beside_good_ones_fails_alone_and_predict_says_so(inputs, capsys):
+    """`predict --slides bad good`: the good slide predicted, the bad one named, exit 1 (as extract)."""
+    (inputs.tmp / "bad.svs").write_text("not a slide")
+    args = ["predict", str(inputs.run), "--slides", str(inputs.tmp / "bad.svs"),
+            str(inputs.cohort / "slides" / "demo-02.tiff"), "--annotations", str(inputs.cohort / "annotations"),
+            "--out", str(inputs.tmp / "p.csv"), "--no-progress"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED bad" in out and "the slides that failed above are not in it" in out
+    assert list(pd.read_csv(inputs.tmp / "p.csv", index_col=0).index) == ["demo-02"]
+
+
+def test_an_unreadable_tile_and_a_plain_image_with_mpp_beside_a_pre_tiled_folder(inputs, shared_data, capsys, caplog):
+    """A corrupt PNG in a pre-tiled folder is left out, named, and the folder done; `--mpp` for a plain
+    image beside it does not fail the folder."""
+    folder = _pre_tiled(inputs, shared_data / "tcga_tiles")
+    (folder / "TCGA-A2-A04R_x0_y0.png").write_bytes(b"\x89PNG not really")
+    image = inputs.tmp / "core.png"
+    shutil.copy(shared_data / "stain" / "macenko_input.png", image)
+    with caplog.at_level("WARNING"):
+        assert main(_extract(inputs, folder, image, extra=("--mpp", "0.5"))) == 0
+    assert "2 done" in capsys.readouterr().out
+    assert "TCGA-A2-A04R_x0_y0.png" in caplog.text and "--mpp 0.5 applies to slide and image files" in caplog.text
+
+
+def test_text_coordinates_in_an_annotation_fail_their_slide(inputs, capsys):
+    annotations = shutil.copytree(inputs.cohort / "annotations", inputs.tmp / "annotations")
+    (annotations / "demo-01.geojson").write_text(json.dumps(
+        {"type": "Polygon", "coordinates": [[["0", "0"], ["900", "0"], ["900", "900"], ["0", "0"]]]}))
+    args = _extract(inputs, inputs.cohort / "slides" / "demo-01.tiff", inputs.cohort / "slides" / "demo-02.tiff",
+                    extra=("--annotations", str(annotations)))
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED demo-01" in out and "not text" in out and "1 done" in out
+
+
+def test_subtype_calls_raw_values_with_a_missing_one_as_the_logged_ones(inputs, capsys):
+    """One rule for missing values, raw or logged: the sample is called on the genes it has."""
+    assert main(_subtype_table(inputs, nan=True)) == 0
+    calls = pd.read_csv(inputs.tmp / "calls.csv", index_col=0)
+    assert calls.loc["S3", "n_genes"] == 49 and (calls.drop(index="S3")["n_genes"] == 50).all()
