@@ -1,8 +1,8 @@
 """Spatial maps (beyond the paper): the trained head applied to each tile's own feature vector, drawn
-over the slide thumbnail, gene by gene, and each tile's PAM50 call (the paper's soft-voting
-classifier, trained on the run's training patients, applied to the tile's predicted PAM50 genes).
-Needs features extracted with `--save-tile-features` (the record then holds every tile's feature
-and level-0 position).
+over the slide thumbnail (a pre-tiled folder: a mosaic of its own tiles), gene by gene, and each
+tile's PAM50 call (the paper's soft-voting classifier, trained on the run's training patients,
+applied to the tile's predicted PAM50 genes). Needs features extracted with `--save-tile-features`
+(the record then holds every tile's feature and level-0 position).
 
 The head was trained on slide MEANS of tile features, so a single tile's prediction is an
 extrapolation: read the maps as where the slide-level signal comes from, not as measured expression.
@@ -11,17 +11,20 @@ extrapolation: read the maps as where the slide-level signal comes from, not as 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from hist2rna_tf.analysis.subtype import voting_calls
 from hist2rna_tf.atomic import write_table
-from hist2rna_tf.config import PAPER_SUBTYPES, THUMBNAIL_MPP
+from hist2rna_tf.config import PAPER_SUBTYPES, THUMBNAIL_MPP, TileConfig
 from hist2rna_tf.errors import Hist2RNAError
 from hist2rna_tf.extract.records import read_record, record_files
-from hist2rna_tf.extract.slides import find_slides, open_slide, read_thumbnail
+from hist2rna_tf.extract.plan import plan_tiles
+from hist2rna_tf.extract.slides import SlideRef, find_slides, open_slide, read_thumbnail
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.model.runs import training_reference
 from hist2rna_tf.report.figures import save, tile_call_map, tile_value_map
@@ -49,24 +52,69 @@ def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels
     return pd.concat([tiles[["x", "y"]], calls], axis=1)
 
 
-def _thumbnail(slide_path: str | Path, record, thumbnail_mpp: float):
-    """The slide's thumbnail at `thumbnail_mpp`, its scale (level-0 pixels per thumbnail pixel) and
-    one tile's size on it (thumbnail pixels)."""
-    slide = open_slide(find_slides([slide_path])[0])
-    thumb, scale = read_thumbnail(slide, record.mpp, thumbnail_mpp)
-    return thumb, scale, record.tile_size_um / record.mpp / scale
+@dataclass
+class Picture:
+    """What a slide's maps are drawn over: an RGB picture, its scale (level-0 pixels per picture pixel),
+    one tile's width on it (picture pixels) and where each tile lies (level-0 x, y of its top-left)."""
+
+    image: np.ndarray
+    scale: float
+    extent: float
+    positions: np.ndarray  # int [n_tiles, 2]
+
+    def placed(self, tiles: pd.DataFrame) -> pd.DataFrame:
+        """`tiles` with x, y where the picture shows them."""
+        return tiles.assign(x=self.positions[:, 0], y=self.positions[:, 1])
 
 
-def spatial_map(slide_path: str | Path, record, tiles: pd.DataFrame, gene: str, thumbnail_mpp: float = THUMBNAIL_MPP):
-    """A figure: the slide thumbnail and, over it, each tile coloured by its predicted `gene`."""
+def slide_picture(ref: SlideRef, record, thumbnail_mpp: float = THUMBNAIL_MPP) -> Picture:
+    """A slide's thumbnail at `thumbnail_mpp`; for a pre-tiled folder, a mosaic of its tiles (see
+    `tile_mosaic`)."""
+    if ref.kind == "tiles":
+        return tile_mosaic(ref, record, thumbnail_mpp)
+    slide = open_slide(ref)
+    try:
+        thumb, scale = read_thumbnail(slide, record.mpp, thumbnail_mpp)
+    finally:
+        slide.close()
+    return Picture(thumb, scale, record.tile_size_um / record.mpp / scale, record.tile_xy_px)
+
+
+def tile_mosaic(ref: SlideRef, record, thumbnail_mpp: float = THUMBNAIL_MPP) -> Picture:
+    """A pre-tiled folder has no slide to show: its tiles, downsampled to `thumbnail_mpp`, where their
+    names place them (level-0 coordinates, shifted to start at 0), or in a square grid when their names
+    carry none. The tiles are the record's, in its order (its plan made again)."""
+    plan = plan_tiles(ref, TileConfig(tile_size_px=record.tile_size_px, target_mpp=record.mpp,
+                                      max_tiles=record.n_tiles), None)
+    if not np.array_equal(plan.coords_px, record.tile_xy_px):
+        raise Hist2RNAError(f"{ref.path}: its tiles are no longer the {record.n_tiles} its record was extracted from "
+                            "(the folder changed since?); extract it again to map it.")
+    footprint = record.tile_size_um / record.mpp  # level-0 pixels a tile covers
+    positions = np.asarray(record.tile_xy_px, np.int64)
+    if (positions < 0).any():
+        columns = int(np.ceil(np.sqrt(len(positions))))
+        index = np.arange(len(positions))
+        positions = np.stack([index % columns, index // columns], axis=1) * int(round(footprint))
+    positions = positions - positions.min(axis=0)
+    scale = thumbnail_mpp / record.mpp
+    size = max(1, int(round(footprint / scale)))
+    width, height = (positions.max(axis=0) / scale).astype(int) + size
+    image = np.full((height, width, 3), 255, np.uint8)
+    for i, (x, y) in enumerate((positions / scale).astype(int)):
+        image[y:y + size, x:x + size] = np.asarray(Image.fromarray(plan.read(i)).resize((size, size), Image.BILINEAR))
+    return Picture(image, scale, footprint / scale, positions)
+
+
+def spatial_map(picture: Picture, record, tiles: pd.DataFrame, gene: str):
+    """A figure: the slide's picture and, over it, each tile coloured by its predicted `gene`."""
     if gene not in tiles.columns:
         raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
-    return tile_value_map(*_thumbnail(slide_path, record, thumbnail_mpp), tiles, gene, record.slide_id)
+    return tile_value_map(picture.image, picture.scale, picture.extent, picture.placed(tiles), gene, record.slide_id)
 
 
-def subtype_map(slide_path: str | Path, record, calls: pd.DataFrame, thumbnail_mpp: float = THUMBNAIL_MPP):
-    """A figure: the slide thumbnail and each tile coloured by its PAM50 call (`tile_subtypes`)."""
-    return tile_call_map(*_thumbnail(slide_path, record, thumbnail_mpp), calls, record.slide_id)
+def subtype_map(picture: Picture, record, calls: pd.DataFrame):
+    """A figure: the slide's picture and each tile coloured by its PAM50 call (`tile_subtypes`)."""
+    return tile_call_map(picture.image, picture.scale, picture.extent, picture.placed(calls), record.slide_id)
 
 
 def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[str | Path], out_dir: str | Path,
@@ -102,17 +150,16 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     for ref in refs:
         record = read_record(records[ref.slide_id])
         tiles = tile_predictions(predictor, record)
+        picture = slide_picture(ref, record, thumbnail_mpp)  # read once, drawn under every map of the slide
         table = tiles
         if subtypes:
             calls = tile_subtypes(tiles, *reference)
             table = pd.concat([tiles, calls.drop(columns=["x", "y"])], axis=1)
-            written.append(save(subtype_map(ref.path, record, calls, thumbnail_mpp),
-                                out_dir / f"{ref.slide_id}_PAM50.png"))
+            written.append(save(subtype_map(picture, record, calls), out_dir / f"{ref.slide_id}_PAM50.png"))
         written.append(write_table(table, out_dir / f"{ref.slide_id}_tiles.csv", index=False))
         for gene in genes:
             _warn_outside_training(ref.slide_id, gene, tiles[gene], reference)
-            written.append(save(spatial_map(ref.path, record, tiles, gene, thumbnail_mpp),
-                                out_dir / f"{ref.slide_id}_{gene}.png"))
+            written.append(save(spatial_map(picture, record, tiles, gene), out_dir / f"{ref.slide_id}_{gene}.png"))
     return written
 
 

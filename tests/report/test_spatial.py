@@ -87,3 +87,30 @@ def test_map_figures_title_each_map_for_the_report(mapped, tmp_path):
     assert f"Spatial map (beyond the paper): {SLIDE}, predicted ESR1" in titles
     with pytest.raises(Hist2RNAError, match="no PNG maps"):
         map_figures(tmp_path)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["tiles named by position", "tiles named otherwise"])
+def test_a_pre_tiled_folder_is_mapped_over_a_mosaic_of_its_tiles(tiny_run, tiny_backbone_file, shared_data, tmp_path,
+                                                                  named):
+    """A pre-tiled folder (the authors' layout) has no slide thumbnail: its maps are drawn over its own
+    tiles, placed where their names say (or in a grid when the names carry no position)."""
+    from hist2rna_tf.cli import main
+    from hist2rna_tf.extract.slides import find_slides
+    from hist2rna_tf.report.spatial import slide_picture
+
+    folder = tmp_path / "TCGA-A2-A04R"
+    folder.mkdir()
+    for k, tile in enumerate(sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))):
+        shutil.copy(tile, folder / (tile.name if named else f"TCGA-A2-A04R_tile{k}.png"))
+    assert main(["extract", "--slides", str(folder), "--out", str(tmp_path / "features"), "--backbone",
+                 str(tiny_backbone_file), "--weights", "none", "--save-tile-features", "--no-progress"]) == 0
+    written = write_spatial_maps(tiny_run / "run", tmp_path / "features" / "tiny", [folder], tmp_path / "maps", ["ESR1"],
+                                 subtypes=False)
+    assert sorted(p.name for p in written) == ["TCGA-A2-A04R_ESR1.png", "TCGA-A2-A04R_tiles.csv"]
+    record = read_record(record_path(tmp_path / "features", "tiny", "TCGA-A2-A04R"))
+    picture = slide_picture(find_slides([folder])[0], record)
+    assert len(picture.positions) == record.n_tiles == 6 and len({tuple(p) for p in picture.positions}) == 6
+    x, y = (picture.positions[0] / picture.scale).astype(int)  # the first tile, drawn where it lies
+    assert picture.image[y:y + int(picture.extent), x:x + int(picture.extent)].mean() < 250  # tissue, not background
+    if named:  # the authors' names carry level-0 positions: the mosaic keeps their layout
+        np.testing.assert_array_equal(picture.positions, record.tile_xy_px - record.tile_xy_px.min(axis=0))
