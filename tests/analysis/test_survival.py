@@ -50,3 +50,19 @@ def test_paper_cut_offs():
     assert covariates.loc[1].tolist() == [1, 1, 1, 1, 1] and covariates.loc[2].tolist() == [0, 0, 0, 0, 0]
     with pytest.raises(ClinicalError, match="lacks"):
         paper_covariates(clinical.drop(columns="age"), "subtype")
+
+
+def test_lifelines_warnings_become_one_line_naming_the_model(caplog):
+    """A covariate that separates the events completely: lifelines' convergence warnings are said once
+    each, naming the model, and kept with it (the report shows them beside its table)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    separated = pd.DataFrame({"t": np.r_[rng.uniform(50, 100, 15), rng.uniform(1, 10, 15)],
+                              "e": np.r_[np.zeros(15), np.ones(15)], "x": np.r_[np.zeros(15), np.ones(15)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none escapes as a Python warning
+        with caplog.at_level("WARNING"):
+            _, model = cox(separated, "t", "e", ["x"])
+    assert model["notes"] and any("complete separation" in note for note in model["notes"])
+    assert "the Cox model of x (30 patients, 15 events)" in caplog.text

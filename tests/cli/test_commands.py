@@ -45,3 +45,20 @@ def test_normalize_writes_the_paper_normalisation(shared_data, tmp_path, capsys)
     assert main(["normalize", str(blank), str(tmp_path / "b.png")]) == 0
     assert "written unchanged" in capsys.readouterr().out
     assert main(["normalize", str(tmp_path / "nope.png"), str(tmp_path / "c.png")]) == 2
+
+
+def test_a_library_warning_is_one_line_without_its_source(monkeypatch, capsys, tmp_path):
+    """What a library warns (Pillow's corrupt EXIF, scipy's ill-conditioned matrix) reaches the terminal
+    as one log line, not as its file, line and source."""
+    import warnings
+
+    import hist2rna_tf.cli.commands as commands
+
+    def warn(args):
+        warnings.warn("Corrupt EXIF data.  Expecting to read 2 bytes but only got 0.\n", UserWarning)
+        return 0
+
+    monkeypatch.setitem(commands.COMMANDS, "subtype", warn)
+    assert main(["subtype", "--expression", "e.csv", "--out", str(tmp_path / "c.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "UserWarning: Corrupt EXIF data." in err and ".py:" not in err and len(err.strip().splitlines()) == 1

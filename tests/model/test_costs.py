@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hist2rna_tf.config import BaselineConfig
-from hist2rna_tf.model.costs import cost_table, device_description
+from hist2rna_tf.model.costs import cost_table, detected_device, device_description
 
 
 def test_cost_table_is_time_times_power():
@@ -20,3 +20,14 @@ def test_cost_table_is_time_times_power():
 def test_the_device_is_described_when_not_given():
     assert cost_table(1.0, 1, BaselineConfig())["device"].iloc[0] == device_description()
     assert device_description().startswith(("CPU (", "1 x", "2 x", "4 x", "8 x"))
+
+
+def test_on_a_cpu_the_energy_takes_a_cpu_figure_unless_told():
+    """Not the V100's 300 W for a CPU run: 7.5 W a core used (an assumption, said in the help)."""
+    from hist2rna_tf.config import CPU_WATTS_PER_CORE, usable_cores
+
+    device, watts = detected_device()
+    if device.startswith("CPU"):
+        assert watts == CPU_WATTS_PER_CORE * usable_cores()
+    assert cost_table(3600.0, 1, BaselineConfig())["watts"].iloc[0] == watts
+    assert cost_table(3600.0, 1, BaselineConfig(device_watts=250.0))["watts"].iloc[0] == 250.0
