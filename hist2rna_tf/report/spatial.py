@@ -22,8 +22,8 @@ from hist2rna_tf.analysis.subtype import voting_calls
 from hist2rna_tf.atomic import write_table
 from hist2rna_tf.config import PAPER_SUBTYPES, THUMBNAIL_MPP, TileConfig
 from hist2rna_tf.errors import Hist2RNAError
-from hist2rna_tf.extract.records import read_record, record_files
 from hist2rna_tf.extract.plan import plan_tiles
+from hist2rna_tf.extract.records import read_record, record_files
 from hist2rna_tf.extract.slides import SlideRef, find_slides, open_slide, read_thumbnail
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.model.runs import training_reference

@@ -164,6 +164,18 @@ def test_subtype_command_voting(shared_data, tmp_path, capsys):
     truth = read_labels(labels_file).reindex(calls.index)
     known = truth.isin(["LumA", "LumB", "Basal", "Her2"])
     assert (calls["call"][known] == truth[known]).mean() > 0.75
+    # Each table its own scale: the cohort given logged (as predicted genes are) with --no-log, the
+    # reference raw: the same calls. Without --no-log the scales differ, and a warning says so.
+    import numpy as np
+
+    np.log2(1 + raw.iloc[700:]).rename_axis("PATIENT_ID").to_csv(tmp_path / "logged.csv")
+    logged = [*args[:4], str(tmp_path / "logged.csv"), *args[5:], "--reference-expression",
+              str(tmp_path / "reference.csv"), "--reference-labels", str(labels_file)]
+    assert main([*logged, "--no-log"]) == 0
+    pd.testing.assert_series_equal(pd.read_csv(out, index_col=0)["call"], calls["call"])
+    capsys.readouterr()
+    assert main(logged) == 0
+    assert "on the same scale" in capsys.readouterr().err
 
 
 def test_luminal_calls_separate_measured_luma_from_lumb(tcga):

@@ -62,3 +62,10 @@ def test_a_library_warning_is_one_line_without_its_source(monkeypatch, capsys, t
     assert main(["subtype", "--expression", "e.csv", "--out", str(tmp_path / "c.csv")]) == 0
     err = capsys.readouterr().err
     assert "UserWarning: Corrupt EXIF data." in err and ".py:" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_counts_read_as_words():
+    from hist2rna_tf.cli.commands import counted
+
+    assert (counted(1, "slide"), counted(0, "slide"), counted(3, "held-out patient")) == (
+        "1 slide", "0 slides", "3 held-out patients")

@@ -51,7 +51,7 @@ def test_nonsensical_extraction_arguments_are_refused_at_parse_time(tmp_path, ca
 @pytest.mark.parametrize("value", ["0", "1", "1.2"])
 def test_a_validation_fraction_that_leaves_nothing_is_refused(tmp_path, capsys, value):
     _refused(["train", "--features", "f", "--expression", "e", "--labels", "l", "--out", str(tmp_path / "run"),
-              "--validation-fraction", value], capsys, "--validation-fraction")
+              "--validation-fraction", value], capsys, "--validation-fraction", "a fraction in (0, 1),")
 
 
 def test_outputs_that_cannot_be_written_are_refused_naming_them(tmp_path, capsys, monkeypatch):

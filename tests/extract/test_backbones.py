@@ -68,6 +68,10 @@ def test_bad_names_and_files(tmp_path):
         build_backbone("vgg16")
     with pytest.raises(BackboneError, match="not found"):
         build_backbone("resnet50", str(tmp_path / "missing.h5"))
+    for garbage in ("junk.h5", "junk.weights.h5"):  # a weights file that is not one: said so, not "not found"
+        (tmp_path / garbage).write_text("nope")
+        with pytest.raises(BackboneError, match=f"{garbage}: not a weights file of ResNet50"):
+            build_backbone("resnet50", str(tmp_path / garbage))
     junk = tmp_path / "junk.keras"
     junk.write_text("nope")
     with pytest.raises(BackboneError, match="not a loadable Keras model"):
