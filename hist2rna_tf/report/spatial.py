@@ -52,6 +52,9 @@ def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels
     return pd.concat([tiles[["x", "y"]], calls], axis=1)
 
 
+MOSAIC_TILE_PX = 32  # the least width of a tile in a pre-tiled folder's mosaic (picture pixels)
+
+
 @dataclass
 class Picture:
     """What a slide's maps are drawn over: an RGB picture, its scale (level-0 pixels per picture pixel),
@@ -81,9 +84,10 @@ def slide_picture(ref: SlideRef, record, thumbnail_mpp: float = THUMBNAIL_MPP) -
 
 
 def tile_mosaic(ref: SlideRef, record, thumbnail_mpp: float = THUMBNAIL_MPP) -> Picture:
-    """A pre-tiled folder has no slide to show: its tiles, downsampled to `thumbnail_mpp`, where their
-    names place them (level-0 coordinates, shifted to start at 0), or in a square grid when their names
-    carry none. The tiles are the record's, in its order (its plan made again)."""
+    """A pre-tiled folder has no slide to show: its tiles, downsampled to `thumbnail_mpp` (or to
+    MOSAIC_TILE_PX a tile, when that is finer), where their names place them (level-0 coordinates,
+    shifted to start at 0), or in a square grid when their names carry none. The tiles are the
+    record's, in its order (its plan made again)."""
     plan = plan_tiles(ref, TileConfig(tile_size_px=record.tile_size_px, target_mpp=record.mpp,
                                       max_tiles=record.n_tiles), None)
     if not np.array_equal(plan.coords_px, record.tile_xy_px):
@@ -96,7 +100,7 @@ def tile_mosaic(ref: SlideRef, record, thumbnail_mpp: float = THUMBNAIL_MPP) -> 
         index = np.arange(len(positions))
         positions = np.stack([index % columns, index // columns], axis=1) * int(round(footprint))
     positions = positions - positions.min(axis=0)
-    scale = thumbnail_mpp / record.mpp
+    scale = min(thumbnail_mpp / record.mpp, footprint / MOSAIC_TILE_PX)  # a tile at least this wide: visible
     size = max(1, int(round(footprint / scale)))
     width, height = (positions.max(axis=0) / scale).astype(int) + size
     image = np.full((height, width, 3), 255, np.uint8)
