@@ -16,13 +16,17 @@ log = logging.getLogger("hist2rna_tf")
 
 
 def cmd_extract(args) -> int:
+    from hist2rna_tf.extract.backbones.catalog import native_scale
     from hist2rna_tf.extract.cohort import extract_cohort
+
+    native = native_scale(args.backbone)  # when --tile-px or --target-mpp is not given
 
     config = ExtractConfig(
         backbone=args.backbone, weights=args.weights, batch_size=args.batch_size, read_threads=args.read_threads,
         save_tile_features=args.save_tile_features, shard_index=args.shard[0], shard_count=args.shard[1],
         overwrite=args.overwrite, precision=args.precision, xla=args.xla,
-        tiles=replace(TILES, tile_size_px=args.tile_px, target_mpp=args.target_mpp, max_tiles=args.max_tiles,
+        tiles=replace(TILES, tile_size_px=args.tile_px or native[0], target_mpp=args.target_mpp or native[1],
+                      max_tiles=args.max_tiles,
                       min_region_fraction=args.min_region_fraction, tumour_classes=tuple(args.tumour_classes),
                       exclude_classes=tuple(args.exclude_classes), mpp_override=args.mpp),
         stain=_stain(args),

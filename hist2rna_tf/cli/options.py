@@ -107,10 +107,12 @@ def add_tile_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--exclude-classes", nargs="*", default=list(TILES.exclude_classes), metavar="NAME",
                        help=f"QuPath classes cut out of the tumour region (default: {' '.join(TILES.exclude_classes)})")
     add_mpp(group, "files that carry none (plain images, TMA cores); overrides the file's own")
-    group.add_argument("--tile-px", type=positive_int, default=TILES.tile_size_px,
-                       help=f"tile size in pixels (default {TILES.tile_size_px})")
-    group.add_argument("--target-mpp", type=positive_float, default=TILES.target_mpp,
-                       help=f"tile resolution in um/px (default {TILES.target_mpp})")
+    group.add_argument("--tile-px", type=positive_int,
+                       help=f"tile size in pixels (default: the backbone's own: {TILES.tile_size_px} for the paper's "
+                            "CNNs, the encoder's for a pathology encoder)")
+    group.add_argument("--target-mpp", type=positive_float,
+                       help=f"tile resolution in um/px (default: the backbone's own: {TILES.target_mpp} for the "
+                            "paper's CNNs, the scale a pathology encoder was trained at, 0.5 for most)")
     group.add_argument("--max-tiles", type=positive_int, default=TILES.max_tiles,
                        help=f"cap per slide, spatially spread (default {TILES.max_tiles})")
     group.add_argument("--min-region-fraction", type=fraction, default=TILES.min_region_fraction,

@@ -11,7 +11,7 @@ from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TR
                                      out_folder, positive_float, positive_int, shard_spec)
 from hist2rna_tf.config import (CPU_WATTS_PER_CORE, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES,
                                 SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
-from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES
+from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,11 +41,13 @@ def add_extract(commands) -> None:
                          help="slide files, folders of slides, or pre-tiled folders (one per patient)")
     extract.add_argument("--out", type=out_folder, required=True, help="output folder")
     extract.add_argument("--backbone", default=EXTRACT.backbone,
-                         help=f"one of {', '.join(BACKBONE_NAMES)} (default {EXTRACT.backbone}, the paper's best) "
-                              "or a Keras model file taking RGB in [0, 255]")
+                         help=f"the paper's CNNs ({', '.join(BACKBONES)}; default {EXTRACT.backbone}, its best), a "
+                              f"pathology encoder ({', '.join(ENCODERS)}), or a Keras model file taking RGB in [0, 255]")
     extract.add_argument("--weights", default=EXTRACT.weights,
                          help=f"imagenet (default {EXTRACT.weights}; downloaded by Keras on first use), none (random: "
-                              "testing only), or a path to a local weights file")
+                              "testing only), or a path to a local weights file; for a pathology encoder the file its "
+                              "page offers (pytorch_model.bin or model.safetensors), downloaded after accepting its "
+                              "licence")
     add_tile_options(extract)
     add_stain_options(extract)
     run = extract.add_argument_group("run")

@@ -26,9 +26,11 @@ import numpy as np
 
 from hist2rna_tf.analysis.evaluate import across_genes, summary
 from hist2rna_tf.atomic import atomic_path, write_json
-from hist2rna_tf.config import BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, TrainConfig
+from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, TileConfig,
+                                TrainConfig)
 from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
 from hist2rna_tf.errors import Hist2RNAError, SettingsError
+from hist2rna_tf.extract.backbones.catalog import native_scale
 from hist2rna_tf.extract.cohort import extract_cohort
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.baseline import train_patch_baseline
@@ -87,8 +89,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     cohort_dir = out / "cohort"
     build_demo_cohort(cohort_dir, n_slides=config.n_slides, seed=config.seed, progress=config.progress)
     start = time.perf_counter()
-    results = _extract(cohort_dir, out / "features", ExtractConfig(backbone=config.backbone, weights=config.weights,
-                                                                   save_tile_features=True), config.progress)
+    extract = _extract_config(config)
+    results = _extract(cohort_dir, out / "features", replace(extract, save_tile_features=True), config.progress)
     extraction_s = time.perf_counter() - start
     failed = [r for r in results if r.status == "failed"]
     if failed:
@@ -143,8 +145,7 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     root = Path(config.out) / "external"
     build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
                       progress=config.progress)
-    _extract(root / "cohort", root / "features", ExtractConfig(backbone=config.backbone, weights=config.weights),
-             config.progress)
+    _extract(root / "cohort", root / "features", _extract_config(config), config.progress)
     write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)
     clinical = write_demo_clinical(root / "cohort", seed=config.seed + 1)
     predictions = write_predictions(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")
@@ -188,6 +189,13 @@ def _extract(cohort_dir: Path, out: Path, extract, progress: bool) -> list:
     except SettingsError as exc:
         log.info("%s; extracting this demo's features again.", str(exc).split(";")[0])
         return run(replace(extract, overwrite=True))
+
+
+def _extract_config(config: DemoConfig) -> ExtractConfig:
+    """The demo's backbone at its own scale (the paper's CNNs: 224 px at 0.25 um/px; an encoder's own)."""
+    tile_size_px, target_mpp = native_scale(config.backbone)
+    return ExtractConfig(backbone=config.backbone, weights=config.weights,
+                         tiles=TileConfig(tile_size_px=tile_size_px, target_mpp=target_mpp))
 
 
 def _features_dir(root: Path, backbone: str) -> Path:

@@ -23,6 +23,7 @@ from hist2rna_tf import __version__
 from hist2rna_tf.config import ExtractConfig, usable_cores
 from hist2rna_tf.errors import ClaimedElsewhere, DeviceError, SlideError
 from hist2rna_tf.extract.backbones.build import Backbone, build_backbone
+from hist2rna_tf.extract.backbones.catalog import ENCODERS, native_scale
 from hist2rna_tf.extract.records import SlideFeatures
 from hist2rna_tf.extract.settings import with_absolute_files
 from hist2rna_tf.extract.slides import SlideRef
@@ -41,6 +42,15 @@ def embedding_fn(backbone: Backbone, tile_size_px: int, xla: bool = False):
         return backbone.features(tf.cast(tiles, tf.float32))
 
     return embed
+
+
+def _warn_off_scale(config: ExtractConfig) -> None:
+    """Say when a pathology encoder is given tiles at another scale than it was trained at."""
+    native = native_scale(config.backbone)
+    tiles = (config.tiles.tile_size_px, config.tiles.target_mpp)
+    if config.backbone.lower() in ENCODERS and tiles != native:
+        log.warning("%s was trained on %d-px tiles at %g um/px; these are %d px at %g um/px (--tile-px, --target-mpp).",
+                    config.backbone, *native, *tiles)
 
 
 def has_gpu() -> bool:
@@ -78,6 +88,7 @@ class Extractor:
         """`normalise_on_device`: None decides by the machine (True when TensorFlow sees a GPU)."""
         gpu = has_gpu()
         check_device_options(config, gpu)
+        _warn_off_scale(config)
         backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px, config.precision)
         stain = resolve_stain_config(config.stain)
         # (staintools' normalisers are numpy, and `none` has nothing to move: they stay in the pipeline)

@@ -26,7 +26,7 @@ from hist2rna_tf import __version__
 from hist2rna_tf.atomic import write_text
 from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, known_fields
 from hist2rna_tf.errors import SettingsError
-from hist2rna_tf.extract.backbones.catalog import BACKBONES, NAMED_WEIGHTS
+from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES, NAMED_WEIGHTS
 
 # A features folder's record of how its features were made (`<out>/<backbone>/extract_config.json`).
 EXTRACT_CONFIG_FILE = "extract_config.json"
@@ -79,7 +79,7 @@ class FeatureSettings:
     @property
     def named_backbone_with_random_weights(self) -> bool:
         """Made by a catalog backbone with random weights (the offline demo's): no biology in them."""
-        return self.weights == "none" and self.backbone in BACKBONES
+        return self.weights == "none" and self.backbone in BACKBONE_NAMES
 
 
 # --- a features folder's extract_config.json -------------------------------------------------------
@@ -152,7 +152,7 @@ def with_absolute_files(config: ExtractConfig) -> ExtractConfig:
     """`config` with a model-file backbone and a weights file as absolute paths, so that what records
     them (extract_config.json, a run) can find them again from any working folder."""
     backbone = config.backbone
-    if backbone.lower() not in BACKBONES and Path(backbone).exists():
+    if backbone.lower() not in BACKBONE_NAMES and Path(backbone).exists():
         backbone = str(Path(backbone).resolve())
     weights = config.weights
     if weights not in NAMED_WEIGHTS and Path(weights).exists():

@@ -103,9 +103,9 @@ def test_the_catalog_is_the_one_list_of_names():
     import argparse
 
     from hist2rna_tf.cli import build_parser
-    from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES
+    from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES, ENCODERS
 
-    assert BACKBONE_NAMES == tuple(BACKBONES) and BACKBONE_NAMES[0] == "efficientnetv2s"  # the paper's best first
+    assert BACKBONE_NAMES == tuple(BACKBONES) + tuple(ENCODERS) and BACKBONE_NAMES[0] == "efficientnetv2s"
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     extract_help = commands.choices["extract"].format_help()
     assert all(name in extract_help for name in BACKBONE_NAMES)

@@ -17,7 +17,8 @@ from typing import Callable
 import keras
 
 from hist2rna_tf.errors import BackboneError
-from hist2rna_tf.extract.backbones.catalog import BACKBONES, BackboneSpec, weights_tag
+from hist2rna_tf.extract.backbones.catalog import (BACKBONE_NAMES, BACKBONES, ENCODERS, BackboneSpec, EncoderSpec,
+                                                   weights_tag)
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,15 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
     if precision not in PRECISIONS:
         raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     key = name.lower()
+    if key in ENCODERS:
+        return _encoder_backbone(ENCODERS[key], weights, tile_size_px, precision)
     if key not in BACKBONES:
         if Path(name).suffix in (".keras", ".h5") or Path(name).exists():
             if precision != "float32":
                 raise BackboneError(f"{name}: a model file computes in the dtypes it was saved with; --precision "
-                                    f"{precision} applies to the built-in backbones ({', '.join(BACKBONES)}).")
+                                    f"{precision} applies to the built-in backbones ({', '.join(BACKBONE_NAMES)}).")
             return _model_file_backbone(Path(name))
-        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)} "
                             "or give a path to a Keras model file (.keras).")
     spec = BACKBONES[key]
     keras_weights = None if weights == "none" else weights
@@ -123,3 +126,43 @@ def _model_file_backbone(path: Path) -> Backbone:
                             "[batch, h, w, channels] feature map.")
     model.trainable = False
     return Backbone(path.stem, model, _identity, int(model.output_shape[-1]), path.name)
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """An encoder's own preprocessing: RGB in [0, 255] -> [0, 1] -> (x - mean) / std per channel, as
+    its reference transform (ToTensor, Normalize)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, tiles):
+        mean = keras.ops.convert_to_tensor(self.mean, "float32")
+        std = keras.ops.convert_to_tensor(self.std, "float32")
+        return (keras.ops.cast(tiles, "float32") / 255.0 - mean) / std
+
+
+def _encoder_backbone(spec: EncoderSpec, weights: str, tile_size_px: int, precision: str) -> Backbone:
+    """A pathology encoder (vit.py) with the weights its user downloaded (weights.py), or random ones."""
+    from hist2rna_tf.extract.backbones.vit import build_vit
+    from hist2rna_tf.extract.backbones.weights import load_encoder_weights
+
+    if weights == "imagenet":
+        raise BackboneError(f"{spec.paper_name} has no ImageNet weights: its own are gated. Accept its licence at "
+                            f"{spec.weights_page}, download {spec.weights_file} and pass --weights PATH to it (or "
+                            "--weights none: random, for tests).")
+    if tile_size_px % spec.vit.patch_size or tile_size_px != spec.vit.img_size:
+        raise BackboneError(f"--tile-px {tile_size_px}: {spec.name} takes tiles of {spec.vit.img_size} px (its "
+                            f"{spec.vit.patch_size}-px patches and position embeddings); leave --tile-px out.")
+    if weights == "none":
+        keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)  # the same random encoder in every process
+    policy = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy(PRECISIONS[precision])
+        model = build_vit(spec.vit, tile_size_px, name=spec.name.replace("-", "_").replace(".", "_"))
+    finally:
+        keras.config.set_dtype_policy(policy)
+    if weights != "none":
+        load_encoder_weights(model, spec, weights)
+    model.trainable = False
+    return Backbone(spec.name, model, Normalise(spec.mean, spec.std), spec.feature_dim, weights_tag(weights))

@@ -13,6 +13,46 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class ViTSpec:
+    """A vision transformer as timm's VisionTransformer builds it (vit.py mirrors it layer by layer)."""
+
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float  # the MLP's first layer is int(embed_dim * mlp_ratio) wide, as timm computes it
+    swiglu: bool = False  # timm's SwiGLUPacked: silu(first half of fc1) * second half -> fc2
+    reg_tokens: int = 0  # register tokens after CLS
+    no_embed_class: bool = False  # position embeddings on the patch tokens only (not CLS or registers)
+    layer_scale: bool = True
+    qkv_bias: bool = True
+    img_size: int = 224  # the tile size its position embeddings were trained for
+    output: str = "cls"  # "cls", or "cls+mean" (CLS beside the mean of the patch tokens)
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.embed_dim * (2 if self.output == "cls+mean" else 1)
+
+    @property
+    def parameter_count(self) -> int:
+        """Parameters of the encoder (what timm counts without a classifier head)."""
+        d, h = self.embed_dim, self.mlp_hidden
+        patches = (self.img_size // self.patch_size) ** 2
+        tokens = d * (1 + self.reg_tokens) + d * (patches + (0 if self.no_embed_class else 1 + self.reg_tokens))
+        embed = 3 * self.patch_size ** 2 * d + d
+        mlp_out = h // 2 if self.swiglu else h
+        block = (4 * d  # two LayerNorms
+                 + d * 3 * d + (3 * d if self.qkv_bias else 0) + d * d + d  # qkv, proj
+                 + d * h + h + mlp_out * d + d  # fc1, fc2
+                 + (2 * d if self.layer_scale else 0))
+        return embed + tokens + self.depth * block + 2 * d  # the final LayerNorm
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     name: str  # what --backbone takes, records carry and feature folders are named after
     paper_name: str
@@ -33,7 +73,59 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("resnet50", "ResNet50", 2048, "ResNet50", "resnet50"),
     )
 }
-BACKBONE_NAMES = tuple(BACKBONES)  # the paper's five, its best (the default) first
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A pathology foundation model: its ViT as its reference loader builds it (TRIDENT's
+    trident/patch_encoder_models/load.py, timm's vision_transformer.py), its own normalisation, the
+    scale it was trained at, and where a user gets its weights (gated or non-commercial: they accept
+    the licence on that page and download the file themselves)."""
+
+    name: str
+    paper_name: str
+    vit: ViTSpec
+    weights_page: str  # where the licence is accepted and the file downloaded
+    weights_file: str  # the file to pass as --weights
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    target_mpp: float = 0.5  # um/px of its tiles (the paper's CNNs: 0.25)
+    tile_size_px: int = 224
+
+    @property
+    def feature_dim(self) -> int:
+        return self.vit.feature_dim
+
+
+_H_OPTIMUS = ViTSpec(patch_size=14, embed_dim=1536, depth=40, num_heads=24, mlp_ratio=2.66667 * 2, swiglu=True,
+                     reg_tokens=4, no_embed_class=True)  # timm vit_giant_patch14_reg4_dinov2
+_H_OPTIMUS_NORM = {"mean": (0.707223, 0.578729, 0.703617), "std": (0.211883, 0.230117, 0.177517)}
+
+ENCODERS: dict[str, EncoderSpec] = {
+    spec.name: spec
+    for spec in (
+        EncoderSpec("uni", "UNI (MahmoodLab)", ViTSpec(patch_size=16, embed_dim=1024, depth=24, num_heads=16,
+                                                       mlp_ratio=4.0),
+                    "https://huggingface.co/MahmoodLab/UNI", "pytorch_model.bin"),
+        EncoderSpec("uni2-h", "UNI2-h (MahmoodLab)",
+                    ViTSpec(patch_size=14, embed_dim=1536, depth=24, num_heads=24, mlp_ratio=2.66667 * 2, swiglu=True,
+                            reg_tokens=8, no_embed_class=True),
+                    "https://huggingface.co/MahmoodLab/UNI2-h", "pytorch_model.bin"),
+        EncoderSpec("virchow2", "Virchow2 (Paige)",
+                    ViTSpec(patch_size=14, embed_dim=1280, depth=32, num_heads=16, mlp_ratio=5.3375, swiglu=True,
+                            reg_tokens=4, output="cls+mean"),
+                    "https://huggingface.co/paige-ai/Virchow2", "pytorch_model.bin"),
+        EncoderSpec("h-optimus-0", "H-optimus-0 (Bioptimus)", _H_OPTIMUS, "https://huggingface.co/bioptimus/H-optimus-0",
+                    "pytorch_model.bin", **_H_OPTIMUS_NORM),
+        EncoderSpec("h-optimus-1", "H-optimus-1 (Bioptimus)", _H_OPTIMUS, "https://huggingface.co/bioptimus/H-optimus-1",
+                    "pytorch_model.bin", **_H_OPTIMUS_NORM),
+        EncoderSpec("prov-gigapath", "Prov-GigaPath (Microsoft, Providence)",
+                    ViTSpec(patch_size=16, embed_dim=1536, depth=40, num_heads=24, mlp_ratio=5.33334, swiglu=True),
+                    "https://huggingface.co/prov-gigapath/prov-gigapath", "pytorch_model.bin"),
+    )
+}
+BACKBONE_NAMES = tuple(BACKBONES) + tuple(ENCODERS)  # the paper's five (its best, the default, first), the encoders
 
 # --weights: what `weights` may be besides a path to a weights file.
 NAMED_WEIGHTS = ("imagenet", "none")
@@ -44,3 +136,14 @@ def weights_tag(weights: str) -> str:
     from pathlib import Path
 
     return weights if weights in NAMED_WEIGHTS else Path(weights).name
+
+
+# The scale of the paper's tiles (config.TileConfig's defaults): the CNNs' and a model file's.
+PAPER_TILE_PX, PAPER_TILE_MPP = 224, 0.25
+
+
+def native_scale(backbone: str) -> tuple[int, float]:
+    """(tile size in px, um/px) a backbone's features are made at by default: an encoder's own (the scale
+    it was trained at), else the paper's 224 px at 0.25 um/px."""
+    spec = ENCODERS.get(str(backbone).lower())
+    return (spec.tile_size_px, spec.target_mpp) if spec else (PAPER_TILE_PX, PAPER_TILE_MPP)

@@ -1,0 +1,181 @@
+"""The pathology encoders (extract/backbones/vit.py, weights.py): our Keras ViT given a timm checkpoint
+gives the reference implementation's features on real TCGA tiles (fixtures made once by
+tests/fixtures/make_encoder_fixtures.py with timm, as TRIDENT builds each model, shallow and narrow but
+with every part of the full architecture), the full builds have the published sizes, and a file that
+is not the named model's is refused, naming the tensor."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hist2rna_tf.errors import BackboneError
+from hist2rna_tf.extract.backbones.build import Normalise, build_backbone
+from hist2rna_tf.extract.backbones.catalog import ENCODERS
+from hist2rna_tf.extract.backbones.vit import build_vit
+from hist2rna_tf.extract.backbones.weights import assign, check_tensors, load_encoder_weights, read_tensors
+
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "encoders"
+REFERENCE = json.loads((FIXTURES / "reference.json").read_text())
+SMALL = {"embed_dim": 48, "depth": 2, "num_heads": 4}  # as the fixture script built them
+
+
+def _small(name: str):
+    """The encoder's spec at the fixtures' depth and width."""
+    spec = ENCODERS[name]
+    return replace(spec, vit=replace(spec.vit, **SMALL))
+
+
+def _tiles(shared_data, names) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(shared_data / "tcga_tiles" / n).convert("RGB")) for n in names])
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_our_build_gives_the_reference_features(name, shared_data):
+    reference, spec = REFERENCE[name], _small(name)
+    assert (list(spec.mean), list(spec.std)) == (reference["mean"], reference["std"])  # its own normalisation
+    model = build_vit(spec.vit, spec.tile_size_px)
+    assert model.count_params() == spec.vit.parameter_count
+    tensors = read_tensors(FIXTURES / f"{name}.safetensors")
+    check_tensors(tensors, spec, FIXTURES / f"{name}.safetensors")
+    assign(model, tensors, spec.vit)
+    tiles = _tiles(shared_data, reference["tiles"])
+    ours = np.asarray(model(Normalise(spec.mean, spec.std)(tiles.astype("float32")), training=False))
+    expected = np.asarray(reference["feature"], np.float32)
+    assert ours.shape == expected.shape == (len(tiles), spec.feature_dim)
+    assert np.abs(ours - expected).max() <= 1e-4 * np.abs(expected).max(), np.abs(ours - expected).max()
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_the_full_builds_have_the_published_sizes(name):
+    """UNI 303 M parameters, UNI2-h 681 M, Virchow2 631 M, H-optimus 1.13 B, Prov-GigaPath 1.13 B: counted
+    on timm's full builds."""
+    assert ENCODERS[name].vit.parameter_count == REFERENCE[name]["full_parameter_count"]
+
+
+def test_h_optimus_1_is_h_optimus_0s_architecture():
+    h0, h1 = ENCODERS["h-optimus-0"], ENCODERS["h-optimus-1"]
+    assert (h0.vit, h0.mean, h0.std) == (h1.vit, h1.mean, h1.std) and h0.weights_page != h1.weights_page
+
+
+def test_a_file_of_another_model_is_refused_naming_the_tensor(tmp_path):
+    uni, virchow = _small("uni"), _small("virchow2")
+    tensors = read_tensors(FIXTURES / "uni.safetensors")
+    with pytest.raises(BackboneError, match=r"no tensor 'reg_token'|tensor 'patch_embed.proj.weight' has shape"):
+        check_tensors(tensors, virchow, tmp_path / "pytorch_model.bin")
+    missing = dict(tensors)
+    del missing["blocks.1.ls2.gamma"]
+    with pytest.raises(BackboneError, match=r"no tensor 'blocks.1.ls2.gamma' \(of shape \[48\]\)"):
+        check_tensors(missing, uni, tmp_path / "w.safetensors")
+    extra = {**tensors, "head.weight": np.zeros((2, 48), np.float32)}
+    with pytest.raises(BackboneError, match=r"tensor 'head.weight' \(shape \[2, 48\]\) is not part of"):
+        check_tensors(extra, uni, tmp_path / "w.safetensors")
+
+
+def test_unreadable_files_are_named_with_the_fix(tmp_path):
+    truncated = tmp_path / "model.safetensors"
+    truncated.write_bytes((FIXTURES / "uni.safetensors").read_bytes()[:1000])
+    with pytest.raises(BackboneError, match="model.safetensors: not a readable safetensors file"):
+        read_tensors(truncated)
+    pytorch = tmp_path / "pytorch_model.bin"
+    pytorch.write_bytes(b"PK")
+    try:
+        import torch  # noqa: F401 - the project's venv has none: the message says how to do without
+    except ImportError:
+        with pytest.raises(BackboneError, match=r"needs torch to read.*save_file"):
+            read_tensors(pytorch)
+
+
+def test_converted_weights_are_cached_for_the_next_process(tmp_path, monkeypatch):
+    """The first build converts the file and keeps the result, keyed by its hash; the next loads that."""
+    import hist2rna_tf.extract.backbones.weights as weights
+
+    monkeypatch.setenv("HIST2RNA_CACHE", str(tmp_path / "cache"))
+    spec = _small("uni")
+    first = build_vit(spec.vit, 224)
+    load_encoder_weights(first, spec, FIXTURES / "uni.safetensors")
+    cached = list((tmp_path / "cache" / "weights").glob("uni-*.weights.h5"))
+    assert len(cached) == 1
+    monkeypatch.setattr(weights, "read_tensors", lambda path: pytest.fail("converted again"))
+    second = build_vit(spec.vit, 224)
+    load_encoder_weights(second, spec, FIXTURES / "uni.safetensors")
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_named_encoder_builds_with_random_weights_and_refuses_imagenet():
+    with pytest.raises(BackboneError, match="no ImageNet weights.*huggingface.co/MahmoodLab/UNI.*--weights PATH"):
+        build_backbone("uni", "imagenet")
+    with pytest.raises(BackboneError, match="--tile-px 256: uni takes tiles of 224 px"):
+        build_backbone("uni", "none", tile_size_px=256)
+
+
+@pytest.fixture
+def small_uni(monkeypatch):
+    """`--backbone uni` as the fixtures' shallow, narrow UNI (the full one is 303 M parameters: too slow
+    for the suite; `hist2rna demo --backbone uni` runs the full one)."""
+    import hist2rna_tf.extract.backbones.catalog as catalog
+
+    monkeypatch.setitem(catalog.ENCODERS, "uni", _small("uni"))
+    return FIXTURES / "uni.safetensors"
+
+
+def test_an_encoder_extracts_at_its_own_scale_with_its_own_weights(small_uni, demo_cohort, tmp_path, capsys):
+    """`hist2rna extract --backbone uni --weights FILE`: tiles of 224 px at UNI's 0.5 um/px (no
+    --target-mpp given), normalised with its mean and std, through its weights: each slide's record is
+    the mean of the encoder's features of its Macenko-normalised tiles, computed here the slow way."""
+    import openslide
+
+    from hist2rna_tf.cli import main
+    from hist2rna_tf.config import StainConfig, TileConfig
+    from hist2rna_tf.extract.plan import plan_tiles
+    from hist2rna_tf.extract.records import read_record
+    from hist2rna_tf.extract.settings import read_extraction
+    from hist2rna_tf.extract.slides import find_slides
+    from hist2rna_tf.extract.stain.macenko import Macenko
+
+    slide = demo_cohort / "slides" / "demo-02.tiff"
+    assert main(["extract", "--slides", str(slide), "--annotations", str(demo_cohort / "annotations"), "--out",
+                 str(tmp_path), "--backbone", "uni", "--weights", str(small_uni), "--no-progress"]) == 0
+    record = read_record(tmp_path / "uni" / "demo-02.tfrecord")
+    assert (record.backbone, record.weights, record.tile_size_px) == ("uni", "uni.safetensors", 224)
+    assert record.tile_size_um == pytest.approx(112.0) and record.feature_dim == 48
+    assert read_extraction(tmp_path / "uni").config.tiles.target_mpp == 0.5
+    coords = plan_tiles(find_slides([slide])[0], TileConfig(target_mpp=0.5),
+                        demo_cohort / "annotations" / "demo-02.geojson").coords_px
+    np.testing.assert_array_equal(coords, record.tile_xy_px)
+    handle = openslide.OpenSlide(str(slide))  # 0.25 um/px: 448 px read at level 0, halved (box filter)
+    tiles = np.stack([np.asarray(handle.read_region((int(x), int(y)), 0, (448, 448)).convert("RGB").resize(
+        (224, 224), Image.Resampling.BOX)) for x, y in coords])
+    spec = _small("uni")
+    model = build_vit(spec.vit, 224)
+    assign(model, read_tensors(small_uni), spec.vit)
+    normalised, _ = Macenko(StainConfig())(tiles)
+    expected = np.asarray(model(Normalise(spec.mean, spec.std)(np.asarray(normalised, "float32")))).mean(axis=0)
+    np.testing.assert_allclose(record.feature, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_the_end_to_end_export_carries_the_encoder(small_uni, shared_data, tmp_path):
+    """tiles -> Macenko -> the encoder's own normalisation -> the ViT -> mean -> head, as one SavedModel."""
+    import keras
+    import tensorflow as tf
+
+    from hist2rna_tf.config import StainConfig
+    from hist2rna_tf.extract.stain.macenko import Macenko
+    from hist2rna_tf.model.export import export_end_to_end
+    from hist2rna_tf.model.head import build_head
+
+    backbone = build_backbone("uni", str(small_uni))
+    keras.utils.set_random_seed(0)
+    head = build_head(backbone.feature_dim, 3)
+    tiles = _tiles(shared_data, REFERENCE["uni"]["tiles"])
+    out = export_end_to_end(backbone, head, ["ESR1", "PGR", "ERBB2"], StainConfig(), tmp_path / "uni" / "1")
+    loaded = tf.saved_model.load(str(out))  # (held: its variables live as long as it does)
+    got = loaded.serve(tf.constant(tiles))["log2_expression"].numpy()
+    features = np.asarray(backbone.features(Macenko(StainConfig())(tiles)[0])).mean(axis=0)
+    np.testing.assert_allclose(got, head.predict(features[None, None, :], verbose=0)[0], rtol=1e-4, atol=1e-4)
