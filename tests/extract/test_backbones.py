@@ -99,7 +99,7 @@ def test_random_weights_are_the_same_every_build():
 
 
 def test_the_catalog_is_the_one_list_of_names():
-    """Every name --backbone offers builds, with its catalog size, and nothing else is a name."""
+    """One list of names: the paper's CNNs, then the pathology encoders, each offered by --backbone."""
     import argparse
 
     from hist2rna_tf.cli import build_parser
@@ -107,7 +107,9 @@ def test_the_catalog_is_the_one_list_of_names():
 
     assert BACKBONE_NAMES == tuple(BACKBONES) + tuple(ENCODERS) and BACKBONE_NAMES[0] == "efficientnetv2s"
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    extract_help = commands.choices["extract"].format_help()
-    assert all(name in extract_help for name in BACKBONE_NAMES)
+    backbone_help = next(a.help for a in commands.choices["extract"]._actions if "--backbone" in a.option_strings)
+    assert all(name in backbone_help for name in BACKBONE_NAMES)
     for name, spec in BACKBONES.items():
         assert spec.name == name and (spec.family is None) == (spec.constructor == "RegNetY")
+    for name, spec in ENCODERS.items():
+        assert spec.name == name and spec.feature_dim == spec.vit.feature_dim
