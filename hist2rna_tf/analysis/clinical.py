@@ -129,18 +129,24 @@ def joined(predicted: pd.DataFrame, clinical: pd.DataFrame,
            source: str = "the clinical table") -> tuple[pd.DataFrame, dict]:
     """Patients in both tables (predicted genes + clinical columns) and who was left out on each side.
     `source` names the clinical table (and how to map its patient column) when none is shared."""
-    shared = predicted.index.intersection(clinical.index)
+    shared = _shared_patients(predicted, clinical, source)
     report = {"predicted_only": sorted(set(predicted.index) - set(shared)),
               "clinical_only": sorted(set(clinical.index) - set(shared))}
+    for side, names in report.items():
+        if names:
+            log.warning("%d patients only in the %s table (e.g. %s).", len(names), side.split("_")[0], names[0])
+    return predicted.loc[shared].join(clinical.loc[shared], rsuffix="_clinical"), report
+
+
+def _shared_patients(predicted: pd.DataFrame, clinical: pd.DataFrame, source: str) -> pd.Index:
+    """The patients of both tables; a ClinicalError naming `source` and both sides' IDs when none."""
+    shared = predicted.index.intersection(clinical.index)
     if len(shared) == 0:
         examples = (f"its patients e.g. {', '.join(map(repr, clinical.index[:3]))}" if len(clinical) else
                     "it has no patients")
         raise ClinicalError(f"{source}: none of its patients has predictions ({examples}; the predictions' e.g. "
                             f"{', '.join(map(repr, predicted.index[:3]))}); check its patient ID column.")
-    for side, names in report.items():
-        if names:
-            log.warning("%d patients only in the %s table (e.g. %s).", len(names), side.split("_")[0], names[0])
-    return predicted.loc[shared].join(clinical.loc[shared], rsuffix="_clinical"), report
+    return shared
 
 
 # --- biomarker checks (Figures 7 and 8) ------------------------------------------------------------------
@@ -202,8 +208,7 @@ def held_out_cohorts(predicted: pd.DataFrame, measured: pd.DataFrame, clinical: 
     """A run's held-out patients with their clinical data, for Figure 7's TCGA rows: their predicted
     genes, and their measured ones (the ceiling). label -> genes joined with the clinical columns.
     `source` names the clinical table when it shares no held-out patient."""
-    joined(predicted, clinical, source)  # none shared: said, naming the table
-    clinical = clinical.loc[clinical.index.isin(predicted.index)]  # the training patients are not wanted here
+    clinical = clinical.loc[_shared_patients(predicted, clinical, source)]  # not the training patients
     return {label: joined(genes, clinical, source)[0]
             for label, genes in (("held-out, predicted", predicted), ("held-out, measured", measured.loc[predicted.index]))}
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -121,10 +120,6 @@ class RunRecord:
             approach=data.get("approach", HIST2RNA), baseline=baseline, hist2rna_run=data.get("hist2rna_run"),
             tiles=data.get("tiles"), device=data.get("device"), version=str(data.get("version", "?")), format=fmt)
 
-    @property
-    def is_baseline(self) -> bool:
-        return self.approach == PATCH_BASED
-
 
 def read_record(run_dir: str | Path) -> RunRecord:
     """A complete run's record, or a RunError naming what is wrong: not a run folder, a config.json
@@ -211,12 +206,9 @@ def refuse_existing(out_dir: str | Path, overwrite: bool) -> None:
     raise RunError(f"{out_dir} exists and holds {what}; give another --out, or --overwrite to replace it.")
 
 
-@contextmanager
-def building(out_dir: str | Path):
-    """A temp folder beside `out_dir` to build a run in; on success it replaces `out_dir`, on failure
-    (or a kill) nothing of it stays (atomic.building_folder)."""
-    with building_folder(out_dir) as work:
-        yield work
+# A run is built in a folder beside its place and renamed into it when complete; on failure (or a
+# kill) nothing of it stays (atomic.building_folder).
+building = building_folder
 
 
 def write_genes(run_dir: Path, genes) -> Path:

@@ -102,7 +102,7 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
 class _Given:
     """What the user gave beside the run, read and checked before any work."""
 
-    compare: dict[str, dict]  # a name per run -> its held-out metrics (Figure 3)
+    compare: dict[str, dict]  # a name per run (none the report's run's) -> its held-out metrics (Figure 3)
     run_clinical: pd.DataFrame | None = None
     external: tuple[pd.DataFrame, pd.DataFrame] | None = None  # predicted genes, clinical table
     baseline: tuple[runs.RunRecord, dict] | None = None  # the baseline's record and metrics
@@ -111,11 +111,13 @@ class _Given:
 
 
 def _read_inputs(inputs: ReportInputs) -> _Given:
-    compare = {}
+    compare, taken = {}, {runs.display_name(inputs.run)}
     for other in inputs.compare:
         runs.read_record(other)  # a folder that is not a complete run is named here
         name = runs.display_name(other)
-        compare[name if name not in compare else Path(other).name] = runs.metrics(other)  # two runs of one backbone
+        name = name if name not in taken else Path(other).name  # two runs of one backbone
+        compare[name] = runs.metrics(other)
+        taken.add(name)
     given = _Given(compare)
     if inputs.run_clinical:
         given.run_clinical = _clinical(inputs.run_clinical, inputs.run_clinical_columns, "--run-clinical-columns")
@@ -214,9 +216,7 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, metrics: dict, p
                "genes with FDR < 0.05", "patients with FDR < 0.05", "genes with R2 >= 0.1", "PAM50 genes among the top 20"])
     page.heading("Gene expression prediction (held-out patients)")
     page.table(summary.astype(str))
-    compared = {runs.display_name(run): metrics}
-    for name, other in others.items():
-        compared[name if name not in compared else f"{name} (compared)"] = other
+    compared = {runs.display_name(run): metrics, **others}  # (named apart from the run by _read_inputs)
     page.figure(correlation_boxes(compared), "figure3_correlations",
                 "Figure 3: Spearman correlation and -log10 FDR across patients and across genes (paper: medians "
                 "0.82 and 0.29 for EfficientNet).")

@@ -15,20 +15,11 @@ from hist2rna_tf.cli import main
 from hist2rna_tf.extract.cohort import MANIFEST
 from hist2rna_tf.model import runs
 
-
-def _run(args: list[str], capsys) -> tuple[int, str]:
-    """Exit status and stderr of `hist2rna ARGS` (argparse's refusals exit through SystemExit)."""
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    return code, err
+from commandline import run
 
 
 def _refused(args: list[str], capsys, *named: str) -> str:
-    code, err = _run(args, capsys)
+    code, err = run(args, capsys)
     lines = [line for line in err.strip().splitlines() if not line.startswith(("usage:", "  ", "INFO", "WARNING"))]
     assert code == 2 and len(lines) == 1, err
     for text in named:
