@@ -1,8 +1,9 @@
-"""The pathology encoders (extract/backbones/vit.py, weights.py): our Keras ViT given a timm checkpoint
-gives the reference implementation's features on real TCGA tiles (fixtures made once by
-tests/fixtures/make_encoder_fixtures.py with timm, as TRIDENT builds each model, shallow and narrow but
-with every part of the full architecture), the full builds have the published sizes, and a file that
-is not the named model's is refused, naming the tensor."""
+"""The pathology encoders (extract/backbones/vit.py, layouts.py, weights.py, resize.py): `--backbone NAME
+--weights FILE` gives the reference implementation's features on real TCGA tiles, TRIDENT's transform
+included (fixtures made once by tests/fixtures/make_encoder_fixtures.py with timm, TRIDENT's CONCH v1.5
+module and transformers, as TRIDENT builds each model, shallow and narrow but with every part of the
+full architecture), the full builds have the published sizes, and a file that is not the named
+model's is refused, naming the tensor."""
 
 from __future__ import annotations
 
@@ -28,34 +29,57 @@ SMALL = {"embed_dim": 48, "depth": 2, "num_heads": 4}  # as the fixture script b
 def _small(name: str):
     """The encoder's spec at the fixtures' depth and width."""
     spec = ENCODERS[name]
-    return replace(spec, vit=replace(spec.vit, **SMALL))
+    pooler = {"pooler_dim": 32} if spec.vit.output == "pooler" else {}  # CONCH v1.5's pooler, narrow too
+    return replace(spec, vit=replace(spec.vit, **SMALL, **pooler))
 
 
-def _tiles(shared_data, names) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(shared_data / "tcga_tiles" / n).convert("RGB")) for n in names])
+def _tiles(shared_data, groups, crop: int | None = None) -> np.ndarray:
+    """The fixture's tiles: single tiles, or 2 x 2 mosaics of four (cropped to their top-left `crop` px)."""
+    out = []
+    for names in groups:
+        parts = [np.asarray(Image.open(shared_data / "tcga_tiles" / n).convert("RGB")) for n in names]
+        rgb = parts[0] if len(parts) == 1 else np.concatenate([np.concatenate(parts[:2], 1),
+                                                               np.concatenate(parts[2:], 1)], 0)
+        out.append(rgb[:crop, :crop] if crop else rgb)
+    return np.stack(out)
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE))
-def test_our_build_gives_the_reference_features(name, shared_data):
-    reference, spec = REFERENCE[name], _small(name)
+def _weights(name: str) -> Path:
+    """The fixture's weights as a user passes them: the file, or the transformers model's folder."""
+    return FIXTURES / name if (FIXTURES / name).is_dir() else FIXTURES / f"{name}.safetensors"
+
+
+@pytest.mark.parametrize("case", sorted(REFERENCE))
+def test_our_build_gives_the_reference_features(case, shared_data, monkeypatch, tmp_path):
+    """build_backbone(name, weights) on the tiles as they come (224 px; 448 for CONCH v1.5; 320 for
+    uni@320, resized as TRIDENT resizes them) gives TRIDENT's features to 1e-4 of their largest."""
+    import hist2rna_tf.extract.backbones.catalog as catalog
+
+    monkeypatch.setenv("HIST2RNA_CACHE", str(tmp_path))
+    reference, name = REFERENCE[case], case.split("@")[0]
+    spec = _small(name)
+    monkeypatch.setitem(catalog.ENCODERS, name, spec)
     assert (list(spec.mean), list(spec.std)) == (reference["mean"], reference["std"])  # its own normalisation
-    model = build_vit(spec.vit, spec.tile_size_px)
-    assert model.count_params() == spec.vit.parameter_count
-    tensors = read_tensors(FIXTURES / f"{name}.safetensors")
-    check_tensors(tensors, spec, FIXTURES / f"{name}.safetensors")
-    assign(model, tensors, spec.vit)
-    tiles = _tiles(shared_data, reference["tiles"])
-    ours = np.asarray(model(Normalise(spec.mean, spec.std)(tiles.astype("float32")), training=False))
+    tiles = _tiles(shared_data, reference["tiles"], reference["crop"])
+    backbone = build_backbone(name, str(_weights(name)), tile_size_px=tiles.shape[1])
+    if spec.vit.layout == "timm":  # (the others hold their position embeddings at the tiles' grid)
+        assert backbone.model.count_params() == spec.vit.parameter_count
+    ours = np.asarray(backbone.features(tiles))
     expected = np.asarray(reference["feature"], np.float32)
     assert ours.shape == expected.shape == (len(tiles), spec.feature_dim)
     assert np.abs(ours - expected).max() <= 1e-4 * np.abs(expected).max(), np.abs(ours - expected).max()
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE))
+@pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_the_full_builds_have_the_published_sizes(name):
-    """UNI 303 M parameters, UNI2-h 681 M, Virchow2 631 M, H-optimus 1.13 B, Prov-GigaPath 1.13 B: counted
-    on timm's full builds."""
-    assert ENCODERS[name].vit.parameter_count == REFERENCE[name]["full_parameter_count"]
+    """UNI 303 M parameters, UNI2-h 681 M, CONCH v1.5 306 M, Virchow2 631 M, H-optimus 1.13 B, Phikon-v2
+    303 M, Prov-GigaPath 1.13 B: counted on the reference implementations' full builds."""
+    reference = REFERENCE["h-optimus-0" if name == "h-optimus-1" else name]
+    assert ENCODERS[name].vit.parameter_count == reference["full_parameter_count"]
+
+
+def test_every_encoder_has_a_reference_fixture():
+    assert set(ENCODERS) - {"h-optimus-1"} <= {case.split("@")[0] for case in REFERENCE}
 
 
 def test_h_optimus_1_is_h_optimus_0s_architecture():
@@ -108,11 +132,16 @@ def test_converted_weights_are_cached_for_the_next_process(tmp_path, monkeypatch
         np.testing.assert_array_equal(a, b)
 
 
+def _checked(path: Path, spec):
+    tensors = read_tensors(path)
+    return tensors, check_tensors(tensors, spec, path)
+
+
 def test_a_named_encoder_builds_with_random_weights_and_refuses_imagenet():
     with pytest.raises(BackboneError, match="no ImageNet weights.*huggingface.co/MahmoodLab/UNI.*--weights PATH"):
         build_backbone("uni", "imagenet")
-    with pytest.raises(BackboneError, match="--tile-px 256: uni takes tiles of 224 px"):
-        build_backbone("uni", "none", tile_size_px=256)
+    backbone = build_backbone("uni", "none", tile_size_px=256)  # resized to its 224 px, as TRIDENT does
+    assert backbone.features(np.zeros((1, 256, 256, 3), np.uint8)).shape == (1, 1024)
 
 
 @pytest.fixture
@@ -154,7 +183,7 @@ def test_an_encoder_extracts_at_its_own_scale_with_its_own_weights(small_uni, de
         (224, 224), Image.Resampling.BOX)) for x, y in coords])
     spec = _small("uni")
     model = build_vit(spec.vit, 224)
-    assign(model, read_tensors(small_uni), spec.vit)
+    assign(model, *_checked(small_uni, spec))
     normalised, _ = Macenko(StainConfig())(tiles)
     expected = np.asarray(model(Normalise(spec.mean, spec.std)(np.asarray(normalised, "float32")))).mean(axis=0)
     np.testing.assert_allclose(record.feature, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

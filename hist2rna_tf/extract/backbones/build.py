@@ -19,6 +19,7 @@ import keras
 from hist2rna_tf.errors import BackboneError
 from hist2rna_tf.extract.backbones.catalog import (BACKBONE_NAMES, BACKBONES, ENCODERS, BackboneSpec, EncoderSpec,
                                                    weights_tag)
+from hist2rna_tf.extract.backbones.resize import reference_transform
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
         raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     key = name.lower()
     if key in ENCODERS:
-        return _encoder_backbone(ENCODERS[key], weights, tile_size_px, precision)
+        return _encoder_backbone(ENCODERS[key], weights, precision)
     if key not in BACKBONES:
         if Path(name).suffix in (".keras", ".h5") or Path(name).exists():
             if precision != "float32":
@@ -130,19 +131,25 @@ def _model_file_backbone(path: Path) -> Backbone:
 
 @dataclass(frozen=True)
 class Normalise:
-    """An encoder's own preprocessing: RGB in [0, 255] -> [0, 1] -> (x - mean) / std per channel, as
-    its reference transform (ToTensor, Normalize)."""
+    """An encoder's own preprocessing, as its reference transform: Resize (and CenterCrop) exactly as
+    torchvision does them to a PIL tile (resize.py; nothing when the tile is already that size), then
+    ToTensor and Normalize: RGB in [0, 255] -> [0, 1] -> (x - mean) / std per channel."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize: int | None = None  # torchvision's Resize(resize, interpolation)
+    interpolation: str = "bilinear"
+    crop: int | None = None  # then CenterCrop(crop)
 
     def __call__(self, tiles):
+        if self.resize is not None:
+            tiles = reference_transform(tiles, self.resize, self.interpolation, self.crop)
         mean = keras.ops.convert_to_tensor(self.mean, "float32")
         std = keras.ops.convert_to_tensor(self.std, "float32")
         return (keras.ops.cast(tiles, "float32") / 255.0 - mean) / std
 
 
-def _encoder_backbone(spec: EncoderSpec, weights: str, tile_size_px: int, precision: str) -> Backbone:
+def _encoder_backbone(spec: EncoderSpec, weights: str, precision: str) -> Backbone:
     """A pathology encoder (vit.py) with the weights its user downloaded (weights.py), or random ones."""
     from hist2rna_tf.extract.backbones.vit import build_vit
     from hist2rna_tf.extract.backbones.weights import load_encoder_weights
@@ -151,18 +158,17 @@ def _encoder_backbone(spec: EncoderSpec, weights: str, tile_size_px: int, precis
         raise BackboneError(f"{spec.paper_name} has no ImageNet weights: its own are gated. Accept its licence at "
                             f"{spec.weights_page}, download {spec.weights_file} and pass --weights PATH to it (or "
                             "--weights none: random, for tests).")
-    if tile_size_px % spec.vit.patch_size or tile_size_px != spec.vit.img_size:
-        raise BackboneError(f"--tile-px {tile_size_px}: {spec.name} takes tiles of {spec.vit.img_size} px (its "
-                            f"{spec.vit.patch_size}-px patches and position embeddings); leave --tile-px out.")
     if weights == "none":
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)  # the same random encoder in every process
     policy = keras.config.dtype_policy()
     try:
         keras.config.set_dtype_policy(PRECISIONS[precision])
-        model = build_vit(spec.vit, tile_size_px, name=spec.name.replace("-", "_").replace(".", "_"))
+        model = build_vit(spec.vit, spec.vit.img_size, name=spec.name.replace("-", "_").replace(".", "_"))
     finally:
         keras.config.set_dtype_policy(policy)
     if weights != "none":
         load_encoder_weights(model, spec, weights)
     model.trainable = False
-    return Backbone(spec.name, model, Normalise(spec.mean, spec.std), spec.feature_dim, weights_tag(weights))
+    # Tiles of any size reach the model as its reference transform makes them (TRIDENT's on the same tiles).
+    preprocess = Normalise(spec.mean, spec.std, spec.resize, spec.interpolation, spec.vit.img_size if spec.crop else None)
+    return Backbone(spec.name, model, preprocess, spec.feature_dim, weights_tag(weights))

@@ -5,11 +5,13 @@ tensors load one to one (weights.py) and give the same features.
   tiles [B, T, T, 3] (normalised) -> patch embedding (a T/p x T/p grid, row by row) -> [CLS, registers,
   patches] with learnt position embeddings (on the patches only when `no_embed_class`) -> `depth`
   blocks of (LayerNorm -> multi-head attention -> layer scale -> +) and (LayerNorm -> MLP (GELU) or
-  packed SwiGLU -> layer scale -> +) -> LayerNorm -> the feature: the CLS token, or the CLS token
-  beside the mean of the patch tokens.
+  packed SwiGLU -> layer scale -> +) -> LayerNorm -> the feature: the CLS token, the CLS token
+  beside the mean of the patch tokens, or (CONCH v1.5) an attentional pooler's one query over all
+  tokens -> LayerNorm.
 
-LayerNorm epsilon 1e-6, exact (erf) GELU, attention scaled by head_dim^-1/2, as timm. The model takes
-normalised tiles; `build.py` pairs it with the encoder's own mean and std.
+LayerNorm epsilon 1e-6 (the spec's), exact (erf) GELU, attention scaled by head_dim^-1/2, as timm.
+The model takes normalised tiles of its own size; `build.py` pairs it with the encoder's reference
+resize and its own mean and std.
 """
 
 from __future__ import annotations
@@ -143,6 +145,41 @@ class Feature(layers.Layer):
         return {**super().get_config(), "mode": self.mode, "skip": self.skip}
 
 
+@keras.saving.register_keras_serializable(package=SERIALIZABLE)
+class AttentionalPooler(layers.Layer):
+    """CONCH's AttentionalPooler with one query (its tokens already LayerNormed, `pool_ln_k`):
+    q = to_q(ln_q(query)); k, v = halves of to_kv(tokens); multi-head softmax(q k^T / sqrt(head_dim)) v
+    -> to_out -> [B, dim]. Its LayerNorms have torch's default epsilon, 1e-5."""
+
+    def __init__(self, dim: int, num_heads: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.num_heads = int(dim), int(num_heads)
+        self.head_dim = self.dim // self.num_heads
+        self.ln_q = layers.LayerNormalization(epsilon=1e-5, name="ln_q")
+        self.to_q = layers.Dense(self.dim, use_bias=False, name="to_q")
+        self.to_kv = layers.Dense(2 * self.dim, use_bias=False, name="to_kv")
+        self.to_out = layers.Dense(self.dim, use_bias=False, name="to_out")
+
+    def build(self, input_shape):
+        self.query = self.add_weight(name="query", shape=(1, self.dim), initializer="random_normal")
+        self.ln_q.build((1, self.dim))
+        self.to_q.build((1, self.dim))
+        self.to_kv.build(input_shape)
+        self.to_out.build((1, self.dim))
+
+    def call(self, tokens):
+        batch, n = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        q = ops.reshape(self.to_q(self.ln_q(self.query)), (1, self.num_heads, 1, self.head_dim))
+        k, v = ops.split(self.to_kv(tokens), 2, axis=-1)
+        k, v = (ops.transpose(ops.reshape(t, (batch, n, self.num_heads, self.head_dim)), (0, 2, 1, 3)) for t in (k, v))
+        weights = ops.softmax(ops.matmul(q * self.head_dim ** -0.5, ops.transpose(k, (0, 1, 3, 2))), axis=-1)
+        out = ops.reshape(ops.matmul(weights, v), (batch, self.dim))  # [B, heads, 1, head_dim], head-major
+        return self.to_out(out)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "num_heads": self.num_heads}
+
+
 def build_vit(spec: ViTSpec, tile_size_px: int, name: str = "vit") -> keras.Model:
     """The encoder of `spec` on tiles of `tile_size_px` (a multiple of its patch size; its position
     embeddings are for a `spec.img_size` grid, so the two must agree): normalised RGB [B, T, T, 3] ->
@@ -159,18 +196,23 @@ def build_vit(spec: ViTSpec, tile_size_px: int, name: str = "vit") -> keras.Mode
     x = layers.Reshape((grid * grid, spec.embed_dim), name="patches")(x)  # row by row, as timm's flatten
     x = Tokens(spec.embed_dim, grid * grid, spec.reg_tokens, spec.no_embed_class, name="tokens")(x)
     for i in range(spec.depth):
-        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm1")(x)
+        h = layers.LayerNormalization(epsilon=spec.norm_eps, name=f"block{i}_norm1")(x)
         h = Attention(spec.embed_dim, spec.num_heads, spec.qkv_bias, name=f"block{i}_attn")(h)
         if spec.layer_scale:
             h = LayerScale(name=f"block{i}_ls1")(h)
         x = layers.Add(name=f"block{i}_add1")([x, h])
-        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm2")(x)
+        h = layers.LayerNormalization(epsilon=spec.norm_eps, name=f"block{i}_norm2")(x)
         h = Mlp(spec.embed_dim, spec.mlp_hidden, spec.swiglu, name=f"block{i}_mlp")(h)
         if spec.layer_scale:
             h = LayerScale(name=f"block{i}_ls2")(h)
         x = layers.Add(name=f"block{i}_add2")([x, h])
-    x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
-    outputs = Feature(spec.output, spec.reg_tokens, name="feature")(x)
+    x = layers.LayerNormalization(epsilon=spec.norm_eps, name="norm")(x)
+    if spec.output == "pooler":
+        x = layers.LayerNormalization(epsilon=1e-5, name="pool_ln_k")(x)
+        x = AttentionalPooler(spec.pooler_dim, spec.pooler_heads, name="pooler")(x)
+        outputs = layers.LayerNormalization(epsilon=1e-5, name="pool_norm")(x)
+    else:
+        outputs = Feature(spec.output, spec.reg_tokens, name="feature")(x)
 
     # --- functional model ---
     return keras.Model(inputs, outputs, name=name)

@@ -3,67 +3,27 @@ with the safetensors package, no torch; or `pytorch_model.bin`, read only throug
 `torch.load(weights_only=True)` when torch is installed, never plain pickle), its tensors checked
 against the architecture (the first that does not fit is named, with its shape), converted into the
 Keras ViT (vit.py) once per file: the converted weights are cached, keyed by the file's SHA-256, so
-that a second process (or a Ray worker) loads them directly.
-
-timm's names -> our layers: patch_embed.proj -> patch_embed (kernel [p, p, 3, D] from [D, 3, p, p]);
-cls_token, reg_token, pos_embed -> tokens; blocks.<i>.norm1/attn.qkv/attn.proj/ls1/norm2/mlp.fc1/
-mlp.fc2/ls2 -> block<i>_...; norm -> norm. Linear weights [out, in] become Dense kernels [in, out].
+that a second process (or a Ray worker) loads them directly. Which tensor goes where: layouts.py.
+A transformers model (Phikon-v2) is its folder: config.json (checked against the architecture) and
+model.safetensors.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from hist2rna_tf.atomic import write_text
 from hist2rna_tf.errors import BackboneError
-from hist2rna_tf.extract.backbones.catalog import EncoderSpec, ViTSpec
+from hist2rna_tf.extract.backbones.catalog import EncoderSpec
+from hist2rna_tf.extract.backbones.layouts import UNUSED, canonical_names, checkpoint_grid, layout
 
 log = logging.getLogger(__name__)
-
-Transform = Callable[[np.ndarray], np.ndarray]
-_SAME: Transform = lambda a: a  # noqa: E731
-_LINEAR: Transform = lambda a: a.T  # torch Linear [out, in] -> Keras Dense [in, out]  # noqa: E731
-_CONV: Transform = lambda a: a.transpose(2, 3, 1, 0)  # [D, 3, p, p] -> [p, p, 3, D]  # noqa: E731
-
-
-def timm_layout(spec: ViTSpec) -> list[tuple[str, list[tuple[str, tuple[int, ...], Transform]]]]:
-    """(our layer, [(timm tensor name, its shape, to our layout)] in the layer's weight order) for
-    every layer with weights."""
-    d, p, h = spec.embed_dim, spec.patch_size, spec.mlp_hidden
-    patches = (spec.img_size // p) ** 2
-    tokens = [("cls_token", (1, 1, d), _SAME)]
-    if spec.reg_tokens:
-        tokens.append(("reg_token", (1, spec.reg_tokens, d), _SAME))
-    tokens.append(("pos_embed", (1, patches + (0 if spec.no_embed_class else 1 + spec.reg_tokens), d), _SAME))
-    layout = [("patch_embed", [("patch_embed.proj.weight", (d, 3, p, p), _CONV), ("patch_embed.proj.bias", (d,), _SAME)]),
-              ("tokens", tokens)]
-
-    def norm(ours: str, theirs: str):
-        return ours, [(f"{theirs}.weight", (d,), _SAME), (f"{theirs}.bias", (d,), _SAME)]
-
-    for i in range(spec.depth):
-        b = f"blocks.{i}"
-        qkv = [(f"{b}.attn.qkv.weight", (3 * d, d), _LINEAR)] + ([(f"{b}.attn.qkv.bias", (3 * d,), _SAME)]
-                                                                   if spec.qkv_bias else [])
-        layout += [norm(f"block{i}_norm1", f"{b}.norm1"),
-                   (f"block{i}_attn", qkv + [(f"{b}.attn.proj.weight", (d, d), _LINEAR),
-                                             (f"{b}.attn.proj.bias", (d,), _SAME)])]
-        if spec.layer_scale:
-            layout.append((f"block{i}_ls1", [(f"{b}.ls1.gamma", (d,), _SAME)]))
-        layout += [norm(f"block{i}_norm2", f"{b}.norm2"),
-                   (f"block{i}_mlp", [(f"{b}.mlp.fc1.weight", (h, d), _LINEAR), (f"{b}.mlp.fc1.bias", (h,), _SAME),
-                                      (f"{b}.mlp.fc2.weight", (d, h // 2 if spec.swiglu else h), _LINEAR),
-                                      (f"{b}.mlp.fc2.bias", (d,), _SAME)])]
-        if spec.layer_scale:
-            layout.append((f"block{i}_ls2", [(f"{b}.ls2.gamma", (d,), _SAME)]))
-    layout.append(norm("norm", "norm"))
-    return layout
-
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
     """A checkpoint's tensors as float32 numpy arrays: safetensors without torch; a PyTorch file only
@@ -93,9 +53,15 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
     return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
 
 
-def check_tensors(tensors: dict[str, np.ndarray], spec: EncoderSpec, path: Path) -> None:
-    """Every tensor the architecture needs, at its shape, and nothing else (as timm's strict load)."""
-    wanted = {name: shape for _, entries in timm_layout(spec.vit) for name, shape, _ in entries}
+def check_tensors(tensors: dict[str, np.ndarray], spec: EncoderSpec, path: Path) -> list:
+    """Every tensor the architecture needs, at its shape, and nothing else (as the reference's strict
+    load); -> the layout to assign with."""
+    try:
+        entries = layout(spec.vit, checkpoint_grid(tensors, spec.vit))
+    except ValueError as exc:  # position embeddings that are not a square grid
+        raise BackboneError(f"{path}: its position embeddings: {exc}; the file is another model's.") from None
+    wanted = {name: shape for _, sources in entries for source in sources
+              for name, shape in zip(source.names, source.shapes)}
     for name, shape in wanted.items():
         if name not in tensors:
             raise BackboneError(f"{path}: no tensor {name!r} (of shape {list(shape)}), which {spec.paper_name} has: "
@@ -103,17 +69,48 @@ def check_tensors(tensors: dict[str, np.ndarray], spec: EncoderSpec, path: Path)
         if tuple(tensors[name].shape) != shape:
             raise BackboneError(f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}, {spec.paper_name} "
                                 f"needs {list(shape)}: the file is another model's.")
-    extra = sorted(set(tensors) - set(wanted))
+    extra = sorted(set(tensors) - set(wanted) - set(UNUSED.get(spec.vit.layout, ())))
     if extra:
         raise BackboneError(f"{path}: tensor {extra[0]!r} (shape {list(tensors[extra[0]].shape)}) is not part of "
                             f"{spec.paper_name}{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}: the "
                             "file is another model's.")
+    return entries
 
 
-def assign(model, tensors: dict[str, np.ndarray], spec: ViTSpec) -> None:
-    """Set the Keras ViT's weights from checked timm tensors."""
-    for layer, entries in timm_layout(spec):
-        model.get_layer(layer).set_weights([transform(tensors[name]) for name, _, transform in entries])
+def assign(model, tensors: dict[str, np.ndarray], entries: list) -> None:
+    """Set the Keras ViT's weights from checked tensors, by the layout's entries."""
+    for layer, sources in entries:
+        model.get_layer(layer).set_weights([source.convert(*(tensors[n] for n in source.names)) for source in sources])
+
+
+# transformers' Dinov2Config fields that must match the architecture (name -> the spec's value).
+def _dinov2_expected(spec: EncoderSpec) -> dict:
+    v = spec.vit
+    return {"model_type": "dinov2", "hidden_size": v.embed_dim, "num_hidden_layers": v.depth,
+            "num_attention_heads": v.num_heads, "patch_size": v.patch_size, "mlp_ratio": v.mlp_ratio,
+            "layer_norm_eps": v.norm_eps, "use_swiglu_ffn": False, "hidden_act": "gelu", "qkv_bias": True}
+
+
+def transformers_weights(path: Path, spec: EncoderSpec) -> Path:
+    """A transformers model's folder (or its model.safetensors) -> its model.safetensors, once its
+    config.json is checked against `spec`."""
+    folder = path if path.is_dir() else path.parent
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise BackboneError(f"{folder}: no config.json; {spec.paper_name} is a transformers model: pass the folder "
+                            f"holding config.json and model.safetensors, both downloaded from {spec.weights_page}.")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise BackboneError(f"{config_file}: not readable JSON ({exc}); download it again.") from None
+    for key, expected in _dinov2_expected(spec).items():
+        if config.get(key, expected) != expected:
+            raise BackboneError(f"{config_file}: {key} is {config.get(key)!r}, {spec.paper_name} has {expected!r}: "
+                                "the folder holds another model.")
+    weights = path if path.is_file() else folder / "model.safetensors"
+    if not weights.is_file():
+        raise BackboneError(f"{folder}: no model.safetensors; download it from {spec.weights_page} beside config.json.")
+    return weights
 
 
 def cache_folder() -> Path:
@@ -125,10 +122,23 @@ def cache_folder() -> Path:
 
 
 def file_digest(path: Path) -> str:
+    """The file's SHA-256, hashed once per file as it is: remembered in the cache by its path, size and
+    modification time (a ViT-g's 4.4 GB take seconds to hash; every process and Ray worker needs it)."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = cache_folder() / "digests" / key
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
     sha = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 24), b""):
             sha.update(block)
+    try:
+        write_text(memo, sha.hexdigest())
+    except OSError:  # a read-only cache: hashed again next time
+        pass
     return sha.hexdigest()
 
 
@@ -136,9 +146,13 @@ def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
     """`path`'s weights into `model` (vit.build_vit of `spec`): from the cache when this file was
     converted before, else read, checked, converted, and cached for the next process."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise BackboneError(f"weights file {path} not found; download {spec.weights_file} from {spec.weights_page} "
                             "(accept its licence there first) and pass its path as --weights.")
+    if spec.vit.layout == "dinov2-hf":
+        path = transformers_weights(path, spec)
+    elif not path.is_file():
+        raise BackboneError(f"--weights {path}: a folder; pass the file {spec.weights_file} from {spec.weights_page}.")
     cached = cache_folder() / "weights" / f"{spec.name}-{file_digest(path)[:24]}.weights.h5"
     if cached.is_file():
         try:
@@ -146,9 +160,8 @@ def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
             return
         except Exception as exc:  # noqa: BLE001 - a damaged cache entry: converted again below
             log.warning("%s: unreadable (%s); converting %s again.", cached, exc, path)
-    tensors = read_tensors(path)
-    check_tensors(tensors, spec, path)
-    assign(model, tensors, spec.vit)
+    tensors = canonical_names(read_tensors(path), spec.vit)
+    assign(model, tensors, check_tensors(tensors, spec, path))
     # Written aside and renamed (a concurrent process never reads half of it); Keras wants .weights.h5.
     tmp = cached.with_name(f".{cached.name.removesuffix('.weights.h5')}.{os.getpid()}.tmp.weights.h5")
     try:
