@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hist2rna_tf.config import ExtractConfig, RunInputs, TrainConfig
+from hist2rna_tf.config import ExtractConfig, RunInputs, TileConfig, TrainConfig
+from hist2rna_tf.extract.backbones.catalog import ENCODERS, native_scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,9 @@ class TCGA:
     weights: str = "imagenet"  # downloaded by Keras on first use; or a local weights file (.h5)
     features: Path = REPO / "features"  # <features>/<backbone>/<slide_id>.tfrecord
     runs: Path = REPO / "runs"  # <runs>/<backbone>/
+    # The pathology encoders' weights, downloaded by the user from each model's page (gated):
+    # <encoder_weights>/<encoder>/<the file its page offers> (Phikon-v2: the folder itself).
+    encoder_weights: Path = REPO / "weights"
 
     @property
     def slides(self) -> Path:
@@ -54,6 +58,16 @@ class Experiment:
     genes: str = "all"
     split: Path | None = None  # another run's split.csv: the same held-out patients
     name: str | None = None  # the run's folder name (default: the backbone's)
+    precision: str = "float32"  # "mixed" on a GPU (the encoders' model cards run them in half precision)
+
+    def weights(self, data: TCGA) -> str:
+        """The paper's CNNs: data.weights (ImageNet); a pathology encoder: its file under
+        data.encoder_weights (catalog.EncoderSpec.weights_file; Phikon-v2's folder)."""
+        spec = ENCODERS.get(self.backbone)
+        if spec is None:
+            return data.weights
+        folder = data.encoder_weights / spec.name
+        return str(folder if spec.vit.layout == "dinov2-hf" else folder / spec.weights_file)
 
 
 def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> Path:
@@ -64,8 +78,10 @@ def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> 
     from hist2rna_tf.model.train import train_run
 
     experiment = Experiment(experiment) if isinstance(experiment, str) else experiment
-    extract = ExtractConfig(backbone=experiment.backbone, weights=data.weights, batch_size=experiment.batch_size,
-                            save_tile_features=experiment.save_tile_features)
+    tile_px, mpp = native_scale(experiment.backbone)  # the paper's 224 px at 0.25 um/px; an encoder's own
+    extract = ExtractConfig(backbone=experiment.backbone, weights=experiment.weights(data),
+                            tiles=TileConfig(tile_size_px=tile_px, target_mpp=mpp), batch_size=experiment.batch_size,
+                            save_tile_features=experiment.save_tile_features, precision=experiment.precision)
     features = data.features.with_name(data.features.name + "_tiles") if experiment.save_tile_features else data.features
     results = extract_cohort([data.slides], features, extract, data.annotations, progress=True)
     print(sum(r.status != "failed" for r in results), "slides with features,",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hist2rna_tf.extract.backbones.catalog import ENCODERS
 from hist2rna_tf.model import runs
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
@@ -35,3 +36,31 @@ def test_no_experiment_reads_environment_variables():
     for script in EXPERIMENTS.glob("*.py"):
         text = script.read_text()
         assert "os.environ" not in text and "getenv" not in text, script.name
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_each_encoder_script_extracts_at_its_own_scale_with_the_users_weights(encoder, tmp_path, monkeypatch):
+    """experiments/<encoder>.py: its tiles at the encoder's own scale (CONCH v1.5 448 px, the others 224,
+    all at 0.5 um/px), its weights file from weights/<encoder>/ (Phikon-v2: that folder), the main run's
+    held-out patients."""
+    import hist2rna_tf.extract.cohort as cohort
+
+    monkeypatch.chdir(tmp_path)
+    script = runpy.run_path(str(EXPERIMENTS / f"{encoder.replace('-', '_').replace('.', '_')}.py"))
+    experiment, data = script["EXPERIMENT"], script["TCGA"]()
+    assert experiment.backbone == encoder
+    assert experiment.split == runs.split_path(data.runs / "efficientnetv2s")
+    seen = {}
+
+    def extract_cohort(slides, out, config, annotations, progress):
+        seen["config"] = config
+        raise SystemExit("stop before the work")
+
+    monkeypatch.setattr(cohort, "extract_cohort", extract_cohort)
+    with pytest.raises(SystemExit):
+        script["run"](experiment, data)
+    spec = ENCODERS[encoder]
+    config = seen["config"]
+    assert (config.backbone, config.tiles.tile_size_px, config.tiles.target_mpp) == (encoder, spec.tile_size_px, 0.5)
+    folder = data.encoder_weights / encoder
+    assert Path(config.weights) == (folder if spec.vit.layout == "dinov2-hf" else folder / spec.weights_file)
