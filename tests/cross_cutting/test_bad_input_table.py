@@ -20,6 +20,8 @@ from hist2rna_tf.model import runs
 
 from commandline import run
 
+ENCODER_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "encoders"
+
 
 @dataclass
 class Inputs:
@@ -147,6 +149,17 @@ ROWS = [
     ("train --out an existing run",
      lambda i, s: _train(i, "--out", str(shutil.copytree(i.run, i.tmp / "existing"))), 2,
      ["existing exists and holds a run", "--overwrite"], []),
+    ("encoder weights: a transformers folder without config.json",
+     lambda i, s: (i.tmp / "phikon").mkdir() or _extract(i, _pre_tiled(i, s), extra=(
+         "--backbone", "phikon-v2", "--weights", str(i.tmp / "phikon"))), 2,
+     ["phikon: no config.json", "transformers model", "huggingface.co/owkin/phikon-v2"], ["out"]),
+    ("encoder weights: another model's file",
+     lambda i, s: _extract(i, _pre_tiled(i, s), extra=("--backbone", "uni", "--weights", str(ENCODER_FIXTURES / "virchow2.safetensors"))), 2,
+     ["virchow2.safetensors: tensor", "the file is another model's"], ["out"]),
+    ("encoder weights: a PyTorch file without torch",
+     lambda i, s: (i.tmp / "pytorch_model.bin").write_bytes(b"PK\x03\x04") and _extract(i, _pre_tiled(i, s), extra=(
+         "--backbone", "uni", "--weights", str(i.tmp / "pytorch_model.bin"))), 2,
+     ["pytorch_model.bin: a PyTorch file, which needs torch", "model.safetensors"], ["out"]),
     ("extract from an empty folder",
      lambda i, s: (i.tmp / "empty").mkdir() or _extract(i, i.tmp / "empty"), 2,
      ["no slides found in", "empty"], ["out"]),

@@ -152,7 +152,7 @@ class Normalise:
 def _encoder_backbone(spec: EncoderSpec, weights: str, precision: str) -> Backbone:
     """A pathology encoder (vit.py) with the weights its user downloaded (weights.py), or random ones."""
     from hist2rna_tf.extract.backbones.vit import build_vit
-    from hist2rna_tf.extract.backbones.weights import load_encoder_weights
+    from hist2rna_tf.extract.backbones.weights import load_encoder_weights, weights_file
 
     if weights == "imagenet":
         raise BackboneError(f"{spec.paper_name} has no ImageNet weights: its own are gated. Accept its licence at "
@@ -160,6 +160,8 @@ def _encoder_backbone(spec: EncoderSpec, weights: str, precision: str) -> Backbo
                             "--weights none: random, for tests).")
     if weights == "none":
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)  # the same random encoder in every process
+    else:
+        weights_file(spec, weights)  # a missing file, a folder without config.json: said before the build
     policy = keras.config.dtype_policy()
     try:
         keras.config.set_dtype_policy(PRECISIONS[precision])

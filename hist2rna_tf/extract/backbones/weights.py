@@ -142,17 +142,25 @@ def file_digest(path: Path) -> str:
     return sha.hexdigest()
 
 
-def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
-    """`path`'s weights into `model` (vit.build_vit of `spec`): from the cache when this file was
-    converted before, else read, checked, converted, and cached for the next process."""
+def weights_file(spec: EncoderSpec, path: str | Path) -> Path:
+    """The file `--weights PATH` names for `spec` (a transformers model's folder: its model.safetensors,
+    once its config.json is checked), or a BackboneError saying what to download; cheap, so that it
+    runs before the model is built."""
     path = Path(path)
     if not path.exists():
         raise BackboneError(f"weights file {path} not found; download {spec.weights_file} from {spec.weights_page} "
                             "(accept its licence there first) and pass its path as --weights.")
     if spec.vit.layout == "dinov2-hf":
-        path = transformers_weights(path, spec)
-    elif not path.is_file():
+        return transformers_weights(path, spec)
+    if not path.is_file():
         raise BackboneError(f"--weights {path}: a folder; pass the file {spec.weights_file} from {spec.weights_page}.")
+    return path
+
+
+def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
+    """`path`'s weights into `model` (vit.build_vit of `spec`): from the cache when this file was
+    converted before, else read, checked, converted, and cached for the next process."""
+    path = weights_file(spec, path)
     cached = cache_folder() / "weights" / f"{spec.name}-{file_digest(path)[:24]}.weights.h5"
     if cached.is_file():
         try:
