@@ -12,7 +12,12 @@
   4. tiles/s of the TensorFlow Macenko versus staintools' Macenko on the same real tiles, and where
      the TensorFlow Macenko's time goes, stage by stage;
   5. the Ray path (a private local instance) with 1 and 2 workers against one process, on the same
-     demo slides and backbone (`--only ray`; needs `pip install 'hist2rna-tf[ray]'`).
+     demo slides and backbone (`--only ray`; needs `pip install 'hist2rna-tf[ray]'`);
+  6. the pathology encoders (`--only encoders`), each in a fresh process: tiles/s of the full-size
+     model alone (random weights, its own tile size and transform, `--precision` as given), the
+     time to build it, and the process's memory peak; then, for a ViT-g (H-optimus-0, 1.1 B
+     parameters), the memory peak of converting a checkpoint file of its exact layout (float16, as
+     the hub's) and of the next process, which loads the cached conversion.
 
 Targets on the 2-core development machine: pipeline >= 0.85 x backbone alone (EfficientNetV2S),
 feed >= 125 tiles/s per core with Macenko (<= 8 core-ms a tile), TF Macenko >= 20 x staintools,
@@ -217,6 +222,85 @@ def ray_against_one_process(name: str, n_slides: int, batch_size: int) -> None:
                   f"{tiles / seconds:.1f} tiles/s = {tiles / seconds / single:.2f} x one process (target >= 0.85)")
 
 
+def encoder_figures(name: str, batch_size: int, n_batches: int, precision: str, weights: str = "none") -> dict:
+    """One encoder in this process: build time, tiles/s of the model alone at its own tile size, and the
+    process's memory peak (GiB)."""
+    import resource
+
+    from hist2rna_tf.extract.backbones.catalog import ENCODERS
+
+    spec = ENCODERS[name]
+    start = time.perf_counter()
+    backbone = build_backbone(name, weights, spec.tile_size_px, precision)
+    built = time.perf_counter() - start
+    embed = embedding_fn(backbone, spec.tile_size_px)
+    px = spec.tile_size_px
+    batch = tf.constant(np.random.default_rng(0).integers(0, 256, (batch_size, px, px, 3), dtype=np.uint8))
+    embed(batch).numpy()  # trace
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        embed(batch).numpy()
+    rate = batch_size * n_batches / (time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return {"name": name, "built_s": built, "tiles_per_s": rate, "peak_gib": peak,
+            "parameters_m": spec.vit.parameter_count / 1e6}
+
+
+def vit_g_checkpoint(path: Path) -> None:
+    """A random checkpoint of H-optimus-0's exact layout (timm's names and shapes), float16."""
+    from safetensors.numpy import save_file
+
+    from hist2rna_tf.extract.backbones.catalog import ENCODERS
+    from hist2rna_tf.extract.backbones.layouts import layout
+
+    rng = np.random.default_rng(0)
+    tensors = {name: (0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float16)
+               for _, sources in layout(ENCODERS["h-optimus-0"].vit) for source in sources
+               for name, shape in zip(source.names, source.shapes)}
+    save_file(tensors, str(path))
+
+
+def _child(*args: str, env=None) -> dict:
+    """This script's figures of one encoder (`--encoder NAME`) from a fresh process, so that each memory
+    peak is its own."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def encoders(batch_size: int, n_batches: int, precision: str) -> None:
+    from hist2rna_tf.extract.backbones.catalog import ENCODERS
+
+    print(f"encoders, full size, random weights, batch {batch_size}, {precision}:")
+    for name in ENCODERS:
+        if name == "h-optimus-1":  # h-optimus-0's architecture
+            continue
+        f = _child("--encoder", name, "--batch-size", str(batch_size), "--batches", str(n_batches),
+                   "--precision", precision)
+        print(f"  {name:14s} {f['parameters_m']:7.0f} M parameters: {f['tiles_per_s']:6.2f} tiles/s, built in "
+              f"{f['built_s']:5.1f} s, memory peak {f['peak_gib']:.1f} GiB")
+    vit_g_memory()
+
+
+def vit_g_memory() -> None:
+    """A ViT-g (H-optimus-0) given a checkpoint file: the memory peak of the process converting it, and
+    of the next, which loads the cached conversion."""
+    import os
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "model.safetensors"
+        vit_g_checkpoint(checkpoint)
+        env = {**os.environ, "HIST2RNA_CACHE": str(Path(tmp) / "cache")}
+        for label in ("converting the file", "from the cache"):
+            f = _child("--encoder", "h-optimus-0", "--weights", str(checkpoint), "--batch-size", "1", "--batches", "1",
+                       env=env)
+            print(f"  h-optimus-0 with a {checkpoint.stat().st_size / 2 ** 30:.1f} GiB float16 checkpoint, {label}: "
+                  f"built in {f['built_s']:.1f} s, memory peak {f['peak_gib']:.1f} GiB")
+
+
 def macenko_speeds(batch_size: int, repeats: int) -> tuple[float, float]:
     tiles, _ = real_tiles()
     batch = np.stack([tiles[i % len(tiles)] for i in range(batch_size)])
@@ -263,9 +347,18 @@ def main() -> None:
     parser.add_argument("--small-slides", type=int, default=60, help="TMA-core-like slides (~9 tiles each)")
     parser.add_argument("--large-slides", type=int, default=3, help="large slides (~1000 tiles) for the feed rate")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--only", choices=("pipeline", "feed", "macenko", "ray"),
-                        help="run one section (default: all but ray)")
+    parser.add_argument("--only", choices=("pipeline", "feed", "macenko", "ray", "encoders"),
+                        help="run one section (default: all but ray and encoders)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed"), help="for --only encoders")
+    parser.add_argument("--batches", type=int, default=2, help="timed batches an encoder (--only encoders)")
+    parser.add_argument("--encoder", help=argparse.SUPPRESS)  # one encoder's figures as JSON (a child process)
+    parser.add_argument("--weights", default="none", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.encoder:
+        import json
+
+        print(json.dumps(encoder_figures(args.encoder, args.batch_size, args.batches, args.precision, args.weights)))
+        return
     cores = usable_cores()
     print(f"machine: {cores} CPU cores, GPUs: {len(tf.config.list_physical_devices('GPU'))}, "
           f"TensorFlow {tf.__version__}")
@@ -295,6 +388,8 @@ def main() -> None:
         print("TF Macenko stage by stage, us per tile: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
     if args.only == "ray":
         ray_against_one_process(args.backbone, args.slides, args.batch_size)
+    if args.only == "encoders":
+        encoders(args.batch_size, args.batches, args.precision)
 
 
 if __name__ == "__main__":

@@ -148,22 +148,19 @@ _TRANSFORMERS_5 = ((r"\.attention\.q_proj\.", ".attention.attention.query."),
                    (r"\.attention\.o_proj\.", ".attention.output.dense."))
 
 
-def canonical_names(tensors: dict[str, np.ndarray], spec: ViTSpec) -> dict[str, np.ndarray]:
-    """The file's tensors under the names `layout` uses (a transformers-5 Dinov2 file's renamed)."""
+def canonical_name(name: str, spec: ViTSpec) -> str:
+    """A file's tensor name as `layout` names it (a transformers-5 Dinov2 file's renamed)."""
     if spec.layout != "dinov2-hf":
-        return tensors
-    renamed = {}
-    for name, value in tensors.items():
-        for pattern, replacement in _TRANSFORMERS_5:
-            name = re.sub(pattern, replacement, name)
-        renamed[name.removeprefix("dinov2.")] = value
-    return renamed
+        return name
+    for pattern, replacement in _TRANSFORMERS_5:
+        name = re.sub(pattern, replacement, name)
+    return name.removeprefix("dinov2.")
 
 
-def checkpoint_grid(tensors: dict[str, np.ndarray], spec: ViTSpec) -> int | None:
+def checkpoint_grid(shapes: dict[str, tuple[int, ...]], spec: ViTSpec) -> int | None:
     """The side of the file's grid of position embeddings where the architecture resamples them (CONCH
     v1.5's file may hold them at 448 px or at 224; a Dinov2 file at its config's image size)."""
     name = {"conch": "trunk.pos_embed", "dinov2-hf": "embeddings.position_embeddings"}.get(spec.layout)
-    if name is None or name not in tensors:
+    if name is None or name not in shapes:
         return None
-    return square_grid(tensors[name].shape[1] - 1)
+    return square_grid(shapes[name][1] - 1)

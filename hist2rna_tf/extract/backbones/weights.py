@@ -14,28 +14,61 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from hist2rna_tf.atomic import write_text
 from hist2rna_tf.errors import BackboneError
 from hist2rna_tf.extract.backbones.catalog import EncoderSpec
-from hist2rna_tf.extract.backbones.layouts import UNUSED, canonical_names, checkpoint_grid, layout
+from hist2rna_tf.extract.backbones.layouts import UNUSED, canonical_name, checkpoint_grid, layout
 
 log = logging.getLogger(__name__)
 
-def read_tensors(path: Path) -> dict[str, np.ndarray]:
-    """A checkpoint's tensors as float32 numpy arrays: safetensors without torch; a PyTorch file only
-    through torch.load(weights_only=True)."""
+class Checkpoint(Mapping):
+    """A checkpoint's tensors, read one at a time as float32 numpy arrays when asked for (a ViT-g's
+    4.5 GB are never held twice beside the model): names and shapes known without reading."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], read: Callable[[str], np.ndarray]):
+        self._shapes, self._read = shapes, read
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._shapes:
+            raise KeyError(name)
+        return np.asarray(self._read(name), np.float32)
+
+    def __iter__(self):
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+    def renamed(self, rename: Callable[[str], str]) -> Checkpoint:
+        original = {rename(name): name for name in self._shapes}
+        return Checkpoint({new: self._shapes[old] for new, old in original.items()}, lambda n: self._read(original[n]))
+
+
+def shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
+    return tensors.shape(name) if isinstance(tensors, Checkpoint) else tuple(tensors[name].shape)
+
+
+def read_tensors(path: Path) -> Checkpoint:
+    """A checkpoint's tensors: safetensors without torch (memory-mapped); a PyTorch file only through
+    torch.load(weights_only=True, mmap=True)."""
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors import SafetensorError, safe_open
 
         try:
-            return {k: v.astype(np.float32) for k, v in load_file(str(path)).items()}
+            handle = safe_open(str(path), framework="numpy")
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise BackboneError(f"{path}: not a readable safetensors file ({exc}); download it again.") from None
+        return Checkpoint(shapes, handle.get_tensor)
     try:
         import torch
     except ImportError:
@@ -44,20 +77,21 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
             "elsewhere: python -c \"import torch, safetensors.torch as s; s.save_file(torch.load('pytorch_model.bin', "
             "weights_only=True), 'model.safetensors')\" and pass model.safetensors.") from None
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, zip errors
         raise BackboneError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {str(exc)[:160]}); "
                             "download it again (a truncated download cannot be read).") from None
     if not isinstance(state, dict):
         raise BackboneError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors.")
-    return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
+    state = {k: v for k, v in state.items() if hasattr(v, "numpy")}
+    return Checkpoint({k: tuple(v.shape) for k, v in state.items()}, lambda name: state[name].float().numpy())
 
 
-def check_tensors(tensors: dict[str, np.ndarray], spec: EncoderSpec, path: Path) -> list:
+def check_tensors(tensors: Mapping, spec: EncoderSpec, path: Path) -> list:
     """Every tensor the architecture needs, at its shape, and nothing else (as the reference's strict
     load); -> the layout to assign with."""
     try:
-        entries = layout(spec.vit, checkpoint_grid(tensors, spec.vit))
+        entries = layout(spec.vit, checkpoint_grid({name: shape_of(tensors, name) for name in tensors}, spec.vit))
     except ValueError as exc:  # position embeddings that are not a square grid
         raise BackboneError(f"{path}: its position embeddings: {exc}; the file is another model's.") from None
     wanted = {name: shape for _, sources in entries for source in sources
@@ -66,18 +100,18 @@ def check_tensors(tensors: dict[str, np.ndarray], spec: EncoderSpec, path: Path)
         if name not in tensors:
             raise BackboneError(f"{path}: no tensor {name!r} (of shape {list(shape)}), which {spec.paper_name} has: "
                                 f"is it {spec.name}'s {spec.weights_file} from {spec.weights_page}?")
-        if tuple(tensors[name].shape) != shape:
-            raise BackboneError(f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}, {spec.paper_name} "
+        if shape_of(tensors, name) != shape:
+            raise BackboneError(f"{path}: tensor {name!r} has shape {list(shape_of(tensors, name))}, {spec.paper_name} "
                                 f"needs {list(shape)}: the file is another model's.")
     extra = sorted(set(tensors) - set(wanted) - set(UNUSED.get(spec.vit.layout, ())))
     if extra:
-        raise BackboneError(f"{path}: tensor {extra[0]!r} (shape {list(tensors[extra[0]].shape)}) is not part of "
+        raise BackboneError(f"{path}: tensor {extra[0]!r} (shape {list(shape_of(tensors, extra[0]))}) is not part of "
                             f"{spec.paper_name}{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}: the "
                             "file is another model's.")
     return entries
 
 
-def assign(model, tensors: dict[str, np.ndarray], entries: list) -> None:
+def assign(model, tensors: Mapping, entries: list) -> None:
     """Set the Keras ViT's weights from checked tensors, by the layout's entries."""
     for layer, sources in entries:
         model.get_layer(layer).set_weights([source.convert(*(tensors[n] for n in source.names)) for source in sources])
@@ -168,7 +202,7 @@ def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
             return
         except Exception as exc:  # noqa: BLE001 - a damaged cache entry: converted again below
             log.warning("%s: unreadable (%s); converting %s again.", cached, exc, path)
-    tensors = canonical_names(read_tensors(path), spec.vit)
+    tensors = read_tensors(path).renamed(lambda name: canonical_name(name, spec.vit))
     assign(model, tensors, check_tensors(tensors, spec, path))
     # Written aside and renamed (a concurrent process never reads half of it); Keras wants .weights.h5.
     tmp = cached.with_name(f".{cached.name.removesuffix('.weights.h5')}.{os.getpid()}.tmp.weights.h5")
