@@ -27,6 +27,7 @@ from hist2rna_tf.extract.backbones.layouts import UNUSED, canonical_name, checkp
 
 log = logging.getLogger(__name__)
 
+
 class Checkpoint(Mapping):
     """A checkpoint's tensors, read one at a time as float32 numpy arrays when asked for (a ViT-g's
     4.5 GB are never held twice beside the model): names and shapes known without reading."""
