@@ -164,3 +164,24 @@ def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(Hist2RNAError, match=r"pip install 'hist2rna-tf\[ray\]'"):
         _ray()
+
+
+def test_ray_workers_extract_with_a_pathology_encoder(local_ray, shared_data, tmp_path):
+    """`--backbone uni` on Ray: the worker builds the full ViT-L (seeded random weights, as every
+    process does) at UNI's own scale, and the record equals one process's."""
+    import numpy as np
+
+    from hist2rna_tf.extract.records import read_record
+
+    folder = tmp_path / "tiles" / "TCGA-A2-A04R"
+    folder.mkdir(parents=True)
+    for tile in sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))[:4]:
+        (folder / tile.name).write_bytes(tile.read_bytes())
+    records = []
+    for label, extra in (("one", []), ("ray", ["--ray", "--cpus-per-worker", "2"])):  # one worker
+        assert main(["extract", "--slides", str(folder), "--out", str(tmp_path / label), "--backbone", "uni",
+                     "--weights", "none", "--no-progress", *extra]) == 0
+        records.append(read_record(tmp_path / label / "uni" / "TCGA-A2-A04R.tfrecord"))
+    one, ray = records
+    assert (ray.backbone, ray.feature_dim, ray.tile_size_px, ray.n_tiles) == ("uni", 1024, 224, 4)
+    np.testing.assert_allclose(ray.feature, one.feature, rtol=1e-5, atol=1e-5 * np.abs(one.feature).max())
