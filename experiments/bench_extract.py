@@ -260,14 +260,14 @@ def vit_g_checkpoint(path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def _child(*args: str, env=None) -> dict:
+def _child(*args: str) -> dict:
     """This script's figures of one encoder (`--encoder NAME`) from a fresh process, so that each memory
     peak is its own."""
     import json
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -288,15 +288,12 @@ def encoders(batch_size: int, n_batches: int, precision: str) -> None:
 def vit_g_memory() -> None:
     """A ViT-g (H-optimus-0) given a checkpoint file: the memory peak of the process converting it, and
     of the next, which loads the cached conversion."""
-    import os
-
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "model.safetensors"
         vit_g_checkpoint(checkpoint)
-        env = {**os.environ, "HIST2RNA_CACHE": str(Path(tmp) / "cache")}
         for label in ("converting the file", "from the cache"):
             f = _child("--encoder", "h-optimus-0", "--weights", str(checkpoint), "--batch-size", "1", "--batches", "1",
-                       env=env)
+                       "--cache", str(Path(tmp) / "cache"))
             print(f"  h-optimus-0 with a {checkpoint.stat().st_size / 2 ** 30:.1f} GiB float16 checkpoint, {label}: "
                   f"built in {f['built_s']:.1f} s, memory peak {f['peak_gib']:.1f} GiB")
 
@@ -353,9 +350,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2, help="timed batches an encoder (--only encoders)")
     parser.add_argument("--encoder", help=argparse.SUPPRESS)  # one encoder's figures as JSON (a child process)
     parser.add_argument("--weights", default="none", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)  # where the child caches converted weights
     args = parser.parse_args()
     if args.encoder:
         import json
+
+        if args.cache:
+            import hist2rna_tf.extract.backbones.weights as weights
+
+            weights.cache_folder = lambda: Path(args.cache)
 
         print(json.dumps(encoder_figures(args.encoder, args.batch_size, args.batches, args.precision, args.weights)))
         return
