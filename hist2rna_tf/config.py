@@ -22,7 +22,7 @@ MACENKO_OD_LOG = {"macenko": "log10", "macenko-henorm": "log"}  # numpy's functi
 # Every stain normalisation `hist2rna extract --stain` offers (StainConfig.method).
 STAIN_METHODS = (*MACENKO_OD_LOG, "staintools-macenko", "staintools-vahadane", "none")
 # The backbone's arithmetic (extract.backbones.build.PRECISIONS: the Keras dtype policy of each).
-PRECISION_NAMES = ("float32", "mixed")
+PRECISION_NAMES = ("float32", "mixed", "bfloat16")
 
 # The label table's subtype column (TCGA's, as cBioPortal names it) and the paper's four subtypes
 # (no Normal-like): what a run is split and its subtype classifier trained on.
@@ -92,7 +92,7 @@ class ExtractConfig:
     overwrite: bool = False
     # GPU options: the backbone in mixed_float16 (stored features stay float32), and XLA-compiled.
     # Neither changes which features a slide gets beyond float rounding (tested: cosine >= 0.999).
-    precision: str = "float32"  # float32 | mixed
+    precision: str = "float32"  # float32 | mixed | bfloat16
     xla: bool = False
     tiles: TileConfig = field(default_factory=TileConfig)
     stain: StainConfig = field(default_factory=StainConfig)

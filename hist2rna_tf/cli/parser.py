@@ -80,8 +80,8 @@ def add_extract(commands) -> None:
                                             "slower on a CPU); features stay within float rounding (cosine >= "
                                             "0.999 per slide)")
     gpu.add_argument("--precision", choices=PRECISION_NAMES, default=EXTRACT.precision,
-                     help=f"the backbone's arithmetic: float32 or mixed (float16 on float32 weights; stored features "
-                          f"stay float32) (default {EXTRACT.precision})")
+                     help=f"the backbone's arithmetic: float32, mixed (float16 on float32 weights) or bfloat16 (as "
+                          f"TRIDENT runs UNI2-h); stored features stay float32 (default {EXTRACT.precision})")
     gpu.add_argument("--xla", action="store_true", help="XLA-compile the backbone (default off)")
 
 

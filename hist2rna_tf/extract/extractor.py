@@ -62,7 +62,8 @@ def check_device_options(config: ExtractConfig, gpu: bool) -> None:
     slower on a CPU (measured on 2 cores, EfficientNetV2S, batch 16: float16 1.4x, XLA 3.7x)."""
     asked = []
     if config.precision != "float32":
-        asked.append(f"--precision {config.precision} (float16 arithmetic: 1.4x slower than float32 on a CPU)")
+        asked.append(f"--precision {config.precision} (half-precision arithmetic: float16 is 1.4x slower than float32 "
+                     "on a CPU)")
     if config.xla:
         asked.append("--xla (XLA-compiled backbones run 3.7x slower on a CPU)")
     if asked and not gpu:

@@ -208,3 +208,41 @@ def test_the_end_to_end_export_carries_the_encoder(small_uni, shared_data, tmp_p
     got = loaded.serve(tf.constant(tiles))["log2_expression"].numpy()
     features = np.asarray(backbone.features(Macenko(StainConfig())(tiles)[0])).mean(axis=0)
     np.testing.assert_allclose(got, head.predict(features[None, None, :], verbose=0)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
+def test_an_encoder_in_half_precision_stays_near_float32(precision, shared_data, monkeypatch, tmp_path):
+    """--precision mixed (float16) and bfloat16 (TRIDENT's for UNI2-h): each tile's feature within a
+    cosine of 0.999 of float32's, for the SwiGLU, register ViT and for CONCH's pooler."""
+    import hist2rna_tf.extract.backbones.catalog as catalog
+
+    monkeypatch.setenv("HIST2RNA_CACHE", str(tmp_path))
+    for name in ("uni2-h", "conch-v1.5"):
+        reference = REFERENCE[name]
+        monkeypatch.setitem(catalog.ENCODERS, name, _small(name))
+        tiles = _tiles(shared_data, reference["tiles"])
+        full = np.asarray(build_backbone(name, str(_weights(name))).features(tiles))
+        half = np.asarray(build_backbone(name, str(_weights(name)), precision=precision).features(tiles))
+        assert half.dtype == np.float32
+        cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
+        assert cosine.min() >= 0.999, (name, cosine)
+
+
+def test_a_bfloat16_safetensors_file_is_read(tmp_path):
+    """bfloat16 tensors (numpy has none) read from the file's bytes: each the float32 whose high half it is."""
+    import struct
+
+    tensors = dict(read_tensors(FIXTURES / "uni.safetensors"))
+    bits = {name: (value.view(np.uint32) >> 16).astype("<u2") for name, value in tensors.items()}
+    header, offset = {}, 0
+    for name, value in bits.items():
+        header[name] = {"dtype": "BF16", "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    text = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(v.tobytes() for v in bits.values()))
+    read = read_tensors(path)
+    for name, value in bits.items():
+        np.testing.assert_array_equal(read[name], (value.astype(np.uint32) << 16).view(np.float32))
+        assert np.abs(read[name] - tensors[name]).max() <= 2 ** -7 * np.abs(tensors[name]).max()
+    check_tensors(read, _small("uni"), path)

@@ -63,14 +63,16 @@ class Backbone:
 
 
 RANDOM_WEIGHTS_SEED = 0  # --weights none: Keras' initialisers under this global seed
-# --precision: the Keras dtype policy the backbone is built under (weights stay float32).
-PRECISIONS = {"float32": "float32", "mixed": "mixed_float16"}
+# --precision: the Keras dtype policy the backbone is built under (weights stay float32); bfloat16 as
+# TRIDENT runs UNI2-h (the others in float16).
+PRECISIONS = {"float32": "float32", "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
 def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224,
                    precision: str = "float32") -> Backbone:
     """The named backbone (a key of BACKBONES, or a path to a .keras/.h5 model file), computing in
-    `precision` (a key of PRECISIONS: `mixed` is float16 arithmetic on float32 weights, for GPUs)."""
+    `precision` (a key of PRECISIONS: `mixed` is float16 arithmetic on float32 weights, `bfloat16`
+    bfloat16 arithmetic; for GPUs)."""
     if precision not in PRECISIONS:
         raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     key = name.lower()

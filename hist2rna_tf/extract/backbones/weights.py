@@ -54,6 +54,24 @@ class Checkpoint(Mapping):
         return Checkpoint({new: self._shapes[old] for new, old in original.items()}, lambda n: self._read(original[n]))
 
 
+def _bfloat16_reader(path: Path, names: set[str], other: Callable[[str], np.ndarray]) -> Callable[[str], np.ndarray]:
+    """Reads the `names` (bfloat16 in the file: the high 16 bits of a float32) from the file's bytes, as
+    the safetensors format lays them out (an 8-byte header length, a JSON header, the data); the
+    others through `other`."""
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+
+    def read(name: str) -> np.ndarray:
+        if name not in names:
+            return other(name)
+        start, end = header[name]["data_offsets"]
+        raw = np.memmap(path, dtype="<u2", mode="r", offset=8 + length + start, shape=((end - start) // 2,))
+        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(header[name]["shape"])
+
+    return read
+
+
 def shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
     return tensors.shape(name) if isinstance(tensors, Checkpoint) else tuple(tensors[name].shape)
 
@@ -67,8 +85,11 @@ def read_tensors(path: Path) -> Checkpoint:
         try:
             handle = safe_open(str(path), framework="numpy")
             shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            bfloat16 = {name for name in shapes if handle.get_slice(name).get_dtype() == "BF16"}
         except (SafetensorError, OSError, ValueError) as exc:
             raise BackboneError(f"{path}: not a readable safetensors file ({exc}); download it again.") from None
+        if bfloat16:  # numpy has no bfloat16: such tensors are read from the file's bytes
+            return Checkpoint(shapes, _bfloat16_reader(path, bfloat16, handle.get_tensor))
         return Checkpoint(shapes, handle.get_tensor)
     try:
         import torch
