@@ -28,6 +28,8 @@ PRECISION_NAMES = ("float32", "mixed", "bfloat16")
 # (no Normal-like): what a run is split and its subtype classifier trained on.
 PAM50_LABEL_COLUMN = "BRCA_Subtype_PAM50"
 PAPER_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")
+# Each PAM50 subtype's colour in our figures and in the QuPath objects (report/figures.py, report/qupath.py).
+SUBTYPE_COLOURS = {"LumA": "#2c7bb6", "LumB": "#abd9e9", "Her2": "#fdae61", "Basal": "#d7191c", "Normal": "#999999"}
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class ReportInputs:
     baseline: Path | None = None  # a `hist2rna baseline` folder (Figure 10; its costs.csv for Figure 6)
     costs: Path | None = None  # CSV: approach, hours, kwh (default: the baseline's costs.csv)
     extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
+    extra_files: dict[str, Path] = field(default_factory=dict)  # title -> a file put beside the report and linked
     title: str = "hist2RNA report"
     note: str = ""  # shown at the top (e.g. SYNTHETIC)
     n_boot: int = 1000

@@ -213,14 +213,27 @@ def voting_calls(log_expression: pd.DataFrame, reference: pd.DataFrame, referenc
     PAM50 labels), applied to `log_expression` (samples x genes, e.g. predicted genes): per sample the
     `call` and each class's probability."""
     _refuse_repeated_samples(log_expression)
+    return calls_of(fitted_voting(reference, reference_labels, log_expression.columns, subtypes, seed), log_expression)
+
+
+def fitted_voting(reference: pd.DataFrame, reference_labels: pd.Series, columns, subtypes: tuple[str, ...] = PAPER_SUBTYPES,
+                  seed: int = 0) -> Voting:
+    """The paper's classifier fitted on the reference patients labelled with one of `subtypes`, over the
+    PAM50 genes shared by the reference and `columns` (the genes of the tables it will call); fitted
+    once, it calls any number of tables (`calls_of`), e.g. every slide's tiles."""
     labels = reference_labels[reference_labels.isin(subtypes)]
     labelled = labels.index.intersection(reference.index)
-    genes = shared_pam50_genes(reference, log_expression)
+    genes = shared_pam50_genes(reference, pd.DataFrame(columns=list(columns)))
     if len(labelled) < 10 or len(genes) < 10:
         raise ExpressionError(f"the voting classifier needs >= 10 labelled reference patients and >= 10 shared PAM50 "
                               f"genes; found {len(labelled)} patients and {len(genes)} genes (check that the reference "
                               "expression and labels use the same patient IDs).")
-    probabilities = fit_voting(reference, labels, genes, seed).probabilities(log_expression).add_prefix("p_")
+    return fit_voting(reference, labels, genes, seed)
+
+
+def calls_of(voting: Voting, log_expression: pd.DataFrame) -> pd.DataFrame:
+    """Per sample of `log_expression`: the `call` (the most probable class) and each class's `p_<class>`."""
+    probabilities = voting.probabilities(log_expression).add_prefix("p_")
     return pd.concat([probabilities.idxmax(axis=1).str[2:].rename("call"), probabilities], axis=1)
 
 

@@ -156,10 +156,13 @@ def cmd_subtype(args) -> int:
 def cmd_spatial(args) -> int:
     from hist2rna_tf.report.spatial import write_spatial_maps
 
-    written = write_spatial_maps(args.run, args.features, args.slides, args.out, args.genes,
-                                 subtypes=not args.no_subtypes, thumbnail_mpp=args.thumbnail_mpp)
+    genes = None if args.genes == ["all"] else args.genes
+    written = write_spatial_maps(args.run, args.features, args.slides, args.out, genes,
+                                 subtypes=not args.no_subtypes, thumbnail_mpp=args.thumbnail_mpp,
+                                 progress=not args.no_progress, gene_maps=not args.no_gene_maps)
     slides = {p.name.rsplit("_", 1)[0] for p in written}
-    print(f"{len(written)} files for {len(slides)} slides in {args.out}")
+    print(f"{len(written)} files for {len(slides)} slides in {args.out} (each slide's tiles as QuPath objects: "
+          "<slide>_tiles.geojson; drag it onto the slide in QuPath)")
     return 0
 
 
@@ -192,7 +195,7 @@ def _print_costs(baseline: Path) -> None:
 
 
 def cmd_report(args) -> int:
-    from hist2rna_tf.report.report import build_report, map_figures
+    from hist2rna_tf.report.report import build_report, map_figures, map_files
 
     if bool(args.external_predictions) != bool(args.clinical):
         raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
@@ -201,7 +204,8 @@ def cmd_report(args) -> int:
                      clinical=args.clinical, clinical_columns=args.clinical_columns, costs=args.costs,
                      baseline=args.baseline, run_clinical=args.run_clinical,
                      run_clinical_columns=args.run_clinical_columns, n_boot=args.n_boot,
-                     extra_figures=map_figures(args.spatial_maps) if args.spatial_maps else {})
+                     extra_figures=map_figures(args.spatial_maps) if args.spatial_maps else {},
+                     extra_files=map_files(args.spatial_maps) if args.spatial_maps else {})
     path = build_report(inputs, args.out)
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")
     return 0

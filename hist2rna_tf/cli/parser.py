@@ -205,15 +205,22 @@ def add_spatial(commands) -> None:
         description="Apply a run's head to each tile's own feature (extract with --save-tile-features) and draw, "
                     "over each slide's thumbnail, the predicted expression of the chosen genes and each tile's PAM50 "
                     "call (the paper's soft-voting classifier, trained on the run's training patients, on the tile's "
-                    "predicted PAM50 genes). Writes <slide>_<gene>.png, <slide>_PAM50.png and <slide>_tiles.csv. "
-                    "The head was trained on slide means: read tile values as where the signal comes from.")
+                    "predicted PAM50 genes). Writes <slide>_<gene>.png, <slide>_PAM50.png, <slide>_tiles.csv and "
+                    "<slide>_tiles.geojson: every tile as a QuPath tile object (its genes and PAM50 probabilities as "
+                    "measurements, its PAM50 call as its class); drag it onto the slide open in QuPath, or File > "
+                    "Import objects. TensorFlow, the head and the classifier are made once for all slides. The head "
+                    "was trained on slide means: read tile values as where the signal comes from.")
     add_run(spatial)
     spatial.add_argument("--features", type=Path, required=True, help="feature TFRecords with tile features")
     spatial.add_argument("--slides", nargs="+", required=True, metavar="PATH",
                          help="the slides (files or folders) to map")
     spatial.add_argument("--genes", nargs="+", default=list(SPATIAL_GENES),
-                         help=f"genes to map (default {' '.join(SPATIAL_GENES)})")
+                         help=f"genes to map and to measure in the QuPath objects, or 'all' (every gene of the run) "
+                              f"(default {' '.join(SPATIAL_GENES)})")
+    spatial.add_argument("--no-gene-maps", action="store_true",
+                         help="no PNG a gene (the genes stay in the CSV and the QuPath objects): e.g. with --genes all")
     spatial.add_argument("--no-subtypes", action="store_true", help="no PAM50 call map")
+    add_no_progress(spatial, "progress bar")
     spatial.add_argument("--thumbnail-mpp", type=positive_float, default=THUMBNAIL_MPP,
                          help=f"thumbnail resolution (default {THUMBNAIL_MPP:g} um/px)")
     spatial.add_argument("--out", type=out_folder, required=True, help="folder for the PNGs and CSVs")

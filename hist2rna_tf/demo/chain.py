@@ -37,7 +37,7 @@ from hist2rna_tf.model.baseline import train_patch_baseline
 from hist2rna_tf.model.export import export_run
 from hist2rna_tf.model.predict import write_predictions
 from hist2rna_tf.model.train import train_run
-from hist2rna_tf.report.report import build_report
+from hist2rna_tf.report.report import build_report, map_files
 from hist2rna_tf.report.spatial import write_spatial_maps
 
 log = logging.getLogger(__name__)
@@ -153,13 +153,15 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
 
 
 def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path, n_tiles: dict[str, int]) -> dict:
-    """The best-predicted gene's tile-level map, and the tiles' PAM50 calls, on the held-out slide
-    with the most tiles."""
+    """Every held-out slide mapped (the best-predicted gene, the tiles' PAM50 calls, the tiles as QuPath
+    objects); the report shows the maps of the one with the most tiles and links every slide's objects."""
     predicted, _ = runs.held_out(run_dir)
     gene = runs.metrics(run_dir)["across_genes"]["rho"].idxmax()
     slide_id = max(predicted.index, key=lambda s: n_tiles[s])
-    write_spatial_maps(run_dir, features, [cohort_dir / "slides" / f"{slide_id}.tiff"], out_dir, [gene])
-    return {"spatial_map": out_dir / f"{slide_id}_{gene}.png", "spatial_subtypes": out_dir / f"{slide_id}_PAM50.png"}
+    write_spatial_maps(run_dir, features, [cohort_dir / "slides" / f"{s}.tiff" for s in sorted(predicted.index)],
+                       out_dir, [gene])
+    return {"spatial_map": out_dir / f"{slide_id}_{gene}.png", "spatial_subtypes": out_dir / f"{slide_id}_PAM50.png",
+            "spatial_objects": map_files(out_dir)}
 
 
 def _report(run_dir: Path, paths: dict, out: Path) -> Path:
@@ -171,6 +173,7 @@ def _report(run_dir: Path, paths: dict, out: Path) -> Path:
                                   Path(paths["spatial_map"]),
                               "Spatial map (beyond the paper): each tile's PAM50 call from its predicted genes":
                                   Path(paths["spatial_subtypes"])},
+                          extra_files=paths["spatial_objects"],
                           note=SYNTHETIC_NOTE + " The RNA-seq and the clinical tables are synthetic too; the "
                           "backbone has random weights and the head was trained with standardisation (not the "
                           "paper). Nothing here says anything about real biology.")

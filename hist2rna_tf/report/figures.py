@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hist2rna_tf.atomic import atomic_path
+from hist2rna_tf.config import SUBTYPE_COLOURS
 
 PAM50_COLOUR, OTHER_COLOUR = "#c0392b", "#34495e"
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
@@ -234,7 +235,6 @@ def kaplan_meier_plot(km: dict, title: str):
 
 # --- spatial maps (beyond the paper) ----------------------------------------------------------------
 
-SUBTYPE_COLOURS = {"LumA": "#2c7bb6", "LumB": "#abd9e9", "Her2": "#fdae61", "Basal": "#d7191c", "Normal": "#999999"}
 
 
 def _thumbnail_axes(thumb: np.ndarray, slide_id: str):
@@ -247,11 +247,18 @@ def _thumbnail_axes(thumb: np.ndarray, slide_id: str):
     return figure, axes
 
 
-def _draw_tiles(ax, tiles: pd.DataFrame, scale: float, extent: float, colours) -> None:
-    from matplotlib.patches import Rectangle
+def _draw_tiles(ax, shape: tuple[int, ...], tiles: pd.DataFrame, scale: float, extent: float, colours) -> None:
+    """Each tile's square (top-left level-0 x, y / `scale`, `extent` picture pixels wide) painted in its
+    RGB colour at 75% opacity, as one image over the picture (of `shape`): a 1000-tile map draws as
+    fast as a 10-tile one."""
+    from matplotlib.colors import to_rgba_array
 
-    for x, y, colour in zip(tiles["x"] / scale, tiles["y"] / scale, colours):
-        ax.add_patch(Rectangle((x, y), extent, extent, color=colour, alpha=0.75, lw=0))
+    overlay = np.zeros((shape[0], shape[1], 4), np.float32)
+    rgba = to_rgba_array(colours)
+    size = max(1, int(round(extent)))
+    for (x, y), colour in zip(np.round(tiles[["x", "y"]].to_numpy(np.float64) / scale).astype(int), rgba):
+        overlay[max(y, 0):max(y + size, 0), max(x, 0):max(x + size, 0)] = (*colour[:3], 0.75)
+    ax.imshow(overlay, interpolation="nearest")
 
 
 def tile_value_map(thumb: np.ndarray, scale: float, extent: float, tiles: pd.DataFrame, gene: str, slide_id: str):
@@ -261,7 +268,7 @@ def tile_value_map(thumb: np.ndarray, scale: float, extent: float, tiles: pd.Dat
     values = tiles[gene].to_numpy()
     norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
     cmap = plt.get_cmap("viridis")
-    _draw_tiles(axes[1], tiles, scale, extent, [cmap(norm(v)) for v in values])
+    _draw_tiles(axes[1], thumb.shape, tiles, scale, extent, cmap(norm(values)))
     axes[1].set_title(f"predicted {gene} per tile (log2)", loc="left")
     figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], fraction=0.04, pad=0.02)
     figure.tight_layout()
@@ -274,7 +281,7 @@ def tile_call_map(thumb: np.ndarray, scale: float, extent: float, calls: pd.Data
     from matplotlib.patches import Patch
 
     figure, axes = _thumbnail_axes(thumb, slide_id)
-    _draw_tiles(axes[1], calls, scale, extent, [SUBTYPE_COLOURS.get(c, "#000000") for c in calls["call"]])
+    _draw_tiles(axes[1], thumb.shape, calls, scale, extent, [SUBTYPE_COLOURS.get(c, "#000000") for c in calls["call"]])
     shares = calls["call"].value_counts(normalize=True)
     axes[1].legend(handles=[Patch(color=SUBTYPE_COLOURS.get(c, "#000000"), label=f"{c} {shares[c]:.0%}")
                             for c in shares.index], loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,

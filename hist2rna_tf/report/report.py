@@ -71,6 +71,11 @@ class _Page:
         write_bytes(self.folder / f"{name}.png", data)
         self.embed(data, caption)
 
+    def file(self, name: str, data: bytes, caption: str) -> None:
+        """A file written beside the report, linked with its caption."""
+        write_bytes(self.folder / name, data)
+        self.parts.append(f'<p><a href="{html.escape(name)}">{html.escape(name)}</a>: {html.escape(caption)}</p>')
+
     def embed(self, data: bytes, caption: str) -> None:
         """PNG bytes as an inline image with its caption."""
         self.parts.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}" '
@@ -108,6 +113,7 @@ class _Given:
     baseline: tuple[runs.RunRecord, dict] | None = None  # the baseline's record and metrics
     costs: pd.DataFrame | None = None
     figures: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # title -> (file name, its bytes)
 
 
 def _read_inputs(inputs: ReportInputs) -> _Given:
@@ -130,11 +136,17 @@ def _read_inputs(inputs: ReportInputs) -> _Given:
     if costs:
         given.costs = _costs(Path(costs))
     for title, path in inputs.extra_figures.items():
-        try:
-            given.figures[title] = Path(path).read_bytes()
-        except OSError as exc:
-            raise Hist2RNAError(f"{path}: cannot be read for the report ({exc.strerror}).") from None
+        given.figures[title] = _read_bytes(path)
+    for title, path in inputs.extra_files.items():
+        given.files[title] = Path(path).name, _read_bytes(path)
     return given
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise Hist2RNAError(f"{path}: cannot be read for the report ({exc.strerror}).") from None
 
 
 def _costs(path: Path) -> pd.DataFrame:
@@ -177,6 +189,10 @@ def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, r
     for title, png in given.figures.items():
         page.heading(title)
         page.embed(png, title)
+    if given.files:
+        page.heading("Files beside the report")
+        for title, (name, data) in given.files.items():
+            page.file(name, data, title)
     document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>"
                 f"<style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
     write_text(out, document)
@@ -336,6 +352,13 @@ def _cost_section(page: _Page, costs: pd.DataFrame) -> None:
     page.table(costs, "costs", index=False)
     page.figure(cost_bars(costs), "figure6_cost", "Training time and energy (time x device power). Paper: "
                 "EfficientNet patch-based 4 GPUs x 8.48 h x 300 W = 10.2 kWh vs hist2RNA 0.66 h, 0.19 kWh (50x).")
+
+
+def map_files(folder: str | Path) -> dict[str, Path]:
+    """Caption -> GeoJSON for every slide's QuPath objects in a `hist2rna spatial` folder (for the report)."""
+    return {f"{p.name.removesuffix('_tiles.geojson')}: every tile as a QuPath object (its predicted genes and PAM50 "
+            "probabilities as measurements, its PAM50 call as its class); drag the file onto the slide open in "
+            "QuPath, or File > Import objects": p for p in sorted(Path(folder).glob("*_tiles.geojson"))}
 
 
 def map_figures(folder: str | Path) -> dict[str, Path]:

@@ -1,8 +1,10 @@
 """Spatial maps (beyond the paper): the trained head applied to each tile's own feature vector, drawn
 over the slide thumbnail (a pre-tiled folder: a mosaic of its own tiles), gene by gene, and each
 tile's PAM50 call (the paper's soft-voting classifier, trained on the run's training patients,
-applied to the tile's predicted PAM50 genes). Needs features extracted with `--save-tile-features`
-(the record then holds every tile's feature and level-0 position).
+applied to the tile's predicted PAM50 genes); and the same tiles as QuPath objects (qupath.py).
+Needs features extracted with `--save-tile-features` (the record then holds every tile's feature and
+level-0 position). TensorFlow, the head and the classifier are made once per call (`SpatialMapper`),
+then each slide costs its own work: one batch through the head, its thumbnail, its figures.
 
 The head was trained on slide MEANS of tile features, so a single tile's prediction is an
 extrapolation: read the maps as where the slide-level signal comes from, not as measured expression.
@@ -17,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
-from hist2rna_tf.analysis.subtype import voting_calls
+from hist2rna_tf.analysis.subtype import Voting, calls_of, fitted_voting
 from hist2rna_tf.atomic import write_table
 from hist2rna_tf.config import PAPER_SUBTYPES, THUMBNAIL_MPP, TileConfig
 from hist2rna_tf.errors import Hist2RNAError
@@ -28,6 +31,7 @@ from hist2rna_tf.extract.slides import SlideRef, find_slides, open_slide, read_t
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.model.runs import training_reference
 from hist2rna_tf.report.figures import save, tile_call_map, tile_value_map
+from hist2rna_tf.report.qupath import write_tile_objects
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +46,6 @@ def tile_predictions(predictor, record) -> pd.DataFrame:
     table.insert(0, "y", record.tile_xy_px[:, 1])
     table.insert(0, "x", record.tile_xy_px[:, 0])
     return table
-
-
-def tile_subtypes(tiles: pd.DataFrame, reference: pd.DataFrame, reference_labels: pd.Series, seed: int = 0) -> pd.DataFrame:
-    """Each tile's PAM50 call and class probabilities from its predicted genes (`tile_predictions`),
-    by the paper's soft-voting classifier trained on `reference` (measured log2 expression, patients x
-    genes) and its `reference_labels`, e.g. the run's training patients."""
-    calls = voting_calls(tiles.drop(columns=["x", "y"]), reference, reference_labels, seed=seed)
-    return pd.concat([tiles[["x", "y"]], calls], axis=1)
 
 
 MOSAIC_TILE_PX = 32  # the least width of a tile in a pre-tiled folder's mosaic (picture pixels)
@@ -117,53 +113,102 @@ def spatial_map(picture: Picture, record, tiles: pd.DataFrame, gene: str):
 
 
 def subtype_map(picture: Picture, record, calls: pd.DataFrame):
-    """A figure: the slide's picture and each tile coloured by its PAM50 call (`tile_subtypes`)."""
+    """A figure: the slide's picture and each tile coloured by its PAM50 call (`calls_of`)."""
     return tile_call_map(picture.image, picture.scale, picture.extent, picture.placed(calls), record.slide_id)
 
 
-def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[str | Path], out_dir: str | Path,
-                       genes: list[str], subtypes: bool = True, thumbnail_mpp: float = THUMBNAIL_MPP) -> list[Path]:
-    """For every slide of `slides` whose record under `features` has tile features: `<slide>_tiles.csv`
-    (tiles x genes, with the PAM50 call and probabilities when `subtypes`), one PNG per gene and one
-    PAM50 map. The classifier learns from the run's training patients' measured expression and labels.
-    Returns the files written."""
-    predictor = Predictor(run_dir)
-    unknown = [g for g in genes if g not in predictor.genes]
-    if unknown:
-        raise Hist2RNAError(f"genes {unknown} are not among the model's genes (e.g. {predictor.genes[:3]}).")
-    records = {Path(f).stem: f for f in record_files(features)}
-    given = find_slides(slides)
-    refs = [r for r in given if r.slide_id in records]
-    problems = [_why_no_record(r, features) for r in given if r.slide_id not in records]
-    if not refs:
-        raise Hist2RNAError("; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "") if problems else
-                            f"no slides under {', '.join(map(str, slides))}.")
-    for problem in problems:
-        log.warning("%s", problem)
-    for ref in refs:  # every slide checked before anything is written
-        predictor.check_features(read_record(records[ref.slide_id]).settings, records[ref.slide_id])
-    reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
-    if subtypes:
-        labelled = int(reference[1].isin(PAPER_SUBTYPES).sum())
-        if labelled < 10:
-            raise Hist2RNAError(f"{run_dir}: {labelled} of its training patients have a PAM50 label (LumA, LumB, Basal, "
-                                "Her2) and measured expression; the tile PAM50 map needs at least 10 to train its "
-                                "classifier on. Run with --no-subtypes for the gene maps alone.")
-    out_dir = Path(out_dir)
-    written = []
-    for ref in refs:
-        record = read_record(records[ref.slide_id])
-        tiles = tile_predictions(predictor, record)
-        picture = slide_picture(ref, record, thumbnail_mpp)  # read once, drawn under every map of the slide
-        table = tiles
+class SpatialError(Hist2RNAError):
+    """Some slides given could not be mapped (the others were); `written` holds the files that were."""
+
+    def __init__(self, message: str, written: list[Path]):
+        super().__init__(message)
+        self.written = written
+
+
+@dataclass
+class SpatialMapper:
+    """What every slide's maps need, made once: the run's head (TensorFlow loaded once), its training
+    patients' measured expression and labels, and the PAM50 classifier fitted on them."""
+
+    predictor: Predictor
+    genes: list[str]
+    reference: tuple[pd.DataFrame, pd.Series] | None
+    voting: Voting | None
+    thumbnail_mpp: float = THUMBNAIL_MPP
+    gene_maps: bool = True  # a PNG a gene (else the genes are in the CSV and the QuPath objects only)
+
+    @classmethod
+    def for_run(cls, run_dir: str | Path, genes: list[str] | None, subtypes: bool = True,
+                thumbnail_mpp: float = THUMBNAIL_MPP, gene_maps: bool = True) -> SpatialMapper:
+        """`genes`: those to map (None: every gene of the run)."""
+        predictor = Predictor(run_dir)
+        genes = list(predictor.genes) if genes is None else genes
+        unknown = [g for g in genes if g not in predictor.genes]
+        if unknown:
+            raise Hist2RNAError(f"genes {unknown} are not among the model's genes (e.g. {predictor.genes[:3]}).")
+        reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
+        voting = None
         if subtypes:
-            calls = tile_subtypes(tiles, *reference)
+            labelled = int(reference[1].isin(PAPER_SUBTYPES).sum())
+            if labelled < 10:
+                raise Hist2RNAError(f"{run_dir}: {labelled} of its training patients have a PAM50 label (LumA, LumB, "
+                                    "Basal, Her2) and measured expression; the tile PAM50 map needs at least 10 to train "
+                                    "its classifier on. Run with --no-subtypes for the gene maps alone.")
+            voting = fitted_voting(*reference, predictor.genes)
+        return cls(predictor, list(genes), reference, voting, thumbnail_mpp, gene_maps)
+
+    def map_slide(self, ref: SlideRef, record_file: Path, out_dir: Path) -> list[Path]:
+        """One slide's files: `<slide>_tiles.csv`, `<slide>_tiles.geojson` (QuPath objects; for slides and
+        pre-tiled folders whose tiles' names give their level-0 place), `<slide>_PAM50.png` and one
+        `<slide>_<gene>.png` a gene."""
+        record = read_record(record_file)
+        self.predictor.check_features(record.settings, record_file)
+        tiles = tile_predictions(self.predictor, record)
+        picture = slide_picture(ref, record, self.thumbnail_mpp)  # read once, drawn under every map of the slide
+        table, written = tiles, []
+        if self.voting is not None:
+            calls = pd.concat([tiles[["x", "y"]], calls_of(self.voting, tiles.drop(columns=["x", "y"]))], axis=1)
             table = pd.concat([tiles, calls.drop(columns=["x", "y"])], axis=1)
             written.append(save(subtype_map(picture, record, calls), out_dir / f"{ref.slide_id}_PAM50.png"))
         written.append(write_table(table, out_dir / f"{ref.slide_id}_tiles.csv", index=False))
-        for gene in genes:
-            _warn_outside_training(ref.slide_id, gene, tiles[gene], reference)
-            written.append(save(spatial_map(picture, record, tiles, gene), out_dir / f"{ref.slide_id}_{gene}.png"))
+        if (np.asarray(record.tile_xy_px) >= 0).all():  # level-0 places (not a pre-tiled folder's grid)
+            footprint = record.tile_size_um / record.mpp
+            written.append(write_tile_objects(out_dir / f"{ref.slide_id}_tiles.geojson", table, footprint, self.genes))
+        for gene in self.genes:
+            _warn_outside_training(ref.slide_id, gene, tiles[gene], self.reference)
+            if self.gene_maps:
+                written.append(save(spatial_map(picture, record, tiles, gene), out_dir / f"{ref.slide_id}_{gene}.png"))
+        return written
+
+
+def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[str | Path], out_dir: str | Path,
+                       genes: list[str] | None, subtypes: bool = True, thumbnail_mpp: float = THUMBNAIL_MPP,
+                       progress: bool = False, gene_maps: bool = True) -> list[Path]:
+    """For every slide of `slides` whose record under `features` has tile features: `<slide>_tiles.csv`
+    (tiles x genes, with the PAM50 call and probabilities when `subtypes`), `<slide>_tiles.geojson`
+    (QuPath tile objects, the `genes` as measurements; None: all the run's), one PNG per gene (unless
+    not `gene_maps`) and one PAM50 map. The classifier learns from the run's
+    training patients' measured expression and labels. Returns the files written; a SpatialError
+    naming each slide that could not be mapped (not a slide, not in `features`, no tile features,
+    other settings) after the others are written."""
+    mapper = SpatialMapper.for_run(run_dir, genes, subtypes, thumbnail_mpp, gene_maps)
+    records = {Path(f).stem: Path(f) for f in record_files(features)}
+    given = find_slides(slides)
+    if not given:
+        raise Hist2RNAError(f"no slides under {', '.join(map(str, slides))}.")
+    failed = {r.path: _why_no_record(r, features) for r in given if r.slide_id not in records}
+    out_dir = Path(out_dir)
+    written = []
+    for ref in tqdm([r for r in given if r.slide_id in records], desc="spatial maps", unit="slide",
+                    disable=not progress):
+        try:
+            written += mapper.map_slide(ref, records[ref.slide_id], out_dir)
+        except Hist2RNAError as exc:
+            failed[ref.path] = str(exc)
+    if failed:
+        mapped = len(given) - len(failed)
+        raise SpatialError(f"{len(failed)} of {len(given)} slides not mapped: " + "; ".join(failed.values()) +
+                           (f" (the other {mapped} are in {out_dir})" if mapped else ""), written)
     return written
 
 

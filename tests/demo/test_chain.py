@@ -49,12 +49,19 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
         assert table1[f"{kind} p"].between(0, 1, inclusive="right").all()
     assert len(pd.read_csv(out / "external" / "predictions.csv")) == 60
 
-    # Spatial map: every tile of one held-out slide predicted by the head, drawn over the thumbnail.
+    # Spatial maps: every tile of every held-out slide predicted by the head, drawn over the thumbnail, and
+    # written as QuPath objects, which the report links (a copy beside it).
+    held_out = sorted(runs.held_out(out / "run")[0].index)
     maps = sorted((out / "spatial").glob("*.png"))
     subtype_maps = [m for m in maps if m.name.endswith("_PAM50.png")]  # and one gene's (the best-predicted)
-    assert len(maps) == 2 and len(subtype_maps) == 1 and "PAM50 call from its predicted genes" in report
+    assert len(maps) == 2 * len(held_out) and len(subtype_maps) == len(held_out)
+    assert "PAM50 call from its predicted genes" in report
+    objects = sorted(p.name for p in (out / "spatial").glob("*_tiles.geojson"))
+    assert objects == [f"{s}_tiles.geojson" for s in held_out]
+    for name in objects:
+        assert f'href="{name}"' in report and (out / "report" / name).read_bytes() == (out / "spatial" / name).read_bytes()
     tiles = pd.read_csv(next((out / "spatial").glob("*_tiles.csv")))
-    slide_id = subtype_maps[0].name.split("_")[0]
+    slide_id = next((out / "spatial").glob("*_tiles.csv")).name.removesuffix("_tiles.csv")
     assert len(tiles) == read_record(out / "features" / "tiny" / f"{slide_id}.tfrecord").n_tiles
     genes = runs.read_genes(out / "run")
     assert tiles[genes].std().median() > 0  # tiles differ
@@ -67,7 +74,8 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
                  str(out / "cohort" / "slides" / "demo-01.tiff"), str(out / "cohort" / "slides" / "demo-02.tiff"),
                  "--genes", "ESR1", "ERBB2", "--out", str(mine)]) == 0
     assert sorted(p.name for p in mine.iterdir()) == sorted(
-        f"demo-0{i}_{name}" for i in (1, 2) for name in ("ESR1.png", "ERBB2.png", "PAM50.png", "tiles.csv"))
+        f"demo-0{i}_{name}" for i in (1, 2) for name in ("ESR1.png", "ERBB2.png", "PAM50.png", "tiles.csv",
+                                                          "tiles.geojson"))
     assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
                  str(out / "cohort" / "slides" / "demo-01.tiff"), "--genes", "NOTAGENE", "--out", str(mine)]) == 2
     from hist2rna_tf.report.report import \

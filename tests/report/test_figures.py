@@ -10,6 +10,7 @@ from scipy import stats
 
 from hist2rna_tf.analysis.evaluate import across_genes, across_patients, r_squared
 from hist2rna_tf.analysis.survival import kaplan_meier
+from hist2rna_tf.config import SUBTYPE_COLOURS
 from hist2rna_tf.report import figures
 
 RED = mcolors.to_rgba(figures.PAM50_COLOUR)
@@ -107,13 +108,24 @@ def test_kaplan_meier_plot_draws_each_group_with_the_log_rank_p():
 
 
 def test_tile_maps_put_each_tile_where_it_lies():
+    """Each tile's square (level-0 x, y / scale; 5 picture pixels wide) painted over the thumbnail in its
+    colour, nothing elsewhere."""
     thumb = np.full((50, 80, 3), 230, np.uint8)
     tiles = pd.DataFrame({"x": [0, 400, 800], "y": [0, 200, 400], "ESR1": [1.0, 2.0, 3.0],
                           "call": ["LumA", "Basal", "LumA"]})
     value_map = figures.tile_value_map(thumb, 20.0, 5.0, tiles, "ESR1", "slide-1")
-    boxes = [(p.get_x(), p.get_y(), p.get_width()) for p in value_map.axes[1].patches]
-    assert boxes == [(0, 0, 5.0), (20, 10, 5.0), (40, 20, 5.0)] and value_map.axes[0].get_title("left") == "slide-1"
+    overlay = np.asarray(value_map.axes[1].images[1].get_array())
+    assert overlay.shape == (50, 80, 4) and value_map.axes[0].get_title("left") == "slide-1"
+    painted = overlay[..., 3] > 0
+    expected = np.zeros((50, 80), bool)
+    for x, y in ((0, 0), (20, 10), (40, 20)):
+        expected[y:y + 5, x:x + 5] = True
+    np.testing.assert_array_equal(painted, expected)
+    assert np.allclose(overlay[painted, 3], 0.75)
+    low, high = overlay[0, 0, :3], overlay[20, 40, :3]  # viridis: ESR1 1.0 dark, 3.0 bright
+    assert high.sum() > low.sum()
     call_map = figures.tile_call_map(thumb, 20.0, 5.0, tiles, "slide-1")
-    colours = [mcolors.to_hex(p.get_facecolor(), keep_alpha=False) for p in call_map.axes[1].patches]
-    assert colours == [figures.SUBTYPE_COLOURS[c] for c in tiles["call"]]
+    overlay = np.asarray(call_map.axes[1].images[1].get_array())
+    colours = [mcolors.to_hex(overlay[y, x, :3]) for x, y in ((0, 0), (20, 10), (40, 20))]
+    assert colours == [SUBTYPE_COLOURS[c] for c in tiles["call"]]
     assert sorted(t.get_text() for t in call_map.axes[1].get_legend().get_texts()) == ["Basal 33%", "LumA 67%"]

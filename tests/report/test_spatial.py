@@ -31,8 +31,8 @@ def mapped(synthetic_run, demo_cohort, tmp_path_factory):
 
 def test_each_tile_gets_the_heads_prediction_for_its_own_feature(mapped):
     run, cohort, _, out, written = mapped
-    assert sorted(p.name for p in written) == sorted(f"{SLIDE}_{s}" for s in ("PAM50.png", "tiles.csv", "ESR1.png",
-                                                                               "MKI67.png"))
+    assert sorted(p.name for p in written) == sorted(f"{SLIDE}_{s}" for s in ("PAM50.png", "tiles.csv", "tiles.geojson",
+                                                                               "ESR1.png", "MKI67.png"))
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written if p.suffix == ".png")
     record = read_record(record_path(cohort.features.parent, cohort.features.name, SLIDE))
     table = pd.read_csv(out / f"{SLIDE}_tiles.csv")
@@ -79,6 +79,31 @@ def test_refusals_name_the_cause(mapped, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_the_other_slides_are_mapped_when_some_cannot_be(mapped, demo_cohort, tmp_path):
+    """A cohort with a slide that is not in the features folder and one whose record has no tile
+    features: the good slide is mapped, one error names both (what to do for each), and the files
+    written are with it."""
+    from hist2rna_tf.report.spatial import SpatialError
+
+    run, cohort, slides, _, _ = mapped
+    features = shutil.copytree(cohort.features, tmp_path / cohort.features.name)
+    folder = shutil.copytree(slides, tmp_path / "slides")
+    bare = "TCGA-SY-0004-01Z-00-DX1"
+    shutil.copy(demo_cohort / "slides" / "demo-02.tiff", folder / f"{bare}.tiff")
+    path = record_path(tmp_path, cohort.features.name, bare)
+    write_record(replace(read_record(path), tile_features=None), path)
+    shutil.copy(demo_cohort / "slides" / "demo-03.tiff", folder / "not-extracted.tiff")
+    with pytest.raises(SpatialError) as caught:
+        write_spatial_maps(run, features, [folder], tmp_path / "maps", ["ESR1"], subtypes=False)
+    message = str(caught.value)
+    assert message.startswith("2 of 3 slides not mapped") and "(the other 1 are in" in message
+    assert f"slide {bare}: its record has no per-tile features" in message and "--save-tile-features" in message
+    assert "not-extracted.tiff: no feature record not-extracted.tfrecord" in message
+    assert sorted(p.name for p in caught.value.written) == [f"{SLIDE}_ESR1.png", f"{SLIDE}_tiles.csv",
+                                                            f"{SLIDE}_tiles.geojson"]
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(p.name for p in caught.value.written)
+
+
 def test_map_figures_title_each_map_for_the_report(mapped, tmp_path):
     *_, out, _ = mapped
     titles = map_figures(out)
@@ -106,7 +131,9 @@ def test_a_pre_tiled_folder_is_mapped_over_a_mosaic_of_its_tiles(tiny_run, tiny_
                  str(tiny_backbone_file), "--weights", "none", "--save-tile-features", "--no-progress"]) == 0
     written = write_spatial_maps(tiny_run / "run", tmp_path / "features" / "tiny", [folder], tmp_path / "maps", ["ESR1"],
                                  subtypes=False)
-    assert sorted(p.name for p in written) == ["TCGA-A2-A04R_ESR1.png", "TCGA-A2-A04R_tiles.csv"]
+    # QuPath objects where the tiles' names give their level-0 places on the slide
+    assert sorted(p.name for p in written) == ["TCGA-A2-A04R_ESR1.png", "TCGA-A2-A04R_tiles.csv"] + (
+        ["TCGA-A2-A04R_tiles.geojson"] if named else [])
     record = read_record(record_path(tmp_path / "features", "tiny", "TCGA-A2-A04R"))
     picture = slide_picture(find_slides([folder])[0], record)
     assert len(picture.positions) == record.n_tiles == 6 and len({tuple(p) for p in picture.positions}) == 6
