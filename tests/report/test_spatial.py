@@ -141,3 +141,21 @@ def test_a_pre_tiled_folder_is_mapped_over_a_mosaic_of_its_tiles(tiny_run, tiny_
     assert picture.image[y:y + int(picture.extent), x:x + int(picture.extent)].mean() < 250  # tissue, not background
     if named:  # the authors' names carry level-0 positions: the mosaic keeps their layout
         np.testing.assert_array_equal(picture.positions, record.tile_xy_px - record.tile_xy_px.min(axis=0))
+
+
+def test_genes_all_measures_every_gene_of_the_run_in_the_qupath_objects(mapped, tmp_path):
+    """`hist2rna spatial --genes all --no-gene-maps`: every gene of the run a measurement of every tile
+    object (a pathologist picks one in QuPath), no PNG a gene, the PAM50 map still drawn."""
+    import json
+
+    from hist2rna_tf.cli import main
+
+    run, cohort, slides, _, _ = mapped
+    out = tmp_path / "all"
+    assert main(["spatial", str(run), "--features", str(cohort.features), "--slides", str(slides), "--genes", "all",
+                 "--no-gene-maps", "--no-progress", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{SLIDE}_{s}" for s in ("PAM50.png", "tiles.csv",
+                                                                                     "tiles.geojson"))
+    genes = Predictor(run).genes
+    features = json.loads((out / f"{SLIDE}_tiles.geojson").read_text())["features"]
+    assert all(set(genes) <= set(f["properties"]["measurements"]) for f in features) and len(genes) == 50
