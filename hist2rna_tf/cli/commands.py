@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hist2rna_tf.cli.options import BASELINE, DEMO, REPORT, TILES, TRAIN
-from hist2rna_tf.config import ExtractConfig, RunInputs, StainConfig
+from hist2rna_tf.config import ExtractConfig, RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError
 
 log = logging.getLogger("hist2rna_tf")
@@ -83,14 +83,34 @@ def cmd_normalize(args) -> int:
     return 0
 
 
+def _training(args) -> tuple[RunInputs, TrainConfig]:
+    """`train`'s and `crossval`'s inputs and training settings."""
+    inputs = RunInputs(features=str(args.features), expression=args.expression, labels=args.labels,
+                       label_column=args.label_column, subtypes=tuple(args.subtypes), genes=args.genes,
+                       drop_missing_genes=args.drop_missing_genes, split=getattr(args, "split", None))
+    config = replace(TRAIN, seed=args.seed, deterministic=args.deterministic, max_epochs=args.max_epochs,
+                     validation_fraction=args.validation_fraction, standardize=args.standardize)
+    return inputs, config
+
+
+def cmd_crossval(args) -> int:
+    from hist2rna_tf.model.crossval import crossval
+
+    inputs, config = _training(args)
+    summary = crossval(inputs, args.out, config, folds=args.folds, seed=args.seed, progress=not args.no_progress)
+    mean, low, high = (summary.loc[row, "median_rho_genes"] for row in ("mean", "ci95_low", "ci95_high"))
+    patients = summary.loc["mean", "median_rho_patients"]
+    print(f"{args.folds} folds: median Spearman across genes {mean:.2f} a fold (95% CI {low:.2f} to {high:.2f}), across "
+          f"patients {patients:.2f}; out of fold, every patient once: {summary.loc['out_of_fold', 'median_rho_genes']:.2f} "
+          f"across genes, {int(summary.loc['out_of_fold', 'genes_fdr_0.05'])} genes at FDR < 0.05. Folder: {args.out} "
+          "(summary.csv, genes.csv, oof_predictions.csv, fold-<k>/)")
+    return 0
+
+
 def cmd_train(args) -> int:
     from hist2rna_tf.model.train import train_run
 
-    inputs = RunInputs(features=str(args.features), expression=args.expression, labels=args.labels,
-                       label_column=args.label_column, subtypes=tuple(args.subtypes), genes=args.genes,
-                       drop_missing_genes=args.drop_missing_genes, split=args.split)
-    config = replace(TRAIN, seed=args.seed, deterministic=args.deterministic, max_epochs=args.max_epochs,
-                     validation_fraction=args.validation_fraction, standardize=args.standardize)
+    inputs, config = _training(args)
     summary = train_run(inputs, args.out, config, overwrite=args.overwrite)
     genes, patients = summary["metrics"]["across_genes"], summary["metrics"]["across_patients"]
     print(f"{summary['patients']['train']} training / {counted(summary['patients']['test'], 'held-out patient')}, "
@@ -166,6 +186,24 @@ def cmd_spatial(args) -> int:
     return 0
 
 
+def _crossval_report(args) -> int:
+    """`hist2rna report CROSSVAL [--compare CROSSVAL ...]`: the crossval's report and, for each other,
+    which predicts better and whether the difference is significant."""
+    from hist2rna_tf.model.folds import is_crossval
+    from hist2rna_tf.report.crossval import build_crossval_report
+
+    others = args.compare or []
+    runs_given = [str(o) for o in others if not is_crossval(o)]
+    if runs_given:
+        raise Hist2RNAError(f"--compare {runs_given[0]}: not a crossval folder; a crossval compares with crossvals of "
+                            "the same patients and folds (`hist2rna crossval ... --seed S --folds K`).")
+    path, comparisons = build_crossval_report(args.run, others, args.out)
+    for comparison in comparisons:
+        print(comparison.verdict())
+    print(f"report: {path} (figures and tables as PNG/CSV beside it)")
+    return 0
+
+
 def cmd_baseline(args) -> int:
     from hist2rna_tf.model.baseline import train_patch_baseline
 
@@ -195,7 +233,11 @@ def _print_costs(baseline: Path) -> None:
 
 
 def cmd_report(args) -> int:
+    from hist2rna_tf.model.folds import is_crossval
     from hist2rna_tf.report.report import build_report, map_figures, map_files
+
+    if is_crossval(args.run):
+        return _crossval_report(args)
 
     if bool(args.external_predictions) != bool(args.clinical):
         raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
@@ -247,8 +289,8 @@ def _print_demo(result) -> None:
     print(f"report: {result.paths['report']}")
 
 
-COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "predict": cmd_predict,
-            "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial, "baseline": cmd_baseline,
-            "report": cmd_report, "demo": cmd_demo}
+COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,
+            "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
+            "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
 # The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
-TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "predict", "export", "spatial", "baseline", "demo"}
+TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "predict", "export", "spatial", "baseline", "demo"}

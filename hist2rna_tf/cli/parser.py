@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug detail, and TensorFlow's own start-up and C++ log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_extract, add_normalize, add_train, add_predict, add_export, add_subtype, add_spatial,
+    for add in (add_extract, add_normalize, add_train, add_crossval, add_predict, add_export, add_subtype, add_spatial,
                 add_baseline, add_report, add_demo):
         add(commands)
     return parser
@@ -107,6 +107,33 @@ def add_train(commands) -> None:
                     "never need the features folder again), genes.txt, split.csv, best.keras, history.csv, "
                     "tensorboard/, the training patients' targets, the held-out patients' predictions and targets "
                     "and their Spearman and R2 tables.")
+    add_training_options(train)
+    train.add_argument("--split", help="reuse a split.csv from an earlier run (default: a new stratified split)")
+    train.add_argument("--out", type=out_folder, required=True, help="run folder (a new one, unless --overwrite)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+
+
+def add_crossval(commands) -> None:
+    crossval = commands.add_parser(
+        "crossval", help="k-fold cross-validation of the paper's head: every patient predicted once, out of fold",
+        description="Beyond the paper (one held-out split): K patient-level folds stratified by subtype, each a "
+                    "complete run folder <out>/fold-<k>/ (the files of `train`; its held-out patients the fold; early "
+                    "stopping on a validation share of its training patients), then summary.csv (per fold the median "
+                    "Spearman across genes and patients, genes at FDR < 0.05 and with R2 >= 0.1; their mean over folds "
+                    "with a 95%% CI; the out-of-fold pool), genes.csv (each gene's mean correlation and in how many "
+                    "folds it is significant) and every patient's out-of-fold prediction. The same --seed gives the "
+                    "same folds; re-running the same command resumes a killed crossval; `hist2rna report OUT "
+                    "--compare OTHER` compares two (same patients, same folds) gene by gene.")
+    add_training_options(crossval)
+    crossval.add_argument("--folds", type=int, default=5, help="folds (default 5; at most the smallest subtype's "
+                                                                  "patient count)")
+    crossval.add_argument("--out", type=out_folder, required=True, help="crossval folder (a new one, or the same "
+                                                                         "command's to resume)")
+    add_no_progress(crossval, "progress bar")
+
+
+def add_training_options(train) -> None:
+    """The options `train` and `crossval` share: the inputs and the head's training."""
     train.add_argument("--features", required=True, help="folder of one backbone's feature TFRecords")
     train.add_argument("--expression", required=True,
                        help="RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, raw RSEM. "
@@ -123,9 +150,6 @@ def add_train(commands) -> None:
                             f"a file of gene symbols (default {INPUTS.genes})")
     train.add_argument("--drop-missing-genes", action="store_true",
                        help="train without genes the table lacks (recorded in the run) instead of failing")
-    train.add_argument("--split", help="reuse a split.csv from an earlier run (default: a new stratified split)")
-    train.add_argument("--out", type=out_folder, required=True, help="run folder (a new one, unless --overwrite)")
-    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--seed", type=int, default=TRAIN.seed,
                        help=f"seed of the split, initialisation and shuffling (default {TRAIN.seed})")
     train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
@@ -272,8 +296,11 @@ def add_report(commands) -> None:
                     "with bootstrap CIs (Figures 3-5), the soft-voting subtype classifier on the predicted PAM50 "
                     "genes, and with an external cohort the biomarker checks (Figures 7-8), LumA/LumB "
                     "reclassification, Tables 1-2 and Kaplan-Meier curves (Figure 9); the paper's figures beside. "
-                    "Every figure and table is also written beside it as PNG and CSV.")
-    add_run(report)
+                    "Every figure and table is also written beside it as PNG and CSV. RUN may be a crossval folder "
+                    "(hist2rna crossval --out): its summary, Figure 3 per fold and pooled, and with --compare of "
+                    "other crossvals of the same patients and folds the paired comparison gene by gene (Wilcoxon "
+                    "signed-rank over genes), printed too.")
+    add_run(report, "a training run folder (hist2rna train --out) or a crossval folder (hist2rna crossval --out)")
     report.add_argument("--compare", type=Path, nargs="+", metavar="RUN",
                         help="other runs (e.g. other backbones) for Figure 3")
     report.add_argument("--external-predictions", type=Path, help="predicted genes of an external cohort (hist2rna predict)")

@@ -112,16 +112,10 @@ def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape)
     writer.close()
 
 
-def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0,
-              overwrite: bool = False) -> dict:
-    """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
-    `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
-    made; its targets and labels are in it). An `out_dir` that holds anything is refused unless
-    `overwrite`. Returns the run's record (config.json) as a dict with the held-out metrics'
-    summaries under "metrics" (analysis.evaluate.metric_summaries)."""
-    out_dir = Path(out_dir)
-    runs.refuse_existing(out_dir, overwrite)
-    inputs = _absolute(inputs)
+def cohort_of(inputs: RunInputs):
+    """The patients a run of `inputs` trains and evaluates on: (patient features, log2 targets, labels,
+    the join report, feature settings, extraction, missing genes): those with features, expression and
+    a label among `inputs.subtypes`."""
     slide_features, patient_ids, feature_settings = feature_table(inputs.features)
     extraction = _extraction(inputs.features, feature_settings)
     features = average_by_patient(slide_features, patient_ids)
@@ -139,7 +133,20 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
                               f"has a label among {', '.join(inputs.subtypes)} in column {inputs.label_column!r}; "
                               f"they have {seen}. Give --subtypes as the table writes them, or another --label-column.")
     report["without_usable_label"] = sorted(labels.index[~usable])
-    features, targets, labels = features[usable], targets[usable], labels[usable]
+    return (features[usable], targets[usable], labels[usable], report, feature_settings, extraction, missing)
+
+
+def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0,
+              overwrite: bool = False) -> dict:
+    """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
+    `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
+    made; its targets and labels are in it). An `out_dir` that holds anything is refused unless
+    `overwrite`. Returns the run's record (config.json) as a dict with the held-out metrics'
+    summaries under "metrics" (analysis.evaluate.metric_summaries)."""
+    out_dir = Path(out_dir)
+    runs.refuse_existing(out_dir, overwrite)
+    inputs = absolute_inputs(inputs)
+    features, targets, labels, report, feature_settings, extraction, missing = cohort_of(inputs)
     if inputs.split:
         split = load_split(inputs.split)
         report["not_in_split_file"] = sorted(set(features.index) - set(split.index))
@@ -174,7 +181,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
 
 
-def _absolute(inputs: RunInputs) -> RunInputs:
+def absolute_inputs(inputs: RunInputs) -> RunInputs:
     """The inputs with absolute paths: the run records where its data came from, from any folder."""
     def absolute(path):
         return str(Path(path).resolve()) if path else path

@@ -92,7 +92,8 @@ def test_what_needs_no_tensorflow_does_not_import_it():
     light = ["hist2rna_tf.cli", "hist2rna_tf.report.report", "hist2rna_tf.model.runs", "hist2rna_tf.extract.settings",
              "hist2rna_tf.extract.backbones.catalog", "hist2rna_tf.extract.slides", "hist2rna_tf.extract.regions",
              "hist2rna_tf.extract.claims", "hist2rna_tf.analysis.clinical", "hist2rna_tf.analysis.subtype",
-             "hist2rna_tf.analysis.survival", "hist2rna_tf.model.costs", "hist2rna_tf.demo.cohort"]
+             "hist2rna_tf.analysis.survival", "hist2rna_tf.model.costs", "hist2rna_tf.demo.cohort",
+             "hist2rna_tf.model.folds", "hist2rna_tf.report.crossval", "hist2rna_tf.report.qupath"]
     code = f"import importlib, sys\nfor m in {light!r}: importlib.import_module(m)\n" \
            "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\nassert not heavy, heavy\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

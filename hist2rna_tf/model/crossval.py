@@ -1,0 +1,83 @@
+"""Cross-validation (beyond the paper, which reports one held-out split): train the K folds of
+folds.py, each a complete run folder `<out>/fold-<k>/` (the files `train` writes, its held-out
+patients the fold, early stopping on a validation share of its training patients as in `train`),
+then write the summary (folds.write_summary). A killed crossval re-run with the same command resumes
+at the first fold not finished; one with another seed or other settings is refused, naming the
+difference, never mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hist2rna_tf.atomic import write_table, write_text
+from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.expression import save_split
+from hist2rna_tf.model import runs
+from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalError, CrossvalRecord, differences, fold_of, write_summary
+from hist2rna_tf.model.train import absolute_inputs, cohort_of, train_run
+
+
+def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, labels: pd.Series) -> None:
+    """Write the settings and the folds, or check them against those of the crossval already there."""
+    settings = json.loads(json.dumps(record.to_json(), default=str))
+    path = out_dir / SETTINGS
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+        except ValueError:
+            raise CrossvalError(f"{path}: not readable JSON; give another --out.") from None
+        changed = differences(found, settings)
+        if changed:
+            raise CrossvalError(f"{out_dir}: a crossval made with other settings ({'; '.join(changed[:4])}); give "
+                                "another --out, or the same options to resume it.")
+        return
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CrossvalError(f"{out_dir} exists and is not a crossval folder; give another --out.")
+    write_table(pd.DataFrame({"patient_id": assignment.index, "label": labels.loc[assignment.index].to_numpy(),
+                              "fold": assignment.to_numpy()}), out_dir / FOLDS, index=False)
+    write_text(path, json.dumps(settings, indent=1))
+
+
+def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainConfig(), folds: int = 5,
+             seed: int = 0, verbose: int = 0, progress: bool = False) -> pd.DataFrame:
+    """Train K runs, each holding out one fold; folds already complete are kept (a re-run resumes).
+    Returns the summary (summary.csv)."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    inputs = absolute_inputs(replace_split(inputs))
+    _, _, labels, *_ = cohort_of(inputs)
+    assignment = fold_of(labels, folds, seed)
+    _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, labels)
+    splits = out_dir / "splits"
+    for k in tqdm(range(1, folds + 1), desc="folds", unit="fold", disable=not progress):
+        fold_dir = out_dir / f"fold-{k}"
+        subset = pd.Series(np.where(assignment == k, "test", "train"), index=assignment.index)
+        if fold_dir.exists():
+            _check_fold(fold_dir, subset)
+            continue
+        save_split(subset, labels, splits / f"fold-{k}.csv")
+        train_run(dataclasses.replace(inputs, split=str(splits / f"fold-{k}.csv")), fold_dir, train, verbose=verbose)
+    return write_summary(out_dir)
+
+
+def replace_split(inputs: RunInputs) -> RunInputs:
+    if inputs.split:
+        raise CrossvalError("--split: a crossval makes its own folds (--folds, --seed); leave --split out.")
+    return inputs
+
+
+def _check_fold(fold_dir: Path, subset: pd.Series) -> None:
+    """A fold folder left by an earlier run of this crossval: complete, and holding out this fold."""
+    runs.read_record(fold_dir)  # a folder that is not a complete run is named
+    held = set(runs.held_out(fold_dir)[0].index)
+    if held != set(subset.index[subset == "test"]):
+        raise CrossvalError(f"{fold_dir}: holds out other patients than its fold; remove it to train it again.")
+
+

@@ -1,0 +1,194 @@
+"""Cross-validation's folds and figures, without TensorFlow (crossval.py trains the folds; the report
+reads them): K patient-level folds,
+stratified by subtype; each fold a complete run folder (`<out>/fold-<k>/`, the files `train` writes,
+its held-out patients the fold, early stopping on a validation share of its training patients as in
+`train`); then the summary: per fold the median Spearman across genes and across patients, genes at
+FDR < 0.05 and genes with R2 >= 0.1, their mean over folds with a 95% CI; each gene's mean
+correlation and in how many folds it is significant; every patient's out-of-fold prediction.
+
+The folds depend on the patients, their labels, K and the seed only: the same seed gives the same
+folds. A crossval folder records them (folds.csv) and its settings (crossval.json); a killed crossval
+re-run with the same command resumes at the first fold not finished, and one with another seed or
+other settings is refused, naming the difference, never mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hist2rna_tf.analysis.evaluate import held_out_metrics
+from hist2rna_tf.atomic import write_table
+from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.model import runs
+
+SETTINGS, FOLDS, SUMMARY, GENES = "crossval.json", "folds.csv", "summary.csv", "genes.csv"
+OOF_PREDICTIONS, OOF_TARGETS = "oof_predictions.csv", "oof_targets.csv"
+
+
+class CrossvalError(Hist2RNAError):
+    """A crossval that cannot run as asked, or two that cannot be compared."""
+
+
+def fold_of(labels: pd.Series, folds: int, seed: int) -> pd.Series:
+    """Patient -> fold (1..K), stratified by label (scikit-learn's StratifiedKFold, shuffled by `seed`,
+    over the patients in sorted order): every fold holds each subtype. K must be at least 2 and at most
+    the smallest subtype's patient count."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = labels.value_counts()
+    if folds < 2 or folds > counts.min():
+        raise CrossvalError(f"--folds {folds}: needs 2 to {counts.min()}, the patients of the smallest subtype "
+                            f"({counts.idxmin()}), so that every fold holds each subtype; the subtypes have "
+                            + ", ".join(f"{label} {n}" for label, n in counts.items()) + " patients.")
+    labels = labels.sort_index()
+    assignment = pd.Series(0, index=labels.index, name="fold")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels.to_numpy()), start=1):
+        assignment.iloc[test] = k
+    return assignment
+
+
+@dataclass(frozen=True)
+class CrossvalRecord:
+    """crossval.json: what a crossval folder was made of."""
+
+    inputs: RunInputs
+    train: TrainConfig
+    folds: int
+    seed: int
+
+    def to_json(self) -> dict:
+        return {"inputs": dataclasses.asdict(self.inputs), "train": dataclasses.asdict(self.train), "folds": self.folds,
+                "seed": self.seed}
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += differences(a, b, f"{prefix}{key}.")
+        elif json.dumps(a, default=str) != json.dumps(b, default=str):
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
+def read_folds(crossval_dir: str | Path) -> pd.Series:
+    """A crossval folder's patient -> fold."""
+    path = Path(crossval_dir) / FOLDS
+    if not path.is_file() or not (Path(crossval_dir) / SETTINGS).is_file():
+        raise CrossvalError(f"{crossval_dir}: not a crossval folder (no {FOLDS} and {SETTINGS}); make one with "
+                            "`hist2rna crossval`.")
+    return pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id")["fold"]
+
+
+def is_crossval(folder: str | Path) -> bool:
+    return (Path(folder) / SETTINGS).is_file()
+
+
+def fold_dirs(crossval_dir: str | Path) -> list[Path]:
+    folds = int(read_folds(crossval_dir).max())
+    return [Path(crossval_dir) / f"fold-{k}" for k in range(1, folds + 1)]
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and its t-distribution confidence interval."""
+    values = np.asarray(values, np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def _figures(tables: dict) -> dict:
+    genes, patients = tables["across_genes"], tables["across_patients"]
+    return {"median_rho_genes": float(genes["rho"].median()), "median_rho_patients": float(patients["rho"].median()),
+            "genes_fdr_0.05": int((genes["fdr"] < 0.05).sum()), "genes_r2_0.1": int((tables["r_squared"] >= 0.1).sum()),
+            "patients": int(len(patients))}
+
+
+def write_summary(crossval_dir: str | Path) -> pd.DataFrame:
+    """summary.csv (a row a fold, then the mean over folds and its 95% CI, then the out-of-fold
+    pool), genes.csv and the out-of-fold predictions and targets of every patient."""
+    crossval_dir = Path(crossval_dir)
+    folds = fold_dirs(crossval_dir)
+    per_fold = {f"fold-{k}": runs.metrics(d) for k, d in enumerate(folds, start=1)}
+    rows = pd.DataFrame({name: _figures(tables) for name, tables in per_fold.items()}).T
+    intervals = {column: mean_ci(rows[column]) for column in rows.columns}
+    predicted = pd.concat([runs.held_out(d)[0] for d in folds]).sort_index()
+    truth = pd.concat([runs.held_out(d)[1] for d in folds]).sort_index()
+    pooled = held_out_metrics(predicted, truth)
+    summary = pd.concat([rows, pd.DataFrame({
+        "mean": {c: v[0] for c, v in intervals.items()}, "ci95_low": {c: v[1] for c, v in intervals.items()},
+        "ci95_high": {c: v[2] for c, v in intervals.items()}, "out_of_fold": _figures(pooled)}).T])
+    summary.index.name = "fold"
+    write_table(summary, crossval_dir / SUMMARY)
+    rho = pd.DataFrame({name: t["across_genes"]["rho"] for name, t in per_fold.items()})
+    significant = pd.DataFrame({name: t["across_genes"]["fdr"] < 0.05 for name, t in per_fold.items()})
+    genes = pd.DataFrame({"mean_rho": rho.mean(axis=1), "sd_rho": rho.std(axis=1, ddof=1),
+                          "folds_significant": significant.sum(axis=1).astype(int),
+                          "out_of_fold_rho": pooled["across_genes"]["rho"]})
+    genes.index.name = "gene"
+    write_table(genes.sort_values("mean_rho", ascending=False), crossval_dir / GENES)
+    write_table(predicted, crossval_dir / OOF_PREDICTIONS)
+    write_table(truth, crossval_dir / OOF_TARGETS)
+    return summary
+
+
+@dataclass
+class Comparison:
+    """Two crossvals of the same patients and folds: per gene their fold-mean correlations, the
+    Wilcoxon signed-rank test over genes, and the per-fold differences of the median across genes."""
+
+    names: tuple[str, str]
+    genes: pd.DataFrame  # gene -> mean_rho of each, difference
+    wilcoxon_statistic: float
+    wilcoxon_p: float
+    fold_differences: pd.Series  # fold -> difference of the median rho across genes (first - second)
+    difference_ci: tuple[float, float, float]  # mean over folds and its 95% CI
+
+    @property
+    def better(self) -> str:
+        return self.names[0] if self.genes["difference"].median() > 0 else self.names[1]
+
+    def verdict(self) -> str:
+        median = self.genes["difference"].median()
+        mean, low, high = self.difference_ci
+        significant = self.wilcoxon_p < 0.05
+        return (f"{self.better} predicts better than {self.names[1] if self.better == self.names[0] else self.names[0]}: "
+                f"per gene, the fold-mean Spearman differs by a median {median:+.3f} ({self.names[0]} - "
+                f"{self.names[1]}), Wilcoxon signed-rank over {len(self.genes)} genes p = {self.wilcoxon_p:.2g} "
+                f"({'significant' if significant else 'not significant'} at 0.05); the median across genes differs "
+                f"by {mean:+.3f} a fold (95% CI {low:+.3f} to {high:+.3f}).")
+
+
+def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None = None) -> Comparison:
+    """The paired comparison of two crossvals; refused, naming the difference, unless they hold the
+    same patients in the same folds."""
+    a, b = read_folds(first), read_folds(second)
+    if not a.sort_index().equals(b.sort_index()):
+        only = sorted(set(a.index) ^ set(b.index))
+        moved = [p for p in sorted(set(a.index) & set(b.index)) if a[p] != b[p]]
+        what = (f"patients in one only (e.g. {only[0]})" if only else
+                f"{len(moved)} patients in other folds (e.g. {moved[0]}: fold {a[moved[0]]} in {first}, {b[moved[0]]} "
+                f"in {second})")
+        raise CrossvalError(f"{first} and {second} hold different folds ({what}); compare crossvals made on the same "
+                            "patients with the same --folds and --seed.")
+    names = names or (Path(first).name, Path(second).name)
+    rho = pd.DataFrame({n: pd.read_csv(Path(d) / GENES, index_col=0)["mean_rho"] for n, d in zip(names, (first, second))})
+    rho = rho.dropna()
+    rho["difference"] = rho[names[0]] - rho[names[1]]
+    test = stats.wilcoxon(rho["difference"])
+    medians = [pd.Series({d.name: float(runs.metrics(d)["across_genes"]["rho"].median()) for d in fold_dirs(f)})
+               for f in (first, second)]
+    differences = medians[0] - medians[1]
+    return Comparison(names, rho, float(test.statistic), float(test.pvalue), differences, mean_ci(differences))

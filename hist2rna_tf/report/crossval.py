@@ -1,0 +1,73 @@
+"""The report of a crossval folder (model/crossval.py): the summary table (per fold, the mean over folds
+with its 95% CI, the out-of-fold pool), Figure 3 per fold and pooled, the genes most often
+significant; with other crossvals of the same patients and folds (one per encoder, say), Figure 3 of
+each pooled side by side and the paired comparison: per gene the fold-mean correlations of two
+crossvals, the Wilcoxon signed-rank test over genes, the per-fold differences with their CI."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from hist2rna_tf.analysis.evaluate import held_out_metrics
+from hist2rna_tf.atomic import building_files, write_text
+from hist2rna_tf.model import folds as cv
+from hist2rna_tf.model import runs
+from hist2rna_tf.report.figures import correlation_boxes
+from hist2rna_tf.report.report import CSS, _Page
+
+
+def _pooled(folder: Path) -> dict:
+    return held_out_metrics(pd.read_csv(folder / cv.OOF_PREDICTIONS, index_col=0),
+                            pd.read_csv(folder / cv.OOF_TARGETS, index_col=0))
+
+
+def _name(folder: Path) -> str:
+    """A crossval's name in figures: its first fold's features folder (the backbone), else its own."""
+    try:
+        return runs.display_name(cv.fold_dirs(folder)[0])
+    except Exception:  # noqa: BLE001 - any unreadable fold: the folder's own name
+        return folder.name
+
+
+def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), out: str | Path | None = None
+                          ) -> tuple[Path, list[cv.Comparison]]:
+    """Write the report (default `<folder>/report/report.html`); returns it and the comparisons of
+    `folder` with each of `compare` (every one checked first: same patients and folds)."""
+    folder = Path(folder)
+    summary = pd.read_csv(folder / cv.SUMMARY, index_col=0)  # a folder that is not a complete crossval: said here
+    names = [_name(folder)]
+    for other in compare:
+        name = _name(Path(other))
+        names.append(name if name not in names else Path(other).name)
+    comparisons = [cv.compare(folder, other, (names[0], name)) for other, name in zip(compare, names[1:])]
+    out = Path(out) if out else folder / "report" / "report.html"
+    with building_files(out.parent, out.stem, last=out.name) as work:
+        page = _Page(work)
+        page.heading(f"Cross-validation: {names[0]}", 1)
+        folds = cv.read_folds(folder)
+        page.text(f"{len(folds)} patients in {folds.max()} folds stratified by subtype; every patient predicted once, "
+                  "by the fold that held it out. Beyond the paper, which reports one held-out split.")
+        page.table(summary.round(3), "crossval_summary")
+        per_fold = {d.name: runs.metrics(d) for d in cv.fold_dirs(folder)}
+        page.figure(correlation_boxes({**per_fold, "out of fold": _pooled(folder)}), "figure3_folds",
+                    "Figure 3 per fold and pooled (out of fold): Spearman and -log10 FDR across patients and genes.")
+        genes = pd.read_csv(folder / cv.GENES, index_col=0)
+        page.heading("Genes most often significant")
+        page.table(genes.head(20).round(3), "crossval_genes")
+        if comparisons:
+            pooled = {names[0]: _pooled(folder), **{n: _pooled(Path(o)) for n, o in zip(names[1:], compare)}}
+            page.heading("Comparison (same patients, same folds)")
+            page.figure(correlation_boxes(pooled), "figure3_compared",
+                        "Figure 3 of each crossval, out of fold.")
+            for comparison in comparisons:
+                page.text(comparison.verdict())
+                table = comparison.genes.sort_values("difference")
+                page.table(table.round(3), f"paired_{comparison.names[0]}_vs_{comparison.names[1]}".replace("/", "_"))
+                page.table(comparison.fold_differences.rename("median rho difference").to_frame().round(3))
+        document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(names[0])} crossval"
+                    f"</title><style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
+        write_text(work / out.name, document)
+    return out, comparisons

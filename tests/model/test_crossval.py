@@ -1,0 +1,129 @@
+"""Cross-validation (model/folds.py, model/crossval.py, report/crossval.py): every patient held out
+exactly once, stratified, the same folds for the same seed; each fold a complete run; the summary and
+the out-of-fold predictions; a killed crossval resumed, never mixed with other settings; the paired
+comparison of two crossvals says which predicts better and whether it is significant."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.expression import load_panel, read_labels
+from hist2rna_tf.model import crossval as runner
+from hist2rna_tf.model import folds, runs
+
+from synthetic import latent_cohort
+
+TRAIN = TrainConfig(max_epochs=15)
+
+
+@pytest.fixture(scope="module")
+def cohorts(tmp_path_factory):
+    """A synthetic cohort whose features carry its expression, and the same patients with features of
+    another cohort's latents (carrying nothing of this expression)."""
+    root = tmp_path_factory.mktemp("crossval")
+    genes = load_panel("pam50")
+    good = latent_cohort(root / "good", genes, n_patients=48)
+    noise = latent_cohort(root / "noise", genes, n_patients=48, seed=7)
+    informative = RunInputs(str(good.features), str(good.expression), str(good.labels), genes="pam50")
+    return informative, replace(informative, features=str(noise.features)), root
+
+
+@pytest.fixture(scope="module")
+def done(cohorts):
+    informative, uninformative, root = cohorts
+    runner.crossval(informative, root / "cv-good", TRAIN, folds=4, seed=0)
+    runner.crossval(uninformative, root / "cv-noise", TRAIN, folds=4, seed=0)
+    return root / "cv-good", root / "cv-noise"
+
+
+def test_every_patient_is_held_out_once_stratified_the_same_for_the_same_seed(cohorts, done):
+    informative, _, _ = cohorts
+    labels = read_labels(informative.labels)
+    assignment = folds.read_folds(done[0])
+    assert sorted(assignment.index) == sorted(labels.index) and set(assignment) == {1, 2, 3, 4}
+    held = [set(runs.held_out(d)[0].index) for d in folds.fold_dirs(done[0])]
+    assert sum(len(h) for h in held) == len(labels) and set().union(*held) == set(labels.index)  # once each
+    for k, patients in enumerate(held, start=1):
+        assert patients == set(assignment.index[assignment == k])
+        assert set(labels[list(patients)]) == set(labels)  # every subtype in every fold
+    assert folds.read_folds(done[1]).equals(assignment)  # the same seed, the same folds
+    assert not folds.fold_of(labels, 4, seed=1).equals(folds.fold_of(labels, 4, seed=0))
+
+
+def test_the_summary_and_the_out_of_fold_predictions(done):
+    summary = pd.read_csv(done[0] / folds.SUMMARY, index_col=0)
+    assert list(summary.index) == ["fold-1", "fold-2", "fold-3", "fold-4", "mean", "ci95_low", "ci95_high",
+                                   "out_of_fold"]
+    per_fold = summary.loc[["fold-1", "fold-2", "fold-3", "fold-4"], "median_rho_genes"]
+    assert summary.loc["mean", "median_rho_genes"] == pytest.approx(per_fold.mean())
+    assert summary.loc["ci95_low", "median_rho_genes"] < per_fold.mean() < summary.loc["ci95_high", "median_rho_genes"]
+    assert summary.loc["mean", "median_rho_genes"] > 0.15  # the features carry the expression (noise: ~0)
+    oof = pd.read_csv(done[0] / folds.OOF_PREDICTIONS, index_col=0)
+    for fold_dir in folds.fold_dirs(done[0]):  # each patient's out-of-fold row is its fold's prediction
+        predicted = runs.held_out(fold_dir)[0]
+        pd.testing.assert_frame_equal(oof.loc[predicted.index], predicted, check_names=False)
+    genes = pd.read_csv(done[0] / folds.GENES, index_col=0)
+    assert set(genes.columns) == {"mean_rho", "sd_rho", "folds_significant", "out_of_fold_rho"}
+    assert genes["folds_significant"].between(0, 4).all() and len(genes) == len(oof.columns)
+
+
+def test_a_killed_crossval_resumes_at_its_first_unfinished_fold(cohorts, done, tmp_path, monkeypatch):
+    informative, _, _ = cohorts
+    copy = shutil.copytree(done[0], tmp_path / "cv")
+    shutil.rmtree(copy / "fold-3")  # killed while fold 3 trained: its folder was never renamed into place
+    (copy / folds.SUMMARY).unlink()
+    trained = []
+    real = runner.train_run
+    monkeypatch.setattr(runner, "train_run", lambda inputs, out, *a, **k: trained.append(out.name) or real(inputs, out,
+                                                                                                              *a, **k))
+    runner.crossval(informative, copy, TRAIN, folds=4, seed=0)
+    assert trained == ["fold-3"] and (copy / folds.SUMMARY).is_file()
+    with pytest.raises(folds.CrossvalError, match=r"other settings \(seed: 0 -> 5; train.seed: 0 -> 5\)"):
+        runner.crossval(informative, copy, replace(TRAIN, seed=5), folds=4, seed=5)
+    with pytest.raises(folds.CrossvalError, match="folds: 4 -> 3"):
+        runner.crossval(informative, copy, TRAIN, folds=3, seed=0)
+
+
+def test_impossible_fold_counts_are_refused_with_the_subtypes_counts(cohorts, tmp_path):
+    informative, _, _ = cohorts
+    counts = read_labels(informative.labels).value_counts()
+    for k in (1, int(counts.min()) + 1):
+        with pytest.raises(folds.CrossvalError, match=rf"--folds {k}: needs 2 to {counts.min()}.*{counts.idxmin()} "
+                                                      rf"{counts.min()}"):
+            runner.crossval(informative, tmp_path / f"cv{k}", TRAIN, folds=k)
+        assert not (tmp_path / f"cv{k}").exists()
+
+
+def test_the_paired_comparison_finds_the_informative_features_better(done, capsys):
+    """`hist2rna report CV --compare CV2`: per gene, the informative features' fold-mean correlation
+    is higher, significantly (Wilcoxon over the 50 genes), and the report says so."""
+    from hist2rna_tf.cli import main
+
+    comparison = folds.compare(done[0], done[1], ("good", "noise"))
+    assert comparison.better == "good" and comparison.wilcoxon_p < 0.05
+    assert len(comparison.genes) == 50 and (comparison.fold_differences > 0).all()
+    swapped = folds.compare(done[1], done[0], ("noise", "good"))
+    assert swapped.better == "good" and swapped.wilcoxon_p == pytest.approx(comparison.wilcoxon_p)
+    out = done[0].parent / "report" / "report.html"
+    assert main(["report", str(done[0]), "--compare", str(done[1]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "predicts better than cv-noise" in printed and "(significant at 0.05)" in printed
+    assert "Wilcoxon signed-rank over 50 genes" in out.read_text()
+
+
+def test_crossvals_of_other_folds_are_not_compared(done, tmp_path):
+    """Two patients of different subtypes in swapped folds (another seed's crossval): refused, named."""
+    other = shutil.copytree(done[1], tmp_path / "cv-other")
+    table = pd.read_csv(other / folds.FOLDS, dtype={"patient_id": str})
+    first = table.index[0]
+    second = table.index[table["fold"] != table.loc[first, "fold"]][0]
+    table.loc[[first, second], "fold"] = table.loc[[second, first], "fold"].to_numpy()
+    table.to_csv(other / folds.FOLDS, index=False)
+    with pytest.raises(folds.CrossvalError, match=rf"hold different folds \(2 patients in other folds \(e.g. "
+                                                  rf"{table.loc[first, 'patient_id']}: fold"):
+        folds.compare(done[0], other)
