@@ -70,25 +70,36 @@ class Experiment:
         return str(folder if spec.vit.layout == "dinov2-hf" else folder / spec.weights_file)
 
 
+def extract(experiment: Experiment, data: TCGA = TCGA()) -> Path:
+    """The backbone's per-slide mean features of every slide (those already done are skipped); returns
+    their folder."""
+    from hist2rna_tf.extract.cohort import extract_cohort
+
+    tile_px, mpp = native_scale(experiment.backbone)  # the paper's 224 px at 0.25 um/px; an encoder's own
+    config = ExtractConfig(backbone=experiment.backbone, weights=experiment.weights(data),
+                           tiles=TileConfig(tile_size_px=tile_px, target_mpp=mpp), batch_size=experiment.batch_size,
+                           save_tile_features=experiment.save_tile_features, precision=experiment.precision)
+    features = data.features.with_name(data.features.name + "_tiles") if experiment.save_tile_features else data.features
+    results = extract_cohort([data.slides], features, config, data.annotations, progress=True)
+    print(sum(r.status != "failed" for r in results), "slides with features,",
+          sum(r.status == "failed" for r in results), f"failed (see {features / experiment.backbone}/manifest.csv)")
+    return features / experiment.backbone
+
+
+def inputs_of(experiment: Experiment, data: TCGA, features: Path) -> RunInputs:
+    split = experiment.split if experiment.split and Path(experiment.split).is_file() else None
+    return RunInputs(features=str(features), expression=str(data.expression), labels=str(data.labels),
+                     genes=experiment.genes, split=str(split) if split else None)
+
+
 def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> Path:
     """Extract the backbone's per-slide mean features (slides already done are skipped), train the
     paper's head on the training patients and predict the held-out ones. Returns the run folder
     (test_predictions.csv, test_targets.csv, the metrics, the model)."""
-    from hist2rna_tf.extract.cohort import extract_cohort
     from hist2rna_tf.model.train import train_run
 
     experiment = Experiment(experiment) if isinstance(experiment, str) else experiment
-    tile_px, mpp = native_scale(experiment.backbone)  # the paper's 224 px at 0.25 um/px; an encoder's own
-    extract = ExtractConfig(backbone=experiment.backbone, weights=experiment.weights(data),
-                            tiles=TileConfig(tile_size_px=tile_px, target_mpp=mpp), batch_size=experiment.batch_size,
-                            save_tile_features=experiment.save_tile_features, precision=experiment.precision)
-    features = data.features.with_name(data.features.name + "_tiles") if experiment.save_tile_features else data.features
-    results = extract_cohort([data.slides], features, extract, data.annotations, progress=True)
-    print(sum(r.status != "failed" for r in results), "slides with features,",
-          sum(r.status == "failed" for r in results), f"failed (see {features / experiment.backbone}/manifest.csv)")
-    split = experiment.split if experiment.split and Path(experiment.split).is_file() else None
-    inputs = RunInputs(features=str(features / experiment.backbone), expression=str(data.expression),
-                       labels=str(data.labels), genes=experiment.genes, split=str(split) if split else None)
+    inputs = inputs_of(experiment, data, extract(experiment, data))
     run_dir = data.runs / (experiment.name or experiment.backbone)
     summary = train_run(inputs, run_dir, experiment.train, verbose=verbose, overwrite=True)  # a re-run retrains
     genes = summary["metrics"]["across_genes"]

@@ -64,3 +64,16 @@ def test_each_encoder_script_extracts_at_its_own_scale_with_the_users_weights(en
     assert (config.backbone, config.tiles.tile_size_px, config.tiles.target_mpp) == (encoder, spec.tile_size_px, 0.5)
     folder = data.encoder_weights / encoder
     assert Path(config.weights) == (folder if spec.vit.layout == "dinov2-hf" else folder / spec.weights_file)
+
+
+def test_the_crossval_script_compares_every_backbone_it_has_weights_for(tmp_path, monkeypatch):
+    """experiments/crossval_encoders.py: the paper's five always (ImageNet weights), an encoder only
+    when its weights are under weights/<encoder>/."""
+    monkeypatch.chdir(tmp_path)
+    script = runpy.run_path(str(EXPERIMENTS / "crossval_encoders.py"))
+    data = script["TCGA"](encoder_weights=tmp_path / "weights")
+    (tmp_path / "weights" / "uni").mkdir(parents=True)
+    (tmp_path / "weights" / "uni" / "pytorch_model.bin").write_bytes(b"")
+    chosen = script["backbones"](data)
+    assert chosen == ["efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50", "uni"]
+    assert (script["FOLDS"], script["REFERENCE"]) == (5, "efficientnetv2s")
