@@ -9,4 +9,4 @@ Importing the package is cheap: TensorFlow is imported only by the modules that 
 are used, never here.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
