@@ -120,7 +120,7 @@ def add_crossval(commands) -> None:
                     "complete run folder <out>/fold-<k>/ (the files of `train`; its held-out patients the fold; early "
                     "stopping on a validation share of its training patients), then summary.csv (per fold the median "
                     "Spearman across genes and patients, genes at FDR < 0.05 and with R2 >= 0.1; their mean over folds "
-                    "with a 95%% CI; the out-of-fold pool), genes.csv (each gene's mean correlation and in how many "
+                    "with a 95% CI; the out-of-fold pool), genes.csv (each gene's mean correlation and in how many "
                     "folds it is significant) and every patient's out-of-fold prediction. The same --seed gives the "
                     "same folds; re-running the same command resumes a killed crossval; `hist2rna report OUT "
                     "--compare OTHER` compares two (same patients, same folds) gene by gene.")
@@ -247,7 +247,7 @@ def add_spatial(commands) -> None:
     add_no_progress(spatial, "progress bar")
     spatial.add_argument("--thumbnail-mpp", type=positive_float, default=THUMBNAIL_MPP,
                          help=f"thumbnail resolution (default {THUMBNAIL_MPP:g} um/px)")
-    spatial.add_argument("--out", type=out_folder, required=True, help="folder for the PNGs and CSVs")
+    spatial.add_argument("--out", type=out_folder, required=True, help="folder for the PNGs, CSVs and GeoJSON")
 
 
 def add_baseline(commands) -> None:
