@@ -160,6 +160,12 @@ ROWS = [
      lambda i, s: (i.tmp / "pytorch_model.bin").write_bytes(b"PK\x03\x04") and _extract(i, _pre_tiled(i, s), extra=(
          "--backbone", "uni", "--weights", str(i.tmp / "pytorch_model.bin"))), 2,
      ["pytorch_model.bin: a PyTorch file, which needs torch", "model.safetensors"], ["out"]),
+    ("crossval with more folds than the smallest subtype has patients",
+     lambda i, s: ["crossval", *_train(i)[1:], "--folds", "40", "--out", str(i.tmp / "cv")], 2,
+     ["--folds 40: needs 2 to", "so that every fold holds each subtype"], ["cv"]),
+    ("crossval with one fold",
+     lambda i, s: ["crossval", *_train(i)[1:], "--folds", "1", "--out", str(i.tmp / "cv")], 2,
+     ["--folds 1: needs 2 to"], ["cv"]),
     ("extract from an empty folder",
      lambda i, s: (i.tmp / "empty").mkdir() or _extract(i, i.tmp / "empty"), 2,
      ["no slides found in", "empty"], ["out"]),
