@@ -24,13 +24,14 @@ import pandas as pd
 from scipy import stats
 
 from hist2rna_tf.analysis.evaluate import held_out_metrics
+from hist2rna_tf.analysis.subtype import classification_metrics, held_out_scores
 from hist2rna_tf.atomic import write_table
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError
 from hist2rna_tf.model import runs
 
 SETTINGS, FOLDS, SUMMARY, GENES = "crossval.json", "folds.csv", "summary.csv", "genes.csv"
-OOF_PREDICTIONS, OOF_TARGETS = "oof_predictions.csv", "oof_targets.csv"
+OOF_PREDICTIONS, OOF_TARGETS, OOF_SUBTYPES = "oof_predictions.csv", "oof_targets.csv", "oof_subtypes.csv"
 
 
 class CrossvalError(Hist2RNAError):
@@ -141,7 +142,39 @@ def write_summary(crossval_dir: str | Path) -> pd.DataFrame:
     write_table(genes.sort_values("mean_rho", ascending=False), crossval_dir / GENES)
     write_table(predicted, crossval_dir / OOF_PREDICTIONS)
     write_table(truth, crossval_dir / OOF_TARGETS)
+    subtypes = oof_subtypes(folds)
+    if subtypes is not None:
+        write_table(subtypes, crossval_dir / OOF_SUBTYPES)
     return summary
+
+
+def oof_subtypes(folds: list[Path]) -> pd.DataFrame | None:
+    """Every patient's PAM50 call from its out-of-fold predicted genes: in each fold the paper's
+    soft-voting classifier trained on that fold's training patients' measured genes and applied to its
+    held-out patients (as a run's report does), pooled: patient -> label, call, each class's
+    probability. None when a fold has too few labelled patients."""
+    frames = []
+    for fold_dir in folds:
+        labels = runs.split_labels(fold_dir)
+        scored = held_out_scores(runs.held_out(fold_dir)[0], labels, *runs.training_reference(fold_dir))
+        if scored is None:
+            return None
+        probabilities = scored[1]
+        frames.append(pd.concat([labels.reindex(probabilities.index).rename("label"),
+                                 probabilities.idxmax(axis=1).rename("call"), probabilities.add_prefix("p_")], axis=1))
+    table = pd.concat(frames).sort_index()
+    table.index.name = "patient_id"
+    return table.fillna({c: 0.0 for c in table.columns if c.startswith("p_")})
+
+
+def subtype_scores(crossval_dir: str | Path) -> dict | None:
+    """Accuracy, macro F1, AUROC per class and the confusion matrix of the out-of-fold PAM50 calls."""
+    path = Path(crossval_dir) / OOF_SUBTYPES
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, index_col=0, dtype={"patient_id": str})
+    probabilities = table[[c for c in table.columns if c.startswith("p_")]]
+    return classification_metrics(table["label"], probabilities.rename(columns=lambda c: c[2:]))
 
 
 @dataclass

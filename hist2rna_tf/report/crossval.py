@@ -57,6 +57,14 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
         genes = pd.read_csv(folder / cv.GENES, index_col=0)
         page.heading("Genes most often significant")
         page.table(genes.head(20).round(3), "crossval_genes")
+        scores = cv.subtype_scores(folder)
+        if scores is not None:
+            page.heading("PAM50 subtype from the out-of-fold predicted genes (every patient once)")
+            page.text(f"The paper's soft-voting classifier, trained in each fold on its training patients' measured "
+                      f"PAM50 genes and applied to its held-out patients' predicted ones: accuracy "
+                      f"{scores['accuracy']:.2f}, macro F1 {scores['macro_f1']:.2f}; AUROC "
+                      + ", ".join(f"{c} {v:.2f}" for c, v in scores["auroc"].items()) + ". Rows: label; columns: call.")
+            page.table(scores["confusion"], "crossval_subtype_confusion")
         if comparisons:
             pooled = {names[0]: _pooled(folder), **{n: _pooled(Path(o)) for n, o in zip(names[1:], compare)}}
             page.heading("Comparison (same patients, same folds)")

@@ -67,6 +67,11 @@ def test_the_summary_and_the_out_of_fold_predictions(done):
     for fold_dir in folds.fold_dirs(done[0]):  # each patient's out-of-fold row is its fold's prediction
         predicted = runs.held_out(fold_dir)[0]
         pd.testing.assert_frame_equal(oof.loc[predicted.index], predicted, check_names=False)
+    subtypes = pd.read_csv(done[0] / folds.OOF_SUBTYPES, index_col=0)  # every patient's call, out of fold
+    assert sorted(subtypes.index) == sorted(oof.index) and subtypes["call"].isin(subtypes["label"].unique()).all()
+    scores = folds.subtype_scores(done[0])
+    assert scores["accuracy"] == pytest.approx((subtypes["call"] == subtypes["label"]).mean())
+    assert scores["confusion"].to_numpy().sum() == len(subtypes)
     genes = pd.read_csv(done[0] / folds.GENES, index_col=0)
     assert set(genes.columns) == {"mean_rho", "sd_rho", "folds_significant", "out_of_fold_rho"}
     assert genes["folds_significant"].between(0, 4).all() and len(genes) == len(oof.columns)
@@ -114,6 +119,7 @@ def test_the_paired_comparison_finds_the_informative_features_better(done, capsy
     printed = capsys.readouterr().out
     assert "predicts better than cv-noise" in printed and "(significant at 0.05)" in printed
     assert "Wilcoxon signed-rank over 50 genes" in out.read_text()
+    assert "PAM50 subtype from the out-of-fold predicted genes" in out.read_text()
 
 
 def test_crossvals_of_other_folds_are_not_compared(done, tmp_path):
