@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
-from tcga_brca import TCGA, Experiment, extract, inputs_of  # noqa: E402
-
 from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES  # noqa: E402
+
+from tcga_brca import TCGA, Experiment, extract, inputs_of  # noqa: E402
 
 FOLDS, SEED = 5, 0
 REFERENCE = "efficientnetv2s"
