@@ -51,7 +51,7 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    inputs = absolute_inputs(replace_split(inputs))
+    inputs = absolute_inputs(without_split(inputs))
     _, _, labels, *_ = cohort_of(inputs)
     assignment = fold_of(labels, folds, seed)
     _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, labels)
@@ -67,7 +67,7 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     return write_summary(out_dir)
 
 
-def replace_split(inputs: RunInputs) -> RunInputs:
+def without_split(inputs: RunInputs) -> RunInputs:
     if inputs.split:
         raise CrossvalError("--split: a crossval makes its own folds (--folds, --seed); leave --split out.")
     return inputs
