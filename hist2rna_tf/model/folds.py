@@ -117,6 +117,11 @@ def _figures(tables: dict) -> dict:
             "patients": int(len(patients))}
 
 
+def _fold_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows of summary.csv that are folds (not the mean, its CI or the pool)."""
+    return summary[summary.index.str.startswith("fold-")]
+
+
 def write_summary(crossval_dir: str | Path) -> pd.DataFrame:
     """summary.csv (a row a fold, then the mean over folds and its 95% CI, then the out-of-fold
     pool), genes.csv and the out-of-fold predictions and targets of every patient."""
@@ -221,7 +226,6 @@ def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None
     rho = rho.dropna()
     rho["difference"] = rho[names[0]] - rho[names[1]]
     test = stats.wilcoxon(rho["difference"])
-    medians = [pd.Series({d.name: float(runs.metrics(d)["across_genes"]["rho"].median()) for d in fold_dirs(f)})
-               for f in (first, second)]
+    medians = [_fold_rows(pd.read_csv(Path(f) / SUMMARY, index_col=0))["median_rho_genes"] for f in (first, second)]
     differences = medians[0] - medians[1]
     return Comparison(names, rho, float(test.statistic), float(test.pvalue), differences, mean_ci(differences))

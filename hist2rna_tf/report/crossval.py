@@ -52,7 +52,8 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
                   "by the fold that held it out. Beyond the paper, which reports one held-out split.")
         page.table(summary.round(3), "crossval_summary")
         per_fold = {d.name: runs.metrics(d) for d in cv.fold_dirs(folder)}
-        page.figure(correlation_boxes({**per_fold, "out of fold": _pooled(folder)}), "figure3_folds",
+        pooled = {names[0]: _pooled(folder)}
+        page.figure(correlation_boxes({**per_fold, "out of fold": pooled[names[0]]}), "figure3_folds",
                     "Figure 3 per fold and pooled (out of fold): Spearman and -log10 FDR across patients and genes.")
         genes = pd.read_csv(folder / cv.GENES, index_col=0)
         page.heading("Genes most often significant")
@@ -66,7 +67,7 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
                       + ", ".join(f"{c} {v:.2f}" for c, v in scores["auroc"].items()) + ". Rows: label; columns: call.")
             page.table(scores["confusion"], "crossval_subtype_confusion")
         if comparisons:
-            pooled = {names[0]: _pooled(folder), **{n: _pooled(Path(o)) for n, o in zip(names[1:], compare)}}
+            pooled.update({n: _pooled(Path(o)) for n, o in zip(names[1:], compare)})
             page.heading("Comparison (same patients, same folds)")
             page.figure(correlation_boxes(pooled), "figure3_compared",
                         "Figure 3 of each crossval, out of fold.")

@@ -163,7 +163,7 @@ def _encoder_backbone(spec: EncoderSpec, weights: str, precision: str) -> Backbo
     if weights == "none":
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)  # the same random encoder in every process
     else:
-        weights_file(spec, weights)  # a missing file, a folder without config.json: said before the build
+        path = weights_file(spec, weights)  # a missing file, a folder without config.json: said before the build
     policy = keras.config.dtype_policy()
     try:
         keras.config.set_dtype_policy(PRECISIONS[precision])
@@ -171,7 +171,7 @@ def _encoder_backbone(spec: EncoderSpec, weights: str, precision: str) -> Backbo
     finally:
         keras.config.set_dtype_policy(policy)
     if weights != "none":
-        load_encoder_weights(model, spec, weights)
+        load_encoder_weights(model, spec, path)
     model.trainable = False
     # Tiles of any size reach the model as its reference transform makes them (TRIDENT's on the same tiles).
     preprocess = Normalise(spec.mean, spec.std, spec.resize, spec.interpolation, spec.vit.img_size if spec.crop else None)

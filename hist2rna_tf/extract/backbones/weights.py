@@ -214,9 +214,10 @@ def weights_file(spec: EncoderSpec, path: str | Path) -> Path:
 
 
 def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
-    """`path`'s weights into `model` (vit.build_vit of `spec`): from the cache when this file was
-    converted before, else read, checked, converted, and cached for the next process."""
-    path = weights_file(spec, path)
+    """The weights file `path` (as `weights_file` gives it) into `model` (vit.build_vit of `spec`): from
+    the cache when this file was converted before, else read, checked, converted, and cached for the
+    next process."""
+    path = Path(path)
     cached = cache_folder() / "weights" / f"{spec.name}-{file_digest(path)[:24]}.weights.h5"
     if cached.is_file():
         try:
