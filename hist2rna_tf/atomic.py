@@ -14,6 +14,8 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
+from hist2rna_tf.errors import OutputError
+
 # What `atomic_path` and `building_folder` put beside their target: `.<name>.<pid>.tmp<suffix>`, and
 # `.<name>.building-<host>-<pid>` / `.<name>.replaced-<host>-<pid>` (the host too: folders are often
 # built on a file system that several machines share).
@@ -62,14 +64,20 @@ def building_folder(target: str | Path, replace: bool = True):
 
 
 @contextmanager
-def building_files(folder: str | Path, name: str, last: str | None = None):
+def building_files(folder: str | Path, name: str, last: str | None = None, keep=()):
     """Yield an empty folder beside `folder/name` to write files in; on success each is moved into
     `folder` (an existing file of the same name replaced; `last` moved last, e.g. the HTML page that
     links the others), on failure none is. For outputs that share a folder with other files (a
-    report written into a folder of the user's)."""
+    report written into a folder of the user's). A file that would replace one of `keep` (the
+    command's inputs) stops it before any is moved: OutputError."""
     folder = Path(folder)
     with _aside(folder / name) as work:
         yield work
+        kept = {os.path.realpath(p) for p in keep}
+        clash = [p.name for p in work.iterdir() if os.path.realpath(folder / p.name) in kept]
+        if clash:
+            raise OutputError(f"{folder / clash[0]}: an input of this command, which its output would replace; "
+                                  "write the output to another folder.")
         for path in sorted(work.iterdir(), key=lambda p: p.name == last):
             os.replace(path, folder / path.name)
 

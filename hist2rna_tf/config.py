@@ -176,7 +176,7 @@ class DemoConfig:
     """The demo chain (demo/chain.py) on the SYNTHETIC demo cohort."""
 
     out: Path = Path("demo_output")
-    n_slides: int = 36
+    n_slides: int = 36  # at least MIN_DEMO_SLIDES
     backbone: str = "efficientnetv2s"
     weights: str = "none"
     n_controls: int = 3
@@ -186,6 +186,9 @@ class DemoConfig:
     export: bool = True
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
+
+# The fewest demo slides whose stratified split leaves enough patients to train, stop early and evaluate.
+MIN_DEMO_SLIDES = 12
 
 # Spatial maps (report/spatial.py): the genes `hist2rna spatial` maps unless told; the thumbnail's um/px.
 SPATIAL_GENES = ("ESR1", "PGR", "ERBB2", "MKI67")

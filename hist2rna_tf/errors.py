@@ -53,8 +53,24 @@ class RunError(Hist2RNAError):
     """A folder that is not a complete, readable training run (no config.json, a damaged one, files missing)."""
 
 
+class OutputError(Hist2RNAError):
+    """An output that would destroy an input, the working folder, or files this tool did not make."""
+
+
 class ModelError(Hist2RNAError):
     """A trained model file cannot be loaded (corrupt, or from an unsafe or incompatible source)."""
+
+
+class CrossvalError(Hist2RNAError):
+    """A crossval folder, or a comparison of crossvals, that cannot be used as asked."""
+
+
+class SpatialError(Hist2RNAError):
+    """Some slides given could not be mapped (the others were); `written` holds the files that were."""
+
+    def __init__(self, message: str, written: list | None = None):
+        super().__init__(message)
+        self.written = written or []
 
 
 class ClaimedElsewhere(Exception):

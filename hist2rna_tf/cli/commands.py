@@ -10,7 +10,8 @@ from pathlib import Path
 
 from hist2rna_tf.cli.options import BASELINE, DEMO, REPORT, TILES, TRAIN
 from hist2rna_tf.config import ExtractConfig, RunInputs, StainConfig, TrainConfig
-from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.errors import Hist2RNAError, SpatialError
+from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger("hist2rna_tf")
 
@@ -129,6 +130,8 @@ def cmd_predict(args) -> int:
     if bool(args.model) == bool(args.model_option):
         raise Hist2RNAError("give the model once: `hist2rna predict RUN --features ... --out ...` (RUN: a training "
                             "run folder or a head export).")
+    refuse_overlap(args.out, {"RUN": args.model or args.model_option, "--features": args.features,
+                              "--slides": args.slides, "--annotations": args.annotations}, may_hold=("RUN",))
     predictor = Predictor(args.model or args.model_option)
     if predictor.trained_on_random_weights:
         print("warning: the model was trained on features of a backbone with random weights (--weights none): "
@@ -161,6 +164,8 @@ def cmd_subtype(args) -> int:
     from hist2rna_tf.analysis.subtype import subtype_table
     from hist2rna_tf.atomic import write_table
 
+    refuse_overlap(args.out, {"--expression": args.expression, "--reference-expression": args.reference_expression,
+                              "--reference-labels": args.reference_labels})
     calls = subtype_table(args.expression, args.method, args.reference_expression, args.reference_labels,
                           args.label_column, logged=args.no_log, reference_logged=args.reference_no_log)
     write_table(calls, args.out)
@@ -177,13 +182,18 @@ def cmd_spatial(args) -> int:
     from hist2rna_tf.report.spatial import write_spatial_maps
 
     genes = None if args.genes == ["all"] else args.genes
-    written = write_spatial_maps(args.run, args.features, args.slides, args.out, genes,
-                                 subtypes=not args.no_subtypes, thumbnail_mpp=args.thumbnail_mpp,
-                                 progress=not args.no_progress, gene_maps=not args.no_gene_maps)
+    try:
+        written, status = write_spatial_maps(args.run, args.features, args.slides, args.out, genes,
+                                             subtypes=not args.no_subtypes, thumbnail_mpp=args.thumbnail_mpp,
+                                             progress=not args.no_progress, gene_maps=not args.no_gene_maps), 0
+    except SpatialError as exc:  # some slides not mapped: named, the others written; exit 1 as `extract`
+        print(f"error: {exc}", file=sys.stderr)
+        written, status = exc.written, 1
     slides = {p.name.rsplit("_", 1)[0] for p in written}
-    print(f"{len(written)} files for {len(slides)} slides in {args.out} (each slide's tiles as QuPath objects: "
-          "<slide>_tiles.geojson; drag it onto the slide in QuPath)")
-    return 0
+    if written:
+        print(f"{counted(len(written), 'file')} for {counted(len(slides), 'slide')} in {args.out} (each slide's tiles "
+              "as QuPath objects: <slide>_tiles.geojson; drag it onto the slide in QuPath)")
+    return status
 
 
 def _crossval_report(args) -> int:

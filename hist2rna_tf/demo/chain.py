@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from hist2rna_tf.analysis.evaluate import across_genes, summary
-from hist2rna_tf.atomic import atomic_path, write_json
-from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, TileConfig,
-                                TrainConfig)
+from hist2rna_tf.atomic import atomic_path, write_json, write_text
+from hist2rna_tf.config import (MIN_DEMO_SLIDES, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
+                                TileConfig, TrainConfig)
 from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
-from hist2rna_tf.errors import Hist2RNAError, SettingsError
+from hist2rna_tf.errors import Hist2RNAError, OutputError, SettingsError
+from hist2rna_tf.extract.backbones.build import check_backbone_arguments
 from hist2rna_tf.extract.backbones.catalog import native_scale
 from hist2rna_tf.extract.cohort import extract_cohort
 from hist2rna_tf.model import runs
@@ -37,6 +38,7 @@ from hist2rna_tf.model.baseline import train_patch_baseline
 from hist2rna_tf.model.export import export_run
 from hist2rna_tf.model.predict import write_predictions
 from hist2rna_tf.model.train import train_run
+from hist2rna_tf.outputs import describe
 from hist2rna_tf.report.report import build_report, map_files
 from hist2rna_tf.report.spatial import write_spatial_maps
 
@@ -83,9 +85,33 @@ def control_median(control_dir: Path, run_dir: Path) -> float:
     return summary(across_genes(predicted, truth))["median"]
 
 
+# Marks a folder as the demo's own (written first): only such a folder (or a new or empty one) is
+# written into, since the demo replaces its run/, controls/ and baseline/ on every run.
+DEMO_MARK = ".hist2rna-demo"
+
+
+def check_demo(config: DemoConfig) -> None:
+    """Before anything is built: enough slides, a backbone and weights that can be built, and an
+    output folder that is new, empty or an earlier demo's (never a folder of the user's files)."""
+    if config.n_slides < MIN_DEMO_SLIDES:
+        raise Hist2RNAError(f"--n-slides {config.n_slides}: the demo needs at least {MIN_DEMO_SLIDES} slides (a "
+                            "stratified split of fewer leaves too few patients to train and evaluate).")
+    check_backbone_arguments(config.backbone, config.weights)
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder (new, empty, or an earlier demo's).")
+    ours = (out / DEMO_MARK).is_file() or (out / "demo_summary.json").is_file()  # the latter: demos of 0.6.0
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not ours:
+        raise OutputError(f"--out {out} holds {describe(entries)} and is not a demo's folder (the demo replaces its "
+                          "run/, controls/ and baseline/); give a new or empty folder, or an earlier demo's.")
+
+
 def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     """Run the whole demo chain under `config.out`; re-running reuses the cohort and the features."""
     out = Path(config.out)
+    check_demo(config)
+    write_text(out / DEMO_MARK, "a hist2rna demo folder: `hist2rna demo --out` may rebuild what is in it.\n")
     cohort_dir = out / "cohort"
     build_demo_cohort(cohort_dir, n_slides=config.n_slides, seed=config.seed, progress=config.progress)
     start = time.perf_counter()

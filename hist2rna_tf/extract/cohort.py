@@ -16,6 +16,7 @@ from pathlib import Path
 from hist2rna_tf.atomic import atomic_path, remove_stale_temp_files
 from hist2rna_tf.config import ExtractConfig
 from hist2rna_tf.errors import ClaimedElsewhere, Hist2RNAError, RecordError, SettingsError, SlideError
+from hist2rna_tf.extract.backbones.build import check_backbone_arguments
 from hist2rna_tf.extract.claims import SlideClaims
 from hist2rna_tf.extract.extractor import Extractor
 from hist2rna_tf.extract.plan import annotation_for
@@ -23,6 +24,7 @@ from hist2rna_tf.extract.records import SlideFeatures, is_record_file, read_reco
 from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, extraction_path,
                                           read_extraction, require_same, write_extraction)
 from hist2rna_tf.extract.slides import SlideRef, find_slides
+from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,22 @@ def _refuse_mixing(folder: Path, extraction: Extraction) -> None:
     require_same(extraction, saved, folder, "this run", fix)
 
 
+def check_inputs(inputs: list[str | Path], out_dir: Path, config: ExtractConfig,
+                 annotations_dir: str | Path | None) -> None:
+    """What can be checked before the backbone is built or anything written: the output is none of
+    the inputs (outputs.py), and the annotations are a folder."""
+    files = {"--backbone": config.backbone if Path(config.backbone).is_file() else None,
+             "--weights": config.weights if config.weights not in ("imagenet", "none") else None,
+             "--stain-reference": config.stain.reference_image}
+    refuse_overlap(out_dir, {"--slides": inputs, "--annotations": annotations_dir,
+                             **{flag: path for flag, path in files.items() if path and Path(path).exists()}})
+    check_backbone_arguments(config.backbone, config.weights, config.precision)
+    if annotations_dir is not None and not Path(annotations_dir).is_dir():
+        state = "a file" if Path(annotations_dir).exists() else "not there"
+        raise SlideError(f"--annotations {annotations_dir}: {state}; give the folder of QuPath GeoJSON exports "
+                         "named <slide_id>.geojson, or leave --annotations out to use the whole tissue.")
+
+
 def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: ExtractConfig = ExtractConfig(),
                    annotations_dir: str | Path | None = None, progress: bool = False,
                    extractor: Extractor | None = None) -> list[SlideResult]:
@@ -142,6 +160,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     and the manifest, as results arrive).
     """
     out_dir = Path(out_dir)
+    check_inputs(inputs, out_dir, extractor.config if extractor else config, annotations_dir)
     extractor = extractor or Extractor.build(config)
     config, backbone = extractor.config, extractor.backbone
     extraction = Extraction(config, backbone.name, backbone.weights_tag, backbone.feature_dim)
@@ -155,6 +174,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     folder = out_dir / backbone.name
     if not config.overwrite:
         _refuse_mixing(folder, extraction)
+    created = [p for p in (folder, out_dir) if not p.exists()]  # removed again if no slide gives a record
     write_extraction(folder, extraction)
     stale = remove_stale_temp_files(folder)
     if stale:
@@ -214,7 +234,25 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
                     write_manifest(ordered(), manifest)
     finally:
         claims.release_all()
+    if created and not any(r.status in ("done", "skipped", "pending") for r in results.values()):
+        _remove_bookkeeping(folder, created)
     return ordered()
+
+
+def _remove_bookkeeping(folder: Path, created: list[Path]) -> None:
+    """Every slide failed: the folders this run created go again, with the settings and manifest it
+    wrote in them (the failures are reported to the caller), unless something else came into them."""
+    ours = {EXTRACT_CONFIG_FILE, MANIFEST, ".manifest.lock"}
+    entries = list(folder.iterdir())
+    if any(p.name not in ours and not p.name.startswith("manifest.shard-") for p in entries):
+        return
+    for path in entries:
+        path.unlink(missing_ok=True)
+    for path in created:  # deepest first
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def _record_outcome(result: SlideResult, record, out_dir: Path, backbone: str) -> None:

@@ -42,6 +42,7 @@ from hist2rna_tf.model import runs
 from hist2rna_tf.model.costs import cost_table
 from hist2rna_tf.model.head import Standardization, build_finetune_model, build_head
 from hist2rna_tf.model.train import fit_model, validation_rows
+from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -256,15 +257,19 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     `out_dir`, the same files as a run (runs.py) plus costs.csv. `features`: the folder of the run's
     feature records (frozen; default: where it was trained on them); `slides`: the slide files or
     folders the run was extracted from (finetune). Returns its record (config.json) as a dict with the
-    held-out metrics' summaries under "metrics". An `out_dir` holding anything is refused unless
-    `overwrite`."""
-    runs.refuse_existing(out_dir, overwrite)
+    held-out metrics' summaries under "metrics". An `out_dir` holding a baseline is replaced only
+    with `overwrite`; one holding anything else, or an input (the run itself included), is refused."""
+    given = {"RUN": run_dir, "--features": features, "--slides": [slides] if isinstance(slides, (str, Path)) else slides,
+             "--annotations": annotations_dir}
+    refuse_overlap(out_dir, given, may_hold=("RUN",))
+    runs.refuse_existing(out_dir, overwrite, runs.PATCH_BASED)
     if config.mode not in ("frozen", "finetune"):
         raise Hist2RNAError(f"unknown baseline mode {config.mode!r}; choose frozen or finetune.")
     if config.mode == "finetune" and not slides:
         raise Hist2RNAError("--mode finetune trains on tile images: give --slides (the run's slides).")
     run_dir = Path(run_dir)
     cohort = _cohort(run_dir, Path(features) if features else None)
+    refuse_overlap(out_dir, {"the run's features": cohort.features})
     run = cohort.record
     settings = replace(run.train, batch_size=config.batch_size or run.train.batch_size,
                        max_epochs=config.max_epochs or run.train.max_epochs)

@@ -19,8 +19,10 @@ from hist2rna_tf.atomic import write_table, write_text
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.expression import save_split
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalError, CrossvalRecord, differences, fold_of, write_summary
+from hist2rna_tf.errors import CrossvalError
+from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalRecord, differences, fold_of, write_summary
 from hist2rna_tf.model.train import absolute_inputs, cohort_of, train_run
+from hist2rna_tf.outputs import refuse_overlap
 
 
 def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, labels: pd.Series) -> None:
@@ -51,6 +53,7 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
+    refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression, "--labels": inputs.labels})
     inputs = absolute_inputs(without_split(inputs))
     _, _, labels, *_ = cohort_of(inputs)
     assignment = fold_of(labels, folds, seed)

@@ -28,6 +28,7 @@ from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
 from hist2rna_tf.model.predict import Predictor
+from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,15 @@ def _write(archive, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def checked_name(name: str) -> str:
+    """`name` when it is one folder name of printable characters (not empty, no '/', not '.' or '..');
+    else an ExportError."""
+    if not name or name in (".", "..") or Path(name).name != name or not name.isprintable():
+        raise ExportError(f"--name {name!r}: a model name is one folder name of printable characters (not empty, no "
+                          "'/', not '.' or '..'), e.g. --name effnet.")
+    return name
+
+
 def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, version: int | None = None,
                replace: bool = False) -> tuple[Path, Path]:
     """Both exports of a training run under `root`: `<name>_head/<version>` (features -> genes) and
@@ -150,15 +160,16 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
     `version` to the next one free for both: the pair always shares its version. An existing version
     is refused before anything is written (ExportError), or replaced with `replace`. Both are built
     aside and renamed into place together. Returns both folders."""
+    if name is not None:
+        checked_name(name)
+    refuse_overlap(root, {"RUN": run_dir}, may_hold=("RUN",))
     predictor = Predictor(run_dir)
     config = predictor.extraction().config
     backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
     if backbone.feature_dim != predictor.feature_dim:
         raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
                             f"{config.backbone} gives {backbone.feature_dim}.")
-    name = name or backbone.name
-    if Path(name).name != name or name in ("", ".", ".."):
-        raise ExportError(f"--name {name!r}: a model name is one folder name (no '/' or '..'), e.g. {backbone.name}.")
+    name = name if name is not None else backbone.name
     version = version or next_version(root, f"{name}_head", name)
     head_dir, full_dir = version_dir(root, f"{name}_head", version), version_dir(root, name, version)
     taken = [d for d in (head_dir, full_dir) if d.exists()]

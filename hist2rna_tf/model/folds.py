@@ -27,15 +27,11 @@ from hist2rna_tf.analysis.evaluate import held_out_metrics
 from hist2rna_tf.analysis.subtype import classification_metrics, held_out_scores
 from hist2rna_tf.atomic import write_table
 from hist2rna_tf.config import RunInputs, TrainConfig
-from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.model import runs
 
-SETTINGS, FOLDS, SUMMARY, GENES = "crossval.json", "folds.csv", "summary.csv", "genes.csv"
+SETTINGS, FOLDS, SUMMARY, GENES = runs.CROSSVAL_SETTINGS, "folds.csv", "summary.csv", "genes.csv"
 OOF_PREDICTIONS, OOF_TARGETS, OOF_SUBTYPES = "oof_predictions.csv", "oof_targets.csv", "oof_subtypes.csv"
-
-
-class CrossvalError(Hist2RNAError):
-    """A crossval that cannot run as asked, or two that cannot be compared."""
 
 
 def fold_of(labels: pd.Series, folds: int, seed: int) -> pd.Series:

@@ -38,6 +38,7 @@ from hist2rna_tf.config import BaselineConfig, RunInputs, TrainConfig, known_fie
 from hist2rna_tf.errors import Hist2RNAError, RunError, SettingsError
 from hist2rna_tf.expression import load_split, log2_expression, read_expression, read_labels, save_split, to_patients
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, read_extraction, require_same
+from hist2rna_tf.outputs import refuse_replacing
 
 CONFIG = "config.json"
 GENES = "genes.txt"
@@ -50,6 +51,8 @@ TEST_PREDICTIONS = "test_predictions.csv"
 TEST_TARGETS = "test_targets.csv"
 METRICS = {"across_genes": "across_genes.csv", "across_patients": "across_patients.csv", "r_squared": "r_squared.csv"}
 COSTS = "costs.csv"
+# A crossval folder (folds.py) is recognised by its settings file; its fold-<k>/ are runs.
+CROSSVAL_SETTINGS = "crossval.json"
 
 # config.json's layout: 2 since 0.5.0 (typed, standing alone); 1: 0.4.0 and earlier (no "format" key).
 RUN_FORMAT = 2
@@ -126,6 +129,9 @@ def read_record(run_dir: str | Path) -> RunRecord:
     that is missing, truncated, garbage or another tool's, or a run missing some of its files."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
+    if not path.is_file() and (run_dir / CROSSVAL_SETTINGS).is_file():
+        raise RunError(f"{run_dir}: a crossval folder (hist2rna crossval), not a run; each of its fold-<k>/ folders "
+                       f"is a run: give one, e.g. {run_dir / 'fold-1'}.")
     if not path.is_file():
         raise RunError(f"{run_dir}: not a training run folder (no {CONFIG}); give the folder `hist2rna train --out` "
                        "(or `hist2rna baseline --out`) wrote.")
@@ -196,14 +202,18 @@ def feature_settings(run_dir: str | Path, record: RunRecord | None = None) -> Fe
 # --- building a run ----------------------------------------------------------------------------------
 
 
-def refuse_existing(out_dir: str | Path, overwrite: bool) -> None:
-    """An error, before any work, when `out_dir` already holds something and `overwrite` is not set:
-    a run is replaced only when asked to."""
-    out_dir = Path(out_dir)
-    if overwrite or not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
-        return
-    what = "a run" if (out_dir / CONFIG).is_file() else "other files"
-    raise RunError(f"{out_dir} exists and holds {what}; give another --out, or --overwrite to replace it.")
+def refuse_existing(out_dir: str | Path, overwrite: bool, approach: str = HIST2RNA) -> None:
+    """Before any work: `out_dir` may be new, empty, or (with `overwrite`) a complete run of this
+    `approach` (its record says so); anything else, a folder of the user's files or the other
+    approach's run included, is refused, naming what it holds (outputs.refuse_replacing)."""
+    def is_such_a_run(folder: Path) -> bool:
+        try:
+            return read_record(folder).approach == approach
+        except Hist2RNAError:
+            return False
+
+    what = "a hist2RNA training run" if approach == HIST2RNA else "a patch-based baseline run"
+    refuse_replacing(out_dir, overwrite, what, is_such_a_run)
 
 
 # A run is built in a folder beside its place and renamed into it when complete; on failure (or a

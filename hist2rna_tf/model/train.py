@@ -30,6 +30,7 @@ from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, Featu
                                           extraction_path, read_extraction)
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.head import Standardization, build_head
+from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,12 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
               overwrite: bool = False) -> dict:
     """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
     `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
-    made; its targets and labels are in it). An `out_dir` that holds anything is refused unless
-    `overwrite`. Returns the run's record (config.json) as a dict with the held-out metrics'
+    made; its targets and labels are in it). An `out_dir` that holds a run is replaced only with
+    `overwrite`; one that holds anything else, or an input, is refused (outputs.py). Returns the run's record (config.json) as a dict with the held-out metrics'
     summaries under "metrics" (analysis.evaluate.metric_summaries)."""
     out_dir = Path(out_dir)
+    refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression,
+                             "--labels": inputs.labels, "--split": inputs.split})
     runs.refuse_existing(out_dir, overwrite)
     inputs = absolute_inputs(inputs)
     features, targets, labels, report, feature_settings, extraction, missing = cohort_of(inputs)

@@ -15,6 +15,7 @@ from hist2rna_tf.analysis.evaluate import held_out_metrics
 from hist2rna_tf.atomic import building_files, write_text
 from hist2rna_tf.model import folds as cv
 from hist2rna_tf.model import runs
+from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.report.figures import correlation_boxes
 from hist2rna_tf.report.report import CSS, _Page
 
@@ -37,13 +38,14 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
     """Write the report (default `<folder>/report/report.html`); returns it and the comparisons of
     `folder` with each of `compare` (every one checked first: same patients and folds)."""
     folder = Path(folder)
+    out = Path(out) if out else folder / "report" / "report.html"
+    refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare}, may_hold=("CROSSVAL", "--compare"))
     summary = pd.read_csv(folder / cv.SUMMARY, index_col=0)  # a folder that is not a complete crossval: said here
     names = [_name(folder)]
     for other in compare:
         name = _name(Path(other))
         names.append(name if name not in names else Path(other).name)
     comparisons = [cv.compare(folder, other, (names[0], name)) for other, name in zip(compare, names[1:])]
-    out = Path(out) if out else folder / "report" / "report.html"
     with building_files(out.parent, out.stem, last=out.name) as work:
         page = _Page(work)
         page.heading(f"Cross-validation: {names[0]}", 1)

@@ -27,6 +27,7 @@ from hist2rna_tf.config import ReportInputs
 from hist2rna_tf.errors import Hist2RNAError
 from hist2rna_tf.expression import load_panel, read_table_file
 from hist2rna_tf.model import runs
+from hist2rna_tf.outputs import input_paths, refuse_overlap
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
 
@@ -95,10 +96,15 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
     is read first (a missing run or a malformed table stops it before anything is written); it is
     built aside and moved into place when complete (the HTML last): a failed report leaves nothing."""
     run = Path(inputs.run)
+    out = Path(out) if out else run / "report" / "report.html"
+    read = {"RUN": run, "--compare": inputs.compare, "--baseline": inputs.baseline,
+            "--external-predictions": inputs.external_predictions, "--clinical": inputs.clinical,
+            "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
+            "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs}
+    refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
     record = runs.read_record(run)
     given = _read_inputs(inputs)
-    out = Path(out) if out else run / "report" / "report.html"
-    with building_files(out.parent, out.stem, last=out.name) as work:
+    with building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
         _write_report(inputs, given, record, run, _Page(work), work / out.name)
     return out
 

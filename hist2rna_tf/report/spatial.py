@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from hist2rna_tf.analysis.subtype import Voting, calls_of, fitted_voting
 from hist2rna_tf.atomic import write_table
 from hist2rna_tf.config import PAPER_SUBTYPES, THUMBNAIL_MPP, TileConfig
-from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.errors import Hist2RNAError, SpatialError
 from hist2rna_tf.extract.plan import plan_tiles
 from hist2rna_tf.extract.records import read_record, record_files
 from hist2rna_tf.extract.slides import SlideRef, find_slides, open_slide, read_thumbnail
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.model.runs import training_reference
+from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.report.figures import save, tile_call_map, tile_value_map
 from hist2rna_tf.report.qupath import write_tile_objects
 
@@ -117,14 +118,6 @@ def subtype_map(picture: Picture, record, calls: pd.DataFrame):
     return tile_call_map(picture.image, picture.scale, picture.extent, picture.placed(calls), record.slide_id)
 
 
-class SpatialError(Hist2RNAError):
-    """Some slides given could not be mapped (the others were); `written` holds the files that were."""
-
-    def __init__(self, message: str, written: list[Path]):
-        super().__init__(message)
-        self.written = written
-
-
 @dataclass
 class SpatialMapper:
     """What every slide's maps need, made once: the run's head (TensorFlow loaded once), its training
@@ -191,6 +184,7 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     training patients' measured expression and labels. Returns the files written; a SpatialError
     naming each slide that could not be mapped (not a slide, not in `features`, no tile features,
     other settings) after the others are written."""
+    refuse_overlap(out_dir, {"RUN": run_dir, "--features": features, "--slides": slides}, may_hold=("RUN",))
     mapper = SpatialMapper.for_run(run_dir, genes, subtypes, thumbnail_mpp, gene_maps)
     records = {Path(f).stem: Path(f) for f in record_files(features)}
     given = find_slides(slides)

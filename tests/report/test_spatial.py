@@ -83,7 +83,7 @@ def test_the_other_slides_are_mapped_when_some_cannot_be(mapped, demo_cohort, tm
     """A cohort with a slide that is not in the features folder and one whose record has no tile
     features: the good slide is mapped, one error names both (what to do for each), and the files
     written are with it."""
-    from hist2rna_tf.report.spatial import SpatialError
+    from hist2rna_tf.errors import SpatialError
 
     run, cohort, slides, _, _ = mapped
     features = shutil.copytree(cohort.features, tmp_path / cohort.features.name)

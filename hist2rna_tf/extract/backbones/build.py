@@ -73,24 +73,14 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
     """The named backbone (a key of BACKBONES, or a path to a .keras/.h5 model file), computing in
     `precision` (a key of PRECISIONS: `mixed` is float16 arithmetic on float32 weights, `bfloat16`
     bfloat16 arithmetic; for GPUs)."""
-    if precision not in PRECISIONS:
-        raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    check_backbone_arguments(name, weights, precision)
     key = name.lower()
     if key in ENCODERS:
         return _encoder_backbone(ENCODERS[key], weights, precision)
     if key not in BACKBONES:
-        if Path(name).suffix in (".keras", ".h5") or Path(name).exists():
-            if precision != "float32":
-                raise BackboneError(f"{name}: a model file computes in the dtypes it was saved with; --precision "
-                                    f"{precision} applies to the built-in backbones ({', '.join(BACKBONE_NAMES)}).")
-            return _model_file_backbone(Path(name))
-        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)} "
-                            "or give a path to a Keras model file (.keras).")
+        return _model_file_backbone(Path(name))
     spec = BACKBONES[key]
     keras_weights = None if weights == "none" else weights
-    if keras_weights not in (None, "imagenet") and not Path(keras_weights).is_file():
-        raise BackboneError(f"weights file {weights} not found; use --weights imagenet, none, or a path "
-                            "to an existing weights file.")
     if keras_weights is None:
         # Seeded, so that extraction, prediction from slides and export build the SAME random backbone.
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
@@ -115,8 +105,6 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
 
 
 def _model_file_backbone(path: Path) -> Backbone:
-    if not path.is_file():
-        raise BackboneError(f"backbone model file {path} not found.")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # any unreadable file: keras raises several unrelated types
@@ -151,15 +139,44 @@ class Normalise:
         return (keras.ops.cast(tiles, "float32") / 255.0 - mean) / std
 
 
+def check_backbone_arguments(name: str, weights: str, precision: str = "float32") -> None:
+    """What `build_backbone` checks before it builds anything, cheap enough to run before a command
+    writes anything: a known backbone or a model file that is there, weights it can take (ImageNet,
+    none, or a file that is there; an encoder's file or folder as its page offers it), a precision."""
+    from hist2rna_tf.extract.backbones.weights import weights_file
+
+    if precision not in PRECISIONS:
+        raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    key = str(name).lower()
+    if key in ENCODERS:
+        spec = ENCODERS[key]
+        if weights == "imagenet":
+            raise BackboneError(f"{spec.paper_name} has no ImageNet weights: its own are gated. Accept its licence at "
+                                f"{spec.weights_page}, download {spec.weights_file} and pass --weights PATH to it (or "
+                                "--weights none: random, for tests).")
+        if weights != "none":
+            weights_file(spec, weights)  # a missing file, a folder without config.json
+        return
+    if key not in BACKBONES:
+        if Path(name).suffix not in (".keras", ".h5") and not Path(name).exists():
+            raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}, a pathology "
+                                f"encoder ({', '.join(ENCODERS)}) or give a path to a Keras model file (.keras).")
+        if not Path(name).is_file():
+            raise BackboneError(f"backbone model file {name} not found.")
+        if precision != "float32":
+            raise BackboneError(f"{name}: a model file computes in the dtypes it was saved with; --precision "
+                                f"{precision} applies to the built-in backbones ({', '.join(BACKBONE_NAMES)}).")
+        return
+    if weights not in ("none", "imagenet") and not Path(weights).is_file():
+        raise BackboneError(f"weights file {weights} not found; use --weights imagenet, none, or a path "
+                            "to an existing weights file.")
+
+
 def _encoder_backbone(spec: EncoderSpec, weights: str, precision: str) -> Backbone:
     """A pathology encoder (vit.py) with the weights its user downloaded (weights.py), or random ones."""
     from hist2rna_tf.extract.backbones.vit import build_vit
     from hist2rna_tf.extract.backbones.weights import load_encoder_weights, weights_file
 
-    if weights == "imagenet":
-        raise BackboneError(f"{spec.paper_name} has no ImageNet weights: its own are gated. Accept its licence at "
-                            f"{spec.weights_page}, download {spec.weights_file} and pass --weights PATH to it (or "
-                            "--weights none: random, for tests).")
     if weights == "none":
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)  # the same random encoder in every process
     else:

@@ -16,6 +16,7 @@ from hist2rna_tf.atomic import atomic_path
 from hist2rna_tf.config import StainConfig
 from hist2rna_tf.errors import Hist2RNAError, StainError
 from hist2rna_tf.extract.stain.macenko import Macenko, macenko_normalise
+from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,11 @@ def resolve_stain_config(config: StainConfig) -> StainConfig:
     return config
 
 
+def component_path(out: Path, tag: str) -> Path:
+    """`<out>_H.png` beside `out.png` (tag "_H" or "_E")."""
+    return out.with_name(out.stem + tag + out.suffix)
+
+
 def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig,
                          components: bool = False) -> tuple[list[Path], bool]:
     """Normalise one RGB image file (PNG/JPEG/TIFF) with `config` and write it to `out`; with
@@ -125,6 +131,11 @@ def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig
     from PIL import Image
 
     image, out = Path(image), Path(out)
+    outputs = {"OUTPUT": out}
+    if components:
+        outputs.update({f"OUTPUT's {tag[1:]} image": component_path(out, tag) for tag in ("_H", "_E")})
+    for flag, path in outputs.items():
+        refuse_overlap(path, {"INPUT": image}, flag=flag)
     if out.suffix.lower() not in Image.registered_extensions():
         raise Hist2RNAError(f"{out}: {out.suffix or 'no extension'} is not an image type Pillow writes; name the "
                             "output .png, .tif or .jpg (.png keeps every grey level).")
@@ -142,7 +153,7 @@ def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig
         normalised, ok = make_normaliser(config)(rgb[None])
     images = [(out, normalised)]
     if components:
-        images += [(out.with_name(out.stem + tag + out.suffix), part) for tag, part in (("_H", h_only), ("_E", e_only))]
+        images += [(component_path(out, tag), part) for tag, part in (("_H", h_only), ("_E", e_only))]
     for path, array in images:
         with atomic_path(path) as tmp:
             Image.fromarray(array[0].numpy()).save(tmp)
