@@ -32,6 +32,12 @@ PAPER_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")
 SUBTYPE_COLOURS = {"LumA": "#2c7bb6", "LumB": "#abd9e9", "Her2": "#fdae61", "Basal": "#d7191c", "Normal": "#999999"}
 
 
+# The largest tile (px a side) and seed the pipeline takes: a tile is read whole into memory, a batch at once;
+# numpy and TensorFlow take seeds of 32 bits.
+MAX_TILE_PX = 4096
+MAX_SEED = 2 ** 32 - 1
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """Where tiles come from: the paper's 224 px at 0.25 um/px, ~1000 per slide, in the tumour region."""

@@ -110,15 +110,23 @@ def read_expression(path: str | Path) -> pd.DataFrame:
                        if re.fullmatch(r"(.+)\.\d+", str(c)) and str(c).rsplit(".", 1)[0] in table.columns})
     if repeated:
         raise ExpressionError(f"{path}: gene columns appear twice ({', '.join(repeated)}); keep one column per gene.")
+    values = numeric_values(table, path)
+    if values.columns.duplicated().any():
+        dupes = sorted(set(values.columns[values.columns.duplicated()]))
+        raise ExpressionError(f"{path}: genes appear twice (after mapping old symbols): {', '.join(dupes)}.")
+    return values
+
+
+def numeric_values(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """The table as numbers (an empty cell: NaN), or an ExpressionError naming the first cell that is text:
+    its value, row and column."""
     values = table.apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & table.notna()
     if bad.any().any():
         column = bad.any().idxmax()
-        raise ExpressionError(f"{path}: non-numeric value {table.loc[bad[column], column].iloc[0]!r} in column "
-                              f"{column!r}.")
-    if values.columns.duplicated().any():
-        dupes = sorted(set(values.columns[values.columns.duplicated()]))
-        raise ExpressionError(f"{path}: genes appear twice (after mapping old symbols): {', '.join(dupes)}.")
+        row = bad.index[bad[column].to_numpy()][0]
+        raise ExpressionError(f"{path}: non-numeric value {table.loc[row, column]!r} in row {row!r}, column "
+                              f"{column!r}; expected numbers.")
     return values
 
 
@@ -169,8 +177,9 @@ def log2_expression(table: pd.DataFrame, source: str = "expression table", missi
     values = table.to_numpy(dtype=float)
     if np.isnan(values).any() and not missing_ok:
         where = table.columns[np.isnan(values).any(axis=0)][:5]
-        raise ExpressionError(f"{source}: missing values (NaN) in {', '.join(map(str, where))}; fill or drop "
-                              "those samples first.")
+        first = table.index[np.isnan(values).any(axis=1)][0]
+        raise ExpressionError(f"{source}: missing values (NaN) in {', '.join(map(str, where))} (e.g. sample "
+                              f"{first!r}; {int(np.isnan(values).sum())} in all); fill or drop those samples first.")
     if (values < 0).any():
         raise ExpressionError(f"{source}: negative values (min {np.nanmin(values):.3g}); log2(1+x) needs raw, "
                               "non-negative RSEM values. Is the table already logged or z-scored?")

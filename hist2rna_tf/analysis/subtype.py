@@ -284,10 +284,16 @@ def subtype_table(expression: str | Path, method: str = "centroid", reference_ex
     classifier needs every PAM50 gene and names the samples that lack one). Indexed by sample_id."""
     def load(path, is_logged):
         table = read_expression(path)
+        _refuse_infinite(table, path)
         return table if is_logged else log2_expression(table, path, missing_ok=True)
 
     table = load(expression, logged)
     if method == "centroid":
+        if len(table) < 2:
+            raise ExpressionError(f"{expression}: one sample; the nearest-centroid call median-centres each gene over "
+                                  "the samples of a cohort, which one sample cannot be (every gene would be 0). Call it "
+                                  "within its cohort, or use --method voting with a labelled reference cohort "
+                                  "(--reference-expression, --reference-labels), which calls each sample alone.")
         calls = centroid_calls(table)
     elif method == "voting":
         if not (reference_expression and reference_labels):
@@ -306,11 +312,26 @@ def subtype_table(expression: str | Path, method: str = "centroid", reference_ex
     return calls.rename_axis("sample_id")
 
 
+def _refuse_infinite(table: pd.DataFrame, source) -> None:
+    """An ExpressionError naming the first infinite cell (a missing value, NaN, is allowed: see centroid_calls)."""
+    infinite = np.isinf(table.to_numpy(np.float64))
+    if infinite.any():
+        r, c = np.argwhere(infinite)[0]
+        raise ExpressionError(f"{source}: gene {table.columns[c]!r} of sample {table.index[r]!r} is not a finite number "
+                              f"({table.iloc[r, c]}); {int(infinite.sum())} cells are infinite in all. Leave a value "
+                              "that was not measured empty (it is handled as missing) and fix the others.")
+
+
 def _require_reference(reference: pd.DataFrame, labels: pd.Series, expression_path, labels_path, column: str) -> None:
-    """Enough labelled reference patients with expression, or an error naming the labels file, the
-    values it has and the IDs of both sides."""
+    """Enough labelled reference patients with expression, of at least two subtypes, or an error naming
+    the labels file, the values it has and the IDs of both sides."""
     usable = labels[labels.isin(PAPER_SUBTYPES)]
     shared = usable.index.intersection(reference.index)
+    classes = sorted(usable.loc[shared].unique())
+    if len(shared) >= 10 and len(classes) < 2:
+        raise ExpressionError(f"{labels_path}: its {len(shared)} patients with expression in {expression_path} are "
+                              f"all of one subtype ({classes[0]!r} in {column!r}); a classifier learns to tell "
+                              f"subtypes apart from a reference of several ({', '.join(PAPER_SUBTYPES)}).")
     if len(shared) >= 10:
         return
     found = labels.dropna().value_counts()

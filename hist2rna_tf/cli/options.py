@@ -4,15 +4,41 @@ reason), the option groups several commands share, and the library's defaults th
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from pathlib import Path
 
-from hist2rna_tf.config import (STAIN_METHODS, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
+from hist2rna_tf.config import (MAX_SEED, MAX_TILE_PX, STAIN_METHODS, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
                                 StainConfig, TileConfig, TrainConfig)
 
 # The library's defaults, shown in --help and used when an option is not given.
 TILES, EXTRACT, TRAIN, INPUTS = TileConfig(), ExtractConfig(), TrainConfig(), RunInputs("", "", "")
 BASELINE, REPORT, DEMO = BaselineConfig(), ReportInputs(run=Path(".")), DemoConfig()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an unknown option is named (with the nearest known one) before a required
+    option it may be a typo of is missed: `--slidez x` says "did you mean --slides", not "--slides is
+    required"."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is not None and not self._subparsers:  # a command's own options
+            self._refuse_unknown_options(list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_unknown_options(self, args: list[str]) -> None:
+        known = list(self._option_string_actions)
+        for token in args:
+            if token == "--":
+                return
+            if not token.startswith("--"):
+                continue
+            flag = token.split("=", 1)[0]
+            if flag in known or sum(k.startswith(flag) for k in known if k.startswith("--")) == 1:
+                continue  # argparse takes a unique prefix too
+            close = difflib.get_close_matches(flag, [k for k in known if k.startswith("--")], n=1)
+            self.error(f"unrecognised option {flag}" + (f": did you mean {close[0]}?" if close else
+                                                        f"; see `{self.prog} --help`"))
 
 
 def shard_spec(text: str) -> tuple[int, int]:
@@ -55,6 +81,23 @@ def positive_int(text: str) -> int:
     value = parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed numpy and TensorFlow take: 0 to 2**32 - 1."""
+    value = parsed(text, int, "a whole number")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def tile_px(text: str) -> int:
+    """A tile size in pixels: 1 to MAX_TILE_PX."""
+    value = positive_int(text)
+    if value > MAX_TILE_PX:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TILE_PX} (a tile is read whole into memory, a batch of "
+                                         f"them at once), got {value}")
     return value
 
 
@@ -107,7 +150,7 @@ def add_tile_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--exclude-classes", nargs="*", default=list(TILES.exclude_classes), metavar="NAME",
                        help=f"QuPath classes cut out of the tumour region (default: {' '.join(TILES.exclude_classes)})")
     add_mpp(group, "files that carry none (plain images, TMA cores); overrides the file's own")
-    group.add_argument("--tile-px", type=positive_int,
+    group.add_argument("--tile-px", type=tile_px,
                        help=f"tile size in pixels (default: the backbone's own: {TILES.tile_size_px} for the paper's "
                             "CNNs, the encoder's for a pathology encoder)")
     group.add_argument("--target-mpp", type=positive_float,

@@ -6,16 +6,16 @@ import argparse
 from pathlib import Path
 
 from hist2rna_tf import __version__
-from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, add_mpp, add_no_progress, add_run,
-                                     add_stain_options, add_tile_options, count, hidden_alias, open_fraction, out_file,
-                                     out_folder, positive_float, positive_int, shard_spec)
+from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, Parser, add_mpp, add_no_progress,
+                                     add_run, add_stain_options, add_tile_options, count, hidden_alias, open_fraction,
+                                     out_file, out_folder, positive_float, positive_int, seed, shard_spec)
 from hist2rna_tf.config import (CPU_WATTS_PER_CORE, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES,
                                 SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hist2rna",
         description="hist2RNA (Mondol et al., Cancers 2023): gene expression from H&E whole slide images.",
     )
@@ -150,7 +150,7 @@ def add_training_options(train) -> None:
                             f"a file of gene symbols (default {INPUTS.genes})")
     train.add_argument("--drop-missing-genes", action="store_true",
                        help="train without genes the table lacks (recorded in the run) instead of failing")
-    train.add_argument("--seed", type=int, default=TRAIN.seed,
+    train.add_argument("--seed", type=seed, default=TRAIN.seed,
                        help=f"seed of the split, initialisation and shuffling (default {TRAIN.seed})")
     train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
     train.add_argument("--max-epochs", type=positive_int, default=TRAIN.max_epochs,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hist2rna_tf.atomic import atomic_path, remove_stale_temp_files
-from hist2rna_tf.config import ExtractConfig
+from hist2rna_tf.config import MAX_TILE_PX, ExtractConfig
 from hist2rna_tf.errors import ClaimedElsewhere, Hist2RNAError, RecordError, SettingsError, SlideError
 from hist2rna_tf.extract.backbones.build import check_backbone_arguments
 from hist2rna_tf.extract.claims import SlideClaims
@@ -142,6 +142,9 @@ def check_inputs(inputs: list[str | Path], out_dir: Path, config: ExtractConfig,
     refuse_overlap(out_dir, {"--slides": inputs, "--annotations": annotations_dir,
                              **{flag: path for flag, path in files.items() if path and Path(path).exists()}})
     check_backbone_arguments(config.backbone, config.weights, config.precision)
+    if not 1 <= config.tiles.tile_size_px <= MAX_TILE_PX:
+        raise SlideError(f"--tile-px {config.tiles.tile_size_px}: must be 1 to {MAX_TILE_PX} (a tile is read whole "
+                         "into memory, a batch of them at once).")
     if annotations_dir is not None and not Path(annotations_dir).is_dir():
         state = "a file" if Path(annotations_dir).exists() else "not there"
         raise SlideError(f"--annotations {annotations_dir}: {state}; give the folder of QuPath GeoJSON exports "

@@ -28,6 +28,7 @@ from hist2rna_tf.analysis.subtype import classification_metrics, held_out_scores
 from hist2rna_tf.atomic import write_table
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.errors import CrossvalError
+from hist2rna_tf.expression import read_table_file
 from hist2rna_tf.model import runs
 
 SETTINGS, FOLDS, SUMMARY, GENES = runs.CROSSVAL_SETTINGS, "folds.csv", "summary.csv", "genes.csv"
@@ -85,6 +86,17 @@ def read_folds(crossval_dir: str | Path) -> pd.Series:
         raise CrossvalError(f"{crossval_dir}: not a crossval folder (no {FOLDS} and {SETTINGS}); make one with "
                             "`hist2rna crossval`.")
     return pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id")["fold"]
+
+
+def read_table(crossval_dir: str | Path, name: str, **options) -> pd.DataFrame:
+    """One of a crossval's tables (SUMMARY, GENES, OOF_...), first column the index; a CrossvalError
+    naming the file when it is missing or damaged (the crossval's command rewrites it from its folds)."""
+    path = Path(crossval_dir) / name
+    try:
+        return read_table_file(path, CrossvalError, sep=",", index_col=0, **options)
+    except CrossvalError as exc:
+        raise CrossvalError(f"{exc} Run the same `hist2rna crossval` command again: it resumes and rewrites the "
+                            "crossval's tables from its folds.") from None
 
 
 def is_crossval(folder: str | Path) -> bool:
@@ -173,7 +185,7 @@ def subtype_scores(crossval_dir: str | Path) -> dict | None:
     path = Path(crossval_dir) / OOF_SUBTYPES
     if not path.is_file():
         return None
-    table = pd.read_csv(path, index_col=0, dtype={"patient_id": str})
+    table = read_table(crossval_dir, OOF_SUBTYPES, dtype={"patient_id": str})
     probabilities = table[[c for c in table.columns if c.startswith("p_")]]
     return classification_metrics(table["label"], probabilities.rename(columns=lambda c: c[2:]))
 
@@ -218,10 +230,10 @@ def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None
         raise CrossvalError(f"{first} and {second} hold different folds ({what}); compare crossvals made on the same "
                             "patients with the same --folds and --seed.")
     names = names or (Path(first).name, Path(second).name)
-    rho = pd.DataFrame({n: pd.read_csv(Path(d) / GENES, index_col=0)["mean_rho"] for n, d in zip(names, (first, second))})
+    rho = pd.DataFrame({n: read_table(d, GENES)["mean_rho"] for n, d in zip(names, (first, second))})
     rho = rho.dropna()
     rho["difference"] = rho[names[0]] - rho[names[1]]
     test = stats.wilcoxon(rho["difference"])
-    medians = [_fold_rows(pd.read_csv(Path(f) / SUMMARY, index_col=0))["median_rho_genes"] for f in (first, second)]
+    medians = [_fold_rows(read_table(f, SUMMARY))["median_rho_genes"] for f in (first, second)]
     differences = medians[0] - medians[1]
     return Comparison(names, rho, float(test.statistic), float(test.pvalue), differences, mean_ci(differences))

@@ -51,6 +51,7 @@ class Predictor:
             self._predict = lambda x: model.serve(tf.constant(x))["log2_expression"].numpy()
             self.feature_settings = _export_feature_settings(meta)
         else:
+            runs.refuse_crossval(self.path)
             raise Hist2RNAError(f"{self.path}: neither a training run (best.keras) nor a SavedModel export.")
 
     @property

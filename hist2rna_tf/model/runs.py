@@ -129,9 +129,7 @@ def read_record(run_dir: str | Path) -> RunRecord:
     that is missing, truncated, garbage or another tool's, or a run missing some of its files."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
-    if not path.is_file() and (run_dir / CROSSVAL_SETTINGS).is_file():
-        raise RunError(f"{run_dir}: a crossval folder (hist2rna crossval), not a run; each of its fold-<k>/ folders "
-                       f"is a run: give one, e.g. {run_dir / 'fold-1'}.")
+    refuse_crossval(run_dir)
     if not path.is_file():
         raise RunError(f"{run_dir}: not a training run folder (no {CONFIG}); give the folder `hist2rna train --out` "
                        "(or `hist2rna baseline --out`) wrote.")
@@ -157,6 +155,14 @@ def read_record(run_dir: str | Path) -> RunRecord:
         raise RunError(f"{path}: not a run record this version can read ({type(exc).__name__}: {exc}); train the "
                        "run again.") from None
     return record
+
+
+def refuse_crossval(folder: str | Path) -> None:
+    """A RunError when `folder` is a crossval folder, where a run is wanted: it names its runs."""
+    folder = Path(folder)
+    if (folder / CROSSVAL_SETTINGS).is_file() and not (folder / CONFIG).is_file():
+        raise RunError(f"{folder}: a crossval folder (hist2rna crossval), not a run; each of its fold-<k>/ folders "
+                       f"is a run: give one, e.g. {folder / 'fold-1'}.")
 
 
 def write_record(run_dir: Path, record: RunRecord) -> Path:

@@ -125,6 +125,9 @@ def cohort_of(inputs: RunInputs):
     raw, missing = select_genes(raw, genes, inputs.drop_missing_genes, inputs.expression)
     targets = log2_expression(raw, inputs.expression)
     features, targets, report = join_patients(features, targets)
+    refuse_non_finite(targets, inputs.expression, "gene {column} of patient {row}", raw)
+    refuse_non_finite(features, inputs.features, "feature {column} of patient {row}", features,
+                      fix="extract that patient's slides again")
     labels = read_labels(inputs.labels, inputs.label_column).reindex(features.index)
     usable = labels.isin(inputs.subtypes)
     if not usable.any():
@@ -135,6 +138,21 @@ def cohort_of(inputs: RunInputs):
                               f"they have {seen}. Give --subtypes as the table writes them, or another --label-column.")
     report["without_usable_label"] = sorted(labels.index[~usable])
     return (features[usable], targets[usable], labels[usable], report, feature_settings, extraction, missing)
+
+
+def refuse_non_finite(table: pd.DataFrame, source, cell: str, raw: pd.DataFrame,
+                      fix: str = "fill or drop it (the patient or the gene), then train again") -> None:
+    """An ExpressionError naming the first NaN or inf cell of `table` (its value as `raw` has it) and how many
+    there are: the paper's loss cannot learn from them."""
+    bad = ~np.isfinite(table.to_numpy(np.float64))
+    if not bad.any():
+        return
+    r, c = np.argwhere(bad)[0]
+    row, column = table.index[r], table.columns[c]
+    value = raw.loc[row, column] if row in raw.index and column in raw.columns else table.iloc[r, c]
+    where = cell.format(row=repr(row), column=repr(column))
+    raise ExpressionError(f"{source}: {where} is not a finite number ({value}); {int(bad.sum())} cells are NaN or inf "
+                          f"in all. {fix[0].upper() + fix[1:]}.")
 
 
 def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0,
@@ -168,6 +186,11 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
                               f"least {MIN_TRAIN_PATIENTS} to train (some held back for early stopping) and "
                               f"{MIN_TEST_PATIENTS} to evaluate (Spearman across patients). Add patients (the paper "
                               "used 495), or give a --split file.")
+    n_validation = int(validation_rows(n_train, config.validation_fraction, config.seed).sum())
+    if n_validation >= n_train:
+        raise ExpressionError(f"--validation-fraction {config.validation_fraction:g} holds back {n_validation} of the "
+                              f"{n_train} training patients for early stopping, none left to train on; give a smaller "
+                              f"fraction (default {TrainConfig().validation_fraction:g}).")
     for key, value in report.items():
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])

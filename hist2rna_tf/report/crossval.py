@@ -9,8 +9,6 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import pandas as pd
-
 from hist2rna_tf.analysis.evaluate import held_out_metrics
 from hist2rna_tf.atomic import building_files, write_text
 from hist2rna_tf.model import folds as cv
@@ -21,8 +19,7 @@ from hist2rna_tf.report.report import CSS, _Page
 
 
 def _pooled(folder: Path) -> dict:
-    return held_out_metrics(pd.read_csv(folder / cv.OOF_PREDICTIONS, index_col=0),
-                            pd.read_csv(folder / cv.OOF_TARGETS, index_col=0))
+    return held_out_metrics(cv.read_table(folder, cv.OOF_PREDICTIONS), cv.read_table(folder, cv.OOF_TARGETS))
 
 
 def _name(folder: Path) -> str:
@@ -40,7 +37,7 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
     folder = Path(folder)
     out = Path(out) if out else folder / "report" / "report.html"
     refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare}, may_hold=("CROSSVAL", "--compare"))
-    summary = pd.read_csv(folder / cv.SUMMARY, index_col=0)  # a folder that is not a complete crossval: said here
+    summary = cv.read_table(folder, cv.SUMMARY)  # a folder that is not a complete crossval: said here
     names = [_name(folder)]
     for other in compare:
         name = _name(Path(other))
@@ -57,7 +54,7 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
         pooled = {names[0]: _pooled(folder)}
         page.figure(correlation_boxes({**per_fold, "out of fold": pooled[names[0]]}), "figure3_folds",
                     "Figure 3 per fold and pooled (out of fold): Spearman and -log10 FDR across patients and genes.")
-        genes = pd.read_csv(folder / cv.GENES, index_col=0)
+        genes = cv.read_table(folder, cv.GENES)
         page.heading("Genes most often significant")
         page.table(genes.head(20).round(3), "crossval_genes")
         scores = cv.subtype_scores(folder)

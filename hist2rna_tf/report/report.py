@@ -25,7 +25,7 @@ from hist2rna_tf.analysis.subtype import held_out_scores
 from hist2rna_tf.atomic import building_files, write_bytes, write_table, write_text
 from hist2rna_tf.config import ReportInputs
 from hist2rna_tf.errors import Hist2RNAError
-from hist2rna_tf.expression import load_panel, read_table_file
+from hist2rna_tf.expression import load_panel, numeric_values, read_table_file
 from hist2rna_tf.model import runs
 from hist2rna_tf.outputs import input_paths, refuse_overlap
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
@@ -134,7 +134,8 @@ def _read_inputs(inputs: ReportInputs) -> _Given:
     if inputs.run_clinical:
         given.run_clinical = _clinical(inputs.run_clinical, inputs.run_clinical_columns, "--run-clinical-columns")
     if inputs.external_predictions and inputs.clinical:
-        given.external = (read_table_file(inputs.external_predictions, sep=",", index_col=0),
+        predicted = read_table_file(inputs.external_predictions, sep=",", index_col=0)
+        given.external = (numeric_values(predicted, inputs.external_predictions),
                           _clinical(inputs.clinical, inputs.clinical_columns, "--clinical-columns"))
     if inputs.baseline:
         given.baseline = runs.read_record(inputs.baseline), runs.metrics(inputs.baseline)

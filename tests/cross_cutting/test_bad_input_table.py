@@ -6,6 +6,7 @@ test_interruption.py: they need a process to kill.)"""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,49 @@ def _subtype_table(i: Inputs, nan: bool) -> list[str]:
     return ["subtype", "--expression", str(i.tmp / "expression.csv"), "--out", str(i.tmp / "calls.csv")]
 
 
+def _with_cell(table: Path, out: Path, row: int, column: int, value) -> Path:
+    """A copy of a CSV table (first column the index) with one cell changed."""
+    frame = pd.read_csv(table, index_col=0, dtype=str)
+    frame.iloc[row, column] = value
+    frame.to_csv(out)
+    return out
+
+
+def _without_tile_features(i: Inputs) -> Path:
+    """A copy of the run's feature records without their per-tile features (extracted without
+    --save-tile-features)."""
+    from dataclasses import replace
+
+    from hist2rna_tf.extract.records import read_record, write_record
+
+    folder = shutil.copytree(i.root / "features" / "tiny", i.tmp / "means_only")
+    for path in folder.glob("*.tfrecord"):
+        write_record(replace(read_record(path), tile_features=None), path)
+    return folder
+
+
+def _crossval_folder(i: Inputs, summary: bytes | None = None) -> Path:
+    """A folder that is a crossval's by its settings file (its runs not needed for the rows that use it)."""
+    folder = i.tmp / "cv"
+    folder.mkdir()
+    (folder / runs.CROSSVAL_SETTINGS).write_text("{}")
+    if summary is not None:
+        (folder / "summary.csv").write_bytes(summary)
+    return folder
+
+
+def _one_class_reference(i: Inputs) -> list[str]:
+    labels = pd.read_csv(i.cohort / "clinical.csv")
+    labels["BRCA_Subtype_PAM50"] = "LumA"
+    labels.to_csv(i.tmp / "labels.csv", index=False)
+    return _subtype_table(i, nan=False) + ["--method", "voting", "--reference-expression",
+                                           str(i.cohort / "expression.csv"), "--reference-labels", str(i.tmp / "labels.csv")]
+
+
+def _demo(i: Inputs, *extra) -> list[str]:
+    return ["demo", "--out", str(i.tmp / "demo"), "--no-progress", *extra]
+
+
 # id, the command (from Inputs; `shared`: ../shared/data/tcga_tiles), exit status, what the one error line (or the
 # output, for a batch) names, what must not exist afterwards.
 ROWS = [
@@ -148,7 +192,7 @@ ROWS = [
      ["config.json: unreadable"], ["p.csv"]),
     ("train --out an existing run",
      lambda i, s: _train(i, "--out", str(shutil.copytree(i.run, i.tmp / "existing"))), 2,
-     ["existing exists and holds a run", "--overwrite"], []),
+     ["existing exists and holds a hist2RNA training run", "--overwrite"], []),
     ("encoder weights: a transformers folder without config.json",
      lambda i, s: (i.tmp / "phikon").mkdir() or _extract(i, _pre_tiled(i, s), extra=(
          "--backbone", "phikon-v2", "--weights", str(i.tmp / "phikon"))), 2,
@@ -179,7 +223,7 @@ ROWS = [
     ("spatial of a file that is not a slide",
      lambda i, s: (i.tmp / "notaslide.svs").write_text("text") and [
          "spatial", str(i.run), "--features", str(i.root / "features" / "tiny"), "--slides",
-         str(i.tmp / "notaslide.svs"), "--no-subtypes", "--out", str(i.tmp / "maps")], 2,
+         str(i.tmp / "notaslide.svs"), "--no-subtypes", "--out", str(i.tmp / "maps")], 1,
      ["notaslide.svs", "not a readable slide or image"], ["maps"]),
     ("subtype voting with labels of other patients",
      lambda i, s: _subtype_table(i, nan=False) + [
@@ -187,6 +231,70 @@ ROWS = [
          str((pd.DataFrame({"PATIENT": ["P1", "P2"], "BRCA_Subtype_PAM50": ["lumA", "Claudin-low"]}).to_csv(
              i.tmp / "labels.csv", index=False), i.tmp / "labels.csv")[1])], 2,
      ["labels.csv", "'lumA'", "'Claudin-low'"], ["calls.csv"]),
+    # issue 27: tracebacks before
+    ("extract --tile-px 100000", lambda i, s: _extract(i, _pre_tiled(i, s), extra=("--tile-px", "100000")), 2,
+     ["--tile-px", "at most 4096"], ["out"]),
+    ("train with an inf cell in the expression",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--expression",
+                         str(_with_cell(i.cohort / "expression.csv", i.tmp / "inf.csv", 2, 4, "inf"))), 2,
+     ["inf.csv", "not a finite number", "(inf)", "gene"], ["r"]),
+    ("train with a NaN in the expression",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--expression",
+                         str(_with_cell(i.cohort / "expression.csv", i.tmp / "nan.csv", 0, 1, "nan"))), 2,
+     ["nan.csv", "missing values (NaN) in", "e.g. sample '"], ["r"]),
+    ("train --seed -1", lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--seed", "-1"), 2,
+     ["--seed", "0 to 4294967295"], ["r"]),
+    ("train --seed 2**64", lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--seed", str(2 ** 64)), 2,
+     ["--seed", "0 to 4294967295"], ["r"]),
+    ("train --validation-fraction 0.99",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--validation-fraction", "0.99"), 2,
+     ["--validation-fraction 0.99", "none left to train on"], ["r"]),
+    ("baseline --features without tile features",
+     lambda i, s: ["baseline", str(i.run), "--features", str(_without_tile_features(i)), "--out", str(i.tmp / "b")], 2,
+     ["means_only", "--save-tile-features"], ["b"]),
+    ("report of a crossval whose summary.csv is damaged",
+     lambda i, s: ["report", str(_crossval_folder(i, b"\xff\xfe\x00garbage\x89PNG")), "--out", str(i.tmp / "rep" / "r.html")],
+     2, ["summary.csv", "not a readable CSV", "Run the same `hist2rna crossval` command again"], ["rep"]),
+    ("subtype voting with a reference of one class", lambda i, s: _one_class_reference(i), 2,
+     ["labels.csv", "one subtype", "'LumA'"], ["calls.csv"]),
+    # exit 0 on bad input before, or a half-written folder
+    ("export --name ''", lambda i, s: ["export", str(i.run), "--out", str(i.tmp / "o"), "--name", ""], 2,
+     ["--name ''", "one folder name"], ["o"]),
+    ("export --name with a newline", lambda i, s: ["export", str(i.run), "--out", str(i.tmp / "o"), "--name", "a\nb"],
+     2, ["--name 'a\\nb'", "printable"], ["o"]),
+    ("subtype with an inf value",
+     lambda i, s: (_subtype_table(i, nan=False), _with_cell(i.tmp / "expression.csv", i.tmp / "expression.csv", 3, 7,
+                                                           "inf"))[0], 2,
+     ["expression.csv", "not a finite number", "'S3'"], ["calls.csv"]),
+    ("subtype of one sample",
+     lambda i, s: (_subtype_table(i, nan=False), pd.read_csv(i.tmp / "expression.csv").head(1).to_csv(
+         i.tmp / "expression.csv", index=False))[0], 2,
+     ["expression.csv", "one sample", "median-centres"], ["calls.csv"]),
+    ("extract --annotations a folder that is not there",
+     lambda i, s: _extract(i, i.cohort / "slides" / "demo-01.tiff", extra=("--annotations", str(i.tmp / "nowhere"))),
+     2, ["--annotations", "nowhere: not there"], ["out"]),
+    ("extract --annotations a file",
+     lambda i, s: _extract(i, i.cohort / "slides" / "demo-01.tiff",
+                           extra=("--annotations", str(i.cohort / "annotations" / "demo-01.geojson"))),
+     2, ["--annotations", "demo-01.geojson: a file"], ["out"]),
+    ("extract --slidez (a typo)", lambda i, s: ["extract", "--slidez", str(i.cohort / "slides"), "--out",
+                                                str(i.tmp / "out")], 2,
+     ["--slidez", "did you mean --slides"], ["out"]),
+    ("encoder weights: a transformers folder without model.safetensors",
+     lambda i, s: (i.tmp / "phikon").mkdir() or shutil.copy(ENCODER_FIXTURES / "phikon-v2" / "config.json",
+                                                            i.tmp / "phikon") and _extract(i, _pre_tiled(i, s), extra=(
+         "--backbone", "phikon-v2", "--weights", str(i.tmp / "phikon"))), 2,
+     ["phikon", "model.safetensors"], ["out"]),
+    ("export of a crossval folder", lambda i, s: ["export", str(_crossval_folder(i)), "--out", str(i.tmp / "o")], 2,
+     ["a crossval folder", "fold-<k>/", "fold-1"], ["o"]),
+    ("report: a text cell in the external predictions",
+     lambda i, s: i.report("--external-predictions", str(_with_cell(i.predictions(), i.tmp / "ext.csv", 1, 2, "high")),
+                           "--clinical", str(i.clinical())), 2,
+     ["ext.csv", "'high'", "row", "column"], ["rep"]),
+    ("demo --backbone bogus", lambda i, s: _demo(i, "--backbone", "bogus"), 2, ["unknown backbone 'bogus'"], ["demo"]),
+    ("demo --weights a file that is not there", lambda i, s: _demo(i, "--weights", str(i.tmp / "w.h5")), 2,
+     ["w.h5 not found"], ["demo"]),
+    ("demo --n-slides 2", lambda i, s: _demo(i, "--n-slides", "2"), 2, ["--n-slides 2", "at least 12"], ["demo"]),
 ]
 
 
@@ -202,7 +310,7 @@ def inputs(tiny_run, tiny_backbone_file, tmp_path) -> Inputs:
 def test_a_bad_input_is_one_clear_line_and_leaves_nothing(name, command, code, named, absent, inputs, shared_data,
                                                            capsys):
     status, err = run(command(inputs, shared_data / "tcga_tiles"), capsys)
-    errors = [line for line in err.splitlines() if line.startswith(("error:", "hist2rna: error:"))]
+    errors = [line for line in err.splitlines() if re.match(r"(hist2rna( \w+)?: )?error:", line)]
     assert status == code and len(errors) == 1, err
     for text in named:
         assert text in errors[0], (text, errors[0])

@@ -152,9 +152,12 @@ def transformers_weights(path: Path, spec: EncoderSpec) -> Path:
     config.json is checked against `spec`."""
     folder = path if path.is_dir() else path.parent
     config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise BackboneError(f"{folder}: no config.json; {spec.paper_name} is a transformers model: pass the folder "
-                            f"holding config.json and model.safetensors, both downloaded from {spec.weights_page}.")
+    weights = path if path.is_file() else folder / "model.safetensors"
+    missing = [file.name for file in (config_file, weights) if not file.is_file()]
+    if missing:
+        raise BackboneError(f"{folder}: no {' and no '.join(missing)}; {spec.paper_name} is a transformers model: pass "
+                            f"the folder holding config.json and model.safetensors, both downloaded from "
+                            f"{spec.weights_page}.")
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError) as exc:
@@ -163,9 +166,6 @@ def transformers_weights(path: Path, spec: EncoderSpec) -> Path:
         if config.get(key, expected) != expected:
             raise BackboneError(f"{config_file}: {key} is {config.get(key)!r}, {spec.paper_name} has {expected!r}: "
                                 "the folder holds another model.")
-    weights = path if path.is_file() else folder / "model.safetensors"
-    if not weights.is_file():
-        raise BackboneError(f"{folder}: no model.safetensors; download it from {spec.weights_page} beside config.json.")
     return weights
 
 
