@@ -23,7 +23,7 @@ from hist2rna_tf.extract.plan import annotation_for
 from hist2rna_tf.extract.records import SlideFeatures, is_record_file, read_record, record_path, write_record
 from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, extraction_path,
                                           read_extraction, require_same, write_extraction)
-from hist2rna_tf.extract.slides import SlideRef, find_slides
+from hist2rna_tf.extract.slides import SlideRef, find_slides, other_tile_sizes
 from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,8 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     if not found:  # before anything is written
         raise SlideError(f"no slides found in {', '.join(map(str, inputs))}: give slide files OpenSlide opens "
                          "(svs, tiff, ndpi, mrxs, ...), plain images with --mpp, or folders of them (or of "
-                         f"{config.tiles.tile_size_px}-px tiles, one folder a patient).")
+                         f"{config.tiles.tile_size_px}-px tiles, one folder a patient)."
+                         + other_tile_sizes(inputs, config.tiles.tile_size_px))
     refs = shard(found, config.shard_index, config.shard_count)
     folder = out_dir / backbone.name
     if not config.overwrite:

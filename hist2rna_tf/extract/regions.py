@@ -274,6 +274,12 @@ def select_tiles(slide, mpp: float, tiles, annotation_path: str | Path | None, s
             raise SlideError(f"{source}: the tumour annotation {annotation_path} covers no tissue; "
                              "check that it belongs to this slide.")
     footprint_px = tile_footprint_px(tiles.tile_size_px, tiles.target_mpp, mpp)
+    width_px, height_px = slide.dimensions
+    if footprint_px > min(width_px, height_px):
+        raise SlideError(f"{source}: a {tiles.tile_size_px}-px tile at {tiles.target_mpp:g} um/px covers "
+                         f"{tiles.tile_size_um / 1000:.3g} mm, more than the slide's {width_px * mpp / 1000:.3g} x "
+                         f"{height_px * mpp / 1000:.3g} mm; give a finer --target-mpp (the paper: 0.25) or a smaller "
+                         "--tile-px.")
     candidates = grid_tiles(region, scale, footprint_px, slide.dimensions, tiles.min_region_fraction)
     if len(candidates) == 0:
         raise SlideError(f"{source}: no {tiles.tile_size_um:.0f} um tile has {tiles.min_region_fraction:.0%} "

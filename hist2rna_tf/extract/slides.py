@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # What OpenSlide reads (plus generic TIFF); plain images need a declared --mpp.
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+TIFF_SUFFIXES = {".svs", ".tif", ".tiff"}  # TIFF inside: their truncation can be read off their structure
 # Coordinates in tile file names: ours (`_x123_y456`) and the authors' (`[x=123,y=456,...]`).
 _TILE_XY = (re.compile(r"_x(\d+)_y(\d+)"), re.compile(r"\[x=(\d+),y=(\d+)"))
 
@@ -101,14 +102,36 @@ def _file_kind(path: Path) -> str:
 def _is_tile_folder(folder: Path, tile_size_px: int) -> bool:
     """Only image files, and the first readable one a `tile_size_px` square (an unreadable file among
     them does not make it something else: `tile_folder_files` leaves it out, named)."""
+    return tile_folder_size(folder) == tile_size_px
+
+
+def tile_folder_size(folder: Path) -> int | None:
+    """The side in px of the tiles of what looks like a pre-tiled folder (only image files, the first
+    readable one square), else None."""
     files = sorted(f for f in folder.iterdir() if not f.name.startswith("."))
     if not files or any(f.is_dir() or f.suffix.lower() not in IMAGE_SUFFIXES for f in files):
-        return False
+        return None
     for file in files:
         size = _image_size(file)
         if size is not None:
-            return size == (tile_size_px, tile_size_px)
-    return False
+            return size[0] if size[0] == size[1] else None
+    return None
+
+
+def other_tile_sizes(inputs: list[str | Path], tile_size_px: int) -> str:
+    """A hint for inputs in which no slide was found: the folders among them (or one level down) that
+    look pre-tiled at another size than `tile_size_px`, and the --tile-px that would take them."""
+    found = {}
+    for item in map(Path, inputs):
+        for folder in [item, *sorted(item.iterdir())] if item.is_dir() else []:
+            size = tile_folder_size(folder) if folder.is_dir() else None
+            if size is not None and size != tile_size_px:
+                found[folder] = size
+    if not found:
+        return ""
+    folder, size = next(iter(found.items()))
+    return (f" {folder} holds {size}-px tiles{f' (and {len(found) - 1} more folders)' if len(found) > 1 else ''}, not "
+            f"{tile_size_px}-px ones: give --tile-px {size} to take them as they are.")
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
@@ -134,10 +157,44 @@ def open_slide(ref: SlideRef):
             probe.verify()
         return openslide.ImageSlide(str(ref.path))
     except (openslide.OpenSlideError, OSError, SyntaxError, ValueError) as exc:
+        truncated = truncation(ref.path)
+        if truncated:
+            raise SlideError(f"{ref.path}: the file is truncated ({truncated}); download or copy it again.") from None
         raise SlideError(
             f"{ref.path}: not a readable slide or image ({exc}). Check that the file is complete "
             "(re-download a truncated slide) and in a format OpenSlide or Pillow reads."
         ) from None
+
+
+def truncation(path: Path) -> str | None:
+    """Why a TIFF-based file (svs, tif, tiff) is incomplete, by its own structure: an image directory
+    past the end of the file, or image data running past it. None when it looks whole, or is of
+    another format (asked only once something else went wrong, so a file tifffile cannot parse is
+    never refused for it)."""
+    import tifffile
+
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    size = path.stat().st_size
+    complaints: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: complaints.append(record.getMessage())
+    tiff_log = logging.getLogger("tifffile")
+    tiff_log.addHandler(handler)
+    propagate, tiff_log.propagate = tiff_log.propagate, False  # its complaints are the finding, not for the user
+    try:
+        with tifffile.TiffFile(path) as tif:
+            ends = [max((o + c for o, c in zip(p.dataoffsets, p.databytecounts)), default=0) for p in tif.pages]
+    except Exception:  # noqa: BLE001 - not a TIFF tifffile reads: nothing to say
+        return None
+    finally:
+        tiff_log.removeHandler(handler)
+        tiff_log.propagate = propagate
+    if any("offset" in text for text in complaints):
+        return f"its structure points past its last byte, {size}"
+    if ends and max(ends) > size:
+        return f"its image data runs to byte {max(ends)}, past its last, {size}"
+    return None
 
 
 def slide_mpp(slide, ref: SlideRef, override: float | None = None) -> float:
@@ -149,9 +206,15 @@ def slide_mpp(slide, ref: SlideRef, override: float | None = None) -> float:
     value = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
     if value:
         return float(value)
+    truncated = truncation(ref.path)
+    if truncated:  # its resolution tags may be in the part that is missing
+        raise SlideError(f"{ref.path}: the file is truncated ({truncated}); download or copy it again.")
+    width, height = slide.dimensions
+    tile = (f" If it is one tile of a pre-tiled folder, give --tile-px {width} to take its folder as it is."
+            if ref.kind == "image" and width == height and tile_folder_size(ref.path.parent) == width else "")
     raise MissingMPPError(
         f"{ref.path}: no microns-per-pixel in the file. Pass --mpp with the scan resolution "
-        "(e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)."
+        "(e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)." + tile
     )
 
 
@@ -252,11 +315,28 @@ def tile_folder_files(folder: Path) -> list[Path]:
     """The readable image files of a pre-tiled folder, sorted by name; unreadable ones are left out
     and named in a warning (one corrupt tile does not cost the patient)."""
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
-    unreadable = [f for f in files if _image_size(f) is None]
+    unreadable = [f for f in files if _image_size(f) is None or not _ends_whole(f)]
     if unreadable:
         log.warning("%s: %d unreadable tile image(s) left out (%s%s); replace them to use them.", folder,
                     len(unreadable), ", ".join(f.name for f in unreadable[:3]), ", ..." if len(unreadable) > 3 else "")
     return [f for f in files if f not in set(unreadable)]
+
+
+def _ends_whole(path: Path) -> bool:
+    """Whether an image file ends as its format ends (PNG: the IEND chunk; JPEG: the end-of-image
+    marker; others: it decodes): a tile cut short by a failed copy opens, then fails when read."""
+    suffix = path.suffix.lower()
+    if suffix in (".png", ".jpg", ".jpeg"):
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 64))
+            tail = handle.read()
+        return (b"IEND" in tail) if suffix == ".png" else (b"\xff\xd9" in tail)
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
 
 
 def tile_file_xy(path: Path) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.expression import load_panel
@@ -359,3 +360,80 @@ def test_subtype_calls_raw_values_with_a_missing_one_as_the_logged_ones(inputs, 
     assert main(_subtype_table(inputs, nan=True)) == 0
     calls = pd.read_csv(inputs.tmp / "calls.csv", index_col=0)
     assert calls.loc["S3", "n_genes"] == 49 and (calls.drop(index="S3")["n_genes"] == 50).all()
+
+
+@pytest.mark.parametrize("case", ["tile larger than the slide", "several patients in one pre-tiled folder",
+                                  "truncated TIFF", "annotation missing"])
+def test_a_batch_whose_every_slide_fails_names_each_and_leaves_nothing(case, inputs, shared_data, capsys):
+    """Every slide failed: exit 1, each named with its own reason (the flag to change, when a flag is the
+    cause), and no output folder, settings, manifest or lock left behind."""
+    slide = inputs.cohort / "slides" / "demo-01.tiff"
+    if case == "tile larger than the slide":
+        args, reason = _extract(inputs, slide, extra=("--target-mpp", "1000")), "give a finer --target-mpp"
+    elif case == "several patients in one pre-tiled folder":
+        folder = inputs.tmp / "mixed"
+        folder.mkdir()
+        for tile in sorted((shared_data / "tcga_tiles").glob("*.png"))[::6]:
+            shutil.copy(tile, folder)
+        args, reason = _extract(inputs, folder), "tiles of 4 TCGA patients"
+    elif case == "truncated TIFF":
+        data = slide.read_bytes()
+        (inputs.tmp / "cut.tiff").write_bytes(data[: len(data) // 2])
+        args, reason = _extract(inputs, inputs.tmp / "cut.tiff"), "the file is truncated"
+    else:
+        (inputs.tmp / "annotations").mkdir()
+        args, reason = _extract(inputs, slide, extra=("--annotations", str(inputs.tmp / "annotations"))), "no annotation"
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and reason in out, out
+    assert not (inputs.tmp / "out").exists()
+
+
+def test_predict_from_slides_that_all_fail_leaves_nothing(inputs, capsys):
+    (inputs.tmp / "bad.svs").write_text("not a slide")
+    (inputs.tmp / "annotations").mkdir()  # demo-02's is not in it
+    args = ["predict", str(inputs.run), "--slides", str(inputs.tmp / "bad.svs"), str(inputs.cohort / "slides" / "demo-02.tiff"),
+            "--annotations", str(inputs.tmp / "annotations"), "--out", str(inputs.tmp / "p.csv"), "--no-progress"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED bad" in out and "FAILED demo-02" in out and "no annotation" in out
+    assert sorted(p.name for p in inputs.tmp.iterdir()) == ["annotations", "bad.svs"]
+
+
+def test_a_truncated_tile_of_any_format_is_left_out_named(inputs, shared_data, capsys, caplog):
+    """A tile cut short (a failed copy) opens but cannot be read: in a pre-tiled folder it is left out
+    and named, whatever its format, and the folder's other tiles extracted."""
+    folder = inputs.tmp / "tiles" / "TCGA-A2-A04R"
+    folder.mkdir(parents=True)
+    for k, tile in enumerate(sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))):
+        Image.open(tile).convert("RGB").save(folder / f"{tile.stem}.{'jpg' if k % 2 else 'png'}", quality=95)
+    for cut in (sorted(folder.glob("*.jpg"))[0], sorted(folder.glob("*.png"))[0]):
+        data = cut.read_bytes()
+        cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING"):
+        assert main(_extract(inputs, folder)) == 0
+    assert "1 done" in capsys.readouterr().out and "2 unreadable tile image(s) left out" in caplog.text
+
+
+def test_tiles_of_another_size_name_their_size_and_the_flag(inputs, shared_data, capsys):
+    folder = inputs.tmp / "tiles" / "TCGA-A2-A04R"
+    folder.mkdir(parents=True)
+    for tile in sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png")):
+        Image.open(tile).resize((256, 256)).save(folder / tile.name)
+    status, err = run(_extract(inputs, inputs.tmp / "tiles"), capsys)
+    assert status == 2 and "holds 256-px tiles, not 224-px ones: give --tile-px 256" in err, err
+    assert main(_extract(inputs, folder)) == 1
+    assert "If it is one tile of a pre-tiled folder, give --tile-px 256" in capsys.readouterr().out
+    status, err = run(_extract(inputs, inputs.tmp / "tiles", extra=("--tile-px", "256")), capsys)
+    assert status == 2 and "tiny.keras: the model takes 224x224-px tiles, not 256-px ones" in err, err
+
+
+def test_spatial_maps_the_good_slides_names_the_bad_and_exits_1(inputs, capsys):
+    """One rule for a batch, as `extract`: a slide that cannot be mapped is named, the others are mapped,
+    exit 1."""
+    (inputs.tmp / "notaslide.svs").write_text("text")
+    status, err = run(["spatial", str(inputs.run), "--features", str(inputs.root / "features" / "tiny"), "--slides",
+                       str(inputs.tmp / "notaslide.svs"), str(inputs.cohort / "slides" / "demo-01.tiff"),
+                       "--no-subtypes", "--genes", "ESR1", "--out", str(inputs.tmp / "maps"), "--no-progress"], capsys)
+    assert status == 1 and "notaslide.svs" in err and "1 of 2 slides not mapped" in err, err
+    assert (inputs.tmp / "maps" / "demo-01_tiles.geojson").is_file()

@@ -8,6 +8,7 @@ model's is refused, naming the tensor."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import hist2rna_tf
 from hist2rna_tf.errors import BackboneError
 from hist2rna_tf.extract.backbones.build import Normalise, build_backbone
 from hist2rna_tf.extract.backbones.catalog import ENCODERS
@@ -130,6 +132,42 @@ def test_converted_weights_are_cached_for_the_next_process(tmp_path, monkeypatch
     load_encoder_weights(second, spec, FIXTURES / "uni.safetensors")
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_new_conversion_version_converts_a_cached_file_again(tmp_path, monkeypatch, caplog):
+    """The cache is keyed by the file and the conversion's version: a fix of the conversion reaches a
+    file converted before it, said once, and the superseded entry goes."""
+    import hist2rna_tf.extract.backbones.weights as weights
+
+    monkeypatch.setenv("HIST2RNA_CACHE", str(tmp_path / "cache"))
+    spec = _small("uni")
+    load_encoder_weights(build_vit(spec.vit, 224), spec, FIXTURES / "uni.safetensors")
+    monkeypatch.setattr(weights, "CONVERSION_VERSION", weights.CONVERSION_VERSION + 1)
+    converted = []
+    read = weights.read_tensors
+    monkeypatch.setattr(weights, "read_tensors", lambda path: converted.append(path) or read(path))
+    with caplog.at_level("INFO"):
+        load_encoder_weights(build_vit(spec.vit, 224), spec, FIXTURES / "uni.safetensors")
+    assert converted and "earlier version of the conversion" in caplog.text
+    entries = sorted(p.name for p in (tmp_path / "cache" / "weights").glob("uni-*.weights.h5"))
+    assert len(entries) == 1 and entries[0].endswith(f"-v{weights.CONVERSION_VERSION}.weights.h5")
+
+
+def test_a_broken_weights_file_leaves_nothing_in_the_cache(tmp_path, monkeypatch, capsys):
+    """An empty model.safetensors is refused, named, and nothing of it is kept (no digest, no entry)."""
+    from commandline import run
+
+    monkeypatch.setenv("HIST2RNA_CACHE", str(tmp_path / "cache"))
+    empty = tmp_path / "model.safetensors"
+    empty.write_bytes(b"")
+    tiles = tmp_path / "tiles" / "TCGA-A2-A04R"
+    tiles.mkdir(parents=True)
+    for tile in sorted((Path(hist2rna_tf.__file__).parent / "data" / "tcga_tiles").glob("TCGA-A2-A04R*.png"))[:2]:
+        shutil.copy(tile, tiles)
+    status, err = run(["extract", "--slides", str(tiles), "--out", str(tmp_path / "out"), "--backbone", "uni",
+                       "--weights", str(empty), "--tile-px", "224", "--no-progress"], capsys)
+    assert status == 2 and "model.safetensors" in err, err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
 def _checked(path: Path, spec):

@@ -78,7 +78,7 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
     if key in ENCODERS:
         return _encoder_backbone(ENCODERS[key], weights, precision)
     if key not in BACKBONES:
-        return _model_file_backbone(Path(name))
+        return _model_file_backbone(Path(name), tile_size_px)
     spec = BACKBONES[key]
     keras_weights = None if weights == "none" else weights
     if keras_weights is None:
@@ -104,11 +104,15 @@ def build_backbone(name: str, weights: str = "imagenet", tile_size_px: int = 224
     return Backbone(spec.name, model, preprocess_for(spec), spec.feature_dim, weights_tag(weights))
 
 
-def _model_file_backbone(path: Path) -> Backbone:
+def _model_file_backbone(path: Path, tile_size_px: int) -> Backbone:
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # any unreadable file: keras raises several unrelated types
         raise BackboneError(f"{path}: not a loadable Keras model ({exc}).") from None
+    side = tuple(model.input_shape[1:3])
+    if any(d is not None and d != tile_size_px for d in side):
+        raise BackboneError(f"{path}: the model takes {side[0]}x{side[1]}-px tiles, not {tile_size_px}-px ones; give "
+                            f"--tile-px {side[0]}, or a model whose input size is free (None).")
     if len(model.output_shape) == 4:  # a feature map: pool it like the built-in backbones
         pooled = keras.layers.GlobalAveragePooling2D()(model.output)
         model = keras.Model(model.input, pooled, name=f"{model.name}_avg")
@@ -143,7 +147,7 @@ def check_backbone_arguments(name: str, weights: str, precision: str = "float32"
     """What `build_backbone` checks before it builds anything, cheap enough to run before a command
     writes anything: a known backbone or a model file that is there, weights it can take (ImageNet,
     none, or a file that is there; an encoder's file or folder as its page offers it), a precision."""
-    from hist2rna_tf.extract.backbones.weights import weights_file
+    from hist2rna_tf.extract.backbones.weights import checked_weights_file
 
     if precision not in PRECISIONS:
         raise BackboneError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
@@ -155,7 +159,7 @@ def check_backbone_arguments(name: str, weights: str, precision: str = "float32"
                                 f"{spec.weights_page}, download {spec.weights_file} and pass --weights PATH to it (or "
                                 "--weights none: random, for tests).")
         if weights != "none":
-            weights_file(spec, weights)  # a missing file, a folder without config.json
+            checked_weights_file(spec, weights)  # a missing, empty or another model's file, a folder without config.json
         return
     if key not in BACKBONES:
         if Path(name).suffix not in (".keras", ".h5") and not Path(name).exists():

@@ -2,8 +2,9 @@
 with the safetensors package, no torch; or `pytorch_model.bin`, read only through
 `torch.load(weights_only=True)` when torch is installed, never plain pickle), its tensors checked
 against the architecture (the first that does not fit is named, with its shape), converted into the
-Keras ViT (vit.py) once per file: the converted weights are cached, keyed by the file's SHA-256, so
-that a second process (or a Ray worker) loads them directly. Which tensor goes where: layouts.py.
+Keras ViT (vit.py) once per file: the converted weights are cached, keyed by the file's SHA-256 and
+the version of the conversion, so that a second process (or a Ray worker) loads them directly and a
+later fix of the conversion reaches a file converted before it. Which tensor goes where: layouts.py.
 A transformers model (Phikon-v2) is its folder: config.json (checked against the architecture) and
 model.safetensors.
 """
@@ -177,25 +178,42 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hist2rna-tf"
 
 
-def file_digest(path: Path) -> str:
-    """The file's SHA-256, hashed once per file as it is: remembered in the cache by its path, size and
-    modification time (a ViT-g's 4.4 GB take seconds to hash; every process and Ray worker needs it)."""
+# The version of the conversion (layouts.py, posembed.py, vit.py's weight names): part of a cache entry's
+# key, so that a fix there reaches users who converted their file before it. Raise it with any such change.
+CONVERSION_VERSION = 2
+
+
+def _digest_memo(path: Path) -> Path:
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    memo = cache_folder() / "digests" / key
+    return cache_folder() / "digests" / key
+
+
+def file_digest(path: Path) -> str:
+    """The file's SHA-256, hashed once per file as it is: remembered in the cache by its path, size and
+    modification time (a ViT-g's 4.4 GB take seconds to hash; every process and Ray worker needs it)
+    once `remember_digest` kept it (after the file converted: a broken file leaves nothing)."""
     try:
-        return memo.read_text().strip()
+        return _digest_memo(path).read_text().strip()
     except OSError:
         pass
     sha = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 24), b""):
             sha.update(block)
+    return sha.hexdigest()
+
+
+def remember_digest(path: Path, digest: str) -> None:
     try:
-        write_text(memo, sha.hexdigest())
+        write_text(_digest_memo(path), digest)
     except OSError:  # a read-only cache: hashed again next time
         pass
-    return sha.hexdigest()
+
+
+def cache_entry(spec: EncoderSpec, digest: str) -> Path:
+    """Where the file of this digest, converted for `spec` by this CONVERSION_VERSION, is kept."""
+    return cache_folder() / "weights" / f"{spec.name}-{digest[:24]}-v{CONVERSION_VERSION}.weights.h5"
 
 
 def weights_file(spec: EncoderSpec, path: str | Path) -> Path:
@@ -213,26 +231,44 @@ def weights_file(spec: EncoderSpec, path: str | Path) -> Path:
     return path
 
 
+def checked_weights_file(spec: EncoderSpec, path: str | Path) -> Path:
+    """`weights_file`, and for a safetensors file (whose header says every tensor's shape without reading
+    it) its tensors checked against `spec`: an empty, truncated or another model's file is refused
+    before a model is built or an output written. (A PyTorch file is checked as it is converted.)"""
+    path = weights_file(spec, path)
+    if path.suffix == ".safetensors":
+        check_tensors(read_tensors(path).renamed(lambda name: canonical_name(name, spec.vit)), spec, path)
+    return path
+
+
 def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
     """The weights file `path` (as `weights_file` gives it) into `model` (vit.build_vit of `spec`): from
     the cache when this file was converted before, else read, checked, converted, and cached for the
     next process."""
     path = Path(path)
-    cached = cache_folder() / "weights" / f"{spec.name}-{file_digest(path)[:24]}.weights.h5"
+    digest = file_digest(path)
+    cached = cache_entry(spec, digest)
     if cached.is_file():
         try:
             model.load_weights(cached)
             return
         except Exception as exc:  # noqa: BLE001 - a damaged cache entry: converted again below
             log.warning("%s: unreadable (%s); converting %s again.", cached, exc, path)
+    older = [p for p in sorted(cached.parent.glob(f"{spec.name}-{digest[:24]}*.weights.h5")) if p != cached]
+    if older:
+        log.info("%s was converted by an earlier version of the conversion (%s); converting it again.", path,
+                 older[0].name)
     tensors = read_tensors(path).renamed(lambda name: canonical_name(name, spec.vit))
     assign(model, tensors, check_tensors(tensors, spec, path))
+    remember_digest(path, digest)
     # Written aside and renamed (a concurrent process never reads half of it); Keras wants .weights.h5.
     tmp = cached.with_name(f".{cached.name.removesuffix('.weights.h5')}.{os.getpid()}.tmp.weights.h5")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         model.save_weights(tmp)
         os.replace(tmp, cached)
+        for entry in older:  # what this file was converted to before: superseded
+            entry.unlink(missing_ok=True)
     except OSError as exc:  # a read-only home: converted again next time
         log.warning("could not cache the converted weights in %s (%s); each process converts them again.",
                     cached.parent, exc)
