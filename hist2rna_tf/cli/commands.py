@@ -17,10 +17,12 @@ log = logging.getLogger("hist2rna_tf")
 
 
 def cmd_extract(args) -> int:
-    from hist2rna_tf.extract.backbones.catalog import native_scale
+    from hist2rna_tf.extract.backbones.catalog import native_scale, trident_tile_px
     from hist2rna_tf.extract.cohort import extract_cohort
 
     native = native_scale(args.backbone)  # when --tile-px or --target-mpp is not given
+    if args.tile_px == "trident":
+        args.tile_px = trident_tile_px(args.backbone)
 
     config = ExtractConfig(
         backbone=args.backbone, weights=args.weights, batch_size=args.batch_size, read_threads=args.read_threads,

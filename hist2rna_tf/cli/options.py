@@ -92,8 +92,10 @@ def seed(text: str) -> int:
     return value
 
 
-def tile_px(text: str) -> int:
-    """A tile size in pixels: 1 to MAX_TILE_PX."""
+def tile_px(text: str) -> int | str:
+    """A tile size in pixels, 1 to MAX_TILE_PX, or 'trident' (the encoder's tile size in TRIDENT's README)."""
+    if text == "trident":
+        return text
     value = positive_int(text)
     if value > MAX_TILE_PX:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_TILE_PX} (a tile is read whole into memory, a batch of "
@@ -152,7 +154,9 @@ def add_tile_options(parser: argparse.ArgumentParser) -> None:
     add_mpp(group, "files that carry none (plain images, TMA cores); overrides the file's own")
     group.add_argument("--tile-px", type=tile_px,
                        help=f"tile size in pixels (default: the backbone's own: {TILES.tile_size_px} for the paper's "
-                            "CNNs, the encoder's for a pathology encoder)")
+                            "CNNs, the encoder's input size for a pathology encoder), or 'trident': the size TRIDENT's "
+                            "README extracts the encoder from (256 for UNI, UNI2-h and Prov-GigaPath, 512 for CONCH "
+                            "v1.5, 224 for the others), resized to the model's input as TRIDENT does")
     group.add_argument("--target-mpp", type=positive_float,
                        help=f"tile resolution in um/px (default: the backbone's own: {TILES.target_mpp} for the "
                             "paper's CNNs, the scale a pathology encoder was trained at, 0.5 for most)")

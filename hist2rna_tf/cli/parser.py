@@ -46,8 +46,8 @@ def add_extract(commands) -> None:
     extract.add_argument("--weights", default=EXTRACT.weights,
                          help=f"imagenet (default {EXTRACT.weights}; downloaded by Keras on first use), none (random: "
                               "testing only), or a path to a local weights file; for a pathology encoder the file its "
-                              "page offers (pytorch_model.bin or model.safetensors), downloaded after accepting its "
-                              "licence")
+                              "page offers, downloaded after accepting its licence: "
+                              + "; ".join(f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items()))
     add_tile_options(extract)
     add_stain_options(extract)
     run = extract.add_argument_group("run")

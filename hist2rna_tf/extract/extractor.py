@@ -48,7 +48,8 @@ def _warn_off_scale(config: ExtractConfig) -> None:
     """Say when a pathology encoder is given tiles at another scale than it was trained at."""
     native = native_scale(config.backbone)
     tiles = (config.tiles.tile_size_px, config.tiles.target_mpp)
-    if config.backbone.lower() in ENCODERS and tiles != native:
+    trident = (ENCODERS[config.backbone.lower()].trident_tile_px, native[1]) if config.backbone.lower() in ENCODERS else None
+    if config.backbone.lower() in ENCODERS and tiles not in (native, trident):
         log.warning("%s was trained on %d-px tiles at %g um/px; these are %d px at %g um/px (--tile-px, --target-mpp).",
                     config.backbone, *native, *tiles)
 

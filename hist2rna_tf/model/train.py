@@ -191,6 +191,11 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
         raise ExpressionError(f"--validation-fraction {config.validation_fraction:g} holds back {n_validation} of the "
                               f"{n_train} training patients for early stopping, none left to train on; give a smaller "
                               f"fraction (default {TrainConfig().validation_fraction:g}).")
+    if feature_settings is not None and feature_settings.named_backbone_with_random_weights:
+        log.warning("%s: features of %s with random weights (--weights none): they say nothing of biology, and they "
+                    "barely differ between slides, so the paper's head fed them raw learns nothing%s.", inputs.features,
+                    feature_settings.backbone, "" if config.standardize else " (add --standardize to see the "
+                    "pipeline learn; extract with --weights imagenet, or an encoder's own weights, for real features)")
     for key, value in report.items():
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])

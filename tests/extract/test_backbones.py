@@ -113,3 +113,19 @@ def test_the_catalog_is_the_one_list_of_names():
         assert spec.name == name and (spec.family is None) == (spec.constructor == "RegNetY")
     for name, spec in ENCODERS.items():
         assert spec.name == name and spec.feature_dim == spec.vit.feature_dim
+
+
+def test_tile_px_trident_takes_the_size_tridents_readme_gives(capsys, tmp_path):
+    """`--tile-px trident`: UNI, UNI2-h and Prov-GigaPath from 256-px tiles, CONCH v1.5 from 512, the
+    others 224 (TRIDENT's README, at 20x); for the paper's CNNs it is refused, naming why."""
+    from hist2rna_tf.extract.backbones.catalog import trident_tile_px
+
+    from commandline import run
+
+    sizes = {name: trident_tile_px(name) for name in ("uni", "uni2-h", "prov-gigapath", "conch-v1.5", "virchow2",
+                                                     "h-optimus-0", "phikon-v2")}
+    assert sizes == {"uni": 256, "uni2-h": 256, "prov-gigapath": 256, "conch-v1.5": 512, "virchow2": 224,
+                     "h-optimus-0": 224, "phikon-v2": 224}
+    status, err = run(["extract", "--slides", str(tmp_path), "--out", str(tmp_path / "out"), "--tile-px", "trident",
+                       "--weights", "none"], capsys)
+    assert status == 2 and "TRIDENT's tile sizes are for the pathology encoders" in err

@@ -72,3 +72,19 @@ def test_missing_genes_stop_the_run_with_the_list(cohort, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "88 of 138 genes missing" in err and "--drop-missing-genes" in err
+
+
+def test_training_on_random_weight_features_says_so_and_suggests_standardize(cohort, tmp_path, caplog):
+    """Features of a catalog backbone with random weights (the demo's) learn nothing through the paper's
+    head as it is: training says so, and what to do."""
+    args = ["train", "--features", str(cohort / "features" / "efficientnetv2s"), "--expression",
+            str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--genes", "pam50",
+            "--max-epochs", "1"]
+    with caplog.at_level("WARNING"):
+        assert main(args + ["--out", str(tmp_path / "raw")]) == 0
+    assert "efficientnetv2s with random weights (--weights none)" in caplog.text
+    assert "add --standardize" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(args + ["--out", str(tmp_path / "standardized"), "--standardize"]) == 0
+    assert "random weights" in caplog.text and "add --standardize" not in caplog.text

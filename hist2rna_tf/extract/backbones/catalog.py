@@ -107,6 +107,7 @@ class EncoderSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     target_mpp: float = 0.5  # um/px of its tiles (the paper's CNNs: 0.25)
     tile_size_px: int = 224  # of its tiles by default
+    trident_tile_px: int = 224  # of the tiles TRIDENT's README extracts it from (at 20x, 0.5 um/px): --tile-px trident
     resize: int = 224
     interpolation: str = "bilinear"  # torchvision's default
     crop: bool = True
@@ -127,18 +128,18 @@ ENCODERS: dict[str, EncoderSpec] = {
     for spec in (
         EncoderSpec("uni", "UNI (MahmoodLab)", ViTSpec(patch_size=16, embed_dim=1024, depth=24, num_heads=16,
                                                        mlp_ratio=4.0),
-                    "https://huggingface.co/MahmoodLab/UNI", "pytorch_model.bin", licence=_NC),
+                    "https://huggingface.co/MahmoodLab/UNI", "pytorch_model.bin", trident_tile_px=256, licence=_NC),
         EncoderSpec("uni2-h", "UNI2-h (MahmoodLab)",
                     ViTSpec(patch_size=14, embed_dim=1536, depth=24, num_heads=24, mlp_ratio=2.66667 * 2, swiglu=True,
                             reg_tokens=8, no_embed_class=True),
-                    "https://huggingface.co/MahmoodLab/UNI2-h", "pytorch_model.bin", licence=_NC),
+                    "https://huggingface.co/MahmoodLab/UNI2-h", "pytorch_model.bin", trident_tile_px=256, licence=_NC),
         # TRIDENT's CONCHVisionTower: ViT-L/16 (layer scale, init 1.0) at 448 px, position embeddings
         # of a 224-px trunk interpolated to 448 at each forward, attentional pooler (1 query) -> 768.
         EncoderSpec("conch-v1.5", "CONCH v1.5 (MahmoodLab)",
                     ViTSpec(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0, img_size=448,
                             output="pooler", layout="conch", reference_grid=14, pooler_dim=768),
                     "https://huggingface.co/MahmoodLab/conchv1_5", "pytorch_model_vision.bin", tile_size_px=448,
-                    resize=448, licence=_NC),
+                    trident_tile_px=512, resize=448, licence=_NC),
         EncoderSpec("virchow2", "Virchow2 (Paige)",
                     ViTSpec(patch_size=14, embed_dim=1280, depth=32, num_heads=16, mlp_ratio=5.3375, swiglu=True,
                             reg_tokens=4, output="cls+mean"),
@@ -157,7 +158,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         EncoderSpec("prov-gigapath", "Prov-GigaPath (Microsoft, Providence)",
                     ViTSpec(patch_size=16, embed_dim=1536, depth=40, num_heads=24, mlp_ratio=5.33334, swiglu=True),
                     "https://huggingface.co/prov-gigapath/prov-gigapath", "pytorch_model.bin", resize=256,
-                    interpolation="bicubic", licence="Apache-2.0, gated"),
+                    interpolation="bicubic", trident_tile_px=256, licence="Apache-2.0, gated"),
     )
 }
 BACKBONE_NAMES = tuple(BACKBONES) + tuple(ENCODERS)  # the paper's five (its best, the default, first), the encoders
@@ -171,6 +172,18 @@ def weights_tag(weights: str) -> str:
     from pathlib import Path
 
     return weights if weights in NAMED_WEIGHTS else Path(weights).name
+
+
+def trident_tile_px(backbone: str) -> int:
+    """The tile size (px, at 0.5 um/px) TRIDENT's README extracts an encoder's features from (its
+    transform then resizes them to the model's input): `--tile-px trident`."""
+    spec = ENCODERS.get(str(backbone).lower())
+    if spec is None:
+        from hist2rna_tf.errors import BackboneError
+
+        raise BackboneError(f"--tile-px trident: TRIDENT's tile sizes are for the pathology encoders "
+                            f"({', '.join(ENCODERS)}), not {backbone}; give a size in px.")
+    return spec.trident_tile_px
 
 
 def native_scale(backbone: str) -> tuple[int, float]:
