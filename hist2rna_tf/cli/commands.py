@@ -114,7 +114,7 @@ def cmd_train(args) -> int:
     from hist2rna_tf.model.train import train_run
 
     inputs, config = _training(args)
-    summary = train_run(inputs, args.out, config, overwrite=args.overwrite)
+    summary = train_run(inputs, args.out, config, overwrite=args.overwrite, progress=not args.no_progress)
     genes, patients = summary["metrics"]["across_genes"], summary["metrics"]["across_patients"]
     print(f"{summary['patients']['train']} training / {counted(summary['patients']['test'], 'held-out patient')}, "
           f"{counted(summary['genes'], 'gene')}, {counted(summary['epochs'], 'epoch')} (best validation MSE "
@@ -157,7 +157,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from hist2rna_tf.model.export import export_run
 
-    head_dir, full_dir = export_run(args.run, args.out, args.name, args.version)
+    head_dir, full_dir = export_run(args.run, args.out, args.name, args.version, progress=not args.no_progress)
     print(f"exported {head_dir} (features -> genes) and {full_dir} (tiles of one slide -> genes)")
     return 0
 
@@ -260,7 +260,7 @@ def cmd_report(args) -> int:
                      run_clinical_columns=args.run_clinical_columns, n_boot=args.n_boot,
                      extra_figures=map_figures(args.spatial_maps) if args.spatial_maps else {},
                      extra_files=map_files(args.spatial_maps) if args.spatial_maps else {})
-    path = build_report(inputs, args.out)
+    path = build_report(inputs, args.out, progress=not args.no_progress)
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")
     return 0
 

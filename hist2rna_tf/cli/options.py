@@ -8,8 +8,8 @@ import difflib
 import os
 from pathlib import Path
 
-from hist2rna_tf.config import (MAX_SEED, MAX_TILE_PX, STAIN_METHODS, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
-                                StainConfig, TileConfig, TrainConfig)
+from hist2rna_tf.config import (MAX_SEED, MAX_TILE_PX, STAIN_METHODS, BaselineConfig, DemoConfig, ExtractConfig,
+                                ReportInputs, RunInputs, StainConfig, TileConfig, TrainConfig)
 
 # The library's defaults, shown in --help and used when an option is not given.
 TILES, EXTRACT, TRAIN, INPUTS = TileConfig(), ExtractConfig(), TrainConfig(), RunInputs("", "", "")

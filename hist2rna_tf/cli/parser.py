@@ -111,6 +111,7 @@ def add_train(commands) -> None:
     train.add_argument("--split", help="reuse a split.csv from an earlier run (default: a new stratified split)")
     train.add_argument("--out", type=out_folder, required=True, help="run folder (a new one, unless --overwrite)")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    add_no_progress(train, "progress bar of epochs")
 
 
 def add_crossval(commands) -> None:
@@ -195,6 +196,7 @@ def add_export(commands) -> None:
     export.add_argument("--out", type=out_folder, default="saved_models", help="export root (default saved_models)")
     export.add_argument("--name", help="model name, one folder name (default: the backbone's)")
     export.add_argument("--version", type=positive_int, help="version number (default: the next one free for both)")
+    add_no_progress(export, "progress bar of its stages")
 
 
 def add_subtype(commands) -> None:
@@ -321,6 +323,7 @@ def add_report(commands) -> None:
     report.add_argument("--n-boot", type=positive_int, default=REPORT.n_boot,
                         help=f"bootstrap resamples for the CIs (default {REPORT.n_boot})")
     report.add_argument("--out", type=out_file, help="HTML file (default <run>/report/report.html)")
+    add_no_progress(report, "progress bar of its stages")
 
 
 def add_demo(commands) -> None:

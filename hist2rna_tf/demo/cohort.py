@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from hist2rna_tf.atomic import atomic_path, write_text
 from hist2rna_tf.config import PAM50_LABEL_COLUMN, PAPER_SUBTYPES
 from hist2rna_tf.expression import load_panel
+from hist2rna_tf.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +167,11 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
                       prefix: str = "demo", grid: tuple[int, int] = (10, 13)) -> list[DemoSlide]:
     """Write (or reuse) the demo cohort under `out_dir`: slides/, annotations/, cohort.csv. Slides are
     named `<prefix>-NN`; `grid` is the tissue area in 224-px cells (small grids look like TMA cores)."""
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     tiles, source = real_tiles()
     built = _built_shares(out_dir, seed)
     slides: list[DemoSlide] = []
-    for index in tqdm(range(n_slides), desc="demo slides", unit="slide", disable=not progress):
+    for index in bar(range(n_slides), desc="demo slides", unit="slide", enabled=progress):
         slide_id = f"{prefix}-{index + 1:02d}"
         slide_path = out_dir / "slides" / f"{slide_id}.tiff"
         annotation_path = out_dir / "annotations" / f"{slide_id}.geojson"

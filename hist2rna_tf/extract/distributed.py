@@ -22,6 +22,7 @@ from pathlib import Path
 from hist2rna_tf.config import RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, ExtractConfig
 from hist2rna_tf.errors import Hist2RNAError, SlideError
 from hist2rna_tf.extract.slides import SlideRef
+from hist2rna_tf.progress import bar as progress_bar
 from hist2rna_tf.tfenv import start_tensorflow
 
 log = logging.getLogger(__name__)
@@ -178,15 +179,13 @@ class RayWorkers:
         each slide comes back as soon as it is done. A run holds about 1/CHUNKS_PER_WORKER of a
         worker's share of the bytes still to deal, so runs shrink towards the end and the workers
         finish together."""
-        from tqdm.auto import tqdm
-
         ray = _ray()
         sizes = [_slide_bytes(ref) for ref in refs]  # read once: dealing weighs them again and again
         queue = deque(sorted(range(len(refs)), key=lambda k: -sizes[k]))  # largest first
         self._idle, self._in_flight, self._probe_at = list(range(len(self.actors))), {}, {}
         self._probe_worker, self._lost_since = {}, {}
         claimed: set[int] = set()
-        bar = tqdm(total=len(refs), unit="slide", desc="slides", disable=not progress)
+        bar = progress_bar(total=len(refs), unit="slide", desc="slides", enabled=progress)
         while queue or any(task is not None for task in self._in_flight.values()):
             self._send_probes()
             while self._idle and queue:

@@ -17,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from hist2rna_tf import __version__
 from hist2rna_tf.config import ExtractConfig, usable_cores
@@ -29,6 +28,7 @@ from hist2rna_tf.extract.settings import with_absolute_files
 from hist2rna_tf.extract.slides import SlideRef
 from hist2rna_tf.extract.stain.normalisers import make_normaliser, resolve_stain_config
 from hist2rna_tf.extract.stream import CohortStream
+from hist2rna_tf.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def stream_features(refs: list[SlideRef], extractor: Extractor, annotations: lis
     stream = CohortStream(refs, config.tiles, annotations, claim)
     dataset = extractor.dataset(stream)
     acc = _Accumulator(backbone.feature_dim, config.save_tile_features)
-    bar = tqdm(unit="tile", desc="tiles", disable=not progress, smoothing=0.1)
+    bar = progress_bar(unit="tile", desc="tiles", enabled=progress, smoothing=0.1)
     finished = 0
 
     def finalise_up_to(limit: int):

@@ -17,12 +17,13 @@ import pandas as pd
 
 from hist2rna_tf.atomic import write_table, write_text
 from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.expression import save_split
 from hist2rna_tf.model import runs
-from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalRecord, differences, fold_of, write_summary
 from hist2rna_tf.model.train import absolute_inputs, cohort_of, train_run
 from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.progress import bar
 
 
 def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, labels: pd.Series) -> None:
@@ -50,8 +51,6 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
              seed: int = 0, verbose: int = 0, progress: bool = False) -> pd.DataFrame:
     """Train K runs, each holding out one fold; folds already complete are kept (a re-run resumes).
     Returns the summary (summary.csv)."""
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression, "--labels": inputs.labels})
     inputs = absolute_inputs(without_split(inputs))
@@ -59,7 +58,7 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     assignment = fold_of(labels, folds, seed)
     _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, labels)
     splits = out_dir / "splits"
-    for k in tqdm(range(1, folds + 1), desc="folds", unit="fold", disable=not progress):
+    for k in bar(range(1, folds + 1), desc="folds", unit="fold", enabled=progress):
         fold_dir = out_dir / f"fold-{k}"
         subset = pd.Series(np.where(assignment == k, "test", "train"), index=assignment.index)
         if fold_dir.exists():

@@ -29,6 +29,7 @@ from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.progress import Stages
 
 log = logging.getLogger(__name__)
 
@@ -153,32 +154,38 @@ def checked_name(name: str) -> str:
 
 
 def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, version: int | None = None,
-               replace: bool = False) -> tuple[Path, Path]:
+               replace: bool = False, progress: bool = False) -> tuple[Path, Path]:
     """Both exports of a training run under `root`: `<name>_head/<version>` (features -> genes) and
     `<name>/<version>` (tiles -> genes), with the run's own backbone, weights and stain settings (its
     record: the features folder it was trained on is not needed). `name` defaults to the backbone's,
     `version` to the next one free for both: the pair always shares its version. An existing version
     is refused before anything is written (ExportError), or replaced with `replace`. Both are built
-    aside and renamed into place together. Returns both folders."""
+    aside and renamed into place together (`progress`: a bar of the stages). Returns both folders."""
     if name is not None:
         checked_name(name)
     refuse_overlap(root, {"RUN": run_dir}, may_hold=("RUN",))
-    predictor = Predictor(run_dir)
-    config = predictor.extraction().config
-    backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
-    if backbone.feature_dim != predictor.feature_dim:
-        raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
-                            f"{config.backbone} gives {backbone.feature_dim}.")
-    name = name if name is not None else backbone.name
-    version = version or next_version(root, f"{name}_head", name)
-    head_dir, full_dir = version_dir(root, f"{name}_head", version), version_dir(root, name, version)
-    taken = [d for d in (head_dir, full_dir) if d.exists()]
-    if taken and not replace:  # checked before either is written, so a refused export leaves nothing behind
-        raise ExportError(f"{', '.join(map(str, taken))} exists; exports are never overwritten. Give another "
-                          "--version, or leave it out to take the next free one.")
-    head = head_archive(predictor.model, predictor.genes, predictor.feature_settings)
-    full = end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, config.tiles.tile_size_px)
-    with building_folder(head_dir) as head_work, building_folder(full_dir) as full_work:
-        head.write_out(str(head_work), verbose=False)
-        full.write_out(str(full_work), verbose=False)
+    with Stages("export", 5, progress) as stages:
+        stages.start("reading the run")
+        predictor = Predictor(run_dir)
+        config = predictor.extraction().config
+        stages.start("building the backbone")
+        backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
+        if backbone.feature_dim != predictor.feature_dim:
+            raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
+                                f"{config.backbone} gives {backbone.feature_dim}.")
+        name = name if name is not None else backbone.name
+        version = version or next_version(root, f"{name}_head", name)
+        head_dir, full_dir = version_dir(root, f"{name}_head", version), version_dir(root, name, version)
+        taken = [d for d in (head_dir, full_dir) if d.exists()]
+        if taken and not replace:  # checked before either is written, so a refused export leaves nothing behind
+            raise ExportError(f"{', '.join(map(str, taken))} exists; exports are never overwritten. Give another "
+                              "--version, or leave it out to take the next free one.")
+        stages.start("tracing the head")
+        head = head_archive(predictor.model, predictor.genes, predictor.feature_settings)
+        stages.start("tracing the end-to-end model")
+        full = end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, config.tiles.tile_size_px)
+        stages.start("writing both")
+        with building_folder(head_dir) as head_work, building_folder(full_dir) as full_work:
+            head.write_out(str(head_work), verbose=False)
+            full.write_out(str(full_work), verbose=False)
     return head_dir, full_dir

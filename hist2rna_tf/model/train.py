@@ -31,6 +31,7 @@ from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, Featu
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.head import Standardization, build_head
 from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,28 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) ->
     return data.batch(batch_size)
 
 
+class EpochBar(keras.callbacks.Callback):
+    """A progress bar of epochs (progress.py) with the losses so far: early stopping usually ends it
+    before `max_epochs`."""
+
+    def __init__(self, max_epochs: int):
+        super().__init__()
+        self.max_epochs = max_epochs
+
+    def on_train_begin(self, logs=None):
+        self.bar = progress_bar(total=self.max_epochs, desc="epochs", unit="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("loss", "val_loss") if k in logs}, refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
 def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), run_dir: str | Path | None = None,
-             verbose: int = 0) -> tuple[keras.Model, pd.DataFrame]:
+             verbose: int = 0, progress: bool = False) -> tuple[keras.Model, pd.DataFrame]:
     """Train a head on patient features `x` [N, F] and log2 targets `y` [N, G].
 
     Returns the model with the best (lowest validation loss) weights and the per-epoch history.
@@ -71,20 +92,24 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
     if run_dir is not None:
         _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, x.shape, y.shape)
     history = fit_model(model, _dataset(x[~val], y[~val], config.batch_size, config.seed),
-                        _dataset(x[val], y[val], config.batch_size, None), config, run_dir, verbose)
+                        _dataset(x[val], y[val], config.batch_size, None), config, run_dir, verbose, progress=progress)
     return model, history
 
 
 def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.Dataset, config: TrainConfig,
-              run_dir: str | Path | None = None, verbose: int = 0, save_best: bool = True) -> pd.DataFrame:
+              run_dir: str | Path | None = None, verbose: int = 0, save_best: bool = True,
+              progress: bool = False) -> pd.DataFrame:
     """The paper's training loop, for the head and the patch-based baseline alike: Adam
     (`config.learning_rate`), MSE, early stopping on the validation loss (`config.patience`) keeping
     the best weights, at most `config.max_epochs`. The datasets are batched and shuffled (seeded) by
     the caller. With `run_dir`: history.csv and TensorBoard logs there, and (`save_best`) best.keras
-    at each improvement. Returns the per-epoch history; `model` ends with the best weights."""
+    at each improvement; with `progress`, a bar of epochs. Returns the per-epoch history; `model` ends
+    with the best weights."""
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                restore_best_weights=True)]
+    if progress and not verbose:
+        callbacks.append(EpochBar(config.max_epochs))
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +181,7 @@ def refuse_non_finite(table: pd.DataFrame, source, cell: str, raw: pd.DataFrame,
 
 
 def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, progress: bool = False) -> dict:
     """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
     `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
     made; its targets and labels are in it). An `out_dir` that holds a run is replaced only with
@@ -200,7 +225,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
     with runs.building(out_dir) as work:  # built aside, renamed into place only when complete
-        fitted = _fit_and_write(work, config, features, targets, labels, split, verbose)
+        fitted = _fit_and_write(work, config, features, targets, labels, split, verbose, progress)
         record = runs.RunRecord(inputs=inputs, train=config, feature_dim=int(features.shape[1]),
                                 genes=len(targets.columns), feature_settings=feature_settings, extraction=extraction,
                                 missing_genes=tuple(missing), join_report=report, **fitted)
@@ -239,7 +264,7 @@ def _extraction(features_dir: str, settings: FeatureSettings) -> Extraction | No
 
 
 def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, targets: pd.DataFrame,
-                   labels: pd.Series, split: pd.Series, verbose: int) -> dict:
+                   labels: pd.Series, split: pd.Series, verbose: int, progress: bool) -> dict:
     """Fit on the training patients; write split, genes, targets, model, history and held-out
     predictions; what the run's record says of the fit."""
     runs.write_split(out_dir, split, labels)
@@ -247,7 +272,7 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, t
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     runs.write_targets(out_dir, targets[train])
     start = time.perf_counter()
-    model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose)
+    model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose, progress)
     train_seconds = time.perf_counter() - start
     predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)

@@ -28,6 +28,7 @@ from hist2rna_tf.errors import Hist2RNAError
 from hist2rna_tf.expression import load_panel, numeric_values, read_table_file
 from hist2rna_tf.model import runs
 from hist2rna_tf.outputs import input_paths, refuse_overlap
+from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
 
@@ -91,7 +92,7 @@ img{max-width:100%}figcaption{font-size:.85em;color:#555}.note{background:#fff4e
 padding:.6em 1em}pre{background:#f6f6f6;padding:.6em;font-size:.8em;overflow-x:auto}"""
 
 
-def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
+def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: bool = False) -> Path:
     """Write the report (default `<run>/report/report.html`, figures and tables beside it). Every input
     is read first (a missing run or a malformed table stops it before anything is written); it is
     built aside and moved into place when complete (the HTML last): a failed report leaves nothing."""
@@ -102,10 +103,12 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None) -> Path:
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
             "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs}
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
-    record = runs.read_record(run)
-    given = _read_inputs(inputs)
-    with building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
-        _write_report(inputs, given, record, run, _Page(work), work / out.name)
+    with Stages("report", 5, progress) as stages:
+        stages.start("reading the inputs")
+        record = runs.read_record(run)
+        given = _read_inputs(inputs)
+        with building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
+            _write_report(inputs, given, record, run, _Page(work), work / out.name, stages)
     return out
 
 
@@ -168,18 +171,21 @@ def _costs(path: Path) -> pd.DataFrame:
 
 
 def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, run: Path, page: "_Page",
-                  out: Path) -> None:
+                  out: Path, stages: Stages) -> None:
     page.parts.append(f"<h1>{html.escape(inputs.title)}</h1><p>hist2rna-tf {__version__}, "
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
     _config_section(page, record, run)
+    stages.start("genes: bootstrap CIs, Figures 3-5")
     predicted, truth = runs.held_out(run)
     metrics = runs.metrics(run)  # written (runs.write_metrics) when the run was trained
     _gene_section(page, inputs, run, metrics, predicted, truth, given.compare)
+    stages.start("subtypes")
     labels = runs.split_labels(run)
     reference = runs.training_reference(run, record)
     _subtype_section(page, labels, predicted, reference)
+    stages.start("clinical analysis, baseline, costs")
     run_biomarkers = {}
     if given.run_clinical is not None:
         run_biomarkers = held_out_cohorts(predicted, truth, given.run_clinical, f"{inputs.run_clinical} "
@@ -200,6 +206,7 @@ def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, r
         page.heading("Files beside the report")
         for title, (name, data) in given.files.items():
             page.file(name, data, title)
+    stages.start("writing")
     document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>"
                 f"<style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
     write_text(out, document)

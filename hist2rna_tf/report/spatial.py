@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from hist2rna_tf.analysis.subtype import Voting, calls_of, fitted_voting
 from hist2rna_tf.atomic import write_table
@@ -31,6 +30,7 @@ from hist2rna_tf.extract.slides import SlideRef, find_slides, open_slide, read_t
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.model.runs import training_reference
 from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.progress import bar
 from hist2rna_tf.report.figures import save, tile_call_map, tile_value_map
 from hist2rna_tf.report.qupath import write_tile_objects
 
@@ -193,8 +193,7 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     failed = {r.path: _why_no_record(r, features) for r in given if r.slide_id not in records}
     out_dir = Path(out_dir)
     written = []
-    for ref in tqdm([r for r in given if r.slide_id in records], desc="spatial maps", unit="slide",
-                    disable=not progress):
+    for ref in bar([r for r in given if r.slide_id in records], desc="spatial maps", unit="slide", enabled=progress):
         try:
             written += mapper.map_slide(ref, records[ref.slide_id], out_dir)
         except Hist2RNAError as exc:

@@ -74,9 +74,9 @@ def test_missing_genes_stop_the_run_with_the_list(cohort, tmp_path, capsys):
     assert "88 of 138 genes missing" in err and "--drop-missing-genes" in err
 
 
-def test_training_on_random_weight_features_says_so_and_suggests_standardize(cohort, tmp_path, caplog):
+def test_training_on_random_weight_features_says_so_and_suggests_standardize(cohort, tmp_path, caplog, capsys):
     """Features of a catalog backbone with random weights (the demo's) learn nothing through the paper's
-    head as it is: training says so, and what to do."""
+    head as it is: training says so, and what to do. (Its epochs are a progress bar, a line each in a log.)"""
     args = ["train", "--features", str(cohort / "features" / "efficientnetv2s"), "--expression",
             str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--genes", "pam50",
             "--max-epochs", "1"]
@@ -84,6 +84,8 @@ def test_training_on_random_weight_features_says_so_and_suggests_standardize(coh
         assert main(args + ["--out", str(tmp_path / "raw")]) == 0
     assert "efficientnetv2s with random weights (--weights none)" in caplog.text
     assert "add --standardize" in caplog.text
+    err = capsys.readouterr().err
+    assert "epochs: 1/1 epoch" in err and "val_loss=" in err and "\r" not in err
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert main(args + ["--out", str(tmp_path / "standardized"), "--standardize"]) == 0

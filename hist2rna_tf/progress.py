@@ -1,0 +1,63 @@
+"""Progress bars, one kind for every long step (slides, tiles, folds, epochs, an export's stages): tqdm on
+stderr. On a terminal a bar redraws in place; anywhere else (a log file, CI, Slurm's output) each redraw
+is a line of its own, at most one every `LINE_INTERVAL_S` seconds and one at the end, so a log holds a
+readable line per step instead of thousands of carriage returns. `enabled=False` (`--no-progress`)
+draws nothing."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm.auto import tqdm
+
+LINE_INTERVAL_S = 5.0  # a non-terminal's lines: at most one this often (and the last)
+_PLAIN = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+class _Lines:
+    """A non-terminal stream for tqdm: each redraw as a line of its own, repeats dropped."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.last = ""
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").strip()
+        if text and text != self.last:
+            self.stream.write(text + "\n")
+            self.last = text
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def bar(iterable=None, *, desc: str, unit: str, total: int | None = None, enabled: bool = True, **options) -> tqdm:
+    """A tqdm bar (over `iterable`, or updated by hand) drawn as this module says."""
+    stream = sys.stderr
+    if enabled and not stream.isatty():
+        options = {"file": _Lines(stream), "mininterval": LINE_INTERVAL_S, "bar_format": _PLAIN, **options}
+    return tqdm(iterable, desc=desc, unit=unit, total=total, disable=not enabled, **options)
+
+
+class Stages:
+    """A bar of a long call's named stages (an export's, a report's): `start(name)` as each begins; the
+    bar says which is running and how many are done. A context manager: it closes complete."""
+
+    def __init__(self, desc: str, total: int, enabled: bool = True):
+        self.bar = bar(desc=desc, unit="stages", total=total, enabled=enabled)
+        self.running = False
+
+    def start(self, name: str) -> None:
+        if self.running:
+            self.bar.update(1)
+        self.running = True
+        self.bar.set_postfix_str(name)
+
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if self.running and kind is None:
+            self.bar.set_postfix_str("done", refresh=False)
+            self.bar.update(1)
+        self.bar.close()

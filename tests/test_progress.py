@@ -1,0 +1,45 @@
+"""Progress bars as a log reads them: off a terminal (a file, CI, Slurm), a line of its own per step,
+never carriage returns piled on one line; off entirely with --no-progress."""
+
+from __future__ import annotations
+
+import io
+
+from hist2rna_tf.progress import Stages, bar
+
+
+class _Log(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def test_off_a_terminal_each_step_is_a_line(monkeypatch):
+    log = _Log()
+    monkeypatch.setattr("sys.stderr", log)
+    for _ in bar(range(3), desc="slides", unit="slide", mininterval=0):
+        pass
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert lines[-1].startswith("slides: 3/3 slide") and len(lines) == len(set(lines)) >= 2
+
+
+def test_stages_say_which_is_running_and_end_complete(monkeypatch):
+    log = _Log()
+    monkeypatch.setattr("sys.stderr", log)
+    with Stages("export", 2) as stages:
+        stages.bar.mininterval = 0
+        stages.start("building the backbone")
+        stages.start("writing both")
+    lines = log.getvalue().splitlines()
+    assert any("building the backbone" in line for line in lines) and lines[-1].startswith("export: 2/2 stages")
+
+
+def test_no_progress_draws_nothing(monkeypatch):
+    log = _Log()
+    monkeypatch.setattr("sys.stderr", log)
+    for _ in bar(range(3), desc="slides", unit="slide", enabled=False):
+        pass
+    with Stages("export", 1, enabled=False) as stages:
+        stages.start("writing")
+    assert log.getvalue() == ""
