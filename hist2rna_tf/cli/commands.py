@@ -171,8 +171,8 @@ def cmd_subtype(args) -> int:
     calls = subtype_table(args.expression, args.method, args.reference_expression, args.reference_labels,
                           args.label_column, logged=args.no_log, reference_logged=args.reference_no_log)
     write_table(calls, args.out)
-    counts = ", ".join(f"{k} {v}" for k, v in calls["call"].value_counts().items())
-    print(f"{len(calls)} samples: {counts}. Written to {args.out}")
+    counts = ", ".join(f"{k} {v}" for k, v in calls["call"].value_counts().items()) or "no call"
+    print(f"{counted(len(calls), 'sample')}: {counts}. Written to {args.out}")
     if "n_genes" in calls and (calls["n_genes"] < 50).any():
         partial = calls["n_genes"][calls["n_genes"] < 50]
         print(f"{len(partial)} samples called on fewer than 50 PAM50 genes (their measured ones; as few as "

@@ -125,6 +125,13 @@ def _figures(tables: dict) -> dict:
             "patients": int(len(patients))}
 
 
+def _clipped(column: str, interval: tuple[float, float, float]) -> tuple[float, float, float]:
+    """A t-interval kept to what the figure can be: a count is never below 0, a correlation within [-1, 1]."""
+    low, high = (-1.0, 1.0) if column.startswith("median_rho") else (0.0, np.inf)
+    mean, ci_low, ci_high = interval
+    return mean, float(np.clip(ci_low, low, high)), float(np.clip(ci_high, low, high))
+
+
 def _fold_rows(summary: pd.DataFrame) -> pd.DataFrame:
     """The rows of summary.csv that are folds (not the mean, its CI or the pool)."""
     return summary[summary.index.str.startswith("fold-")]
@@ -137,7 +144,7 @@ def write_summary(crossval_dir: str | Path) -> pd.DataFrame:
     folds = fold_dirs(crossval_dir)
     per_fold = {f"fold-{k}": runs.metrics(d) for k, d in enumerate(folds, start=1)}
     rows = pd.DataFrame({name: _figures(tables) for name, tables in per_fold.items()}).T
-    intervals = {column: mean_ci(rows[column]) for column in rows.columns}
+    intervals = {column: _clipped(column, mean_ci(rows[column])) for column in rows.columns}
     predicted = pd.concat([runs.held_out(d)[0] for d in folds]).sort_index()
     truth = pd.concat([runs.held_out(d)[1] for d in folds]).sort_index()
     pooled = held_out_metrics(predicted, truth)
@@ -207,14 +214,23 @@ class Comparison:
         return self.names[0] if self.genes["difference"].median() > 0 else self.names[1]
 
     def verdict(self) -> str:
+        """One sentence: which predicts better, and whether genes (Wilcoxon over genes) and folds (the
+        95% CI of the per-fold difference of medians) both say so; "better" only when the genes do."""
         median = self.genes["difference"].median()
         mean, low, high = self.difference_ci
-        significant = self.wilcoxon_p < 0.05
-        return (f"{self.better} predicts better than {self.names[1] if self.better == self.names[0] else self.names[0]}: "
-                f"per gene, the fold-mean Spearman differs by a median {median:+.3f} ({self.names[0]} - "
-                f"{self.names[1]}), Wilcoxon signed-rank over {len(self.genes)} genes p = {self.wilcoxon_p:.2g} "
-                f"({'significant' if significant else 'not significant'} at 0.05); the median across genes differs "
-                f"by {mean:+.3f} a fold (95% CI {low:+.3f} to {high:+.3f}).")
+        by_genes = self.wilcoxon_p < 0.05
+        by_folds = bool(low > 0 or high < 0) and (mean > 0) == (median > 0)
+        other = self.names[1] if self.better == self.names[0] else self.names[0]
+        genes = (f"per gene the fold-mean Spearman differs by a median {median:+.3f} ({self.names[0]} - "
+                 f"{self.names[1]}), Wilcoxon signed-rank over {len(self.genes)} genes p = {self.wilcoxon_p:.2g}")
+        folds = f"the median across genes differs by {mean:+.3f} a fold (95% CI {low:+.3f} to {high:+.3f}"
+        if by_genes and by_folds:
+            return f"{self.better} predicts better than {other}, over genes and in every fold: {genes}; {folds})."
+        if by_genes:
+            return (f"{self.better} predicts better than {other} gene by gene ({genes}, significant at 0.05), but not "
+                    f"consistently across folds: {folds}, which includes 0).")
+        return (f"no significant difference between {self.names[0]} and {self.names[1]}: {genes} (not significant at "
+                f"0.05); {folds}).")
 
 
 def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None = None) -> Comparison:

@@ -30,6 +30,16 @@ def _name(folder: Path) -> str:
         return folder.name
 
 
+def _names(folders: list[Path]) -> list[str]:
+    """Each crossval's name, in one kind: their backbones when those differ, else their folders' names
+    (else their paths)."""
+    for kind in (_name, lambda f: f.name, str):
+        names = [kind(f) for f in folders]
+        if len(set(names)) == len(names):
+            return names
+    return [str(f) for f in folders]
+
+
 def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), out: str | Path | None = None
                           ) -> tuple[Path, list[cv.Comparison]]:
     """Write the report (default `<folder>/report/report.html`); returns it and the comparisons of
@@ -38,10 +48,7 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
     out = Path(out) if out else folder / "report" / "report.html"
     refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare}, may_hold=("CROSSVAL", "--compare"))
     summary = cv.read_table(folder, cv.SUMMARY)  # a folder that is not a complete crossval: said here
-    names = [_name(folder)]
-    for other in compare:
-        name = _name(Path(other))
-        names.append(name if name not in names else Path(other).name)
+    names = _names([folder, *map(Path, compare)])
     comparisons = [cv.compare(folder, other, (names[0], name)) for other, name in zip(compare, names[1:])]
     with building_files(out.parent, out.stem, last=out.name) as work:
         page = _Page(work)

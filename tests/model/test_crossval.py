@@ -117,7 +117,8 @@ def test_the_paired_comparison_finds_the_informative_features_better(done, capsy
     out = done[0].parent / "report" / "report.html"
     assert main(["report", str(done[0]), "--compare", str(done[1]), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "predicts better than cv-noise" in printed and "(significant at 0.05)" in printed
+    assert "cv-good predicts better than cv-noise, over genes and in every fold" in printed
+    assert "Wilcoxon signed-rank over 50 genes" in printed
     assert "Wilcoxon signed-rank over 50 genes" in out.read_text()
     assert "PAM50 subtype from the out-of-fold predicted genes" in out.read_text()
 
@@ -133,3 +134,22 @@ def test_crossvals_of_other_folds_are_not_compared(done, tmp_path):
     with pytest.raises(folds.CrossvalError, match=rf"hold different folds \(2 patients in other folds \(e.g. "
                                                   rf"{table.loc[first, 'patient_id']}: fold"):
         folds.compare(done[0], other)
+
+
+def test_a_verdict_says_better_only_as_far_as_genes_and_folds_agree():
+    """Significant over genes but a fold CI that includes 0 (-0.21 to +0.95): not "better" without the
+    caveat; neither: no difference."""
+    genes = pd.DataFrame({"difference": [0.2, 0.3, 0.1]})
+    spread = folds.Comparison(("uni", "efficientnetv2s"), genes, 0.0, 0.001, pd.Series([0.9, -0.1, 0.5]),
+                              (0.37, -0.21, 0.95))
+    assert "gene by gene" in spread.verdict() and "but not consistently across folds" in spread.verdict()
+    assert "-0.210 to +0.950, which includes 0" in spread.verdict()
+    none = folds.Comparison(("uni", "efficientnetv2s"), genes, 0.0, 0.4, pd.Series([0.1, -0.1]), (0.0, -0.5, 0.5))
+    assert none.verdict().startswith("no significant difference between uni and efficientnetv2s")
+
+
+def test_summary_intervals_stay_within_what_a_figure_can_be():
+    """A t-interval on counts never goes below 0, one on correlations never beyond [-1, 1]."""
+    assert folds._clipped("genes_fdr_0.05", folds.mean_ci([0, 0, 9]))[1] == 0.0
+    mean, low, high = folds._clipped("median_rho_genes", folds.mean_ci([0.99, 0.2, 0.98]))
+    assert -1 <= low and high == 1.0
