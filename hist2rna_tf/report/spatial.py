@@ -166,7 +166,8 @@ class SpatialMapper:
         written.append(write_table(table, out_dir / f"{ref.slide_id}_tiles.csv", index=False))
         if (np.asarray(record.tile_xy_px) >= 0).all():  # level-0 places (not a pre-tiled folder's grid)
             footprint = record.tile_size_um / record.mpp
-            written.append(write_tile_objects(out_dir / f"{ref.slide_id}_tiles.geojson", table, footprint, self.genes))
+            written.append(write_tile_objects(out_dir / f"{ref.slide_id}_tiles.geojson", table, footprint,
+                                              self.predictor.genes))  # every gene a measurement: cheap, and QuPath maps any
         for gene in self.genes:
             _warn_outside_training(ref.slide_id, gene, tiles[gene], self.reference)
             if self.gene_maps:
@@ -179,7 +180,7 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
                        progress: bool = False, gene_maps: bool = True) -> list[Path]:
     """For every slide of `slides` whose record under `features` has tile features: `<slide>_tiles.csv`
     (tiles x genes, with the PAM50 call and probabilities when `subtypes`), `<slide>_tiles.geojson`
-    (QuPath tile objects, the `genes` as measurements; None: all the run's), one PNG per gene (unless
+    (QuPath tile objects, every gene of the run a measurement), one PNG per gene of `genes` (None: all the run's; unless
     not `gene_maps`) and one PAM50 map. The classifier learns from the run's
     training patients' measured expression and labels. Returns the files written; a SpatialError
     naming each slide that could not be mapped (not a slide, not in `features`, no tile features,

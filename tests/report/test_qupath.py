@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hist2rna_tf.model import runs
 from hist2rna_tf.report.qupath import SUBTYPE_RGB, tile_objects
 
 # parseObject's switch: the objectType values that make each kind; others become annotations.
@@ -128,7 +129,8 @@ def mapped_slide(synthetic_run, demo_cohort, tmp_path_factory):
 def test_the_spatial_commands_objects_are_the_tiles_of_its_table(mapped_slide):
     """The GeoJSON `write_spatial_maps` writes beside a slide's maps: one QuPath tile object per row of
     its CSV, its square at the row's level-0 x, y, a tile wide (the record's tile size in level-0
-    pixels), its mapped genes and PAM50 probabilities as measurements, its call as its class."""
+    pixels), every gene of the run (not only the mapped ones: a QuPath user maps any) and the PAM50
+    probabilities as measurements, its call as its class."""
     from hist2rna_tf.extract.records import read_record, record_path
 
     run, cohort, out, slide = mapped_slide
@@ -143,6 +145,7 @@ def test_the_spatial_commands_objects_are_the_tiles_of_its_table(mapped_slide):
         x, y = row["x"], row["y"]
         np.testing.assert_allclose(obj["polygon"], [[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]],
                                    atol=0.01)
-        assert set(obj["measurements"]) == {"ESR1", "MKI67", *(f"PAM50 {p[2:]} probability" for p in probabilities)}
-        assert obj["measurements"]["ESR1"] == pytest.approx(row["ESR1"], abs=1e-4)
+        genes = runs.read_genes(run)
+        assert set(obj["measurements"]) == {*genes, *(f"PAM50 {p[2:]} probability" for p in probabilities)}
+        assert len(genes) == 50 and obj["measurements"]["ESR1"] == pytest.approx(row["ESR1"], abs=1e-4)
         assert obj["class"] == row["call"] and tuple(obj["colour"]) == SUBTYPE_RGB[row["call"]]
