@@ -33,7 +33,7 @@ def _timed(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def _inputs(root: Path, shared: Path) -> dict[str, Path]:
+def _inputs(root: Path, tiles: Path) -> dict[str, Path]:
     """A one-tile pre-tiled folder, 8 small demo slides, a 1024-px image, a synthetic run's inputs."""
     import numpy as np
     import pandas as pd
@@ -43,7 +43,7 @@ def _inputs(root: Path, shared: Path) -> dict[str, Path]:
 
     one = root / "one" / "TCGA-A2-A04R"
     one.mkdir(parents=True)
-    shutil.copy(sorted((shared / "tcga_tiles").glob("TCGA-A2-A04R*.png"))[0], one)
+    shutil.copy(sorted(tiles.glob("TCGA-A2-A04R*.png"))[0], one)
     build_demo_cohort(root / "small", n_slides=8, seed=1, prefix="tma", grid=(5, 6))
     build_demo_cohort(root / "cohort", n_slides=12, seed=0)
     write_demo_expression(root / "cohort")
@@ -134,10 +134,10 @@ def main() -> None:
     parser.add_argument("--backbone", default="efficientnetv2s")
     parser.add_argument("--only", choices=("commands", "parts"), help="one half (default: both)")
     args = parser.parse_args()
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    tiles = Path(__file__).resolve().parents[1] / "hist2rna_tf" / "data" / "tcga_tiles"
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        paths = _inputs(root, shared)
+        paths = _inputs(root, tiles)
         one = [*HIST2RNA, "extract", "--slides", str(paths["one"]), "--out", str(root / "one"), "--backbone",
                args.backbone, "--weights", "none", "--no-progress"]
         if args.only != "parts":

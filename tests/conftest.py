@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference data in ../shared, a small demo cohort, a tiny backbone model file."""
+"""Shared fixtures: the reference data shipped with the tests (tests/data, see its PROVENANCE.md), the
+package's own TCGA tiles, a small demo cohort, a tiny backbone model file."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
+TCGA_TILES = REPO / "hist2rna_tf" / "data" / "tcga_tiles"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data (real slides, tiles, the Macenko reference); CI has it beside the clone."""
-    if not (SHARED_DATA / "stain" / "macenko_input.png").is_file():
-        raise RuntimeError(f"reference data not found at {SHARED_DATA}: the tests need ../shared/data "
-                           "beside the repository (see README, 'Tests').")
-    return SHARED_DATA
+def reference_data() -> Path:
+    """tests/data: real slides (OpenSlide's CMU-1-Small-Region), the Macenko references, TCGA-BRCA's PAM50
+    RNA-seq and labels, the encoder fixtures (each file's source and licence: tests/data/PROVENANCE.md)."""
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def tcga_tiles() -> Path:
+    """The 25 real TCGA-BRCA tiles (224 px, four tumours) the package ships for its demo."""
+    return TCGA_TILES
 
 
 @pytest.fixture(scope="session")

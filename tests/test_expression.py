@@ -14,8 +14,8 @@ from hist2rna_tf.expression import (ExpressionError, alias_map, average_by_patie
 
 
 @pytest.fixture(scope="module")
-def rsem_path(shared_data):
-    return shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"
+def rsem_path(reference_data):
+    return reference_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"
 
 
 def test_panel_sizes_and_aliases(tmp_path):
@@ -73,8 +73,8 @@ def test_primary_tumours_and_repeated_samples():
     assert list(patients.index) == ["TCGA-AA-0001", "TCGA-BB-0002"]
 
 
-def test_stratified_split_in_the_paper_proportions(shared_data, tmp_path):
-    labels = read_labels(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").dropna()
+def test_stratified_split_in_the_paper_proportions(reference_data, tmp_path):
+    labels = read_labels(reference_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").dropna()
     labels = labels[labels.isin(["LumA", "LumB", "Basal", "Her2"])]
     split = stratified_split(labels, seed=1)
     assert split.value_counts()["test"] / len(split) == pytest.approx(160 / 495, abs=0.01)

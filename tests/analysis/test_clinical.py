@@ -123,7 +123,7 @@ def test_survival_table_recovers_the_built_in_hazards(clinical_file):
         survival_table(table.drop(columns="size_mm"), "ihc_subtype", "IHC Subtype")
 
 
-def test_tcga_receptor_status_separates_measured_biomarker_genes(shared_data, tmp_path):
+def test_tcga_receptor_status_separates_measured_biomarker_genes(reference_data, tmp_path):
     """Real TCGA-BRCA: IHC status words ('Not Performed', 'Equivocal', ...) read as missing, and the measured
     ESR1, PGR and ERBB2 differ by ER, PR and HER2 status as they must (Figure 7's TCGA rows, measured)."""
     from hist2rna_tf.expression import log2_expression, read_expression, to_patients
@@ -132,27 +132,27 @@ def test_tcga_receptor_status_separates_measured_biomarker_genes(shared_data, tm
     mapping.write_text(json.dumps({"patient_id": "PATIENT", "er": "ERStatus", "pr": "PRStatus", "her2": "HER2FinalStatus",
                                    **{k: None for k in ("os_months", "os_event", "grade", "size_mm", "age",
                                                         "node_positive", "ki67_percent", "ihc_subtype")}}))
-    clinical = read_clinical(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv",
+    clinical = read_clinical(reference_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv",
                              ClinicalColumns.from_json(mapping))
-    raw = pd.read_csv(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv", dtype=str)
+    raw = pd.read_csv(reference_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv", dtype=str)
     assert clinical["er"].notna().sum() == (raw["ERStatus"].isin(["Positive", "Negative"])).sum()
-    expression = log2_expression(to_patients(read_expression(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv")))
+    expression = log2_expression(to_patients(read_expression(reference_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv")))
     data = expression.join(clinical, how="inner")
     tests = biomarker_tests(data).set_index("gene")
     assert list(tests.index) == ["ESR1", "PGR", "ERBB2"]
     assert (tests["effect"] > 1).all() and (tests["p"] < 1e-20).all(), tests
 
 
-def test_external_cohort_calls_luminal_subtypes_and_fits_tables_1_and_2(shared_data):
+def test_external_cohort_calls_luminal_subtypes_and_fits_tables_1_and_2(reference_data):
     """The external-cohort analysis on real TCGA PAM50 genes (measured, standing in for predicted ones):
     LumA/LumB calls that mostly agree with the labels, the reclassification counts, Tables 1-2 and
     Kaplan-Meier fits for both subtype columns; without an IHC subtype, the join alone."""
     from hist2rna_tf.analysis.clinical import SURVIVAL_BY, external_cohort, held_out_cohorts
     from hist2rna_tf.expression import log2_expression, read_expression, read_labels, to_patients
 
-    expression = log2_expression(to_patients(read_expression(shared_data / "tcga_expression" /
+    expression = log2_expression(to_patients(read_expression(reference_data / "tcga_expression" /
                                                              "tcga_brca_pam50_rsem.csv")))
-    labels = read_labels(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").reindex(expression.index)
+    labels = read_labels(reference_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").reindex(expression.index)
     labelled = labels.dropna().index
     reference, external = labelled[::2], labelled[1::2]
     luminal = [p for p in external if labels[p] in ("LumA", "LumB")][:300]

@@ -14,8 +14,8 @@ from hist2rna_tf.expression import log2_expression, read_expression
 
 
 @pytest.fixture(scope="module")
-def truth_and_prediction(shared_data):
-    truth = log2_expression(read_expression(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv")).iloc[:160]
+def truth_and_prediction(reference_data):
+    truth = log2_expression(read_expression(reference_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv")).iloc[:160]
     rng = np.random.default_rng(0)
     # a 'prediction' that tracks the truth for half of the genes and is noise for the others
     noise = rng.normal(0, truth.std().to_numpy() * np.r_[np.full(25, 0.7), np.full(25, 8.0)], truth.shape)

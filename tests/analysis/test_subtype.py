@@ -14,9 +14,9 @@ from hist2rna_tf.expression import ExpressionError, log2_expression, read_expres
 
 
 @pytest.fixture(scope="module")
-def tcga(shared_data):
-    expression = log2_expression(read_expression(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"))
-    labels = read_labels(shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").reindex(expression.index)
+def tcga(reference_data):
+    expression = log2_expression(read_expression(reference_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"))
+    labels = read_labels(reference_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv").reindex(expression.index)
     keep = labels.notna()
     return expression[keep], labels[keep]
 
@@ -96,11 +96,11 @@ def test_too_few_genes_is_an_error(tcga):
     assert isinstance(centroid_calls(expression.iloc[:5]), pd.DataFrame)
 
 
-def test_subtype_command(shared_data, tmp_path, capsys):
+def test_subtype_command(reference_data, tmp_path, capsys):
     from hist2rna_tf.cli import main
 
     out = tmp_path / "calls.csv"
-    assert main(["subtype", "--expression", str(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"),
+    assert main(["subtype", "--expression", str(reference_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"),
                  "--out", str(out)]) == 0
     calls = pd.read_csv(out, index_col=0)
     assert list(calls.columns) == ["call", "n_genes", "Basal", "Her2", "LumA", "LumB", "Normal"] and len(calls) == 1093
@@ -144,13 +144,13 @@ def test_ror_subtype_scores_rank_the_subtypes(tcga):
     assert ror.loc[sample, "ror_s"] == pytest.approx(by_hand)
 
 
-def test_subtype_command_voting(shared_data, tmp_path, capsys):
+def test_subtype_command_voting(reference_data, tmp_path, capsys):
     """`--method voting`: trained on one part of TCGA (raw RSEM, logged for it), applied to another part."""
     from hist2rna_tf.cli import main
     from hist2rna_tf.expression import read_expression, read_labels, to_patients
 
-    labels_file = shared_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv"
-    raw = to_patients(read_expression(shared_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"))
+    labels_file = reference_data / "tcga_labels" / "tcga_brca_subtype_receptors.csv"
+    raw = to_patients(read_expression(reference_data / "tcga_expression" / "tcga_brca_pam50_rsem.csv"))
     raw.iloc[:700].rename_axis("PATIENT_ID").to_csv(tmp_path / "reference.csv")
     raw.iloc[700:].rename_axis("PATIENT_ID").to_csv(tmp_path / "cohort.csv")
     out = tmp_path / "calls.csv"

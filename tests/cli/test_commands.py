@@ -28,16 +28,16 @@ def test_fatal_errors_print_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "missing" in err and len(err.strip().splitlines()) == 1
 
 
-def test_normalize_writes_the_paper_normalisation(shared_data, tmp_path, capsys):
+def test_normalize_writes_the_paper_normalisation(reference_data, tmp_path, capsys):
     """The default is the authors' normaliser; --stain macenko-henorm is HEnorm's, with its components
     (--method, its name before 0.4.0, still works)."""
-    source = shared_data / "stain" / "macenko_input.png"
+    source = reference_data / "stain" / "macenko_input.png"
     for method, reference in ((None, "macenko_expected_authors.png"), ("macenko-henorm", "macenko_expected.png")):
         output = tmp_path / "out" / f"{method}.png"
         assert main(["normalize", str(source), str(output), "--components"] +
                     (["--stain" if method == "macenko-henorm" else "--method", method] if method else [])) == 0
         written = np.asarray(Image.open(output)).astype(int)
-        expected = np.asarray(Image.open(shared_data / "stain" / reference).convert("RGB")).astype(int)
+        expected = np.asarray(Image.open(reference_data / "stain" / reference).convert("RGB")).astype(int)
         assert (np.abs(written - expected) <= 1).all(axis=-1).mean() >= 0.99, method
         assert output.with_name(f"{method}_H.png").is_file() and output.with_name(f"{method}_E.png").is_file()
     blank = tmp_path / "blank.png"

@@ -151,7 +151,7 @@ def _demo(i: Inputs, *extra) -> list[str]:
     return ["demo", "--out", str(i.tmp / "demo"), "--no-progress", *extra]
 
 
-# id, the command (from Inputs; `shared`: ../shared/data/tcga_tiles), exit status, what the one error line (or the
+# id, the command (from Inputs; `shared`: the TCGA tiles), exit status, what the one error line (or the
 # output, for a batch) names, what must not exist afterwards.
 ROWS = [
     ("export name walking out of --out",
@@ -308,9 +308,9 @@ def inputs(tiny_run, tiny_backbone_file, tmp_path) -> Inputs:
 
 
 @pytest.mark.parametrize("name, command, code, named, absent", ROWS, ids=[row[0] for row in ROWS])
-def test_a_bad_input_is_one_clear_line_and_leaves_nothing(name, command, code, named, absent, inputs, shared_data,
+def test_a_bad_input_is_one_clear_line_and_leaves_nothing(name, command, code, named, absent, inputs, tcga_tiles,
                                                            capsys):
-    status, err = run(command(inputs, shared_data / "tcga_tiles"), capsys)
+    status, err = run(command(inputs, tcga_tiles), capsys)
     errors = [line for line in err.splitlines() if re.match(r"(hist2rna( \w+)?: )?error:", line)]
     assert status == code and len(errors) == 1, err
     for text in named:
@@ -331,13 +331,13 @@ def test_a_bad_slide_beside_good_ones_fails_alone_and_predict_says_so(inputs, ca
     assert list(pd.read_csv(inputs.tmp / "p.csv", index_col=0).index) == ["demo-02"]
 
 
-def test_an_unreadable_tile_and_a_plain_image_with_mpp_beside_a_pre_tiled_folder(inputs, shared_data, capsys, caplog):
+def test_an_unreadable_tile_and_a_plain_image_with_mpp_beside_a_pre_tiled_folder(inputs, reference_data, tcga_tiles, capsys, caplog):
     """A corrupt PNG in a pre-tiled folder is left out, named, and the folder done; `--mpp` for a plain
     image beside it does not fail the folder."""
-    folder = _pre_tiled(inputs, shared_data / "tcga_tiles")
+    folder = _pre_tiled(inputs, tcga_tiles)
     (folder / "TCGA-A2-A04R_x0_y0.png").write_bytes(b"\x89PNG not really")
     image = inputs.tmp / "core.png"
-    shutil.copy(shared_data / "stain" / "macenko_input.png", image)
+    shutil.copy(reference_data / "stain" / "macenko_input.png", image)
     with caplog.at_level("WARNING"):
         assert main(_extract(inputs, folder, image, extra=("--mpp", "0.5"))) == 0
     assert "2 done" in capsys.readouterr().out
@@ -364,7 +364,7 @@ def test_subtype_calls_raw_values_with_a_missing_one_as_the_logged_ones(inputs, 
 
 @pytest.mark.parametrize("case", ["tile larger than the slide", "several patients in one pre-tiled folder",
                                   "truncated TIFF", "annotation missing"])
-def test_a_batch_whose_every_slide_fails_names_each_and_leaves_nothing(case, inputs, shared_data, capsys):
+def test_a_batch_whose_every_slide_fails_names_each_and_leaves_nothing(case, inputs, tcga_tiles, capsys):
     """Every slide failed: exit 1, each named with its own reason (the flag to change, when a flag is the
     cause), and no output folder, settings, manifest or lock left behind."""
     slide = inputs.cohort / "slides" / "demo-01.tiff"
@@ -373,7 +373,7 @@ def test_a_batch_whose_every_slide_fails_names_each_and_leaves_nothing(case, inp
     elif case == "several patients in one pre-tiled folder":
         folder = inputs.tmp / "mixed"
         folder.mkdir()
-        for tile in sorted((shared_data / "tcga_tiles").glob("*.png"))[::6]:
+        for tile in sorted((tcga_tiles).glob("*.png"))[::6]:
             shutil.copy(tile, folder)
         args, reason = _extract(inputs, folder), "tiles of 4 TCGA patients"
     elif case == "truncated TIFF":
@@ -400,12 +400,12 @@ def test_predict_from_slides_that_all_fail_leaves_nothing(inputs, capsys):
     assert sorted(p.name for p in inputs.tmp.iterdir()) == ["annotations", "bad.svs"]
 
 
-def test_a_truncated_tile_of_any_format_is_left_out_named(inputs, shared_data, capsys, caplog):
+def test_a_truncated_tile_of_any_format_is_left_out_named(inputs, tcga_tiles, capsys, caplog):
     """A tile cut short (a failed copy) opens but cannot be read: in a pre-tiled folder it is left out
     and named, whatever its format, and the folder's other tiles extracted."""
     folder = inputs.tmp / "tiles" / "TCGA-A2-A04R"
     folder.mkdir(parents=True)
-    for k, tile in enumerate(sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))):
+    for k, tile in enumerate(sorted((tcga_tiles).glob("TCGA-A2-A04R*.png"))):
         Image.open(tile).convert("RGB").save(folder / f"{tile.stem}.{'jpg' if k % 2 else 'png'}", quality=95)
     for cut in (sorted(folder.glob("*.jpg"))[0], sorted(folder.glob("*.png"))[0]):
         data = cut.read_bytes()
@@ -415,10 +415,10 @@ def test_a_truncated_tile_of_any_format_is_left_out_named(inputs, shared_data, c
     assert "1 done" in capsys.readouterr().out and "2 unreadable tile image(s) left out" in caplog.text
 
 
-def test_tiles_of_another_size_name_their_size_and_the_flag(inputs, shared_data, capsys):
+def test_tiles_of_another_size_name_their_size_and_the_flag(inputs, tcga_tiles, capsys):
     folder = inputs.tmp / "tiles" / "TCGA-A2-A04R"
     folder.mkdir(parents=True)
-    for tile in sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png")):
+    for tile in sorted((tcga_tiles).glob("TCGA-A2-A04R*.png")):
         Image.open(tile).resize((256, 256)).save(folder / tile.name)
     status, err = run(_extract(inputs, inputs.tmp / "tiles"), capsys)
     assert status == 2 and "holds 256-px tiles, not 224-px ones: give --tile-px 256" in err, err

@@ -134,7 +134,7 @@ def test_negative_survival_times_are_refused_when_the_table_is_read(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bad_batch(tmp_path_factory, demo_cohort, shared_data, tiny_backbone_file):
+def bad_batch(tmp_path_factory, demo_cohort, tcga_tiles, tiny_backbone_file):
     """Good demo slides beside bad inputs, extracted in one run."""
     root = tmp_path_factory.mktemp("bad_batch")
     slides, annotations = root / "slides", root / "annotations"
@@ -152,7 +152,7 @@ def bad_batch(tmp_path_factory, demo_cohort, shared_data, tiny_backbone_file):
             shutil.copy(demo_cohort / "annotations" / f"{name}.geojson", annotations)
     mixed = slides / "mixed_patients"  # a pre-tiled folder holding two TCGA patients' tiles
     mixed.mkdir()
-    for tile in sorted((shared_data / "tcga_tiles").glob("*.png"))[::6]:
+    for tile in sorted((tcga_tiles).glob("*.png"))[::6]:
         shutil.copy(tile, mixed)
     (annotations / "mixed_patients.geojson").write_text("{}")  # not read: tile folders are taken whole
     code = main(["extract", "--slides", str(slides), "--annotations", str(annotations), "--out", str(root / "out"),
@@ -178,9 +178,9 @@ def test_a_tile_folder_of_several_patients_is_refused(bad_batch):
     assert manifest.loc["mixed_patients", "status"] == "failed" and "TCGA-A2-A04R" in reason and "TCGA-A2-A04Y" in reason
 
 
-def test_a_scan_far_coarser_than_the_target_is_refused(tmp_path, capsys, shared_data, tiny_backbone_file):
+def test_a_scan_far_coarser_than_the_target_is_refused(tmp_path, capsys, reference_data, tiny_backbone_file):
     core = tmp_path / "core.png"
-    shutil.copy(shared_data / "stain" / "macenko_input.png", core)
+    shutil.copy(reference_data / "stain" / "macenko_input.png", core)
     args = ["extract", "--slides", str(core), "--out", str(tmp_path / "out"), "--backbone", str(tiny_backbone_file),
             "--weights", "none", "--no-progress"]
     assert main([*args, "--mpp", "2.0"]) == 1

@@ -152,17 +152,17 @@ def test_shards_split_the_cohort(demo_cohort, tiny_extractor, tmp_path):
     assert len(combined) == 6 and all(",done," in line for line in combined[1:])
 
 
-def test_bad_slides_fail_alone_with_clear_reasons(demo_cohort, tiny_extractor, tmp_path, shared_data):
+def test_bad_slides_fail_alone_with_clear_reasons(demo_cohort, tiny_extractor, tmp_path, reference_data):
     from hist2rna_tf.demo.cohort import write_pyramid_tiff
 
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(demo_cohort / "slides" / "demo-01.tiff", folder)
     (folder / "notes.svs").write_text("not a slide")
-    data = (shared_data / "slides" / "CMU-1-Small-Region.svs").read_bytes()
+    data = (reference_data / "slides" / "CMU-1-Small-Region.svs").read_bytes()
     (folder / "cut.svs").write_bytes(data[: len(data) // 3])
     write_pyramid_tiff(np.full((1024, 1024, 3), 243, np.uint8), folder / "blank.tiff")
-    shutil.copy(shared_data / "stain" / "macenko_input.png", folder / "core.png")
+    shutil.copy(reference_data / "stain" / "macenko_input.png", folder / "core.png")
     results = {r.slide_id: r for r in extract_cohort([folder], tmp_path / "out", extractor=tiny_extractor)}
     assert results["demo-01"].status == "done"
     reasons = {k: r.reason for k, r in results.items() if r.status == "failed"}
@@ -188,8 +188,8 @@ def test_bad_annotations_fail_alone(demo_cohort, tiny_extractor, tmp_path):
     assert "no annotation" in results[3].reason and "demo-04.geojson" in results[3].reason
 
 
-def test_pre_tiled_folders(tiny_extractor, tmp_path, shared_data):
-    for tile in sorted((shared_data / "tcga_tiles").glob("*.png")):
+def test_pre_tiled_folders(tiny_extractor, tmp_path, tcga_tiles):
+    for tile in sorted((tcga_tiles).glob("*.png")):
         patient = tmp_path / "tiles" / tile.name[:12]
         patient.mkdir(parents=True, exist_ok=True)
         shutil.copy(tile, patient)

@@ -56,9 +56,9 @@ def local_ray():
         ray.shutdown()
 
 
-def _slides(demo_cohort: Path, shared_data: Path) -> list[Path]:
+def _slides(demo_cohort: Path, reference_data: Path) -> list[Path]:
     slides = [demo_cohort / "slides" / f"demo-0{i}.tiff" for i in range(1, 6)]
-    return slides + [shared_data / "pam50" / "LICENSE.md"]  # not a slide: fails for its own reason, once
+    return slides + [reference_data / "tcga_labels" / "LICENSE.txt"]  # not a slide: fails for its own reason, once
 
 
 def _sha256(path) -> str:
@@ -76,20 +76,20 @@ def _manifest(folder: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def single_process(demo_cohort, shared_data, tiny_extractor, tmp_path_factory):
+def single_process(demo_cohort, reference_data, tiny_extractor, tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
-    extract_cohort([str(p) for p in _slides(demo_cohort, shared_data)], out,
+    extract_cohort([str(p) for p in _slides(demo_cohort, reference_data)], out,
                    annotations_dir=demo_cohort / "annotations", extractor=tiny_extractor)
     return out / tiny_extractor.backbone.name
 
 
-def test_ray_extraction_equals_one_process(local_ray, demo_cohort, shared_data, tiny_extractor, single_process,
+def test_ray_extraction_equals_one_process(local_ray, demo_cohort, reference_data, tiny_extractor, single_process,
                                            tmp_path):
     """`hist2rna extract --ray`: two workers of one CPU; every record the same bytes as one process's,
     the same manifest rows (the bad file failed once, with the same reason), nothing listening
     beyond 127.0.0.1."""
     out = tmp_path / "ray"
-    code = main(["extract", "--slides", *map(str, _slides(demo_cohort, shared_data)), "--out", str(out),
+    code = main(["extract", "--slides", *map(str, _slides(demo_cohort, reference_data)), "--out", str(out),
                  "--annotations", str(demo_cohort / "annotations"), "--backbone", tiny_extractor.config.backbone,
                  "--weights", "none", "--batch-size", "16", "--no-progress", "--ray", "--cpus-per-worker", "1"])
     assert code == 1  # one slide failed: the exit status says so
@@ -103,7 +103,7 @@ def test_ray_extraction_equals_one_process(local_ray, demo_cohort, shared_data, 
     assert opened and all(_loopback(address) for address, _ in opened), opened
 
 
-def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_cohort, shared_data, tiny_extractor,
+def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_cohort, reference_data, tiny_extractor,
                                                             single_process, tmp_path):
     out = tmp_path / "killed"
     workers = RayWorkers.start(tiny_extractor.config, cpus_per_worker=1)
@@ -112,7 +112,7 @@ def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_coh
 
     def run():
         try:
-            outcome["results"] = extract_cohort([str(p) for p in _slides(demo_cohort, shared_data)], out,
+            outcome["results"] = extract_cohort([str(p) for p in _slides(demo_cohort, reference_data)], out,
                                                 annotations_dir=demo_cohort / "annotations", extractor=workers)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = exc
@@ -166,7 +166,7 @@ def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):
         _ray()
 
 
-def test_ray_workers_extract_with_a_pathology_encoder(local_ray, shared_data, tmp_path):
+def test_ray_workers_extract_with_a_pathology_encoder(local_ray, tcga_tiles, tmp_path):
     """`--backbone uni` on Ray: the worker builds the full ViT-L (seeded random weights, as every
     process does) at UNI's own scale, and the record equals one process's."""
     import numpy as np
@@ -175,7 +175,7 @@ def test_ray_workers_extract_with_a_pathology_encoder(local_ray, shared_data, tm
 
     folder = tmp_path / "tiles" / "TCGA-A2-A04R"
     folder.mkdir(parents=True)
-    for tile in sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))[:4]:
+    for tile in sorted((tcga_tiles).glob("TCGA-A2-A04R*.png"))[:4]:
         (folder / tile.name).write_bytes(tile.read_bytes())
     records = []
     for label, extra in (("one", []), ("ray", ["--ray", "--cpus-per-worker", "2"])):  # one worker

@@ -35,11 +35,11 @@ def _small(name: str):
     return replace(spec, vit=replace(spec.vit, **SMALL, **pooler))
 
 
-def _tiles(shared_data, groups, crop: int | None = None) -> np.ndarray:
+def _tiles(tcga_tiles, groups, crop: int | None = None) -> np.ndarray:
     """The fixture's tiles: single tiles, or 2 x 2 mosaics of four (cropped to their top-left `crop` px)."""
     out = []
     for names in groups:
-        parts = [np.asarray(Image.open(shared_data / "tcga_tiles" / n).convert("RGB")) for n in names]
+        parts = [np.asarray(Image.open(tcga_tiles / n).convert("RGB")) for n in names]
         rgb = parts[0] if len(parts) == 1 else np.concatenate([np.concatenate(parts[:2], 1),
                                                                np.concatenate(parts[2:], 1)], 0)
         out.append(rgb[:crop, :crop] if crop else rgb)
@@ -52,7 +52,7 @@ def _weights(name: str) -> Path:
 
 
 @pytest.mark.parametrize("case", sorted(REFERENCE))
-def test_our_build_gives_the_reference_features(case, shared_data, monkeypatch, tmp_path):
+def test_our_build_gives_the_reference_features(case, reference_data, monkeypatch, tmp_path):
     """build_backbone(name, weights) on the tiles as they come (224 px; 448 for CONCH v1.5; 320 for
     uni@320, resized as TRIDENT resizes them) gives TRIDENT's features to 1e-4 of their largest."""
     import hist2rna_tf.extract.backbones.catalog as catalog
@@ -62,7 +62,7 @@ def test_our_build_gives_the_reference_features(case, shared_data, monkeypatch, 
     spec = _small(name)
     monkeypatch.setitem(catalog.ENCODERS, name, spec)
     assert (list(spec.mean), list(spec.std)) == (reference["mean"], reference["std"])  # its own normalisation
-    tiles = _tiles(shared_data, reference["tiles"], reference["crop"])
+    tiles = _tiles(reference_data, reference["tiles"], reference["crop"])
     backbone = build_backbone(name, str(_weights(name)), tile_size_px=tiles.shape[1])
     if spec.vit.layout == "timm":  # (the others hold their position embeddings at the tiles' grid)
         assert backbone.model.count_params() == spec.vit.parameter_count
@@ -227,7 +227,7 @@ def test_an_encoder_extracts_at_its_own_scale_with_its_own_weights(small_uni, de
     np.testing.assert_allclose(record.feature, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def test_the_end_to_end_export_carries_the_encoder(small_uni, shared_data, tmp_path):
+def test_the_end_to_end_export_carries_the_encoder(small_uni, reference_data, tmp_path):
     """tiles -> Macenko -> the encoder's own normalisation -> the ViT -> mean -> head, as one SavedModel."""
     import keras
     import tensorflow as tf
@@ -240,7 +240,7 @@ def test_the_end_to_end_export_carries_the_encoder(small_uni, shared_data, tmp_p
     backbone = build_backbone("uni", str(small_uni))
     keras.utils.set_random_seed(0)
     head = build_head(backbone.feature_dim, 3)
-    tiles = _tiles(shared_data, REFERENCE["uni"]["tiles"])
+    tiles = _tiles(reference_data, REFERENCE["uni"]["tiles"])
     out = export_end_to_end(backbone, head, ["ESR1", "PGR", "ERBB2"], StainConfig(), tmp_path / "uni" / "1")
     loaded = tf.saved_model.load(str(out))  # (held: its variables live as long as it does)
     got = loaded.serve(tf.constant(tiles))["log2_expression"].numpy()
@@ -249,7 +249,7 @@ def test_the_end_to_end_export_carries_the_encoder(small_uni, shared_data, tmp_p
 
 
 @pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
-def test_an_encoder_in_half_precision_stays_near_float32(precision, shared_data, monkeypatch, tmp_path):
+def test_an_encoder_in_half_precision_stays_near_float32(precision, reference_data, monkeypatch, tmp_path):
     """--precision mixed (float16) and bfloat16 (TRIDENT's for UNI2-h): each tile's feature within a
     cosine of 0.999 of float32's, for the SwiGLU, register ViT and for CONCH's pooler."""
     import hist2rna_tf.extract.backbones.catalog as catalog
@@ -258,7 +258,7 @@ def test_an_encoder_in_half_precision_stays_near_float32(precision, shared_data,
     for name in ("uni2-h", "conch-v1.5"):
         reference = REFERENCE[name]
         monkeypatch.setitem(catalog.ENCODERS, name, _small(name))
-        tiles = _tiles(shared_data, reference["tiles"])
+        tiles = _tiles(reference_data, reference["tiles"])
         full = np.asarray(build_backbone(name, str(_weights(name))).features(tiles))
         half = np.asarray(build_backbone(name, str(_weights(name)), precision=precision).features(tiles))
         assert half.dtype == np.float32

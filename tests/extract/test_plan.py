@@ -34,10 +34,10 @@ def test_a_missing_annotation_names_the_file_and_the_way_out(demo_cohort, tmp_pa
         annotation_for(ref, tmp_path)
 
 
-def test_a_pre_tiled_folder_is_taken_as_it_is(shared_data, tmp_path):
+def test_a_pre_tiled_folder_is_taken_as_it_is(tcga_tiles, tmp_path):
     folder = tmp_path / "TCGA-A2-A04R"
     folder.mkdir()
-    for tile in sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png")):
+    for tile in sorted((tcga_tiles).glob("TCGA-A2-A04R*.png")):
         shutil.copy(tile, folder)
     ref = find_slides([folder])[0]
     plan = plan_tiles(ref, TileConfig(max_tiles=3), None)
@@ -47,10 +47,10 @@ def test_a_pre_tiled_folder_is_taken_as_it_is(shared_data, tmp_path):
     assert len(plan_tiles(ref, TileConfig(max_tiles=3, mpp_override=0.5), None).coords_px) == 3
 
 
-def test_an_unreadable_tile_is_left_out_of_its_folder_named(shared_data, tmp_path, caplog):
+def test_an_unreadable_tile_is_left_out_of_its_folder_named(tcga_tiles, tmp_path, caplog):
     folder = tmp_path / "TCGA-A2-A04R"
     folder.mkdir()
-    tiles = sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))
+    tiles = sorted((tcga_tiles).glob("TCGA-A2-A04R*.png"))
     for tile in tiles:
         shutil.copy(tile, folder)
     (folder / "TCGA-A2-A04R_x1_y1.png").write_bytes(b"\x89PNG garbage")  # sorts first

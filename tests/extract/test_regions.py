@@ -74,8 +74,8 @@ def test_annotation_outside_the_slide(tmp_path):
         annotation_mask(annotations, (10, 10), 100.0, (1000, 1000), source="x.geojson")
 
 
-def test_tissue_mask_finds_tissue_and_rejects_blank(shared_data):
-    ref = find_slides([shared_data / "slides" / "CMU-1-Small-Region.svs"])[0]
+def test_tissue_mask_finds_tissue_and_rejects_blank(reference_data):
+    ref = find_slides([reference_data / "slides" / "CMU-1-Small-Region.svs"])[0]
     thumb = np.asarray(open_slide(ref).get_thumbnail((278, 371)).convert("RGB"))
     mask = tissue_mask(thumb)
     assert 0.2 < mask.mean() < 0.95

@@ -13,8 +13,8 @@ PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamplin
 
 
 @pytest.fixture(scope="module")
-def tiles(shared_data) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((shared_data / "tcga_tiles").glob("*.png"))[:3]])
+def tiles(tcga_tiles) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((tcga_tiles).glob("*.png"))[:3]])
 
 
 @pytest.mark.parametrize("size", [256, 160, 300, 448, 97])

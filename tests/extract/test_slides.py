@@ -14,9 +14,9 @@ from hist2rna_tf.extract.slides import (TileReader, find_slides, level_for_mpp, 
                                         tile_file_xy)
 
 
-def test_mpp_is_read_from_svs_and_generic_tiff(shared_data):
+def test_mpp_is_read_from_svs_and_generic_tiff(reference_data):
     for name in ("CMU-1-Small-Region.svs", "CMU-1-Small-Region-pyramid.tif"):
-        ref = find_slides([shared_data / "slides" / name])[0]
+        ref = find_slides([reference_data / "slides" / name])[0]
         assert ref.kind == "openslide"
         assert slide_mpp(open_slide(ref), ref) == pytest.approx(0.499)
 
@@ -28,10 +28,10 @@ def test_level_nearest_above_target():
     assert level_for_mpp(downsamples, 0.5, 0.25) == 0  # coarser than the target: level 0, upsample
 
 
-def test_tile_from_pyramid_equals_tile_from_full_resolution(shared_data):
+def test_tile_from_pyramid_equals_tile_from_full_resolution(reference_data):
     """The 3-level TIFF and the 1-level SVS hold the same pixels: same tile either way."""
-    svs = find_slides([shared_data / "slides" / "CMU-1-Small-Region.svs"])[0]
-    tif = find_slides([shared_data / "slides" / "CMU-1-Small-Region-pyramid.tif"])[0]
+    svs = find_slides([reference_data / "slides" / "CMU-1-Small-Region.svs"])[0]
+    tif = find_slides([reference_data / "slides" / "CMU-1-Small-Region-pyramid.tif"])[0]
     # Target 1 um/px: the TIFF is read from level 1 (~1 um/px), the SVS from level 0 (box-averaged).
     a = TileReader(svs, 0.499, 1.0, 224).read(800, 1200).astype(int)
     b_reader = TileReader(tif, 0.499, 1.0, 224)
@@ -47,9 +47,9 @@ def test_tile_from_pyramid_equals_tile_from_full_resolution(shared_data):
     assert a.std() > 10  # real tissue, not background
 
 
-def test_tile_covers_the_right_area(shared_data):
+def test_tile_covers_the_right_area(reference_data):
     """A tile at 0.25 um/px from a 0.499 um/px slide covers ~112 level-0 pixels, upsampled to 224."""
-    ref = find_slides([shared_data / "slides" / "CMU-1-Small-Region.svs"])[0]
+    ref = find_slides([reference_data / "slides" / "CMU-1-Small-Region.svs"])[0]
     reader = TileReader(ref, 0.499, 0.25, 224)
     assert reader.read_size_px == 112
     slide = open_slide(ref)
@@ -58,9 +58,9 @@ def test_tile_covers_the_right_area(shared_data):
     assert np.abs(reader.read(1000, 1000).astype(int) - region.astype(int)).max() <= 1
 
 
-def test_plain_image_needs_mpp(tmp_path, shared_data):
+def test_plain_image_needs_mpp(tmp_path, reference_data):
     png = tmp_path / "core.png"
-    Image.open(shared_data / "stain" / "macenko_input.png").save(png)
+    Image.open(reference_data / "stain" / "macenko_input.png").save(png)
     ref = find_slides([png])[0]
     assert ref.kind == "image"
     with pytest.raises(MissingMPPError, match="--mpp"):
@@ -68,13 +68,13 @@ def test_plain_image_needs_mpp(tmp_path, shared_data):
     assert slide_mpp(open_slide(ref), ref, override=0.5) == 0.5
 
 
-def test_not_a_slide_and_truncated_slide_fail_with_the_file_named(tmp_path, shared_data):
+def test_not_a_slide_and_truncated_slide_fail_with_the_file_named(tmp_path, reference_data):
     fake = tmp_path / "notes.svs"
     fake.write_text("this is not a slide")
     with pytest.raises(SlideError, match="notes.svs"):
         open_slide(find_slides([fake])[0])
     truncated = tmp_path / "cut.svs"
-    data = (shared_data / "slides" / "CMU-1-Small-Region.svs").read_bytes()
+    data = (reference_data / "slides" / "CMU-1-Small-Region.svs").read_bytes()
     truncated.write_bytes(data[: len(data) // 3])
     with pytest.raises(SlideError, match="cut.svs"):
         ref = find_slides([truncated])[0]
@@ -83,10 +83,10 @@ def test_not_a_slide_and_truncated_slide_fail_with_the_file_named(tmp_path, shar
             reader.read(1000, y)
 
 
-def test_tile_folders_and_barcodes(tmp_path, shared_data):
+def test_tile_folders_and_barcodes(tmp_path, tcga_tiles):
     patient = tmp_path / "tiles" / "TCGA-A2-A04R"
     patient.mkdir(parents=True)
-    for tile in sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png")):
+    for tile in sorted((tcga_tiles).glob("TCGA-A2-A04R*.png")):
         shutil.copy(tile, patient)
     refs = find_slides([tmp_path / "tiles"])
     assert [(r.kind, r.slide_id, r.patient_id) for r in refs] == [("tiles", "TCGA-A2-A04R", "TCGA-A2-A04R")]
@@ -97,10 +97,10 @@ def test_tile_folders_and_barcodes(tmp_path, shared_data):
     assert patient_id("my-slide-7") == "my-slide-7"
 
 
-def test_duplicate_slide_ids_are_refused(tmp_path, shared_data):
+def test_duplicate_slide_ids_are_refused(tmp_path, reference_data):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
-        shutil.copy(shared_data / "slides" / "CMU-1-Small-Region.svs", tmp_path / sub)
+        shutil.copy(reference_data / "slides" / "CMU-1-Small-Region.svs", tmp_path / sub)
     with pytest.raises(SlideError, match="share the slide id"):
         find_slides([tmp_path / "a", tmp_path / "b"])
 

@@ -47,11 +47,11 @@ def _within_one(ours, reference) -> float:
     return float((np.abs(np.asarray(ours).astype(int) - np.asarray(reference).astype(int)) <= 1).all(axis=-1).mean())
 
 
-def test_default_is_the_authors_normaliser(shared_data):
+def test_default_is_the_authors_normaliser(reference_data):
     """The default `macenko` reproduces the hist2RNA authors' own normaliser (log10 optical density)
     on their output for the reference input, within 1 grey level on >= 99% of pixels; HEnorm's
     natural-log output is far from it (34 grey levels on average), so the test tells them apart."""
-    stain = shared_data / "stain"
+    stain = reference_data / "stain"
     image, expected = _rgb(stain / "macenko_input.png"), _rgb(stain / "macenko_expected_authors.png")
     assert StainConfig().method == "macenko"
     out, ok = macenko_normalise(image[None])
@@ -76,9 +76,9 @@ def test_default_matches_the_authors_normaliser_tile_by_tile():
     assert np.median(apart) > 3  # the other variant is not within reach of this test
 
 
-def test_henorm_variant_matches_its_reference_implementation_output(shared_data):
+def test_henorm_variant_matches_its_reference_implementation_output(reference_data):
     """`macenko-henorm` (HEnorm_python, natural log, fixed targets): Inorm, H and E within 1 grey level."""
-    stain = shared_data / "stain"
+    stain = reference_data / "stain"
     out, ok, h_only, e_only = macenko_normalise(_rgb(stain / "macenko_input.png")[None],
                                                 StainConfig(method="macenko-henorm"), components=True)
     assert bool(ok[0])
@@ -211,9 +211,9 @@ def test_degenerate_stain_never_yields_nan_or_inf():
     assert (out.numpy()[:2] == tiles[:2]).all()
 
 
-def test_fitted_targets_recover_the_reference_stain(shared_data):
+def test_fitted_targets_recover_the_reference_stain(reference_data):
     """Fitting targets to each variant's own normalised output recovers its HERef."""
-    stain = shared_data / "stain"
+    stain = reference_data / "stain"
     for method, name in (("macenko", "macenko_expected_authors.png"), ("macenko-henorm", "macenko_expected.png")):
         fitted = fit_macenko_targets(_rgb(stain / name), StainConfig(method=method))
         cosine = (np.asarray(fitted.he_ref) * np.asarray(PAPER_HE_REF)).sum(0) / (
@@ -222,14 +222,14 @@ def test_fitted_targets_recover_the_reference_stain(shared_data):
 
 
 @pytest.mark.parametrize("method, least", [("macenko-henorm", 0.99), ("macenko", 0.96)])
-def test_stain_vectors_agree_with_staintools(shared_data, method, least):
+def test_stain_vectors_agree_with_staintools(reference_data, method, least):
     """Independent reference: staintools' Macenko stain matrix (its own tissue mask and natural-log
     OD, so closer to HEnorm's variant; the authors' stricter stained-pixel test turns an E vector
     by up to 13 degrees on these images)."""
     import staintools
     from staintools.stain_extraction.macenko_stain_extractor import MacenkoStainExtractor
 
-    images = [np.array(t) for t in real_tiles()[0][:5]] + [_rgb(shared_data / "stain" / "macenko_input.png")]
+    images = [np.array(t) for t in real_tiles()[0][:5]] + [_rgb(reference_data / "stain" / "macenko_input.png")]
     macenko = Macenko(StainConfig(method=method))
     for image in images:
         theirs = MacenkoStainExtractor.get_stain_matrix(np.array(image))  # rows: H, E (unit)

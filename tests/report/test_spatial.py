@@ -115,7 +115,7 @@ def test_map_figures_title_each_map_for_the_report(mapped, tmp_path):
 
 
 @pytest.mark.parametrize("named", [True, False], ids=["tiles named by position", "tiles named otherwise"])
-def test_a_pre_tiled_folder_is_mapped_over_a_mosaic_of_its_tiles(tiny_run, tiny_backbone_file, shared_data, tmp_path,
+def test_a_pre_tiled_folder_is_mapped_over_a_mosaic_of_its_tiles(tiny_run, tiny_backbone_file, tcga_tiles, tmp_path,
                                                                   named):
     """A pre-tiled folder (the authors' layout) has no slide thumbnail: its maps are drawn over its own
     tiles, placed where their names say (or in a grid when the names carry no position)."""
@@ -125,7 +125,7 @@ def test_a_pre_tiled_folder_is_mapped_over_a_mosaic_of_its_tiles(tiny_run, tiny_
 
     folder = tmp_path / "TCGA-A2-A04R"
     folder.mkdir()
-    for k, tile in enumerate(sorted((shared_data / "tcga_tiles").glob("TCGA-A2-A04R*.png"))):
+    for k, tile in enumerate(sorted((tcga_tiles).glob("TCGA-A2-A04R*.png"))):
         shutil.copy(tile, folder / (tile.name if named else f"TCGA-A2-A04R_tile{k}.png"))
     assert main(["extract", "--slides", str(folder), "--out", str(tmp_path / "features"), "--backbone",
                  str(tiny_backbone_file), "--weights", "none", "--save-tile-features", "--no-progress"]) == 0
