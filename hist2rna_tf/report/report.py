@@ -103,12 +103,11 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
             "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs}
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
-    with Stages("report", 5, progress) as stages:
-        stages.start("reading the inputs")
-        record = runs.read_record(run)
-        given = _read_inputs(inputs)
-        with building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
-            _write_report(inputs, given, record, run, _Page(work), work / out.name, stages)
+    record = runs.read_record(run)
+    given = _read_inputs(inputs)
+    with Stages("report", 4, progress) as stages, \
+            building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
+        _write_report(inputs, given, record, run, _Page(work), work / out.name, stages)
     return out
 
 
@@ -176,8 +175,8 @@ def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, r
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
-    _config_section(page, record, run)
     stages.start("genes: bootstrap CIs, Figures 3-5")
+    _config_section(page, record, run)
     predicted, truth = runs.held_out(run)
     metrics = runs.metrics(run)  # written (runs.write_metrics) when the run was trained
     _gene_section(page, inputs, run, metrics, predicted, truth, given.compare)

@@ -71,7 +71,7 @@ def test_report_options_reach_the_report(monkeypatch, tmp_path):
     import hist2rna_tf.report.report
 
     seen = {}
-    monkeypatch.setattr(hist2rna_tf.report.report, "build_report", lambda inputs, out: seen.update(inputs=inputs, out=out)
+    monkeypatch.setattr(hist2rna_tf.report.report, "build_report", lambda inputs, out, progress: seen.update(inputs=inputs, out=out)
                         or tmp_path / "r.html")
     maps = tmp_path / "maps"
     maps.mkdir()

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import hist2rna_tf
-
 from commandline import run
 
 
@@ -106,10 +104,9 @@ def test_every_byte_of_the_users_files_stays(name, command, kept, named, work, t
         assert text in errors[0], (text, errors[0])
 
 
-def test_normalize_never_writes_over_its_input(tmp_path, capsys):
+def test_normalize_never_writes_over_its_input(tcga_tiles, tmp_path, capsys):
     """Not as its output, through another spelling or a link, nor as one of --components' H and E images."""
-    tiles = Path(hist2rna_tf.__file__).parent / "data" / "tcga_tiles"
-    image = Path(shutil.copy(sorted(tiles.glob("*.png"))[0], tmp_path / "in_H.png"))
+    image = Path(shutil.copy(sorted(tcga_tiles.glob("*.png"))[0], tmp_path / "in_H.png"))
     (tmp_path / "link.png").symlink_to(image)
     before = _snapshot(image)
     for output, extra in ((image, []), (tmp_path / "." / "in_H.png", []), (tmp_path / "link.png", []),

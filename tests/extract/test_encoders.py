@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hist2rna_tf
 from hist2rna_tf.errors import BackboneError
 from hist2rna_tf.extract.backbones.build import Normalise, build_backbone
 from hist2rna_tf.extract.backbones.catalog import ENCODERS
@@ -52,7 +51,7 @@ def _weights(name: str) -> Path:
 
 
 @pytest.mark.parametrize("case", sorted(REFERENCE))
-def test_our_build_gives_the_reference_features(case, reference_data, monkeypatch, tmp_path):
+def test_our_build_gives_the_reference_features(case, tcga_tiles, monkeypatch, tmp_path):
     """build_backbone(name, weights) on the tiles as they come (224 px; 448 for CONCH v1.5; 320 for
     uni@320, resized as TRIDENT resizes them) gives TRIDENT's features to 1e-4 of their largest."""
     import hist2rna_tf.extract.backbones.catalog as catalog
@@ -62,7 +61,7 @@ def test_our_build_gives_the_reference_features(case, reference_data, monkeypatc
     spec = _small(name)
     monkeypatch.setitem(catalog.ENCODERS, name, spec)
     assert (list(spec.mean), list(spec.std)) == (reference["mean"], reference["std"])  # its own normalisation
-    tiles = _tiles(reference_data, reference["tiles"], reference["crop"])
+    tiles = _tiles(tcga_tiles, reference["tiles"], reference["crop"])
     backbone = build_backbone(name, str(_weights(name)), tile_size_px=tiles.shape[1])
     if spec.vit.layout == "timm":  # (the others hold their position embeddings at the tiles' grid)
         assert backbone.model.count_params() == spec.vit.parameter_count
@@ -153,7 +152,7 @@ def test_a_new_conversion_version_converts_a_cached_file_again(tmp_path, monkeyp
     assert len(entries) == 1 and entries[0].endswith(f"-v{weights.CONVERSION_VERSION}.weights.h5")
 
 
-def test_a_broken_weights_file_leaves_nothing_in_the_cache(tmp_path, monkeypatch, capsys):
+def test_a_broken_weights_file_leaves_nothing_in_the_cache(tcga_tiles, tmp_path, monkeypatch, capsys):
     """An empty model.safetensors is refused, named, and nothing of it is kept (no digest, no entry)."""
     from commandline import run
 
@@ -162,7 +161,7 @@ def test_a_broken_weights_file_leaves_nothing_in_the_cache(tmp_path, monkeypatch
     empty.write_bytes(b"")
     tiles = tmp_path / "tiles" / "TCGA-A2-A04R"
     tiles.mkdir(parents=True)
-    for tile in sorted((Path(hist2rna_tf.__file__).parent / "data" / "tcga_tiles").glob("TCGA-A2-A04R*.png"))[:2]:
+    for tile in sorted(tcga_tiles.glob("TCGA-A2-A04R*.png"))[:2]:
         shutil.copy(tile, tiles)
     status, err = run(["extract", "--slides", str(tiles), "--out", str(tmp_path / "out"), "--backbone", "uni",
                        "--weights", str(empty), "--tile-px", "224", "--no-progress"], capsys)
@@ -227,7 +226,7 @@ def test_an_encoder_extracts_at_its_own_scale_with_its_own_weights(small_uni, de
     np.testing.assert_allclose(record.feature, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def test_the_end_to_end_export_carries_the_encoder(small_uni, reference_data, tmp_path):
+def test_the_end_to_end_export_carries_the_encoder(small_uni, tcga_tiles, tmp_path):
     """tiles -> Macenko -> the encoder's own normalisation -> the ViT -> mean -> head, as one SavedModel."""
     import keras
     import tensorflow as tf
@@ -240,7 +239,7 @@ def test_the_end_to_end_export_carries_the_encoder(small_uni, reference_data, tm
     backbone = build_backbone("uni", str(small_uni))
     keras.utils.set_random_seed(0)
     head = build_head(backbone.feature_dim, 3)
-    tiles = _tiles(reference_data, REFERENCE["uni"]["tiles"])
+    tiles = _tiles(tcga_tiles, REFERENCE["uni"]["tiles"])
     out = export_end_to_end(backbone, head, ["ESR1", "PGR", "ERBB2"], StainConfig(), tmp_path / "uni" / "1")
     loaded = tf.saved_model.load(str(out))  # (held: its variables live as long as it does)
     got = loaded.serve(tf.constant(tiles))["log2_expression"].numpy()
@@ -249,7 +248,7 @@ def test_the_end_to_end_export_carries_the_encoder(small_uni, reference_data, tm
 
 
 @pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
-def test_an_encoder_in_half_precision_stays_near_float32(precision, reference_data, monkeypatch, tmp_path):
+def test_an_encoder_in_half_precision_stays_near_float32(precision, tcga_tiles, monkeypatch, tmp_path):
     """--precision mixed (float16) and bfloat16 (TRIDENT's for UNI2-h): each tile's feature within a
     cosine of 0.999 of float32's, for the SwiGLU, register ViT and for CONCH's pooler."""
     import hist2rna_tf.extract.backbones.catalog as catalog
@@ -258,7 +257,7 @@ def test_an_encoder_in_half_precision_stays_near_float32(precision, reference_da
     for name in ("uni2-h", "conch-v1.5"):
         reference = REFERENCE[name]
         monkeypatch.setitem(catalog.ENCODERS, name, _small(name))
-        tiles = _tiles(reference_data, reference["tiles"])
+        tiles = _tiles(tcga_tiles, reference["tiles"])
         full = np.asarray(build_backbone(name, str(_weights(name))).features(tiles))
         half = np.asarray(build_backbone(name, str(_weights(name)), precision=precision).features(tiles))
         assert half.dtype == np.float32

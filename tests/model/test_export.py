@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from hist2rna_tf.model.head import build_head
 from hist2rna_tf.model.predict import Predictor
 
 GENES = ["ESR1", "PGR", "ERBB2", "MKI67"]
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _run_tensorflow_only(code: str) -> str:
@@ -106,6 +108,11 @@ def test_export_command_writes_both_models(tiny_run, tmp_path):
     assert from_export.genes == from_run.genes
     with pytest.raises(Hist2RNAError, match="end-to-end"):
         Predictor(full)
+    # The README's example of serving the end-to-end export, as it stands, in a process of TensorFlow alone.
+    example = README.read_text().split("<!-- serve-example")[1].split("```python\n")[1].split("```")[0]
+    printed = _run_tensorflow_only(example.replace("saved_models/efficientnetv2s/1", str(full)))
+    genes = eval(printed, {"np": np})  # the dict it prints: gene -> log2 expression
+    assert list(genes) == from_run.genes and len(genes) == 138 and all(np.isfinite(list(genes.values())))
 
 
 def test_a_pair_of_exports_shares_its_version(tiny_run, tmp_path):
