@@ -79,7 +79,10 @@ def _report_extraction(results, seconds: float, out: Path) -> int:
 def cmd_normalize(args) -> int:
     from hist2rna_tf.extract.stain.normalisers import normalise_image_file
 
-    written, stained = normalise_image_file(args.input, args.output, _stain(args), components=args.components)
+    if bool(args.out) == bool(args.output):
+        raise Hist2RNAError("give the output once: `hist2rna normalize INPUT --out OUTPUT`.")
+    written, stained = normalise_image_file(args.input, args.out or args.output, _stain(args),
+                                            components=args.components)
     if not stained:
         print(f"{args.input}: too little stain to estimate; written unchanged.")
     print("wrote " + ", ".join(map(str, written)))

@@ -88,9 +88,11 @@ def add_extract(commands) -> None:
 def add_normalize(commands) -> None:
     normalize = commands.add_parser(
         "normalize", help="stain-normalise one image file, to see what the pipeline does to a stain",
+        usage="hist2rna normalize INPUT --out OUTPUT [options]",
         description="Normalise an RGB image (PNG/JPEG/TIFF) with the chosen method and write the result.")
-    normalize.add_argument("input", type=Path)
-    normalize.add_argument("output", type=out_file)
+    normalize.add_argument("input", type=Path, metavar="INPUT", help="the image to normalise")
+    normalize.add_argument("--out", type=out_file, help="the image to write (.png keeps every grey level)")
+    normalize.add_argument("output", type=out_file, nargs="?", help=argparse.SUPPRESS)  # before 0.7.0: positional
     add_stain_options(normalize)
     hidden_alias(normalize, "--method", "stain", choices=STAIN_METHODS)
     normalize.add_argument("--components", action="store_true",
@@ -193,7 +195,8 @@ def add_export(commands) -> None:
                     "own backbone, weights and stain settings (its features folder is not needed). Gene names and "
                     "stain targets inside.")
     add_run(export)
-    export.add_argument("--out", type=out_folder, default="saved_models", help="export root (default saved_models)")
+    export.add_argument("--out", type=out_folder, required=True,
+                        help="export root, e.g. saved_models (the models go in <out>/<name>[_head]/<version>/)")
     export.add_argument("--name", help="model name, one folder name (default: the backbone's)")
     export.add_argument("--version", type=positive_int, help="version number (default: the next one free for both)")
     add_no_progress(export, "progress bar of its stages")

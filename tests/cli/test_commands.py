@@ -34,7 +34,7 @@ def test_normalize_writes_the_paper_normalisation(reference_data, tmp_path, caps
     source = reference_data / "stain" / "macenko_input.png"
     for method, reference in ((None, "macenko_expected_authors.png"), ("macenko-henorm", "macenko_expected.png")):
         output = tmp_path / "out" / f"{method}.png"
-        assert main(["normalize", str(source), str(output), "--components"] +
+        assert main(["normalize", str(source), "--out", str(output), "--components"] +
                     (["--stain" if method == "macenko-henorm" else "--method", method] if method else [])) == 0
         written = np.asarray(Image.open(output)).astype(int)
         expected = np.asarray(Image.open(reference_data / "stain" / reference).convert("RGB")).astype(int)
@@ -42,9 +42,9 @@ def test_normalize_writes_the_paper_normalisation(reference_data, tmp_path, caps
         assert output.with_name(f"{method}_H.png").is_file() and output.with_name(f"{method}_E.png").is_file()
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((64, 64, 3), 250, np.uint8)).save(blank)
-    assert main(["normalize", str(blank), str(tmp_path / "b.png")]) == 0
+    assert main(["normalize", str(blank), "--out", str(tmp_path / "b.png")]) == 0
     assert "written unchanged" in capsys.readouterr().out
-    assert main(["normalize", str(tmp_path / "nope.png"), str(tmp_path / "c.png")]) == 2
+    assert main(["normalize", str(tmp_path / "nope.png"), "--out", str(tmp_path / "c.png")]) == 2
 
 
 def test_a_library_warning_is_one_line_without_its_source(monkeypatch, capsys, tmp_path):

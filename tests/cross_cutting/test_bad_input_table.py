@@ -183,7 +183,7 @@ ROWS = [
      lambda i, s: i.report("--external-predictions", str(i.tmp / "gone.csv"), "--clinical", str(i.clinical())), 2,
      ["gone.csv"], ["rep"]),
     ("normalize to an unknown image type",
-     lambda i, s: ["normalize", str(sorted(s.glob("*.png"))[0]), str(i.tmp / "out.xyz")], 2, ["out.xyz", ".png"],
+     lambda i, s: ["normalize", str(sorted(s.glob("*.png"))[0]), "--out", str(i.tmp / "out.xyz")], 2, ["out.xyz", ".png"],
      ["out.xyz"]),
     ("config.json missing", lambda i, s: _damaged_run(i, lambda c: c.unlink()), 2,
      ["not a training run folder (no config.json)"], ["p.csv"]),

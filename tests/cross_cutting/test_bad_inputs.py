@@ -116,7 +116,7 @@ def test_an_incomplete_run_is_not_taken_for_one(tmp_path, capsys):
 def test_a_stain_reference_without_stain_is_named(tmp_path, capsys):
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((64, 64, 3), 250, np.uint8)).save(blank)
-    _refused(["normalize", str(blank), str(tmp_path / "out.png"), "--stain-reference", str(blank)], capsys,
+    _refused(["normalize", str(blank), "--out", str(tmp_path / "out.png"), "--stain-reference", str(blank)], capsys,
              str(blank), "too few stained pixels")
     assert not (tmp_path / "out.png").exists()
 

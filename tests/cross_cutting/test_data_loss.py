@@ -111,10 +111,10 @@ def test_normalize_never_writes_over_its_input(tcga_tiles, tmp_path, capsys):
     before = _snapshot(image)
     for output, extra in ((image, []), (tmp_path / "." / "in_H.png", []), (tmp_path / "link.png", []),
                           (tmp_path / "in.png", ["--components"])):
-        status, err = run(["normalize", str(image), str(output), *extra], capsys)
+        status, err = run(["normalize", str(image), "--out", str(output), *extra], capsys)
         assert status == 2 and "is the input INPUT" in err, err
         assert _snapshot(image) == before
-    assert run(["normalize", str(image), str(tmp_path / "out.png"), "--components"], capsys)[0] == 0
+    assert run(["normalize", str(image), "--out", str(tmp_path / "out.png"), "--components"], capsys)[0] == 0
 
 
 def test_train_overwrite_of_the_working_folder_is_refused(work, capsys, monkeypatch):
