@@ -16,8 +16,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hist2rna demo --out demo_output
 
+# The suite runs on TEST_WORKERS processes, a test file each at a time (its module fixtures, Ray's
+# instance among them, stay in one process): 2 by default, as many as a 2-core machine has.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python experiments/bench_extract.py
