@@ -134,7 +134,7 @@ def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray]:
 
 def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd.DataFrame, seed: int):
     """The paper's head, on one tile's feature; standardised at tile level when the run was."""
-    missing = train_slides.index[~train_slides["has_tiles"]]
+    missing = cohort.slides.index[~cohort.slides["has_tiles"]]  # the held-out slides' too: they are predicted
     if len(missing):
         raise Hist2RNAError(f"{len(missing)} slides (e.g. {missing[0]}) have no per-tile features in "
                             f"{cohort.features}; re-run `hist2rna extract` with --save-tile-features (or use "

@@ -116,16 +116,19 @@ def _with_cell(table: Path, out: Path, row: int, column: int, value) -> Path:
     return out
 
 
-def _without_tile_features(i: Inputs) -> Path:
+def _without_tile_features(i: Inputs, held_out_only: bool = False) -> Path:
     """A copy of the run's feature records without their per-tile features (extracted without
-    --save-tile-features)."""
+    --save-tile-features): all of them, or the held-out patients' only."""
     from dataclasses import replace
 
     from hist2rna_tf.extract.records import read_record, write_record
 
     folder = shutil.copytree(i.root / "features" / "tiny", i.tmp / "means_only")
+    held_out = set(runs.held_out(i.run)[0].index)
     for path in folder.glob("*.tfrecord"):
-        write_record(replace(read_record(path), tile_features=None), path)
+        record = read_record(path)
+        if not held_out_only or record.patient_id in held_out:
+            write_record(replace(record, tile_features=None), path)
     return folder
 
 
@@ -253,6 +256,9 @@ ROWS = [
     ("baseline --features without tile features",
      lambda i, s: ["baseline", str(i.run), "--features", str(_without_tile_features(i)), "--out", str(i.tmp / "b")], 2,
      ["means_only", "--save-tile-features"], ["b"]),
+    ("baseline --features whose held-out slides lack tile features",
+     lambda i, s: ["baseline", str(i.run), "--features", str(_without_tile_features(i, held_out_only=True)), "--out",
+                   str(i.tmp / "b")], 2, ["means_only", "--save-tile-features"], ["b"]),
     ("report of a crossval whose summary.csv is damaged",
      lambda i, s: ["report", str(_crossval_folder(i, b"\xff\xfe\x00garbage\x89PNG")), "--out", str(i.tmp / "rep" / "r.html")],
      2, ["summary.csv", "not a readable CSV", "Run the same `hist2rna crossval` command again"], ["rep"]),
