@@ -187,9 +187,11 @@ def stream_features(refs: list[SlideRef], extractor: Extractor, annotations: lis
             slide = slide.numpy()
             acc.add(slide, *extractor.features(tiles, normalised))
             real = slide[slide >= 0]
+            if len(real):  # drawn by the update, as often as the bar redraws (off a terminal: every few seconds)
+                bar.set_postfix_str(f"slide {int(real[-1]) + 1}/{len(refs)}: {refs[int(real[-1])].slide_id}",
+                                    refresh=False)
             bar.update(len(real))
             if len(real):
-                bar.set_postfix_str(f"slide {int(real[-1]) + 1}/{len(refs)}: {refs[int(real[-1])].slide_id}")
                 yield from finalise_up_to(int(real.min()))
         bar.close()
         yield from finalise_up_to(len(refs))
