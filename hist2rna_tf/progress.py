@@ -6,16 +6,18 @@ draws nothing."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 from tqdm.auto import tqdm
 
 LINE_INTERVAL_S = 5.0  # a non-terminal's lines: at most one this often (and the last)
-_PLAIN = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+_PLAIN = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]{postfix}"
 
 
 class _Lines:
-    """A non-terminal stream for tqdm: each redraw as a line of its own, repeats dropped."""
+    """A non-terminal stream for tqdm: each redraw as a line of its own; one that says nothing new (the
+    same count and postfix, only the times in brackets changed: the redraw at closing) is dropped."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -23,9 +25,10 @@ class _Lines:
 
     def write(self, text: str) -> None:
         text = text.replace("\r", "").strip()
-        if text and text != self.last:
+        news = re.sub(r"\[[^\]]*\]", "", text)
+        if text and news != self.last:
             self.stream.write(text + "\n")
-            self.last = text
+            self.last = news
 
     def flush(self) -> None:
         self.stream.flush()
@@ -40,24 +43,21 @@ def bar(iterable=None, *, desc: str, unit: str, total: int | None = None, enable
 
 
 class Stages:
-    """A bar of a long call's named stages (an export's, a report's): `start(name)` as each begins; the
-    bar says which is running and how many are done. A context manager: it closes complete."""
+    """A bar of a long call's named stages (an export's, a report's), showing the one running: call
+    `next()` as each ends. A context manager: it closes the bar."""
 
-    def __init__(self, desc: str, total: int, enabled: bool = True):
-        self.bar = bar(desc=desc, unit="stages", total=total, enabled=enabled)
-        self.running = False
+    def __init__(self, desc: str, names: list[str], enabled: bool = True):
+        self.names = list(names)
+        self.bar = bar(desc=desc, unit="stages", total=len(self.names), enabled=enabled, postfix=self.names[0],
+                       mininterval=0)  # a few stages: each one a line
 
-    def start(self, name: str) -> None:
-        if self.running:
-            self.bar.update(1)
-        self.running = True
-        self.bar.set_postfix_str(name)
+    def next(self) -> None:
+        following = self.bar.n + 1
+        self.bar.set_postfix_str(self.names[following] if following < len(self.names) else "done", refresh=False)
+        self.bar.update(1)
 
     def __enter__(self) -> "Stages":
         return self
 
-    def __exit__(self, kind, *_) -> None:
-        if self.running and kind is None:
-            self.bar.set_postfix_str("done", refresh=False)
-            self.bar.update(1)
+    def __exit__(self, *_) -> None:
         self.bar.close()

@@ -27,12 +27,12 @@ def test_off_a_terminal_each_step_is_a_line(monkeypatch):
 def test_stages_say_which_is_running_and_end_complete(monkeypatch):
     log = _Log()
     monkeypatch.setattr("sys.stderr", log)
-    with Stages("export", 2) as stages:
-        stages.bar.mininterval = 0
-        stages.start("building the backbone")
-        stages.start("writing both")
+    with Stages("export", ["building the backbone", "writing both"]) as stages:
+        stages.next()
+        stages.next()
     lines = log.getvalue().splitlines()
-    assert any("building the backbone" in line for line in lines) and lines[-1].startswith("export: 2/2 stages")
+    assert "building the backbone" in lines[0] and any("writing both" in line for line in lines)
+    assert lines[-1].startswith("export: 2/2 stages") and lines[-1].endswith(", done")
 
 
 def test_no_progress_draws_nothing(monkeypatch):
@@ -40,6 +40,6 @@ def test_no_progress_draws_nothing(monkeypatch):
     monkeypatch.setattr("sys.stderr", log)
     for _ in bar(range(3), desc="slides", unit="slide", enabled=False):
         pass
-    with Stages("export", 1, enabled=False) as stages:
-        stages.start("writing")
+    with Stages("export", ["writing"], enabled=False) as stages:
+        stages.next()
     assert log.getvalue() == ""

@@ -164,11 +164,12 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
     if name is not None:
         checked_name(name)
     refuse_overlap(root, {"RUN": run_dir}, may_hold=("RUN",))
-    with Stages("export", 5, progress) as stages:
-        stages.start("reading the run")
+    stages = ["reading the run", "building the backbone", "tracing and writing the head",
+              "tracing and writing the end-to-end model"]
+    with Stages("export", stages, progress) as bar:
         predictor = Predictor(run_dir)
         config = predictor.extraction().config
-        stages.start("building the backbone")
+        bar.next()
         backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
         if backbone.feature_dim != predictor.feature_dim:
             raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
@@ -180,12 +181,12 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
         if taken and not replace:  # checked before either is written, so a refused export leaves nothing behind
             raise ExportError(f"{', '.join(map(str, taken))} exists; exports are never overwritten. Give another "
                               "--version, or leave it out to take the next free one.")
-        stages.start("tracing the head")
-        head = head_archive(predictor.model, predictor.genes, predictor.feature_settings)
-        stages.start("tracing the end-to-end model")
-        full = end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, config.tiles.tile_size_px)
-        stages.start("writing both")
+        bar.next()
         with building_folder(head_dir) as head_work, building_folder(full_dir) as full_work:
-            head.write_out(str(head_work), verbose=False)
-            full.write_out(str(full_work), verbose=False)
+            head_archive(predictor.model, predictor.genes, predictor.feature_settings).write_out(str(head_work),
+                                                                                               verbose=False)
+            bar.next()
+            end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain,
+                               config.tiles.tile_size_px).write_out(str(full_work), verbose=False)
+            bar.next()
     return head_dir, full_dir

@@ -105,7 +105,8 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
     record = runs.read_record(run)
     given = _read_inputs(inputs)
-    with Stages("report", 4, progress) as stages, \
+    with Stages("report", ["genes: bootstrap CIs, Figures 3-5", "subtypes", "clinical analysis, baseline, costs",
+                           "writing"], progress) as stages, \
             building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
         _write_report(inputs, given, record, run, _Page(work), work / out.name, stages)
     return out
@@ -175,16 +176,15 @@ def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, r
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
-    stages.start("genes: bootstrap CIs, Figures 3-5")
     _config_section(page, record, run)
     predicted, truth = runs.held_out(run)
     metrics = runs.metrics(run)  # written (runs.write_metrics) when the run was trained
     _gene_section(page, inputs, run, metrics, predicted, truth, given.compare)
-    stages.start("subtypes")
+    stages.next()
     labels = runs.split_labels(run)
     reference = runs.training_reference(run, record)
     _subtype_section(page, labels, predicted, reference)
-    stages.start("clinical analysis, baseline, costs")
+    stages.next()
     run_biomarkers = {}
     if given.run_clinical is not None:
         run_biomarkers = held_out_cohorts(predicted, truth, given.run_clinical, f"{inputs.run_clinical} "
@@ -205,10 +205,11 @@ def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, r
         page.heading("Files beside the report")
         for title, (name, data) in given.files.items():
             page.file(name, data, title)
-    stages.start("writing")
+    stages.next()
     document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>"
                 f"<style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
     write_text(out, document)
+    stages.next()
 
 
 def _config_section(page: _Page, record: runs.RunRecord, run: Path) -> None:
