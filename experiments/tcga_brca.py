@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hist2rna_tf.config import ExtractConfig, RunInputs, TileConfig, TrainConfig
-from hist2rna_tf.extract.backbones.catalog import ENCODERS, native_scale
+from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.extract.backbones.catalog import ENCODERS
+from hist2rna_tf.extract.settings import for_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,10 +76,9 @@ def extract(experiment: Experiment, data: TCGA = TCGA()) -> Path:
     their folder."""
     from hist2rna_tf.extract.cohort import extract_cohort
 
-    tile_px, mpp = native_scale(experiment.backbone)  # the paper's 224 px at 0.25 um/px; an encoder's own
-    config = ExtractConfig(backbone=experiment.backbone, weights=experiment.weights(data),
-                           tiles=TileConfig(tile_size_px=tile_px, target_mpp=mpp), batch_size=experiment.batch_size,
-                           save_tile_features=experiment.save_tile_features, precision=experiment.precision)
+    # the paper's 224 px at 0.25 um/px; an encoder's own scale
+    config = for_backbone(experiment.backbone, experiment.weights(data), batch_size=experiment.batch_size,
+                          save_tile_features=experiment.save_tile_features, precision=experiment.precision)
     features = data.features.with_name(data.features.name + "_tiles") if experiment.save_tile_features else data.features
     results = extract_cohort([data.slides], features, config, data.annotations, progress=True)
     print(sum(r.status != "failed" for r in results), "slides with features,",

@@ -12,24 +12,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from hist2rna_tf.config import ExtractConfig, ReportInputs, RunInputs, TileConfig, TrainConfig
+from hist2rna_tf.config import ExtractConfig, ReportInputs, RunInputs, TrainConfig
 
 
 def extract_features(slides: str | Path | list, out: str | Path, backbone: str = ExtractConfig.backbone,
             weights: str = ExtractConfig.weights, annotations: str | Path | None = None, *,
             config: ExtractConfig | None = None, progress: bool = True) -> list:
     """`hist2rna extract`: slides (files or folders) -> `<out>/<backbone>/<slide_id>.tfrecord`, at the
-    backbone's own scale (the paper's CNNs: 224 px at 0.25 um/px; an encoder: its own) unless `config`
-    says otherwise. Returns the manifest rows (each slide done, skipped, failed with its reason)."""
-    from hist2rna_tf.extract.backbones.catalog import native_scale
+    backbone's own scale (the paper's CNNs: 224 px at 0.25 um/px; an encoder: its own;
+    `extract.settings.for_backbone`) unless `config` says otherwise. Returns the manifest rows (each slide done, skipped, failed with its reason)."""
     from hist2rna_tf.extract.cohort import extract_cohort
+    from hist2rna_tf.extract.settings import for_backbone
     from hist2rna_tf.tfenv import start_tensorflow
 
     start_tensorflow()
-    if config is None:
-        tile_size_px, target_mpp = native_scale(backbone)
-        config = ExtractConfig(backbone=backbone, weights=weights,
-                               tiles=TileConfig(tile_size_px=tile_size_px, target_mpp=target_mpp))
+    config = config or for_backbone(backbone, weights)
     slides = [slides] if isinstance(slides, (str, Path)) else list(slides)
     return extract_cohort(slides, out, config, annotations, progress=progress)
 

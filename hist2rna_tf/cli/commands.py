@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hist2rna_tf.cli.options import BASELINE, DEMO, REPORT, TILES, TRAIN
-from hist2rna_tf.config import ExtractConfig, RunInputs, StainConfig, TrainConfig
+from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, SpatialError
 from hist2rna_tf.outputs import refuse_overlap
 
@@ -17,23 +17,17 @@ log = logging.getLogger("hist2rna_tf")
 
 
 def cmd_extract(args) -> int:
-    from hist2rna_tf.extract.backbones.catalog import native_scale, trident_tile_px
     from hist2rna_tf.extract.cohort import extract_cohort
+    from hist2rna_tf.extract.settings import for_backbone
 
-    native = native_scale(args.backbone)  # when --tile-px or --target-mpp is not given
-    if args.tile_px == "trident":
-        args.tile_px = trident_tile_px(args.backbone)
-
-    config = ExtractConfig(
-        backbone=args.backbone, weights=args.weights, batch_size=args.batch_size, read_threads=args.read_threads,
-        save_tile_features=args.save_tile_features, shard_index=args.shard[0], shard_count=args.shard[1],
-        overwrite=args.overwrite, precision=args.precision, xla=args.xla,
-        tiles=replace(TILES, tile_size_px=args.tile_px or native[0], target_mpp=args.target_mpp or native[1],
-                      max_tiles=args.max_tiles,
-                      min_region_fraction=args.min_region_fraction, tumour_classes=tuple(args.tumour_classes),
-                      exclude_classes=tuple(args.exclude_classes), mpp_override=args.mpp),
-        stain=_stain(args),
-    )
+    config = for_backbone(
+        args.backbone, args.weights, tile_size_px=args.tile_px, target_mpp=args.target_mpp,
+        tiles=replace(TILES, max_tiles=args.max_tiles, min_region_fraction=args.min_region_fraction,
+                      tumour_classes=tuple(args.tumour_classes), exclude_classes=tuple(args.exclude_classes),
+                      mpp_override=args.mpp),
+        batch_size=args.batch_size, read_threads=args.read_threads, save_tile_features=args.save_tile_features,
+        shard_index=args.shard[0], shard_count=args.shard[1], overwrite=args.overwrite, precision=args.precision,
+        xla=args.xla, stain=_stain(args))
     if not args.gpus and args.ray is None:
         log.info("TensorFlow sees no GPU here: the backbone runs on the CPU.")
     start = time.perf_counter()

@@ -27,12 +27,12 @@ import numpy as np
 from hist2rna_tf.analysis.evaluate import across_genes, summary
 from hist2rna_tf.atomic import atomic_path, write_json, write_text
 from hist2rna_tf.config import (MIN_DEMO_SLIDES, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
-                                TileConfig, TrainConfig)
+                                TrainConfig)
 from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
 from hist2rna_tf.errors import Hist2RNAError, OutputError, SettingsError
 from hist2rna_tf.extract.backbones.build import check_backbone_arguments
-from hist2rna_tf.extract.backbones.catalog import native_scale
 from hist2rna_tf.extract.cohort import extract_cohort
+from hist2rna_tf.extract.settings import for_backbone
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.baseline import train_patch_baseline
 from hist2rna_tf.model.export import export_run
@@ -222,9 +222,7 @@ def _extract(cohort_dir: Path, out: Path, extract, progress: bool) -> list:
 
 def _extract_config(config: DemoConfig) -> ExtractConfig:
     """The demo's backbone at its own scale (the paper's CNNs: 224 px at 0.25 um/px; an encoder's own)."""
-    tile_size_px, target_mpp = native_scale(config.backbone)
-    return ExtractConfig(backbone=config.backbone, weights=config.weights,
-                         tiles=TileConfig(tile_size_px=tile_size_px, target_mpp=target_mpp))
+    return for_backbone(config.backbone, config.weights)
 
 
 def _features_dir(root: Path, backbone: str) -> Path:

@@ -22,9 +22,8 @@ from hist2rna_tf import __version__
 from hist2rna_tf.config import ExtractConfig, usable_cores
 from hist2rna_tf.errors import ClaimedElsewhere, DeviceError, SlideError
 from hist2rna_tf.extract.backbones.build import Backbone, build_backbone
-from hist2rna_tf.extract.backbones.catalog import ENCODERS, native_scale
 from hist2rna_tf.extract.records import SlideFeatures
-from hist2rna_tf.extract.settings import with_absolute_files
+from hist2rna_tf.extract.settings import off_scale, with_absolute_files
 from hist2rna_tf.extract.slides import SlideRef
 from hist2rna_tf.extract.stain.normalisers import make_normaliser, resolve_stain_config
 from hist2rna_tf.extract.stream import CohortStream
@@ -46,12 +45,9 @@ def embedding_fn(backbone: Backbone, tile_size_px: int, xla: bool = False):
 
 def _warn_off_scale(config: ExtractConfig) -> None:
     """Say when a pathology encoder is given tiles at another scale than it was trained at."""
-    native = native_scale(config.backbone)
-    tiles = (config.tiles.tile_size_px, config.tiles.target_mpp)
-    trident = (ENCODERS[config.backbone.lower()].trident_tile_px, native[1]) if config.backbone.lower() in ENCODERS else None
-    if config.backbone.lower() in ENCODERS and tiles not in (native, trident):
-        log.warning("%s was trained on %d-px tiles at %g um/px; these are %d px at %g um/px (--tile-px, --target-mpp).",
-                    config.backbone, *native, *tiles)
+    why = off_scale(config)
+    if why:
+        log.warning("%s", why)
 
 
 def has_gpu() -> bool:

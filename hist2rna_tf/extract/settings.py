@@ -26,13 +26,43 @@ from hist2rna_tf import __version__
 from hist2rna_tf.atomic import write_text
 from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, known_fields
 from hist2rna_tf.errors import SettingsError
-from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES, NAMED_WEIGHTS
+from hist2rna_tf.extract.backbones.catalog import (BACKBONE_NAMES, ENCODERS, NAMED_WEIGHTS, native_scale,
+                                                   trident_tile_px)
 
 # A features folder's record of how its features were made (`<out>/<backbone>/extract_config.json`).
 EXTRACT_CONFIG_FILE = "extract_config.json"
 
 # Feature folders and records written before 0.2.0 called HEnorm's natural-log variant "macenko".
 _NATURAL_LOG_MACENKO_UNTIL = (0, 2, 0)
+
+
+def for_backbone(backbone: str, weights: str = ExtractConfig.weights, *, tile_size_px: int | str | None = None,
+                 target_mpp: float | None = None, tiles: TileConfig = TileConfig(), **fields) -> ExtractConfig:
+    """An ExtractConfig for `backbone` at its own scale: the paper's 224 px at 0.25 um/px for its CNNs,
+    an encoder's training scale (0.5 um/px; 224 px, CONCH v1.5 448) for a pathology encoder, unless
+    `tile_size_px` / `target_mpp` say otherwise (`tile_size_px="trident"`: the size TRIDENT's README
+    extracts the encoder from). `tiles`: the other tile settings; `fields`: ExtractConfig's others.
+    The one place a backbone's scale is applied (the command line, the demo, the notebook calls and the
+    experiments all come here)."""
+    native_px, native_mpp = native_scale(backbone)
+    if tile_size_px == "trident":
+        tile_size_px = trident_tile_px(backbone)
+    tiles = replace(tiles, tile_size_px=tile_size_px or native_px, target_mpp=target_mpp or native_mpp)
+    return ExtractConfig(backbone=backbone, weights=weights, tiles=tiles, **fields)
+
+
+def off_scale(config: ExtractConfig) -> str | None:
+    """Why a pathology encoder's tiles are not at the scale it was trained at (nor TRIDENT's size for
+    it), or None."""
+    spec = ENCODERS.get(config.backbone.lower())
+    if spec is None:
+        return None
+    native = native_scale(config.backbone)
+    tiles = (config.tiles.tile_size_px, config.tiles.target_mpp)
+    if tiles in (native, (spec.trident_tile_px, native[1])):
+        return None
+    return (f"{config.backbone} was trained on {native[0]}-px tiles at {native[1]:g} um/px; these are {tiles[0]} px at "
+            f"{tiles[1]:g} um/px (--tile-px, --target-mpp).")
 
 
 def current_stain_method(method: str, version: str | None) -> str:

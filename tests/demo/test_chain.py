@@ -112,7 +112,6 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
 
     # Slide features shuffled between slides: the demo's training (its settings, inputs and split) no longer
     # learns (the features carry the signal).
-    from hist2rna_tf.config import RunInputs
     from hist2rna_tf.model.train import train_run
 
     records = sorted((out / "features" / "tiny").glob("*.tfrecord"))

@@ -84,3 +84,20 @@ def test_model_and_weights_files_are_recorded_by_absolute_path(tmp_path, monkeyp
     assert (config.backbone, config.weights) == (str(tmp_path / "tiny.keras"), str(tmp_path / "w.h5"))
     named = with_absolute_files(ExtractConfig(backbone="resnet50", weights="imagenet"))
     assert (named.backbone, named.weights) == ("resnet50", "imagenet")
+
+
+def test_a_backbone_is_extracted_at_its_own_scale_unless_told():
+    """`for_backbone`, the one place a backbone's scale is applied (command line, demo, notebook, experiments):
+    the paper's CNNs at 224 px and 0.25 um/px, an encoder at its training scale, TRIDENT's size on request,
+    what is given otherwise; an encoder off its scale is said."""
+    from hist2rna_tf.extract.settings import for_backbone, off_scale
+
+    cnn, uni, conch = for_backbone("efficientnetv2s"), for_backbone("uni", "none"), for_backbone("conch-v1.5")
+    assert (cnn.tiles.tile_size_px, cnn.tiles.target_mpp) == (224, 0.25)
+    assert (uni.tiles.tile_size_px, uni.tiles.target_mpp, uni.weights) == (224, 0.5, "none")
+    assert (conch.tiles.tile_size_px, conch.tiles.target_mpp) == (448, 0.5)
+    assert for_backbone("uni", tile_size_px="trident").tiles.tile_size_px == 256
+    told = for_backbone("uni", tile_size_px=320, target_mpp=0.25, batch_size=8)
+    assert (told.tiles.tile_size_px, told.tiles.target_mpp, told.batch_size) == (320, 0.25, 8)
+    assert off_scale(uni) is None and off_scale(for_backbone("uni", tile_size_px="trident")) is None
+    assert "was trained on 224-px tiles at 0.5 um/px" in off_scale(told) and off_scale(cnn) is None
