@@ -41,6 +41,6 @@ if __name__ == "__main__":
     # 3. the patch-based baseline on the same patients, split, genes and settings (the second bar)
     summary = train_patch_baseline(run_dir, CONFIG["out"], CONFIG["baseline"], slides=[CONFIG["data"].slides],
                                    annotations_dir=CONFIG["data"].annotations, verbose=2, overwrite=True)
-    print("patch-based median across genes:", round(summary["metrics"]["across_genes"]["median"], 3))
+    print("patch-based median across genes:", round(summary.metrics["across_genes"]["median"], 3))
     # 4. one report with Figure 10 and the cost figure
     print("report:", build_report(ReportInputs(run=run_dir, baseline=CONFIG["out"]), CONFIG["out"] / "report.html"))

@@ -101,8 +101,10 @@ def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> 
     experiment = Experiment(experiment) if isinstance(experiment, str) else experiment
     inputs = inputs_of(experiment, data, extract(experiment, data))
     run_dir = data.runs / (experiment.name or experiment.backbone)
-    summary = train_run(inputs, run_dir, experiment.train, verbose=verbose, overwrite=True)  # a re-run retrains
-    genes = summary["metrics"]["across_genes"]
-    print(f"{summary['patients']} patients; held-out median Spearman across genes {genes['median']:.2f}, "
+    trained = train_run(inputs, run_dir, experiment.train, verbose=verbose, overwrite=True)  # a re-run retrains
+    genes = trained.metrics["across_genes"]
+    patients = trained.record.patients
+    print(f"{patients['train']} training / {patients['test']} held-out patients; held-out median Spearman across "
+          f"genes {genes['median']:.2f}, "
           f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; run folder {run_dir}")
     return run_dir

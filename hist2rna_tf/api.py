@@ -16,11 +16,12 @@ from hist2rna_tf.config import ExtractConfig, ReportInputs, RunInputs, TrainConf
 
 
 def extract_features(slides: str | Path | list, out: str | Path, backbone: str = ExtractConfig.backbone,
-            weights: str = ExtractConfig.weights, annotations: str | Path | None = None, *,
-            config: ExtractConfig | None = None, progress: bool = True) -> list:
+                     weights: str = ExtractConfig.weights, annotations: str | Path | None = None, *,
+                     config: ExtractConfig | None = None, progress: bool = True) -> list:
     """`hist2rna extract`: slides (files or folders) -> `<out>/<backbone>/<slide_id>.tfrecord`, at the
     backbone's own scale (the paper's CNNs: 224 px at 0.25 um/px; an encoder: its own;
-    `extract.settings.for_backbone`) unless `config` says otherwise. Returns the manifest rows (each slide done, skipped, failed with its reason)."""
+    `extract.settings.for_backbone`) unless `config` says otherwise. Returns the manifest rows (each
+    slide done, skipped, or failed with its reason)."""
     from hist2rna_tf.extract.cohort import extract_cohort
     from hist2rna_tf.extract.settings import for_backbone
     from hist2rna_tf.tfenv import start_tensorflow
@@ -33,11 +34,11 @@ def extract_features(slides: str | Path | list, out: str | Path, backbone: str =
 
 def train(features: str | Path, expression: str | Path, labels: str | Path, out: str | Path, *,
           genes: str = RunInputs.genes, config: TrainConfig = TrainConfig(), overwrite: bool = False,
-          progress: bool = True, **inputs) -> dict:
+          progress: bool = True, **inputs):
     """`hist2rna train`: the paper's head on the features of `features` and the RNA-seq of `expression`,
     split by the subtypes of `labels`, written as a run folder `out`. `inputs`: RunInputs' other fields
-    (label_column, subtypes, drop_missing_genes, split). Returns the run's record with the held-out
-    metrics' summaries under "metrics"."""
+    (label_column, subtypes, drop_missing_genes, split). Returns the run (model.runs.TrainedRun: its
+    folder, record and held-out metrics' summaries)."""
     from hist2rna_tf.model.train import train_run
     from hist2rna_tf.tfenv import start_tensorflow
 

@@ -31,7 +31,7 @@ def test_the_five_calls_run_the_chain(tiny_run, tiny_backbone_file, tmp_path):
     assert [r.status for r in results] == ["done", "done"]
     summary = h2r.train(tiny_run / "features" / "tiny", cohort / "expression.csv", cohort / "clinical.csv",
                         out=tmp_path / "run", config=TrainConfig(max_epochs=3), progress=False)
-    assert summary["metrics"]["across_genes"]["total"] == 138 and runs.read_record(tmp_path / "run").epochs >= 1
+    assert summary.metrics["across_genes"]["total"] == 138 and runs.read_record(tmp_path / "run").epochs >= 1
     table = h2r.predict(tmp_path / "run", features=tmp_path / "features" / "tiny")
     assert isinstance(table, pd.DataFrame) and list(table.index) == ["demo-01", "demo-02"] and table.shape[1] == 138
     head, full = h2r.export(tmp_path / "run", tmp_path / "saved_models")

@@ -111,14 +111,14 @@ def cmd_train(args) -> int:
     from hist2rna_tf.model.train import train_run
 
     inputs, config = _training(args)
-    summary = train_run(inputs, args.out, config, overwrite=args.overwrite, progress=not args.no_progress)
-    genes, patients = summary["metrics"]["across_genes"], summary["metrics"]["across_patients"]
-    print(f"{summary['patients']['train']} training / {counted(summary['patients']['test'], 'held-out patient')}, "
-          f"{counted(summary['genes'], 'gene')}, {counted(summary['epochs'], 'epoch')} (best validation MSE "
-          f"{summary['best_val_loss']:.3f}).")
+    run = train_run(inputs, args.out, config, overwrite=args.overwrite, progress=not args.no_progress)
+    record, genes, patients = run.record, run.metrics["across_genes"], run.metrics["across_patients"]
+    print(f"{record.patients['train']} training / {counted(record.patients['test'], 'held-out patient')}, "
+          f"{counted(record.genes, 'gene')}, {counted(record.epochs, 'epoch')} (best validation MSE "
+          f"{record.best_val_loss:.3f}).")
     print(f"held-out Spearman: across genes median {genes['median']:.2f} (IQR {genes['q25']:.2f} to {genes['q75']:.2f}), "
           f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; across patients median "
-          f"{patients['median']:.2f}; {counted(summary['metrics']['r2_at_least_0.1'], 'gene')} with R2 >= 0.1. Folder: {args.out}")
+          f"{patients['median']:.2f}; {counted(run.metrics['r2_at_least_0.1'], 'gene')} with R2 >= 0.1. Folder: {args.out}")
     return 0
 
 
@@ -219,11 +219,11 @@ def cmd_baseline(args) -> int:
     config = replace(BASELINE, mode=args.mode, max_epochs=args.max_epochs, batch_size=args.batch_size,
                      tiles_per_slide=args.tiles_per_slide, device_watts=args.device_watts,
                      n_devices=args.n_devices, device=args.device)
-    summary = train_patch_baseline(args.run, args.out, config, slides=args.slides, annotations_dir=args.annotations,
-                                   verbose=0 if args.no_progress else 1 if sys.stdout.isatty() else 2,  # bar on a tty
-                                   features=args.features, overwrite=args.overwrite)
-    genes = summary["metrics"]["across_genes"]
-    print(f"{summary['epochs']} epochs; {genes['significant']}/{genes['total']} genes at FDR < 0.05.")
+    baseline = train_patch_baseline(args.run, args.out, config, slides=args.slides, annotations_dir=args.annotations,
+                                    verbose=0 if args.no_progress else 1 if sys.stdout.isatty() else 2,  # bar on a tty
+                                    features=args.features, overwrite=args.overwrite)
+    genes = baseline.metrics["across_genes"]
+    print(f"{counted(baseline.record.epochs, 'epoch')}; {genes['significant']}/{genes['total']} genes at FDR < 0.05.")
     _print_costs(Path(args.out))
     return 0
 

@@ -131,7 +131,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     run_dir = out / "run"
     _fresh(run_dir)
     metrics = train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir,
-                        train)["metrics"]
+                        train).metrics
     controls = []
     for k in range(config.n_controls):
         control_dir = out / "controls" / f"shuffled-{k + 1}"

@@ -252,12 +252,12 @@ def _predict_images(model, dataset, slide_ids) -> pd.DataFrame:
 def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: BaselineConfig = BaselineConfig(),
                          slides: list[str | Path] | str | Path | None = None,
                          annotations_dir: str | Path | None = None, verbose: int = 0,
-                         features: str | Path | None = None, overwrite: bool = False) -> dict:
+                         features: str | Path | None = None, overwrite: bool = False) -> runs.TrainedRun:
     """Train the patch-based baseline on a hist2RNA run's patients, split and genes; write, under
     `out_dir`, the same files as a run (runs.py) plus costs.csv. `features`: the folder of the run's
     feature records (frozen; default: where it was trained on them); `slides`: the slide files or
-    folders the run was extracted from (finetune). Returns its record (config.json) as a dict with the
-    held-out metrics' summaries under "metrics". An `out_dir` holding a baseline is replaced only
+    folders the run was extracted from (finetune). Returns it (runs.TrainedRun: its folder, record
+    and held-out metrics' summaries). An `out_dir` holding a baseline is replaced only
     with `overwrite`; one holding anything else, or an input (the run itself included), is refused."""
     given = {"RUN": run_dir, "--features": features, "--slides": [slides] if isinstance(slides, (str, Path)) else slides,
              "--annotations": annotations_dir}
@@ -317,4 +317,4 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
         metrics = runs.write_metrics(out_dir)
     log.info("patch-based baseline: %d epochs in %.0f s; held-out median Spearman across genes %.2f",
              record.epochs, train_seconds, metrics["across_genes"]["median"])
-    return {**record.to_json(), "metrics": metrics}
+    return runs.TrainedRun(Path(out_dir), record, metrics)

@@ -54,7 +54,7 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression, "--labels": inputs.labels})
     inputs = absolute_inputs(without_split(inputs))
-    _, _, labels, *_ = cohort_of(inputs)
+    labels = cohort_of(inputs).labels
     assignment = fold_of(labels, folds, seed)
     _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, labels)
     splits = out_dir / "splits"

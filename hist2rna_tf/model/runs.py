@@ -124,6 +124,17 @@ class RunRecord:
             tiles=data.get("tiles"), device=data.get("device"), version=str(data.get("version", "?")), format=fmt)
 
 
+@dataclass(frozen=True)
+class TrainedRun:
+    """What training a run (or a baseline) gives back: its folder, its record (config.json) and the
+    summaries of its held-out metrics (analysis.evaluate.metric_summaries: across_genes and
+    across_patients, each median, q25, q75, significant, total; r2_at_least_0.1)."""
+
+    folder: Path
+    record: RunRecord
+    metrics: dict
+
+
 def read_record(run_dir: str | Path) -> RunRecord:
     """A complete run's record, or a RunError naming what is wrong: not a run folder, a config.json
     that is missing, truncated, garbage or another tool's, or a run missing some of its files."""

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -138,10 +138,22 @@ def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape)
     writer.close()
 
 
-def cohort_of(inputs: RunInputs):
-    """The patients a run of `inputs` trains and evaluates on: (patient features, log2 targets, labels,
-    the join report, feature settings, extraction, missing genes): those with features, expression and
-    a label among `inputs.subtypes`."""
+@dataclass(frozen=True)
+class Cohort:
+    """The patients a run trains and evaluates on, and what is known of how their data were made."""
+
+    features: pd.DataFrame  # patients x F, the mean of a patient's slides
+    targets: pd.DataFrame  # patients x genes, log2(1+RSEM)
+    labels: pd.Series  # patient -> subtype
+    join_report: dict  # patients left out, by reason
+    feature_settings: FeatureSettings
+    extraction: Extraction | None  # the features folder's extract_config.json (None: none there)
+    missing_genes: list[str]  # genes the table lacked (--drop-missing-genes)
+
+
+def cohort_of(inputs: RunInputs) -> Cohort:
+    """The patients a run of `inputs` trains and evaluates on: those with features, expression and a
+    label among `inputs.subtypes`."""
     slide_features, patient_ids, feature_settings = feature_table(inputs.features)
     extraction = _extraction(inputs.features, feature_settings)
     features = average_by_patient(slide_features, patient_ids)
@@ -162,7 +174,7 @@ def cohort_of(inputs: RunInputs):
                               f"has a label among {', '.join(inputs.subtypes)} in column {inputs.label_column!r}; "
                               f"they have {seen}. Give --subtypes as the table writes them, or another --label-column.")
     report["without_usable_label"] = sorted(labels.index[~usable])
-    return (features[usable], targets[usable], labels[usable], report, feature_settings, extraction, missing)
+    return Cohort(features[usable], targets[usable], labels[usable], report, feature_settings, extraction, missing)
 
 
 def refuse_non_finite(table: pd.DataFrame, source, cell: str, raw: pd.DataFrame,
@@ -181,18 +193,20 @@ def refuse_non_finite(table: pd.DataFrame, source, cell: str, raw: pd.DataFrame,
 
 
 def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0,
-              overwrite: bool = False, progress: bool = False) -> dict:
+              overwrite: bool = False, progress: bool = False) -> runs.TrainedRun:
     """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
     `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
     made; its targets and labels are in it). An `out_dir` that holds a run is replaced only with
-    `overwrite`; one that holds anything else, or an input, is refused (outputs.py). Returns the run's record (config.json) as a dict with the held-out metrics'
-    summaries under "metrics" (analysis.evaluate.metric_summaries)."""
+    `overwrite`; one that holds anything else, or an input, is refused (outputs.py). Returns the run
+    (runs.TrainedRun: its folder, record and held-out metrics' summaries)."""
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression,
                              "--labels": inputs.labels, "--split": inputs.split})
     runs.refuse_existing(out_dir, overwrite)
     inputs = absolute_inputs(inputs)
-    features, targets, labels, report, feature_settings, extraction, missing = cohort_of(inputs)
+    cohort = cohort_of(inputs)
+    features, targets, labels, report = cohort.features, cohort.targets, cohort.labels, cohort.join_report
+    feature_settings = cohort.feature_settings
     if inputs.split:
         split = load_split(inputs.split)
         report["not_in_split_file"] = sorted(set(features.index) - set(split.index))
@@ -227,11 +241,12 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     with runs.building(out_dir) as work:  # built aside, renamed into place only when complete
         fitted = _fit_and_write(work, config, features, targets, labels, split, verbose, progress)
         record = runs.RunRecord(inputs=inputs, train=config, feature_dim=int(features.shape[1]),
-                                genes=len(targets.columns), feature_settings=feature_settings, extraction=extraction,
-                                missing_genes=tuple(missing), join_report=report, **fitted)
+                                genes=len(targets.columns), feature_settings=feature_settings,
+                                extraction=cohort.extraction, missing_genes=tuple(cohort.missing_genes),
+                                join_report=report, **fitted)
         runs.write_record(work, record)
         metrics = runs.write_metrics(work)  # the held-out metrics' summaries (their tables: runs.METRICS)
-    return {**record.to_json(), "metrics": metrics}
+    return runs.TrainedRun(out_dir, record, metrics)
 
 
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3

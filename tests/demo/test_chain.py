@@ -121,7 +121,7 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
         write_record(replace(record, feature=loaded[source].feature), path)
     demo_run = runs.read_record(out / "run")
     shuffled = train_run(replace(demo_run.inputs, split=str(runs.split_path(out / "run"))), tmp_path / "shuffled",
-                         demo_run.train)["metrics"]["across_genes"]["median"]
+                         demo_run.train).metrics["across_genes"]["median"]
     assert shuffled < learned - 0.3, (shuffled, learned)
 
 
