@@ -179,6 +179,7 @@ def cmd_subtype(args) -> int:
 
 def cmd_spatial(args) -> int:
     from hist2rna_tf.report.spatial import write_spatial_maps
+    from hist2rna_tf.report.spatial_folder import OBJECTS, TILES
 
     genes = None if args.genes == ["all"] else args.genes
     try:
@@ -188,10 +189,10 @@ def cmd_spatial(args) -> int:
     except SpatialError as exc:  # some slides not mapped: named, the others written; exit 1 as `extract`
         print(f"error: {exc}", file=sys.stderr)
         written, status = exc.written, 1
-    slides = {p.name.rsplit("_", 1)[0] for p in written}
     if written:
-        print(f"{counted(len(written), 'file')} for {counted(len(slides), 'slide')} in {args.out} (each slide's tiles "
-              "as QuPath objects: <slide>_tiles.geojson; drag it onto the slide in QuPath)")
+        slides = len({p.parent / p.name for p in written if p.name.endswith(TILES)})
+        print(f"{counted(len(written), 'file')} for {counted(slides, 'slide')} in {args.out} (each slide's tiles "
+              f"as QuPath objects: <slide>{OBJECTS}; drag it onto the slide in QuPath)")
     return status
 
 

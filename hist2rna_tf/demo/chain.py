@@ -41,6 +41,7 @@ from hist2rna_tf.model.train import train_run
 from hist2rna_tf.outputs import describe
 from hist2rna_tf.report.report import build_report, map_files
 from hist2rna_tf.report.spatial import write_spatial_maps
+from hist2rna_tf.report.spatial_folder import SpatialFolder
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path
     slide_id = max(predicted.index, key=lambda s: n_tiles[s])
     write_spatial_maps(run_dir, features, [cohort_dir / "slides" / f"{s}.tiff" for s in sorted(predicted.index)],
                        out_dir, [gene])
-    return {"spatial_map": out_dir / f"{slide_id}_{gene}.png", "spatial_subtypes": out_dir / f"{slide_id}_PAM50.png",
+    folder = SpatialFolder(out_dir)
+    return {"spatial_map": folder.map(slide_id, gene), "spatial_subtypes": folder.map(slide_id),
             "spatial_objects": map_files(out_dir)}
 
 

@@ -31,6 +31,7 @@ from hist2rna_tf.outputs import input_paths, refuse_overlap
 from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
+from hist2rna_tf.report.spatial_folder import SUBTYPES, SpatialFolder
 
 log = logging.getLogger(__name__)
 
@@ -370,16 +371,15 @@ def _cost_section(page: _Page, costs: pd.DataFrame) -> None:
 
 def map_files(folder: str | Path) -> dict[str, Path]:
     """Caption -> GeoJSON for every slide's QuPath objects in a `hist2rna spatial` folder (for the report)."""
-    return {f"{p.name.removesuffix('_tiles.geojson')}: every tile as a QuPath object (its predicted genes and PAM50 "
-            "probabilities as measurements, its PAM50 call as its class); drag the file onto the slide open in "
-            "QuPath, or File > Import objects": p for p in sorted(Path(folder).glob("*_tiles.geojson"))}
+    return {f"{slide}: every tile as a QuPath object (its predicted genes and PAM50 probabilities as measurements, "
+            "its PAM50 call as its class); drag the file onto the slide open in QuPath, or File > Import objects": path
+            for slide, path in SpatialFolder(Path(folder)).object_files().items()}
 
 
 def map_figures(folder: str | Path) -> dict[str, Path]:
     """Title -> PNG for every map in a `hist2rna spatial` folder (for the report)."""
-    maps = sorted(Path(folder).glob("*.png"))
+    maps = SpatialFolder(Path(folder)).maps()
     if not maps:
         raise Hist2RNAError(f"{folder}: no PNG maps; run `hist2rna spatial ... --out {folder}` first.")
-    return {f"Spatial map (beyond the paper): {p.stem.rsplit('_', 1)[0]}, "
-            f"{'PAM50 call per tile' if p.stem.endswith('_PAM50') else 'predicted ' + p.stem.rsplit('_', 1)[1]}": p
-            for p in maps}
+    return {f"Spatial map (beyond the paper): {slide}, "
+            f"{'PAM50 call per tile' if what == SUBTYPES else 'predicted ' + what}": path for slide, what, path in maps}

@@ -33,6 +33,7 @@ from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import bar
 from hist2rna_tf.report.figures import save, tile_call_map, tile_value_map
 from hist2rna_tf.report.qupath import write_tile_objects
+from hist2rna_tf.report.spatial_folder import SpatialFolder
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +159,20 @@ class SpatialMapper:
         self.predictor.check_features(record.settings, record_file)
         tiles = tile_predictions(self.predictor, record)
         picture = slide_picture(ref, record, self.thumbnail_mpp)  # read once, drawn under every map of the slide
-        table, written = tiles, []
+        table, written, folder = tiles, [], SpatialFolder(out_dir)
         if self.voting is not None:
             calls = pd.concat([tiles[["x", "y"]], calls_of(self.voting, tiles.drop(columns=["x", "y"]))], axis=1)
             table = pd.concat([tiles, calls.drop(columns=["x", "y"])], axis=1)
-            written.append(save(subtype_map(picture, record, calls), out_dir / f"{ref.slide_id}_PAM50.png"))
-        written.append(write_table(table, out_dir / f"{ref.slide_id}_tiles.csv", index=False))
+            written.append(save(subtype_map(picture, record, calls), folder.map(ref.slide_id)))
+        written.append(write_table(table, folder.tiles(ref.slide_id), index=False))
         if (np.asarray(record.tile_xy_px) >= 0).all():  # level-0 places (not a pre-tiled folder's grid)
             footprint = record.tile_size_um / record.mpp
-            written.append(write_tile_objects(out_dir / f"{ref.slide_id}_tiles.geojson", table, footprint,
+            written.append(write_tile_objects(folder.objects(ref.slide_id), table, footprint,
                                               self.predictor.genes))  # every gene a measurement: cheap, and QuPath maps any
         for gene in self.genes:
             _warn_outside_training(ref.slide_id, gene, tiles[gene], self.reference)
             if self.gene_maps:
-                written.append(save(spatial_map(picture, record, tiles, gene), out_dir / f"{ref.slide_id}_{gene}.png"))
+                written.append(save(spatial_map(picture, record, tiles, gene), folder.map(ref.slide_id, gene)))
         return written
 
 

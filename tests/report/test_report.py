@@ -98,6 +98,7 @@ def test_every_input_adds_its_section(synthetic_run, cohort_files, tmp_path):
     maps = tmp_path / "maps"
     save(tile_value_map(np.zeros((8, 8, 3), np.uint8), 1.0, 1.0, pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}),
                         "ESR1", "s1"), maps / "s1_ESR1.png")
+    pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}).to_csv(maps / "s1_tiles.csv", index=False)  # as spatial writes
     from hist2rna_tf.report.report import map_figures
 
     out = build_report(ReportInputs(run=run, compare=[baseline], external_predictions=predictions, clinical=clinical,

@@ -159,3 +159,20 @@ def test_genes_all_measures_every_gene_of_the_run_in_the_qupath_objects(mapped, 
     genes = Predictor(run).genes
     features = json.loads((out / f"{SLIDE}_tiles.geojson").read_text())["features"]
     assert all(set(genes) <= set(f["properties"]["measurements"]) for f in features) and len(genes) == 50
+
+
+def test_a_spatial_folder_names_its_files_in_one_place(tmp_path):
+    """SpatialFolder: a map's slide is the mapped slide its name starts with, even when slide ids hold '_'
+    (a pre-tiled folder's, a TMA core's), so a gene is never read off the wrong '_'."""
+    from hist2rna_tf.report.spatial_folder import SpatialFolder
+
+    folder = SpatialFolder(tmp_path)
+    for slide in ("core_A1", "core"):
+        folder.tiles(slide).write_text("x,y\n")
+        folder.map(slide).write_bytes(b"png")
+        folder.map(slide, "ESR1").write_bytes(b"png")
+    folder.objects("core_A1").write_text("{}")
+    assert folder.slides() == ["core", "core_A1"]
+    assert [(s, what) for s, what, _ in folder.maps()] == [("core", "ESR1"), ("core", "PAM50"), ("core_A1", "ESR1"),
+                                                          ("core_A1", "PAM50")]
+    assert folder.object_files() == {"core_A1": tmp_path / "core_A1_tiles.geojson"}
