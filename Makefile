@@ -10,7 +10,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-fast bench
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +22,10 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+
+# While developing: every test but the slow ones (marked `slow`: the demo's chain, Ray, kills, crossvals).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python experiments/bench_extract.py

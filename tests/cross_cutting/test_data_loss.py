@@ -10,16 +10,7 @@ from pathlib import Path
 import pytest
 
 from commandline import run
-
-
-def _snapshot(*roots: Path) -> dict[Path, bytes]:
-    """Every file under `roots` (or the file itself), with its bytes."""
-    files = {}
-    for root in roots:
-        for path in ([root] if root.is_file() else sorted(root.rglob("*"))):
-            if path.is_file():
-                files[path] = path.read_bytes()
-    return files
+from files import snapshot
 
 
 def _user_folder(folder: Path) -> Path:
@@ -93,9 +84,9 @@ CASES = [
 def test_every_byte_of_the_users_files_stays(name, command, kept, named, work, tiny_backbone_file, capsys):
     shutil.copy(tiny_backbone_file, work["root"].parent / "tiny.keras")
     args = command(work)
-    before = _snapshot(*kept(work))
+    before = snapshot(*kept(work))
     status, err = run(args, capsys)
-    assert _snapshot(*kept(work)) == before
+    assert snapshot(*kept(work)) == before
     if not named:  # a command allowed to write there: it did, and nothing of the user's was touched but that
         return
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -108,23 +99,23 @@ def test_normalize_never_writes_over_its_input(tcga_tiles, tmp_path, capsys):
     """Not as its output, through another spelling or a link, nor as one of --components' H and E images."""
     image = Path(shutil.copy(sorted(tcga_tiles.glob("*.png"))[0], tmp_path / "in_H.png"))
     (tmp_path / "link.png").symlink_to(image)
-    before = _snapshot(image)
+    before = snapshot(image)
     for output, extra in ((image, []), (tmp_path / "." / "in_H.png", []), (tmp_path / "link.png", []),
                           (tmp_path / "in.png", ["--components"])):
         status, err = run(["normalize", str(image), "--out", str(output), *extra], capsys)
         assert status == 2 and "is the input INPUT" in err, err
-        assert _snapshot(image) == before
+        assert snapshot(image) == before
     assert run(["normalize", str(image), "--out", str(tmp_path / "out.png"), "--components"], capsys)[0] == 0
 
 
 def test_train_overwrite_of_the_working_folder_is_refused(work, capsys, monkeypatch):
     mine = _user_folder(work["root"] / "mine")
-    before = _snapshot(mine)
+    before = snapshot(mine)
     for cwd, out in ((mine, "."), (mine, str(mine)), (mine / "notes", "..")):
         monkeypatch.chdir(cwd)
         status, err = run(_train(work, "--out", out, "--overwrite"), capsys)
         assert status == 2 and "working folder" in err and "Traceback" not in err, err
-        assert _snapshot(mine) == before
+        assert snapshot(mine) == before
 
 
 def test_an_empty_working_folder_is_not_a_run_folder_either(work, capsys, monkeypatch):
@@ -149,9 +140,9 @@ def test_overwrite_replaces_a_run_and_an_empty_folder(work, capsys):
 def test_the_demo_never_touches_a_folder_that_is_not_a_demos(tmp_path, capsys):
     folder = _user_folder(tmp_path / "project")
     shutil.copytree(folder / "notes", folder / "run")  # the user's own run/ (any files)
-    before = _snapshot(folder)
+    before = snapshot(folder)
     for extra in ([], ["--n-slides", "2"]):
         status, err = run(["demo", "--out", str(folder), *extra], capsys)
         assert status == 2 and "Traceback" not in err, err
-        assert _snapshot(folder) == before and sorted(p.name for p in folder.iterdir()) == ["notes", "run", "samples.csv"]
+        assert snapshot(folder) == before and sorted(p.name for p in folder.iterdir()) == ["notes", "run", "samples.csv"]
     assert "not a demo's" in run(["demo", "--out", str(folder)], capsys)[1]

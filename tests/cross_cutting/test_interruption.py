@@ -4,7 +4,6 @@ run or export leaves nothing once the command runs again."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -19,10 +18,11 @@ from hist2rna_tf.cli import main
 from hist2rna_tf.extract.cohort import MANIFEST
 from hist2rna_tf.model import runs
 
+from files import sha256
+
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.tfrecord"))
-            if not p.name.startswith(".")}
+    return {p.stem: sha256(p) for p in sorted(folder.glob("*.tfrecord")) if not p.name.startswith(".")}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,7 @@ def _spawn(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_records(setup, tmp_path):
     command, whole = setup
     folder = tmp_path / "killed" / "tiny"
@@ -69,6 +70,7 @@ def test_kill_9_then_resume_gives_the_same_records(setup, tmp_path):
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".manifest.lock"]
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_share_the_slides(setup, tmp_path):
     """Two identical commands started together into one folder: each slide is extracted by one of them,
     the records are the uninterrupted run's, and the manifest is the union of what both did."""
@@ -116,6 +118,7 @@ def _kill_when(args: list[str], pattern: str, root: Path) -> None:
     process.wait()
 
 
+@pytest.mark.slow
 def test_kill_9_during_train_leaves_nothing_once_trained_again(tiny_run, tmp_path):
     """A killed training run's half-built folder never becomes a run, and the next training into the
     same place removes it."""
@@ -129,6 +132,7 @@ def test_kill_9_during_train_leaves_nothing_once_trained_again(tiny_run, tmp_pat
     runs.read_record(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_kill_9_during_export_then_again_gives_a_pair_at_one_version(tiny_run, tmp_path):
     """A killed export leaves no version behind (both models are built aside and renamed at the end);
     the next export removes what it left and writes both at version 1."""

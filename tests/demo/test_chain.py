@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from dataclasses import replace
 
@@ -13,6 +15,7 @@ from hist2rna_tf.extract.records import read_record, write_record
 from hist2rna_tf.model import runs
 
 
+@pytest.mark.slow
 def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--backbone", str(tiny_backbone_file), "--no-progress"]) == 0

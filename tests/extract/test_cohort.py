@@ -19,6 +19,8 @@ from hist2rna_tf.extract.settings import extraction_path
 from hist2rna_tf.extract.slides import find_slides
 from hist2rna_tf.extract.stain.macenko import Macenko
 
+from files import sha256
+
 
 def _demo_slides(cohort: Path, names=("demo-01", "demo-02", "demo-03")) -> list[Path]:
     return [cohort / "slides" / f"{n}.tiff" for n in names]
@@ -37,6 +39,7 @@ def _expected_mean(slide: Path, annotation: Path, extractor) -> np.ndarray:
     return np.asarray(extractor.backbone.features(normalised)).mean(axis=0)
 
 
+@pytest.mark.slow
 def test_features_follow_their_slide(demo_cohort, tiny_extractor, tmp_path):
     slides = _demo_slides(demo_cohort)
     results = extract_cohort(slides, tmp_path, annotations_dir=demo_cohort / "annotations", extractor=tiny_extractor)
@@ -56,11 +59,6 @@ def test_features_follow_their_slide(demo_cohort, tiny_extractor, tmp_path):
                 assert gap > 100 * np.abs(stored[a].feature - expected[a]).max() + 1e-4
 
 
-def _sha256(path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def test_a_slides_record_is_the_same_bytes_however_it_was_extracted(demo_cohort, tiny_extractor, tmp_path):
     """Alone, within the cohort (batches spanning slides) or in a shard: one record, to the bit. (Another
@@ -72,8 +70,8 @@ def test_a_slides_record_is_the_same_bytes_however_it_was_extracted(demo_cohort,
     odd = replace(tiny_extractor, config=replace(tiny_extractor.config, shard_index=1, shard_count=2))
     sharded = extract_cohort(slides, tmp_path / "shard", annotations_dir=annotations, extractor=odd)
     assert [r.slide_id for r in sharded] == ["demo-02"]
-    assert _sha256(together[1].record) == _sha256(alone[0].record) == _sha256(sharded[0].record)
-    assert _sha256(together[0].record) != _sha256(together[1].record)
+    assert sha256(together[1].record) == sha256(alone[0].record) == sha256(sharded[0].record)
+    assert sha256(together[0].record) != sha256(together[1].record)
 
 
 def test_resumed_run_equals_uninterrupted_run(demo_cohort, tiny_extractor, tmp_path):
@@ -88,7 +86,7 @@ def test_resumed_run_equals_uninterrupted_run(demo_cohort, tiny_extractor, tmp_p
     (folder / "demo-03.tfrecord").write_bytes(b"\x00" * 10)
     resumed = extract_cohort(slides, out, annotations_dir=annotations, extractor=tiny_extractor)
     assert [r.status for r in resumed] == ["skipped", "done", "done"]
-    assert [_sha256(r.record) for r in resumed] == [_sha256(r.record) for r in whole]  # the same bytes
+    assert [sha256(r.record) for r in resumed] == [sha256(r.record) for r in whole]  # the same bytes
     again = extract_cohort(slides, out, annotations_dir=annotations, extractor=tiny_extractor)
     assert [r.status for r in again] == ["skipped"] * 3
     manifest = (folder / MANIFEST).read_text().splitlines()

@@ -5,7 +5,6 @@ this machine."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import signal
 import threading
@@ -17,6 +16,8 @@ import pytest
 from hist2rna_tf.cli import main
 from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
 from hist2rna_tf.extract.distributed import RayWorkers, connect
+
+from files import sha256
 
 
 def _listening() -> set[tuple[str, int]]:
@@ -61,9 +62,6 @@ def _slides(demo_cohort: Path, reference_data: Path) -> list[Path]:
     return slides + [reference_data / "tcga_labels" / "LICENSE.txt"]  # not a slide: fails for its own reason, once
 
 
-def _sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def _manifest(folder: Path) -> dict[str, dict]:
     """The manifest's rows by slide id, without what differs between runs (time, output folder)."""
@@ -83,6 +81,7 @@ def single_process(demo_cohort, reference_data, tiny_extractor, tmp_path_factory
     return out / tiny_extractor.backbone.name
 
 
+@pytest.mark.slow
 def test_ray_extraction_equals_one_process(local_ray, demo_cohort, reference_data, tiny_extractor, single_process,
                                            tmp_path):
     """`hist2rna extract --ray`: two workers of one CPU; every record the same bytes as one process's,
@@ -98,11 +97,12 @@ def test_ray_extraction_equals_one_process(local_ray, demo_cohort, reference_dat
     done = [row for row in _manifest(folder).values() if row["status"] == "done"]
     assert len(done) == 5
     for row in done:
-        assert _sha256(folder / row["record"]) == _sha256(single_process / row["record"])
+        assert sha256(folder / row["record"]) == sha256(single_process / row["record"])
     opened = _listening() - local_ray
     assert opened and all(_loopback(address) for address, _ in opened), opened
 
 
+@pytest.mark.slow
 def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_cohort, reference_data, tiny_extractor,
                                                             single_process, tmp_path):
     out = tmp_path / "killed"
@@ -137,7 +137,7 @@ def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_coh
     assert _manifest(folder) == _manifest(single_process)  # the bad file: failed once, not retried
     for row in _manifest(folder).values():
         if row["status"] == "done":
-            assert _sha256(folder / row["record"]) == _sha256(single_process / row["record"])
+            assert sha256(folder / row["record"]) == sha256(single_process / row["record"])
     assert [p.name for p in folder.glob(".*.lock")] == [".manifest.lock"]  # every slide's claim released
 
 
@@ -166,6 +166,7 @@ def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):
         _ray()
 
 
+@pytest.mark.slow
 def test_ray_workers_extract_with_a_pathology_encoder(local_ray, tcga_tiles, tmp_path):
     """`--backbone uni` on Ray: the worker builds the full ViT-L (seeded random weights, as every
     process does) at UNI's own scale, and the record equals one process's."""

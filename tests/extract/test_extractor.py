@@ -3,9 +3,7 @@ precision and XLA (features within float rounding of float32's), and their refus
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +17,8 @@ from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.cohort import extract_cohort
 from hist2rna_tf.extract.extractor import Extractor, embedding_fn, has_gpu
 from hist2rna_tf.extract.stain.macenko import Macenko
+
+from files import sha256
 
 # The tolerance the README states for --precision mixed and --xla: per slide (a mean feature) and per tile.
 MIN_COSINE = 0.999
@@ -52,9 +52,6 @@ def test_the_gpu_selection_gives_the_cpu_paths_bits(method="macenko"):
         np.testing.assert_array_equal(cpu, gpu)
 
 
-def _sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def test_normalising_on_the_backbones_device_gives_the_same_records(demo_cohort, tiny_extractor, tmp_path):
     """On a GPU machine the normaliser runs in the step with the backbone, not in tf.data: forced
@@ -67,7 +64,7 @@ def test_normalising_on_the_backbones_device_gives_the_same_records(demo_cohort,
     pipeline = extract_cohort(slides, tmp_path / "pipeline", annotations_dir=annotations, extractor=tiny_extractor)
     step = extract_cohort(slides, tmp_path / "step", annotations_dir=annotations, extractor=in_step)
     assert [r.status for r in step] == ["done", "done"]
-    assert [_sha256(r.record) for r in pipeline] == [_sha256(r.record) for r in step]
+    assert [sha256(r.record) for r in pipeline] == [sha256(r.record) for r in step]
     assert [r.n_unnormalised for r in pipeline] == [r.n_unnormalised for r in step]
 
 

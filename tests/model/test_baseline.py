@@ -46,6 +46,7 @@ def _median(folder) -> float:
     return float(runs.metrics(folder)["across_genes"]["rho"].median())
 
 
+@pytest.mark.slow
 def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_path, capsys):
     out = tmp_path / "baseline"
     assert main(["baseline", str(tile_cohort / "run"), "--out", str(out), "--max-epochs", "30", "--quiet",

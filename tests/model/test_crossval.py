@@ -41,6 +41,7 @@ def done(cohorts):
     return root / "cv-good", root / "cv-noise"
 
 
+@pytest.mark.slow
 def test_every_patient_is_held_out_once_stratified_the_same_for_the_same_seed(cohorts, done):
     informative, _, _ = cohorts
     labels = read_labels(informative.labels)
@@ -55,6 +56,7 @@ def test_every_patient_is_held_out_once_stratified_the_same_for_the_same_seed(co
     assert not folds.fold_of(labels, 4, seed=1).equals(folds.fold_of(labels, 4, seed=0))
 
 
+@pytest.mark.slow
 def test_the_summary_and_the_out_of_fold_predictions(done):
     summary = pd.read_csv(done[0] / folds.SUMMARY, index_col=0)
     assert list(summary.index) == ["fold-1", "fold-2", "fold-3", "fold-4", "mean", "ci95_low", "ci95_high",
@@ -77,6 +79,7 @@ def test_the_summary_and_the_out_of_fold_predictions(done):
     assert genes["folds_significant"].between(0, 4).all() and len(genes) == len(oof.columns)
 
 
+@pytest.mark.slow
 def test_a_killed_crossval_resumes_at_its_first_unfinished_fold(cohorts, done, tmp_path, monkeypatch):
     informative, _, _ = cohorts
     copy = shutil.copytree(done[0], tmp_path / "cv")
@@ -104,6 +107,7 @@ def test_impossible_fold_counts_are_refused_with_the_subtypes_counts(cohorts, tm
         assert not (tmp_path / f"cv{k}").exists()
 
 
+@pytest.mark.slow
 def test_the_paired_comparison_finds_the_informative_features_better(done, capsys):
     """`hist2rna report CV --compare CV2`: per gene, the informative features' fold-mean correlation
     is higher, significantly (Wilcoxon over the 50 genes), and the report says so."""
@@ -123,6 +127,7 @@ def test_the_paired_comparison_finds_the_informative_features_better(done, capsy
     assert "PAM50 subtype from the out-of-fold predicted genes" in out.read_text()
 
 
+@pytest.mark.slow
 def test_crossvals_of_other_folds_are_not_compared(done, tmp_path):
     """Two patients of different subtypes in swapped folds (another seed's crossval): refused, named."""
     other = shutil.copytree(done[1], tmp_path / "cv-other")

@@ -41,6 +41,7 @@ def head(tiny_extractor):
     return build_head(tiny_extractor.backbone.feature_dim, len(GENES))
 
 
+@pytest.mark.slow
 def test_end_to_end_export_matches_the_keras_pipeline(tiny_extractor, head, tmp_path):
     tiles = np.stack([np.rot90(t, k) for k in range(2) for t in real_tiles()[0]])[:41]  # 2 batches, 1 partial
     normalised, _ = Macenko(StainConfig())(tiles)
@@ -93,6 +94,7 @@ def test_head_export(head, tmp_path):
         export_head(head, GENES, out)
 
 
+@pytest.mark.slow
 def test_export_command_writes_both_models(tiny_run, tmp_path):
     import tensorflow as tf
 

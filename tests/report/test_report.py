@@ -87,6 +87,7 @@ def test_the_runs_own_clinical_table_adds_figure_7(synthetic_run, cohort_files, 
     assert (tmp_path / "figure7_biomarkers.png").is_file()
 
 
+@pytest.mark.slow
 def test_every_input_adds_its_section(synthetic_run, cohort_files, tmp_path):
     from hist2rna_tf.model.baseline import train_patch_baseline
     from hist2rna_tf.report.figures import save, tile_value_map
