@@ -17,24 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
-from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES  # noqa: E402
-
-from tcga_brca import TCGA, Experiment, extract, inputs_of  # noqa: E402
+from tcga_brca import REFERENCE, TCGA, Experiment, extract, inputs_of, with_weights  # noqa: E402
 
 FOLDS, SEED = 5, 0
-REFERENCE = "efficientnetv2s"
-
-
-def backbones(data: TCGA) -> list[str]:
-    """The paper's five, and the encoders whose weights are there (the others are said and skipped)."""
-    chosen = []
-    for name in BACKBONE_NAMES:
-        weights = Experiment(name).weights(data)
-        if weights == data.weights or Path(weights).exists():
-            chosen.append(name)
-        else:
-            print(f"{name}: no weights at {weights}; skipped (download them to include it)")
-    return chosen
 
 
 def main(data: TCGA = TCGA()) -> None:
@@ -46,7 +31,7 @@ def main(data: TCGA = TCGA()) -> None:
 
     root = data.runs / "crossval"
     folders = {}
-    for name in backbones(data):
+    for name in with_weights(data):
         experiment = Experiment(name)
         inputs = replace(inputs_of(experiment, data, extract(experiment, data)), split=None)
         crossval(inputs, root / name, experiment.train, folds=FOLDS, seed=SEED, progress=True)

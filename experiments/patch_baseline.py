@@ -20,14 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside
 
 from hist2rna_tf.config import BaselineConfig, ReportInputs  # noqa: E402
 
-from tcga_brca import TCGA, Experiment, run  # noqa: E402
+from tcga_brca import REFERENCE, TCGA, Experiment, run  # noqa: E402
 
 BACKBONE = "regnety320"
 CONFIG = dict(
     data=TCGA(),
     # hist2RNA on the slide means of features that keep every tile's vector (timed: the cost figure's first bar)
     experiment=Experiment(BACKBONE, save_tile_features=True, name=f"{BACKBONE}_tiles",
-                          split=TCGA().runs / "efficientnetv2s" / "split.csv"),  # the main experiment's patients
+                          split=TCGA().runs / REFERENCE / "split.csv"),  # the main experiment's patients
     baseline=BaselineConfig(mode="frozen", device_watts=300.0),  # mode="finetune": the paper's (GPU)
     out=TCGA().runs / f"{BACKBONE}_patch",
 )
