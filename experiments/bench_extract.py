@@ -249,11 +249,12 @@ def vit_g_checkpoint(path: Path) -> None:
     from safetensors.numpy import save_file
 
     from hist2rna_tf.extract.backbones.catalog import ENCODERS
-    from hist2rna_tf.extract.backbones.layouts import layout
+    from hist2rna_tf.extract.backbones.checkpoints import layout_of
 
+    vit = ENCODERS["h-optimus-0"].vit
     rng = np.random.default_rng(0)
     tensors = {name: (0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float16)
-               for _, sources in layout(ENCODERS["h-optimus-0"].vit) for source in sources
+               for _, sources in layout_of(vit).entries(vit, None) for source in sources
                for name, shape in zip(source.names, source.shapes)}
     save_file(tensors, str(path))
 

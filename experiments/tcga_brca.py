@@ -23,6 +23,7 @@ from pathlib import Path
 
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES, BACKBONES, ENCODERS, native_scale
+from hist2rna_tf.extract.backbones.checkpoints import layout_of
 from hist2rna_tf.extract.settings import for_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ class Experiment:
         if spec is None:
             return data.weights
         folder = data.encoder_weights / spec.name
-        return str(folder if spec.vit.layout == "dinov2-hf" else folder / spec.weights_file)
+        return str(folder if layout_of(spec.vit).is_folder else folder / spec.weights_file)
 
 
 def extract(experiment: Experiment, data: TCGA = TCGA()) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hist2rna_tf.extract.backbones.catalog import ENCODERS
+from hist2rna_tf.extract.backbones.checkpoints import layout_of
 from hist2rna_tf.model import runs
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
@@ -97,7 +98,7 @@ def test_each_encoder_extracts_at_its_own_scale_with_the_users_weights(encoder, 
     config = seen["config"]
     assert (config.backbone, config.tiles.tile_size_px, config.tiles.target_mpp) == (encoder, spec.tile_size_px, 0.5)
     folder = data.encoder_weights / encoder
-    assert Path(config.weights) == (folder if spec.vit.layout == "dinov2-hf" else folder / spec.weights_file)
+    assert Path(config.weights) == (folder if layout_of(spec.vit).is_folder else folder / spec.weights_file)
 
 
 def test_the_crossval_script_compares_every_backbone_it_has_weights_for(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The pathology encoders (extract/backbones/vit.py, layouts.py, weights.py, resize.py): `--backbone NAME
+"""The pathology encoders (extract/backbones/vit.py, checkpoints/, weights.py, resize.py): `--backbone NAME
 --weights FILE` gives the reference implementation's features on real TCGA tiles, TRIDENT's transform
 included (fixtures made once by tests/fixtures/make_encoder_fixtures.py with timm, TRIDENT's CONCH v1.5
 module and transformers, as TRIDENT builds each model, shallow and narrow but with every part of the
@@ -19,6 +19,7 @@ from PIL import Image
 from hist2rna_tf.errors import BackboneError
 from hist2rna_tf.extract.backbones.build import Normalise, build_backbone
 from hist2rna_tf.extract.backbones.catalog import ENCODERS
+from hist2rna_tf.extract.backbones.checkpoints import layout_of
 from hist2rna_tf.extract.backbones.vit import build_vit
 from hist2rna_tf.extract.backbones.weights import assign, check_tensors, load_encoder_weights, read_tensors
 
@@ -63,7 +64,7 @@ def test_our_build_gives_the_reference_features(case, tcga_tiles, monkeypatch, t
     assert (list(spec.mean), list(spec.std)) == (reference["mean"], reference["std"])  # its own normalisation
     tiles = _tiles(tcga_tiles, reference["tiles"], reference["crop"])
     backbone = build_backbone(name, str(_weights(name)), tile_size_px=tiles.shape[1])
-    if spec.vit.layout == "timm":  # (the others hold their position embeddings at the tiles' grid)
+    if layout_of(spec.vit).grid_tensor is None:  # (the others resample their file's position embeddings)
         assert backbone.model.count_params() == spec.vit.parameter_count
     ours = np.asarray(backbone.features(tiles))
     expected = np.asarray(reference["feature"], np.float32)
@@ -283,3 +284,20 @@ def test_a_bfloat16_safetensors_file_is_read(tmp_path):
         np.testing.assert_array_equal(read[name], (value.astype(np.uint32) << 16).view(np.float32))
         assert np.abs(read[name] - tensors[name]).max() <= 2 ** -7 * np.abs(tensors[name]).max()
     check_tensors(read, _small("uni"), path)
+
+
+def test_every_encoder_has_a_registered_layout_whose_entries_fill_its_model():
+    """checkpoints.LAYOUTS, one contract: every catalog encoder's layout is registered, and its entries
+    give every weight of the Keras ViT built for it, once (a small build of each, its own layout)."""
+    from hist2rna_tf.extract.backbones.checkpoints import LAYOUTS
+
+    assert {spec.vit.layout for spec in ENCODERS.values()} == set(LAYOUTS)
+    for name in ("uni", "conch-v1.5", "phikon-v2"):
+        spec = _small(name)
+        model = build_vit(spec.vit, spec.vit.img_size)
+        entries = layout_of(spec.vit).entries(spec.vit, None)
+        layers = [layer for layer, _ in entries]
+        assert len(layers) == len(set(layers))
+        assert sum(len(sources) for _, sources in entries) == len(model.weights), name
+        for layer, sources in entries:
+            assert len(model.get_layer(layer).weights) == len(sources), (name, layer)

@@ -17,8 +17,8 @@ from hist2rna_tf.config import TileConfig
 @dataclass(frozen=True)
 class ViTSpec:
     """A vision transformer as timm's VisionTransformer builds it (vit.py mirrors it layer by layer),
-    and the layout of its checkpoints (layouts.py: "timm", "conch" (a timm trunk + attentional pooler,
-    TRIDENT's CONCHVisionTower), "dinov2-hf" (transformers' Dinov2Model))."""
+    and the layout of its checkpoints (a key of checkpoints.LAYOUTS: "timm", "conch" (a timm trunk +
+    attentional pooler, TRIDENT's CONCHVisionTower), "dinov2-hf" (transformers' Dinov2Model))."""
 
     patch_size: int
     embed_dim: int
@@ -37,6 +37,7 @@ class ViTSpec:
     reference_grid: int | None = None  # conch: the grid of the reference trunk's position embeddings
     pooler_dim: int = 0  # conch: the attentional pooler's width (one query, 8 heads)
     pooler_heads: int = 8
+    mask_token: bool = False  # transformers' Dinov2Model holds one (counted in its parameters, unused)
 
     @property
     def mlp_hidden(self) -> int:
@@ -61,7 +62,7 @@ class ViTSpec:
                  + d * h + h + mlp_out * d + d  # fc1, fc2
                  + (2 * d if self.layer_scale else 0))
         pooler = (c + 2 * c + 2 * d + c * c + 2 * c * d + c * c + 2 * c) if self.output == "pooler" else 0
-        mask_token = d if self.layout == "dinov2-hf" else 0  # transformers' Dinov2Model holds one
+        mask_token = d if self.mask_token else 0
         return embed + tokens + self.depth * block + 2 * d + pooler + mask_token  # 2 d: the final LayerNorm
 
 
@@ -151,7 +152,8 @@ ENCODERS: dict[str, EncoderSpec] = {
                     "pytorch_model.bin", crop=False, licence=_NC, **_H_OPTIMUS_NORM),
         # transformers' Dinov2Model (ViT-L/16, layer scale, GELU): the folder with config.json and model.safetensors.
         EncoderSpec("phikon-v2", "Phikon-v2 (Owkin)",
-                    ViTSpec(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0, layout="dinov2-hf"),
+                    ViTSpec(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0, layout="dinov2-hf",
+                            mask_token=True),
                     "https://huggingface.co/owkin/phikon-v2", "model.safetensors (its folder, with config.json)",
                     licence="Owkin non-commercial"),
         # TRIDENT's transform: Resize(256, bicubic) then CenterCrop(224).

@@ -4,9 +4,8 @@ with the safetensors package, no torch; or `pytorch_model.bin`, read only throug
 against the architecture (the first that does not fit is named, with its shape), converted into the
 Keras ViT (vit.py) once per file: the converted weights are cached, keyed by the file's SHA-256 and
 the version of the conversion, so that a second process (or a Ray worker) loads them directly and a
-later fix of the conversion reaches a file converted before it. Which tensor goes where: layouts.py.
-A transformers model (Phikon-v2) is its folder: config.json (checked against the architecture) and
-model.safetensors.
+later fix of the conversion reaches a file converted before it. Which tensor goes where, and a layout
+that is a folder (transformers' Phikon-v2: config.json, checked, and model.safetensors): checkpoints/.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import numpy as np
 from hist2rna_tf.atomic import write_text
 from hist2rna_tf.errors import BackboneError
 from hist2rna_tf.extract.backbones.catalog import EncoderSpec
-from hist2rna_tf.extract.backbones.layouts import UNUSED, canonical_name, checkpoint_grid, layout
+from hist2rna_tf.extract.backbones.checkpoints import layout_of
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,9 @@ def read_tensors(path: Path) -> Checkpoint:
 def check_tensors(tensors: Mapping, spec: EncoderSpec, path: Path) -> list:
     """Every tensor the architecture needs, at its shape, and nothing else (as the reference's strict
     load); -> the layout to assign with."""
+    layout = layout_of(spec.vit)
     try:
-        entries = layout(spec.vit, checkpoint_grid({name: shape_of(tensors, name) for name in tensors}, spec.vit))
+        entries = layout.entries(spec.vit, layout.grid({name: shape_of(tensors, name) for name in tensors}))
     except ValueError as exc:  # position embeddings that are not a square grid
         raise BackboneError(f"{path}: its position embeddings: {exc}; the file is another model's.") from None
     wanted = {name: shape for _, sources in entries for source in sources
@@ -126,7 +126,7 @@ def check_tensors(tensors: Mapping, spec: EncoderSpec, path: Path) -> list:
         if shape_of(tensors, name) != shape:
             raise BackboneError(f"{path}: tensor {name!r} has shape {list(shape_of(tensors, name))}, {spec.paper_name} "
                                 f"needs {list(shape)}: the file is another model's.")
-    extra = sorted(set(tensors) - set(wanted) - set(UNUSED.get(spec.vit.layout, ())))
+    extra = sorted(set(tensors) - set(wanted) - set(layout.unused))
     if extra:
         raise BackboneError(f"{path}: tensor {extra[0]!r} (shape {list(shape_of(tensors, extra[0]))}) is not part of "
                             f"{spec.paper_name}{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}: the "
@@ -140,36 +140,6 @@ def assign(model, tensors: Mapping, entries: list) -> None:
         model.get_layer(layer).set_weights([source.convert(*(tensors[n] for n in source.names)) for source in sources])
 
 
-# transformers' Dinov2Config fields that must match the architecture (name -> the spec's value).
-def _dinov2_expected(spec: EncoderSpec) -> dict:
-    v = spec.vit
-    return {"model_type": "dinov2", "hidden_size": v.embed_dim, "num_hidden_layers": v.depth,
-            "num_attention_heads": v.num_heads, "patch_size": v.patch_size, "mlp_ratio": v.mlp_ratio,
-            "layer_norm_eps": v.norm_eps, "use_swiglu_ffn": False, "hidden_act": "gelu", "qkv_bias": True}
-
-
-def transformers_weights(path: Path, spec: EncoderSpec) -> Path:
-    """A transformers model's folder (or its model.safetensors) -> its model.safetensors, once its
-    config.json is checked against `spec`."""
-    folder = path if path.is_dir() else path.parent
-    config_file = folder / "config.json"
-    weights = path if path.is_file() else folder / "model.safetensors"
-    missing = [file.name for file in (config_file, weights) if not file.is_file()]
-    if missing:
-        raise BackboneError(f"{folder}: no {' and no '.join(missing)}; {spec.paper_name} is a transformers model: pass "
-                            f"the folder holding config.json and model.safetensors, both downloaded from "
-                            f"{spec.weights_page}.")
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise BackboneError(f"{config_file}: not readable JSON ({exc}); download it again.") from None
-    for key, expected in _dinov2_expected(spec).items():
-        if config.get(key, expected) != expected:
-            raise BackboneError(f"{config_file}: {key} is {config.get(key)!r}, {spec.paper_name} has {expected!r}: "
-                                "the folder holds another model.")
-    return weights
-
-
 def cache_folder() -> Path:
     """Where converted weights are kept: $HIST2RNA_CACHE, else $XDG_CACHE_HOME/hist2rna-tf, else
     ~/.cache/hist2rna-tf."""
@@ -178,7 +148,7 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hist2rna-tf"
 
 
-# The version of the conversion (layouts.py, posembed.py, vit.py's weight names): part of a cache entry's
+# The version of the conversion (checkpoints/, posembed.py, vit.py's weight names): part of a cache entry's
 # key, so that a fix there reaches users who converted their file before it. Raise it with any such change.
 CONVERSION_VERSION = 2
 
@@ -224,8 +194,9 @@ def weights_file(spec: EncoderSpec, path: str | Path) -> Path:
     if not path.exists():
         raise BackboneError(f"weights file {path} not found; download {spec.weights_file} from {spec.weights_page} "
                             "(accept its licence there first) and pass its path as --weights.")
-    if spec.vit.layout == "dinov2-hf":
-        return transformers_weights(path, spec)
+    layout = layout_of(spec.vit)
+    if layout.is_folder:
+        return layout.weights_in(path, spec)
     if not path.is_file():
         raise BackboneError(f"--weights {path}: a folder; pass the file {spec.weights_file} from {spec.weights_page}.")
     return path
@@ -237,7 +208,7 @@ def checked_weights_file(spec: EncoderSpec, path: str | Path) -> Path:
     before a model is built or an output written. (A PyTorch file is checked as it is converted.)"""
     path = weights_file(spec, path)
     if path.suffix == ".safetensors":
-        check_tensors(read_tensors(path).renamed(lambda name: canonical_name(name, spec.vit)), spec, path)
+        check_tensors(read_tensors(path).renamed(layout_of(spec.vit).rename), spec, path)
     return path
 
 
@@ -258,7 +229,7 @@ def load_encoder_weights(model, spec: EncoderSpec, path: str | Path) -> None:
     if older:
         log.info("%s was converted by an earlier version of the conversion (%s); converting it again.", path,
                  older[0].name)
-    tensors = read_tensors(path).renamed(lambda name: canonical_name(name, spec.vit))
+    tensors = read_tensors(path).renamed(layout_of(spec.vit).rename)
     assign(model, tensors, check_tensors(tensors, spec, path))
     remember_digest(path, digest)
     # Written aside and renamed (a concurrent process never reads half of it); Keras wants .weights.h5.
