@@ -26,7 +26,7 @@ def main(data: TCGA = TCGA()) -> None:
     import pandas as pd
 
     from hist2rna_tf.model.crossval import crossval
-    from hist2rna_tf.model.folds import compare
+    from hist2rna_tf.model.folds import SUMMARY, compare, read_table
     from hist2rna_tf.report.crossval import build_crossval_report
 
     root = data.runs / "crossval"
@@ -38,7 +38,7 @@ def main(data: TCGA = TCGA()) -> None:
         folders[name] = root / name
     rows = []
     for name, folder in folders.items():
-        summary = pd.read_csv(folder / "summary.csv", index_col=0)
+        summary = read_table(folder, SUMMARY)
         row = {"backbone": name, **{k: summary.loc[k, "median_rho_genes"] for k in ("mean", "ci95_low", "ci95_high")}}
         if name != REFERENCE:
             comparison = compare(folder, folders[REFERENCE], (name, REFERENCE))

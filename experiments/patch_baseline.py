@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
 from hist2rna_tf.config import BaselineConfig, ReportInputs  # noqa: E402
+from hist2rna_tf.model import runs  # noqa: E402
 
 from tcga_brca import REFERENCE, TCGA, Experiment, run  # noqa: E402
 
@@ -27,7 +28,7 @@ CONFIG = dict(
     data=TCGA(),
     # hist2RNA on the slide means of features that keep every tile's vector (timed: the cost figure's first bar)
     experiment=Experiment(BACKBONE, save_tile_features=True, name=f"{BACKBONE}_tiles",
-                          split=TCGA().runs / REFERENCE / "split.csv"),  # the main experiment's patients
+                          split=runs.split_path(TCGA().runs / REFERENCE)),  # the main experiment's patients
     baseline=BaselineConfig(mode="frozen", device_watts=300.0),  # mode="finetune": the paper's (GPU)
     out=TCGA().runs / f"{BACKBONE}_patch",
 )

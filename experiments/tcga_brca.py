@@ -126,7 +126,9 @@ def run(experiment: Experiment | str, data: TCGA = TCGA(), verbose: int = 2) -> 
 def experiment_for(backbone: str, data: TCGA = TCGA()) -> Experiment:
     """The paper's experiment on `backbone`, on the reference run's held-out patients (the reference: a
     new stratified split)."""
-    return Experiment(backbone, split=None if backbone == REFERENCE else data.runs / REFERENCE / "split.csv")
+    from hist2rna_tf.model.runs import split_path
+
+    return Experiment(backbone, split=None if backbone == REFERENCE else split_path(data.runs / REFERENCE))
 
 
 def with_weights(data: TCGA = TCGA()) -> list[str]:

@@ -31,7 +31,7 @@ from hist2rna_tf.config import (MIN_DEMO_SLIDES, BaselineConfig, DemoConfig, Ext
 from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
 from hist2rna_tf.errors import Hist2RNAError, OutputError, SettingsError
 from hist2rna_tf.extract.backbones.build import check_backbone_arguments
-from hist2rna_tf.extract.cohort import extract_cohort
+from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
 from hist2rna_tf.extract.settings import for_backbone
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.baseline import train_patch_baseline
@@ -228,7 +228,7 @@ def _extract_config(config: DemoConfig) -> ExtractConfig:
 
 
 def _features_dir(root: Path, backbone: str) -> Path:
-    folders = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.csv").exists()]
+    folders = [p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).exists()]
     named = [p for p in folders if p.name == backbone]
     return named[0] if named else folders[0]
 
