@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from hist2rna_tf.cli.options import BASELINE, DEMO, REPORT, TILES, TRAIN
+from hist2rna_tf.cli.options import BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TILES, TRAIN, from_args
 from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, SpatialError
 from hist2rna_tf.outputs import refuse_overlap
@@ -20,14 +20,12 @@ def cmd_extract(args) -> int:
     from hist2rna_tf.extract.cohort import extract_cohort
     from hist2rna_tf.extract.settings import for_backbone
 
-    config = for_backbone(
-        args.backbone, args.weights, tile_size_px=args.tile_px, target_mpp=args.target_mpp,
-        tiles=replace(TILES, max_tiles=args.max_tiles, min_region_fraction=args.min_region_fraction,
-                      tumour_classes=tuple(args.tumour_classes), exclude_classes=tuple(args.exclude_classes),
-                      mpp_override=args.mpp),
-        batch_size=args.batch_size, read_threads=args.read_threads, save_tile_features=args.save_tile_features,
-        shard_index=args.shard[0], shard_count=args.shard[1], overwrite=args.overwrite, precision=args.precision,
-        xla=args.xla, stain=_stain(args))
+    given = from_args(EXTRACT, args, skip=("stain",))  # --stain is the method; the StainConfig is _stain's
+    config = for_backbone(args.backbone, args.weights, tile_size_px=args.tile_px, target_mpp=args.target_mpp,
+                          tiles=from_args(TILES, args, mpp_override="mpp"), stain=_stain(args),
+                          **{f: getattr(given, f) for f in ("batch_size", "read_threads", "save_tile_features",
+                                                             "overwrite", "precision", "xla")},
+                          shard_index=args.shard[0], shard_count=args.shard[1])
     if not args.gpus and args.ray is None:
         log.info("TensorFlow sees no GPU here: the backbone runs on the CPU.")
     start = time.perf_counter()
@@ -85,12 +83,7 @@ def cmd_normalize(args) -> int:
 
 def _training(args) -> tuple[RunInputs, TrainConfig]:
     """`train`'s and `crossval`'s inputs and training settings."""
-    inputs = RunInputs(features=str(args.features), expression=args.expression, labels=args.labels,
-                       label_column=args.label_column, subtypes=tuple(args.subtypes), genes=args.genes,
-                       drop_missing_genes=args.drop_missing_genes, split=getattr(args, "split", None))
-    config = replace(TRAIN, seed=args.seed, deterministic=args.deterministic, max_epochs=args.max_epochs,
-                     validation_fraction=args.validation_fraction, standardize=args.standardize)
-    return inputs, config
+    return from_args(replace(INPUTS, features=str(args.features)), args), from_args(TRAIN, args)
 
 
 def cmd_crossval(args) -> int:
@@ -199,15 +192,9 @@ def cmd_spatial(args) -> int:
 def _crossval_report(args) -> int:
     """`hist2rna report CROSSVAL [--compare CROSSVAL ...]`: the crossval's report and, for each other,
     which predicts better and whether the difference is significant."""
-    from hist2rna_tf.model.folds import is_crossval
     from hist2rna_tf.report.crossval import build_crossval_report
 
-    others = args.compare or []
-    runs_given = [str(o) for o in others if not is_crossval(o)]
-    if runs_given:
-        raise Hist2RNAError(f"--compare {runs_given[0]}: not a crossval folder; a crossval compares with crossvals of "
-                            "the same patients and folds (`hist2rna crossval ... --seed S --folds K`).")
-    path, comparisons = build_crossval_report(args.run, others, args.out)
+    path, comparisons = build_crossval_report(args.run, args.compare, args.out)
     for comparison in comparisons:
         print(comparison.verdict())
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")
@@ -217,9 +204,7 @@ def _crossval_report(args) -> int:
 def cmd_baseline(args) -> int:
     from hist2rna_tf.model.baseline import train_patch_baseline
 
-    config = replace(BASELINE, mode=args.mode, max_epochs=args.max_epochs, batch_size=args.batch_size,
-                     tiles_per_slide=args.tiles_per_slide, device_watts=args.device_watts,
-                     n_devices=args.n_devices, device=args.device)
+    config = from_args(BASELINE, args)
     baseline = train_patch_baseline(args.run, args.out, config, slides=args.slides, annotations_dir=args.annotations,
                                     verbose=0 if args.no_progress else 1 if sys.stdout.isatty() else 2,  # bar on a tty
                                     features=args.features, overwrite=args.overwrite)
@@ -249,13 +234,7 @@ def cmd_report(args) -> int:
     if is_crossval(args.run):
         return _crossval_report(args)
 
-    if bool(args.external_predictions) != bool(args.clinical):
-        raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
-                            "table of the same external cohort).")
-    inputs = replace(REPORT, run=args.run, compare=args.compare or [], external_predictions=args.external_predictions,
-                     clinical=args.clinical, clinical_columns=args.clinical_columns, costs=args.costs,
-                     baseline=args.baseline, run_clinical=args.run_clinical,
-                     run_clinical_columns=args.run_clinical_columns, n_boot=args.n_boot,
+    inputs = replace(from_args(REPORT, args), compare=list(args.compare or []),
                      extra_figures=map_figures(args.spatial_maps) if args.spatial_maps else {},
                      extra_files=map_files(args.spatial_maps) if args.spatial_maps else {})
     path = build_report(inputs, args.out, progress=not args.no_progress)
@@ -271,8 +250,7 @@ def cmd_demo(args) -> int:
     if args.weights == "none":
         print("backbone weights: random (--weights none, seeded); the head is trained with --standardize (not the "
               "paper: random-weight features barely differ between slides).")
-    result = run_demo(replace(DEMO, out=args.out, n_slides=args.n_slides, backbone=args.backbone, weights=args.weights,
-                              progress=not args.no_progress))
+    result = run_demo(replace(from_args(DEMO, args), progress=not args.no_progress))
     _print_demo(result)
     return 0
 

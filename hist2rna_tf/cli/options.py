@@ -4,6 +4,7 @@ reason), the option groups several commands share, and the library's defaults th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
 from pathlib import Path
@@ -39,6 +40,20 @@ class Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(flag, [k for k in known if k.startswith("--")], n=1)
             self.error(f"unrecognised option {flag}" + (f": did you mean {close[0]}?" if close else
                                                         f"; see `{self.prog} --help`"))
+
+
+def from_args(config, args, skip: tuple[str, ...] = (), **renamed):
+    """`config` (a dataclass) with every field the command line gave: the options named as its fields
+    (dest == field name), and `renamed` ({field: option dest}) where they differ; `skip`: fields an
+    option of the same name means something else for. A list becomes the tuple the field holds. The one
+    mapping from options to the library's configs."""
+    values = {}
+    for field in dataclasses.fields(config):
+        dest = renamed.get(field.name, field.name)
+        if field.name not in skip and hasattr(args, dest):
+            value = getattr(args, dest)
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(config, **values)
 
 
 def shard_spec(text: str) -> tuple[int, int]:

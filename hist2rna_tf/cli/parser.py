@@ -306,8 +306,8 @@ def add_report(commands) -> None:
                     "other crossvals of the same patients and folds the paired comparison gene by gene (Wilcoxon "
                     "signed-rank over genes), printed too.")
     add_run(report, "a training run folder (hist2rna train --out) or a crossval folder (hist2rna crossval --out)")
-    report.add_argument("--compare", type=Path, nargs="+", metavar="RUN",
-                        help="other runs (e.g. other backbones) for Figure 3")
+    report.add_argument("--compare", type=Path, nargs="+", metavar="RUN", default=list(REPORT.compare),
+                        help="other runs (e.g. other backbones) for Figure 3 (default: none)")
     report.add_argument("--external-predictions", type=Path, help="predicted genes of an external cohort (hist2rna predict)")
     report.add_argument("--clinical", type=Path, help="the external cohort's clinical table (CSV/TSV)")
     report.add_argument("--clinical-columns", type=Path,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hist2rna_tf.analysis.evaluate import held_out_metrics
 from hist2rna_tf.atomic import building_files, write_text
+from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.model import folds as cv
 from hist2rna_tf.model import runs
 from hist2rna_tf.outputs import refuse_overlap
@@ -45,6 +46,10 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
     """Write the report (default `<folder>/report/report.html`); returns it and the comparisons of
     `folder` with each of `compare` (every one checked first: same patients and folds)."""
     folder = Path(folder)
+    runs_given = [str(other) for other in compare if not cv.is_crossval(other)]
+    if runs_given:
+        raise CrossvalError(f"--compare {runs_given[0]}: not a crossval folder; a crossval compares with crossvals of "
+                            "the same patients and folds (`hist2rna crossval ... --seed S --folds K`).")
     out = Path(out) if out else folder / "report" / "report.html"
     refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare}, may_hold=("CROSSVAL", "--compare"))
     summary = cv.read_table(folder, cv.SUMMARY)  # a folder that is not a complete crossval: said here

@@ -98,6 +98,9 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
     is read first (a missing run or a malformed table stops it before anything is written); it is
     built aside and moved into place when complete (the HTML last): a failed report leaves nothing."""
     run = Path(inputs.run)
+    if bool(inputs.external_predictions) != bool(inputs.clinical):
+        raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
+                            "table of the same external cohort).")
     out = Path(out) if out else run / "report" / "report.html"
     read = {"RUN": run, "--compare": inputs.compare, "--baseline": inputs.baseline,
             "--external-predictions": inputs.external_predictions, "--clinical": inputs.clinical,

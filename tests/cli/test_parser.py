@@ -88,7 +88,6 @@ def test_report_options_reach_the_report(monkeypatch, tmp_path):
         Path("p.csv"), Path("c.csv"), Path("c.json"))
     assert (inputs.run_clinical, inputs.run_clinical_columns, inputs.n_boot) == (Path("rc.csv"), Path("rc.json"), 7)
     assert list(inputs.extra_figures.values()) == [maps / "s1_ESR1.png"] and seen["out"] == tmp_path / "r.html"
-    assert main(["report", "run", "--clinical", "c.csv"]) == 2  # an external cohort needs both tables
 
 
 def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
@@ -100,3 +99,41 @@ def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
     args = parser.parse_args(["predict", "--model", "run", "--features", "f", "--out", str(tmp_path / "p.csv")])
     assert args.model_option == "run" and args.model is None
     assert main(["predict", "--features", "f", "--out", str(tmp_path / "p.csv")]) == 2  # no model at all
+
+
+def test_every_option_of_a_config_field_defaults_to_the_field():
+    """Each option that fills a field of the library's configs (options.from_args: dest == field name, or
+    renamed) has that field's default, derived here from the dataclass itself (None where the library's
+    default depends on the backbone, or a list where the field holds a tuple)."""
+    import argparse
+    import dataclasses
+
+    from hist2rna_tf.cli import build_parser
+    from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig,
+                                    TileConfig, TrainConfig)
+
+    configs = {"extract": [ExtractConfig, TileConfig], "train": [RunInputs, TrainConfig],
+               "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
+               "demo": [DemoConfig]}
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked = []
+    for command, classes in configs.items():
+        actions = {a.dest: a for a in commands.choices[command]._actions}
+        for cls in classes:
+            for field in dataclasses.fields(cls):
+                action = actions.get({"mpp_override": "mpp"}.get(field.name, field.name))
+                if action is None or not action.option_strings or field.name == "stain":  # --stain: its method
+                    continue
+                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                    assert action.required, (command, action.option_strings[0])  # no default: the user gives it
+                    continue
+                default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+                default = tuple(default) if isinstance(default, list) else default
+                given = tuple(action.default) if isinstance(action.default, list) else action.default
+                if isinstance(given, str) and action.type is not None:  # argparse types a str default too
+                    given = action.type(given)
+                assert given == default or (given is None and field.name in ("target_mpp", "read_threads")), (
+                    command, action.option_strings[0], given, default)
+                checked.append(f"{command} {action.option_strings[0]}")
+    assert commands.choices["extract"]._option_string_actions["--stain"].default == StainConfig().method
+    assert len(checked) >= 30, checked

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from hist2rna_tf.config import BaselineConfig, ReportInputs
-from hist2rna_tf.errors import ClinicalError
+from hist2rna_tf.errors import ClinicalError, Hist2RNAError
 from hist2rna_tf.model import runs
 from hist2rna_tf.report.report import build_report
 
@@ -151,3 +151,13 @@ def test_a_report_that_fails_midway_leaves_nothing_behind(synthetic_run, cohort_
     with pytest.raises(RuntimeError):
         build_report(ReportInputs(run=run, n_boot=10), out)
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # nothing new, nothing hidden
+
+
+def test_an_external_cohort_needs_both_its_tables(synthetic_run, tmp_path):
+    """The library checks what goes together (the command line only parses): the clinical table without
+    the predictions, or the reverse, is refused before anything is read or written."""
+    run, _ = synthetic_run
+    for given in ({"clinical": tmp_path / "c.csv"}, {"external_predictions": tmp_path / "p.csv"}):
+        with pytest.raises(Hist2RNAError, match="--external-predictions and --clinical go together"):
+            build_report(ReportInputs(run=run, **given), tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
