@@ -18,10 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hist2rna_tf import __version__
-from hist2rna_tf.analysis.clinical import (SURVIVAL_BY, ClinicalColumns, ExternalCohort, biomarker_tests,
-                                           external_cohort, held_out_cohorts, read_clinical)
-from hist2rna_tf.analysis.evaluate import bootstrap_median_ci, summary
-from hist2rna_tf.analysis.subtype import held_out_scores
+from hist2rna_tf.analysis.clinical import SURVIVAL_BY, ClinicalColumns, read_clinical
 from hist2rna_tf.atomic import building_files, write_bytes, write_table, write_text
 from hist2rna_tf.config import ReportInputs
 from hist2rna_tf.errors import Hist2RNAError
@@ -32,6 +29,7 @@ from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
 from hist2rna_tf.report.spatial_folder import SUBTYPES, SpatialFolder
+from hist2rna_tf.report.statistics import ReportStatistics, report_statistics
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +107,11 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
     record = runs.read_record(run)
     given = _read_inputs(inputs)
-    with Stages("report", ["genes: bootstrap CIs, Figures 3-5", "subtypes", "clinical analysis, baseline, costs",
-                           "writing"], progress) as stages, \
-            building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
-        _write_report(inputs, given, record, run, _Page(work), work / out.name, stages)
+    with Stages("report", ["statistics: bootstrap CIs, subtypes, clinical tests", "figures and tables", "writing"],
+                progress) as stages, building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
+        stats = report_statistics(inputs, run, record, given.run_clinical, given.external, given.baseline)
+        stages.next()
+        _write_report(inputs, given, stats, record, run, _Page(work), work / out.name, stages)
     return out
 
 
@@ -174,32 +173,22 @@ def _costs(path: Path) -> pd.DataFrame:
     return table
 
 
-def _write_report(inputs: ReportInputs, given: _Given, record: runs.RunRecord, run: Path, page: "_Page",
-                  out: Path, stages: Stages) -> None:
+def _write_report(inputs: ReportInputs, given: _Given, stats: ReportStatistics, record: runs.RunRecord, run: Path,
+                  page: "_Page", out: Path, stages: Stages) -> None:
+    """Render what `stats` holds (computed before, in one pass), section by section."""
     page.parts.append(f"<h1>{html.escape(inputs.title)}</h1><p>hist2rna-tf {__version__}, "
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
     _config_section(page, record, run)
-    predicted, truth = runs.held_out(run)
-    metrics = runs.metrics(run)  # written (runs.write_metrics) when the run was trained
-    _gene_section(page, inputs, run, metrics, predicted, truth, given.compare)
-    stages.next()
-    labels = runs.split_labels(run)
-    reference = runs.training_reference(run, record)
-    _subtype_section(page, labels, predicted, reference)
-    stages.next()
-    run_biomarkers = {}
-    if given.run_clinical is not None:
-        run_biomarkers = held_out_cohorts(predicted, truth, given.run_clinical, f"{inputs.run_clinical} "
-                                          "(--run-clinical; map its patient column with --run-clinical-columns)")
-    if given.external is not None:
-        _external_section(page, external_cohort(*given.external, *reference, source=f"{inputs.clinical} (--clinical; "
-                                                "map its patient column with --clinical-columns)"), run_biomarkers)
-    elif run_biomarkers:
-        _biomarker_section(page, run_biomarkers)
-    if given.baseline is not None:
-        _baseline_section(page, metrics, *given.baseline)
+    _gene_section(page, run, stats, given.compare)
+    _subtype_section(page, stats.subtypes)
+    if stats.external is not None:
+        _external_section(page, stats)
+    elif stats.cohorts:
+        _biomarker_section(page, stats)
+    if stats.baseline is not None:
+        _baseline_section(page, stats, *given.baseline)
     if given.costs is not None:
         _cost_section(page, given.costs)
     for title, png in given.figures.items():
@@ -231,12 +220,11 @@ def _config_section(page: _Page, record: runs.RunRecord, run: Path) -> None:
     page.parts.append(f"<details><summary>config.json</summary><pre>{html.escape(text)}</pre></details>")
 
 
-def _gene_section(page: _Page, inputs: ReportInputs, run: Path, metrics: dict, predicted: pd.DataFrame,
-                  truth: pd.DataFrame, others: dict[str, dict]) -> None:
+def _gene_section(page: _Page, run: Path, stats: ReportStatistics, others: dict[str, dict]) -> None:
     pam50 = set(load_panel("pam50"))
+    metrics, predicted, truth = stats.metrics, stats.predicted, stats.truth
     genes, patients, r2 = metrics["across_genes"], metrics["across_patients"], metrics["r_squared"]
-    ci_genes = bootstrap_median_ci(predicted, truth, "genes", inputs.n_boot)
-    ci_patients = bootstrap_median_ci(predicted, truth, "patients", inputs.n_boot)
+    ci_genes, ci_patients = stats.ci_genes, stats.ci_patients
     top20 = genes["rho"].dropna().sort_values(ascending=False).index[:20]
     summary = pd.DataFrame({
         "ours": [f"{ci_patients['median']:.2f} ({ci_patients['ci_low']:.2f}-{ci_patients['ci_high']:.2f})",
@@ -266,10 +254,8 @@ def _gene_section(page: _Page, inputs: ReportInputs, run: Path, metrics: dict, p
     write_table(patients, page.folder / "patients.csv")
 
 
-def _subtype_section(page: _Page, labels: pd.Series, predicted: pd.DataFrame,
-                     reference: tuple[pd.DataFrame, pd.Series]) -> None:
+def _subtype_section(page: _Page, scores: tuple[dict, pd.DataFrame] | None) -> None:
     page.heading("PAM50 subtype from predicted genes (soft voting: RF, MLP, LDA, LR)")
-    scores = held_out_scores(predicted, labels, *reference)
     if scores is None:
         page.text("Too few labelled patients for the subtype classifier.")
         return
@@ -292,10 +278,11 @@ def _clinical(path: Path, columns_json: Path | None, flag: str) -> pd.DataFrame:
     return read_clinical(path, columns, flag=flag)
 
 
-def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.DataFrame | None = None) -> None:
-    """Figure 7 (one row per cohort), its tests, and Figure 8 for the cohort with Ki67 % (`ki67`)."""
+def _biomarker_section(page: _Page, stats: ReportStatistics) -> None:
+    """Figure 7 (one row per cohort), its tests, and Figure 8 for the external cohort (its Ki67 %)."""
     page.heading("Biomarker genes against IHC and grade (Figures 7 and 8)", 3)
-    tests = {label: biomarker_tests(data) for label, data in cohorts.items()}
+    cohorts, tests = stats.cohorts, stats.biomarkers
+    ki67 = stats.external.data if stats.external is not None else None
     table = pd.concat([t.assign(cohort=label) for label, t in tests.items()], ignore_index=True)
     page.table(table[["cohort", *[c for c in table.columns if c != "cohort"]]], "biomarker_tests", index=False)
     page.figure(biomarker_violins(cohorts, tests), "figure7_biomarkers",
@@ -306,12 +293,13 @@ def _biomarker_section(page: _Page, cohorts: dict[str, pd.DataFrame], ki67: pd.D
                     "Figure 8: predicted MKI67 vs Ki67 % (paper: rho = 0.31, p = 2.8e-12, n = 498).")
 
 
-def _external_section(page: _Page, cohort: ExternalCohort, run_biomarkers: dict | None = None) -> None:
+def _external_section(page: _Page, stats: ReportStatistics) -> None:
+    cohort = stats.external
     page.heading("External cohort")
     page.text(f"{len(cohort.data)} patients with predicted genes and clinical data "
               f"({len(cohort.left_out['predicted_only'])} predicted only, {len(cohort.left_out['clinical_only'])} "
               "clinical only).")
-    _biomarker_section(page, {**(run_biomarkers or {}), "external, predicted": cohort.data}, ki67=cohort.data)
+    _biomarker_section(page, stats)
     if cohort.calls is None:
         return
     moved = cohort.moved
@@ -340,9 +328,9 @@ def _external_section(page: _Page, cohort: ExternalCohort, run_biomarkers: dict 
     page.table(PAPER_TABLE_1, None, index=False)
 
 
-def _baseline_section(page: _Page, run_metrics: dict, record: runs.RunRecord, metrics: dict) -> None:
+def _baseline_section(page: _Page, stats: ReportStatistics, record: runs.RunRecord, metrics: dict) -> None:
     mode = record.baseline.mode if record.baseline else "?"
-    compared = {"hist2RNA (slide mean)": run_metrics, f"patch-based ({mode})": metrics}
+    compared = {"hist2RNA (slide mean)": stats.metrics, f"patch-based ({mode})": metrics}
     page.heading("Patch-based baseline (Figure 10)")
     page.text(f"The same patients, split, genes, head and training settings; every tile's target is its slide's "
               f"RNA-seq and a slide's prediction is the mean of its tiles' ({mode}: "
@@ -350,10 +338,7 @@ def _baseline_section(page: _Page, run_metrics: dict, record: runs.RunRecord, me
                  "the backbone trained end to end on the tile images") +
               f"; {(record.tiles or {}).get('train', '?')} training tiles, {record.epochs} epochs). Paper: patch-based median "
               "across genes 0.18 (RegNet, 68 genes p < 0.05) against hist2RNA's 0.29.")
-    rows = {label: {"median across genes": summary(t["across_genes"])["median"],
-                    "genes FDR < 0.05": summary(t["across_genes"])["significant"],
-                    "median across patients": summary(t["across_patients"])["median"]} for label, t in compared.items()}
-    page.table(pd.DataFrame(rows).T, "baseline_comparison")
+    page.table(pd.DataFrame(stats.baseline).T, "baseline_comparison")
     page.figure(correlation_boxes(compared), "figure10_patch_based",
                 "Figure 10: Spearman correlation and -log10 FDR, hist2RNA vs the patch-based approach, same held-out "
                 "patients.")

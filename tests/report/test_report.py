@@ -161,3 +161,27 @@ def test_an_external_cohort_needs_both_its_tables(synthetic_run, tmp_path):
         with pytest.raises(Hist2RNAError, match="--external-predictions and --clinical go together"):
             build_report(ReportInputs(run=run, **given), tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_report_renders_the_statistics_computed_before_it(synthetic_run, tmp_path, monkeypatch):
+    """Statistics are computed in one pass (report/statistics.py) before anything is drawn: what the page
+    shows is what that pass gave (its CIs changed on purpose, the change shows), and the renderer computes
+    none itself (it imports no statistic from analysis/)."""
+    import ast
+
+    import hist2rna_tf.report.report as report
+    from hist2rna_tf.report.statistics import report_statistics
+
+    def changed(*args, **kwargs):
+        stats = report_statistics(*args, **kwargs)
+        stats.ci_genes = {"median": 0.123, "ci_low": 0.045, "ci_high": 0.678}
+        return stats
+
+    monkeypatch.setattr(report, "report_statistics", changed)
+    run, _ = synthetic_run
+    page = build_report(ReportInputs(run=run, n_boot=5), tmp_path / "r.html").read_text()
+    assert "0.12 (0.04-0.68)" in page
+    imported = {alias.name for node in ast.walk(ast.parse(open(report.__file__).read()))
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hist2rna_tf.analysis")
+                for alias in node.names}
+    assert imported <= {"SURVIVAL_BY", "ClinicalColumns", "read_clinical"}, imported
