@@ -32,6 +32,12 @@ PAPER_SUBTYPES = ("LumA", "LumB", "Basal", "Her2")
 SUBTYPE_COLOURS = {"LumA": "#2c7bb6", "LumB": "#abd9e9", "Her2": "#fdae61", "Basal": "#d7191c", "Normal": "#999999"}
 
 
+def option(default, help: str):
+    """A field that is also a command-line option: its default and the option's help in one place
+    (`cli.options.add_option` makes the option; `{default}` in the help shows the default)."""
+    return field(default=default, metadata={"help": help})
+
+
 # The largest tile (px a side) and seed the pipeline takes: a tile is read whole into memory, a batch at once;
 # numpy and TensorFlow take seeds of 32 bits.
 MAX_TILE_PX = 4096
@@ -44,14 +50,15 @@ class TileConfig:
 
     tile_size_px: int = 224
     target_mpp: float = 0.25
-    max_tiles: int = 1000
+    max_tiles: int = option(1000, "cap per slide, spatially spread (default {default})")
     # A tile is kept when at least this fraction of it lies in tissue (and in the tumour annotation).
-    min_region_fraction: float = 0.5
+    min_region_fraction: float = option(0.5, "keep a tile when this much of it is in the region (default {default})")
     # Resolution of the tissue mask (um/px); 8 um/px puts 7x7 mask pixels on one 56 um tile.
     mask_mpp: float = 8.0
     # QuPath classification names that count as tumour; empty: every annotation not excluded.
-    tumour_classes: tuple[str, ...] = ()
-    exclude_classes: tuple[str, ...] = ("Necrosis",)
+    tumour_classes: tuple[str, ...] = option((), "QuPath classes that count as tumour (default: any class not excluded)")
+    exclude_classes: tuple[str, ...] = option(("Necrosis",), "QuPath classes cut out of the tumour region (default: "
+                                                             "{default})")
     # Microns per pixel to assume when a file carries none (plain images, TMA cores).
     mpp_override: float | None = None
 
@@ -92,16 +99,19 @@ class ExtractConfig:
 
     backbone: str = "efficientnetv2s"
     weights: str = "imagenet"  # imagenet | none | path to a weights file
-    batch_size: int = 32
+    batch_size: int = option(32, "tiles per backbone batch (default {default})")
     read_threads: int | None = None  # parallel tile readers; None: two per CPU core this process may use
-    save_tile_features: bool = False
+    save_tile_features: bool = option(False, "also store each tile's features (for spatial maps and the patch "
+                                             "baseline)")
     shard_index: int = 0
     shard_count: int = 1
-    overwrite: bool = False
+    overwrite: bool = option(False, "redo slides that already have a record")
     # GPU options: the backbone in mixed_float16 (stored features stay float32), and XLA-compiled.
     # Neither changes which features a slide gets beyond float rounding (tested: cosine >= 0.999).
-    precision: str = "float32"  # float32 | mixed | bfloat16
-    xla: bool = False
+    precision: str = option("float32", "the backbone's arithmetic: float32, mixed (float16 on float32 weights) or "
+                                       "bfloat16 (as TRIDENT runs UNI2-h); stored features stay float32 (default "
+                                       "{default})")
+    xla: bool = option(False, "XLA-compile the backbone (default off)")
     tiles: TileConfig = field(default_factory=TileConfig)
     stain: StainConfig = field(default_factory=StainConfig)
 
@@ -114,11 +124,15 @@ class TrainConfig:
     learning_rate: float = 1e-3
     batch_size: int = 12
     patience: int = 4
-    max_epochs: int = 150
-    validation_fraction: float = 0.1  # training patients held back for early stopping, seeded
-    seed: int = 0
-    deterministic: bool = False
-    standardize: bool = False  # NOT the paper: z-score features and targets inside the model (see head.py)
+    max_epochs: int = option(150, "at most this many epochs; early stopping usually ends sooner (default {default}, "
+                                  "the paper's)")
+    validation_fraction: float = option(0.1, "training patients held back for early stopping (default {default})")
+    seed: int = option(0, "seed of the split, initialisation and shuffling (default {default})")
+    deterministic: bool = option(False, "deterministic TensorFlow ops (slower)")
+    # NOT the paper: z-score features and targets inside the model (see head.py)
+    standardize: bool = option(False, "NOT in the paper: z-score features and targets with the training patients' "
+                                      "statistics inside the model (for features that barely vary between slides, "
+                                      "e.g. random weights)")
 
 
 @dataclass(frozen=True)
@@ -128,10 +142,12 @@ class RunInputs:
     features: str
     expression: str
     labels: str
-    label_column: str = PAM50_LABEL_COLUMN
-    subtypes: tuple[str, ...] = PAPER_SUBTYPES
-    genes: str = "all"
-    drop_missing_genes: bool = False
+    label_column: str = option(PAM50_LABEL_COLUMN, "subtype column (default {default})")
+    subtypes: tuple[str, ...] = option(PAPER_SUBTYPES, "subtypes kept (default: the paper's {default})")
+    genes: str = option("all", "all (the 138), an assay (pam50, oncotype, mammaprint, endopredict, bci, mammostrat) "
+                               "or a file of gene symbols (default {default})")
+    drop_missing_genes: bool = option(False, "train without genes the table lacks (recorded in the run) instead of "
+                                             "failing")
     split: str | None = None
     test_fraction: float = 160 / 495
 
@@ -146,15 +162,16 @@ CPU_WATTS_PER_CORE = 7.5
 class BaselineConfig:
     """The patch-based comparison (model/baseline.py)."""
 
-    mode: str = "frozen"  # "frozen" (stored tile features) or "finetune" (backbone trained on tile images)
+    mode: str = option("frozen", "frozen: head on stored tile features; finetune: backbone trained on tiles (default "
+                                 "{default})")
     max_epochs: int | None = None  # None: the hist2RNA run's own limit (the paper's 150)
     batch_size: int | None = None  # None: the hist2RNA run's (the paper's 12)
     shuffle_buffer: int = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
     image_shuffle_buffer: int = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
     tiles_per_slide: int | None = None  # finetune: at most this many tiles a slide (None: all planned)
     device_watts: float | None = None  # W a device; None: PAPER_WATTS a GPU when one ran, else CPU_WATTS_PER_CORE a core
-    n_devices: int = 1
-    device: str = field(default="")  # described in costs.csv; "" = detected
+    n_devices: int = option(1, "devices the time was spent on (default {default})")
+    device: str = option("", "device description for costs.csv (default: detected)")
 
 
 @dataclass
@@ -174,17 +191,21 @@ class ReportInputs:
     extra_files: dict[str, Path] = field(default_factory=dict)  # title -> a file put beside the report and linked
     title: str = "hist2RNA report"
     note: str = ""  # shown at the top (e.g. SYNTHETIC)
-    n_boot: int = 1000
+    n_boot: int = option(1000, "bootstrap resamples for the CIs (default {default})")
+
+
+# The fewest demo slides whose stratified split leaves enough patients to train, stop early and evaluate.
+MIN_DEMO_SLIDES = 12
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """The demo chain (demo/chain.py) on the SYNTHETIC demo cohort."""
 
-    out: Path = Path("demo_output")
-    n_slides: int = 36  # at least MIN_DEMO_SLIDES
-    backbone: str = "efficientnetv2s"
-    weights: str = "none"
+    out: Path = option(Path("demo_output"), "output folder (default {default})")
+    n_slides: int = option(36, f"slides in the cohort (default {{default}}; at least {MIN_DEMO_SLIDES})")
+    backbone: str = option("efficientnetv2s", "backbone (default {default})")
+    weights: str = option("none", "none (random, offline), imagenet or a weights file (default {default})")
     n_controls: int = 3
     n_external: int = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
     seed: int = 0
@@ -192,9 +213,6 @@ class DemoConfig:
     export: bool = True
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
-
-# The fewest demo slides whose stratified split leaves enough patients to train, stop early and evaluate.
-MIN_DEMO_SLIDES = 12
 
 # Spatial maps (report/spatial.py): the genes `hist2rna spatial` maps unless told; the thumbnail's um/px.
 SPATIAL_GENES = ("ESR1", "PGR", "ERBB2", "MKI67")

@@ -42,6 +42,17 @@ class Parser(argparse.ArgumentParser):
                                                         f"; see `{self.prog} --help`"))
 
 
+def add_option(parser, flag: str, config, name: str, **kwargs) -> None:
+    """`flag`, filling field `name` of `config` (a dataclass or an instance): its default is the field's
+    (a tuple given as the list argparse collects), its help the field's (config.option), `{default}`
+    in it shown as the default. The option's dest is the field's name (options.from_args reads it)."""
+    field = {f.name: f for f in dataclasses.fields(config)}[name]
+    default = getattr(config, name) if not isinstance(config, type) else field.default
+    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+    parser.add_argument(flag, dest=name, default=list(default) if isinstance(default, tuple) else default,
+                        help=field.metadata["help"].format(default=shown), **kwargs)
+
+
 def from_args(config, args, skip: tuple[str, ...] = (), **renamed):
     """`config` (a dataclass) with every field the command line gave: the options named as its fields
     (dest == field name), and `renamed` ({field: option dest}) where they differ; `skip`: fields an
@@ -162,10 +173,8 @@ def add_tile_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tiles (the paper: 224 px at 0.25 um/px, ~1000 per slide)")
     group.add_argument("--annotations", type=Path, metavar="DIR",
                        help="folder of QuPath GeoJSON exports named <slide_id>.geojson (tumour regions)")
-    group.add_argument("--tumour-classes", nargs="*", default=list(TILES.tumour_classes), metavar="NAME",
-                       help="QuPath classes that count as tumour (default: any class not excluded)")
-    group.add_argument("--exclude-classes", nargs="*", default=list(TILES.exclude_classes), metavar="NAME",
-                       help=f"QuPath classes cut out of the tumour region (default: {' '.join(TILES.exclude_classes)})")
+    add_option(group, "--tumour-classes", TILES, "tumour_classes", nargs="*", metavar="NAME")
+    add_option(group, "--exclude-classes", TILES, "exclude_classes", nargs="*", metavar="NAME")
     add_mpp(group, "files that carry none (plain images, TMA cores); overrides the file's own")
     group.add_argument("--tile-px", type=tile_px,
                        help=f"tile size in pixels (default: the backbone's own: {TILES.tile_size_px} for the paper's "
@@ -175,10 +184,8 @@ def add_tile_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target-mpp", type=positive_float,
                        help=f"tile resolution in um/px (default: the backbone's own: {TILES.target_mpp} for the "
                             "paper's CNNs, the scale a pathology encoder was trained at, 0.5 for most)")
-    group.add_argument("--max-tiles", type=positive_int, default=TILES.max_tiles,
-                       help=f"cap per slide, spatially spread (default {TILES.max_tiles})")
-    group.add_argument("--min-region-fraction", type=fraction, default=TILES.min_region_fraction,
-                       help=f"keep a tile when this much of it is in the region (default {TILES.min_region_fraction})")
+    add_option(group, "--max-tiles", TILES, "max_tiles", type=positive_int)
+    add_option(group, "--min-region-fraction", TILES, "min_region_fraction", type=fraction)
 
 
 def add_mpp(parser, which: str) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from hist2rna_tf import __version__
 from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, Parser, add_mpp, add_no_progress,
-                                     add_run, add_stain_options, add_tile_options, count, hidden_alias, open_fraction,
-                                     out_file, out_folder, positive_float, positive_int, seed, shard_spec)
+                                     add_option, add_run, add_stain_options, add_tile_options, count, hidden_alias,
+                                     open_fraction, out_file, out_folder, positive_float, positive_int, seed,
+                                     shard_spec)
 from hist2rna_tf.config import (CPU_WATTS_PER_CORE, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES,
                                 SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
@@ -51,16 +52,14 @@ def add_extract(commands) -> None:
     add_tile_options(extract)
     add_stain_options(extract)
     run = extract.add_argument_group("run")
-    run.add_argument("--batch-size", type=positive_int, default=EXTRACT.batch_size,
-                     help=f"tiles per backbone batch (default {EXTRACT.batch_size})")
+    add_option(run, "--batch-size", EXTRACT, "batch_size", type=positive_int)
     run.add_argument("--read-threads", type=positive_int,
                      help="parallel tile readers (default: two per CPU core this process may use, "
                           f"{2 * usable_cores()} here)")
-    run.add_argument("--save-tile-features", action="store_true",
-                     help="also store each tile's features (for spatial maps and the patch baseline)")
+    add_option(run, "--save-tile-features", EXTRACT, "save_tile_features", action="store_true")
     run.add_argument("--shard", type=shard_spec, default=(EXTRACT.shard_index, EXTRACT.shard_count), metavar="I/N",
                      help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4 (default 0/1: all)")
-    run.add_argument("--overwrite", action="store_true", help="redo slides that already have a record")
+    add_option(run, "--overwrite", EXTRACT, "overwrite", action="store_true")
     add_no_progress(run)
     scale = extract.add_argument_group("Ray", "extraction on a Ray cluster (pip install 'hist2rna-tf[ray]'): one "
                                               "worker per GPU, or per --cpus-per-worker CPUs; slides dealt to free "
@@ -79,10 +78,8 @@ def add_extract(commands) -> None:
     gpu = extract.add_argument_group("GPU", "options for a machine with a GPU (refused without one: both are "
                                             "slower on a CPU); features stay within float rounding (cosine >= "
                                             "0.999 per slide)")
-    gpu.add_argument("--precision", choices=PRECISION_NAMES, default=EXTRACT.precision,
-                     help=f"the backbone's arithmetic: float32, mixed (float16 on float32 weights) or bfloat16 (as "
-                          f"TRIDENT runs UNI2-h); stored features stay float32 (default {EXTRACT.precision})")
-    gpu.add_argument("--xla", action="store_true", help="XLA-compile the backbone (default off)")
+    add_option(gpu, "--precision", EXTRACT, "precision", choices=PRECISION_NAMES)
+    add_option(gpu, "--xla", EXTRACT, "xla", action="store_true")
 
 
 def add_normalize(commands) -> None:
@@ -144,26 +141,15 @@ def add_training_options(train) -> None:
                             "(warned, named)")
     train.add_argument("--labels", required=True, help="clinical table with a subtype column (first column: patient); "
                        "a patient with two different labels is refused")
-    train.add_argument("--label-column", default=INPUTS.label_column,
-                       help=f"subtype column (default {INPUTS.label_column})")
-    train.add_argument("--subtypes", nargs="+", default=list(INPUTS.subtypes),
-                       help=f"subtypes kept (default: the paper's {' '.join(INPUTS.subtypes)})")
-    train.add_argument("--genes", default=INPUTS.genes,
-                       help=f"all (the 138), an assay (pam50, oncotype, mammaprint, endopredict, bci, mammostrat) or "
-                            f"a file of gene symbols (default {INPUTS.genes})")
-    train.add_argument("--drop-missing-genes", action="store_true",
-                       help="train without genes the table lacks (recorded in the run) instead of failing")
-    train.add_argument("--seed", type=seed, default=TRAIN.seed,
-                       help=f"seed of the split, initialisation and shuffling (default {TRAIN.seed})")
-    train.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow ops (slower)")
-    train.add_argument("--max-epochs", type=positive_int, default=TRAIN.max_epochs,
-                       help=f"at most this many epochs; early stopping usually ends sooner (default {TRAIN.max_epochs}, "
-                            "the paper's)")
-    train.add_argument("--validation-fraction", type=open_fraction, default=TRAIN.validation_fraction,
-                       help=f"training patients held back for early stopping (default {TRAIN.validation_fraction})")
-    train.add_argument("--standardize", action="store_true",
-                       help="NOT in the paper: z-score features and targets with the training patients' statistics "
-                            "inside the model (for features that barely vary between slides, e.g. random weights)")
+    add_option(train, "--label-column", INPUTS, "label_column")
+    add_option(train, "--subtypes", INPUTS, "subtypes", nargs="+")
+    add_option(train, "--genes", INPUTS, "genes")
+    add_option(train, "--drop-missing-genes", INPUTS, "drop_missing_genes", action="store_true")
+    add_option(train, "--seed", TRAIN, "seed", type=seed)
+    add_option(train, "--deterministic", TRAIN, "deterministic", action="store_true")
+    add_option(train, "--max-epochs", TRAIN, "max_epochs", type=positive_int)
+    add_option(train, "--validation-fraction", TRAIN, "validation_fraction", type=open_fraction)
+    add_option(train, "--standardize", TRAIN, "standardize", action="store_true")
 
 
 def add_predict(commands) -> None:
@@ -269,9 +255,7 @@ def add_baseline(commands) -> None:
     baseline.add_argument("--out", type=out_folder, required=True,
                           help="baseline run folder (a new one, unless --overwrite)")
     baseline.add_argument("--overwrite", action="store_true", help="replace the baseline already in --out")
-    baseline.add_argument("--mode", choices=["frozen", "finetune"], default=BASELINE.mode,
-                          help=f"frozen: head on stored tile features; finetune: backbone trained on tiles (default "
-                               f"{BASELINE.mode})")
+    add_option(baseline, "--mode", BASELINE, "mode", choices=["frozen", "finetune"])
     baseline.add_argument("--features", type=Path, metavar="DIR",
                           help="frozen: the folder of the run's feature records, with tile features (default: the one "
                                "it was trained on, as its config.json records it; give this when it has moved)")
@@ -286,10 +270,8 @@ def add_baseline(commands) -> None:
     baseline.add_argument("--device-watts", type=positive_float, default=BASELINE.device_watts,
                           help=f"power of one device in W for the energy figure (default: {PAPER_WATTS:g} a GPU, the "
                                f"paper's V100, when one ran; else {CPU_WATTS_PER_CORE:g} a CPU core used)")
-    baseline.add_argument("--n-devices", type=positive_int, default=BASELINE.n_devices,
-                          help=f"devices the time was spent on (default {BASELINE.n_devices})")
-    baseline.add_argument("--device", default=BASELINE.device,
-                          help="device description for costs.csv (default: detected)")
+    add_option(baseline, "--n-devices", BASELINE, "n_devices", type=positive_int)
+    add_option(baseline, "--device", BASELINE, "device")
     add_no_progress(baseline, "progress bar or per-epoch lines")
     hidden_alias(baseline, "--quiet", "no_progress", action="store_true")  # its name before 0.4.0
 
@@ -323,8 +305,7 @@ def add_report(commands) -> None:
     report.add_argument("--spatial-maps", type=Path,
                         help="a `hist2rna spatial` folder: its PNG maps are embedded in the report")
     report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (default: the --baseline's costs.csv)")
-    report.add_argument("--n-boot", type=positive_int, default=REPORT.n_boot,
-                        help=f"bootstrap resamples for the CIs (default {REPORT.n_boot})")
+    add_option(report, "--n-boot", REPORT, "n_boot", type=positive_int)
     report.add_argument("--out", type=out_file, help="HTML file (default <run>/report/report.html)")
     add_no_progress(report, "progress bar of its stages")
 
@@ -344,10 +325,8 @@ def add_demo(commands) -> None:
                     "spatial/: tile maps of a held-out slide; (9) report/report.html, and demo_summary.json. "
                     "Re-running reuses the cohort and the features. Random backbone weights unless --weights "
                     "imagenet.")
-    demo.add_argument("--out", type=out_folder, default=str(DEMO.out), help=f"output folder (default {DEMO.out})")
-    demo.add_argument("--n-slides", type=positive_int, default=DEMO.n_slides,
-                      help=f"slides in the cohort (default {DEMO.n_slides})")
-    demo.add_argument("--backbone", default=DEMO.backbone, help=f"backbone (default {DEMO.backbone})")
-    demo.add_argument("--weights", default=DEMO.weights,
-                      help=f"none (random, offline), imagenet or a weights file (default {DEMO.weights})")
+    add_option(demo, "--out", DEMO, "out", type=out_folder)
+    add_option(demo, "--n-slides", DEMO, "n_slides", type=positive_int)
+    add_option(demo, "--backbone", DEMO, "backbone")
+    add_option(demo, "--weights", DEMO, "weights")
     add_no_progress(demo)

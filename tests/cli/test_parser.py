@@ -104,7 +104,8 @@ def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
 def test_every_option_of_a_config_field_defaults_to_the_field():
     """Each option that fills a field of the library's configs (options.from_args: dest == field name, or
     renamed) has that field's default, derived here from the dataclass itself (None where the library's
-    default depends on the backbone, or a list where the field holds a tuple)."""
+    default depends on the backbone, or a list where the field holds a tuple), and, where the field
+    carries the option's help (config.option), that help."""
     import argparse
     import dataclasses
 
@@ -116,7 +117,7 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
                "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
                "demo": [DemoConfig]}
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    checked = []
+    checked, with_help = [], []
     for command, classes in configs.items():
         actions = {a.dest: a for a in commands.choices[command]._actions}
         for cls in classes:
@@ -134,6 +135,10 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
                     given = action.type(given)
                 assert given == default or (given is None and field.name in ("target_mpp", "read_threads")), (
                     command, action.option_strings[0], given, default)
+                if "help" in field.metadata:  # the field carries the option's help too (config.option)
+                    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+                    assert action.help == field.metadata["help"].format(default=shown), action.option_strings[0]
+                    with_help.append(action.option_strings[0])
                 checked.append(f"{command} {action.option_strings[0]}")
     assert commands.choices["extract"]._option_string_actions["--stain"].default == StainConfig().method
-    assert len(checked) >= 30, checked
+    assert len(checked) >= 30 and len(set(with_help)) >= 25, (checked, with_help)
