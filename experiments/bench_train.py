@@ -32,6 +32,7 @@ from hist2rna_tf.demo.cohort import real_tiles  # noqa: E402
 from hist2rna_tf.extract.backbones.build import build_backbone  # noqa: E402
 from hist2rna_tf.extract.backbones.catalog import BACKBONES  # noqa: E402
 from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record  # noqa: E402
+from hist2rna_tf.extract.settings import FeatureSettings  # noqa: E402
 from hist2rna_tf.model.baseline import tile_dataset  # noqa: E402
 from hist2rna_tf.model.export import export_end_to_end  # noqa: E402
 from hist2rna_tf.model.head import build_head  # noqa: E402
@@ -76,8 +77,9 @@ def patch_seconds_per_tile(n_slides: int, n_tiles: int = 1000, feature_dim: int 
         for s in range(n_slides):
             slide = f"TCGA-BB-{s:04d}-01Z-00-DX1"
             tiles = rng.normal(size=(n_tiles, feature_dim)).astype(np.float32)
-            path = write_record(SlideFeatures(slide, slide[:12], "efficientnetv2s", "none", "macenko", "bench", 224, 56.0,
-                                              0.25, n_tiles, 0, tiles.mean(0), np.zeros((n_tiles, 2), np.int64), tiles),
+            settings = FeatureSettings("efficientnetv2s", "none", "macenko", 224, 56.0)
+            path = write_record(SlideFeatures(slide, slide[:12], settings, "bench", 0.25, n_tiles, 0, tiles.mean(0),
+                                              np.zeros((n_tiles, 2), np.int64), tiles),
                                 record_path(tmp, "efficientnetv2s", slide))
             rows.append({"slide_id": slide, "patient_id": slide[:12], "path": str(path), "n_tiles": n_tiles})
         slides = pd.DataFrame(rows).set_index("slide_id")

@@ -237,6 +237,22 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+def changed_fields(before: dict, after: dict, prefix: str = "") -> list[str]:
+    """"name: before -> after" for every setting that differs between two records of settings (nested
+    dicts walked as `outer.inner`; values compared as JSON, so a tuple equals the list a file read back),
+    in their order: the one form of every "made with other settings" message."""
+    import json
+
+    found = []
+    for key in {**before, **after}:
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += changed_fields(a, b, f"{prefix}{key}.")
+        elif json.dumps(a, default=str) != json.dumps(b, default=str):
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
 def known_fields(kind: type, data: dict) -> dict[str, Any]:
     """The fields of dataclass `kind` found in `data` (saved JSON: lists back to tuples), to build one
     from a file of another version: fields added since keep their defaults, fields since removed are

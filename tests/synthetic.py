@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
+from hist2rna_tf.extract.settings import FeatureSettings
 
 SUBTYPES = ("LumA", "LumB", "Basal", "Her2")
 
@@ -22,8 +23,8 @@ def record(slide_id: str, feature: np.ndarray, patient_id: str | None = None, ba
     0.25 um/px); `tiles` [n, F] are stored as its per-tile features, `feature` is their mean."""
     n_tiles = 1 if tiles is None else len(tiles)
     xy = np.zeros((n_tiles, 2), np.int64) if tile_xy_px is None else np.asarray(tile_xy_px, np.int64)
-    return SlideFeatures(slide_id=slide_id, patient_id=patient_id or slide_id[:12], backbone=backbone, weights="none",
-                         normaliser="macenko", version=version, tile_size_px=224, tile_size_um=56.0, mpp=mpp,
+    return SlideFeatures(slide_id=slide_id, patient_id=patient_id or slide_id[:12],
+                         settings=FeatureSettings(backbone, "none", "macenko", 224, 56.0), version=version, mpp=mpp,
                          n_tiles=n_tiles, n_unnormalised=0, feature=np.asarray(feature, np.float32), tile_xy_px=xy,
                          tile_features=None if tiles is None else np.asarray(tiles, np.float32))
 

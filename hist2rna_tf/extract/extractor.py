@@ -23,7 +23,7 @@ from hist2rna_tf.config import ExtractConfig, usable_cores
 from hist2rna_tf.errors import ClaimedElsewhere, DeviceError, SlideError
 from hist2rna_tf.extract.backbones.build import Backbone, build_backbone
 from hist2rna_tf.extract.records import SlideFeatures
-from hist2rna_tf.extract.settings import off_scale, with_absolute_files
+from hist2rna_tf.extract.settings import FeatureSettings, off_scale, with_absolute_files
 from hist2rna_tf.extract.slides import SlideRef
 from hist2rna_tf.extract.stain.normalisers import make_normaliser, resolve_stain_config
 from hist2rna_tf.extract.stream import CohortStream
@@ -212,11 +212,12 @@ def _finalise(s: int, stream: CohortStream, acc: _Accumulator, ref: SlideRef, co
         log.info("%s: %d of %d tiles had too little stain to normalise and passed through unchanged.",
                  ref.slide_id, unnormalised, count)
     tiles = config.tiles
+    settings = FeatureSettings(backbone.name, backbone.weights_tag, normaliser_tag, tiles.tile_size_px,
+                               tiles.tile_size_um)
     record = SlideFeatures(
-        slide_id=ref.slide_id, patient_id=ref.patient_id, backbone=backbone.name, weights=backbone.weights_tag,
-        normaliser=normaliser_tag, version=__version__, tile_size_px=tiles.tile_size_px,
-        tile_size_um=tiles.tile_size_um, mpp=plan.mpp, n_tiles=count, n_unnormalised=unnormalised,
-        feature=mean, tile_xy_px=plan.coords_px, tile_features=tile_features)
+        slide_id=ref.slide_id, patient_id=ref.patient_id, settings=settings, version=__version__, mpp=plan.mpp,
+        n_tiles=count, n_unnormalised=unnormalised, feature=mean, tile_xy_px=plan.coords_px,
+        tile_features=tile_features)
     return record, plan.candidate_tiles
 
 

@@ -12,7 +12,7 @@ One file per slide, `<out>/<backbone>/<slide_id>.tfrecord`, holding one tf.train
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +25,18 @@ from hist2rna_tf.extract.settings import FeatureSettings, current_normaliser_tag
 _BYTES = ("slide_id", "patient_id", "backbone", "weights", "normaliser", "version")
 _INTS = ("tile_size_px", "n_tiles", "n_unnormalised", "feature_dim")
 _FLOATS = ("tile_size_um", "mpp")
+_SETTINGS = tuple(f.name for f in fields(FeatureSettings))  # stored under their own names, one key each
 
 
 @dataclass
 class SlideFeatures:
-    """What is stored for one slide (see the module docstring for units)."""
+    """What is stored for one slide (see the module docstring for units): how its features were made
+    (`settings`, the one FeatureSettings), where its tiles were, and the features."""
 
     slide_id: str
     patient_id: str
-    backbone: str
-    weights: str
-    normaliser: str
+    settings: FeatureSettings  # backbone, weights, normaliser, tile size in px and um
     version: str
-    tile_size_px: int
-    tile_size_um: float
     mpp: float
     n_tiles: int
     n_unnormalised: int
@@ -50,10 +48,12 @@ class SlideFeatures:
     def feature_dim(self) -> int:
         return int(self.feature.shape[0])
 
-    @property
-    def settings(self) -> FeatureSettings:
-        """The settings this slide's features were made with."""
-        return FeatureSettings(self.backbone, self.weights, self.normaliser, self.tile_size_px, self.tile_size_um)
+    # The settings' fields, read through (a record is asked for its backbone or tile size often).
+    backbone = property(lambda self: self.settings.backbone)
+    weights = property(lambda self: self.settings.weights)
+    normaliser = property(lambda self: self.settings.normaliser)
+    tile_size_px = property(lambda self: self.settings.tile_size_px)
+    tile_size_um = property(lambda self: self.settings.tile_size_um)
 
 
 def record_path(out_dir: str | Path, backbone: str, slide_id: str) -> Path:
@@ -126,8 +126,9 @@ def read_record(path: str | Path) -> SlideFeatures:
     values.update({key: float(parsed[key].numpy()) for key in _FLOATS})
     dim = int(parsed["feature_dim"].numpy())
     tile_features = parsed["tile_features"].numpy()
+    settings = FeatureSettings(**{key: values.pop(key) for key in _SETTINGS})
     return SlideFeatures(
-        **values,
+        **values, settings=settings,
         feature=parsed["feature"].numpy(),
         tile_xy_px=np.stack([parsed["tile_x_px"].numpy(), parsed["tile_y_px"].numpy()], axis=1),
         tile_features=tile_features.reshape(-1, dim) if tile_features.size else None,

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hist2rna_tf import __version__
 from hist2rna_tf.atomic import write_text
-from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, known_fields
+from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, changed_fields, known_fields
 from hist2rna_tf.errors import SettingsError
 from hist2rna_tf.extract.backbones.catalog import (BACKBONE_NAMES, ENCODERS, NAMED_WEIGHTS, native_scale,
                                                    trident_tile_px)
@@ -105,6 +107,26 @@ class FeatureSettings:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def to_metadata(self) -> dict[str, np.generic]:
+        """As a SavedModel's metadata carries them (numpy scalars: bytes, int64, float32)."""
+        return {"backbone": np.bytes_(self.backbone), "weights": np.bytes_(self.weights),
+                "normaliser": np.bytes_(self.normaliser), "tile_size_px": np.int64(self.tile_size_px),
+                "tile_size_um": np.float32(self.tile_size_um)}
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "FeatureSettings | None":
+        """Back from a SavedModel's metadata (values with `.numpy()`, or numpy); None when it carries none
+        (exports made before 0.2.0)."""
+        names = [f.name for f in fields(cls)]
+        if not all(name in meta for name in names):
+            return None
+        values = {}
+        for name in names:
+            value = meta[name].numpy() if hasattr(meta[name], "numpy") else meta[name]
+            value = value.item() if hasattr(value, "item") else value  # a numpy scalar as Python's
+            values[name] = value.decode() if isinstance(value, bytes) else value
+        return cls(**values)
 
     @property
     def named_backbone_with_random_weights(self) -> bool:
@@ -207,9 +229,7 @@ def differences(expected: FeatureSettings | Extraction, found: FeatureSettings |
     """"name: expected -> found" for each setting that differs (both of one kind)."""
     if type(expected) is not type(found):
         raise TypeError(f"cannot compare {type(expected).__name__} with {type(found).__name__}")
-    before, now = _compared(expected), _compared(found)
-    return [f"{name}: {before.get(name)!r} -> {now.get(name)!r}" for name in {**before, **now}
-            if before.get(name) != now.get(name)]
+    return changed_fields(_compared(expected), _compared(found))
 
 
 def require_same(expected: FeatureSettings | Extraction, found: FeatureSettings | Extraction, subject: object,

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from hist2rna_tf.atomic import write_table, write_text
-from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.config import RunInputs, TrainConfig, changed_fields
 from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.expression import save_split
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalRecord, differences, fold_of, write_summary
+from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalRecord, fold_of, write_summary
 from hist2rna_tf.model.train import absolute_inputs, cohort_of, train_run
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import bar
@@ -35,7 +35,7 @@ def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, labels:
             found = json.loads(path.read_text())
         except ValueError:
             raise CrossvalError(f"{path}: not readable JSON; give another --out.") from None
-        changed = differences(found, settings)
+        changed = changed_fields(found, settings)
         if changed:
             raise CrossvalError(f"{out_dir}: a crossval made with other settings ({'; '.join(changed[:4])}); give "
                                 "another --out, or the same options to resume it.")

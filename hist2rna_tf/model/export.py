@@ -77,9 +77,7 @@ def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureS
     archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
     extra = {"feature_dim": np.int64(feature_dim)}
     if feature_settings:
-        extra.update({key: np.bytes_(getattr(feature_settings, key)) for key in ("backbone", "weights", "normaliser")})
-        extra.update(tile_size_px=np.int64(feature_settings.tile_size_px),
-                     tile_size_um=np.float32(feature_settings.tile_size_um))
+        extra.update(feature_settings.to_metadata())
     archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
     return archive
 

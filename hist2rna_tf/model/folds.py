@@ -15,7 +15,6 @@ other settings is refused, naming the difference, never mixed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,17 +65,6 @@ class CrossvalRecord:
     def to_json(self) -> dict:
         return {"inputs": dataclasses.asdict(self.inputs), "train": dataclasses.asdict(self.train), "folds": self.folds,
                 "seed": self.seed}
-
-
-def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    found = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found += differences(a, b, f"{prefix}{key}.")
-        elif json.dumps(a, default=str) != json.dumps(b, default=str):
-            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return found
 
 
 def read_folds(crossval_dir: str | Path) -> pd.Series:

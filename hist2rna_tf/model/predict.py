@@ -49,7 +49,7 @@ class Predictor:
             self.genes = [g.decode() for g in meta["genes"].numpy()]
             self.feature_dim = int(meta["feature_dim"].numpy())
             self._predict = lambda x: model.serve(tf.constant(x))["log2_expression"].numpy()
-            self.feature_settings = _export_feature_settings(meta)
+            self.feature_settings = FeatureSettings.from_metadata(meta)
         else:
             runs.refuse_crossval(self.path)
             raise Hist2RNAError(f"{self.path}: neither a training run (best.keras) nor a SavedModel export.")
@@ -105,16 +105,6 @@ def _load_keras(path: Path):
     except Exception as exc:  # noqa: BLE001 - Keras raises ValueError, OSError, zipfile or TypeError alike
         raise ModelError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}). It may be truncated "
                          "or not written by `hist2rna train`; train the run again (or copy the folder again).") from None
-
-
-def _export_feature_settings(meta: dict) -> FeatureSettings | None:
-    """A head export's feature settings (exports made before 0.2.0 carry none)."""
-    names = ("backbone", "weights", "normaliser", "tile_size_px", "tile_size_um")
-    if not all(key in meta for key in names):
-        return None
-    text = {key: meta[key].numpy().decode() for key in ("backbone", "weights", "normaliser")}
-    return FeatureSettings(**text, tile_size_px=int(meta["tile_size_px"].numpy()),
-                           tile_size_um=float(meta["tile_size_um"].numpy()))
 
 
 def predict_patients(predictor: Predictor, features_dir: str | Path | list) -> pd.DataFrame:

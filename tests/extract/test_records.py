@@ -9,6 +9,7 @@ from hist2rna_tf import __version__
 from hist2rna_tf.errors import RecordError, SettingsError
 from hist2rna_tf.extract.records import (SlideFeatures, feature_dataset, feature_table, read_record, record_path,
                                          write_record)
+from hist2rna_tf.extract.settings import FeatureSettings
 
 
 def _record(slide_id: str, dim: int = 6, n_tiles: int = 4, tiles: bool = True, normaliser: str = "macenko",
@@ -16,8 +17,8 @@ def _record(slide_id: str, dim: int = 6, n_tiles: int = 4, tiles: bool = True, n
     rng = np.random.default_rng(abs(hash(slide_id)) % 1000)
     tile_features = rng.normal(size=(n_tiles, dim)).astype(np.float32)
     return SlideFeatures(
-        slide_id=slide_id, patient_id=slide_id[:12], backbone="efficientnetv2s", weights="imagenet",
-        normaliser=normaliser, version=version, tile_size_px=224, tile_size_um=56.0, mpp=0.2527,
+        slide_id=slide_id, patient_id=slide_id[:12],
+        settings=FeatureSettings("efficientnetv2s", "imagenet", normaliser, 224, 56.0), version=version, mpp=0.2527,
         n_tiles=n_tiles, n_unnormalised=1, feature=tile_features.mean(0),
         tile_xy_px=rng.integers(0, 10**6, (n_tiles, 2)), tile_features=tile_features if tiles else None)
 

@@ -101,3 +101,17 @@ def test_a_backbone_is_extracted_at_its_own_scale_unless_told():
     assert (told.tiles.tile_size_px, told.tiles.target_mpp, told.batch_size) == (320, 0.25, 8)
     assert off_scale(uni) is None and off_scale(for_backbone("uni", tile_size_px="trident")) is None
     assert "was trained on 224-px tiles at 0.5 um/px" in off_scale(told) and off_scale(cnn) is None
+
+
+def test_feature_settings_travel_through_an_exports_metadata_unchanged():
+    """The one form a head export carries them in, and back (FeatureSettings.to_metadata/from_metadata);
+    metadata without them (exports before 0.2.0) gives None."""
+    import numpy as np
+
+    from hist2rna_tf.extract.settings import FeatureSettings
+
+    settings = FeatureSettings("uni", "pytorch_model.bin", "macenko", 256, 128.0)
+    meta = settings.to_metadata()
+    assert isinstance(meta["tile_size_um"], np.float32) and isinstance(meta["backbone"], np.bytes_)
+    assert FeatureSettings.from_metadata(meta) == settings
+    assert FeatureSettings.from_metadata({"feature_dim": np.int64(3)}) is None

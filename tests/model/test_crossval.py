@@ -91,7 +91,7 @@ def test_a_killed_crossval_resumes_at_its_first_unfinished_fold(cohorts, done, t
                                                                                                               *a, **k))
     runner.crossval(informative, copy, TRAIN, folds=4, seed=0)
     assert trained == ["fold-3"] and (copy / folds.SUMMARY).is_file()
-    with pytest.raises(folds.CrossvalError, match=r"other settings \(seed: 0 -> 5; train.seed: 0 -> 5\)"):
+    with pytest.raises(folds.CrossvalError, match=r"other settings \(train.seed: 0 -> 5; seed: 0 -> 5\)"):
         runner.crossval(informative, copy, replace(TRAIN, seed=5), folds=4, seed=5)
     with pytest.raises(folds.CrossvalError, match="folds: 4 -> 3"):
         runner.crossval(informative, copy, TRAIN, folds=3, seed=0)
