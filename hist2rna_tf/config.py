@@ -214,6 +214,9 @@ class DemoConfig:
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
 
+# Cross-validation's folds unless told (model/crossval.py, `hist2rna crossval --folds`).
+CROSSVAL_FOLDS = 5
+
 # Spatial maps (report/spatial.py): the genes `hist2rna spatial` maps unless told; the thumbnail's um/px.
 SPATIAL_GENES = ("ESR1", "PGR", "ERBB2", "MKI67")
 THUMBNAIL_MPP = 8.0

@@ -10,8 +10,8 @@ from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TR
                                      add_option, add_run, add_stain_options, add_tile_options, count, hidden_alias,
                                      open_fraction, out_file, out_folder, positive_float, positive_int, seed,
                                      shard_spec)
-from hist2rna_tf.config import (CPU_WATTS_PER_CORE, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES,
-                                SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
+from hist2rna_tf.config import (CPU_WATTS_PER_CORE, CROSSVAL_FOLDS, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER,
+                                RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 
 
@@ -125,8 +125,8 @@ def add_crossval(commands) -> None:
                     "same folds; re-running the same command resumes a killed crossval; `hist2rna report OUT "
                     "--compare OTHER` compares two (same patients, same folds) gene by gene.")
     add_training_options(crossval)
-    crossval.add_argument("--folds", type=int, default=5, help="folds (default 5; at most the smallest subtype's "
-                                                                  "patient count)")
+    crossval.add_argument("--folds", type=int, default=CROSSVAL_FOLDS,
+                          help=f"folds (default {CROSSVAL_FOLDS}; at most the smallest subtype's patient count)")
     crossval.add_argument("--out", type=out_folder, required=True, help="crossval folder (a new one, or the same "
                                                                          "command's to resume)")
     add_no_progress(crossval, "progress bar")

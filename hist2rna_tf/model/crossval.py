@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hist2rna_tf.atomic import write_table, write_text
-from hist2rna_tf.config import RunInputs, TrainConfig, changed_fields
+from hist2rna_tf.config import CROSSVAL_FOLDS, RunInputs, TrainConfig, changed_fields
 from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.expression import save_split
 from hist2rna_tf.model import runs
@@ -47,8 +47,8 @@ def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, labels:
     write_text(path, json.dumps(settings, indent=1))
 
 
-def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainConfig(), folds: int = 5,
-             seed: int = 0, verbose: int = 0, progress: bool = False) -> pd.DataFrame:
+def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainConfig(),
+             folds: int = CROSSVAL_FOLDS, seed: int = 0, verbose: int = 0, progress: bool = False) -> pd.DataFrame:
     """Train K runs, each holding out one fold; folds already complete are kept (a re-run resumes).
     Returns the summary (summary.csv)."""
     out_dir = Path(out_dir)

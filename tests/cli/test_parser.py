@@ -141,4 +141,9 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
                     with_help.append(action.option_strings[0])
                 checked.append(f"{command} {action.option_strings[0]}")
     assert commands.choices["extract"]._option_string_actions["--stain"].default == StainConfig().method
+    import inspect
+
+    from hist2rna_tf.model.crossval import crossval
+    assert (commands.choices["crossval"]._option_string_actions["--folds"].default
+            == inspect.signature(crossval).parameters["folds"].default)
     assert len(checked) >= 30 and len(set(with_help)) >= 25, (checked, with_help)
