@@ -35,7 +35,7 @@ from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
 from hist2rna_tf.extract.settings import FeatureSettings  # noqa: E402
 from hist2rna_tf.model.baseline import tile_dataset  # noqa: E402
 from hist2rna_tf.model.export import export_end_to_end  # noqa: E402
-from hist2rna_tf.model.head import build_head  # noqa: E402
+from hist2rna_tf.model.heads.paper import build as build_head  # noqa: E402
 from hist2rna_tf.model.train import TrainConfig, fit_head  # noqa: E402
 
 N_PATIENTS, N_GENES = 335, 138

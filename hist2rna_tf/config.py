@@ -129,10 +129,15 @@ class TrainConfig:
     validation_fraction: float = option(0.1, "training patients held back for early stopping (default {default})")
     seed: int = option(0, "seed of the split, initialisation and shuffling (default {default})")
     deterministic: bool = option(False, "deterministic TensorFlow ops (slower)")
-    # NOT the paper: z-score features and targets inside the model (see head.py)
+    # NOT the paper: z-score features and targets inside the model (see model/heads/base.py)
     standardize: bool = option(False, "NOT in the paper: z-score features and targets with the training patients' "
                                       "statistics inside the model (for features that barely vary between slides, "
                                       "e.g. random weights)")
+    # The head (model/heads/: its registry); the paper's by default. Its settings are the head's own (recorded).
+    head: str = option("hist2rna", "the head: hist2rna (the paper's, on the slide mean; default) or abmil (attention "
+                                   "over every tile; needs features extracted with --save-tile-features)")
+    head_init: str | None = option(None, "abmil: start from a FEATHER-24K / MIL-Lab checkpoint (model.safetensors; "
+                                         "its classifier left out)")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TR
 from hist2rna_tf.config import (CPU_WATTS_PER_CORE, CROSSVAL_FOLDS, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER,
                                 RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
+from hist2rna_tf.model.heads import HEADS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +151,8 @@ def add_training_options(train) -> None:
     add_option(train, "--max-epochs", TRAIN, "max_epochs", type=positive_int)
     add_option(train, "--validation-fraction", TRAIN, "validation_fraction", type=open_fraction)
     add_option(train, "--standardize", TRAIN, "standardize", action="store_true")
+    add_option(train, "--head", TRAIN, "head", choices=list(HEADS))
+    add_option(train, "--head-init", TRAIN, "head_init", metavar="FILE")
 
 
 def add_predict(commands) -> None:

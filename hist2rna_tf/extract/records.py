@@ -182,7 +182,7 @@ def feature_table(paths: str | Path | list):
     import pandas as pd
 
     files = record_files(paths)
-    records = [read_record(f) for f in files]
+    records = [_without_tiles(read_record(f)) for f in files]  # one record's tiles in memory at a time
     settings = records[0].settings
     for path, record in zip(files[1:], records[1:]):
         require_same(settings, record.settings, path, files[0],
@@ -194,3 +194,8 @@ def feature_table(paths: str | Path | list):
     index = [r.slide_id for r in records]
     features = pd.DataFrame(np.stack([r.feature for r in records]), index=index)
     return features, pd.Series([r.patient_id for r in records], index=index, name="patient_id"), settings
+
+
+def _without_tiles(record: SlideFeatures) -> SlideFeatures:
+    record.tile_features = None
+    return record

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
+from keras import layers
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -40,7 +41,8 @@ from hist2rna_tf.extract.stain.normalisers import make_normaliser, resolve_stain
 from hist2rna_tf.extract.stream import CohortStream
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.costs import cost_table
-from hist2rna_tf.model.head import Standardization, build_finetune_model, build_head
+from hist2rna_tf.model.heads.base import Standardization
+from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.model.train import fit_model, validation_rows
 from hist2rna_tf.outputs import refuse_overlap
 
@@ -160,6 +162,30 @@ def _predict_frozen(model, slides: pd.DataFrame) -> pd.DataFrame:
 # --- finetune: the backbone trained on tile images ---------------------------------------------------
 
 
+def build_finetune_model(backbone, tile_size_px: int, n_genes: int, target_mean: np.ndarray | None = None,
+                         target_var: np.ndarray | None = None, name: str = "patch_baseline_finetune") -> keras.Model:
+    """The patch-based approach's model (the paper's comparison, section 3.2): float RGB tiles
+    [B, T, T, 3] in [0, 255] -> the backbone's own preprocessing -> the backbone, TRAINABLE ->
+    Dense(n_genes, linear). With `target_mean`/`target_var` (the training patients' log2 genes) the
+    genes are learnt z-scored and un-z-scored on the way out, as `Standardization` does for the head.
+    `backbone`: a backbones.Backbone (its model is set trainable here)."""
+    if int(n_genes) < 1:
+        raise ValueError(f"n_genes must be positive, got {n_genes}")
+    size = int(tile_size_px)
+
+    # --- layers ---
+    backbone.model.trainable = True
+    inputs = keras.Input((size, size, 3), dtype="float32", name="tiles")
+    outputs = layers.Dense(int(n_genes), name="genes")(backbone.model(backbone.preprocess(inputs)))
+    if target_mean is not None:
+        outputs = layers.Normalization(axis=-1, mean=target_mean, variance=np.maximum(target_var, 1e-12), invert=True,
+                                       name="unstandardize_genes")(outputs)
+
+    # --- functional model ---
+    return keras.Model(inputs, outputs, name=name)
+
+
+
 @dataclass
 class _Parts:
     """What one mode trains and how it predicts: the model, its training and validation data, and
@@ -180,7 +206,7 @@ def _frozen_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch_s
 
 def _finetune_parts(cohort: _Cohort, fit: pd.DataFrame, val: pd.DataFrame, batch_size: int, config: BaselineConfig,
                     seed: int, slides: list[Path], annotations_dir: Path | None) -> _Parts:
-    """The backbone (trainable) + a linear output (head.build_finetune_model), and tile images
+    """The backbone (trainable) + a linear output (build_finetune_model), and tile images
     streamed from the slides by the extraction's own tile stream, with the run's tiling and stain
     settings."""
     extract = runs.extraction(cohort.run_dir, cohort.record).config

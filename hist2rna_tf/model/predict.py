@@ -18,6 +18,8 @@ from hist2rna_tf.extract.extractor import has_gpu
 from hist2rna_tf.extract.records import feature_table
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, require_same
 from hist2rna_tf.model import runs
+from hist2rna_tf.model.bags import patient_groups, predict_bags, require_tile_features, slide_table
+from hist2rna_tf.model.heads import BAG, DEFAULT_HEAD, head_entry
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,11 @@ class Predictor:
         self.record: runs.RunRecord | None = None  # a run's; None for an export
         if runs.is_run(self.path):  # a training run
             self.record = runs.read_record(self.path)
+            self.head = head_entry(self.record.train.head)
+            self.head.load()  # its layers known to Keras before the model is loaded
             self._model = _load_keras(runs.model_path(self.path))
             self.genes = runs.read_genes(self.path)
-            self.feature_dim = int(self._model.input_shape[-1])
+            self.feature_dim = int(self.record.feature_dim)
             self._predict = lambda x: self._model(x[:, None, :], training=False)
             self.feature_settings = runs.feature_settings(self.path, self.record)
         elif (self.path / "saved_model.pb").is_file():
@@ -46,6 +50,7 @@ class Predictor:
                                     "call tf.saved_model.load(...).serve(tiles)). `hist2rna predict` takes the training "
                                     "run folder (features or slides) or the head export (features).")
             self._model = model
+            self.head = head_entry(DEFAULT_HEAD)
             self.genes = [g.decode() for g in meta["genes"].numpy()]
             self.feature_dim = int(meta["feature_dim"].numpy())
             self._predict = lambda x: model.serve(tf.constant(x))["log2_expression"].numpy()
@@ -64,8 +69,21 @@ class Predictor:
         """The underlying Keras head (run folders) or loaded SavedModel (exports)."""
         return self._model
 
+    @property
+    def reads_tiles(self) -> bool:
+        """Whether its head reads every tile (heads.BAG) rather than the slide mean."""
+        return self.head.reads == BAG
+
+    def predict_bags(self, groups: list[list[str]]) -> np.ndarray:
+        """Bags (each patient's record files, with tile features) -> log2 expression [N, G]."""
+        return predict_bags(self._model, groups, self.feature_dim)
+
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        """features float [N, F] -> log2 expression [N, G]."""
+        """features float [N, F] (slide or patient means) -> log2 expression [N, G]; a head that reads
+        every tile is called with `predict_bags`."""
+        if self.reads_tiles:
+            raise Hist2RNAError(f"{self.path}: its {self.head.name} head reads every tile, not a mean feature; "
+                                "predict from feature records (with tile features).")
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
             raise Hist2RNAError(f"features of shape {features.shape} do not fit {self.path}: it expects "
@@ -114,7 +132,14 @@ def predict_patients(predictor: Predictor, features_dir: str | Path | list) -> p
     predictor.check_features(settings, features_dir if isinstance(features_dir, (str, Path)) else
                              f"the features of {len(slide_features)} slides")
     patients = average_by_patient(slide_features, patient_ids)
-    table = pd.DataFrame(predictor(patients.to_numpy()), index=patients.index, columns=predictor.genes)
+    if predictor.reads_tiles:
+        slides = slide_table(features_dir)
+        require_tile_features(slides, features_dir if isinstance(features_dir, (str, Path)) else "the features",
+                              predictor.head.name)
+        predicted = predictor.predict_bags(patient_groups(slides, patients.index))
+    else:
+        predicted = predictor(patients.to_numpy())
+    table = pd.DataFrame(predicted, index=patients.index, columns=predictor.genes)
     table.index.name = "patient_id"
     return table
 

@@ -88,6 +88,7 @@ class RunRecord:
     hist2rna_run: str | None = None  # patch-based runs: the run they compare with
     tiles: dict[str, int] | None = None  # patch-based runs: training, validation and test tiles
     device: str | None = None  # patch-based runs: where the training time was measured
+    head_settings: dict = field(default_factory=dict)  # the head's Settings (model/heads/; train.head names it)
     version: str = __version__
     format: int = RUN_FORMAT
 
@@ -121,7 +122,8 @@ class RunRecord:
             extraction=Extraction.from_json(data["extraction"]) if data.get("extraction") else None,
             missing_genes=tuple(data.get("missing_genes") or ()), join_report=dict(data.get("join_report") or {}),
             approach=data.get("approach", HIST2RNA), baseline=baseline, hist2rna_run=data.get("hist2rna_run"),
-            tiles=data.get("tiles"), device=data.get("device"), version=str(data.get("version", "?")), format=fmt)
+            tiles=data.get("tiles"), device=data.get("device"), head_settings=dict(data.get("head_settings") or {}),
+            version=str(data.get("version", "?")), format=fmt)
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,18 @@ import tensorflow as tf
 
 from hist2rna_tf import __version__
 from hist2rna_tf.config import RunInputs, TrainConfig
-from hist2rna_tf.errors import ExpressionError
+from hist2rna_tf.errors import ExpressionError, SettingsError
 from hist2rna_tf.expression import (average_by_patient, join_patients, load_panel, load_split, log2_expression,
                                     read_expression, read_labels, select_genes, stratified_split, to_patients)
 from hist2rna_tf.extract.records import feature_table, record_files
 from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences,
                                           extraction_path, read_extraction)
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.head import Standardization, build_head
+from hist2rna_tf.model.bags import bag_dataset, patient_groups, predict_bags, require_tile_features, slide_table, \
+    tile_statistics
+from hist2rna_tf.model.heads import BAG, HEADS, head_entry, head_settings, settings_dict
+from hist2rna_tf.model.heads.base import Standardization
+from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import bar as progress_bar
 
@@ -127,6 +131,39 @@ def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.D
     log.info("trained %d epochs; best validation loss %.4f at epoch %d", len(frame), frame["val_loss"].min(),
              int(frame["val_loss"].idxmin()) + 1)
     return frame
+
+
+def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, config: TrainConfig, settings,
+                 run_dir: str | Path | None = None, verbose: int = 0, progress: bool = False) -> tuple[keras.Model,
+                                                                                                    pd.DataFrame]:
+    """Train a head that reads every tile (config.head, heads.BAG) on the bags of `groups` (each
+    patient's record files) and their log2 targets `y` [N, G], with the paper's loop (fit_model); the
+    same validation patients as `fit_head` would hold back. Returns the model with the best weights
+    and the per-epoch history."""
+    y = np.asarray(y, np.float32)
+    if len(groups) != len(y) or not np.isfinite(y).all():
+        raise ValueError(f"expected one finite target row per bag, got {len(groups)} bags and targets {y.shape}")
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    val = validation_rows(len(groups), config.validation_fraction, config.seed)
+    fit_groups = [g for g, held in zip(groups, val) if not held]
+    val_groups = [g for g, held in zip(groups, val) if held]
+    scaling = None
+    if config.standardize:  # at tile level, over the training patients' tiles
+        mean, var = tile_statistics(fit_groups, feature_dim)
+        train_y = y[~val].astype(np.float64)
+        scaling = Standardization(mean, var, train_y.mean(0), np.maximum(train_y.var(0), 1e-12))
+    module = head_entry(config.head).load()
+    model = module.build(feature_dim, y.shape[1], settings, standardization=scaling)
+    if config.head_init:
+        module.initial_weights(model, config.head_init)
+    if run_dir is not None:
+        _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, (len(groups), feature_dim), y.shape)
+    history = fit_model(model, bag_dataset(fit_groups, feature_dim, config.batch_size, y[~val], config.seed),
+                        bag_dataset(val_groups, feature_dim, config.batch_size, y[val]), config, run_dir, verbose,
+                        progress=progress)
+    return model, history
 
 
 def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape) -> None:
@@ -235,21 +272,40 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
                     "barely differ between slides, so the paper's head fed them raw learns nothing%s.", inputs.features,
                     feature_settings.backbone, "" if config.standardize else " (add --standardize to see the "
                     "pipeline learn; extract with --weights imagenet, or an encoder's own weights, for real features)")
+    settings, slides = _head_of(config, inputs, features.index)
     for key, value in report.items():
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
     with runs.building(out_dir) as work:  # built aside, renamed into place only when complete
-        fitted = _fit_and_write(work, config, features, targets, labels, split, verbose, progress)
+        fitted = _fit_and_write(work, config, features, targets, labels, split, verbose, progress, settings, slides)
         record = runs.RunRecord(inputs=inputs, train=config, feature_dim=int(features.shape[1]),
                                 genes=len(targets.columns), feature_settings=feature_settings,
                                 extraction=cohort.extraction, missing_genes=tuple(cohort.missing_genes),
-                                join_report=report, **fitted)
+                                join_report=report, head_settings=settings_dict(settings), **fitted)
         runs.write_record(work, record)
         metrics = runs.write_metrics(work)  # the held-out metrics' summaries (their tables: runs.METRICS)
     return runs.TrainedRun(out_dir, record, metrics)
 
 
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
+
+
+def _head_of(config: TrainConfig, inputs: RunInputs, patients) -> tuple[object, pd.DataFrame | None]:
+    """The head's settings, and for a head that reads every tile the slides of `patients` (their
+    records, checked to hold tile features). `--head-init` checked to be a file the head can start from."""
+    entry = head_entry(config.head)
+    if config.head_init and not hasattr(entry.load(), "initial_weights"):
+        raise SettingsError(f"--head-init: the {config.head} head cannot start from a file; it is for "
+                            f"{', '.join(n for n, e in HEADS.items() if hasattr(e.load(), 'initial_weights'))}.")
+    if config.head_init and not Path(config.head_init).is_file():
+        raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
+                            "model.safetensors).")
+    if entry.reads != BAG:
+        return head_settings(config.head), None
+    slides = slide_table(inputs.features)
+    slides = slides[slides["patient_id"].isin(set(patients))]
+    require_tile_features(slides, inputs.features, config.head)
+    return head_settings(config.head), slides
 
 
 def absolute_inputs(inputs: RunInputs) -> RunInputs:
@@ -279,7 +335,8 @@ def _extraction(features_dir: str, settings: FeatureSettings) -> Extraction | No
 
 
 def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, targets: pd.DataFrame,
-                   labels: pd.Series, split: pd.Series, verbose: int, progress: bool) -> dict:
+                   labels: pd.Series, split: pd.Series, verbose: int, progress: bool, settings,
+                   slides: pd.DataFrame | None) -> dict:
     """Fit on the training patients; write split, genes, targets, model, history and held-out
     predictions; what the run's record says of the fit."""
     runs.write_split(out_dir, split, labels)
@@ -287,9 +344,17 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, t
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     runs.write_targets(out_dir, targets[train])
     start = time.perf_counter()
-    model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose, progress)
-    train_seconds = time.perf_counter() - start
-    predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
+    if slides is None:  # the slide (patient) mean
+        model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose,
+                                  progress)
+        train_seconds = time.perf_counter() - start
+        predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
+    else:  # every tile
+        groups, dim = patient_groups(slides, features.index), int(features.shape[1])
+        model, history = fit_bag_head([g for g, t in zip(groups, train) if t], targets.to_numpy()[train], dim, config,
+                                      settings, out_dir, verbose, progress)
+        train_seconds = time.perf_counter() - start
+        predicted = predict_bags(model, [g for g, t in zip(groups, test) if t], dim)
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
     runs.write_held_out(out_dir, predictions, targets[test])
     return {"patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),

@@ -235,7 +235,7 @@ def test_the_end_to_end_export_carries_the_encoder(small_uni, tcga_tiles, tmp_pa
     from hist2rna_tf.config import StainConfig
     from hist2rna_tf.extract.stain.macenko import Macenko
     from hist2rna_tf.model.export import export_end_to_end
-    from hist2rna_tf.model.head import build_head
+    from hist2rna_tf.model.heads.paper import build as build_head
 
     backbone = build_backbone("uni", str(small_uni))
     keras.utils.set_random_seed(0)

@@ -17,7 +17,7 @@ from hist2rna_tf.demo.cohort import real_tiles
 from hist2rna_tf.errors import ExportError, Hist2RNAError
 from hist2rna_tf.extract.stain.macenko import Macenko
 from hist2rna_tf.model.export import export_end_to_end, export_head, version_dir
-from hist2rna_tf.model.head import build_head
+from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.model.predict import Predictor
 
 GENES = ["ESR1", "PGR", "ERBB2", "MKI67"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.head import build_head
+from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.model.train import TrainConfig, fit_head, validation_rows
 
 

@@ -1,0 +1,101 @@
+"""Bags of tile features for the heads that read every tile (heads.BAG), streamed with tf.data from the
+feature records of `hist2rna extract --save-tile-features` (records stay the one feature store).
+
+A patient's bag is the tiles of all its slides, in record order. Bags are padded to the longest in
+their batch, with a mask (1: a tile, 0: padding) that the heads honour: padding never changes a
+prediction. Only a batch of bags is in memory at a time (a 4,000-tile slide of 1,536 features is 25 MB);
+never a cohort's tiles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from hist2rna_tf.errors import RecordError
+from hist2rna_tf.extract.records import read_record, record_files
+
+# The most slides one patient's bag gathers (its records are read in one batch).
+MAX_SLIDES_PER_PATIENT = 4096
+_BAG_SPEC = {"tile_features": tf.io.VarLenFeature(tf.float32)}
+
+
+def slide_table(paths) -> pd.DataFrame:
+    """slide_id -> path, patient_id, n_tiles, has_tile_features: one pass over the records, one at a time."""
+    rows = []
+    for path in record_files(paths):
+        record = read_record(path)
+        rows.append({"slide_id": record.slide_id, "path": path, "patient_id": record.patient_id,
+                     "n_tiles": record.n_tiles, "has_tile_features": record.tile_features is not None})
+    return pd.DataFrame(rows).set_index("slide_id")
+
+
+def require_tile_features(slides: pd.DataFrame, source, head: str) -> None:
+    """A RecordError when any slide's record lacks its tiles' features (a bag head reads every tile)."""
+    missing = slides.index[~slides["has_tile_features"].astype(bool)]
+    if len(missing):
+        raise RecordError(f"{source}: {len(missing)} of {len(slides)} slides (e.g. {missing[0]}) have no per-tile "
+                          f"features, which --head {head} reads (every tile); extract them again with "
+                          "--save-tile-features (or train the default head, which reads the slide mean).")
+
+
+def patient_groups(slides: pd.DataFrame, patients) -> list[list[str]]:
+    """Each patient's record files, in `patients` order (a patient's bag: all its slides)."""
+    by_patient = slides.groupby("patient_id")["path"].apply(list)
+    return [sorted(by_patient[p]) for p in patients]
+
+
+def _read_bag(files: tf.Tensor, feature_dim: int) -> dict[str, tf.Tensor]:
+    serialized = tf.data.TFRecordDataset(files).batch(MAX_SLIDES_PER_PATIENT).get_single_element()
+    values = tf.io.parse_example(serialized, _BAG_SPEC)["tile_features"].values  # the slides' tiles, in order
+    tiles = tf.reshape(values, [-1, feature_dim])
+    return {"tiles": tiles, "mask": tf.ones(tf.shape(tiles)[:1], tf.float32)}
+
+
+def bag_dataset(groups: list[list[str]], feature_dim: int, batch_size: int, targets: np.ndarray | None = None,
+                seed: int | None = None) -> tf.data.Dataset:
+    """Batches of bags ({"tiles": [B, T, F], "mask": [B, T]}, with `targets` also [B, G]), patients in
+    `groups` order (shuffled each epoch when `seed` is given), each batch padded to its longest bag."""
+    files = tf.ragged.constant(groups, dtype=tf.string)
+    data = (tf.data.Dataset.from_tensor_slices(files) if targets is None else
+            tf.data.Dataset.from_tensor_slices((files, np.asarray(targets, np.float32))))
+    if seed is not None:
+        data = data.shuffle(len(groups), seed=seed, reshuffle_each_iteration=True)
+    if targets is None:
+        data = data.map(lambda f: _read_bag(f, feature_dim), num_parallel_calls=tf.data.AUTOTUNE)
+        shapes = {"tiles": [None, feature_dim], "mask": [None]}
+    else:
+        data = data.map(lambda f, y: (_read_bag(f, feature_dim), y), num_parallel_calls=tf.data.AUTOTUNE)
+        shapes = ({"tiles": [None, feature_dim], "mask": [None]}, [targets.shape[1]])
+    n_batches = -(-len(groups) // batch_size)
+    return (data.padded_batch(batch_size, padded_shapes=shapes)
+            .apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2))
+
+
+def tile_statistics(groups: list[list[str]], feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of every tile feature of the bags (one streamed pass, float64)."""
+    total, squares, count = np.zeros(feature_dim), np.zeros(feature_dim), 0
+    for bag in bag_dataset(groups, feature_dim, 1):
+        x = bag["tiles"].numpy()[0].astype(np.float64)
+        total, squares, count = total + x.sum(0), squares + (x ** 2).sum(0), count + len(x)
+    mean = total / max(count, 1)
+    return mean, np.maximum(squares / max(count, 1) - mean ** 2, 1e-12)
+
+
+def predict_bags(model, groups: list[list[str]], feature_dim: int, batch_size: int = 8) -> np.ndarray:
+    """The head's predictions [N, G] for each bag of `groups`, in order."""
+    rows = [np.asarray(model(batch, training=False)) for batch in bag_dataset(groups, feature_dim, batch_size)]
+    return np.concatenate(rows) if rows else np.zeros((0, int(model.output_shape[-1])), np.float32)
+
+
+def attention_of(model, files: list[str], feature_dim: int) -> np.ndarray:
+    """Each tile's attention weight [T] in one bag (the records `files`, in order), from the head's
+    ATTENTION layer."""
+    import keras
+
+    from hist2rna_tf.model.heads import ATTENTION
+
+    weights = keras.Model(model.inputs, model.get_layer(ATTENTION).output)
+    batch = next(iter(bag_dataset([list(files)], feature_dim, 1)))
+    return np.asarray(weights(batch, training=False))[0]
