@@ -1,0 +1,112 @@
+"""The head registry and its heads: ABMIL exact to MIL-Lab's forward on the same weights (fixtures made
+by tests/fixtures/make_head_fixtures.py), its defaults MIL-Lab's, padding and tile order never changing a
+prediction, FEATHER's files read and refused."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import keras
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from hist2rna_tf.errors import ModelError, SettingsError
+from hist2rna_tf.model.heads import ATTENTION, BAG, DEFAULT_HEAD, HEADS, MEAN, head_entry, head_settings
+from hist2rna_tf.model.heads import abmil, paper
+
+
+@pytest.fixture(scope="module")
+def fixtures(reference_data):
+    folder = reference_data / "heads"
+    return folder, json.loads((folder / "reference.json").read_text()), load_file(str(folder / "abmil_io.safetensors"))
+
+
+def _fixture_model(folder, tag: str) -> keras.Model:
+    model = abmil.build(48, 5, abmil.Settings(embed_dim=64, attn_dim=32, gate=tag == "gated"))
+    abmil.load_mil_lab(model, load_file(str(folder / f"abmil_{tag}.safetensors")), "fixture", with_genes=True)
+    return model
+
+
+@pytest.mark.parametrize("tag", ["gated", "plain"])
+def test_abmil_is_exact_to_mil_labs_forward(fixtures, tag):
+    folder, _, io = fixtures
+    model = _fixture_model(folder, tag)
+    bags = {"tiles": io["tiles"], "mask": io["mask"]}
+    out = np.asarray(model(bags, training=False))
+    reference = io[f"{tag}_logits"]
+    assert np.abs(out - reference).max() <= 1e-4 * np.abs(reference).max()
+    weights = np.asarray(keras.Model(model.inputs, model.get_layer(ATTENTION).output)(bags))
+    np.testing.assert_allclose(weights, io[f"{tag}_attention"], atol=1e-6)
+    assert np.all(weights[io["mask"] == 0] == 0)  # padding weighs exactly nothing
+
+
+def test_abmil_defaults_are_mil_labs_base_config(fixtures):
+    _, reference, _ = fixtures
+    base = reference["abmil"]["base_yaml"]
+    assert base["num_fc_layers"] == 1  # the one layout the head builds
+    assert asdict(abmil.Settings()) == {k: base[k] for k in ("embed_dim", "attn_dim", "dropout", "gate")}
+
+
+def test_padding_never_changes_a_prediction_and_tile_order_never_changes_abmils(fixtures):
+    folder, _, io = fixtures
+    model = _fixture_model(folder, "gated")
+    tiles, mask = io["tiles"].copy(), io["mask"]
+    zeros = np.where(mask[..., None] > 0, tiles, 0)
+    huge = np.where(mask[..., None] > 0, tiles, 1e6).astype(np.float32)
+    a = np.asarray(model({"tiles": zeros, "mask": mask}))
+    b = np.asarray(model({"tiles": huge, "mask": mask}))
+    np.testing.assert_array_equal(a, b)
+    # The second bag (4 tiles) alone, unpadded, gives what it gave padded to 7.
+    alone = np.asarray(model({"tiles": tiles[1:2, :4], "mask": mask[1:2, :4]}))
+    np.testing.assert_allclose(alone[0], a[1], rtol=1e-5, atol=1e-5)
+    # Its tiles in reverse order, the same prediction.
+    reverse = np.asarray(model({"tiles": tiles[1:2, :4][:, ::-1].copy(), "mask": mask[1:2, :4]}))
+    np.testing.assert_allclose(reverse[0], a[1], rtol=1e-5, atol=1e-5)
+    # A tile that is not padding does change it (the test can fail).
+    moved = tiles.copy()
+    moved[1, 0] += 1.0
+    assert np.abs(np.asarray(model({"tiles": moved, "mask": mask}))[1] - a[1]).max() > 1e-4
+
+
+def test_the_registry_names_each_head_and_what_it_reads():
+    assert DEFAULT_HEAD == "hist2rna" and list(HEADS)[0] == DEFAULT_HEAD
+    assert head_entry("hist2rna").reads == MEAN and head_entry("abmil").reads == BAG
+    for name, entry in HEADS.items():
+        module = entry.load()
+        assert module.READS == entry.reads, name
+        model = module.build(16, 3, module.Settings())
+        assert model.output_shape[-1] == 3, name
+    with pytest.raises(SettingsError, match="no such head; the heads are hist2rna, abmil"):
+        head_entry("transmil")
+    assert head_settings("abmil", {"embed_dim": 64, "unknown_later": 1}) == abmil.Settings(embed_dim=64)
+
+
+def test_the_paper_head_keeps_its_layers_and_parameter_count():
+    model = paper.build(1280, 138)
+    assert [layer.name for layer in model.layers] == ["slide_features", "c1", "c2", "c3", "gap", "genes"]
+    assert model.count_params() == 2_103_690  # the authors' PyTorch head (F=1280, 138 genes)
+
+
+def test_a_feather_file_is_read_and_another_encoders_is_refused(fixtures, tmp_path):
+    folder, _, _ = fixtures
+    state = load_file(str(folder / "abmil_gated.safetensors"))
+    model = abmil.build(48, 7, abmil.Settings(embed_dim=64, attn_dim=32))
+    path = tmp_path / "model.safetensors"
+    save_file(state, str(path))
+    abmil.initial_weights(model, path)  # the classifier (5 outputs) is left out: the gene layer is new
+    np.testing.assert_array_equal(model.get_layer("patch_embed").get_weights()[0], state["model.patch_embed.0.weight"].T)
+    # Without the hub's "model." prefix too (a state dict saved from the ABMIL module itself).
+    save_file({k.removeprefix("model."): v for k, v in state.items()}, str(path))
+    abmil.initial_weights(abmil.build(48, 7, abmil.Settings(embed_dim=64, attn_dim=32)), path)
+    # UNI's FEATHER (1024 features) for features of 48.
+    wide = dict(state, **{"model.patch_embed.0.weight": np.zeros((64, 1024), np.float32)})
+    save_file(wide, str(path))
+    with pytest.raises(ModelError, match=r"takes 1024 features \(UNI's\), the run's features have 48"):
+        abmil.initial_weights(model, path)
+    save_file({"encoder.weight": np.zeros((2, 2), np.float32)}, str(path))
+    with pytest.raises(ModelError, match="not an ABMIL checkpoint of MIL-Lab's layout"):
+        abmil.initial_weights(model, path)
+    with pytest.raises(ModelError, match="no such file"):
+        abmil.initial_weights(model, tmp_path / "absent.safetensors")
