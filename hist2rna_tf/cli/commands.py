@@ -112,6 +112,9 @@ def cmd_train(args) -> int:
     print(f"held-out Spearman: across genes median {genes['median']:.2f} (IQR {genes['q25']:.2f} to {genes['q75']:.2f}), "
           f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; across patients median "
           f"{patients['median']:.2f}; {counted(run.metrics['r2_at_least_0.1'], 'gene')} with R2 >= 0.1. Folder: {args.out}")
+    test = run.metrics["sequoia"]
+    print(f"SEQUOIA's test (Pearson, Steiger against the untrained head): {test['significant']}/{test['total']} genes "
+          f"significant; {counted(test['r_above_0.4'], 'gene')} with r > 0.4.")
     return 0
 
 

@@ -11,6 +11,9 @@ the feature TFRecords).
     train_targets.csv      training patients x genes, measured log2(1+RSEM)
     test_predictions.csv   held-out patients x genes, predicted log2(1+RSEM)
     test_targets.csv       held-out patients x genes, measured log2(1+RSEM)
+    random_predictions.csv held-out patients x genes, predicted by the same head untrained (its initialisation
+                           at the run's seed): SEQUOIA's "random" model (runs since 0.8.0)
+    all_genes.csv, sig_genes.csv   SEQUOIA's test of each gene, with their column names (`write_metrics`)
     across_genes.csv, across_patients.csv, r_squared.csv   the held-out metrics (`write_metrics`)
     costs.csv              (baselines) training time and energy of both approaches
 
@@ -32,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from hist2rna_tf import __version__
+from hist2rna_tf.analysis import sequoia
 from hist2rna_tf.analysis.evaluate import held_out_metrics, metric_summaries
 from hist2rna_tf.atomic import atomic_path, building_folder, write_json, write_table, write_text
 from hist2rna_tf.config import BaselineConfig, RunInputs, TrainConfig, known_fields
@@ -51,6 +55,9 @@ TEST_PREDICTIONS = "test_predictions.csv"
 TEST_TARGETS = "test_targets.csv"
 METRICS = {"across_genes": "across_genes.csv", "across_patients": "across_patients.csv", "r_squared": "r_squared.csv"}
 COSTS = "costs.csv"
+# SEQUOIA's test (analysis/sequoia.py): the untrained head's held-out predictions, and its gene tables.
+RANDOM_PREDICTIONS = "random_predictions.csv"
+SEQUOIA_TABLES = {"all_genes": "all_genes.csv", "sig_genes": "sig_genes.csv"}
 # A crossval folder (folds.py) is recognised by its settings file; its fold-<k>/ are runs.
 CROSSVAL_SETTINGS = "crossval.json"
 
@@ -267,13 +274,27 @@ def write_held_out(run_dir: Path, predictions: pd.DataFrame, targets: pd.DataFra
     write_table(targets.rename_axis("patient_id"), Path(run_dir) / TEST_TARGETS)
 
 
+def write_random_predictions(run_dir: Path, predictions: pd.DataFrame) -> Path:
+    """The untrained head's held-out predictions (patients x genes), laid out as test_predictions.csv."""
+    return write_table(predictions.rename_axis("patient_id"), Path(run_dir) / RANDOM_PREDICTIONS)
+
+
 def write_metrics(run_dir: Path) -> dict:
     """Write the held-out metrics (METRICS: Spearman across genes and patients, R2 per gene) of the
-    run's held-out predictions, and return their summaries (analysis.evaluate.metric_summaries)."""
-    tables = held_out_metrics(*held_out(run_dir))
+    run's held-out predictions and, when the run has its untrained head's (RANDOM_PREDICTIONS),
+    SEQUOIA's test (SEQUOIA_TABLES); return their summaries (analysis.evaluate.metric_summaries, and
+    "sequoia": analysis.sequoia.summary)."""
+    predicted, measured = held_out(run_dir)
+    tables = held_out_metrics(predicted, measured)
     for name, table in tables.items():
         write_table(table, Path(run_dir) / METRICS[name])
-    return metric_summaries(tables)
+    summaries = metric_summaries(tables)
+    if (Path(run_dir) / RANDOM_PREDICTIONS).is_file():
+        genes = sequoia.gene_table(measured, predicted, read_patients_table(Path(run_dir) / RANDOM_PREDICTIONS))
+        write_table(genes, Path(run_dir) / SEQUOIA_TABLES["all_genes"])
+        write_table(sequoia.significant(genes), Path(run_dir) / SEQUOIA_TABLES["sig_genes"])
+        summaries["sequoia"] = sequoia.summary(genes)
+    return summaries
 
 
 def write_costs(run_dir: Path, costs: pd.DataFrame) -> Path:

@@ -76,11 +76,12 @@ class EpochBar(keras.callbacks.Callback):
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), run_dir: str | Path | None = None,
-             verbose: int = 0, progress: bool = False) -> tuple[keras.Model, pd.DataFrame]:
+             verbose: int = 0, progress: bool = False, untrained=None) -> tuple[keras.Model, pd.DataFrame]:
     """Train a head on patient features `x` [N, F] and log2 targets `y` [N, G].
 
     Returns the model with the best (lowest validation loss) weights and the per-epoch history.
-    With `run_dir`, also writes best.keras, history.csv and TensorBoard logs there.
+    With `run_dir`, also writes best.keras, history.csv and TensorBoard logs there. `untrained`, when
+    given, is called with the model before it trains (its initialisation: SEQUOIA's random model).
     """
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
@@ -93,6 +94,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
     val = validation_rows(len(x), config.validation_fraction, config.seed)
     scaling = Standardization.of(x[~val], y[~val]) if config.standardize else None
     model = build_head(x.shape[1], y.shape[1], standardization=scaling)
+    if untrained is not None:
+        untrained(model)
     if run_dir is not None:
         _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, x.shape, y.shape)
     history = fit_model(model, _dataset(x[~val], y[~val], config.batch_size, config.seed),
@@ -134,8 +137,8 @@ def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.D
 
 
 def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, config: TrainConfig, settings,
-                 run_dir: str | Path | None = None, verbose: int = 0, progress: bool = False) -> tuple[keras.Model,
-                                                                                                    pd.DataFrame]:
+                 run_dir: str | Path | None = None, verbose: int = 0, progress: bool = False,
+                 untrained=None) -> tuple[keras.Model, pd.DataFrame]:
     """Train a head that reads every tile (config.head, heads.BAG) on the bags of `groups` (each
     patient's record files) and their log2 targets `y` [N, G], with the paper's loop (fit_model); the
     same validation patients as `fit_head` would hold back. Returns the model with the best weights
@@ -158,6 +161,8 @@ def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, confi
     model = module.build(feature_dim, y.shape[1], settings, standardization=scaling)
     if config.head_init:
         module.initial_weights(model, config.head_init)
+    if untrained is not None:
+        untrained(model)
     if run_dir is not None:
         _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, (len(groups), feature_dim), y.shape)
     history = fit_model(model, bag_dataset(fit_groups, feature_dim, config.batch_size, y[~val], config.seed),
@@ -344,17 +349,29 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, t
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     runs.write_targets(out_dir, targets[train])
     start = time.perf_counter()
+    held_out = {}  # the untrained head's held-out predictions (SEQUOIA's random model), then the trained one's
     if slides is None:  # the slide (patient) mean
+        test_x = features.to_numpy()[test][:, None, :].astype(np.float32)
+
+        def predict(model):
+            return np.asarray(model(test_x, training=False))
+
         model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose,
-                                  progress)
-        train_seconds = time.perf_counter() - start
-        predicted = np.asarray(model(features.to_numpy()[test][:, None, :].astype(np.float32), training=False))
+                                  progress, untrained=lambda m: held_out.setdefault("random", predict(m)))
     else:  # every tile
         groups, dim = patient_groups(slides, features.index), int(features.shape[1])
+        test_groups = [g for g, t in zip(groups, test) if t]
+
+        def predict(model):
+            return predict_bags(model, test_groups, dim)
+
         model, history = fit_bag_head([g for g, t in zip(groups, train) if t], targets.to_numpy()[train], dim, config,
-                                      settings, out_dir, verbose, progress)
-        train_seconds = time.perf_counter() - start
-        predicted = predict_bags(model, [g for g, t in zip(groups, test) if t], dim)
+                                      settings, out_dir, verbose, progress,
+                                      untrained=lambda m: held_out.setdefault("random", predict(m)))
+    train_seconds = time.perf_counter() - start
+    predicted = predict(model)
+    runs.write_random_predictions(out_dir, pd.DataFrame(held_out["random"], index=features.index[test],
+                                                        columns=targets.columns))
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)
     runs.write_held_out(out_dir, predictions, targets[test])
     return {"patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
