@@ -69,7 +69,7 @@ class Experiment:
     batch_size: int = 32
     save_tile_features: bool = False  # the patch-based comparison trains on each tile's feature
     train: TrainConfig = field(default_factory=TrainConfig)
-    genes: str = "all"
+    genes: str = "panel"
     split: Path | None = None  # another run's split.csv: the same held-out patients
     name: str | None = None  # the run's folder name (default: the backbone's)
     precision: str = "float32"  # "mixed" on a GPU (the encoders' model cards run them in half precision)

@@ -149,8 +149,9 @@ class RunInputs:
     labels: str
     label_column: str = option(PAM50_LABEL_COLUMN, "subtype column (default {default})")
     subtypes: tuple[str, ...] = option(PAPER_SUBTYPES, "subtypes kept (default: the paper's {default})")
-    genes: str = option("all", "all (the 138), an assay (pam50, oncotype, mammaprint, endopredict, bci, mammostrat) "
-                               "or a file of gene symbols (default {default})")
+    genes: str = option("panel", "panel (the paper's 138), all (every gene of the table: the whole transcriptome), an "
+                                 "assay (pam50, oncotype, mammaprint, endopredict, bci, mammostrat) or a file of gene "
+                                 "symbols (default {default})")
     drop_missing_genes: bool = option(False, "train without genes the table lacks (recorded in the run) instead of "
                                              "failing")
     split: str | None = None
@@ -211,6 +212,8 @@ class DemoConfig:
     n_slides: int = option(36, f"slides in the cohort (default {{default}}; at least {MIN_DEMO_SLIDES})")
     backbone: str = option("efficientnetv2s", "backbone (default {default})")
     weights: str = option("none", "none (random, offline), imagenet or a weights file (default {default})")
+    head: str = option("hist2rna", "the head the demo's run trains (default {default}, the paper's; abmil: attention "
+                                   "over every tile)")
     n_controls: int = 3
     n_external: int = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
     seed: int = 0

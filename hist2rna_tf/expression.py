@@ -58,19 +58,27 @@ def alias_map() -> dict[str, str]:
     return {row.assay_symbol: row.gene for row in table.itertuples() if row.assay_symbol}
 
 
-def load_panel(selection: str = "all") -> list[str]:
-    """Genes, in panel order: `all` (138), an assay (`pam50`, `oncotype`, ...), or a file of symbols
-    (one per line, or a CSV with a `gene` column); older symbols in a file are mapped to current ones."""
+# `--genes`: the paper's 138 (the default), or every gene of the expression table (the whole transcriptome).
+PANEL, ALL_GENES = "panel", "all"
+
+
+def load_panel(selection: str = PANEL) -> list[str]:
+    """Genes, in panel order: `panel` (the 138), an assay (`pam50`, `oncotype`, ...), or a file of symbols
+    (one per line, or a CSV with a `gene` column); older symbols in a file are mapped to current ones.
+    (`all`, every gene of a table, is the table's: `run_genes`.)"""
     table = panel_table()
     key = selection.lower()
-    if key == "all":
+    if key == ALL_GENES:
+        raise ExpressionError("gene selection 'all' is every gene of an expression table; give the table "
+                              "(run_genes), or 'panel' for the paper's 138.")
+    if key == PANEL:
         return table["gene"].tolist()
     if key in ASSAYS:
         return [g for g, assays in zip(table["gene"], table["assays"]) if ASSAYS[key] in assays.split(";")]
     path = Path(selection)
     if not path.is_file():
-        raise ExpressionError(f"gene selection {selection!r}: not 'all', an assay ({', '.join(sorted(ASSAYS))}) "
-                              "or an existing file of gene symbols.")
+        raise ExpressionError(f"gene selection {selection!r}: not 'panel', 'all', an assay "
+                              f"({', '.join(sorted(ASSAYS))}) or an existing file of gene symbols.")
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if lines and lines[0].split(",")[0].strip().lower() == "gene":
         lines = [line.split(",")[0].strip() for line in lines[1:]]
@@ -153,6 +161,20 @@ def _from_cbioportal(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     out.index = out.index.astype(str)
     out.columns.name = None
     return out
+
+
+def run_genes(selection: str, table: pd.DataFrame, source) -> list[str]:
+    """The genes a run predicts: `load_panel(selection)`, or with `all` every gene of `table` (in its
+    order), refused when the table has fewer than the paper's panel (the whole transcriptome was meant:
+    TCGA's RSEM table has 20,531)."""
+    if selection.lower() != ALL_GENES:
+        return load_panel(selection)
+    genes = [str(g) for g in table.columns]
+    if len(genes) < len(panel_table()):
+        raise ExpressionError(f"{source}: --genes all takes every gene of the table, and it has {len(genes)} "
+                              f"({', '.join(genes[:5])}); give the whole RNA-seq table (TCGA's RSEM: 20,531 genes), or "
+                              "--genes panel (the paper's 138), an assay or a file of genes.")
+    return genes
 
 
 def select_genes(table: pd.DataFrame, genes: list[str], drop_missing: bool = False,

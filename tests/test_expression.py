@@ -19,7 +19,7 @@ def rsem_path(reference_data):
 
 
 def test_panel_sizes_and_aliases(tmp_path):
-    assert len(load_panel("all")) == 138 and len(set(load_panel("all"))) == 138
+    assert len(load_panel("panel")) == 138 and len(set(load_panel("panel"))) == 138
     assert len(load_panel("pam50")) == 50 and len(load_panel("oncotype")) == 21
     aliases = alias_map()
     assert aliases["ORC6L"] == "ORC6" and aliases["KNTC2"] == "NDC80" and aliases["CDCA1"] == "NUF2"
@@ -58,11 +58,11 @@ def test_log2_and_its_checks(rsem_path, caplog):
 def test_missing_genes_are_listed_or_dropped(rsem_path):
     raw = read_expression(rsem_path)
     with pytest.raises(ExpressionError, match="88 of 138 genes missing") as info:
-        select_genes(raw, load_panel("all"))
+        select_genes(raw, load_panel("panel"))
     assert "ACTB" in str(info.value)
-    kept, missing = select_genes(raw, load_panel("all"), drop_missing=True)
+    kept, missing = select_genes(raw, load_panel("panel"), drop_missing=True)
     assert kept.shape[1] == 50 and len(missing) == 88
-    assert list(kept.columns) == [g for g in load_panel("all") if g in raw.columns]
+    assert list(kept.columns) == [g for g in load_panel("panel") if g in raw.columns]
 
 
 def test_primary_tumours_and_repeated_samples():

@@ -332,4 +332,5 @@ def add_demo(commands) -> None:
     add_option(demo, "--n-slides", DEMO, "n_slides", type=positive_int)
     add_option(demo, "--backbone", DEMO, "backbone")
     add_option(demo, "--weights", DEMO, "weights")
+    add_option(demo, "--head", DEMO, "head", choices=list(HEADS))
     add_no_progress(demo)

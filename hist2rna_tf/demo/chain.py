@@ -9,7 +9,7 @@ patient -> an external TMA-like cohort with a synthetic clinical table -> SavedM
 and end to end) -> a spatial map -> the report.
 
 The demo backbone has random weights (offline), whose slide features barely differ between slides,
-so the demo trains with `standardize=True` (NOT the paper; see head.py). These numbers show that
+so the demo trains with `standardize=True` (NOT the paper; see model/heads/base.py). These numbers show that
 the pipeline learns what the images show; they say nothing about real biology.
 """
 
@@ -37,6 +37,7 @@ from hist2rna_tf.model import runs
 from hist2rna_tf.model.baseline import train_patch_baseline
 from hist2rna_tf.model.export import export_run
 from hist2rna_tf.model.predict import write_predictions
+from hist2rna_tf.model.heads import BAG, head_entry
 from hist2rna_tf.model.train import train_run
 from hist2rna_tf.outputs import describe
 from hist2rna_tf.report.report import build_report, map_files
@@ -98,6 +99,7 @@ def check_demo(config: DemoConfig) -> None:
         raise Hist2RNAError(f"--n-slides {config.n_slides}: the demo needs at least {MIN_DEMO_SLIDES} slides (a "
                             "stratified split of fewer leaves too few patients to train and evaluate).")
     check_backbone_arguments(config.backbone, config.weights)
+    head_entry(config.head)  # a head the registry has
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder (new, empty, or an earlier demo's).")
@@ -128,7 +130,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     paths_clinical = {"clinical": write_demo_clinical(cohort_dir, seed=config.seed, filename="clinical_ihc.csv")}
 
     start = time.perf_counter()
-    train = TrainConfig(seed=config.seed, standardize=True)
+    train = TrainConfig(seed=config.seed, standardize=True, head=config.head)
     run_dir = out / "run"
     _fresh(run_dir)
     metrics = train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir,
@@ -172,7 +174,9 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     root = Path(config.out) / "external"
     build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
                       progress=config.progress)
-    _extract(root / "cohort", root / "features", _extract_config(config), config.progress)
+    tiles = head_entry(config.head).reads == BAG  # a head that reads every tile needs them
+    _extract(root / "cohort", root / "features", replace(_extract_config(config), save_tile_features=tiles),
+             config.progress)
     write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)
     clinical = write_demo_clinical(root / "cohort", seed=config.seed + 1)
     predictions = write_predictions(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")

@@ -234,7 +234,7 @@ def write_demo_expression(cohort_dir: str | Path, seed: int = 0, model_seed: int
     """
     cohort_dir = Path(cohort_dir)
     shares = read_source_shares(cohort_dir)
-    genes = load_panel("all")
+    genes = load_panel("panel")
     model = np.random.default_rng([model_seed, 7])  # the genes' "biology": shared by every demo cohort
     baseline = model.uniform(4.0, 12.0, len(genes))
     loadings = model.normal(0.0, 1.5, (len(SOURCES), len(genes)))

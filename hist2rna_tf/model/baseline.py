@@ -40,7 +40,8 @@ from hist2rna_tf.extract.slides import find_slides
 from hist2rna_tf.extract.stain.normalisers import make_normaliser, resolve_stain_config
 from hist2rna_tf.extract.stream import CohortStream
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.costs import cost_table
+from hist2rna_tf.model.costs import approach_label, cost_table
+from hist2rna_tf.model.heads import DEFAULT_HEAD
 from hist2rna_tf.model.heads.base import Standardization
 from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.model.train import fit_model, validation_rows
@@ -298,7 +299,8 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     refuse_overlap(out_dir, {"the run's features": cohort.features})
     run = cohort.record
     settings = replace(run.train, batch_size=config.batch_size or run.train.batch_size,
-                       max_epochs=config.max_epochs or run.train.max_epochs)
+                       max_epochs=config.max_epochs or run.train.max_epochs,
+                       head=DEFAULT_HEAD, head_init=None)  # a tile's own prediction: the paper's head on one tile
     batch_size, seed = settings.batch_size, settings.seed
     keras.utils.set_random_seed(seed)
     train_patients = sorted(cohort.split.index[cohort.split == "train"])
@@ -331,7 +333,8 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
         cap = config.tiles_per_slide if config.mode == "finetune" and config.tiles_per_slide else 10 ** 9
         n_tiles = {name: int(frame["n_tiles"].clip(upper=cap).sum()) for name, frame in
                    (("train", fit_slides), ("validation", val_slides), ("test", test_slides))}
-        costs = cost_table(train_seconds, len(history), config, run.train_seconds, run.epochs)
+        costs = cost_table(train_seconds, len(history), config, run.train_seconds, run.epochs,
+                           approach_label(run.train.head))
         runs.write_costs(out_dir, costs)
         record = runs.RunRecord(
             inputs=replace(run.inputs, features=str(cohort.features.resolve())), train=settings,

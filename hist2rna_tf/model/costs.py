@@ -31,16 +31,17 @@ def device_description() -> str:
 
 
 def cost_table(baseline_seconds: float, baseline_epochs: int, config, hist2rna_seconds: float | None = None,
-               hist2rna_epochs: int | None = None) -> pd.DataFrame:
+               hist2rna_epochs: int | None = None, hist2rna_label: str = "hist2RNA (slide mean)") -> pd.DataFrame:
     """approach, device, n_devices, watts, epochs, seconds, hours, kwh: the hist2RNA run (when its
     training time is known) and the baseline, energy = hours x watts x devices / 1000. `config`: the
-    baseline's settings (mode, device, n_devices, device_watts: a BaselineConfig)."""
+    baseline's settings (mode, device, n_devices, device_watts: a BaselineConfig); `hist2rna_label` the
+    run's approach (its head: `approach_label`)."""
     detected, default_watts = detected_device()
     device = config.device or detected
     watts = config.device_watts if config.device_watts is not None else default_watts
     rows = []
     if hist2rna_seconds is not None:
-        rows.append(("hist2RNA (slide mean)", hist2rna_seconds, hist2rna_epochs))
+        rows.append((hist2rna_label, hist2rna_seconds, hist2rna_epochs))
     rows.append((f"patch-based ({config.mode})", baseline_seconds, baseline_epochs))
     table = pd.DataFrame(rows, columns=["approach", "seconds", "epochs"])
     table.insert(1, "device", device)
@@ -49,3 +50,8 @@ def cost_table(baseline_seconds: float, baseline_epochs: int, config, hist2rna_s
     table["hours"] = table["seconds"] / 3600.0
     table["kwh"] = table["hours"] * table["watts"] * table["n_devices"] / 1000.0
     return table
+
+
+def approach_label(head: str) -> str:
+    """A run's approach in tables and figures: the paper's head reads the slide mean; another, its name."""
+    return "hist2RNA (slide mean)" if head == "hist2rna" else f"hist2RNA ({head})"

@@ -35,6 +35,10 @@ def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, labels:
             found = json.loads(path.read_text())
         except ValueError:
             raise CrossvalError(f"{path}: not readable JSON; give another --out.") from None
+        if isinstance(found.get("train"), dict):  # settings added since that crossval began keep their defaults
+            if "head" not in found["train"] and found.get("inputs", {}).get("genes") == "all":
+                found["inputs"]["genes"] = "panel"  # before 0.8.0 (no head), "all" named the 138
+            found["train"] = {**dataclasses.asdict(TrainConfig()), **found["train"]}
         changed = changed_fields(found, settings)
         if changed:
             raise CrossvalError(f"{out_dir}: a crossval made with other settings ({'; '.join(changed[:4])}); give "

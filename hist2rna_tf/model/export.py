@@ -8,6 +8,9 @@ Two exports, each loadable with nothing but TensorFlow (`tf.saved_model.load`):
   mean over tiles -> head. Tiles are processed in fixed batches inside the model, so a slide's
   ~1000 tiles never sit in the backbone at once.
 
+A head that reads every tile (`--head abmil`) serves ONE bag in both: the head export takes its tiles'
+features [N, F], the end-to-end one its tiles, and both also return each tile's "attention" [N].
+
 Both also have `metadata() -> {"genes": [G] strings, "he_ref": [3, 2], "max_c_ref": [2], ...}`.
 """
 
@@ -27,6 +30,7 @@ from hist2rna_tf.errors import ExportError, Hist2RNAError
 from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
+from hist2rna_tf.model.heads import ATTENTION, BAG, DEFAULT_HEAD, head_entry
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import Stages
@@ -65,17 +69,28 @@ def export_head(head: keras.Model, genes: list[str], out_dir: str | Path,
     return _write(head_archive(head, genes, feature_settings), out_dir)
 
 
-def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureSettings | None = None):
-    """The head export's ExportArchive (see `export_head`)."""
-    feature_dim = int(head.input_shape[-1])
+def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureSettings | None = None,
+                 head_name: str = DEFAULT_HEAD, feature_dim: int | None = None):
+    """The head export's ExportArchive (see `export_head`). A head that reads every tile (heads.BAG)
+    serves one bag: `serve(features [N, F]) -> {"log2_expression": [G], "attention": [N]}`."""
+    feature_dim = int(feature_dim or head.input_shape[-1])
     archive = keras.export.ExportArchive()
-    archive.track(head)
+    if head_entry(head_name).reads == BAG:
+        both = keras.Model(head.inputs, [head.output, head.get_layer(ATTENTION).output])
+        archive.track(both)
 
-    def serve(features):
-        return {"log2_expression": head(tf.expand_dims(features, 1), training=False)}
+        def serve(features):
+            genes_, attention = both({"tiles": features[None], "mask": tf.ones([1, tf.shape(features)[0]])},
+                                     training=False)
+            return {"log2_expression": genes_[0], "attention": attention[0]}
+    else:
+        archive.track(head)
+
+        def serve(features):
+            return {"log2_expression": head(tf.expand_dims(features, 1), training=False)}
 
     archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
-    extra = {"feature_dim": np.int64(feature_dim)}
+    extra = {"feature_dim": np.int64(feature_dim), "head": np.bytes_(head_name)}
     if feature_settings:
         extra.update(feature_settings.to_metadata())
     archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
@@ -88,8 +103,12 @@ def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: Stai
     return _write(end_to_end_archive(backbone, head, genes, stain, tile_size_px), out_dir)
 
 
-def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, tile_size_px: int = 224):
-    """The end-to-end export's ExportArchive (see `export_end_to_end`)."""
+def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, tile_size_px: int = 224,
+                       head_name: str = DEFAULT_HEAD):
+    """The end-to-end export's ExportArchive (see `export_end_to_end`); a head that reads every tile
+    gets every tile's features (and gives each tile's attention)."""
+    if head_entry(head_name).reads == BAG:
+        return _bag_end_to_end_archive(backbone, head, genes, stain, tile_size_px, head_name)
     if not (stain.is_macenko or stain.method == "none"):
         raise ValueError(f"only the TensorFlow normalisers (macenko, macenko-henorm, none) can be exported, "
                          f"not {stain.method!r}")
@@ -122,13 +141,53 @@ def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: Sta
 
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
-    extra = {"he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
-             "normaliser": np.bytes_(stain.tag), "stain_io": np.float32(stain.io),
-             "stain_alpha": np.float32(stain.alpha), "stain_beta": np.float32(stain.beta),
-             "backbone": np.bytes_(backbone.name),
-             "weights": np.bytes_(backbone.weights_tag), "tile_size_px": np.int64(tile_size_px)}
-    archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
+    archive.add_endpoint("metadata", _metadata_fn(genes, _end_to_end_metadata(backbone, stain, tile_size_px,
+                                                                              head_name)), input_signature=[])
     return archive
+
+
+def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, tile_size_px: int,
+                            head_name: str):
+    """Tiles of one slide -> Macenko -> backbone, a batch at a time -> every tile's features -> the bag
+    head: {"log2_expression": [G], "attention": [N], "n_tiles"}."""
+    macenko = Macenko(stain) if stain.is_macenko else None
+    both = keras.Model(head.inputs, [head.output, head.get_layer(ATTENTION).output])
+    archive = keras.export.ExportArchive()
+    archive.track(backbone.model)
+    archive.track(both)
+    batch_shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
+
+    def serve(tiles):
+        n_tiles = tf.shape(tiles)[0]
+        n_batches = (n_tiles + TILE_BATCH - 1) // TILE_BATCH
+        padded = tf.pad(tiles, [[0, n_batches * TILE_BATCH - n_tiles], [0, 0], [0, 0], [0, 0]], constant_values=255)
+        batches = tf.reshape(padded, [n_batches] + batch_shape)
+
+        def embed(batch):
+            batch = tf.ensure_shape(batch, batch_shape)
+            if macenko is not None:
+                batch, _ = macenko.normalise(batch)
+            return backbone.features(tf.cast(batch, tf.float32))
+
+        features = tf.map_fn(embed, batches, fn_output_signature=tf.TensorSpec([TILE_BATCH, backbone.feature_dim],
+                                                                               tf.float32))
+        features = tf.reshape(features, [-1, backbone.feature_dim])[:n_tiles]
+        genes_, attention = both({"tiles": features[None], "mask": tf.ones([1, n_tiles])}, training=False)
+        return {"log2_expression": genes_[0], "attention": attention[0], "n_tiles": n_tiles}
+
+    archive.add_endpoint("serve", serve,
+                         input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
+    archive.add_endpoint("metadata", _metadata_fn(genes, _end_to_end_metadata(backbone, stain, tile_size_px,
+                                                                              head_name)), input_signature=[])
+    return archive
+
+
+def _end_to_end_metadata(backbone, stain: StainConfig, tile_size_px: int, head_name: str) -> dict:
+    return {"he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
+            "normaliser": np.bytes_(stain.tag), "stain_io": np.float32(stain.io),
+            "stain_alpha": np.float32(stain.alpha), "stain_beta": np.float32(stain.beta),
+            "backbone": np.bytes_(backbone.name), "weights": np.bytes_(backbone.weights_tag),
+            "tile_size_px": np.int64(tile_size_px), "head": np.bytes_(head_name)}
 
 
 def _write(archive, out_dir: str | Path) -> Path:
@@ -181,10 +240,10 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
                               "--version, or leave it out to take the next free one.")
         bar.next()
         with building_folder(head_dir) as head_work, building_folder(full_dir) as full_work:
-            head_archive(predictor.model, predictor.genes, predictor.feature_settings).write_out(str(head_work),
-                                                                                               verbose=False)
+            head_archive(predictor.model, predictor.genes, predictor.feature_settings, predictor.head.name,
+                         predictor.feature_dim).write_out(str(head_work), verbose=False)
             bar.next()
-            end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain,
-                               config.tiles.tile_size_px).write_out(str(full_work), verbose=False)
+            end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, config.tiles.tile_size_px,
+                               predictor.head.name).write_out(str(full_work), verbose=False)
             bar.next()
     return head_dir, full_dir

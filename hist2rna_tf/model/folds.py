@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hist2rna_tf.analysis import sequoia
 from hist2rna_tf.analysis.evaluate import held_out_metrics
 from hist2rna_tf.analysis.subtype import classification_metrics, held_out_scores
 from hist2rna_tf.atomic import write_table
@@ -32,6 +33,8 @@ from hist2rna_tf.model import runs
 
 SETTINGS, FOLDS, SUMMARY, GENES = runs.CROSSVAL_SETTINGS, "folds.csv", "summary.csv", "genes.csv"
 OOF_PREDICTIONS, OOF_TARGETS, OOF_SUBTYPES = "oof_predictions.csv", "oof_targets.csv", "oof_subtypes.csv"
+# The untrained heads' out-of-fold predictions (SEQUOIA's "random" model), and summary.csv's column of its test.
+OOF_RANDOM_PREDICTIONS, SEQUOIA_COLUMN = "oof_random_predictions.csv", "genes_sequoia_significant"
 
 
 def fold_of(labels: pd.Series, folds: int, seed: int) -> pd.Series:
@@ -132,13 +135,22 @@ def write_summary(crossval_dir: str | Path) -> pd.DataFrame:
     folds = fold_dirs(crossval_dir)
     per_fold = {f"fold-{k}": runs.metrics(d) for k, d in enumerate(folds, start=1)}
     rows = pd.DataFrame({name: _figures(tables) for name, tables in per_fold.items()}).T
-    intervals = {column: _clipped(column, mean_ci(rows[column])) for column in rows.columns}
     predicted = pd.concat([runs.held_out(d)[0] for d in folds]).sort_index()
     truth = pd.concat([runs.held_out(d)[1] for d in folds]).sort_index()
     pooled = held_out_metrics(predicted, truth)
+    pooled_figures = _figures(pooled)
+    if all((d / runs.RANDOM_PREDICTIONS).is_file() for d in folds):  # SEQUOIA's test, per fold and pooled as theirs
+        rows[SEQUOIA_COLUMN] = [sequoia.summary(_sequoia_genes(d))["significant"] for d in folds]
+        random = pd.concat([runs.read_patients_table(d / runs.RANDOM_PREDICTIONS) for d in folds]).sort_index()
+        table = sequoia.gene_table(truth, predicted, random)
+        write_table(table, crossval_dir / runs.SEQUOIA_TABLES["all_genes"])
+        write_table(sequoia.significant(table), crossval_dir / runs.SEQUOIA_TABLES["sig_genes"])
+        write_table(random, crossval_dir / OOF_RANDOM_PREDICTIONS)
+        pooled_figures[SEQUOIA_COLUMN] = sequoia.summary(table)["significant"]
+    intervals = {column: _clipped(column, mean_ci(rows[column])) for column in rows.columns}
     summary = pd.concat([rows, pd.DataFrame({
         "mean": {c: v[0] for c, v in intervals.items()}, "ci95_low": {c: v[1] for c, v in intervals.items()},
-        "ci95_high": {c: v[2] for c, v in intervals.items()}, "out_of_fold": _figures(pooled)}).T])
+        "ci95_high": {c: v[2] for c, v in intervals.items()}, "out_of_fold": pooled_figures}).T])
     summary.index.name = "fold"
     write_table(summary, crossval_dir / SUMMARY)
     rho = pd.DataFrame({name: t["across_genes"]["rho"] for name, t in per_fold.items()})
@@ -154,6 +166,12 @@ def write_summary(crossval_dir: str | Path) -> pd.DataFrame:
     if subtypes is not None:
         write_table(subtypes, crossval_dir / OOF_SUBTYPES)
     return summary
+
+
+def _sequoia_genes(run_dir: Path) -> pd.DataFrame:
+    """A fold's SEQUOIA gene table (its all_genes.csv, computed when a run predates it)."""
+    predicted, measured = runs.held_out(run_dir)
+    return sequoia.gene_table(measured, predicted, runs.read_patients_table(run_dir / runs.RANDOM_PREDICTIONS))
 
 
 def oof_subtypes(folds: list[Path]) -> pd.DataFrame | None:

@@ -15,11 +15,11 @@ from hist2rna_tf.errors import Hist2RNAError, ModelError
 from hist2rna_tf.expression import average_by_patient
 from hist2rna_tf.extract.cohort import extract_cohort
 from hist2rna_tf.extract.extractor import has_gpu
-from hist2rna_tf.extract.records import feature_table
+from hist2rna_tf.extract.records import feature_table, read_record
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, require_same
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.bags import patient_groups, predict_bags, require_tile_features, slide_table
-from hist2rna_tf.model.heads import BAG, DEFAULT_HEAD, head_entry
+from hist2rna_tf.model.heads import ATTENTION, BAG, DEFAULT_HEAD, head_entry
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Predictor:
                                     "call tf.saved_model.load(...).serve(tiles)). `hist2rna predict` takes the training "
                                     "run folder (features or slides) or the head export (features).")
             self._model = model
-            self.head = head_entry(DEFAULT_HEAD)
+            self.head = head_entry(meta["head"].numpy().decode() if "head" in meta else DEFAULT_HEAD)
             self.genes = [g.decode() for g in meta["genes"].numpy()]
             self.feature_dim = int(meta["feature_dim"].numpy())
             self._predict = lambda x: model.serve(tf.constant(x))["log2_expression"].numpy()
@@ -76,7 +76,31 @@ class Predictor:
 
     def predict_bags(self, groups: list[list[str]]) -> np.ndarray:
         """Bags (each patient's record files, with tile features) -> log2 expression [N, G]."""
-        return predict_bags(self._model, groups, self.feature_dim)
+        if self.record is not None:
+            return predict_bags(self._model, groups, self.feature_dim)
+        rows = []  # a head export serves one bag a call
+        for files in groups:
+            tiles = np.concatenate([read_record(f).tile_features for f in files]).astype(np.float32)
+            rows.append(self._predict(tiles))
+        return np.stack(rows) if rows else np.zeros((0, len(self.genes)), np.float32)
+
+    def tile_values(self, tile_features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One slide's tiles [N, F] -> each tile's own prediction [N, G] and, for a head that reads every
+        tile, each tile's attention in the slide's bag [N] (else None). A bag head predicts a tile as a
+        bag of that one tile; the paper's head, a tile's feature as if it were a slide mean."""
+        tiles = np.asarray(tile_features, np.float32)
+        if not self.reads_tiles:
+            return self(tiles), None
+        if self.record is None:
+            raise Hist2RNAError(f"{self.path} is a head export; tile maps need the training run folder.")
+        import keras
+
+        each = np.asarray(self._model({"tiles": tiles[:, None, :], "mask": np.ones((len(tiles), 1), np.float32)},
+                                      training=False))
+        weights = keras.Model(self._model.inputs, self._model.get_layer(ATTENTION).output)
+        attention = np.asarray(weights({"tiles": tiles[None], "mask": np.ones((1, len(tiles)), np.float32)},
+                                       training=False))[0]
+        return each, attention
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """features float [N, F] (slide or patient means) -> log2 expression [N, G]; a head that reads
@@ -152,6 +176,8 @@ def predict_slides(predictor: Predictor, slides: list[str | Path], features_out:
     (resumable, as `hist2rna extract`), then predict every patient with a usable record. Returns
     (patients x genes, or None when no slide gave features; the extraction's manifest rows)."""
     config = predictor.extraction().for_new_slides()
+    if predictor.reads_tiles:  # its head reads every tile
+        config = replace(config, save_tile_features=True)
     if mpp is not None:
         config = replace(config, tiles=replace(config.tiles, mpp_override=mpp))
     if (config.precision != "float32" or config.xla) and not has_gpu():

@@ -382,11 +382,14 @@ def read_costs(path: str | Path) -> pd.DataFrame:
 
 
 def display_name(run_dir: str | Path) -> str:
-    """A short name for a run in figures: its features folder's (the backbone), else its own."""
+    """A short name for a run in figures: its features folder's (the backbone), else its own; with its
+    head when not the paper's ("uni (abmil)")."""
     try:
-        return Path(read_record(run_dir).inputs.features).name or Path(run_dir).name
+        record = read_record(run_dir)
     except Hist2RNAError:
         return Path(run_dir).name
+    name = Path(record.inputs.features).name or Path(run_dir).name
+    return name if record.train.head == TrainConfig().head else f"{name} ({record.train.head})"
 
 
 # --- the run's cohort ----------------------------------------------------------------------------------

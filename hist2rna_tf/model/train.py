@@ -23,8 +23,8 @@ import tensorflow as tf
 from hist2rna_tf import __version__
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.errors import ExpressionError, SettingsError
-from hist2rna_tf.expression import (average_by_patient, join_patients, load_panel, load_split, log2_expression,
-                                    read_expression, read_labels, select_genes, stratified_split, to_patients)
+from hist2rna_tf.expression import (average_by_patient, join_patients, load_split, log2_expression,
+                                    read_expression, read_labels, run_genes, select_genes, stratified_split, to_patients)
 from hist2rna_tf.extract.records import feature_table, record_files
 from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences,
                                           extraction_path, read_extraction)
@@ -200,7 +200,7 @@ def cohort_of(inputs: RunInputs) -> Cohort:
     extraction = _extraction(inputs.features, feature_settings)
     features = average_by_patient(slide_features, patient_ids)
     raw = to_patients(read_expression(inputs.expression), inputs.expression)
-    genes = load_panel(inputs.genes)
+    genes = run_genes(inputs.genes, raw, inputs.expression)
     raw, missing = select_genes(raw, genes, inputs.drop_missing_genes, inputs.expression)
     targets = log2_expression(raw, inputs.expression)
     features, targets, report = join_patients(features, targets)

@@ -182,6 +182,8 @@ def _write_report(inputs: ReportInputs, given: _Given, stats: ReportStatistics, 
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
     _config_section(page, record, run)
     _gene_section(page, run, stats, given.compare)
+    if stats.sequoia is not None:
+        _sequoia_section(page, stats.sequoia, stats.sequoia_figures)
     _subtype_section(page, stats.subtypes)
     if stats.external is not None:
         _external_section(page, stats)
@@ -213,7 +215,7 @@ def _config_section(page: _Page, record: runs.RunRecord, run: Path) -> None:
             "feature size": record.feature_dim, "genes": record.genes,
             "patients (train / held-out)": f"{record.patients['train']} / {record.patients['test']}",
             "epochs (best validation MSE)": f"{record.epochs} ({record.best_val_loss:.3f})",
-            "standardised in the model (not the paper)": record.train.standardize,
+            "head": record.train.head, "standardised in the model (not the paper)": record.train.standardize,
             "expression": record.inputs.expression, "labels": record.inputs.labels}
     page.table(pd.DataFrame({"value": rows}).astype(str))
     text = json.dumps(record.to_json(), indent=1)
@@ -252,6 +254,18 @@ def _gene_section(page: _Page, run: Path, stats: ReportStatistics, others: dict[
     page.table(table, "genes")
     page.parts.append("</details>")
     write_table(patients, page.folder / "patients.csv")
+
+
+def _sequoia_section(page: _Page, genes: pd.DataFrame, figures: dict[str, str]) -> None:
+    page.heading("SEQUOIA's test of a well-predicted gene (held-out patients)")
+    page.text("Per gene, Pearson r of the predictions and of the same head untrained (its initialisation at the "
+              "run's seed), Steiger's test between the two, RMSE of both and FDR of both p-values (Pizurica et al., "
+              "Nat Commun 2024). A gene counts when r > 0, p < 0.05, its RMSE and r beat the untrained head's, Steiger "
+              "p < 0.05 and its FDR < 0.2. Columns as SEQUOIA's all_genes.csv.")
+    page.table(pd.DataFrame({"value": figures}))
+    page.parts.append("<details><summary>all genes (SEQUOIA's columns)</summary>")
+    page.table(genes, "sequoia_all_genes")
+    page.parts.append("</details>")
 
 
 def _subtype_section(page: _Page, scores: tuple[dict, pd.DataFrame] | None) -> None:
@@ -330,7 +344,7 @@ def _external_section(page: _Page, stats: ReportStatistics) -> None:
 
 def _baseline_section(page: _Page, stats: ReportStatistics, record: runs.RunRecord, metrics: dict) -> None:
     mode = record.baseline.mode if record.baseline else "?"
-    compared = {"hist2RNA (slide mean)": stats.metrics, f"patch-based ({mode})": metrics}
+    compared = {list(stats.baseline)[0]: stats.metrics, f"patch-based ({mode})": metrics}  # the run's label first
     page.heading("Patch-based baseline (Figure 10)")
     page.text(f"The same patients, split, genes, head and training settings; every tile's target is its slide's "
               f"RNA-seq and a slide's prediction is the mean of its tiles' ({mode}: "

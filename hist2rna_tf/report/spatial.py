@@ -8,6 +8,9 @@ then each slide costs its own work: one batch through the head, its thumbnail, i
 
 The head was trained on slide MEANS of tile features, so a single tile's prediction is an
 extrapolation: read the maps as where the slide-level signal comes from, not as measured expression.
+A head that reads every tile (`--head abmil`) also gives each tile's attention in its slide's bag: an
+`attention` column, map (`<slide>_attention.png`) and QuPath measurement; its tile values are the
+head on a bag of that one tile.
 """
 
 from __future__ import annotations
@@ -38,13 +41,19 @@ from hist2rna_tf.report.spatial_folder import SpatialFolder
 log = logging.getLogger(__name__)
 
 
+ATTENTION_COLUMN = "attention"
+
+
 def tile_predictions(predictor, record) -> pd.DataFrame:
-    """Tiles x genes of predicted log2 expression, with the tiles' level-0 x, y (top-left, pixels)."""
+    """Tiles x genes of predicted log2 expression, with the tiles' level-0 x, y (top-left, pixels) and,
+    for a head that reads every tile, each tile's attention weight (summing to 1 over the slide)."""
     if record.tile_features is None:
         raise Hist2RNAError(f"slide {record.slide_id}: its record has no per-tile features; extract with "
                             "--save-tile-features to draw spatial maps.")
-    values = predictor(np.asarray(record.tile_features, np.float32))
+    values, attention = predictor.tile_values(record.tile_features)
     table = pd.DataFrame(values, columns=predictor.genes)
+    if attention is not None:  # a head that reads every tile: each tile's weight in the slide's bag
+        table.insert(0, ATTENTION_COLUMN, attention)
     table.insert(0, "y", record.tile_xy_px[:, 1])
     table.insert(0, "x", record.tile_xy_px[:, 0])
     return table
@@ -160,15 +169,21 @@ class SpatialMapper:
         tiles = tile_predictions(self.predictor, record)
         picture = slide_picture(ref, record, self.thumbnail_mpp)  # read once, drawn under every map of the slide
         table, written, folder = tiles, [], SpatialFolder(out_dir)
+        measured = list(self.predictor.genes)
+        if ATTENTION_COLUMN in tiles.columns:
+            measured.append(ATTENTION_COLUMN)
+            written.append(save(tile_value_map(picture.image, picture.scale, picture.extent, picture.placed(tiles),
+                                               ATTENTION_COLUMN, record.slide_id),
+                                folder.map(ref.slide_id, ATTENTION_COLUMN)))
         if self.voting is not None:
-            calls = pd.concat([tiles[["x", "y"]], calls_of(self.voting, tiles.drop(columns=["x", "y"]))], axis=1)
+            calls = pd.concat([tiles[["x", "y"]], calls_of(self.voting, tiles[self.predictor.genes])], axis=1)
             table = pd.concat([tiles, calls.drop(columns=["x", "y"])], axis=1)
             written.append(save(subtype_map(picture, record, calls), folder.map(ref.slide_id)))
         written.append(write_table(table, folder.tiles(ref.slide_id), index=False))
         if (np.asarray(record.tile_xy_px) >= 0).all():  # level-0 places (not a pre-tiled folder's grid)
             footprint = record.tile_size_um / record.mpp
             written.append(write_tile_objects(folder.objects(ref.slide_id), table, footprint,
-                                              self.predictor.genes))  # every gene a measurement: cheap, and QuPath maps any
+                                              measured))  # every gene (and attention) a measurement: QuPath maps any
         for gene in self.genes:
             _warn_outside_training(ref.slide_id, gene, tiles[gene], self.reference)
             if self.gene_maps:
@@ -229,6 +244,6 @@ def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, referenc
     outside = (values < low - margin) | (values > high + margin)
     if outside.any():
         log.warning("%s: %d of %d tiles predict %s outside the training patients' range %.1f-%.1f log2 by more than "
-                    "its width (from %.1f to %.1f): tile values extrapolate from a head trained on slide means; read "
+                    "its width (from %.1f to %.1f): tile values extrapolate from a head trained on whole slides; read "
                     "the map's colours with care.", slide_id, int(outside.sum()), len(values), gene, low, high,
                     float(values.min()), float(values.max()))

@@ -6,6 +6,7 @@ holds, written by spatial.py and read by the report, the command line and the de
     <slide>_tiles.geojson    the same tiles as QuPath tile objects (qupath.py)
     <slide>_PAM50.png        each tile's PAM50 call over the slide's thumbnail
     <slide>_<gene>.png       a mapped gene's predicted expression over the thumbnail
+    <slide>_attention.png    (heads that read every tile) each tile's attention in the slide's bag
 """
 
 from __future__ import annotations

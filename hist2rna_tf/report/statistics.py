@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from hist2rna_tf.analysis import sequoia
 from hist2rna_tf.analysis.clinical import ExternalCohort, biomarker_tests, external_cohort, held_out_cohorts
 from hist2rna_tf.analysis.evaluate import bootstrap_median_ci, summary
 from hist2rna_tf.analysis.subtype import held_out_scores
 from hist2rna_tf.config import ReportInputs
 from hist2rna_tf.model import runs
+from hist2rna_tf.model.costs import approach_label
 
 
 @dataclass
@@ -29,6 +31,8 @@ class ReportStatistics:
     biomarkers: dict[str, pd.DataFrame] = field(default_factory=dict)  # their tests, by label
     external: ExternalCohort | None = None
     baseline: dict[str, dict] | None = None  # approach -> {median across genes, genes FDR < 0.05, median across patients}
+    sequoia: pd.DataFrame | None = None  # SEQUOIA's gene table (analysis.sequoia); None: a run before 0.8.0
+    sequoia_figures: dict[str, str] | None = None  # its figures, by what they are
 
 
 def report_statistics(inputs: ReportInputs, run: Path, record: runs.RunRecord, run_clinical: pd.DataFrame | None,
@@ -41,6 +45,13 @@ def report_statistics(inputs: ReportInputs, run: Path, record: runs.RunRecord, r
     stats = ReportStatistics(predicted, truth, metrics, bootstrap_median_ci(predicted, truth, "genes", inputs.n_boot),
                              bootstrap_median_ci(predicted, truth, "patients", inputs.n_boot),
                              held_out_scores(predicted, runs.split_labels(run), *reference))
+    if (run / runs.RANDOM_PREDICTIONS).is_file():
+        stats.sequoia = sequoia.gene_table(truth, predicted, runs.read_patients_table(run / runs.RANDOM_PREDICTIONS))
+        figures = sequoia.summary(stats.sequoia)
+        stats.sequoia_figures = {
+            "significant genes": f"{figures['significant']}/{figures['total']}",
+            f"median r of the top {sequoia.TOP_GENES} genes": f"{figures[f'median_r_top_{sequoia.TOP_GENES}']:.3f}",
+            f"genes with r > {sequoia.HIGH_R}": str(figures[f"r_above_{sequoia.HIGH_R}"])}
     if run_clinical is not None:
         stats.cohorts = held_out_cohorts(predicted, truth, run_clinical, f"{inputs.run_clinical} (--run-clinical; map "
                                          "its patient column with --run-clinical-columns)")
@@ -54,5 +65,6 @@ def report_statistics(inputs: ReportInputs, run: Path, record: runs.RunRecord, r
         stats.baseline = {label: {"median across genes": summary(t["across_genes"])["median"],
                                   "genes FDR < 0.05": summary(t["across_genes"])["significant"],
                                   "median across patients": summary(t["across_patients"])["median"]}
-                          for label, t in (("hist2RNA (slide mean)", metrics), (f"patch-based ({mode})", baseline[1]))}
+                          for label, t in ((approach_label(record.train.head), metrics),
+                                           (f"patch-based ({mode})", baseline[1]))}
     return stats

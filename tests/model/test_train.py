@@ -68,7 +68,7 @@ def test_train_command_writes_a_self_describing_run(cohort, tmp_path, capsys):
 
 def test_missing_genes_stop_the_run_with_the_list(cohort, tmp_path, capsys):
     args = ["train", "--features", str(cohort / "features"), "--expression", str(cohort / "expression.csv"),
-            "--labels", str(cohort / "clinical.csv"), "--genes", "all", "--out", str(tmp_path / "r")]
+            "--labels", str(cohort / "clinical.csv"), "--genes", "panel", "--out", str(tmp_path / "r")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "88 of 138 genes missing" in err and "--drop-missing-genes" in err

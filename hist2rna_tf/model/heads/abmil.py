@@ -58,7 +58,10 @@ class AttentionWeights(layers.Layer):
     def call(self, scores, mask):
         scores = ops.squeeze(scores, -1)
         lowest = np.finfo(np.float32).min
-        return ops.softmax(ops.where(mask > 0, scores, ops.full_like(scores, lowest)), axis=-1)
+        scores = ops.where(mask > 0, scores, ops.full_like(scores, lowest))
+        # softmax written out: Keras warns of a softmax over one element (a bag of one tile: weight 1, rightly)
+        weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+        return weights / ops.sum(weights, axis=-1, keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package="hist2rna")
