@@ -26,7 +26,7 @@ def test_panel_sizes_and_aliases(tmp_path):
     listed = tmp_path / "genes.txt"
     listed.write_text("ESR1\nORC6L\nKNTC2\n")
     assert load_panel(str(listed)) == ["ESR1", "ORC6", "NDC80"]
-    with pytest.raises(ExpressionError, match="not 'all'"):
+    with pytest.raises(ExpressionError, match="not 'panel', 'all'"):
         load_panel("nonsense")
 
 

@@ -135,6 +135,32 @@ def _without_tile_features(i: Inputs, held_out_only: bool = False) -> Path:
     return folder
 
 
+def _feather(i: Inputs, in_dim: int) -> Path:
+    """A FEATHER-like checkpoint (MIL-Lab's ABMIL tensor names, the hub's "model." prefix) for features of
+    `in_dim` (0: the tensors of another model altogether)."""
+    from safetensors.numpy import save_file
+
+    path = i.tmp / "feather.safetensors"
+    if not in_dim:
+        save_file({"encoder.blocks.0.weight": np.zeros((4, 4), np.float32)}, str(path))
+        return path
+    shapes = {"patch_embed.0": (512, in_dim), "global_attn.attention_a.0": (384, 512),
+              "global_attn.attention_b.0": (384, 512), "global_attn.attention_c": (1, 384)}
+    tensors = {}
+    for name, shape in shapes.items():
+        tensors[f"model.{name}.weight"] = np.zeros(shape, np.float32)
+        tensors[f"model.{name}.bias"] = np.zeros(shape[:1], np.float32)
+    save_file(tensors, str(path))
+    return path
+
+
+def _three_genes(i: Inputs) -> Path:
+    """The run's expression table cut to three genes."""
+    table = pd.read_csv(i.cohort / "expression.csv", index_col=0)
+    table.iloc[:, :3].to_csv(i.tmp / "three.csv")
+    return i.tmp / "three.csv"
+
+
 def _crossval_folder(i: Inputs, summary: bytes | None = None) -> Path:
     """A folder that is a crossval's by its settings file (its runs not needed for the rows that use it)."""
     folder = i.tmp / "cv"
@@ -249,6 +275,19 @@ ROWS = [
      lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--expression",
                          str(_with_cell(i.cohort / "expression.csv", i.tmp / "nan.csv", 0, 1, "nan"))), 2,
      ["nan.csv", "missing values (NaN) in", "e.g. sample '"], ["r"]),
+    # issue 29: heads that read every tile, the whole transcriptome
+    ("train --head abmil on records without tile features",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "abmil", "--features", str(_without_tile_features(i))),
+     2, ["means_only", "no per-tile features", "--head abmil", "--save-tile-features"], ["r"]),
+    ("train --head abmil --head-init a FEATHER file of another encoder's feature size",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "abmil", "--head-init", str(_feather(i, 1024))), 2,
+     ["feather.safetensors", "takes 1024 features (UNI's)", "the run's features have 24"], ["r"]),
+    ("train --head abmil --head-init a file of another model",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "abmil", "--head-init", str(_feather(i, 0))), 2,
+     ["feather.safetensors", "not an ABMIL checkpoint of MIL-Lab's layout"], ["r"]),
+    ("train --genes all with a table of 3 genes",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--genes", "all", "--expression", str(_three_genes(i))), 2,
+     ["three.csv", "--genes all takes every gene of the table, and it has 3", "--genes panel"], ["r"]),
     ("train --seed -1", lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--seed", "-1"), 2,
      ["--seed", "0 to 4294967295"], ["r"]),
     ("train --seed 2**64", lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--seed", str(2 ** 64)), 2,

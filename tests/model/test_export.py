@@ -3,9 +3,6 @@ match the Keras pipeline; a run's pair shares its version, is built aside, and n
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +17,10 @@ from hist2rna_tf.model.export import export_end_to_end, export_head, version_dir
 from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.model.predict import Predictor
 
+from commandline import run_tensorflow_only
+
 GENES = ["ESR1", "PGR", "ERBB2", "MKI67"]
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _run_tensorflow_only(code: str) -> str:
-    script = ("import sys\nimport tensorflow as tf\n" + textwrap.dedent(code) +
-              "\nassert not [m for m in sys.modules if m.startswith('hist2rna_tf')], 'the export needed hist2rna_tf'\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={
-        "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin", "PYTHONPATH": ""}, cwd="/")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +40,7 @@ def test_end_to_end_export_matches_the_keras_pipeline(tiny_extractor, head, tmp_
     out = export_end_to_end(tiny_extractor.backbone, head, GENES, StainConfig(), version_dir(tmp_path, "tiny"))
     assert out == tmp_path / "tiny" / "1"
     np.save(tmp_path / "tiles.npy", tiles)
-    stdout = _run_tensorflow_only(f"""
+    stdout = run_tensorflow_only(f"""
         import numpy as np
         model = tf.saved_model.load({str(out)!r})
         result = model.serve(tf.constant(np.load({str(tmp_path / 'tiles.npy')!r})))
@@ -82,7 +72,7 @@ def test_head_export(head, tmp_path):
     expected = head.predict(features[:, None, :], verbose=0)
     out = export_head(head, GENES, version_dir(tmp_path, "head"))
     np.save(tmp_path / "features.npy", features)
-    _run_tensorflow_only(f"""
+    run_tensorflow_only(f"""
         import numpy as np
         model = tf.saved_model.load({str(out)!r})
         got = model.serve(tf.constant(np.load({str(tmp_path / 'features.npy')!r})))["log2_expression"].numpy()
@@ -112,7 +102,7 @@ def test_export_command_writes_both_models(tiny_run, tmp_path):
         Predictor(full)
     # The README's example of serving the end-to-end export, as it stands, in a process of TensorFlow alone.
     example = README.read_text().split("<!-- serve-example")[1].split("```python\n")[1].split("```")[0]
-    printed = _run_tensorflow_only(example.replace("saved_models/efficientnetv2s/1", str(full)))
+    printed = run_tensorflow_only(example.replace("saved_models/efficientnetv2s/1", str(full)))
     genes = eval(printed, {"np": np})  # the dict it prints: gene -> log2 expression
     assert list(genes) == from_run.genes and len(genes) == 138 and all(np.isfinite(list(genes.values())))
 

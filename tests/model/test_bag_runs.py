@@ -1,0 +1,115 @@
+"""A run of a head that reads every tile, through the commands a user runs after `train`: predict from
+records and from slides, both exports reloaded in a process of TensorFlow alone (one bag: genes and each
+tile's attention), spatial maps of attention and its QuPath measurement, a crossval of it, and SEQUOIA's
+test in the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hist2rna_tf.cli import main
+from hist2rna_tf.extract.records import read_record, record_files
+from hist2rna_tf.model import runs
+from hist2rna_tf.model.predict import Predictor, predict_patients
+from hist2rna_tf.report.spatial_folder import SpatialFolder
+
+from commandline import run_tensorflow_only
+
+
+@pytest.fixture(scope="module")
+def abmil_run(tiny_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("abmil_run")
+    cohort = tiny_run / "cohort"
+    assert main(["train", "--features", str(tiny_run / "features" / "tiny"), "--expression",
+                 str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--head", "abmil",
+                 "--standardize", "--max-epochs", "2", "--out", str(root / "run"), "--no-progress"]) == 0
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_an_abmil_run_exports_and_reloads_in_a_fresh_process(abmil_run, tiny_run, tmp_path):
+    record = runs.read_record(abmil_run)
+    assert record.train.head == "abmil" and (abmil_run / runs.RANDOM_PREDICTIONS).is_file()
+    assert main(["export", str(abmil_run), "--out", str(tmp_path / "saved")]) == 0
+    head, full = tmp_path / "saved" / "tiny_head" / "1", tmp_path / "saved" / "tiny" / "1"
+    slide = record_files(tiny_run / "features" / "tiny")[0]
+    stored = read_record(slide)
+    np.save(tmp_path / "features.npy", stored.tile_features)
+    printed = run_tensorflow_only(f"""
+        import numpy as np
+        model = tf.saved_model.load({str(head)!r})
+        out = model.serve(tf.constant(np.load({str(tmp_path / 'features.npy')!r})))
+        np.save({str(tmp_path / 'genes.npy')!r}, out["log2_expression"].numpy())
+        np.save({str(tmp_path / 'attention.npy')!r}, out["attention"].numpy())
+        print(model.metadata()["head"].numpy().decode(), model.metadata()["n_tiles"].numpy() if "n_tiles" in
+              model.metadata() else "")
+    """)
+    assert printed.split()[0] == "abmil"
+    run = Predictor(abmil_run)
+    expected = run.predict_bags([[slide]])[0]
+    np.testing.assert_allclose(np.load(tmp_path / "genes.npy"), expected, rtol=1e-5, atol=1e-4)
+    attention = np.load(tmp_path / "attention.npy")
+    assert attention.shape == (stored.n_tiles,) and attention.sum() == pytest.approx(1, abs=1e-5)
+    np.testing.assert_allclose(attention, run.tile_values(stored.tile_features)[1], atol=1e-6)
+    # The end-to-end export reads the slide's tiles itself: it names its head and gives each tile's attention.
+    printed = run_tensorflow_only(f"""
+        import numpy as np
+        model = tf.saved_model.load({str(full)!r})
+        tiles = np.full((5, 224, 224, 3), 200, np.uint8)
+        out = model.serve(tf.constant(tiles))
+        print(model.metadata()["head"].numpy().decode(), int(out["n_tiles"]), out["attention"].shape[0],
+              out["log2_expression"].shape[0])
+    """)
+    assert printed.split() == ["abmil", "5", "5", str(record.genes)]
+    # The head export predicts a features folder as the run does.
+    from_export = predict_patients(Predictor(head), tiny_run / "features" / "tiny")
+    from_run = predict_patients(run, tiny_run / "features" / "tiny")
+    np.testing.assert_allclose(from_export.to_numpy(), from_run.to_numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_an_abmil_run_maps_attention_and_predicts_slides(abmil_run, tiny_run, tmp_path):
+    slides = sorted((tiny_run / "cohort" / "slides").iterdir())[:2]
+    out = tmp_path / "spatial"
+    assert main(["spatial", str(abmil_run), "--features", str(tiny_run / "features" / "tiny"), "--slides",
+                 *map(str, slides), "--out", str(out), "--genes", "ESR1", "--no-subtypes", "--no-progress"]) == 0
+    folder = SpatialFolder(out)
+    slide = folder.slides()[0]
+    tiles = pd.read_csv(folder.tiles(slide))
+    assert tiles["attention"].sum() == pytest.approx(1, abs=1e-4)
+    assert folder.map(slide, "attention").is_file()
+    objects = json.loads(folder.objects(slide).read_text())["features"]
+    assert objects[0]["properties"]["measurements"]["attention"] == pytest.approx(tiles["attention"][0], abs=1e-4)
+    # From slides: extracted with the run's settings, tile features kept for the head that reads them.
+    assert main(["predict", str(abmil_run), "--slides", *map(str, slides), "--annotations",
+                 str(tiny_run / "cohort" / "annotations"), "--out", str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    predicted = pd.read_csv(tmp_path / "p.csv", index_col=0)
+    from_records = predict_patients(Predictor(abmil_run), tiny_run / "features" / "tiny").loc[predicted.index]
+    np.testing.assert_allclose(predicted.to_numpy(), from_records.to_numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_crossval_names_its_head_and_refuses_another_and_the_report_shows_sequoias_test(tiny_run, abmil_run,
+                                                                                           tmp_path, capsys):
+    cohort = tiny_run / "cohort"
+    args = ["crossval", "--features", str(tiny_run / "features" / "tiny"), "--expression",
+            str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--folds", "2", "--max-epochs",
+            "1", "--standardize", "--subtypes", "LumA", "LumB", "--out", str(tmp_path / "cv"), "--no-progress"]
+    assert main([*args, "--head", "abmil"]) == 0
+    summary = pd.read_csv(tmp_path / "cv" / "summary.csv", index_col=0)
+    assert "genes_sequoia_significant" in summary.columns
+    pooled = pd.read_csv(tmp_path / "cv" / runs.SEQUOIA_TABLES["all_genes"], index_col=0)
+    assert len(pooled) == 138 and "Steiger_p" in pooled.columns
+    before = sorted(p.name for p in (tmp_path / "cv").iterdir())
+    assert main(args) == 2  # the same folder, the paper's head: refused, naming the head
+    assert "head: 'abmil' -> 'hist2rna'" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == before
+    report = shutil.copytree(abmil_run, tmp_path / "run")
+    assert main(["report", str(report), "--n-boot", "5", "--no-progress"]) == 0
+    page = (report / "report" / "report.html").read_text()
+    assert "SEQUOIA&#x27;s test of a well-predicted gene" in page and "abmil" in page
