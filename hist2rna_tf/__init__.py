@@ -16,7 +16,7 @@ are used, never here. For a notebook, the library in five calls (api.py), loaded
     h2r.write_report("runs/effnet")
 """
 
-__version__ = "0.7.0"
+__version__ = "0.8.0.dev0"
 __all__ = ["extract_features", "train", "predict", "export", "write_report", "__version__"]
 _API = ("extract_features", "train", "predict", "export", "write_report")
 

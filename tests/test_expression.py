@@ -98,3 +98,14 @@ def test_slides_join_patients_and_report_the_rest():
     assert report["expression_without_features"] == ["TCGA-BB-0002"]
     with pytest.raises(ExpressionError, match="no patient has both"):
         join_patients(features.rename(index=lambda i: i.lower()), targets)
+
+
+def test_genes_all_is_every_gene_of_the_table_and_panel_the_papers_138():
+    from hist2rna_tf.expression import run_genes
+
+    table = pd.DataFrame(np.ones((2, 300)), columns=[f"G{k}" for k in range(300)])
+    assert run_genes("all", table, "t.csv") == list(table.columns)
+    assert run_genes("panel", table, "t.csv") == load_panel() and len(load_panel()) == 138
+    assert run_genes("pam50", table, "t.csv") == load_panel("pam50")
+    with pytest.raises(ExpressionError, match="t.csv: --genes all takes every gene of the table, and it has 3"):
+        run_genes("all", table.iloc[:, :3], "t.csv")

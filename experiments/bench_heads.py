@@ -1,0 +1,107 @@
+"""Benchmark of the heads at the scale of the field (a benchmark, not a test): prints figures.
+
+  1. the paper's head (`--head hist2rna`) on 1,000 slide means x 20,531 genes (`--genes all` on TCGA's
+     RSEM table), F = 1,536 (UNI2-h's): seconds per epoch, and the process's memory peak;
+  2. ABMIL (`--head abmil`) on bags of 1,000 tiles x 1,536 features, streamed from feature records as
+     `hist2rna train` streams them (model/bags.py): seconds per epoch of `--bags` bags, extrapolated to
+     1,000 slides, and the memory peak (which a whole cohort's tiles, 6 GB here, never reach).
+
+Each case runs in its own process, so that its memory peak (ru_maxrss) is its own. Random data (the
+figures are of time and memory, not of learning). Usage:
+
+    python experiments/bench_heads.py [--epochs 2] [--bags 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+N_SLIDES, ALL_GENES, FEATURES, TILES = 1000, 20531, 1536, 1000
+
+
+def mean_case(epochs: int) -> dict:
+    from hist2rna_tf.tfenv import start_tensorflow
+
+    start_tensorflow()
+    import numpy as np
+
+    from hist2rna_tf.model.train import TrainConfig, fit_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N_SLIDES, FEATURES)).astype(np.float32)
+    y = rng.normal(8, 2, size=(N_SLIDES, ALL_GENES)).astype(np.float32)
+    fit_head(x[:24], y[:24], TrainConfig(max_epochs=1))  # warm-up: tracing
+    start = time.perf_counter()
+    _, history = fit_head(x, y, TrainConfig(max_epochs=epochs, patience=epochs))
+    return {"seconds_per_epoch": (time.perf_counter() - start) / len(history)}
+
+
+def abmil_case(epochs: int, n_bags: int) -> dict:
+    from hist2rna_tf.tfenv import start_tensorflow
+
+    start_tensorflow()
+    import numpy as np
+
+    from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
+    from hist2rna_tf.extract.settings import FeatureSettings
+    from hist2rna_tf.model.heads import abmil
+    from hist2rna_tf.model.train import TrainConfig, fit_bag_head
+
+    rng = np.random.default_rng(0)
+    settings = FeatureSettings("uni2-h", "none", "macenko", 224, 56.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = []
+        for s in range(n_bags):
+            slide = f"TCGA-BH-{s:04d}-01Z-00-DX1"
+            tiles = rng.normal(size=(TILES, FEATURES)).astype(np.float32)
+            path = write_record(SlideFeatures(slide, slide[:12], settings, "bench", 0.25, TILES, 0, tiles.mean(0),
+                                              np.zeros((TILES, 2), np.int64), tiles),
+                                record_path(tmp, "uni2-h", slide))
+            groups.append([str(path)])
+        y = rng.normal(8, 2, size=(n_bags, 138)).astype(np.float32)
+        config = TrainConfig(head="abmil", max_epochs=1, validation_fraction=0.1)
+        fit_bag_head(groups[:13], y[:13], FEATURES, config, abmil.Settings())  # warm-up: tracing
+        start = time.perf_counter()
+        _, history = fit_bag_head(groups, y, FEATURES, TrainConfig(head="abmil", max_epochs=epochs, patience=epochs),
+                                  abmil.Settings())
+        per_epoch = (time.perf_counter() - start) / len(history)
+    return {"seconds_per_epoch": per_epoch, "bags": n_bags, "seconds_per_epoch_1000": per_epoch * N_SLIDES / n_bags}
+
+
+def run_case(args: list[str]) -> dict:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs timed per case")
+    parser.add_argument("--bags", type=int, default=48, help="bags of 1,000 tiles written and trained on (ABMIL)")
+    parser.add_argument("--case", choices=["mean", "abmil"], help=argparse.SUPPRESS)  # one case, in its own process
+    args = parser.parse_args()
+    if args.case:
+        figures = mean_case(args.epochs) if args.case == "mean" else abmil_case(args.epochs, args.bags)
+        figures["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+        print(json.dumps(figures))
+        return
+    print(f"machine: {os.cpu_count()} CPU cores")
+    mean = run_case(["--case", "mean", "--epochs", str(args.epochs)])
+    print(f"paper's head, {N_SLIDES} slide means x {ALL_GENES} genes (F={FEATURES}, batch 12): "
+          f"{mean['seconds_per_epoch']:.1f} s/epoch, memory peak {mean['peak_gib']:.2f} GiB")
+    bags = run_case(["--case", "abmil", "--epochs", str(args.epochs), "--bags", str(args.bags)])
+    print(f"ABMIL, bags of {TILES} tiles x {FEATURES} features streamed from records (batch 12), {bags['bags']} bags: "
+          f"{bags['seconds_per_epoch']:.1f} s/epoch -> {bags['seconds_per_epoch_1000']:.0f} s/epoch for {N_SLIDES} "
+          f"slides; memory peak {bags['peak_gib']:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
