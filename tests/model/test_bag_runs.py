@@ -1,6 +1,7 @@
 """A run of a head that reads every tile, through the commands a user runs after `train`: predict from
 records and from slides, both exports reloaded in a process of TensorFlow alone (one bag: genes and each
-tile's attention), spatial maps of attention and its QuPath measurement, a crossval of it, and SEQUOIA's
+tile's attention), spatial maps of attention and its QuPath measurement, a crossval of it compared with the
+paper's head on the same folds, and SEQUOIA's
 test in the report."""
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def test_a_crossval_names_its_head_and_refuses_another_and_the_report_shows_sequ
     assert main(args) == 2  # the same folder, the paper's head: refused, naming the head
     assert "head: 'abmil' -> 'hist2rna'" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == before
+    # The paper's head on the same folds, in its own folder: the report pairs the two heads gene by gene.
+    assert main([*args[:-2], str(tmp_path / "cv-paper"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "cv"), "--compare", str(tmp_path / "cv-paper")]) == 0
+    out = capsys.readouterr().out
+    assert "tiny (abmil)" in out and "Wilcoxon" in out
     report = shutil.copytree(abmil_run, tmp_path / "run")
     assert main(["report", str(report), "--n-boot", "5", "--no-progress"]) == 0
     page = (report / "report" / "report.html").read_text()
