@@ -110,3 +110,34 @@ def test_a_feather_file_is_read_and_another_encoders_is_refused(fixtures, tmp_pa
         abmil.initial_weights(model, path)
     with pytest.raises(ModelError, match="no such file"):
         abmil.initial_weights(model, tmp_path / "absent.safetensors")
+
+
+def test_sequoias_vis_is_exact_to_their_forward(fixtures, tmp_path):
+    from hist2rna_tf.model.heads import sequoia
+
+    folder, reference, _ = fixtures
+    shape = reference["vis"]
+    settings = sequoia.Settings(depth=shape["depth"], heads=shape["nheads"], dim_f=shape["dimensions_f"],
+                                dim_s=shape["dimensions_s"], dim_c=shape["dimensions_c"], clusters=shape["num_clusters"])
+    io = load_file(str(folder / "vis_io.safetensors"))
+    model = sequoia.build(shape["input_dim"], shape["num_outputs"], settings)
+    state = load_file(str(folder / "vis.safetensors"))
+    sequoia.load_sequoia(model, state, "fixture", settings)
+    out = np.asarray(model(io["clusters"], training=False))
+    assert np.abs(out - io["genes"]).max() <= 1e-4 * np.abs(io["genes"]).max()
+    model.save(tmp_path / "vis.keras")  # its layers saved and loaded as Keras files (a run's best.keras)
+    again = keras.models.load_model(tmp_path / "vis.keras", compile=False)
+    np.testing.assert_array_equal(np.asarray(again(io["clusters"], training=False)), out)
+    # A file of another feature size (or another model) is named, not loaded.
+    wide = sequoia.build(shape["input_dim"] * 2, shape["num_outputs"], settings)
+    with pytest.raises(ModelError, match="pos_emb1D is"):
+        sequoia.load_sequoia(wide, state, "fold-0/model.safetensors", settings)
+    with pytest.raises(ModelError, match="no tensor 'pos_emb1D'; not a SEQUOIA ViS state dict"):
+        sequoia.load_sequoia(model, {"model.patch_embed.0.weight": np.zeros(1)}, "x", settings)
+
+
+def test_vis_defaults_are_sequoias_main():
+    from hist2rna_tf.model.heads import sequoia
+
+    assert asdict(sequoia.Settings()) == {"depth": 6, "heads": 16, "dim_f": 64, "dim_s": 64, "dim_c": 64,
+                                          "clusters": 100}
