@@ -22,25 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 N_SLIDES, ALL_GENES, FEATURES, TILES = 1000, 20531, 1536, 1000
 
 
 def mean_case(epochs: int) -> dict:
-    from hist2rna_tf.tfenv import start_tensorflow
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: experiments.bench_train
+    from experiments.bench_train import head_seconds_per_epoch  # starts TensorFlow quietly
 
-    start_tensorflow()
-    import numpy as np
-
-    from hist2rna_tf.model.train import TrainConfig, fit_head
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N_SLIDES, FEATURES)).astype(np.float32)
-    y = rng.normal(8, 2, size=(N_SLIDES, ALL_GENES)).astype(np.float32)
-    fit_head(x[:24], y[:24], TrainConfig(max_epochs=1))  # warm-up: tracing
-    start = time.perf_counter()
-    _, history = fit_head(x, y, TrainConfig(max_epochs=epochs, patience=epochs))
-    return {"seconds_per_epoch": (time.perf_counter() - start) / len(history)}
+    return {"seconds_per_epoch": head_seconds_per_epoch(FEATURES, epochs, N_SLIDES, ALL_GENES)}
 
 
 def abmil_case(epochs: int, n_bags: int) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from hist2rna_tf.atomic import atomic_path
@@ -172,17 +173,28 @@ def feature_dataset(paths: str | Path | list) -> tf.data.Dataset:
     return tf.data.TFRecordDataset(files).map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def feature_table(paths: str | Path | list):
-    """All stored slide features as (DataFrame slides x F indexed by slide_id, Series slide_id ->
-    patient_id, the FeatureSettings they share). Records made with other settings than the first
-    (backbone, weights, normaliser, tile size) are refused: they cannot share one head.
+@dataclass
+class FeatureFolder:
+    """A folder's records read once: slides x F mean features (indexed by slide_id), slide_id ->
+    patient_id, the FeatureSettings they share, and slide_id -> path, patient_id, n_tiles,
+    has_tile_features (which records a head that reads every tile can stream)."""
 
-    Slide-level features are small (one vector a slide), so this reads them eagerly.
-    """
-    import pandas as pd
+    features: pd.DataFrame
+    patient_ids: pd.Series
+    settings: FeatureSettings
+    slides: pd.DataFrame
 
+
+def read_feature_folder(paths: str | Path | list) -> FeatureFolder:
+    """Every record under `paths`, one at a time (a record's tiles never kept). Records made with other
+    settings than the first (backbone, weights, normaliser, tile size) are refused: they cannot share
+    one head."""
     files = record_files(paths)
-    records = [_without_tiles(read_record(f)) for f in files]  # one record's tiles in memory at a time
+    records, has_tiles = [], []
+    for path in files:
+        record = read_record(path)
+        has_tiles.append(record.tile_features is not None)
+        records.append(_without_tiles(record))  # one record's tiles in memory at a time
     settings = records[0].settings
     for path, record in zip(files[1:], records[1:]):
         require_same(settings, record.settings, path, files[0],
@@ -191,9 +203,22 @@ def feature_table(paths: str | Path | list):
     if len({r.feature_dim for r in records}) != 1:
         raise RecordError(f"records under {paths} mix feature sizes ({sorted({r.feature_dim for r in records})}); "
                           "point at one backbone's folder.")
-    index = [r.slide_id for r in records]
-    features = pd.DataFrame(np.stack([r.feature for r in records]), index=index)
-    return features, pd.Series([r.patient_id for r in records], index=index, name="patient_id"), settings
+    index = pd.Index([r.slide_id for r in records], name="slide_id")
+    patients = pd.Series([r.patient_id for r in records], index=index, name="patient_id")
+    slides = pd.DataFrame({"path": files, "patient_id": patients.to_numpy(), "n_tiles": [r.n_tiles for r in records],
+                           "has_tile_features": has_tiles}, index=index)
+    return FeatureFolder(pd.DataFrame(np.stack([r.feature for r in records]), index=list(index)),
+                         patients.rename_axis(None), settings, slides)
+
+
+def feature_table(paths: str | Path | list):
+    """All stored slide features as (DataFrame slides x F indexed by slide_id, Series slide_id ->
+    patient_id, the FeatureSettings they share): `read_feature_folder`'s first three.
+
+    Slide-level features are small (one vector a slide), so this reads them eagerly.
+    """
+    folder = read_feature_folder(paths)
+    return folder.features, folder.patient_ids, folder.settings
 
 
 def _without_tiles(record: SlideFeatures) -> SlideFeatures:

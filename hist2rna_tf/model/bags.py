@@ -14,25 +14,15 @@ import pandas as pd
 import tensorflow as tf
 
 from hist2rna_tf.errors import RecordError
-from hist2rna_tf.extract.records import read_record, record_files
 
 # The most slides one patient's bag gathers (its records are read in one batch).
 MAX_SLIDES_PER_PATIENT = 4096
 _BAG_SPEC = {"tile_features": tf.io.VarLenFeature(tf.float32)}
 
 
-def slide_table(paths) -> pd.DataFrame:
-    """slide_id -> path, patient_id, n_tiles, has_tile_features: one pass over the records, one at a time."""
-    rows = []
-    for path in record_files(paths):
-        record = read_record(path)
-        rows.append({"slide_id": record.slide_id, "path": path, "patient_id": record.patient_id,
-                     "n_tiles": record.n_tiles, "has_tile_features": record.tile_features is not None})
-    return pd.DataFrame(rows).set_index("slide_id")
-
-
 def require_tile_features(slides: pd.DataFrame, source, head: str) -> None:
-    """A RecordError when any slide's record lacks its tiles' features (a bag head reads every tile)."""
+    """A RecordError when any slide's record lacks its tiles' features (a bag head reads every tile);
+    `slides`: a FeatureFolder's (extract.records)."""
     missing = slides.index[~slides["has_tile_features"].astype(bool)]
     if len(missing):
         raise RecordError(f"{source}: {len(missing)} of {len(slides)} slides (e.g. {missing[0]}) have no per-tile "
@@ -73,14 +63,10 @@ def bag_dataset(groups: list[list[str]], feature_dim: int, batch_size: int, targ
             .apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2))
 
 
-def tile_statistics(groups: list[list[str]], feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of every tile feature of the bags (one streamed pass, float64)."""
-    total, squares, count = np.zeros(feature_dim), np.zeros(feature_dim), 0
+def bag_tiles(groups: list[list[str]], feature_dim: int):
+    """Each bag's tiles [n, F] (numpy), one bag at a time, streamed."""
     for bag in bag_dataset(groups, feature_dim, 1):
-        x = bag["tiles"].numpy()[0].astype(np.float64)
-        total, squares, count = total + x.sum(0), squares + (x ** 2).sum(0), count + len(x)
-    mean = total / max(count, 1)
-    return mean, np.maximum(squares / max(count, 1) - mean ** 2, 1e-12)
+        yield bag["tiles"].numpy()[0]
 
 
 def predict_bags(model, groups: list[list[str]], feature_dim: int, batch_size: int = 8) -> np.ndarray:
@@ -89,13 +75,16 @@ def predict_bags(model, groups: list[list[str]], feature_dim: int, batch_size: i
     return np.concatenate(rows) if rows else np.zeros((0, int(model.output_shape[-1])), np.float32)
 
 
-def attention_of(model, files: list[str], feature_dim: int) -> np.ndarray:
-    """Each tile's attention weight [T] in one bag (the records `files`, in order), from the head's
-    ATTENTION layer."""
+def with_attention(model):
+    """A bag head as a model of two outputs, its genes and each tile's attention (its ATTENTION layer)."""
     import keras
 
     from hist2rna_tf.model.heads import ATTENTION
 
-    weights = keras.Model(model.inputs, model.get_layer(ATTENTION).output)
+    return keras.Model(model.inputs, [model.output, model.get_layer(ATTENTION).output])
+
+
+def attention_of(model, files: list[str], feature_dim: int) -> np.ndarray:
+    """Each tile's attention weight [T] in one bag (the records `files`, in order)."""
     batch = next(iter(bag_dataset([list(files)], feature_dim, 1)))
-    return np.asarray(weights(batch, training=False))[0]
+    return np.asarray(with_attention(model)(batch, training=False)[1])[0]

@@ -122,19 +122,6 @@ def tile_dataset(slides: pd.DataFrame, targets: pd.DataFrame, batch_size: int, s
     return data.batch(batch_size).apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
 
-def _tile_statistics(data) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of the tile features over one pass of `data` (streamed, float64)."""
-    total = squares = None
-    count = 0
-    for x, _ in data:
-        x = x.numpy().reshape(len(x), -1).astype(np.float64)
-        total = x.sum(0) if total is None else total + x.sum(0)
-        squares = (x ** 2).sum(0) if squares is None else squares + (x ** 2).sum(0)
-        count += len(x)
-    mean = total / count
-    return mean, np.maximum(squares / count - mean ** 2, 1e-12)
-
-
 def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd.DataFrame, seed: int):
     """The paper's head, on one tile's feature; standardised at tile level when the run was."""
     missing = cohort.slides.index[~cohort.slides["has_tiles"]]  # the held-out slides' too: they are predicted
@@ -144,9 +131,9 @@ def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd
                             "--mode finetune).")
     scaling = None
     if cohort.record.train.standardize:  # as the hist2RNA run did, at tile level
-        mean, var = _tile_statistics(tile_dataset(train_slides, train_targets, 256, None, seed))
-        y = train_targets.loc[train_slides["patient_id"]].to_numpy(np.float64)
-        scaling = Standardization(mean, var, y.mean(0), np.maximum(y.var(0), 1e-12))
+        scaling = Standardization.of_tiles((x.numpy() for x, _ in tile_dataset(train_slides, train_targets, 256, None,
+                                                                                seed)),
+                                           train_targets.loc[train_slides["patient_id"]].to_numpy())
     return build_head(cohort.record.feature_dim, len(cohort.genes), name="patch_baseline",
                       standardization=scaling)
 

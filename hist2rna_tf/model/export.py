@@ -30,7 +30,8 @@ from hist2rna_tf.errors import ExportError, Hist2RNAError
 from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
-from hist2rna_tf.model.heads import ATTENTION, BAG, DEFAULT_HEAD, head_entry
+from hist2rna_tf.model.bags import with_attention
+from hist2rna_tf.model.heads import BAG, DEFAULT_HEAD, head_entry
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import Stages
@@ -76,7 +77,7 @@ def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureS
     feature_dim = int(feature_dim or head.input_shape[-1])
     archive = keras.export.ExportArchive()
     if head_entry(head_name).reads == BAG:
-        both = keras.Model(head.inputs, [head.output, head.get_layer(ATTENTION).output])
+        both = with_attention(head)
         archive.track(both)
 
         def serve(features):
@@ -151,7 +152,7 @@ def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain
     """Tiles of one slide -> Macenko -> backbone, a batch at a time -> every tile's features -> the bag
     head: {"log2_expression": [G], "attention": [N], "n_tiles"}."""
     macenko = Macenko(stain) if stain.is_macenko else None
-    both = keras.Model(head.inputs, [head.output, head.get_layer(ATTENTION).output])
+    both = with_attention(head)
     archive = keras.export.ExportArchive()
     archive.track(backbone.model)
     archive.track(both)

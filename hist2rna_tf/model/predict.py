@@ -15,11 +15,11 @@ from hist2rna_tf.errors import Hist2RNAError, ModelError
 from hist2rna_tf.expression import average_by_patient
 from hist2rna_tf.extract.cohort import extract_cohort
 from hist2rna_tf.extract.extractor import has_gpu
-from hist2rna_tf.extract.records import feature_table, read_record
+from hist2rna_tf.extract.records import read_feature_folder, read_record
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, require_same
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.bags import patient_groups, predict_bags, require_tile_features, slide_table
-from hist2rna_tf.model.heads import ATTENTION, BAG, DEFAULT_HEAD, head_entry
+from hist2rna_tf.model.bags import patient_groups, predict_bags, require_tile_features, with_attention
+from hist2rna_tf.model.heads import BAG, DEFAULT_HEAD, head_entry
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,11 @@ class Predictor:
             return self(tiles), None
         if self.record is None:
             raise Hist2RNAError(f"{self.path} is a head export; tile maps need the training run folder.")
-        import keras
-
         each = np.asarray(self._model({"tiles": tiles[:, None, :], "mask": np.ones((len(tiles), 1), np.float32)},
                                       training=False))
-        weights = keras.Model(self._model.inputs, self._model.get_layer(ATTENTION).output)
-        attention = np.asarray(weights({"tiles": tiles[None], "mask": np.ones((1, len(tiles)), np.float32)},
-                                       training=False))[0]
-        return each, attention
+        attention = with_attention(self._model)({"tiles": tiles[None], "mask": np.ones((1, len(tiles)), np.float32)},
+                                                training=False)[1]
+        return each, np.asarray(attention)[0]
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """features float [N, F] (slide or patient means) -> log2 expression [N, G]; a head that reads
@@ -152,15 +149,15 @@ def _load_keras(path: Path):
 def predict_patients(predictor: Predictor, features_dir: str | Path | list) -> pd.DataFrame:
     """Patients x genes (panel order) of predicted log2(1+RSEM); a patient's slides are averaged first.
     Features made otherwise than the model's training features are refused (SettingsError)."""
-    slide_features, patient_ids, settings = feature_table(features_dir)
+    folder = read_feature_folder(features_dir)
+    slide_features, patient_ids, settings = folder.features, folder.patient_ids, folder.settings
     predictor.check_features(settings, features_dir if isinstance(features_dir, (str, Path)) else
                              f"the features of {len(slide_features)} slides")
     patients = average_by_patient(slide_features, patient_ids)
     if predictor.reads_tiles:
-        slides = slide_table(features_dir)
-        require_tile_features(slides, features_dir if isinstance(features_dir, (str, Path)) else "the features",
+        require_tile_features(folder.slides, features_dir if isinstance(features_dir, (str, Path)) else "the features",
                               predictor.head.name)
-        predicted = predictor.predict_bags(patient_groups(slides, patients.index))
+        predicted = predictor.predict_bags(patient_groups(folder.slides, patients.index))
     else:
         predicted = predictor(patients.to_numpy())
     table = pd.DataFrame(predicted, index=patients.index, columns=predictor.genes)

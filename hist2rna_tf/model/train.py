@@ -25,12 +25,11 @@ from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.errors import ExpressionError, SettingsError
 from hist2rna_tf.expression import (average_by_patient, join_patients, load_split, log2_expression,
                                     read_expression, read_labels, run_genes, select_genes, stratified_split, to_patients)
-from hist2rna_tf.extract.records import feature_table, record_files
+from hist2rna_tf.extract.records import read_feature_folder, record_files
 from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences,
                                           extraction_path, read_extraction)
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.bags import bag_dataset, patient_groups, predict_bags, require_tile_features, slide_table, \
-    tile_statistics
+from hist2rna_tf.model.bags import bag_dataset, bag_tiles, patient_groups, predict_bags, require_tile_features
 from hist2rna_tf.model.heads import BAG, HEADS, head_entry, head_settings, settings_dict
 from hist2rna_tf.model.heads.base import Standardization
 from hist2rna_tf.model.heads.paper import build as build_head
@@ -152,11 +151,8 @@ def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, confi
     val = validation_rows(len(groups), config.validation_fraction, config.seed)
     fit_groups = [g for g, held in zip(groups, val) if not held]
     val_groups = [g for g, held in zip(groups, val) if held]
-    scaling = None
-    if config.standardize:  # at tile level, over the training patients' tiles
-        mean, var = tile_statistics(fit_groups, feature_dim)
-        train_y = y[~val].astype(np.float64)
-        scaling = Standardization(mean, var, train_y.mean(0), np.maximum(train_y.var(0), 1e-12))
+    # at tile level, over the training patients' tiles
+    scaling = Standardization.of_tiles(bag_tiles(fit_groups, feature_dim), y[~val]) if config.standardize else None
     module = head_entry(config.head).load()
     model = module.build(feature_dim, y.shape[1], settings, standardization=scaling)
     if config.head_init:
@@ -191,12 +187,14 @@ class Cohort:
     feature_settings: FeatureSettings
     extraction: Extraction | None  # the features folder's extract_config.json (None: none there)
     missing_genes: list[str]  # genes the table lacked (--drop-missing-genes)
+    slides: pd.DataFrame  # slide_id -> path, patient_id, n_tiles, has_tile_features (records.FeatureFolder)
 
 
 def cohort_of(inputs: RunInputs) -> Cohort:
     """The patients a run of `inputs` trains and evaluates on: those with features, expression and a
     label among `inputs.subtypes`."""
-    slide_features, patient_ids, feature_settings = feature_table(inputs.features)
+    folder = read_feature_folder(inputs.features)
+    slide_features, patient_ids, feature_settings = folder.features, folder.patient_ids, folder.settings
     extraction = _extraction(inputs.features, feature_settings)
     features = average_by_patient(slide_features, patient_ids)
     raw = to_patients(read_expression(inputs.expression), inputs.expression)
@@ -216,7 +214,8 @@ def cohort_of(inputs: RunInputs) -> Cohort:
                               f"has a label among {', '.join(inputs.subtypes)} in column {inputs.label_column!r}; "
                               f"they have {seen}. Give --subtypes as the table writes them, or another --label-column.")
     report["without_usable_label"] = sorted(labels.index[~usable])
-    return Cohort(features[usable], targets[usable], labels[usable], report, feature_settings, extraction, missing)
+    return Cohort(features[usable], targets[usable], labels[usable], report, feature_settings, extraction, missing,
+                  folder.slides)
 
 
 def refuse_non_finite(table: pd.DataFrame, source, cell: str, raw: pd.DataFrame,
@@ -277,7 +276,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
                     "barely differ between slides, so the paper's head fed them raw learns nothing%s.", inputs.features,
                     feature_settings.backbone, "" if config.standardize else " (add --standardize to see the "
                     "pipeline learn; extract with --weights imagenet, or an encoder's own weights, for real features)")
-    settings, slides = _head_of(config, inputs, features.index)
+    settings, slides = _head_of(config, inputs, cohort.slides, features.index)
     for key, value in report.items():
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
@@ -295,7 +294,8 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
 
 
-def _head_of(config: TrainConfig, inputs: RunInputs, patients) -> tuple[object, pd.DataFrame | None]:
+def _head_of(config: TrainConfig, inputs: RunInputs, slides: pd.DataFrame,
+             patients) -> tuple[object, pd.DataFrame | None]:
     """The head's settings, and for a head that reads every tile the slides of `patients` (their
     records, checked to hold tile features). `--head-init` checked to be a file the head can start from."""
     entry = head_entry(config.head)
@@ -307,7 +307,6 @@ def _head_of(config: TrainConfig, inputs: RunInputs, patients) -> tuple[object, 
                             "model.safetensors).")
     if entry.reads != BAG:
         return head_settings(config.head), None
-    slides = slide_table(inputs.features)
     slides = slides[slides["patient_id"].isin(set(patients))]
     require_tile_features(slides, inputs.features, config.head)
     return head_settings(config.head), slides

@@ -11,7 +11,8 @@ from scipy.stats import spearmanr
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.bags import bag_dataset, patient_groups, slide_table
+from hist2rna_tf.extract.records import read_feature_folder
+from hist2rna_tf.model.bags import bag_dataset, patient_groups
 from hist2rna_tf.model.predict import Predictor, predict_patients
 
 from commandline import run as run_command
@@ -63,7 +64,7 @@ def test_bags_stream_a_patients_tiles_padded_with_a_mask(tmp_path):
     folder = write_records(tmp_path, [record("TCGA-AA-0001-01Z-00-DX1", a1.mean(0), tiles=a1),
                                       record("TCGA-AA-0001-01Z-00-DX2", a2.mean(0), tiles=a2),
                                       record("TCGA-AA-0002-01Z-00-DX1", b.mean(0), tiles=b)])
-    slides = slide_table(folder)
+    slides = read_feature_folder(folder).slides
     groups = patient_groups(slides, ["TCGA-AA-0002", "TCGA-AA-0001"])
     batch = next(iter(bag_dataset(groups, 4, batch_size=2)))
     tiles, mask = batch["tiles"].numpy(), batch["mask"].numpy()
@@ -86,7 +87,7 @@ def test_abmil_learns_where_the_signal_is_and_fails_on_shuffled_bags(tmp_path):
     predictor = Predictor(tmp_path / "abmil")
     from hist2rna_tf.model.bags import attention_of
 
-    slides = slide_table(features)
+    slides = read_feature_folder(features).slides
     tumour, stroma = [], []
     for path in slides["path"][:10]:
         weights = attention_of(predictor.model, [path], 13)

@@ -31,6 +31,21 @@ class Standardization:
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         return cls(x.mean(0), np.maximum(x.var(0), floor), y.mean(0), np.maximum(y.var(0), floor))
 
+    @classmethod
+    def of_tiles(cls, tiles, y: np.ndarray, floor: float = 1e-12) -> "Standardization":
+        """Statistics of tile features streamed in chunks (`tiles`: arrays [n, F], one pass, float64)
+        and of targets `y` [N, G]: for heads that learn from tiles (bags, the patch baseline)."""
+        total = squares = None
+        count = 0
+        for chunk in tiles:
+            x = np.asarray(chunk, np.float64).reshape(len(chunk), -1)
+            total = x.sum(0) if total is None else total + x.sum(0)
+            squares = (x ** 2).sum(0) if squares is None else squares + (x ** 2).sum(0)
+            count += len(x)
+        mean = total / count
+        y = np.asarray(y, np.float64)
+        return cls(mean, np.maximum(squares / count - mean ** 2, floor), y.mean(0), np.maximum(y.var(0), floor))
+
     def check(self, feature_dim: int, n_genes: int) -> None:
         if len(self.feature_mean) != int(feature_dim) or len(self.target_mean) != int(n_genes):
             raise ValueError("standardization statistics do not match feature_dim and n_genes")
