@@ -134,10 +134,15 @@ class TrainConfig:
                                       "statistics inside the model (for features that barely vary between slides, "
                                       "e.g. random weights)")
     # The head (model/heads/: its registry); the paper's by default. Its settings are the head's own (recorded).
-    head: str = option("hist2rna", "the head: hist2rna (the paper's, on the slide mean; default) or abmil (attention "
-                                   "over every tile; needs features extracted with --save-tile-features)")
+    head: str = option("hist2rna", "the head: hist2rna (the paper's, on the slide mean; default), abmil (attention "
+                                   "over every tile) or sequoia (SEQUOIA's transformer on each slide's k-means "
+                                   "cluster means; trained with SEQUOIA's batch 16, <= 200 epochs, patience 20 unless "
+                                   "--max-epochs says otherwise); abmil and sequoia need features extracted with "
+                                   "--save-tile-features")
     head_init: str | None = option(None, "abmil: start from a FEATHER-24K / MIL-Lab checkpoint (model.safetensors; "
                                          "its classifier left out)")
+    clusters: int | None = option(None, "sequoia: k-means clusters per slide (default: SEQUOIA's 100; a slide needs "
+                                        "at least as many tiles)")
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,12 @@ def cmd_normalize(args) -> int:
 
 def _training(args) -> tuple[RunInputs, TrainConfig]:
     """`train`'s and `crossval`'s inputs and training settings."""
-    return from_args(replace(INPUTS, features=str(args.features)), args), from_args(TRAIN, args)
+    from hist2rna_tf.model.heads import with_head_training
+
+    config = with_head_training(from_args(TRAIN, args, skip=("max_epochs",)))  # SEQUOIA's for sequoia
+    if args.max_epochs:
+        config = replace(config, max_epochs=args.max_epochs)
+    return from_args(replace(INPUTS, features=str(args.features)), args), config
 
 
 def cmd_crossval(args) -> int:

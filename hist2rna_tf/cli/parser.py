@@ -148,11 +148,13 @@ def add_training_options(train) -> None:
     add_option(train, "--drop-missing-genes", INPUTS, "drop_missing_genes", action="store_true")
     add_option(train, "--seed", TRAIN, "seed", type=seed)
     add_option(train, "--deterministic", TRAIN, "deterministic", action="store_true")
-    add_option(train, "--max-epochs", TRAIN, "max_epochs", type=positive_int)
+    train.add_argument("--max-epochs", type=positive_int, help=f"at most this many epochs; early stopping usually "
+                       f"ends sooner (default: the head's: {TRAIN.max_epochs}, the paper's; sequoia 200, SEQUOIA's)")
     add_option(train, "--validation-fraction", TRAIN, "validation_fraction", type=open_fraction)
     add_option(train, "--standardize", TRAIN, "standardize", action="store_true")
     add_option(train, "--head", TRAIN, "head", choices=list(HEADS))
     add_option(train, "--head-init", TRAIN, "head_init", metavar="FILE")
+    add_option(train, "--clusters", TRAIN, "clusters", type=positive_int, metavar="K")
 
 
 def add_predict(commands) -> None:

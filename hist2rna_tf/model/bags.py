@@ -1,5 +1,8 @@
 """Bags of tile features for the heads that read every tile (heads.BAG), streamed with tf.data from the
-feature records of `hist2rna extract --save-tile-features` (records stay the one feature store).
+feature records of `hist2rna extract --save-tile-features` (records stay the one feature store); and
+the slides' cluster means for SEQUOIA's head (heads.CLUSTERS: one [K, F] array a slide, cached .npy
+files of heads/clusters.py), a patient's prediction the mean of its slides' (SEQUOIA trains and
+predicts per slide).
 
 A patient's bag is the tiles of all its slides, in record order. Bags are padded to the longest in
 their batch, with a mask (1: a tile, 0: padding) that the heads honour: padding never changes a
@@ -14,6 +17,7 @@ import pandas as pd
 import tensorflow as tf
 
 from hist2rna_tf.errors import RecordError
+from hist2rna_tf.model.heads.clusters import cluster_files
 
 # The most slides one patient's bag gathers (its records are read in one batch).
 MAX_SLIDES_PER_PATIENT = 4096
@@ -88,3 +92,46 @@ def attention_of(model, files: list[str], feature_dim: int) -> np.ndarray:
     """Each tile's attention weight [T] in one bag (the records `files`, in order)."""
     batch = next(iter(bag_dataset([list(files)], feature_dim, 1)))
     return np.asarray(with_attention(model)(batch, training=False)[1])[0]
+
+
+def cluster_dataset(groups: list[list[str]], feature_dim: int, k: int, batch_size: int,
+                    targets: np.ndarray | None = None, seed: int | None = None) -> tf.data.Dataset:
+    """Batches of slides' cluster means [B, K, F] (with `targets` also [B, G]: each slide its patient's
+    row), the slides of `groups` (each patient's cluster files) in order, shuffled each epoch with `seed`."""
+    files = [f for group in groups for f in group]
+    data = tf.data.Dataset.from_tensor_slices(files)
+    if targets is not None:
+        rows = np.repeat(np.asarray(targets, np.float32), [len(g) for g in groups], axis=0)
+        data = tf.data.Dataset.zip((data, tf.data.Dataset.from_tensor_slices(rows)))
+    if seed is not None:
+        data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+
+    def load(path):
+        means = tf.numpy_function(lambda p: np.load(p.decode()).astype(np.float32), [path], tf.float32)
+        return tf.ensure_shape(means, [k, feature_dim])
+
+    data = data.map((lambda f: load(f)) if targets is None else (lambda f, y: (load(f), y)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    n_batches = -(-len(files) // batch_size)
+    return data.batch(batch_size).apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+
+
+def cluster_arrays(groups: list[list[str]]):
+    """Each slide's cluster means [K, F] (numpy), one at a time."""
+    for group in groups:
+        for path in group:
+            yield np.load(path)
+
+
+def predict_clusters(model, groups: list[list[str]], feature_dim: int, k: int, batch_size: int = 16) -> np.ndarray:
+    """Each patient's prediction [N, G]: the mean of its slides' (`groups`: each patient's cluster files)."""
+    rows = [np.asarray(model(batch, training=False)) for batch in cluster_dataset(groups, feature_dim, k, batch_size)]
+    slides = np.concatenate(rows) if rows else np.zeros((0, int(model.output_shape[-1])), np.float32)
+    ends = np.cumsum([len(g) for g in groups])
+    return np.stack([slides[end - len(g):end].mean(axis=0) for g, end in zip(groups, ends)]) if len(groups) else slides
+
+
+def cluster_groups(groups: list[list[str]], k: int, progress: bool = False) -> list[list[str]]:
+    """Each patient's record files -> its slides' cluster-means files (computed once, cached)."""
+    files = iter(cluster_files([f for g in groups for f in g], k, progress))
+    return [[next(files) for _ in g] for g in groups]

@@ -18,8 +18,10 @@ from hist2rna_tf.extract.extractor import has_gpu
 from hist2rna_tf.extract.records import read_feature_folder, read_record
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, require_same
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.bags import patient_groups, predict_bags, require_tile_features, with_attention
-from hist2rna_tf.model.heads import BAG, DEFAULT_HEAD, head_entry
+from hist2rna_tf.model.bags import (cluster_groups, patient_groups, predict_bags, predict_clusters,
+                                    require_tile_features, with_attention)
+from hist2rna_tf.model.heads import CLUSTERS, DEFAULT_HEAD, head_entry, head_settings
+from hist2rna_tf.model.heads.clusters import too_few_tiles
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +73,32 @@ class Predictor:
 
     @property
     def reads_tiles(self) -> bool:
-        """Whether its head reads every tile (heads.BAG) rather than the slide mean."""
-        return self.head.reads == BAG
+        """Whether its head reads every tile (heads.BAG, or SEQUOIA's cluster means of them) rather than
+        the slide mean."""
+        return self.head.reads_tiles
 
-    def predict_bags(self, groups: list[list[str]]) -> np.ndarray:
-        """Bags (each patient's record files, with tile features) -> log2 expression [N, G]."""
+    @property
+    def clusters(self) -> int | None:
+        """SEQUOIA's head: the cluster means a slide gives it (K); None for the other heads."""
+        if self.head.reads != CLUSTERS:
+            return None
         if self.record is not None:
+            return int(head_settings(self.head.name, self.record.head_settings).clusters)
+        return int(self._model.metadata()["clusters"].numpy())
+
+    def predict_bags(self, groups: list[list[str]], progress: bool = False) -> np.ndarray:
+        """Bags (each patient's record files, with tile features) -> log2 expression [N, G]; SEQUOIA's
+        head: the mean of the patient's slides' predictions from their cluster means."""
+        if self.head.reads == CLUSTERS:
+            groups = cluster_groups(groups, self.clusters, progress)
+            if self.record is not None:
+                return predict_clusters(self._model, groups, self.feature_dim, self.clusters)
+            rows = [np.mean([self._predict(np.load(f)) for f in files], axis=0) for files in groups]
+        elif self.record is not None:
             return predict_bags(self._model, groups, self.feature_dim)
-        rows = []  # a head export serves one bag a call
-        for files in groups:
-            tiles = np.concatenate([read_record(f).tile_features for f in files]).astype(np.float32)
-            rows.append(self._predict(tiles))
+        else:  # a head export serves one bag a call
+            rows = [self._predict(np.concatenate([read_record(f).tile_features for f in files]).astype(np.float32))
+                    for files in groups]
         return np.stack(rows) if rows else np.zeros((0, len(self.genes)), np.float32)
 
     def tile_values(self, tile_features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -155,8 +172,10 @@ def predict_patients(predictor: Predictor, features_dir: str | Path | list) -> p
                              f"the features of {len(slide_features)} slides")
     patients = average_by_patient(slide_features, patient_ids)
     if predictor.reads_tiles:
-        require_tile_features(folder.slides, features_dir if isinstance(features_dir, (str, Path)) else "the features",
-                              predictor.head.name)
+        source = features_dir if isinstance(features_dir, (str, Path)) else "the features"
+        require_tile_features(folder.slides, source, predictor.head.name)
+        if predictor.clusters:
+            too_few_tiles(folder.slides, predictor.clusters, source)
         predicted = predictor.predict_bags(patient_groups(folder.slides, patients.index))
     else:
         predicted = predictor(patients.to_numpy())

@@ -29,8 +29,10 @@ from hist2rna_tf.extract.records import read_feature_folder, record_files
 from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences,
                                           extraction_path, read_extraction)
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.bags import bag_dataset, bag_tiles, patient_groups, predict_bags, require_tile_features
-from hist2rna_tf.model.heads import BAG, HEADS, head_entry, head_settings, settings_dict
+from hist2rna_tf.model.bags import (bag_dataset, bag_tiles, cluster_arrays, cluster_dataset, cluster_groups,
+                                    patient_groups, predict_bags, predict_clusters, require_tile_features)
+from hist2rna_tf.model.heads import CLUSTERS, HEADS, head_entry, head_settings, settings_dict
+from hist2rna_tf.model.heads.clusters import too_few_tiles
 from hist2rna_tf.model.heads.base import Standardization
 from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.outputs import refuse_overlap
@@ -139,7 +141,8 @@ def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, confi
                  run_dir: str | Path | None = None, verbose: int = 0, progress: bool = False,
                  untrained=None) -> tuple[keras.Model, pd.DataFrame]:
     """Train a head that reads every tile (config.head, heads.BAG) on the bags of `groups` (each
-    patient's record files) and their log2 targets `y` [N, G], with the paper's loop (fit_model); the
+    patient's record files), or SEQUOIA's (heads.CLUSTERS) on each patient's slides' cluster means
+    (`groups`: their files), and their log2 targets `y` [N, G], with the paper's loop (fit_model); the
     same validation patients as `fit_head` would hold back. Returns the model with the best weights
     and the per-epoch history."""
     y = np.asarray(y, np.float32)
@@ -152,8 +155,19 @@ def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, confi
     fit_groups = [g for g, held in zip(groups, val) if not held]
     val_groups = [g for g, held in zip(groups, val) if held]
     # at tile level, over the training patients' tiles
-    scaling = Standardization.of_tiles(bag_tiles(fit_groups, feature_dim), y[~val]) if config.standardize else None
-    module = head_entry(config.head).load()
+    entry = head_entry(config.head)
+    if entry.reads == CLUSTERS:  # groups: each patient's slides' cluster-means files; a slide a sample
+        arrays = cluster_arrays(fit_groups)
+
+        def data(part, targets, seed=None):
+            return cluster_dataset(part, feature_dim, settings.clusters, config.batch_size, targets, seed)
+    else:
+        arrays = bag_tiles(fit_groups, feature_dim)
+
+        def data(part, targets, seed=None):
+            return bag_dataset(part, feature_dim, config.batch_size, targets, seed)
+    scaling = Standardization.of_tiles(arrays, y[~val]) if config.standardize else None
+    module = entry.load()
     model = module.build(feature_dim, y.shape[1], settings, standardization=scaling)
     if config.head_init:
         module.initial_weights(model, config.head_init)
@@ -161,9 +175,8 @@ def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, confi
         untrained(model)
     if run_dir is not None:
         _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, (len(groups), feature_dim), y.shape)
-    history = fit_model(model, bag_dataset(fit_groups, feature_dim, config.batch_size, y[~val], config.seed),
-                        bag_dataset(val_groups, feature_dim, config.batch_size, y[val]), config, run_dir, verbose,
-                        progress=progress)
+    history = fit_model(model, data(fit_groups, y[~val], config.seed), data(val_groups, y[val]), config, run_dir,
+                        verbose, progress=progress)
     return model, history
 
 
@@ -305,11 +318,16 @@ def _head_of(config: TrainConfig, inputs: RunInputs, slides: pd.DataFrame,
     if config.head_init and not Path(config.head_init).is_file():
         raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
                             "model.safetensors).")
-    if entry.reads != BAG:
-        return head_settings(config.head), None
+    if config.clusters and entry.reads != CLUSTERS:
+        raise SettingsError(f"--clusters: the {config.head} head reads no clusters; it is for --head sequoia.")
+    settings = head_settings(config.head, {"clusters": config.clusters} if config.clusters else None)
+    if not entry.reads_tiles:
+        return settings, None
     slides = slides[slides["patient_id"].isin(set(patients))]
     require_tile_features(slides, inputs.features, config.head)
-    return head_settings(config.head), slides
+    if entry.reads == CLUSTERS:
+        too_few_tiles(slides, settings.clusters, inputs.features)
+    return settings, slides
 
 
 def absolute_inputs(inputs: RunInputs) -> RunInputs:
@@ -357,11 +375,15 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, t
 
         model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose,
                                   progress, untrained=lambda m: held_out.setdefault("random", predict(m)))
-    else:  # every tile
+    else:  # every tile, or (SEQUOIA) each slide's cluster means
         groups, dim = patient_groups(slides, features.index), int(features.shape[1])
+        if head_entry(config.head).reads == CLUSTERS:
+            groups = cluster_groups(groups, settings.clusters, progress)
         test_groups = [g for g, t in zip(groups, test) if t]
 
         def predict(model):
+            if head_entry(config.head).reads == CLUSTERS:
+                return predict_clusters(model, test_groups, dim, settings.clusters)
             return predict_bags(model, test_groups, dim)
 
         model, history = fit_bag_head([g for g, t in zip(groups, train) if t], targets.to_numpy()[train], dim, config,

@@ -9,7 +9,10 @@ Each head's module owns what makes it that head:
   Settings    a frozen dataclass with the defaults of the head's source (recorded in the run)
   build(feature_dim, n_genes, settings, standardization=None, name=...) -> keras.Model
               a "mean" head takes [B, 1, F]; a "bag" head takes {"tiles": [B, T, F], "mask": [B, T]}
-              and has a layer named ATTENTION whose output is each tile's attention score [B, T, 1]
+              and has a layer named ATTENTION whose output is each tile's attention score [B, T, 1];
+              "clusters": each slide's K cluster means [K, F] (heads/clusters.py; SEQUOIA's input), a
+              patient's prediction the mean of its slides'
+  TRAINING    (in the entry) the training settings of its source that differ from the paper's
 
 Adding a head is its module, one entry in HEADS below and its tests.
 """
@@ -23,7 +26,9 @@ from dataclasses import dataclass
 from hist2rna_tf.config import known_fields
 from hist2rna_tf.errors import SettingsError
 
-MEAN, BAG = "mean", "bag"
+MEAN, BAG, CLUSTERS = "mean", "bag", "clusters"
+# What reads the records' per-tile features (extract --save-tile-features).
+READS_TILES = (BAG, CLUSTERS)
 # The layer of a bag head whose output is each tile's (masked, pre-softmax) attention score [B, T, 1].
 ATTENTION = "attention_scores"
 
@@ -34,8 +39,14 @@ class HeadEntry:
 
     name: str
     module: str
-    reads: str  # MEAN or BAG
+    reads: str  # MEAN, BAG or CLUSTERS
     summary: str  # one line for --help and the README's table
+    training: tuple = ()  # (TrainConfig field, value): its source's training where it differs from the paper's
+
+    @property
+    def reads_tiles(self) -> bool:
+        """Whether it needs the records' per-tile features."""
+        return self.reads in READS_TILES
 
     def load(self):
         """The head's module (imports TensorFlow)."""
@@ -48,6 +59,10 @@ HEADS = {entry.name: entry for entry in (
     HeadEntry("abmil", "hist2rna_tf.model.heads.abmil", BAG,
               "gated attention over every tile (Ilse et al. 2018), MIL-Lab's ABMIL; FEATHER-24K's weights with "
               "--head-init"),
+    HeadEntry("sequoia", "hist2rna_tf.model.heads.sequoia", CLUSTERS,
+              "SEQUOIA's linearised transformer (ViS, Pizurica et al. 2024) on each slide's k-means cluster means; "
+              "its published folds with `hist2rna import-run --from sequoia`",
+              training=(("batch_size", 16), ("max_epochs", 200), ("patience", 20))),
 )}
 DEFAULT_HEAD = "hist2rna"
 
@@ -63,6 +78,12 @@ def head_settings(name: str, saved: dict | None = None):
     """The head's Settings: its source's defaults, with what `saved` (a run's record) says."""
     kind = head_entry(name).load().Settings
     return kind(**known_fields(kind, saved or {}))
+
+
+def with_head_training(config):
+    """`config` (a TrainConfig) with its head's source's training settings (SEQUOIA's batch 16, at most
+    200 epochs, patience 20) in place of the paper's; what `hist2rna train --head` uses unless told."""
+    return dataclasses.replace(config, **dict(head_entry(config.head).training))
 
 
 def settings_dict(settings) -> dict:

@@ -10,7 +10,9 @@ LayerNorms take torch's epsilon (1e-5), GELUs the exact (erf) form, as torch's d
 
 Exact to `ViS.forward` on the same weights (tests/model/test_heads.py; fixtures by
 tests/fixtures/make_head_fixtures.py); `load_sequoia` reads its state dict (a hub fold's
-`model.safetensors`). Not yet in the registry: the per-slide cluster means it reads are the next step.
+`model.safetensors`; `hist2rna import-run --from sequoia`). It reads each slide's cluster means
+(heads/clusters.py), trains per slide with SEQUOIA's settings (the registry's entry) and predicts a
+patient as the mean of its slides.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import numpy as np
 from keras import layers, ops
 
 from hist2rna_tf.errors import ModelError
+from hist2rna_tf.model.heads import CLUSTERS
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
+
+READS = CLUSTERS
 
 EPSILON = 1e-5  # torch.nn.LayerNorm's
 
