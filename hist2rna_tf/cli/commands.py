@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hist2rna_tf.cli.options import BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TILES, TRAIN, from_args
 from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
-from hist2rna_tf.errors import Hist2RNAError, SpatialError
+from hist2rna_tf.errors import Hist2RNAError, SettingsError, SpatialError
 from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger("hist2rna_tf")
@@ -160,6 +160,26 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import_run(args) -> int:
+    from hist2rna_tf.model.heads.sequoia_hub import import_sequoia
+
+    if (args.expression or args.labels) and not (args.features and args.expression and args.labels):
+        raise SettingsError("import-run: evaluating the model needs --features, --expression and --labels together.")
+    evaluate = None
+    if args.features:
+        evaluate = RunInputs(str(args.features), str(args.expression or ""), str(args.labels or ""),
+                             label_column=args.label_column)
+    out = import_sequoia(args.folder, args.out, args.genes, evaluate, progress=not args.no_progress)
+    from hist2rna_tf.model import runs
+
+    record = runs.read_record(out)
+    print(f"imported {args.folder} as {out}: SEQUOIA's ViS, {record.genes} genes, {record.feature_dim} features "
+          f"({record.feature_settings.backbone}), {record.head_settings['clusters']} clusters a slide" +
+          (f"; evaluated on {record.patients['test']} patients (hist2rna report {out})" if record.patients["test"]
+           else ""))
+    return 0
+
+
 def cmd_subtype(args) -> int:
     from hist2rna_tf.analysis.subtype import subtype_table
     from hist2rna_tf.atomic import write_table
@@ -286,7 +306,7 @@ def _print_demo(result) -> None:
 
 
 COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,
-            "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
+            "import-run": cmd_import_run, "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
             "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
 # The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
-TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "predict", "export", "spatial", "baseline", "demo"}
+TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "baseline", "demo"}

@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug detail, and TensorFlow's own start-up and C++ log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_extract, add_normalize, add_train, add_crossval, add_predict, add_export, add_subtype, add_spatial,
-                add_baseline, add_report, add_demo):
+    for add in (add_extract, add_normalize, add_train, add_crossval, add_import_run, add_predict, add_export,
+                add_subtype, add_spatial, add_baseline, add_report, add_demo):
         add(commands)
     return parser
 
@@ -155,6 +155,32 @@ def add_training_options(train) -> None:
     add_option(train, "--head", TRAIN, "head", choices=list(HEADS))
     add_option(train, "--head-init", TRAIN, "head_init", metavar="FILE")
     add_option(train, "--clusters", TRAIN, "clusters", type=positive_int, metavar="K")
+
+
+def add_import_run(commands) -> None:
+    imported = commands.add_parser(
+        "import-run", help="a published model (a SEQUOIA fold from the hub) -> a run folder (predict, export, spatial, "
+                           "report)",
+        usage="hist2rna import-run --from sequoia FOLDER --out RUN [--features DIR [--expression TABLE --labels TABLE]]",
+        description="Turn a SEQUOIA fold downloaded from the Hugging Face hub (`huggingface-cli download "
+                    "gevaertlab/sequoia-brca-0 --local-dir FOLDER`: config.json + model.safetensors) into a run folder "
+                    "that stands alone: its linearised transformer in Keras with the fold's weights, its 20,820 genes "
+                    "in output order (SEQUOIA's list, shipped) and what it reads: UNI features of 256 px tiles at 20x "
+                    "(extract with --backbone uni --weights pytorch_model.bin --tile-px 256 --target-mpp 0.5 --stain "
+                    "none --save-tile-features), each slide's 100 k-means cluster means. With --features (a folder "
+                    "extracted so) the run also records how to extract new slides alike; with --expression and "
+                    "--labels too, the fold is evaluated on those patients (all held out: the paper's metrics and "
+                    "SEQUOIA's test against the untrained model), and `hist2rna report RUN` reports it.")
+    imported.add_argument("--from", dest="source", required=True, choices=["sequoia"], help="the model's kind")
+    imported.add_argument("folder", type=Path, metavar="FOLDER", help="the downloaded model folder")
+    imported.add_argument("--out", type=out_folder, required=True, help="run folder to write (a new one)")
+    imported.add_argument("--genes", type=Path, metavar="FILE",
+                          help="the outputs' gene symbols in order, one a line (default: SEQUOIA's 20,820)")
+    imported.add_argument("--features", type=Path, help="a features folder extracted as the model's were (UNI)")
+    imported.add_argument("--expression", type=Path, help="RNA-seq table to evaluate the model on (needs --features)")
+    imported.add_argument("--labels", type=Path, help="clinical table with a subtype column (with --expression)")
+    add_option(imported, "--label-column", INPUTS, "label_column")
+    add_no_progress(imported)
 
 
 def add_predict(commands) -> None:

@@ -10,6 +10,8 @@ Two exports, each loadable with nothing but TensorFlow (`tf.saved_model.load`):
 
 A head that reads every tile (`--head abmil`) serves ONE bag in both: the head export takes its tiles'
 features [N, F], the end-to-end one its tiles, and both also return each tile's "attention" [N].
+SEQUOIA's head (`--head sequoia`) serves one slide's K cluster means [K, F] in the head export; its
+end-to-end export gives the tiles' features [N, F] (k-means is scikit-learn's, outside the graph).
 
 Both also have `metadata() -> {"genes": [G] strings, "he_ref": [3, 2], "max_c_ref": [2], ...}`.
 """
@@ -31,7 +33,7 @@ from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
 from hist2rna_tf.model.bags import with_attention
-from hist2rna_tf.model.heads import BAG, DEFAULT_HEAD, head_entry
+from hist2rna_tf.model.heads import BAG, CLUSTERS, DEFAULT_HEAD, head_entry
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import Stages
@@ -76,7 +78,16 @@ def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureS
     serves one bag: `serve(features [N, F]) -> {"log2_expression": [G], "attention": [N]}`."""
     feature_dim = int(feature_dim or head.input_shape[-1])
     archive = keras.export.ExportArchive()
-    if head_entry(head_name).reads == BAG:
+    extra = {}
+    if head_entry(head_name).reads == CLUSTERS:  # SEQUOIA's: one slide's cluster means [K, F]
+        archive.track(head)
+        k = extra["clusters"] = np.int64(head.input_shape[1])
+
+        def serve(features):
+            return {"log2_expression": head(features[None], training=False)[0]}
+
+        archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([k, feature_dim], tf.float32)])
+    elif head_entry(head_name).reads == BAG:
         both = with_attention(head)
         archive.track(both)
 
@@ -90,8 +101,9 @@ def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureS
         def serve(features):
             return {"log2_expression": head(tf.expand_dims(features, 1), training=False)}
 
-    archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
-    extra = {"feature_dim": np.int64(feature_dim), "head": np.bytes_(head_name)}
+    if not extra:
+        archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
+    extra.update({"feature_dim": np.int64(feature_dim), "head": np.bytes_(head_name)})
     if feature_settings:
         extra.update(feature_settings.to_metadata())
     archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
@@ -108,7 +120,7 @@ def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: Sta
                        head_name: str = DEFAULT_HEAD):
     """The end-to-end export's ExportArchive (see `export_end_to_end`); a head that reads every tile
     gets every tile's features (and gives each tile's attention)."""
-    if head_entry(head_name).reads == BAG:
+    if head_entry(head_name).reads_tiles:
         return _bag_end_to_end_archive(backbone, head, genes, stain, tile_size_px, head_name)
     if not (stain.is_macenko or stain.method == "none"):
         raise ValueError(f"only the TensorFlow normalisers (macenko, macenko-henorm, none) can be exported, "
@@ -150,12 +162,16 @@ def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: Sta
 def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, tile_size_px: int,
                             head_name: str):
     """Tiles of one slide -> Macenko -> backbone, a batch at a time -> every tile's features -> the bag
-    head: {"log2_expression": [G], "attention": [N], "n_tiles"}."""
+    head: {"log2_expression": [G], "attention": [N], "n_tiles"}. SEQUOIA's head reads cluster means made
+    by scikit-learn's k-means, which a SavedModel cannot hold: its end-to-end export stops at the tiles'
+    features ({"tile_features": [N, F], "n_tiles"}; metadata "clusters": K), to cluster as
+    heads/clusters.py does and give to the head export."""
     macenko = Macenko(stain) if stain.is_macenko else None
-    both = with_attention(head)
+    clusters = head_entry(head_name).reads == CLUSTERS
+    both = None if clusters else with_attention(head)
     archive = keras.export.ExportArchive()
     archive.track(backbone.model)
-    archive.track(both)
+    archive.track(head if clusters else both)
     batch_shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
 
     def serve(tiles):
@@ -173,13 +189,17 @@ def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain
         features = tf.map_fn(embed, batches, fn_output_signature=tf.TensorSpec([TILE_BATCH, backbone.feature_dim],
                                                                                tf.float32))
         features = tf.reshape(features, [-1, backbone.feature_dim])[:n_tiles]
+        if clusters:
+            return {"tile_features": features, "n_tiles": n_tiles}
         genes_, attention = both({"tiles": features[None], "mask": tf.ones([1, n_tiles])}, training=False)
         return {"log2_expression": genes_[0], "attention": attention[0], "n_tiles": n_tiles}
 
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
-    archive.add_endpoint("metadata", _metadata_fn(genes, _end_to_end_metadata(backbone, stain, tile_size_px,
-                                                                              head_name)), input_signature=[])
+    extra = _end_to_end_metadata(backbone, stain, tile_size_px, head_name)
+    if clusters:
+        extra["clusters"] = np.int64(head.input_shape[1])
+    archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
     return archive
 
 

@@ -101,15 +101,21 @@ class Predictor:
                     for files in groups]
         return np.stack(rows) if rows else np.zeros((0, len(self.genes)), np.float32)
 
-    def tile_values(self, tile_features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def tile_values(self, tile_features: np.ndarray, tile_xy_px: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
         """One slide's tiles [N, F] -> each tile's own prediction [N, G] and, for a head that reads every
         tile, each tile's attention in the slide's bag [N] (else None). A bag head predicts a tile as a
-        bag of that one tile; the paper's head, a tile's feature as if it were a slide mean."""
+        bag of that one tile; the paper's head, a tile's feature as if it were a slide mean; SEQUOIA's,
+        the mean of the windows of tiles around it (their sliding-window method; `tile_xy_px` needed)."""
         tiles = np.asarray(tile_features, np.float32)
         if not self.reads_tiles:
             return self(tiles), None
         if self.record is None:
             raise Hist2RNAError(f"{self.path} is a head export; tile maps need the training run folder.")
+        if self.head.reads == CLUSTERS:
+            from hist2rna_tf.model.heads.sequoia import tile_grid, window_predictions
+
+            return window_predictions(self._model, tiles, tile_grid(tile_xy_px)), None
         each = np.asarray(self._model({"tiles": tiles[:, None, :], "mask": np.ones((len(tiles), 1), np.float32)},
                                       training=False))
         attention = with_attention(self._model)({"tiles": tiles[None], "mask": np.ones((1, len(tiles)), np.float32)},

@@ -15,6 +15,7 @@ from hist2rna_tf.extract.settings import Extraction, FeatureSettings
 # config.json's layout: 2 since 0.5.0 (typed, standing alone); 1: 0.4.0 and earlier (no "format" key).
 RUN_FORMAT = 2
 HIST2RNA, PATCH_BASED = "hist2rna", "patch-based"  # RunRecord.approach
+IMPORTED = "imported"  # a published model made a run (`hist2rna import-run`): RunRecord.imported_from says whence
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class RunRecord:
     genes: int
     patients: dict[str, int]  # {"train": n, "test": n}
     epochs: int
-    best_val_loss: float
+    best_val_loss: float | None  # None: not trained here (an imported run)
     train_seconds: float | None = None  # None: not recorded (0.2.0 and earlier)
     feature_settings: FeatureSettings | None = None  # its training features' (None: before 0.2.0)
     extraction: Extraction | None = None  # how they were made, all of it (None: no extract_config.json then)
@@ -40,6 +41,7 @@ class RunRecord:
     tiles: dict[str, int] | None = None  # patch-based runs: training, validation and test tiles
     device: str | None = None  # patch-based runs: where the training time was measured
     head_settings: dict = field(default_factory=dict)  # the head's Settings (model/heads/; train.head names it)
+    imported_from: dict | None = None  # imported runs: the published model (its folder, config and file digest)
     version: str = __version__
     format: int = RUN_FORMAT
 
@@ -67,13 +69,14 @@ class RunRecord:
             inputs=RunInputs(**known_fields(RunInputs, data["inputs"])), train=train,
             feature_dim=int(data["feature_dim"]), genes=int(data["genes"]),
             patients={k: int(v) for k, v in data["patients"].items()}, epochs=int(data["epochs"]),
-            best_val_loss=float(data["best_val_loss"]),
+            best_val_loss=float(data["best_val_loss"]) if data["best_val_loss"] is not None else None,
             train_seconds=float(data["train_seconds"]) if data.get("train_seconds") is not None else None,
             feature_settings=FeatureSettings.from_dict(settings) if settings else None,
             extraction=Extraction.from_json(data["extraction"]) if data.get("extraction") else None,
             missing_genes=tuple(data.get("missing_genes") or ()), join_report=dict(data.get("join_report") or {}),
             approach=data.get("approach", HIST2RNA), baseline=baseline, hist2rna_run=data.get("hist2rna_run"),
             tiles=data.get("tiles"), device=data.get("device"), head_settings=dict(data.get("head_settings") or {}),
+            imported_from=data.get("imported_from"),
             version=str(data.get("version", "?")), format=fmt)
 
 

@@ -40,7 +40,7 @@ from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, RunError, SettingsError
 from hist2rna_tf.expression import load_split, log2_expression, read_expression, read_labels, save_split, to_patients
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, read_extraction, require_same
-from hist2rna_tf.model.run_record import HIST2RNA, PATCH_BASED, RUN_FORMAT, RunRecord, TrainedRun  # noqa: F401
+from hist2rna_tf.model.run_record import HIST2RNA, IMPORTED, PATCH_BASED, RUN_FORMAT, RunRecord, TrainedRun  # noqa: F401
 from hist2rna_tf.outputs import refuse_replacing
 
 CONFIG = "config.json"
@@ -64,6 +64,8 @@ CROSSVAL_SETTINGS = "crossval.json"
 # What every complete run folder (training or baseline) holds; a run writes them all or none.
 REQUIRED = (CONFIG, GENES, SPLIT, MODEL, TRAIN_TARGETS, TEST_PREDICTIONS, TEST_TARGETS)
 REQUIRED_BEFORE_FORMAT_2 = tuple(name for name in REQUIRED if name != TRAIN_TARGETS)
+# An imported run (import-run) holds its model; with an evaluation cohort, its held-out files too.
+REQUIRED_IMPORTED = (CONFIG, GENES, MODEL)
 
 
 def read_record(run_dir: str | Path) -> RunRecord:
@@ -88,7 +90,8 @@ def read_record(run_dir: str | Path) -> RunRecord:
     if fmt > RUN_FORMAT:
         raise RunError(f"{path}: written by hist2rna-tf {data.get('version')} (run format {fmt}), newer than this "
                        f"{__version__} (format {RUN_FORMAT}); upgrade hist2rna-tf to use it.")
-    missing = [name for name in (REQUIRED if fmt >= 2 else REQUIRED_BEFORE_FORMAT_2) if not (run_dir / name).is_file()]
+    required = REQUIRED_IMPORTED if data.get("approach") == IMPORTED else REQUIRED if fmt >= 2 else REQUIRED_BEFORE_FORMAT_2
+    missing = [name for name in required if not (run_dir / name).is_file()]
     if missing:
         raise RunError(f"{run_dir}: an incomplete training run (no {', '.join(missing)}); train it again.")
     try:

@@ -214,7 +214,9 @@ def _config_section(page: _Page, record: runs.RunRecord, run: Path) -> None:
             "stain normalisation": features.normaliser if features else "?",
             "feature size": record.feature_dim, "genes": record.genes,
             "patients (train / held-out)": f"{record.patients['train']} / {record.patients['test']}",
-            "epochs (best validation MSE)": f"{record.epochs} ({record.best_val_loss:.3f})",
+            "epochs (best validation MSE)": (f"{record.epochs} ({record.best_val_loss:.3f})" if record.imported_from is None
+                                             else f"imported ({record.imported_from.get('source')}: "
+                                                  f"{record.imported_from.get('folder')}), not trained here"),
             "head": record.train.head, "standardised in the model (not the paper)": record.train.standardize,
             "expression": record.inputs.expression, "labels": record.inputs.labels}
     page.table(pd.DataFrame({"value": rows}).astype(str))

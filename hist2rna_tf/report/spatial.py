@@ -50,13 +50,18 @@ def tile_predictions(predictor, record) -> pd.DataFrame:
     if record.tile_features is None:
         raise Hist2RNAError(f"slide {record.slide_id}: its record has no per-tile features; extract with "
                             "--save-tile-features to draw spatial maps.")
-    values, attention = predictor.tile_values(record.tile_features)
+    values, attention = predictor.tile_values(record.tile_features, record.tile_xy_px)
     table = pd.DataFrame(values, columns=predictor.genes)
     if attention is not None:  # a head that reads every tile: each tile's weight in the slide's bag
         table.insert(0, ATTENTION_COLUMN, attention)
     table.insert(0, "y", record.tile_xy_px[:, 1])
     table.insert(0, "x", record.tile_xy_px[:, 0])
-    return table
+    placed = np.isfinite(values).all(axis=1)  # SEQUOIA's windows leave sparse tiles without a value
+    if not placed.all():
+        log.warning("slide %s: %d of %d tiles lie in no window of SEQUOIA's spatial method (more than half of its "
+                    "places filled); they are left out of its maps and tables.", record.slide_id, int((~placed).sum()),
+                    len(placed))
+    return table[placed]  # the index: each tile's row in the record (Picture.placed)
 
 
 MOSAIC_TILE_PX = 32  # the least width of a tile in a pre-tiled folder's mosaic (picture pixels)
@@ -73,8 +78,9 @@ class Picture:
     positions: np.ndarray  # int [n_tiles, 2]
 
     def placed(self, tiles: pd.DataFrame) -> pd.DataFrame:
-        """`tiles` with x, y where the picture shows them."""
-        return tiles.assign(x=self.positions[:, 0], y=self.positions[:, 1])
+        """`tiles` (indexed by their row in the slide's record) with x, y where the picture shows them."""
+        rows = tiles.index.to_numpy()
+        return tiles.assign(x=self.positions[rows, 0], y=self.positions[rows, 1])
 
 
 def slide_picture(ref: SlideRef, record, thumbnail_mpp: float = THUMBNAIL_MPP) -> Picture:
