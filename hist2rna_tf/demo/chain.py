@@ -37,13 +37,15 @@ from hist2rna_tf.model import runs
 from hist2rna_tf.model.baseline import train_patch_baseline
 from hist2rna_tf.model.export import export_run
 from hist2rna_tf.model.predict import write_predictions
-from hist2rna_tf.model.heads import BAG, head_entry
+from hist2rna_tf.model.heads import CLUSTERS, head_entry, with_head_training
+
 from hist2rna_tf.model.train import train_run
 from hist2rna_tf.outputs import describe
 from hist2rna_tf.report.report import build_report, map_files
 from hist2rna_tf.report.spatial import write_spatial_maps
 from hist2rna_tf.report.spatial_folder import SpatialFolder
 
+DEMO_CLUSTERS = 16  # --head sequoia on the demo: its slides have 30-45 tiles, fewer than SEQUOIA's 100 clusters
 log = logging.getLogger(__name__)
 
 
@@ -130,7 +132,9 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     paths_clinical = {"clinical": write_demo_clinical(cohort_dir, seed=config.seed, filename="clinical_ihc.csv")}
 
     start = time.perf_counter()
-    train = TrainConfig(seed=config.seed, standardize=True, head=config.head)
+    train = with_head_training(TrainConfig(seed=config.seed, standardize=True, head=config.head))
+    if head_entry(config.head).reads == CLUSTERS:  # SEQUOIA's 100 need 100 tiles a slide; the demo's have 30 or more
+        train = replace(train, clusters=DEMO_CLUSTERS)
     run_dir = out / "run"
     _fresh(run_dir)
     metrics = train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir,
@@ -174,7 +178,7 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
     root = Path(config.out) / "external"
     build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
                       progress=config.progress)
-    tiles = head_entry(config.head).reads == BAG  # a head that reads every tile needs them
+    tiles = head_entry(config.head).reads_tiles  # a head that reads every tile needs them
     _extract(root / "cohort", root / "features", replace(_extract_config(config), save_tile_features=tiles),
              config.progress)
     write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)

@@ -257,6 +257,8 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression,
                              "--labels": inputs.labels, "--split": inputs.split})
     runs.refuse_existing(out_dir, overwrite)
+    if config.clusters and head_entry(config.head).reads != CLUSTERS:
+        raise SettingsError(f"--clusters: the {config.head} head reads no clusters; it is for --head sequoia.")
     inputs = absolute_inputs(inputs)
     cohort = cohort_of(inputs)
     features, targets, labels, report = cohort.features, cohort.targets, cohort.labels, cohort.join_report
@@ -318,8 +320,6 @@ def _head_of(config: TrainConfig, inputs: RunInputs, slides: pd.DataFrame,
     if config.head_init and not Path(config.head_init).is_file():
         raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
                             "model.safetensors).")
-    if config.clusters and entry.reads != CLUSTERS:
-        raise SettingsError(f"--clusters: the {config.head} head reads no clusters; it is for --head sequoia.")
     settings = head_settings(config.head, {"clusters": config.clusters} if config.clusters else None)
     if not entry.reads_tiles:
         return settings, None

@@ -104,7 +104,7 @@ def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
 def test_every_option_of_a_config_field_defaults_to_the_field():
     """Each option that fills a field of the library's configs (options.from_args: dest == field name, or
     renamed) has that field's default, derived here from the dataclass itself (None where the library's
-    default depends on the backbone, or a list where the field holds a tuple), and, where the field
+    default depends on the backbone or the head, or a list where the field holds a tuple), and, where the field
     carries the option's help (config.option), that help."""
     import argparse
     import dataclasses
@@ -112,6 +112,7 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
     from hist2rna_tf.cli import build_parser
     from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig,
                                     TileConfig, TrainConfig)
+    from hist2rna_tf.model.heads import with_head_training
 
     configs = {"extract": [ExtractConfig, TileConfig], "train": [RunInputs, TrainConfig],
                "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
@@ -133,6 +134,9 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
                 given = tuple(action.default) if isinstance(action.default, list) else action.default
                 if isinstance(given, str) and action.type is not None:  # argparse types a str default too
                     given = action.type(given)
+                if given is None and default is not None and field.name == "max_epochs":  # the head's: the paper's here
+                    assert with_head_training(TrainConfig()).max_epochs == default and str(default) in action.help
+                    continue
                 assert given == default or (given is None and field.name in ("target_mpp", "read_threads")), (
                     command, action.option_strings[0], given, default)
                 if "help" in field.metadata:  # the field carries the option's help too (config.option)

@@ -120,3 +120,38 @@ def test_a_crossval_names_its_head_and_refuses_another_and_the_report_shows_sequ
     assert main(["report", str(report), "--n-boot", "5", "--no-progress"]) == 0
     page = (report / "report" / "report.html").read_text()
     assert "SEQUOIA&#x27;s test of a well-predicted gene" in page and "abmil" in page
+
+
+@pytest.mark.slow
+def test_a_sequoia_run_exports_serves_cluster_means_and_maps_windows(tiny_run, tmp_path):
+    """SEQUOIA's head on the demo slides: the head export serves one slide's cluster means (reloaded in a
+    process of TensorFlow alone), the end-to-end export gives the tiles' features to cluster, and
+    `spatial` maps SEQUOIA's sliding windows."""
+    from hist2rna_tf.model.heads.clusters import slide_cluster_file
+
+    cohort, features = tiny_run / "cohort", tiny_run / "features" / "tiny"
+    run = tmp_path / "run"
+    assert main(["train", "--features", str(features), "--expression", str(cohort / "expression.csv"), "--labels",
+                 str(cohort / "clinical.csv"), "--head", "sequoia", "--clusters", "4", "--standardize", "--max-epochs",
+                 "1", "--out", str(run), "--no-progress"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "saved"), "--no-progress"]) == 0
+    slide = record_files(features)[0]
+    np.save(tmp_path / "clusters.npy", np.load(slide_cluster_file(slide, 4)))
+    printed = run_tensorflow_only(f"""
+        import numpy as np
+        head = tf.saved_model.load({str(tmp_path / 'saved' / 'tiny_head' / '1')!r})
+        np.save({str(tmp_path / 'genes.npy')!r}, head.serve(tf.constant(np.load({str(tmp_path / 'clusters.npy')!r})))
+                ["log2_expression"].numpy())
+        full = tf.saved_model.load({str(tmp_path / 'saved' / 'tiny' / '1')!r})
+        out = full.serve(tf.constant(np.full((5, 224, 224, 3), 200, np.uint8)))
+        print(head.metadata()["head"].numpy().decode(), int(head.metadata()["clusters"]), out["tile_features"].shape)
+    """)
+    assert printed.split()[:2] == ["sequoia", "4"] and "(5, 24)" in printed
+    expected = Predictor(run).predict_bags([[slide]])[0]
+    np.testing.assert_allclose(np.load(tmp_path / "genes.npy"), expected, rtol=1e-5, atol=1e-4)
+    out = tmp_path / "spatial"
+    assert main(["spatial", str(run), "--features", str(features), "--slides", str(sorted((cohort / "slides").iterdir())[0]),
+                 "--out", str(out), "--genes", "ESR1", "--no-subtypes", "--no-progress"]) == 0
+    folder = SpatialFolder(out)
+    tiles = pd.read_csv(folder.tiles(folder.slides()[0]))
+    assert len(tiles) > 0 and np.isfinite(tiles["ESR1"]).all() and tiles["ESR1"].std() > 0
