@@ -7,8 +7,10 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from hist2rna_tf.config import TrainConfig
 from hist2rna_tf.extract.backbones.catalog import ENCODERS
 from hist2rna_tf.extract.backbones.checkpoints import layout_of
 from hist2rna_tf.model import runs
@@ -112,3 +114,109 @@ def test_the_crossval_script_compares_every_backbone_it_has_weights_for(tmp_path
     chosen = script["with_weights"](data)
     assert chosen == ["efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50", "uni"]
     assert (script["FOLDS"], script["REFERENCE"]) == (5, "efficientnetv2s")
+
+
+def test_the_heads_script_crossvalidates_each_head_on_the_same_folds_and_features(tmp_path, monkeypatch):
+    """experiments/heads.py: one extraction with every tile kept, then a crossval a head (the same folds,
+    seed and inputs; each head with its source's training settings, ABMIL from FEATHER's weights where
+    they are here and fit the backbone), compared with the paper's head."""
+    import hist2rna_tf.model.crossval as crossval_module
+    import hist2rna_tf.report.crossval as report_module
+
+    monkeypatch.chdir(tmp_path)
+    script = runpy.run_path(str(EXPERIMENTS / "heads.py"))
+    data = script["TCGA"](runs=tmp_path / "runs", encoder_weights=tmp_path / "weights")
+    assert script["head_config"]("hist2rna", "uni", data) == TrainConfig(head="hist2rna")  # the paper's
+    sequoia = script["head_config"]("sequoia", "uni", data)
+    assert (sequoia.batch_size, sequoia.max_epochs, sequoia.patience) == (16, 200, 20)
+    assert script["head_config"]("abmil", "uni", data).head_init is None  # no FEATHER file: trained from scratch
+    feather = tmp_path / "weights" / "feather-uni" / "model.safetensors"
+    feather.parent.mkdir(parents=True)
+    feather.write_bytes(b"")
+    assert script["head_config"]("abmil", "uni", data).head_init == str(feather)
+    assert script["head_config"]("abmil", "efficientnetv2s", data).head_init is None  # FEATHER has no weights for it
+    extracted, calls = [], []
+    monkeypatch.setitem(script["main"].__globals__, "extract",
+                        lambda experiment, data: extracted.append(experiment) or tmp_path / "features" / "uni")
+    monkeypatch.setitem(script["main"].__globals__, "compared", lambda folders: [{"head": h} for h in folders])
+    monkeypatch.setattr(crossval_module, "crossval", lambda inputs, out, config, folds, seed, progress:
+                        calls.append((inputs, out, config, folds, seed)))
+    monkeypatch.setattr(report_module, "build_crossval_report", lambda first, others, out: (out, others))
+    root = script["main"]([], data)
+    assert [e.save_tile_features for e in extracted] == [True] and extracted[0].backbone == "uni"
+    assert [c[2].head for c in calls] == ["hist2rna", "abmil", "sequoia"]
+    assert len({(str(c[0]), c[3], c[4]) for c in calls}) == 1 and calls[0][0].split is None  # same folds, inputs
+    assert [c[1] for c in calls] == [root / h for h in ("hist2rna", "abmil", "sequoia")]
+    assert pd.read_csv(root / "comparison.csv")["head"].tolist() == ["hist2rna", "abmil", "sequoia"]
+
+
+SEQUOIA_SPLITS = Path(__file__).resolve().parents[1] / "data" / "heads" / "sequoia_splits" / "TCGA-BRCA.npy"
+
+
+def test_sequoias_published_patient_splits_are_read_from_their_zip_or_npy(tmp_path, monkeypatch):
+    """Their TCGA-BRCA splits (pickled under pandas 1) read under this pandas: 5 folds of 1,059 patients,
+    each test fold apart from its training and validation patients, the test folds a partition."""
+    import zipfile
+
+    monkeypatch.chdir(tmp_path)
+    script = runpy.run_path(str(EXPERIMENTS / "sequoia_folds.py"))
+    splits = script["read_splits"](SEQUOIA_SPLITS)
+    assert sorted(splits) == [0, 1, 2, 3, 4]
+    assert [len(f["test"]) for f in splits.values()] == [212, 212, 212, 212, 211]
+    assert {len(f["val"]) for f in splits.values()} == {85}
+    for fold in splits.values():
+        assert not set(fold["test"]) & (set(fold["train"]) | set(fold["val"]))
+        assert all(p.startswith("TCGA-") and len(p) == 12 for p in fold["test"])
+    tests = [p for f in splits.values() for p in f["test"]]
+    assert len(tests) == len(set(tests)) == 1059
+    archive = tmp_path / "patient_splits.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(SEQUOIA_SPLITS, "patient_splits/TCGA-BRCA.npy")
+    assert script["read_splits"](archive) == splits
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zipped:
+        zipped.writestr("patient_splits/TCGA-LUAD.npy", b"")
+    with pytest.raises(SystemExit, match="other.zip: no patient_splits/TCGA-BRCA.npy"):
+        script["read_splits"](tmp_path / "other.zip")
+
+
+def test_each_sequoia_fold_trains_on_their_patients_and_evaluates_theirs_on_its_test_patients(tmp_path, monkeypatch):
+    """experiments/sequoia_folds.py: SEQUOIA's features (UNI, 256 px at 0.5 um/px, no stain normalisation,
+    every tile kept); a fold's split file (their train + val -> train, test -> test), its published model
+    imported and evaluated on the test patients' labels alone, skipped (said) without its weights."""
+    import hist2rna_tf.model.heads.sequoia_hub as hub
+    import hist2rna_tf.model.train as train
+
+    monkeypatch.chdir(tmp_path)
+    script = runpy.run_path(str(EXPERIMENTS / "sequoia_folds.py"))
+    data = script["TCGA"](data=tmp_path / "data", encoder_weights=tmp_path / "weights")
+    config = script["sequoia_features"](data)
+    assert (config.backbone, config.tiles.tile_size_px, config.tiles.target_mpp) == ("uni", 256, 0.5)
+    assert config.stain.method == "none" and config.save_tile_features and config.tiles.max_tiles >= 100_000
+    assert Path(config.weights) == tmp_path / "weights" / "uni" / "pytorch_model.bin"
+    data.labels.parent.mkdir(parents=True)
+    data.labels.write_text("patient,BRCA_Subtype_PAM50\nTCGA-AA-0001,LumA\nTCGA-AA-0002,Basal\n"
+                           "TCGA-AA-0003,Her2\nTCGA-AA-0004,LumB\n")
+    fold = {"train": ["TCGA-AA-0001"], "val": ["TCGA-AA-0002"], "test": ["TCGA-AA-0003", "TCGA-AA-0004"]}
+    calls = {}
+    monkeypatch.setattr(hub, "import_sequoia", lambda folder, out, evaluate, overwrite, progress:
+                        calls.setdefault("imported", (folder, evaluate)) and out)
+    monkeypatch.setattr(train, "train_run", lambda inputs, out, config, verbose, overwrite:
+                        calls.setdefault("trained", (inputs, config)) and runs.TrainedRun(out, None, {}))
+    folders = script["run_fold"](2, fold, tmp_path / "features", data, data.expression, tmp_path / "fold-2")
+    assert list(folders) == ["trained"] and "imported" not in calls  # no weights: theirs skipped
+    split = pd.read_csv(tmp_path / "fold-2" / "split.csv").set_index("patient_id")["subset"]
+    assert split.to_dict() == {"TCGA-AA-0001": "train", "TCGA-AA-0002": "train", "TCGA-AA-0003": "test",
+                               "TCGA-AA-0004": "test"}
+    inputs, trained = calls["trained"]
+    assert inputs.split == str(tmp_path / "fold-2" / "split.csv") and inputs.drop_missing_genes
+    assert Path(inputs.genes).read_text().split()[:3] == ["A1BG", "A1BG-AS1", "A2M"]  # SEQUOIA's genes, in order
+    assert (trained.head, trained.batch_size, trained.max_epochs, trained.validation_fraction) == ("sequoia", 16, 200,
+                                                                                                   0.1)
+    script["fold_weights"](data, 2).mkdir(parents=True)
+    calls.clear()
+    folders = script["run_fold"](2, fold, tmp_path / "features", data, data.expression, tmp_path / "fold-2")
+    assert list(folders) == ["published", "trained"]
+    folder, evaluate = calls["imported"]
+    assert folder == tmp_path / "weights" / "sequoia-brca-2"
+    tested = pd.read_csv(evaluate.labels)
+    assert tested["patient"].tolist() == ["TCGA-AA-0003", "TCGA-AA-0004"]  # the fold's test patients alone
