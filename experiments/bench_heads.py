@@ -80,6 +80,7 @@ def bag_case(head: str, epochs: int, n_bags: int) -> dict:
             figures["kmeans_seconds_per_slide"] = (time.perf_counter() - start) / n_bags
         y = np.random.default_rng(1).normal(8, 2, size=(n_bags, n_genes)).astype(np.float32)
         config = with_head_training(TrainConfig(head=head, validation_fraction=0.1))
+
         def fit_seconds(n_epochs: int) -> float:
             start = time.perf_counter()
             _, history = fit_bag_head(groups, y, FEATURES, replace(config, max_epochs=n_epochs, patience=n_epochs),
@@ -106,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed per case")
     parser.add_argument("--bags", type=int, default=48, help="bags of 1,000 tiles written and trained on (ABMIL)")
-    parser.add_argument("--case", choices=["mean", "abmil", "sequoia"], help=argparse.SUPPRESS)  # one case, in its own process
+    parser.add_argument("--case", choices=["mean", "abmil", "sequoia"], help=argparse.SUPPRESS)  # a case in its process
     args = parser.parse_args()
     if args.case:
         figures = mean_case(args.epochs) if args.case == "mean" else bag_case(args.case, args.epochs, args.bags)

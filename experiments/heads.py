@@ -37,17 +37,16 @@ FOLDS, SEED = 5, 0
 REFERENCE_HEAD = "hist2rna"  # the paper's: every other head is compared with it
 BACKBONE = "uni"  # SEQUOIA's published models read UNI's features, and FEATHER-24K has weights for them
 # FEATHER-24K's ABMIL for UNI (abmil.base.uni.pc108-24k, gated): the file its hub page offers, under
-# <encoder_weights>/feather-<backbone>/; used when there and the backbone is the one it was trained on.
-FEATHER = {"uni": "feather-uni", "uni2-h": "feather-uni2-h", "conch-v1.5": "feather-conch-v1.5"}
-FEATHER_FILE = "model.safetensors"
+# <encoder_weights>/feather-<backbone>/; used when there and the backbone is one FEATHER was trained on.
+FEATHER_ENCODERS, FEATHER_FILE = ("uni", "uni2-h", "conch-v1.5"), "model.safetensors"
 
 
 def head_config(head: str, backbone: str, data: TCGA = TCGA()) -> TrainConfig:
     """The head with its source's training settings (SEQUOIA's batch 16, <= 200 epochs, patience 20; the
     paper's otherwise), and FEATHER-24K's weights for ABMIL where they are here."""
     config = with_head_training(TrainConfig(head=head))
-    feather = data.encoder_weights / FEATHER.get(backbone, "") / FEATHER_FILE
-    if head == "abmil" and backbone in FEATHER and feather.is_file():
+    feather = data.encoder_weights / f"feather-{backbone}" / FEATHER_FILE
+    if head == "abmil" and backbone in FEATHER_ENCODERS and feather.is_file():
         config = replace(config, head_init=str(feather))
     return config
 

@@ -38,7 +38,6 @@ from hist2rna_tf.model.baseline import train_patch_baseline
 from hist2rna_tf.model.export import export_run
 from hist2rna_tf.model.predict import write_predictions
 from hist2rna_tf.model.heads import CLUSTERS, head_entry, with_head_training
-
 from hist2rna_tf.model.train import train_run
 from hist2rna_tf.outputs import describe
 from hist2rna_tf.report.report import build_report, map_files
@@ -48,6 +47,7 @@ from hist2rna_tf.report.spatial_folder import SpatialFolder
 # --head sequoia on the demo: its slides have 30-45 tiles and the external TMA cores 5-14, far fewer than SEQUOIA's
 # 100 clusters; 4 (as many as the demo's source tumours) fits every slide of both cohorts.
 DEMO_CLUSTERS = 4
+
 log = logging.getLogger(__name__)
 
 
