@@ -29,7 +29,9 @@ def steiger_p(xy: float, xz: float, yz: float, n: int) -> float:
     determinant = 1 - xy * xy - xz * xz - yz * yz + 2 * xy * xz * yz
     average = (xy + xz) / 2
     cube = (1 - yz) ** 3
-    with np.errstate(invalid="ignore"):  # a negative radicand: NaN, counted as p = 1 (as theirs, by fillna)
+    # A negative radicand, or a zero denominator (the two predictions perfectly correlated: d = 0 then), gives
+    # NaN, counted as p = 1 (as theirs, by fillna).
+    with np.errstate(invalid="ignore", divide="ignore"):
         t = d * np.sqrt((n - 1) * (1 + yz) / (((2 * (n - 1) / (n - 3)) * determinant + average * average * cube)))
     return float(1 - stats.t.cdf(abs(t), n - 3))
 

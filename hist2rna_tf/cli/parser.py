@@ -116,7 +116,8 @@ def add_train(commands) -> None:
 
 def add_crossval(commands) -> None:
     crossval = commands.add_parser(
-        "crossval", help="k-fold cross-validation of the paper's head: every patient predicted once, out of fold",
+        "crossval", help="k-fold cross-validation of a head (the paper's by default): every patient predicted once, "
+                         "out of fold",
         description="Beyond the paper (one held-out split): K patient-level folds stratified by subtype, each a "
                     "complete run folder <out>/fold-<k>/ (the files of `train`; its held-out patients the fold; early "
                     "stopping on a validation share of its training patients), then summary.csv (per fold the median "
@@ -155,6 +156,7 @@ def add_training_options(train) -> None:
     add_option(train, "--head", TRAIN, "head", choices=list(HEADS))
     add_option(train, "--head-init", TRAIN, "head_init", metavar="FILE")
     add_option(train, "--clusters", TRAIN, "clusters", type=positive_int, metavar="K")
+    add_option(train, "--head-option", TRAIN, "head_options", nargs="+", metavar="NAME=VALUE")
 
 
 def add_import_run(commands) -> None:

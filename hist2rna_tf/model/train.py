@@ -31,7 +31,7 @@ from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, Featu
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.bags import (bag_dataset, bag_tiles, cluster_arrays, cluster_dataset, cluster_groups,
                                     patient_groups, predict_bags, predict_clusters, require_tile_features)
-from hist2rna_tf.model.heads import CLUSTERS, HEADS, head_entry, head_settings, settings_dict
+from hist2rna_tf.model.heads import CLUSTERS, HEADS, head_entry, settings_dict, settings_from_options
 from hist2rna_tf.model.heads.clusters import too_few_tiles
 from hist2rna_tf.model.heads.base import Standardization
 from hist2rna_tf.model.heads.paper import build as build_head
@@ -259,6 +259,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     runs.refuse_existing(out_dir, overwrite)
     if config.clusters and head_entry(config.head).reads != CLUSTERS:
         raise SettingsError(f"--clusters: the {config.head} head reads no clusters; it is for --head sequoia.")
+    settings = settings_from_options(config.head, config.head_options, config.clusters)  # before any data is read
     inputs = absolute_inputs(inputs)
     cohort = cohort_of(inputs)
     features, targets, labels, report = cohort.features, cohort.targets, cohort.labels, cohort.join_report
@@ -291,7 +292,7 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
                     "barely differ between slides, so the paper's head fed them raw learns nothing%s.", inputs.features,
                     feature_settings.backbone, "" if config.standardize else " (add --standardize to see the "
                     "pipeline learn; extract with --weights imagenet, or an encoder's own weights, for real features)")
-    settings, slides = _head_of(config, inputs, cohort.slides, features.index)
+    slides = _slides_of(config, settings, inputs, cohort.slides, features.index)
     for key, value in report.items():
         if isinstance(value, list) and value:
             log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
@@ -309,10 +310,11 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
 
 
-def _head_of(config: TrainConfig, inputs: RunInputs, slides: pd.DataFrame,
-             patients) -> tuple[object, pd.DataFrame | None]:
-    """The head's settings, and for a head that reads every tile the slides of `patients` (their
-    records, checked to hold tile features). `--head-init` checked to be a file the head can start from."""
+def _slides_of(config: TrainConfig, settings, inputs: RunInputs, slides: pd.DataFrame,
+               patients) -> pd.DataFrame | None:
+    """For a head that reads every tile, the slides of `patients` (their records, checked to hold tile
+    features and, for clusters, enough tiles); None for one that reads the slide mean. `--head-init`
+    checked to be a file the head can start from."""
     entry = head_entry(config.head)
     if config.head_init and not hasattr(entry.load(), "initial_weights"):
         raise SettingsError(f"--head-init: the {config.head} head cannot start from a file; it is for "
@@ -320,14 +322,13 @@ def _head_of(config: TrainConfig, inputs: RunInputs, slides: pd.DataFrame,
     if config.head_init and not Path(config.head_init).is_file():
         raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
                             "model.safetensors).")
-    settings = head_settings(config.head, {"clusters": config.clusters} if config.clusters else None)
     if not entry.reads_tiles:
-        return settings, None
+        return None
     slides = slides[slides["patient_id"].isin(set(patients))]
     require_tile_features(slides, inputs.features, config.head)
     if entry.reads == CLUSTERS:
         too_few_tiles(slides, settings.clusters, inputs.features)
-    return settings, slides
+    return slides
 
 
 def absolute_inputs(inputs: RunInputs) -> RunInputs:

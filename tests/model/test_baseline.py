@@ -49,7 +49,7 @@ def _median(folder) -> float:
 @pytest.mark.slow
 def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_path, capsys):
     out = tmp_path / "baseline"
-    assert main(["baseline", str(tile_cohort / "run"), "--out", str(out), "--max-epochs", "30", "--quiet",
+    assert main(["baseline", str(tile_cohort / "run"), "--out", str(out), "--max-epochs", "10", "--quiet",
                  "--device-watts", "250", "--n-devices", "2"]) == 0
     assert "patch-based baseline (frozen" in capsys.readouterr().out
     run_test, run_targets = runs.held_out(tile_cohort / "run")
@@ -61,7 +61,7 @@ def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_pat
     n_tiles = {r.slide_id[:12]: r.n_tiles for r in map(read_record, (tile_cohort / "features").rglob("*.tfrecord"))}
     assert record.tiles["test"] == sum(n_tiles[p] for p in predictions.index)
     assert record.approach == runs.PATCH_BASED and record.hist2rna_run == str((tile_cohort / "run").resolve())
-    assert record.train.max_epochs == 30 and record.train.batch_size == runs.read_record(tile_cohort / "run").train.batch_size
+    assert record.train.max_epochs == 10 and record.train.batch_size == runs.read_record(tile_cohort / "run").train.batch_size
 
     costs = runs.read_costs(out)
     assert list(costs["approach"]) == ["hist2RNA (slide mean)", "patch-based (frozen)"]
@@ -78,7 +78,7 @@ def test_patch_baseline_learns_from_tiles_on_the_runs_split(tile_cohort, tmp_pat
                              tile_xy_px=np.zeros((len(tiles), 2), np.int64)), path)
     shuffled = tmp_path / "shuffled"
     try:
-        assert main(["baseline", str(tile_cohort / "run"), "--out", str(shuffled), "--max-epochs", "30",
+        assert main(["baseline", str(tile_cohort / "run"), "--out", str(shuffled), "--max-epochs", "10",
                      "--quiet"]) == 0
     finally:
         for path, original in zip(paths, records):

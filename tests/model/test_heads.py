@@ -1,6 +1,6 @@
 """The head registry and its heads: ABMIL exact to MIL-Lab's forward on the same weights (fixtures made
 by tests/fixtures/make_head_fixtures.py), its defaults MIL-Lab's, padding and tile order never changing a
-prediction, FEATHER's files read and refused."""
+prediction, FEATHER's files read and refused; each head's settings set by `--head-option`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from hist2rna_tf.errors import ModelError, SettingsError
-from hist2rna_tf.model.heads import ATTENTION, BAG, DEFAULT_HEAD, HEADS, MEAN, head_entry, head_settings
+from hist2rna_tf.config import TrainConfig
+from hist2rna_tf.model.heads import (ATTENTION, BAG, DEFAULT_HEAD, HEADS, MEAN, head_entry, head_settings,
+                                   settings_from_options)
 from hist2rna_tf.model.heads import abmil, paper
 
 
@@ -141,3 +143,39 @@ def test_vis_defaults_are_sequoias_main():
 
     assert asdict(sequoia.Settings()) == {"depth": 6, "heads": 16, "dim_f": 64, "dim_s": 64, "dim_c": 64,
                                           "clusters": 100}
+
+
+def test_head_options_set_the_heads_settings_typed_and_refuse_what_it_lacks():
+    from hist2rna_tf.model.heads import sequoia
+
+    assert settings_from_options("sequoia", ["depth=2", "heads=4"], clusters=8) == sequoia.Settings(depth=2, heads=4,
+                                                                                                  clusters=8)
+    assert settings_from_options("abmil", ["dropout=0", "gate=false", "embed-dim=256"]) == abmil.Settings(
+        embed_dim=256, dropout=0.0, gate=False)
+    assert settings_from_options("hist2rna", ["filters=64,32"]) == paper.Settings(filters=(64, 32))
+    assert settings_from_options("hist2rna") == paper.Settings()  # none given: the source's defaults
+    for head, options, clusters, message in [
+        ("abmil", ["depth=2"], None, "depth=2'.*abmil head's settings.*embed_dim=512, attn_dim=384, dropout=0.25, gate=true"),
+        ("sequoia", ["depth"], None, "give NAME=VALUE"),
+        ("sequoia", ["depth=two"], None, "'two' is not a whole number"),
+        ("abmil", ["dropout=nan"], None, "'nan' is not a finite number"),
+        ("abmil", ["gate=maybe"], None, "'maybe' is not true or false"),
+        ("sequoia", ["depth=0"], None, "sequoia head's depth must be at least 1, not 0"),
+        ("hist2rna", ["filters=256,0"], None, "filters must be at least 1, not 256,0"),
+        ("abmil", ["dropout=1"], None, r"dropout must be in \[0, 1\), not 1.0"),
+        ("sequoia", ["heads=2", "heads=4"], None, "heads given twice"),
+        ("sequoia", ["clusters=8"], 16, "--clusters 16 and --head-option clusters=8 disagree"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            settings_from_options(head, options, clusters)
+
+
+def test_the_head_option_help_lists_every_heads_settings_and_defaults():
+    from dataclasses import fields
+
+    from hist2rna_tf.model.heads import _shown
+
+    help_text = next(f.metadata["help"] for f in fields(TrainConfig) if f.name == "head_options")
+    for name, entry in HEADS.items():
+        listed = help_text.split(f"{name}: ", 1)[1].split(" (", 1)[0].split()
+        assert listed == [f"{f.name}={_shown(f.default)}" for f in fields(entry.load().Settings)], name

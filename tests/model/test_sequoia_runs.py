@@ -77,16 +77,28 @@ def _train(cohort, out, *extra):
                  "--no-progress", *extra])
 
 
+# A smaller ViS than SEQUOIA's (depth 6, 16 heads) where its size is not what a test checks: the run's
+# mechanics are the same, and tracing the full one costs ~13 s a run on 2 cores (its exactness to
+# SEQUOIA's forward at their sizes: tests/model/test_heads.py).
+SMALL_VIS = ["--head-option", "depth=2", "heads=2", "dim_f=8"]
+
+
 @pytest.fixture(scope="module")
 def sequoia_run(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("sequoia_run") / "run"
-    assert _train(cohort, out, "--clusters", "4", "--max-epochs", "3") == 0
+    assert _train(cohort, out, "--clusters", "4", "--max-epochs", "3", *SMALL_VIS) == 0
     return out
 
 
 def test_a_sequoia_run_trains_with_sequoias_settings_and_predicts_alike(sequoia_run, cohort):
     record = runs.read_record(sequoia_run)
-    assert record.train.head == "sequoia" and record.head_settings["clusters"] == 4
+    assert record.train.head == "sequoia" and record.train.head_options == ("depth=2", "heads=2", "dim_f=8")
+    # the settings the model was built with: SEQUOIA's defaults but what --head-option and --clusters set
+    assert record.head_settings == {"depth": 2, "heads": 2, "dim_f": 8, "dim_s": 64, "dim_c": 64, "clusters": 4}
+    import keras
+
+    mixing = keras.models.load_model(runs.model_path(sequoia_run)).get_layer("mixing_1")
+    assert (mixing.heads, mixing.dim_f, mixing.dim_s) == (2, 8, 64)
     # SEQUOIA's batch and patience (src/main.py, vit.py's train); --max-epochs as given
     assert (record.train.batch_size, record.train.patience, record.train.max_epochs) == (16, 20, 3)
     assert (sequoia_run / runs.RANDOM_PREDICTIONS).is_file() and (sequoia_run / runs.SEQUOIA_TABLES["all_genes"]).is_file()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import typing
 from dataclasses import dataclass
 
 from hist2rna_tf.config import known_fields
@@ -78,6 +80,74 @@ def head_settings(name: str, saved: dict | None = None):
     """The head's Settings: its source's defaults, with what `saved` (a run's record) says."""
     kind = head_entry(name).load().Settings
     return kind(**known_fields(kind, saved or {}))
+
+
+def settings_from_options(name: str, options=(), clusters: int | None = None):
+    """The head's Settings for `--head NAME --head-option KEY=VALUE ... [--clusters K]`: its source's
+    defaults, each KEY (a field of its Settings) set to VALUE read as that field's type (a tuple: values
+    separated by commas); a SettingsError naming an unknown key, a value of another type, one out of
+    range, or a --clusters that says otherwise than clusters=."""
+    kind = head_entry(name).load().Settings
+    types = typing.get_type_hints(kind)
+    known = ", ".join(f"{f.name}={_shown(f.default)}" for f in dataclasses.fields(kind))
+    values: dict = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise SettingsError(f"--head-option {option!r}: give NAME=VALUE, NAME one of the {name} head's settings "
+                                f"(defaults: {known}).")
+        if key in values:
+            raise SettingsError(f"--head-option: {key} given twice; give it once.")
+        values[key] = _typed(text.strip(), types[key], option)
+    if clusters is not None:
+        if values.get("clusters", clusters) != clusters:
+            raise SettingsError(f"--clusters {clusters} and --head-option clusters={values['clusters']} disagree; "
+                                "give one of them.")
+        values["clusters"] = clusters
+    try:
+        return kind(**values)
+    except ValueError as exc:
+        raise SettingsError(f"--head-option: the {name} head's {exc} (defaults: {known}).") from None
+
+
+def require_positive(settings, *names: str) -> None:
+    """A ValueError naming the first of `names` (fields of a head's Settings: sizes, counts) below 1."""
+    for field_name in names:
+        value = getattr(settings, field_name)
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or any(v < 1 for v in values):
+            raise ValueError(f"{field_name} must be at least 1, not {_shown(value)}")
+
+
+def _typed(text: str, kind, option: str):
+    """`text` read as a Settings field of type `kind` (int, float, bool, str or a tuple of one of them)."""
+    if typing.get_origin(kind) is tuple:
+        element = typing.get_args(kind)[0]
+        return tuple(_typed(part.strip(), element, option) for part in text.split(",") if part.strip())
+    try:
+        if kind is bool:
+            flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+            return flags[text.lower()]
+        if kind is int:
+            return int(text)
+        if kind is float and math.isfinite(float(text)):
+            return float(text)
+        if kind is str:
+            return text
+    except (KeyError, ValueError):
+        pass
+    raise SettingsError(f"--head-option {option!r}: {text!r} is not {_TYPE_NAMES.get(kind, kind)}.")
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a finite number", bool: "true or false"}
+
+
+def _shown(value) -> str:
+    """A setting as --head-option takes it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def with_head_training(config):

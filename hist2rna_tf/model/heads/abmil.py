@@ -24,7 +24,7 @@ import numpy as np
 from keras import layers, ops
 
 from hist2rna_tf.errors import ModelError
-from hist2rna_tf.model.heads import ATTENTION, BAG
+from hist2rna_tf.model.heads import ATTENTION, BAG, require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
 
 READS = BAG
@@ -39,6 +39,11 @@ class Settings:
     attn_dim: int = 384
     dropout: float = 0.25
     gate: bool = True
+
+    def __post_init__(self):
+        require_positive(self, "embed_dim", "attn_dim")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 
 
 @keras.saving.register_keras_serializable(package="hist2rna")

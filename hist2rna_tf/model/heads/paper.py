@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from hist2rna_tf.model.heads import MEAN
+from hist2rna_tf.model.heads import MEAN, require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
 
 READS = MEAN
@@ -29,6 +29,9 @@ class Settings:
 
     filters: tuple[int, ...] = (256, 512, 512)
     kernel_size: int = 5
+
+    def __post_init__(self):
+        require_positive(self, "filters", "kernel_size")
 
 
 def build(feature_dim: int, n_genes: int, settings: Settings = Settings(),

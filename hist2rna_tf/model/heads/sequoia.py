@@ -24,7 +24,7 @@ import numpy as np
 from keras import layers, ops
 
 from hist2rna_tf.errors import ModelError
-from hist2rna_tf.model.heads import CLUSTERS
+from hist2rna_tf.model.heads import CLUSTERS, require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
 
 READS = CLUSTERS
@@ -42,6 +42,9 @@ class Settings:
     dim_s: int = 64
     dim_c: int = 64
     clusters: int = 100
+
+    def __post_init__(self):
+        require_positive(self, "depth", "heads", "dim_f", "dim_s", "dim_c", "clusters")
 
 
 def _layer_norm(x, gamma, beta):
