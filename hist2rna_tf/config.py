@@ -225,7 +225,7 @@ class DemoConfig:
     backbone: str = option("efficientnetv2s", "backbone (default {default})")
     weights: str = option("none", "none (random, offline), imagenet or a weights file (default {default})")
     head: str = option("hist2rna", "the head the demo's run trains (default {default}, the paper's; abmil: attention "
-                                   "over every tile)")
+                                   "over every tile; sequoia: SEQUOIA's transformer on 4 cluster means a slide)")
     n_controls: int = 3
     n_external: int = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
     seed: int = 0

@@ -41,7 +41,7 @@ from hist2rna_tf.extract.stain.normalisers import make_normaliser, resolve_stain
 from hist2rna_tf.extract.stream import CohortStream
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.costs import approach_label, cost_table
-from hist2rna_tf.model.heads import DEFAULT_HEAD
+from hist2rna_tf.model.heads import DEFAULT_HEAD, head_settings
 from hist2rna_tf.model.heads.base import Standardization
 from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.model.train import fit_model, validation_rows
@@ -134,8 +134,9 @@ def _frozen_model(cohort: _Cohort, train_slides: pd.DataFrame, train_targets: pd
         scaling = Standardization.of_tiles((x.numpy() for x, _ in tile_dataset(train_slides, train_targets, 256, None,
                                                                                 seed)),
                                            train_targets.loc[train_slides["patient_id"]].to_numpy())
-    return build_head(cohort.record.feature_dim, len(cohort.genes), name="patch_baseline",
-                      standardization=scaling)
+    record = cohort.record  # the run's own layers when it trained the paper's head (--head-option)
+    layers = head_settings(DEFAULT_HEAD, record.head_settings if record.train.head == DEFAULT_HEAD else None)
+    return build_head(record.feature_dim, len(cohort.genes), layers, name="patch_baseline", standardization=scaling)
 
 
 def _predict_frozen(model, slides: pd.DataFrame) -> pd.DataFrame:
@@ -287,7 +288,8 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     run = cohort.record
     settings = replace(run.train, batch_size=config.batch_size or run.train.batch_size,
                        max_epochs=config.max_epochs or run.train.max_epochs,
-                       head=DEFAULT_HEAD, head_init=None)  # a tile's own prediction: the paper's head on one tile
+                       head=DEFAULT_HEAD, head_init=None, clusters=None,  # a tile's own prediction: the paper's
+                       head_options=run.train.head_options if run.train.head == DEFAULT_HEAD else ())  # head on one tile
     batch_size, seed = settings.batch_size, settings.seed
     keras.utils.set_random_seed(seed)
     train_patients = sorted(cohort.split.index[cohort.split == "train"])

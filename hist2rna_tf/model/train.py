@@ -34,6 +34,7 @@ from hist2rna_tf.model.bags import (bag_dataset, bag_tiles, cluster_arrays, clus
 from hist2rna_tf.model.heads import CLUSTERS, HEADS, head_entry, settings_dict, settings_from_options
 from hist2rna_tf.model.heads.clusters import too_few_tiles
 from hist2rna_tf.model.heads.base import Standardization
+from hist2rna_tf.model.heads.paper import Settings as PaperSettings
 from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import bar as progress_bar
@@ -77,8 +78,10 @@ class EpochBar(keras.callbacks.Callback):
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), run_dir: str | Path | None = None,
-             verbose: int = 0, progress: bool = False, untrained=None) -> tuple[keras.Model, pd.DataFrame]:
-    """Train a head on patient features `x` [N, F] and log2 targets `y` [N, G].
+             verbose: int = 0, progress: bool = False, untrained=None,
+             settings: PaperSettings = PaperSettings()) -> tuple[keras.Model, pd.DataFrame]:
+    """Train the paper's head (its layers: `settings`) on patient features `x` [N, F] and log2 targets
+    `y` [N, G].
 
     Returns the model with the best (lowest validation loss) weights and the per-epoch history.
     With `run_dir`, also writes best.keras, history.csv and TensorBoard logs there. `untrained`, when
@@ -94,7 +97,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
         tf.config.experimental.enable_op_determinism()
     val = validation_rows(len(x), config.validation_fraction, config.seed)
     scaling = Standardization.of(x[~val], y[~val]) if config.standardize else None
-    model = build_head(x.shape[1], y.shape[1], standardization=scaling)
+    model = build_head(x.shape[1], y.shape[1], settings, standardization=scaling)
     if untrained is not None:
         untrained(model)
     if run_dir is not None:
@@ -375,7 +378,8 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, t
             return np.asarray(model(test_x, training=False))
 
         model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose,
-                                  progress, untrained=lambda m: held_out.setdefault("random", predict(m)))
+                                  progress, untrained=lambda m: held_out.setdefault("random", predict(m)),
+                                  settings=settings)
     else:  # every tile, or (SEQUOIA) each slide's cluster means
         groups, dim = patient_groups(slides, features.index), int(features.shape[1])
         if head_entry(config.head).reads == CLUSTERS:

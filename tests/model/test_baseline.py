@@ -123,3 +123,21 @@ def test_moved_features_are_named_and_found_with_features(tile_cohort, tmp_path,
     assert main(["baseline", str(run), "--features", str(moved), "--out", str(tmp_path / "b"), "--max-epochs", "1",
                  "--quiet"]) == 0
     assert runs.read_record(tmp_path / "b").inputs.features == str(moved)
+
+
+def test_the_baseline_keeps_the_layers_a_run_gave_the_papers_head(tile_cohort, tmp_path):
+    """`train --head-option filters=64,32 kernel_size=3`: the run's head has those layers (recorded), and
+    the patch-based baseline of that run, "the same head", has them too."""
+    import keras
+
+    run, baseline = tmp_path / "run", tmp_path / "baseline"
+    assert main(["train", "--features", str(tile_cohort / "features" / "resnet50"), "--expression",
+                 str(tile_cohort / "expression.csv"), "--labels", str(tile_cohort / "clinical.csv"), "--genes",
+                 "pam50", "--out", str(run), "--max-epochs", "1", "--head-option", "filters=64,32",
+                 "kernel_size=3"]) == 0
+    assert runs.read_record(run).head_settings == {"filters": [64, 32], "kernel_size": 3}
+    assert main(["baseline", str(run), "--out", str(baseline), "--max-epochs", "1", "--quiet"]) == 0
+    for model in (keras.models.load_model(runs.model_path(run)), keras.models.load_model(runs.model_path(baseline))):
+        convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D)]
+        assert [(c.filters, c.kernel_size) for c in convolutions] == [(64, (3,)), (32, (1,))]
+    assert runs.read_record(baseline).train.head_options == ("filters=64,32", "kernel_size=3")
