@@ -27,6 +27,7 @@ folder beside its place and renamed into it only when complete (`building`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -174,6 +175,18 @@ building = building_folder
 
 def write_genes(run_dir: Path, genes) -> Path:
     return write_text(Path(run_dir) / GENES, "\n".join(genes) + "\n")
+
+
+def write_tensorboard_config(run_dir: str | Path, config: TrainConfig, x_shape, y_shape) -> None:
+    """The training settings and the data's shapes as a text summary in the run's TensorBoard logs."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(Path(run_dir) / TENSORBOARD / "config"))
+    text = json.dumps({"train": dataclasses.asdict(config), "features": list(x_shape), "targets": list(y_shape),
+                       "version": __version__}, indent=2)
+    with writer.as_default():
+        tf.summary.text("config", f"<pre>{text}</pre>", step=0)
+    writer.close()
 
 
 def write_split(run_dir: Path, split: pd.Series, labels: pd.Series) -> Path:

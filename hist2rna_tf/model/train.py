@@ -8,11 +8,10 @@ early stopping and the best checkpoint follow their loss, so the held-out test s
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -20,7 +19,6 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from hist2rna_tf import __version__
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.errors import ExpressionError, SettingsError
 from hist2rna_tf.expression import (average_by_patient, join_patients, load_split, log2_expression,
@@ -101,7 +99,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
     if untrained is not None:
         untrained(model)
     if run_dir is not None:
-        _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, x.shape, y.shape)
+        runs.write_tensorboard_config(run_dir, config, x.shape, y.shape)
     history = fit_model(model, _dataset(x[~val], y[~val], config.batch_size, config.seed),
                         _dataset(x[val], y[val], config.batch_size, None), config, run_dir, verbose, progress=progress)
     return model, history
@@ -177,19 +175,10 @@ def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, confi
     if untrained is not None:
         untrained(model)
     if run_dir is not None:
-        _config_to_tensorboard(Path(run_dir) / runs.TENSORBOARD, config, (len(groups), feature_dim), y.shape)
+        runs.write_tensorboard_config(run_dir, config, (len(groups), feature_dim), y.shape)
     history = fit_model(model, data(fit_groups, y[~val], config.seed), data(val_groups, y[val]), config, run_dir,
                         verbose, progress=progress)
     return model, history
-
-
-def _config_to_tensorboard(log_dir: Path, config: TrainConfig, x_shape, y_shape) -> None:
-    writer = tf.summary.create_file_writer(str(log_dir / "config"))
-    text = json.dumps({"train": asdict(config), "features": list(x_shape), "targets": list(y_shape),
-                       "version": __version__}, indent=2)
-    with writer.as_default():
-        tf.summary.text("config", f"<pre>{text}</pre>", step=0)
-    writer.close()
 
 
 @dataclass(frozen=True)
