@@ -73,6 +73,15 @@ def test_run_folder_has_the_model_history_and_tensorboard(tmp_path):
     model, history = fit_head(x, y, TrainConfig(max_epochs=3), run_dir=tmp_path)
     assert runs.model_path(tmp_path).is_file() and (tmp_path / runs.HISTORY).is_file()
     assert any((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    # the training settings as a text summary beside the curves (TensorBoard's Text tab)
+    import tensorflow as tf
+
+    events = next((tmp_path / "tensorboard" / "config").glob("events.out.tfevents.*"))
+    texts = [value.tensor.string_val[0].decode() for record in tf.data.TFRecordDataset(str(events))
+             for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value if value.tag == "config"]
+    assert len(texts) == 1
+    logged = __import__("json").loads(texts[0].removeprefix("<pre>").removesuffix("</pre>"))
+    assert logged["train"]["max_epochs"] == 3 and logged["features"] == [30, 8] and logged["targets"] == [30, 2]
     with pytest.raises(ValueError, match="NaN"):
         fit_head(np.full((10, 3), np.nan), np.zeros((10, 2)))
 
