@@ -95,6 +95,8 @@ def test_a_killed_crossval_resumes_at_its_first_unfinished_fold(cohorts, done, t
         runner.crossval(informative, copy, replace(TRAIN, seed=5), folds=4, seed=5)
     with pytest.raises(folds.CrossvalError, match="folds: 4 -> 3"):
         runner.crossval(informative, copy, TRAIN, folds=3, seed=0)
+    with pytest.raises(folds.CrossvalError, match=r"train.head_options: \[\] -> \['kernel_size=3'\]"):
+        runner.crossval(informative, copy, replace(TRAIN, head_options=("kernel_size=3",)), folds=4, seed=0)
 
 
 def test_impossible_fold_counts_are_refused_with_the_subtypes_counts(cohorts, tmp_path):
