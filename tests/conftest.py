@@ -4,6 +4,7 @@ package's own TCGA tiles, a small demo cohort, a tiny backbone model file."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,6 +14,15 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
 TCGA_TILES = REPO / "hist2rna_tf" / "data" / "tcga_tiles"
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The files with slow tests first, then the others, most tests first; a file's tests keep their order.
+    `make test` hands whole files to its workers in this order (--dist loadfile --no-loadscope-reorder),
+    so the longest start early and the two workers end together instead of one finishing a crossval alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    counts = Counter(item.path for item in items)
+    items.sort(key=lambda item: (item.path not in slow, -counts[item.path], str(item.path)))
 
 
 @pytest.fixture(scope="session")
