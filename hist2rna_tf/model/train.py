@@ -249,8 +249,6 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression,
                              "--labels": inputs.labels, "--split": inputs.split})
     runs.refuse_existing(out_dir, overwrite)
-    if config.clusters and head_entry(config.head).reads != CLUSTERS:
-        raise SettingsError(f"--clusters: the {config.head} head reads no clusters; it is for --head sequoia.")
     settings = settings_from_options(config.head, config.head_options, config.clusters)  # before any data is read
     inputs = absolute_inputs(inputs)
     cohort = cohort_of(inputs)

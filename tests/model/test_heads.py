@@ -165,6 +165,7 @@ def test_head_options_set_the_heads_settings_typed_and_refuse_what_it_lacks():
         ("abmil", ["dropout=1"], None, r"dropout must be in \[0, 1\), not 1.0"),
         ("sequoia", ["heads=2", "heads=4"], None, "heads given twice"),
         ("sequoia", ["clusters=8"], 16, "--clusters 16 and --head-option clusters=8 disagree"),
+        ("abmil", [], 8, "--clusters: the abmil head reads no clusters; it is for --head sequoia"),
     ]:
         with pytest.raises(SettingsError, match=message):
             settings_from_options(head, options, clusters)

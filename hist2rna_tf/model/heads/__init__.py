@@ -86,7 +86,7 @@ def settings_from_options(name: str, options=(), clusters: int | None = None):
     """The head's Settings for `--head NAME --head-option KEY=VALUE ... [--clusters K]`: its source's
     defaults, each KEY (a field of its Settings) set to VALUE read as that field's type (a tuple: values
     separated by commas); a SettingsError naming an unknown key, a value of another type, one out of
-    range, or a --clusters that says otherwise than clusters=."""
+    range, --clusters for a head without clusters, or one that says otherwise than clusters=."""
     kind = head_entry(name).load().Settings
     types = typing.get_type_hints(kind)
     known = ", ".join(f"{f.name}={_shown(f.default)}" for f in dataclasses.fields(kind))
@@ -101,6 +101,9 @@ def settings_from_options(name: str, options=(), clusters: int | None = None):
             raise SettingsError(f"--head-option: {key} given twice; give it once.")
         values[key] = _typed(text.strip(), types[key], option)
     if clusters is not None:
+        if "clusters" not in types:
+            raise SettingsError(f"--clusters: the {name} head reads no clusters; it is for --head "
+                                f"{', '.join(n for n, e in HEADS.items() if e.reads == CLUSTERS)}.")
         if values.get("clusters", clusters) != clusters:
             raise SettingsError(f"--clusters {clusters} and --head-option clusters={values['clusters']} disagree; "
                                 "give one of them.")
