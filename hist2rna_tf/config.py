@@ -6,7 +6,11 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from hist2rna_tf.arguments import (Count, Fraction, OneOf, OpenFraction, PositiveFloat, PositiveInt, Within,
+                                   check_fields)
+from hist2rna_tf.errors import ArgumentError
 
 # The fixed Macenko targets of the hist2RNA authors' normaliser (raktim-mondol/hist2RNA
 # color_normalizer.py, the values of schaugf/HEnorm_python): the H and E optical-density vectors
@@ -42,25 +46,35 @@ def option(default, help: str):
 # numpy and TensorFlow take seeds of 32 bits.
 MAX_TILE_PX = 4096
 MAX_SEED = 2 ** 32 - 1
+TilePx = Annotated[int, Within(1, MAX_TILE_PX)]
+Seed = Annotated[int, Within(0, MAX_SEED)]
+
+
+class Checked:
+    """A config dataclass whose fields are checked when it is made (arguments.check_fields): a wrong type or
+    a value out of range is one ArgumentError naming the field, as the command line refuses the option."""
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
-class TileConfig:
+class TileConfig(Checked):
     """Where tiles come from: the paper's 224 px at 0.25 um/px, ~1000 per slide, in the tumour region."""
 
-    tile_size_px: int = 224
-    target_mpp: float = 0.25
-    max_tiles: int = option(1000, "cap per slide, spatially spread (default {default})")
+    tile_size_px: TilePx = 224
+    target_mpp: PositiveFloat = 0.25
+    max_tiles: PositiveInt = option(1000, "cap per slide, spatially spread (default {default})")
     # A tile is kept when at least this fraction of it lies in tissue (and in the tumour annotation).
-    min_region_fraction: float = option(0.5, "keep a tile when this much of it is in the region (default {default})")
+    min_region_fraction: Fraction = option(0.5, "keep a tile when this much of it is in the region (default {default})")
     # Resolution of the tissue mask (um/px); 8 um/px puts 7x7 mask pixels on one 56 um tile.
-    mask_mpp: float = 8.0
+    mask_mpp: PositiveFloat = 8.0
     # QuPath classification names that count as tumour; empty: every annotation not excluded.
     tumour_classes: tuple[str, ...] = option((), "QuPath classes that count as tumour (default: any class not excluded)")
     exclude_classes: tuple[str, ...] = option(("Necrosis",), "QuPath classes cut out of the tumour region (default: "
                                                              "{default})")
     # Microns per pixel to assume when a file carries none (plain images, TMA cores).
-    mpp_override: float | None = None
+    mpp_override: PositiveFloat | None = None
 
     @property
     def tile_size_um(self) -> float:
@@ -68,18 +82,18 @@ class TileConfig:
 
 
 @dataclass(frozen=True)
-class StainConfig:
+class StainConfig(Checked):
     """Stain normalisation. `macenko` is the authors' (optical density in log10, fixed targets);
     `macenko-henorm` is HEnorm_python's natural-log variant; both run as TensorFlow ops."""
 
-    method: str = "macenko"  # macenko | macenko-henorm | staintools-macenko | staintools-vahadane | none
-    io: float = 240.0
-    alpha: float = 1.0
-    beta: float = 0.15
+    method: Annotated[str, OneOf(STAIN_METHODS)] = "macenko"  # macenko | macenko-henorm | staintools-macenko | staintools-vahadane | none
+    io: PositiveFloat = 240.0
+    alpha: Annotated[float, Within(0, 50, low_open=True, high_open=True)] = 1.0  # percentile of the angles
+    beta: Annotated[float, Within(0)] = 0.15
     he_ref: tuple[tuple[float, float], ...] = PAPER_HE_REF
     max_c_ref: tuple[float, float] = PAPER_MAX_C_REF
     # A tile with fewer stained pixels (all OD >= beta) than this fraction passes through unchanged.
-    min_stained_fraction: float = 0.01
+    min_stained_fraction: Annotated[float, Within(0, 1)] = 0.01
     # Image the targets were fitted to (None: the paper's fixed targets); staintools fits to it.
     reference_image: str | None = None
 
@@ -94,40 +108,46 @@ class StainConfig:
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(Checked):
     """Backbone and the streaming pipeline that turns slides into stored mean features."""
 
     backbone: str = "efficientnetv2s"
     weights: str = "imagenet"  # imagenet | none | path to a weights file
-    batch_size: int = option(32, "tiles per backbone batch (default {default})")
-    read_threads: int | None = None  # parallel tile readers; None: two per CPU core this process may use
+    batch_size: PositiveInt = option(32, "tiles per backbone batch (default {default})")
+    read_threads: PositiveInt | None = None  # parallel tile readers; None: two per CPU core this process may use
     save_tile_features: bool = option(False, "also store each tile's features (for spatial maps and the patch "
                                              "baseline)")
-    shard_index: int = 0
-    shard_count: int = 1
+    shard_index: Count = 0
+    shard_count: PositiveInt = 1
     overwrite: bool = option(False, "redo slides that already have a record")
     # GPU options: the backbone in mixed_float16 (stored features stay float32), and XLA-compiled.
     # Neither changes which features a slide gets beyond float rounding (tested: cosine >= 0.999).
-    precision: str = option("float32", "the backbone's arithmetic: float32, mixed (float16 on float32 weights) or "
+    precision: Annotated[str, OneOf(PRECISION_NAMES)] = option("float32", "the backbone's arithmetic: float32, mixed (float16 on float32 weights) or "
                                        "bfloat16 (as TRIDENT runs UNI2-h); stored features stay float32 (default "
                                        "{default})")
     xla: bool = option(False, "XLA-compile the backbone (default off)")
     tiles: TileConfig = field(default_factory=TileConfig)
     stain: StainConfig = field(default_factory=StainConfig)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.shard_index >= self.shard_count:
+            raise ArgumentError(f"ExtractConfig(shard_index={self.shard_index}, shard_count={self.shard_count}): "
+                                "shard_index takes 0 to shard_count - 1.")
+
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     """The head's training (paper section 2.4): Adam, MSE, minibatches of 12, early stopping with
     patience 4 on the validation patients' loss, at most 150 epochs."""
 
-    learning_rate: float = 1e-3
-    batch_size: int = 12
-    patience: int = 4
-    max_epochs: int = option(150, "at most this many epochs; early stopping usually ends sooner (default {default}, "
+    learning_rate: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 12
+    patience: Count = 4
+    max_epochs: PositiveInt = option(150, "at most this many epochs; early stopping usually ends sooner (default {default}, "
                                   "the paper's)")
-    validation_fraction: float = option(0.1, "training patients held back for early stopping (default {default})")
-    seed: int = option(0, "seed of the split, initialisation and shuffling (default {default})")
+    validation_fraction: OpenFraction = option(0.1, "training patients held back for early stopping (default {default})")
+    seed: Seed = option(0, "seed of the split, initialisation and shuffling (default {default})")
     deterministic: bool = option(False, "deterministic TensorFlow ops (slower)")
     # NOT the paper: z-score features and targets inside the model (see model/heads/base.py)
     standardize: bool = option(False, "NOT in the paper: z-score features and targets with the training patients' "
@@ -141,7 +161,7 @@ class TrainConfig:
                                    "--save-tile-features")
     head_init: str | None = option(None, "abmil: start from a FEATHER-24K / MIL-Lab checkpoint (model.safetensors; "
                                          "its classifier left out)")
-    clusters: int | None = option(None, "sequoia: k-means clusters per slide (default: SEQUOIA's 100; a slide needs "
+    clusters: PositiveInt | None = option(None, "sequoia: k-means clusters per slide (default: SEQUOIA's 100; a slide needs "
                                         "at least as many tiles)")
     # Any field of the head's Settings (model/heads/<head>.py), as NAME=VALUE; the defaults are its source's.
     head_options: tuple[str, ...] = option((), "the head's own settings as NAME=VALUE (a tuple: values separated by "
@@ -152,8 +172,13 @@ class TrainConfig:
                                                 "(SEQUOIA's)")
 
 
+# What `--genes` takes.
+GeneSelection = Annotated[str, "text: panel, all, an assay (pam50, oncotype, ...) or the path of a file of gene "
+                               "symbols, one a line"]
+
+
 @dataclass(frozen=True)
-class RunInputs:
+class RunInputs(Checked):
     """What a training run reads: stored features, an expression table, a label table for the split."""
 
     features: str
@@ -161,13 +186,22 @@ class RunInputs:
     labels: str
     label_column: str = option(PAM50_LABEL_COLUMN, "subtype column (default {default})")
     subtypes: tuple[str, ...] = option(PAPER_SUBTYPES, "subtypes kept (default: the paper's {default})")
-    genes: str = option("panel", "panel (the paper's 138), all (every gene of the table: the whole transcriptome), an "
+    genes: GeneSelection = option("panel", "panel (the paper's 138), all (every gene of the table: the whole transcriptome), an "
                                  "assay (pam50, oncotype, mammaprint, endopredict, bci, mammostrat) or a file of gene "
                                  "symbols (default {default})")
     drop_missing_genes: bool = option(False, "train without genes the table lacks (recorded in the run) instead of "
                                              "failing")
     split: str | None = None
-    test_fraction: float = 160 / 495
+    test_fraction: OpenFraction = 160 / 495
+
+
+def absolute_inputs(inputs: RunInputs) -> RunInputs:
+    """The inputs with absolute paths: the run records where its data came from, from any folder."""
+    def absolute(path):
+        return str(Path(path).resolve()) if path else path
+
+    return dataclasses.replace(inputs, features=absolute(inputs.features), expression=absolute(inputs.expression),
+                   labels=absolute(inputs.labels), split=absolute(inputs.split))
 
 
 PAPER_WATTS = 300.0  # the paper's figure for one Nvidia Tesla V100 32GB
@@ -177,23 +211,23 @@ CPU_WATTS_PER_CORE = 7.5
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
+class BaselineConfig(Checked):
     """The patch-based comparison (model/baseline.py)."""
 
-    mode: str = option("frozen", "frozen: head on stored tile features; finetune: backbone trained on tiles (default "
+    mode: Annotated[str, OneOf(("frozen", "finetune"))] = option("frozen", "frozen: head on stored tile features; finetune: backbone trained on tiles (default "
                                  "{default})")
-    max_epochs: int | None = None  # None: the hist2RNA run's own limit (the paper's 150)
-    batch_size: int | None = None  # None: the hist2RNA run's (the paper's 12)
-    shuffle_buffer: int = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
-    image_shuffle_buffer: int = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
-    tiles_per_slide: int | None = None  # finetune: at most this many tiles a slide (None: all planned)
-    device_watts: float | None = None  # W a device; None: PAPER_WATTS a GPU when one ran, else CPU_WATTS_PER_CORE a core
-    n_devices: int = option(1, "devices the time was spent on (default {default})")
+    max_epochs: PositiveInt | None = None  # None: the hist2RNA run's own limit (the paper's 150)
+    batch_size: PositiveInt | None = None  # None: the hist2RNA run's (the paper's 12)
+    shuffle_buffer: PositiveInt = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
+    image_shuffle_buffer: PositiveInt = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
+    tiles_per_slide: PositiveInt | None = None  # finetune: at most this many tiles a slide (None: all planned)
+    device_watts: PositiveFloat | None = None  # W a device; None: PAPER_WATTS a GPU when one ran, else CPU_WATTS_PER_CORE a core
+    n_devices: PositiveInt = option(1, "devices the time was spent on (default {default})")
     device: str = option("", "device description for costs.csv (default: detected)")
 
 
 @dataclass
-class ReportInputs:
+class ReportInputs(Checked):
     """What one report shows: a run, and optionally other runs, an external cohort, a baseline."""
 
     run: Path
@@ -209,7 +243,7 @@ class ReportInputs:
     extra_files: dict[str, Path] = field(default_factory=dict)  # title -> a file put beside the report and linked
     title: str = "hist2RNA report"
     note: str = ""  # shown at the top (e.g. SYNTHETIC)
-    n_boot: int = option(1000, "bootstrap resamples for the CIs (default {default})")
+    n_boot: PositiveInt = option(1000, "bootstrap resamples for the CIs (default {default})")
 
 
 # The fewest demo slides whose stratified split leaves enough patients to train, stop early and evaluate.
@@ -217,18 +251,18 @@ MIN_DEMO_SLIDES = 12
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(Checked):
     """The demo chain (demo/chain.py) on the SYNTHETIC demo cohort."""
 
     out: Path = option(Path("demo_output"), "output folder (default {default})")
-    n_slides: int = option(36, f"slides in the cohort (default {{default}}; at least {MIN_DEMO_SLIDES})")
+    n_slides: PositiveInt = option(36, f"slides in the cohort (default {{default}}; at least {MIN_DEMO_SLIDES})")
     backbone: str = option("efficientnetv2s", "backbone (default {default})")
     weights: str = option("none", "none (random, offline), imagenet or a weights file (default {default})")
     head: str = option("hist2rna", "the head the demo's run trains (default {default}, the paper's; abmil: attention "
                                    "over every tile; sequoia: SEQUOIA's transformer on 4 cluster means a slide)")
-    n_controls: int = 3
-    n_external: int = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
-    seed: int = 0
+    n_controls: Count = 3
+    n_external: Count = 60  # TMA-core-sized slides of a second, "external" demo cohort (0: none)
+    seed: Seed = 0
     progress: bool = True
     export: bool = True
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost

@@ -76,17 +76,50 @@ def load_panel(selection: str = PANEL) -> list[str]:
     if key in ASSAYS:
         return [g for g, assays in zip(table["gene"], table["assays"]) if ASSAYS[key] in assays.split(";")]
     path = Path(selection)
-    if not path.is_file():
-        raise ExpressionError(f"gene selection {selection!r}: not 'panel', 'all', an assay "
-                              f"({', '.join(sorted(ASSAYS))}) or an existing file of gene symbols.")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not path.exists():
+        raise ExpressionError(f"--genes {selection!r}: not 'panel', 'all', an assay ({', '.join(sorted(ASSAYS))}) "
+                              "or an existing file of gene symbols (no such file).")
+    aliases = alias_map()
+    symbols = [aliases.get(g, g) for g in read_gene_file(path)]
+    genes = list(dict.fromkeys(symbols))
+    if len(genes) < len(symbols):
+        log.warning("%s: %d gene(s) listed more than once (e.g. %s), counted once.", path, len(symbols) - len(genes),
+                    repeated(symbols)[0])
+    return genes
+
+
+def read_gene_file(path: str | Path, option: str = "--genes") -> list[str]:
+    """The gene symbols of a text file, one a line (or a CSV whose first column is headed `gene`), in
+    the file's order, repeats kept (the caller decides what one means); an ExpressionError naming the
+    file, what is wrong (missing, a folder, not text, no symbol) and what `option` takes."""
+    path = Path(path)
+    takes = f"{option} takes a text file of gene symbols, one a line"
+    if not path.exists():
+        raise ExpressionError(f"{option} {path}: no such file; {takes}.")
+    if path.is_dir():
+        raise ExpressionError(f"{option} {path}: a folder; {takes}.")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ExpressionError(f"{option} {path}: not a text file (binary content); {takes}.") from None
+    except OSError as exc:
+        raise ExpressionError(f"{option} {path}: unreadable ({exc.strerror}); {takes}.") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if lines and lines[0].split(",")[0].strip().lower() == "gene":
         lines = [line.split(",")[0].strip() for line in lines[1:]]
-    aliases = alias_map()
-    genes = list(dict.fromkeys(aliases.get(g, g) for g in lines))
-    if not genes:
-        raise ExpressionError(f"{path}: lists no genes.")
-    return genes
+    if not lines:
+        raise ExpressionError(f"{option} {path}: lists no genes; {takes}.")
+    return lines
+
+
+def repeated(names: list[str]) -> list[str]:
+    """The names listed more than once, in order of first repeat."""
+    seen, repeats = set(), []
+    for name in names:
+        if name in seen and name not in repeats:
+            repeats.append(name)
+        seen.add(name)
+    return repeats
 
 
 # --- reading tables -------------------------------------------------------------------------------
@@ -189,7 +222,26 @@ def select_genes(table: pd.DataFrame, genes: list[str], drop_missing: bool = Fal
         raise ExpressionError(f"{source}: {len(missing)} of {len(genes)} genes missing: {', '.join(missing)}. "
                               "Use a table that has them, or --drop-missing-genes to train without them.")
     kept = [g for g in genes if g in table.columns]
+    if not kept:
+        raise ExpressionError(f"{source}: none of the {len(genes)} genes asked for (e.g. {', '.join(genes[:3])}) is in "
+                              f"the table, whose columns are e.g. {', '.join(map(str, table.columns[:3]))}; give genes "
+                              "the table has (current HGNC symbols), or the table that has them.")
     return table[kept], missing
+
+
+def refuse_non_finite(table: pd.DataFrame, source, cell: str, raw: pd.DataFrame,
+                      fix: str = "fill or drop it (the patient or the gene), then train again") -> None:
+    """An ExpressionError naming the first NaN or inf cell of `table` (its value as `raw` has it) and how many
+    there are: the paper's loss cannot learn from them."""
+    bad = ~np.isfinite(table.to_numpy(np.float64))
+    if not bad.any():
+        return
+    r, c = np.argwhere(bad)[0]
+    row, column = table.index[r], table.columns[c]
+    value = raw.loc[row, column] if row in raw.index and column in raw.columns else table.iloc[r, c]
+    where = cell.format(row=repr(row), column=repr(column))
+    raise ExpressionError(f"{source}: {where} is not a finite number ({value}); {int(bad.sum())} cells are NaN or inf "
+                          f"in all. {fix[0].upper() + fix[1:]}.")
 
 
 def log2_expression(table: pd.DataFrame, source: str = "expression table", missing_ok: bool = False) -> pd.DataFrame:
@@ -249,6 +301,14 @@ def stratified_split(labels: pd.Series, test_fraction: float = 160 / 495, seed: 
             n_test = min(max(n_test, 1), len(members) - 1)
         subset[rng.permutation(members)[:n_test]] = "test"
     return subset
+
+
+def validation_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the training rows held back for validation (at least one, seeded)."""
+    n_val = max(1, int(round(n_rows * fraction))) if fraction > 0 else 0
+    mask = np.zeros(n_rows, bool)
+    mask[np.random.default_rng(seed).permutation(n_rows)[:n_val]] = True
+    return mask
 
 
 def save_split(split: pd.Series, labels: pd.Series, path: str | Path) -> Path:

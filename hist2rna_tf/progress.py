@@ -61,3 +61,23 @@ class Stages:
 
     def __exit__(self, *_) -> None:
         self.bar.close()
+
+
+def epoch_bar(max_epochs: int):
+    """A Keras callback drawing a bar of epochs with the losses so far: early stopping usually ends it
+    before `max_epochs` (Keras imported here, by a training that asks for one)."""
+    import keras
+
+    class EpochBar(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = bar(total=max_epochs, desc="epochs", unit="epoch")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            self.bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("loss", "val_loss") if k in logs}, refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar()

@@ -15,13 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import logging
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from hist2rna_tf.atomic import atomic_path
 from hist2rna_tf.errors import RecordError
-from hist2rna_tf.extract.settings import FeatureSettings, current_normaliser_tag, require_same
+from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, current_normaliser_tag,
+                                          differences, extraction_path, read_extraction, require_same)
+
+log = logging.getLogger(__name__)
 
 _BYTES = ("slide_id", "patient_id", "backbone", "weights", "normaliser", "version")
 _INTS = ("tile_size_px", "n_tiles", "n_unnormalised", "feature_dim")
@@ -224,3 +229,20 @@ def feature_table(paths: str | Path | list):
 def _without_tiles(record: SlideFeatures) -> SlideFeatures:
     record.tile_features = None
     return record
+
+
+def folder_extraction(features_dir, settings: FeatureSettings) -> Extraction | None:
+    """How a features folder's records were made (its extract_config.json), for a run to keep; None when
+    the folder has none (records written by another tool) or it disagrees with its records (warned)."""
+    folders = sorted({Path(f).parent for f in record_files(features_dir)})
+    saved = [read_extraction(folder) for folder in folders if extraction_path(folder).is_file()]
+    if not saved:
+        log.warning("%s has no %s: the run cannot extract new slides alike (predict --slides, export); predict "
+                    "from features extracted with its settings instead.", features_dir, EXTRACT_CONFIG_FILE)
+        return None
+    changes = differences(settings, saved[0].features)
+    if changes:
+        log.warning("%s: its %s disagrees with its records (%s); the run keeps only the records' settings.",
+                    folders[0], EXTRACT_CONFIG_FILE, "; ".join(changes))
+        return None
+    return saved[0]

@@ -21,54 +21,70 @@ from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.expression import save_split
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalRecord, fold_of, write_summary
-from hist2rna_tf.model.train import absolute_inputs, cohort_of, train_run
+from hist2rna_tf.model.heads import settings_from_options
+from hist2rna_tf.model.train import absolute_inputs, cohort_of, plan_run, train_run
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import bar
 
 
 def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, labels: pd.Series) -> None:
-    """Write the settings and the folds, or check them against those of the crossval already there."""
+    """Write the settings and the folds, or check them against those of the crossval already there. A
+    crossval folder of no fold begun (its first fold refused or killed before it was written) is begun
+    again with these settings."""
     settings = json.loads(json.dumps(record.to_json(), default=str))
     path = out_dir / SETTINGS
-    if path.is_file():
-        try:
-            found = json.loads(path.read_text())
-        except ValueError:
-            raise CrossvalError(f"{path}: not readable JSON; give another --out.") from None
-        if isinstance(found.get("train"), dict):  # settings added since that crossval began keep their defaults
-            if "head" not in found["train"] and found.get("inputs", {}).get("genes") == "all":
-                found["inputs"]["genes"] = "panel"  # before 0.8.0 (no head), "all" named the 138
-            found["train"] = {**dataclasses.asdict(TrainConfig()), **found["train"]}
-        changed = changed_fields(found, settings)
+    if path.is_file() and any(out_dir.glob("fold-*")):
+        changed = changed_fields(_found_settings(path), settings)
         if changed:
             raise CrossvalError(f"{out_dir}: a crossval made with other settings ({'; '.join(changed[:4])}); give "
                                 "another --out, or the same options to resume it.")
         return
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if not path.is_file() and out_dir.exists() and any(out_dir.iterdir()):
         raise CrossvalError(f"{out_dir} exists and is not a crossval folder; give another --out.")
     write_table(pd.DataFrame({"patient_id": assignment.index, "label": labels.loc[assignment.index].to_numpy(),
                               "fold": assignment.to_numpy()}), out_dir / FOLDS, index=False)
     write_text(path, json.dumps(settings, indent=1))
 
 
+def _found_settings(path: Path) -> dict:
+    """A crossval's settings file as today's settings read it (what it lacks: the defaults of then)."""
+    try:
+        found = json.loads(path.read_text())
+    except ValueError:
+        raise CrossvalError(f"{path}: not readable JSON; give another --out.") from None
+    if isinstance(found.get("train"), dict):  # settings added since that crossval began keep their defaults
+        if "head" not in found["train"] and found.get("inputs", {}).get("genes") == "all":
+            found["inputs"]["genes"] = "panel"  # before 0.8.0 (no head), "all" named the 138
+        found["train"] = {**dataclasses.asdict(TrainConfig()), **found["train"]}
+    return found
+
+
 def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainConfig(),
              folds: int = CROSSVAL_FOLDS, seed: int = 0, verbose: int = 0, progress: bool = False) -> pd.DataFrame:
     """Train K runs, each holding out one fold; folds already complete are kept (a re-run resumes).
-    Returns the summary (summary.csv)."""
+    Every fold is checked as `train` checks a run (patients to train, stop early and evaluate, the head's
+    settings and starting file, tile features) before anything is written. Returns the summary
+    (summary.csv)."""
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression, "--labels": inputs.labels})
+    settings_from_options(train.head, train.head_options, train.clusters)  # before any data is read
     inputs = absolute_inputs(without_split(inputs))
-    labels = cohort_of(inputs).labels
-    assignment = fold_of(labels, folds, seed)
-    _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, labels)
+    cohort = cohort_of(inputs)
+    assignment = fold_of(cohort.labels, folds, seed)
+    subsets = {k: pd.Series(np.where(assignment == k, "test", "train"), index=assignment.index)
+               for k in range(1, folds + 1)}
+    for k, subset in subsets.items():
+        plan_run(inputs, train, cohort, subset.reindex(cohort.labels.index),
+                 fix=f"That is fold {k} of --folds {folds}, each holding out about 1/{folds} of the patients: give "
+                     "fewer --folds, or add patients")
+    _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, cohort.labels)
     splits = out_dir / "splits"
     for k in bar(range(1, folds + 1), desc="folds", unit="fold", enabled=progress):
         fold_dir = out_dir / f"fold-{k}"
-        subset = pd.Series(np.where(assignment == k, "test", "train"), index=assignment.index)
         if fold_dir.exists():
-            _check_fold(fold_dir, subset)
+            _check_fold(fold_dir, subsets[k])
             continue
-        save_split(subset, labels, splits / f"fold-{k}.csv")
+        save_split(subsets[k], cohort.labels, splits / f"fold-{k}.csv")
         train_run(dataclasses.replace(inputs, split=str(splits / f"fold-{k}.csv")), fold_dir, train, verbose=verbose)
     return write_summary(out_dir)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,33 +20,26 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.config import RunInputs, TrainConfig, absolute_inputs
 from hist2rna_tf.errors import ExpressionError, SettingsError
 from hist2rna_tf.expression import (average_by_patient, join_patients, load_split, log2_expression,
-                                    read_expression, read_labels, run_genes, select_genes, stratified_split, to_patients)
-from hist2rna_tf.extract.records import read_feature_folder, record_files
-from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, FeatureSettings, differences,
-                                          extraction_path, read_extraction)
+                                    read_expression, read_labels, refuse_non_finite, run_genes, select_genes,
+                                    stratified_split, to_patients, validation_rows)
+from hist2rna_tf.extract.records import folder_extraction, read_feature_folder
+from hist2rna_tf.extract.settings import Extraction, FeatureSettings
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.bags import (bag_dataset, bag_tiles, cluster_arrays, cluster_dataset, cluster_groups,
                                     patient_groups, predict_bags, predict_clusters, require_tile_features)
-from hist2rna_tf.model.heads import CLUSTERS, HEADS, head_entry, settings_dict, settings_from_options
+from hist2rna_tf.model.heads import (CLUSTERS, HEADS, head_entry, refuse_oversized, settings_dict,
+                                     settings_from_options)
 from hist2rna_tf.model.heads.clusters import too_few_tiles
 from hist2rna_tf.model.heads.base import Standardization
 from hist2rna_tf.model.heads.paper import Settings as PaperSettings
 from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.outputs import refuse_overlap
-from hist2rna_tf.progress import bar as progress_bar
+from hist2rna_tf.progress import epoch_bar
 
 log = logging.getLogger(__name__)
-
-
-def validation_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the training rows held back for validation (at least one, seeded)."""
-    n_val = max(1, int(round(n_rows * fraction))) if fraction > 0 else 0
-    mask = np.zeros(n_rows, bool)
-    mask[np.random.default_rng(seed).permutation(n_rows)[:n_val]] = True
-    return mask
 
 
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
@@ -53,26 +47,6 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) ->
     if seed is not None:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size)
-
-
-class EpochBar(keras.callbacks.Callback):
-    """A progress bar of epochs (progress.py) with the losses so far: early stopping usually ends it
-    before `max_epochs`."""
-
-    def __init__(self, max_epochs: int):
-        super().__init__()
-        self.max_epochs = max_epochs
-
-    def on_train_begin(self, logs=None):
-        self.bar = progress_bar(total=self.max_epochs, desc="epochs", unit="epoch")
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("loss", "val_loss") if k in logs}, refresh=False)
-        self.bar.update(1)
-
-    def on_train_end(self, logs=None):
-        self.bar.close()
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), run_dir: str | Path | None = None,
@@ -118,7 +92,7 @@ def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.D
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                restore_best_weights=True)]
     if progress and not verbose:
-        callbacks.append(EpochBar(config.max_epochs))
+        callbacks.append(epoch_bar(config.max_epochs))
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +174,7 @@ def cohort_of(inputs: RunInputs) -> Cohort:
     label among `inputs.subtypes`."""
     folder = read_feature_folder(inputs.features)
     slide_features, patient_ids, feature_settings = folder.features, folder.patient_ids, folder.settings
-    extraction = _extraction(inputs.features, feature_settings)
+    extraction = folder_extraction(inputs.features, feature_settings)
     features = average_by_patient(slide_features, patient_ids)
     raw = to_patients(read_expression(inputs.expression), inputs.expression)
     genes = run_genes(inputs.genes, raw, inputs.expression)
@@ -223,78 +197,115 @@ def cohort_of(inputs: RunInputs) -> Cohort:
                   folder.slides)
 
 
-def refuse_non_finite(table: pd.DataFrame, source, cell: str, raw: pd.DataFrame,
-                      fix: str = "fill or drop it (the patient or the gene), then train again") -> None:
-    """An ExpressionError naming the first NaN or inf cell of `table` (its value as `raw` has it) and how many
-    there are: the paper's loss cannot learn from them."""
-    bad = ~np.isfinite(table.to_numpy(np.float64))
-    if not bad.any():
-        return
-    r, c = np.argwhere(bad)[0]
-    row, column = table.index[r], table.columns[c]
-    value = raw.loc[row, column] if row in raw.index and column in raw.columns else table.iloc[r, c]
-    where = cell.format(row=repr(row), column=repr(column))
-    raise ExpressionError(f"{source}: {where} is not a finite number ({value}); {int(bad.sum())} cells are NaN or inf "
-                          f"in all. {fix[0].upper() + fix[1:]}.")
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will train on, every check passed and nothing written: its inputs (absolute paths), the
+    patients (features, targets, labels) of its split, the head's settings and, for a head that reads every
+    tile, their slides."""
+
+    inputs: RunInputs
+    cohort: Cohort
+    split: pd.Series  # patient -> "train" / "test"
+    settings: object  # the head's Settings
+    slides: pd.DataFrame | None
+
+
+def plan_run(inputs: RunInputs, config: TrainConfig, cohort: Cohort | None = None, split: pd.Series | None = None,
+             fix: str = "Add patients (the paper used 495), or give a --split file") -> RunPlan:
+    """Everything `train_run` checks before it writes: the head's settings (before any data is read), the
+    cohort (`cohort`: one already read), the split (`split`: one given, else `inputs.split`'s file, else a
+    stratified one) leaving enough patients to train, stop early and evaluate (`fix`: what to say when not),
+    a head the machine can hold, the slides' tile features and the head's starting file. A Hist2RNAError
+    naming the first problem."""
+    settings = settings_from_options(config.head, config.head_options, config.clusters)
+    inputs = absolute_inputs(inputs)
+    cohort = cohort or cohort_of(inputs)
+    split = split if split is not None else _split(inputs, cohort, config.seed)
+    cohort = replace(cohort, features=cohort.features.loc[split.index], targets=cohort.targets.loc[split.index],
+                     labels=cohort.labels.loc[split.index])
+    n_train, n_test = int((split == "train").sum()), int((split == "test").sum())
+    if n_test < MIN_TEST_PATIENTS or n_train < MIN_TRAIN_PATIENTS:
+        raise ExpressionError(f"the split leaves {n_train} training and {n_test} held-out patients; a run needs at "
+                              f"least {MIN_TRAIN_PATIENTS} to train (some held back for early stopping) and "
+                              f"{MIN_TEST_PATIENTS} to evaluate (Spearman across patients). {fix}.")
+    n_validation = int(validation_rows(n_train, config.validation_fraction, config.seed).sum())
+    if n_validation >= n_train:
+        raise ExpressionError(f"--validation-fraction {config.validation_fraction:g} holds back {n_validation} of the "
+                              f"{n_train} training patients for early stopping, none left to train on; give a smaller "
+                              f"fraction (default {TrainConfig().validation_fraction:g}).")
+    refuse_oversized(config.head, settings, cohort.features.shape[1], cohort.targets.shape[1])
+    if config.head_init:
+        _check_head_init(config, settings, cohort.features.shape[1], cohort.targets.shape[1])
+    slides = _slides_of(config, settings, inputs, cohort.slides, split.index)
+    return RunPlan(inputs, cohort, split, settings, slides)
+
+
+def _split(inputs: RunInputs, cohort: Cohort, seed: int) -> pd.Series:
+    """The run's split: `inputs.split`'s file (its patients the cohort has; the others noted in the cohort's
+    join report), or a new one stratified by subtype."""
+    if not inputs.split:
+        return stratified_split(cohort.labels, inputs.test_fraction, seed)
+    split = load_split(inputs.split)
+    patients = cohort.features.index
+    cohort.join_report["not_in_split_file"] = sorted(set(patients) - set(split.index))
+    if not split.index.isin(patients).any():
+        raise ExpressionError(f"{inputs.split}: none of its {len(split)} patients (e.g. {', '.join(split.index[:3])}) "
+                              f"is among the {len(patients)} with features, expression and a label (e.g. "
+                              f"{', '.join(patients[:3])}); give the split of this cohort, or leave --split out for a "
+                              "new one.")
+    return split.reindex(patients).dropna()
 
 
 def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = TrainConfig(), verbose: int = 0,
               overwrite: bool = False, progress: bool = False) -> runs.TrainedRun:
     """Features + expression -> split -> fit -> held-out predictions and metrics, all written under
     `out_dir` (the files of runs.py), the run standing alone (its record keeps how the features were
-    made; its targets and labels are in it). An `out_dir` that holds a run is replaced only with
-    `overwrite`; one that holds anything else, or an input, is refused (outputs.py). Returns the run
-    (runs.TrainedRun: its folder, record and held-out metrics' summaries)."""
+    made; its targets and labels are in it). Everything is checked first (plan_run); an `out_dir` that
+    holds a run is replaced only with `overwrite`; one that holds anything else, or an input, is refused
+    (outputs.py). Returns the run (runs.TrainedRun: its folder, record and held-out metrics' summaries)."""
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression,
                              "--labels": inputs.labels, "--split": inputs.split})
     runs.refuse_existing(out_dir, overwrite)
-    settings = settings_from_options(config.head, config.head_options, config.clusters)  # before any data is read
-    inputs = absolute_inputs(inputs)
-    cohort = cohort_of(inputs)
-    features, targets, labels, report = cohort.features, cohort.targets, cohort.labels, cohort.join_report
-    feature_settings = cohort.feature_settings
-    if inputs.split:
-        split = load_split(inputs.split)
-        report["not_in_split_file"] = sorted(set(features.index) - set(split.index))
-        if not split.index.isin(features.index).any():
-            raise ExpressionError(f"{inputs.split}: none of its {len(split)} patients (e.g. "
-                                  f"{', '.join(split.index[:3])}) is among the {len(features)} with features, "
-                                  f"expression and a label (e.g. {', '.join(features.index[:3])}); give the split of "
-                                  "this cohort, or leave --split out for a new one.")
-        split = split.reindex(features.index).dropna()
-        features, targets, labels = features.loc[split.index], targets.loc[split.index], labels.loc[split.index]
-    else:
-        split = stratified_split(labels, inputs.test_fraction, config.seed)
-    n_train, n_test = int((split == "train").sum()), int((split == "test").sum())
-    if n_test < MIN_TEST_PATIENTS or n_train < MIN_TRAIN_PATIENTS:
-        raise ExpressionError(f"the split leaves {n_train} training and {n_test} held-out patients; a run needs at "
-                              f"least {MIN_TRAIN_PATIENTS} to train (some held back for early stopping) and "
-                              f"{MIN_TEST_PATIENTS} to evaluate (Spearman across patients). Add patients (the paper "
-                              "used 495), or give a --split file.")
-    n_validation = int(validation_rows(n_train, config.validation_fraction, config.seed).sum())
-    if n_validation >= n_train:
-        raise ExpressionError(f"--validation-fraction {config.validation_fraction:g} holds back {n_validation} of the "
-                              f"{n_train} training patients for early stopping, none left to train on; give a smaller "
-                              f"fraction (default {TrainConfig().validation_fraction:g}).")
-    if feature_settings is not None and feature_settings.named_backbone_with_random_weights:
-        log.warning("%s: features of %s with random weights (--weights none): they say nothing of biology, and they "
-                    "barely differ between slides, so the paper's head fed them raw learns nothing%s.", inputs.features,
-                    feature_settings.backbone, "" if config.standardize else " (add --standardize to see the "
-                    "pipeline learn; extract with --weights imagenet, or an encoder's own weights, for real features)")
-    slides = _slides_of(config, settings, inputs, cohort.slides, features.index)
-    for key, value in report.items():
-        if isinstance(value, list) and value:
-            log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
+    plan = plan_run(inputs, config)
+    cohort, inputs = plan.cohort, plan.inputs
+    _warn_of(cohort, inputs, config)
     with runs.building(out_dir) as work:  # built aside, renamed into place only when complete
-        fitted = _fit_and_write(work, config, features, targets, labels, split, verbose, progress, settings, slides)
-        record = runs.RunRecord(inputs=inputs, train=config, feature_dim=int(features.shape[1]),
-                                genes=len(targets.columns), feature_settings=feature_settings,
+        with memory_said(config.head):
+            fitted = _fit_and_write(work, config, cohort.features, cohort.targets, cohort.labels, plan.split, verbose,
+                                    progress, plan.settings, plan.slides)
+        record = runs.RunRecord(inputs=inputs, train=config, feature_dim=int(cohort.features.shape[1]),
+                                genes=len(cohort.targets.columns), feature_settings=cohort.feature_settings,
                                 extraction=cohort.extraction, missing_genes=tuple(cohort.missing_genes),
-                                join_report=report, head_settings=settings_dict(settings), **fitted)
+                                join_report=cohort.join_report, head_settings=settings_dict(plan.settings), **fitted)
         runs.write_record(work, record)
         metrics = runs.write_metrics(work)  # the held-out metrics' summaries (their tables: runs.METRICS)
     return runs.TrainedRun(out_dir, record, metrics)
+
+
+def _warn_of(cohort: Cohort, inputs: RunInputs, config: TrainConfig) -> None:
+    """Warnings of what the run is given: features of random weights (unless --standardize, what the warning
+    advises: a demo's runs and controls are not told again), patients left out."""
+    settings = cohort.feature_settings
+    if settings is not None and settings.named_backbone_with_random_weights and not config.standardize:
+        log.warning("%s: features of %s with random weights (--weights none): they say nothing of biology, and they "
+                    "barely differ between slides, so the paper's head fed them raw learns nothing (add --standardize "
+                    "to see the pipeline learn; extract with --weights imagenet, or an encoder's own weights, for "
+                    "real features).", inputs.features, settings.backbone)
+    for key, value in cohort.join_report.items():
+        if isinstance(value, list) and value:
+            log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
+
+
+@contextmanager
+def memory_said(head: str):
+    """An out-of-memory error while the head is built or trained, as one SettingsError saying so."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+        raise SettingsError(f"out of memory building or training the {head} head ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:160]}); give smaller --head-option values, or train on a "
+                            "machine with more memory.") from None
 
 
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
@@ -303,15 +314,8 @@ MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
 def _slides_of(config: TrainConfig, settings, inputs: RunInputs, slides: pd.DataFrame,
                patients) -> pd.DataFrame | None:
     """For a head that reads every tile, the slides of `patients` (their records, checked to hold tile
-    features and, for clusters, enough tiles); None for one that reads the slide mean. `--head-init`
-    checked to be a file the head can start from."""
+    features and, for clusters, enough tiles); None for one that reads the slide mean."""
     entry = head_entry(config.head)
-    if config.head_init and not hasattr(entry.load(), "initial_weights"):
-        raise SettingsError(f"--head-init: the {config.head} head cannot start from a file; it is for "
-                            f"{', '.join(n for n, e in HEADS.items() if hasattr(e.load(), 'initial_weights'))}.")
-    if config.head_init and not Path(config.head_init).is_file():
-        raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
-                            "model.safetensors).")
     if not entry.reads_tiles:
         return None
     slides = slides[slides["patient_id"].isin(set(patients))]
@@ -321,30 +325,16 @@ def _slides_of(config: TrainConfig, settings, inputs: RunInputs, slides: pd.Data
     return slides
 
 
-def absolute_inputs(inputs: RunInputs) -> RunInputs:
-    """The inputs with absolute paths: the run records where its data came from, from any folder."""
-    def absolute(path):
-        return str(Path(path).resolve()) if path else path
-
-    return replace(inputs, features=absolute(inputs.features), expression=absolute(inputs.expression),
-                   labels=absolute(inputs.labels), split=absolute(inputs.split))
-
-
-def _extraction(features_dir: str, settings: FeatureSettings) -> Extraction | None:
-    """How the run's features were made (their folder's extract_config.json), for the run to keep;
-    None when the folder has none (records written by another tool) or it disagrees with its records."""
-    folders = sorted({Path(f).parent for f in record_files(features_dir)})
-    saved = [read_extraction(folder) for folder in folders if extraction_path(folder).is_file()]
-    if not saved:
-        log.warning("%s has no %s: the run cannot extract new slides alike (predict --slides, export); predict "
-                    "from features extracted with its settings instead.", features_dir, EXTRACT_CONFIG_FILE)
-        return None
-    changes = differences(settings, saved[0].features)
-    if changes:
-        log.warning("%s: its %s disagrees with its records (%s); the run keeps only the records' settings.",
-                    folders[0], EXTRACT_CONFIG_FILE, "; ".join(changes))
-        return None
-    return saved[0]
+def _check_head_init(config: TrainConfig, settings, feature_dim: int, n_genes: int) -> None:
+    """`--head-init`: a head that can start from a file, and a file it starts from (read into the head)."""
+    module = head_entry(config.head).load()
+    if not hasattr(module, "initial_weights"):
+        raise SettingsError(f"--head-init: the {config.head} head cannot start from a file; it is for "
+                            f"{', '.join(n for n, e in HEADS.items() if hasattr(e.load(), 'initial_weights'))}.")
+    if not Path(config.head_init).is_file():
+        raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
+                            "model.safetensors).")
+    module.initial_weights(module.build(feature_dim, n_genes, settings), config.head_init)
 
 
 def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, targets: pd.DataFrame,
@@ -389,3 +379,6 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, t
     runs.write_held_out(out_dir, predictions, targets[test])
     return {"patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
             "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds}
+
+
+_extraction = folder_extraction  # sequoia_hub's name for it, until it imports records' own

@@ -88,7 +88,7 @@ def test_the_floors_read_as_the_data_flow():
     assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted(
         floor for floor in FLOORS[1:] if floor != "api")
     base = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.name.startswith("__") and p.stem != "api")
-    assert base == ["atomic", "barcodes", "config", "errors", "expression", "outputs", "progress", "tfenv"]
+    assert base == ["arguments", "atomic", "barcodes", "config", "errors", "expression", "outputs", "progress", "tfenv"]
 
 
 def test_what_needs_no_tensorflow_does_not_import_it():

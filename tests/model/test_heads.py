@@ -91,6 +91,23 @@ def test_the_paper_head_keeps_its_layers_and_parameter_count():
     assert model.count_params() == 2_103_690  # the authors' PyTorch head (F=1280, 138 genes)
 
 
+def test_a_heads_size_is_counted_before_it_is_built_and_one_the_machine_cannot_train_is_refused():
+    """`--head-option embed_dim=99999999999` ran the machine out of memory building the head: each head
+    counts its parameters without building it (as many as Keras counts once built), and a size whose
+    training (x 16 bytes: weights, gradients, Adam's moments) exceeds the memory is refused, with both."""
+    from hist2rna_tf.model.heads import refuse_oversized, sequoia
+
+    for module, settings in [(paper, paper.Settings(filters=(3, 5), kernel_size=2)),
+                             (abmil, abmil.Settings(embed_dim=7, attn_dim=5)), (abmil, abmil.Settings(gate=False)),
+                             (sequoia, sequoia.Settings(depth=2, heads=3, dim_f=4, dim_s=5, dim_c=6, clusters=7))]:
+        assert module.parameters(24, 11, settings) == module.build(24, 11, settings).count_params(), settings
+    assert refuse_oversized("abmil", abmil.Settings(), 1024, 138, memory=2 ** 30) == 989_963
+    with pytest.raises(SettingsError, match=r"embed_dim=99999999999, .*: 93,100,000,000,360 parameters on 24 "
+                                            r"features and 138 genes, ~1,355 TiB to train .* more than this "
+                                            r"machine's 1.0 GiB of memory; give smaller --head-option values"):
+        refuse_oversized("abmil", abmil.Settings(embed_dim=99999999999), 24, 138, memory=2 ** 30)
+
+
 def test_a_feather_file_is_read_and_another_encoders_is_refused(fixtures, tmp_path):
     folder, _, _ = fixtures
     state = load_file(str(folder / "abmil_gated.safetensors"))

@@ -76,10 +76,36 @@ def shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
     return tensors.shape(name) if isinstance(tensors, Checkpoint) else tuple(tensors[name].shape)
 
 
+def _beginning(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16)
+    except OSError:
+        return b""
+
+
+def _file_kind(path: Path) -> str | None:
+    """"safetensors" (its suffix, or a header: 8 bytes of length, then JSON), "pytorch" (a zip, or a legacy
+    pickle), or None."""
+    start = _beginning(path)
+    if path.suffix == ".safetensors" or start[8:9] == b"{":
+        return "safetensors"
+    if start.startswith((b"PK\x03\x04", b"\x80")):
+        return "pytorch"
+    return None
+
+
 def read_tensors(path: Path) -> Checkpoint:
     """A checkpoint's tensors: safetensors without torch (memory-mapped); a PyTorch file only through
-    torch.load(weights_only=True, mmap=True)."""
-    if path.suffix == ".safetensors":
+    torch.load(weights_only=True, mmap=True); a BackboneError for a file that is neither."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"{path}: no such file; give the model's weights file.")
+    kind = _file_kind(path)
+    if kind is None:
+        raise BackboneError(f"{path}: not a weights file (neither safetensors nor PyTorch: it begins "
+                            f"{_beginning(path)!r}); give the model's model.safetensors (or pytorch_model.bin).")
+    if kind == "safetensors":
         from safetensors import SafetensorError, safe_open
 
         try:

@@ -12,6 +12,9 @@ Each head's module owns what makes it that head:
               and has a layer named ATTENTION whose output is each tile's attention score [B, T, 1];
               "clusters": each slide's K cluster means [K, F] (heads/clusters.py; SEQUOIA's input), a
               patient's prediction the mean of its slides'
+  parameters(feature_dim, n_genes, settings) -> int
+              its trainable parameters, counted without building it (refuse_oversized: a size the
+              machine cannot train is refused before it is built)
   TRAINING    (in the entry) the training settings of its source that differ from the paper's
 
 Adding a head is its module, one entry in HEADS below and its tests.
@@ -89,7 +92,7 @@ def settings_from_options(name: str, options=(), clusters: int | None = None):
     range, --clusters for a head without clusters, or one that says otherwise than clusters=."""
     kind = head_entry(name).load().Settings
     types = typing.get_type_hints(kind)
-    known = ", ".join(f"{f.name}={_shown(f.default)}" for f in dataclasses.fields(kind))
+    known = _defaults(kind)
     values: dict = {}
     for option in options:
         key, sep, text = option.partition("=")
@@ -112,6 +115,43 @@ def settings_from_options(name: str, options=(), clusters: int | None = None):
         return kind(**values)
     except ValueError as exc:
         raise SettingsError(f"--head-option: the {name} head's {exc} (defaults: {known}).") from None
+
+
+# Bytes a parameter takes to train: float32 weight, gradient and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 4 * 4
+
+
+def machine_memory() -> int:
+    """This machine's memory in bytes (RAM)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def refuse_oversized(name: str, settings, feature_dim: int, n_genes: int, memory: int | None = None) -> int:
+    """The head's parameter count on `feature_dim` features and `n_genes` genes, counted before it is built;
+    a SettingsError when training it would need more than the machine's `memory` (default: its RAM), with
+    the estimate (parameters x 16 bytes: weights, gradients and Adam's two moments, in float32)."""
+    count = head_entry(name).load().parameters(int(feature_dim), int(n_genes), settings)
+    memory = machine_memory() if memory is None else memory
+    needed = count * TRAINING_BYTES_PER_PARAMETER
+    if needed > memory:
+        given = ", ".join(f"{f.name}={_shown(getattr(settings, f.name))}" for f in dataclasses.fields(settings))
+        raise SettingsError(f"--head {name} with {given}: {count:,} parameters on {feature_dim} features and "
+                            f"{n_genes} genes, ~{_gigabytes(needed)} to train (parameters x {TRAINING_BYTES_PER_PARAMETER} "
+                            f"bytes: float32 weights, gradients and Adam's two moments), more than this machine's "
+                            f"{_gigabytes(memory)} of memory; give smaller --head-option values (defaults: "
+                            f"{_defaults(type(settings))}).")
+    return count
+
+
+def _gigabytes(n: float) -> str:
+    """Bytes in GiB (TiB from 1024 GiB)."""
+    return f"{n / 2 ** 30:.1f} GiB" if n < 2 ** 40 else f"{n / 2 ** 40:,.0f} TiB"
+
+
+def _defaults(kind) -> str:
+    return ", ".join(f"{f.name}={_shown(f.default)}" for f in dataclasses.fields(kind))
 
 
 def require_positive(settings, *names: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from keras import layers, ops
 
 from hist2rna_tf.errors import ModelError
+from hist2rna_tf.arguments import check_fields
 from hist2rna_tf.model.heads import ATTENTION, BAG, require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
 
@@ -41,6 +42,7 @@ class Settings:
     gate: bool = True
 
     def __post_init__(self):
+        check_fields(self)  # its types (arguments.py)
         require_positive(self, "embed_dim", "attn_dim")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
@@ -75,6 +77,12 @@ class WeightedSum(layers.Layer):
 
     def call(self, weights, h):
         return ops.einsum("bt,bte->be", weights, h)
+
+
+def parameters(feature_dim: int, n_genes: int, settings: Settings = Settings()) -> int:
+    """The head's trainable parameters, counted without building it (heads.refuse_oversized)."""
+    e, a = settings.embed_dim, settings.attn_dim
+    return feature_dim * e + e + (1 + settings.gate) * (e * a + a) + a + 1 + e * n_genes + n_genes
 
 
 def build(feature_dim: int, n_genes: int, settings: Settings = Settings(),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from hist2rna_tf.arguments import check_fields
 from hist2rna_tf.model.heads import MEAN, require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
 
@@ -31,7 +32,17 @@ class Settings:
     kernel_size: int = 5
 
     def __post_init__(self):
+        check_fields(self)  # its types (arguments.py)
         require_positive(self, "filters", "kernel_size")
+
+
+def parameters(feature_dim: int, n_genes: int, settings: Settings = Settings()) -> int:
+    """The head's trainable parameters, counted without building it (heads.refuse_oversized)."""
+    first, *rest = settings.filters
+    count, width = feature_dim * settings.kernel_size * first + first, first
+    for filters in rest:
+        count, width = count + width * filters + filters, filters
+    return count + width * n_genes + n_genes
 
 
 def build(feature_dim: int, n_genes: int, settings: Settings = Settings(),

@@ -24,6 +24,7 @@ import numpy as np
 from keras import layers, ops
 
 from hist2rna_tf.errors import ModelError
+from hist2rna_tf.arguments import check_fields
 from hist2rna_tf.model.heads import CLUSTERS, require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
 
@@ -44,6 +45,7 @@ class Settings:
     clusters: int = 100
 
     def __post_init__(self):
+        check_fields(self)  # its types (arguments.py)
         require_positive(self, "depth", "heads", "dim_f", "dim_s", "dim_c", "clusters")
 
 
@@ -116,6 +118,14 @@ class ClusterMean(layers.Layer):
 
     def call(self, x):
         return ops.mean(x, axis=1)
+
+
+def parameters(feature_dim: int, n_genes: int, settings: Settings = Settings()) -> int:
+    """The head's trainable parameters, counted without building it (heads.refuse_oversized)."""
+    width, f, s, c = feature_dim, settings.dim_f, settings.dim_s, settings.dim_c
+    mixing = settings.heads * (width * (f + s) + 3 * (f + s) + (f + s) * c + c + c * width) + width
+    block = mixing + 2 * width + 2 * (width * width + width)
+    return settings.clusters * width + settings.depth * block + 2 * width + width * n_genes + n_genes
 
 
 def build(feature_dim: int, n_genes: int, settings: Settings = Settings(),
