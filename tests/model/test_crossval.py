@@ -109,6 +109,33 @@ def test_impossible_fold_counts_are_refused_with_the_subtypes_counts(cohorts, tm
         assert not (tmp_path / f"cv{k}").exists()
 
 
+def test_a_folder_an_earlier_refused_crossval_left_is_begun_again_with_the_corrected_settings(cohorts, tmp_path,
+                                                                                               monkeypatch):
+    """Before 0.8.0 a refused crossval (a fold that could not train) left crossval.json, folds.csv and splits/;
+    the corrected command then found "a crossval made with other settings". A folder of no fold begun is
+    begun again; one with a fold begun keeps its settings (resumed or refused, never mixed)."""
+    informative, _, _ = cohorts
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / folds.SETTINGS).write_text('{"inputs": {}, "train": {"head_options": ["filters=4"]}, "folds": 9}')
+    (out / folds.FOLDS).write_text("patient_id,label,fold\nX,LumA,1\n")
+    (out / "splits").mkdir()
+    begun = []
+
+    def stopped(inputs, fold_dir, *args, **kwargs):  # killed as the first fold starts: what was begun is on disk
+        begun.append(fold_dir)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train_run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        runner.crossval(informative, out, TRAIN, folds=4, seed=0)
+    assert begun == [out / "fold-1"] and '"folds": 4' in (out / folds.SETTINGS).read_text()
+    assert sorted(folds.read_folds(out).unique()) == [1, 2, 3, 4]
+    (out / "fold-1").mkdir()  # a fold begun: the folder is that crossval's
+    with pytest.raises(folds.CrossvalError, match="a crossval made with other settings .*folds: 4 -> 3"):
+        runner.crossval(informative, out, TRAIN, folds=3, seed=0)
+
+
 @pytest.mark.slow
 def test_the_paired_comparison_finds_the_informative_features_better(done, capsys):
     """`hist2rna report CV --compare CV2`: per gene, the informative features' fold-mean correlation
