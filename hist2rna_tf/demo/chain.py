@@ -40,6 +40,7 @@ from hist2rna_tf.model.predict import write_predictions
 from hist2rna_tf.model.heads import CLUSTERS, head_entry, with_head_training
 from hist2rna_tf.model.train import train_run
 from hist2rna_tf.outputs import describe
+from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.report import build_report, map_files
 from hist2rna_tf.report.spatial import write_spatial_maps
 from hist2rna_tf.report.spatial_folder import SpatialFolder
@@ -138,40 +139,55 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     if head_entry(config.head).reads == CLUSTERS:  # SEQUOIA's 100 need 100 tiles a slide
         train = replace(train, clusters=DEMO_CLUSTERS)
     run_dir = out / "run"
-    _fresh(run_dir)
-    metrics = train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)), run_dir,
-                        train).metrics
-    controls = []
-    for k in range(config.n_controls):
-        control_dir = out / "controls" / f"shuffled-{k + 1}"
-        _fresh(control_dir)
-        shuffled = shuffled_expression(expression, out / "controls" / f"expression_shuffled-{k + 1}.csv", seed=k)
-        train_run(RunInputs(features=str(features), expression=str(shuffled), labels=str(labels),
-                            split=str(runs.split_path(run_dir))), control_dir, replace(train, seed=config.seed + k + 1))
-        controls.append(control_median(control_dir, run_dir))
-    train_s = time.perf_counter() - start
-    baseline = {}
-    if config.baseline:
-        _fresh(out / "baseline")
-        train_patch_baseline(run_dir, out / "baseline", BaselineConfig())
-        baseline = {"baseline": out / "baseline"}
-
-    paths = {"cohort": cohort_dir, "features": features, "run": run_dir, **paths_clinical,
-             "predictions": write_predictions(run_dir, features, out / "predictions.csv"), **baseline}
-    if config.n_external:
-        paths.update(_external_cohort(config, run_dir))
-    if config.export:
-        head_dir, full_dir = export_run(run_dir, out / "saved_models", version=1, replace=True)
-        paths.update(export_head=head_dir, export_end_to_end=full_dir)
-    tiles_per_slide = {r.slide_id: r.n_tiles for r in results}
-    paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial", tiles_per_slide))
-    paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
+    with Stages("demo", _stages(config), config.progress) as stages:  # the steps after extraction, each named
+        _fresh(run_dir)
+        metrics = train_run(RunInputs(features=str(features), expression=str(expression), labels=str(labels)),
+                            run_dir, train).metrics
+        stages.next()
+        controls = []
+        for k in range(config.n_controls):
+            control_dir = out / "controls" / f"shuffled-{k + 1}"
+            _fresh(control_dir)
+            shuffled = shuffled_expression(expression, out / "controls" / f"expression_shuffled-{k + 1}.csv", seed=k)
+            train_run(RunInputs(features=str(features), expression=str(shuffled), labels=str(labels),
+                                split=str(runs.split_path(run_dir))), control_dir,
+                      replace(train, seed=config.seed + k + 1))
+            controls.append(control_median(control_dir, run_dir))
+        stages.next()
+        train_s = time.perf_counter() - start
+        paths = {"cohort": cohort_dir, "features": features, "run": run_dir, **paths_clinical}
+        if config.baseline:
+            _fresh(out / "baseline")
+            train_patch_baseline(run_dir, out / "baseline", BaselineConfig())
+            paths["baseline"] = out / "baseline"
+            stages.next()
+        paths["predictions"] = write_predictions(run_dir, features, out / "predictions.csv")
+        if config.n_external:
+            paths.update(_external_cohort(config, run_dir))
+        stages.next()
+        if config.export:
+            head_dir, full_dir = export_run(run_dir, out / "saved_models", version=1, replace=True)
+            paths.update(export_head=head_dir, export_end_to_end=full_dir)
+            stages.next()
+        tiles_per_slide = {r.slide_id: r.n_tiles for r in results}
+        paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial", tiles_per_slide))
+        stages.next()
+        paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
+        stages.next()
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
                         {k: str(v) for k, v in paths.items()})
     write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
                                            "learned_median": result.learned_median})
     return result
+
+
+def _stages(config: DemoConfig) -> list[str]:
+    """The demo's steps after extraction, as its progress bar names them."""
+    return ["training the head", f"{config.n_controls} shuffled controls",
+            *(["the patch-based baseline"] if config.baseline else []),
+            "predictions" + (f" (and {config.n_external} external TMA cores)" if config.n_external else ""),
+            *(["both SavedModel exports"] if config.export else []), "spatial maps", "the report"]
 
 
 def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:

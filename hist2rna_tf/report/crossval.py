@@ -23,22 +23,22 @@ def _pooled(folder: Path) -> dict:
     return held_out_metrics(cv.read_table(folder, cv.OOF_PREDICTIONS), cv.read_table(folder, cv.OOF_TARGETS))
 
 
-def _name(folder: Path) -> str:
-    """A crossval's name in figures: its first fold's features folder (the backbone), else its own."""
+def _trained_on(folder: Path) -> tuple[str, str]:
+    """A crossval's head and features folder's name (its first fold's); ("", "") when unreadable."""
     try:
-        return runs.display_name(cv.fold_dirs(folder)[0])
-    except Exception:  # noqa: BLE001 - any unreadable fold: the folder's own name
-        return folder.name
+        record = runs.read_record(cv.fold_dirs(folder)[0])
+    except Exception:  # noqa: BLE001 - any unreadable fold: nothing to add to the folder's own name
+        return "", ""
+    return record.train.head, Path(record.inputs.features).name
 
 
 def _names(folders: list[Path]) -> list[str]:
-    """Each crossval's name, in one kind: their backbones when those differ, else their folders' names
-    (else their paths)."""
-    for kind in (_name, lambda f: f.name, str):
-        names = [kind(f) for f in folders]
-        if len(set(names)) == len(names):
-            return names
-    return [str(f) for f in folders]
+    """Each crossval's name in figures: its folder's, with what differs between those compared (the head,
+    the features): "cv-a (abmil)" beside "cv-b (hist2rna)"; where two folders share a name, their paths."""
+    trained = [_trained_on(f) for f in folders]
+    varying = [i for i in range(2) if len({t[i] for t in trained}) > 1]
+    names = [f.name + (f" ({', '.join(t[i] for i in varying)})" if varying else "") for f, t in zip(folders, trained)]
+    return names if len(set(names)) == len(names) else [str(f) for f in folders]
 
 
 def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), out: str | Path | None = None

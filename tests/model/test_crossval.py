@@ -187,3 +187,17 @@ def test_summary_intervals_stay_within_what_a_figure_can_be():
     assert folds._clipped("genes_fdr_0.05", folds.mean_ci([0, 0, 9]))[1] == 0.0
     mean, low, high = folds._clipped("median_rho_genes", folds.mean_ci([0.99, 0.2, 0.98]))
     assert -1 <= low and high == 1.0
+
+
+def test_compared_crossvals_are_named_by_their_folders_and_what_differs(monkeypatch):
+    """Two crossvals of one features folder, the paper's head and ABMIL, were both named after the features
+    ("feat" and "feat (abmil)"): each is its folder's name, with the head or features where they differ."""
+    from pathlib import Path
+
+    from hist2rna_tf.report import crossval as report
+
+    trained = {"cv-paper": ("hist2rna", "uni"), "cv-abmil": ("abmil", "uni"), "cv-virchow": ("abmil", "virchow2")}
+    monkeypatch.setattr(report, "_trained_on", lambda folder: trained[folder.name])
+    assert report._names([Path("a/cv-paper"), Path("a/cv-abmil")]) == ["cv-paper (hist2rna)", "cv-abmil (abmil)"]
+    assert report._names([Path("a/cv-abmil"), Path("a/cv-virchow")]) == ["cv-abmil (uni)", "cv-virchow (virchow2)"]
+    assert report._names([Path("a/cv-paper"), Path("b/cv-paper")]) == ["a/cv-paper", "b/cv-paper"]

@@ -91,3 +91,23 @@ def test_training_on_random_weight_features_says_so_and_suggests_standardize(coh
     with caplog.at_level("WARNING"):
         assert main(args + ["--out", str(tmp_path / "standardized"), "--standardize"]) == 0
     assert "random weights" not in caplog.text  # what it advised is done: said once, not at every run (the demo's)
+
+
+def test_running_out_of_memory_while_training_is_one_line_and_leaves_nothing(cohort, tmp_path, capsys, monkeypatch):
+    """A head within the machine's memory by its estimate can still run out (other processes, a GPU's
+    smaller memory): said in one line naming the head and what to do, nothing written."""
+    import tensorflow as tf
+
+    from hist2rna_tf.model import train
+
+    def out_of_memory(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[24,99999]\nmore")
+
+    monkeypatch.setattr(train, "fit_head", out_of_memory)
+    code = main(["train", "--features", str(cohort / "features" / "efficientnetv2s"), "--expression",
+                 str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--genes", "pam50",
+                 "--out", str(tmp_path / "run")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and not (tmp_path / "run").exists()
+    assert "out of memory building or training the hist2rna head" in errors[0]
+    assert "shape[24,99999]" in errors[0] and "give smaller --head-option values" in errors[0]
