@@ -70,10 +70,13 @@ def refuse_working_folder(out: PathLike, flag: str = "--out") -> None:
 
 
 def refuse_replacing(out: PathLike, overwrite: bool, what: str, is_ours: Callable[[Path], bool],
-                     flag: str = "--out") -> None:
+                     flag: str = "--out", overwrite_option: bool = True,
+                     held: Callable[[Path], str | None] = lambda folder: None) -> None:
     """Before any work: `out` may be new, an empty folder, or `what` (`is_ours` says so), the last
     only with `overwrite`. Anything else is refused, naming what it holds: `--overwrite` never
-    deletes files this tool did not make."""
+    deletes files this tool did not make. A command without --overwrite (`overwrite_option` False)
+    names what the folder holds (`held`: what this tool made there, e.g. "a hist2RNA training run",
+    or None) and asks for another folder."""
     out = Path(out)
     refuse_working_folder(out, flag)
     if not out.exists():
@@ -83,9 +86,14 @@ def refuse_replacing(out: PathLike, overwrite: bool, what: str, is_ours: Callabl
     entries = sorted(out.iterdir())
     if not entries:
         return
+    if overwrite and is_ours(out):
+        return
+    if not overwrite_option:
+        made = held(out)
+        if made:
+            raise OutputError(f"{flag} {out} exists and holds {made}; give another {flag}, or remove it.")
+        raise OutputError(f"{flag} {out} holds {describe(entries)}; give a new or empty {flag}.")
     if is_ours(out):
-        if overwrite:
-            return
         raise OutputError(f"{out} exists and holds {what}; give another {flag}, or --overwrite to replace it.")
     raise OutputError(f"{flag} {out} holds {describe(entries)}, which is not {what}; --overwrite replaces only {what} "
                       f"(or an empty folder). Give a new or empty {flag}.")

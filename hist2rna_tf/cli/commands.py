@@ -22,7 +22,7 @@ def cmd_extract(args) -> int:
 
     given = from_args(EXTRACT, args, skip=("stain",))  # --stain is the method; the StainConfig is _stain's
     config = for_backbone(args.backbone, args.weights, tile_size_px=args.tile_px, target_mpp=args.target_mpp,
-                          tiles=from_args(TILES, args, mpp_override="mpp"), stain=_stain(args),
+                          tiles=from_args(TILES, args, skip=("target_mpp",), mpp_override="mpp"), stain=_stain(args),
                           **{f: getattr(given, f) for f in ("batch_size", "read_threads", "save_tile_features",
                                                              "overwrite", "precision", "xla")},
                           shard_index=args.shard[0], shard_count=args.shard[1])

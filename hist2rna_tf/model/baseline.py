@@ -86,8 +86,31 @@ def _cohort(run_dir: Path, features: Path | None = None) -> _Cohort:
         slides.append({"slide_id": slide.slide_id, "patient_id": slide.patient_id, "path": path,
                        "n_tiles": slide.n_tiles, "has_tiles": slide.tile_features is not None})
     slides = pd.DataFrame(slides).set_index("slide_id")
+    source = f"--features {folder}" if features else f"{folder} (the features {run_dir} was trained on)"
+    refuse_missing_patients(slides, split, source, run_dir, record)
     slides = slides[slides["patient_id"].isin(split.index)]
     return _Cohort(run_dir, record, genes, targets.loc[split.index], split, folder, slides)
+
+
+def refuse_missing_patients(slides: pd.DataFrame, split: pd.Series, source: str, run_dir: Path,
+                            record: runs.RunRecord) -> None:
+    """A RecordError naming the features folder (`source`) when its records (`slides`: slide_id ->
+    patient_id) leave out any of the run's patients (`split`: patient -> train/test): the baseline
+    trains and is tested on the run's own patients, each with its slides."""
+    missing = split[~split.index.isin(set(slides["patient_id"]))]
+    if missing.empty:
+        return
+    fix = (f"give --features the folder {run_dir} was trained on ({record.inputs.features}), or one extracted again "
+           "from its slides with its settings (and --save-tile-features)")
+    if len(missing) == len(split):
+        raise RecordError(f"{source}: holds none of the slides of the run's {len(split)} patients (e.g. "
+                          f"{split.index[0]}): its {len(slides)} records are of other patients (e.g. "
+                          f"{slides['patient_id'].iloc[0]}); {fix}.")
+    counts = missing.value_counts()
+    which = ", ".join(f"{counts[subset]} {name}" for subset, name in (("test", "held-out"), ("train", "training"))
+                      if subset in counts)
+    raise RecordError(f"{source}: holds no slide of {len(missing)} of the run's {len(split)} patients "
+                      f"({which}; e.g. {missing.index[0]}); {fix}.")
 
 
 def _validation_patients(train_patients: list[str], fraction: float, seed: int) -> set[str]:

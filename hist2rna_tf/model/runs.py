@@ -154,18 +154,23 @@ def feature_settings(run_dir: str | Path, record: RunRecord | None = None) -> Fe
 # --- building a run ----------------------------------------------------------------------------------
 
 
-def refuse_existing(out_dir: str | Path, overwrite: bool, approach: str = HIST2RNA) -> None:
+def refuse_existing(out_dir: str | Path, overwrite: bool, approach: str = HIST2RNA,
+                    overwrite_option: bool = True) -> None:
     """Before any work: `out_dir` may be new, empty, or (with `overwrite`) a complete run of this
-    `approach` (its record says so); anything else, a folder of the user's files or the other
-    approach's run included, is refused, naming what it holds (outputs.refuse_replacing)."""
-    def is_such_a_run(folder: Path) -> bool:
-        try:
-            return read_record(folder).approach == approach
-        except Hist2RNAError:
-            return False
+    `approach` (its record says so); anything else, a folder of the user's files or another
+    approach's run included, is refused, naming what it holds (outputs.refuse_replacing). A command
+    without --overwrite (`overwrite_option` False: import-run) is not told to give it."""
+    names = {HIST2RNA: "a hist2RNA training run", PATCH_BASED: "a patch-based baseline run",
+             IMPORTED: "an imported run (import-run)"}
 
-    what = "a hist2RNA training run" if approach == HIST2RNA else "a patch-based baseline run"
-    refuse_replacing(out_dir, overwrite, what, is_such_a_run)
+    def run_held(folder: Path) -> str | None:
+        try:
+            return names.get(read_record(folder).approach)
+        except Hist2RNAError:
+            return None
+
+    refuse_replacing(out_dir, overwrite, names[approach], lambda folder: run_held(folder) == names[approach],
+                     overwrite_option=overwrite_option, held=run_held)
 
 
 # A run is built in a folder beside its place and renamed into it when complete; on failure (or a

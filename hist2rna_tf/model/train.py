@@ -379,6 +379,3 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, t
     runs.write_held_out(out_dir, predictions, targets[test])
     return {"patients": {"train": int(train.sum()), "test": int(test.sum())}, "epochs": len(history),
             "best_val_loss": float(history["val_loss"].min()), "train_seconds": train_seconds}
-
-
-_extraction = folder_extraction  # sequoia_hub's name for it, until it imports records' own

@@ -21,7 +21,7 @@ from hist2rna_tf import __version__
 from hist2rna_tf.analysis.clinical import SURVIVAL_BY, ClinicalColumns, read_clinical
 from hist2rna_tf.atomic import building_files, write_bytes, write_table, write_text
 from hist2rna_tf.config import ReportInputs
-from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.errors import Hist2RNAError, RunError
 from hist2rna_tf.expression import load_panel, numeric_values, read_table_file
 from hist2rna_tf.model import runs
 from hist2rna_tf.outputs import input_paths, refuse_overlap
@@ -105,7 +105,7 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
             "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs}
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
-    record = runs.read_record(run)
+    record = evaluated_record(run)
     given = _read_inputs(inputs)
     with Stages("report", ["statistics: bootstrap CIs, subtypes, clinical tests", "figures and tables", "writing"],
                 progress) as stages, building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
@@ -113,6 +113,16 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
         stages.next()
         _write_report(inputs, given, stats, record, run, _Page(work), work / out.name, stages)
     return out
+
+
+def evaluated_record(run: str | Path, flag: str = "") -> runs.RunRecord:
+    """A run's record; a RunError saying how to add one when it is an imported run without an evaluation."""
+    record = runs.read_record(run)
+    if record.approach == runs.IMPORTED and not (Path(run) / runs.TEST_PREDICTIONS).is_file():
+        raise RunError(f"{flag}{run}: imported without --expression, so it has no evaluation to report; run `hist2rna "
+                       f"import-run` of its fold ({record.imported_from['folder']}) again with --features DIR "
+                       "--expression TABLE --labels TABLE (and its --genes FILE, if any), then report that run.")
+    return record
 
 
 @dataclass
@@ -131,7 +141,7 @@ class _Given:
 def _read_inputs(inputs: ReportInputs) -> _Given:
     compare, taken = {}, {runs.display_name(inputs.run)}
     for other in inputs.compare:
-        runs.read_record(other)  # a folder that is not a complete run is named here
+        evaluated_record(other, "--compare ")  # a folder that is not a complete run is named here
         name = runs.display_name(other)
         name = name if name not in taken else Path(other).name  # two runs of one backbone
         compare[name] = runs.metrics(other)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,14 @@ from PIL import Image
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.extract.cohort import MANIFEST
+from hist2rna_tf.extract.records import read_record, write_record
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.model import runs
 
 from commandline import run
 
 ENCODER_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "encoders"
+HUB = Path(__file__).resolve().parents[1] / "data" / "heads" / "sequoia_hub"  # a SEQUOIA fold: 32 features, 5 genes
 
 
 @dataclass
@@ -122,10 +124,6 @@ def _with_cell(table: Path, out: Path, row: int, column: int, value) -> Path:
 def _without_tile_features(i: Inputs, held_out_only: bool = False) -> Path:
     """A copy of the run's feature records without their per-tile features (extracted without
     --save-tile-features): all of them, or the held-out patients' only."""
-    from dataclasses import replace
-
-    from hist2rna_tf.extract.records import read_record, write_record
-
     folder = shutil.copytree(i.root / "features" / "tiny", i.tmp / "means_only")
     held_out = set(runs.held_out(i.run)[0].index)
     for path in folder.glob("*.tfrecord"):
@@ -315,6 +313,43 @@ ROWS = [
      2, ["summary.csv", "not a readable CSV", "Run the same `hist2rna crossval` command again"], ["rep"]),
     ("subtype voting with a reference of one class", lambda i, s: _one_class_reference(i), 2,
      ["labels.csv", "one subtype", "'LumA'"], ["calls.csv"]),
+    # issue 35: sizes a machine cannot hold, --genes files, --head-init files; crossval checks every fold first
+    ("train --head-option embed_dim past the machine's memory",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "abmil", "--head-option", "embed_dim=99999999999"),
+     2, ["--head abmil with embed_dim=99999999999", "parameters on 24 features and 138 genes", "TiB to train",
+         "more than this machine's", "give smaller --head-option values"], ["r"]),
+    ("train --head-option kernel_size past the machine's memory",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head-option", "kernel_size=1000000000"), 2,
+     ["--head hist2rna with filters=256,512,512, kernel_size=1000000000", "more than this machine's"], ["r"]),
+    ("train --genes a binary file",
+     lambda i, s: (i.tmp / "g.bin").write_bytes(bytes(range(256))) and _train(i, "--out", str(i.tmp / "r"), "--genes",
+                                                                             str(i.tmp / "g.bin")), 2,
+     ["--genes", "g.bin: not a text file", "one a line"], ["r"]),
+    ("train --genes a file that is not there",
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--genes", str(i.tmp / "nosuch.txt")), 2,
+     ["--genes", "nosuch.txt", "no such file"], ["r"]),
+    ("train --genes none of which the table has, --drop-missing-genes",
+     lambda i, s: (i.tmp / "g.txt").write_text("FOO\nBAR\nBAZ\n") and _train(
+         i, "--out", str(i.tmp / "r"), "--genes", str(i.tmp / "g.txt"), "--drop-missing-genes"), 2,
+     ["expression.csv", "none of the 3 genes asked for (e.g. FOO, BAR, BAZ) is in the table"], ["r"]),
+    ("train --head-init a text file",
+     lambda i, s: (i.tmp / "init.txt").write_text("hello\n") and _train(
+         i, "--out", str(i.tmp / "r"), "--head", "abmil", "--head-init", str(i.tmp / "init.txt")), 2,
+     ["init.txt: not a weights file (neither safetensors nor PyTorch", "model.safetensors"], ["r"]),
+    ("crossval whose folds hold out too few patients",
+     lambda i, s: ["crossval", *_train(i)[1:], "--subtypes", "LumA", "LumB", "--folds", "5", "--out",
+                   str(i.tmp / "cv")], 2,
+     ["the split leaves 8 training and 2 held-out patients", "fold 1 of --folds 5", "give fewer --folds"], ["cv"]),
+    *[(f"crossval refused for {what}: nothing written",
+       lambda i, s, extra=extra: ["crossval", *_train(i)[1:], "--subtypes", "LumA", "LumB", "--folds", "2", "--out",
+                                  str(i.tmp / "cv"), *extra(i)], 2, named, ["cv"])
+      for what, extra, named in [
+          ("records without tile features", lambda i: ["--head", "abmil", "--features", str(_without_tile_features(i))],
+           ["means_only", "no per-tile features", "--save-tile-features"]),
+          ("a --head-option the head lacks", lambda i: ["--head-option", "bogus=1"],
+           ["--head-option 'bogus=1'", "hist2rna head's settings"]),
+          ("a --head-init of another encoder's width", lambda i: ["--head", "abmil", "--head-init", str(_feather(i, 1024))],
+           ["feather.safetensors", "takes 1024 features (UNI's)", "the run's features have 24"])]],
     # exit 0 on bad input before, or a half-written folder
     ("export --name ''", lambda i, s: ["export", str(i.run), "--out", str(i.tmp / "o"), "--name", ""], 2,
      ["--name ''", "one folder name"], ["o"]),
@@ -349,6 +384,64 @@ ROWS = [
      lambda i, s: i.report("--external-predictions", str(_with_cell(i.predictions(), i.tmp / "ext.csv", 1, 2, "high")),
                            "--clinical", str(i.clinical())), 2,
      ["ext.csv", "'high'", "row", "column"], ["rep"]),
+    # issue 35: import-run, imported runs, baseline (HUB: the fixture fold, 32 features, 5 outputs)
+    *[(f"import-run of a fold whose config.json has {key} {json.dumps(value)}",
+       lambda i, s, key=key, value=value: (i.tmp / "hub").mkdir() or shutil.copy(
+           HUB / "model.safetensors", i.tmp / "hub") and (i.tmp / "hub" / "config.json").write_text(json.dumps(
+               {**json.loads((HUB / "config.json").read_text()), key: value})) and [
+           "import-run", "--from", "sequoia", str(i.tmp / "hub"), "--out", str(i.tmp / "r")], 2,
+       ["hub/config.json", f"{key} is {json.dumps(value)}", "not a whole number >= 1", "download the fold again"],
+       ["r"]) for key, value in (("depth", "two"), ("nheads", 2.7), ("num_outputs", -5))],
+    ("import-run of a fold whose config.json says a size past the machine's memory",
+     lambda i, s: (i.tmp / "hub").mkdir() or shutil.copy(HUB / "model.safetensors", i.tmp / "hub") and (
+         i.tmp / "hub" / "config.json").write_text(json.dumps({**json.loads((HUB / "config.json").read_text()),
+                                                                "depth": 10 ** 9})) and (i.tmp / "g.txt").write_text(
+         "\n".join(load_panel("pam50")[:5])) and ["import-run", "--from", "sequoia", str(i.tmp / "hub"), "--genes",
+                                                  str(i.tmp / "g.txt"), "--out", str(i.tmp / "r")], 2,
+     ["--head sequoia with depth=1000000000", "more than this machine's"], ["r"]),
+    ("import-run --genes a binary file",
+     lambda i, s: (i.tmp / "g.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe") and [
+         "import-run", "--from", "sequoia", str(HUB), "--genes", str(i.tmp / "g.bin"), "--out", str(i.tmp / "r")],
+     2, ["--genes", "g.bin: not a text file", "gene symbols, one a line"], ["r"]),
+    ("import-run --genes a file that is not there",
+     lambda i, s: ["import-run", "--from", "sequoia", str(HUB), "--genes", str(i.tmp / "nosuch.txt"), "--out",
+                   str(i.tmp / "r")], 2, ["--genes", "nosuch.txt: no such file"], ["r"]),
+    ("import-run --genes naming a gene twice",
+     lambda i, s: (i.tmp / "genes.txt").write_text("BAG1\nBCL2\nBAG1\nCCNB1\nGRB7\n") and [
+         "import-run", "--from", "sequoia", str(HUB), "--genes", str(i.tmp / "genes.txt"), "--out", str(i.tmp / "r")],
+     2, ["--genes", "genes.txt: names BAG1 more than once", "list each symbol once"], ["r"]),
+    *[(f"import-run --features of another width{' to evaluate on' if evaluate else ''}",
+       lambda i, s, evaluate=evaluate: (i.tmp / "genes.txt").write_text("\n".join(load_panel("pam50")[:5])) and [
+           "import-run", "--from", "sequoia", str(HUB), "--genes", str(i.tmp / "genes.txt"), "--features",
+           str(shutil.copytree(i.root / "features" / "tiny", i.tmp / "feats",
+                               ignore=shutil.ignore_patterns("cluster_means"))),  # clusters.CACHE_FOLDER
+           *(["--expression", str(i.cohort / "expression.csv"), "--labels", str(i.cohort / "clinical.csv")]
+             if evaluate else []), "--out", str(i.tmp / "r"), "--no-progress"], 2,
+       ["--features", "feats: its records have 24 features a tile, but the fold reads 32", "input_dim",
+        "--backbone uni"], ["r", "feats/cluster_means"]) for evaluate in (False, True)],
+    ("import-run --out an existing training run",
+     lambda i, s: ["import-run", "--from", "sequoia", str(HUB), "--out",
+                   str(shutil.copytree(i.run, i.tmp / "existing"))], 2,
+     ["existing exists and holds a hist2RNA training run", "give another --out, or remove it"], []),
+    ("report of a run imported without an evaluation",
+     lambda i, s: (i.tmp / "genes.txt").write_text("\n".join(load_panel("pam50")[:5])) and main([
+         "import-run", "--from", "sequoia", str(HUB), "--genes", str(i.tmp / "genes.txt"), "--out",
+         str(i.tmp / "imp")]) == 0 and ["report", str(i.tmp / "imp"), "--n-boot", "5"], 2,
+     ["imp: imported without --expression", "no evaluation to report", "hist2rna import-run", str(HUB),
+      "--features DIR --expression TABLE --labels TABLE"], ["imp/report"]),
+    ("baseline --features holding none of the run's slides",
+     lambda i, s: (i.tmp / "others").mkdir() or [write_record(
+         replace(read_record(path), slide_id=f"other-{path.stem}", patient_id=f"other-{path.stem}"),
+         i.tmp / "others" / f"other-{path.stem}.tfrecord") for path in (i.root / "features" / "tiny").glob(
+             "*.tfrecord")] and ["baseline", str(i.run), "--features", str(i.tmp / "others"), "--out",
+                                 str(i.tmp / "b"), "--no-progress"], 2,
+     ["--features", "others: holds none of the slides of the run's 12 patients", "(e.g. other-demo-",
+      "the folder", "was trained on"], ["b"]),
+    ("baseline --features without the held-out patients' slides",
+     lambda i, s: [path.unlink() for path in shutil.copytree(i.root / "features" / "tiny", i.tmp / "some").glob(
+         "*.tfrecord") if read_record(path).patient_id in set(runs.held_out(i.run)[0].index)] and [
+         "baseline", str(i.run), "--features", str(i.tmp / "some"), "--out", str(i.tmp / "b"), "--no-progress"], 2,
+     ["--features", "some: holds no slide of", "of the run's 12 patients", "held-out", "was trained on"], ["b"]),
     ("demo --backbone bogus", lambda i, s: _demo(i, "--backbone", "bogus"), 2, ["unknown backbone 'bogus'"], ["demo"]),
     ("demo --weights a file that is not there", lambda i, s: _demo(i, "--weights", str(i.tmp / "w.h5")), 2,
      ["w.h5 not found"], ["demo"]),

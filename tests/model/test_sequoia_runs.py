@@ -2,12 +2,14 @@
 makes them and cached by what made them; `train --head sequoia` with SEQUOIA's training settings; a
 published fold imported (`import-run --from sequoia`) exact to their forward, evaluated and predicted
 with; and the bad inputs (too few tiles for the clusters, a folder of another layout) refused in one
-line with nothing written."""
+line with nothing written (a config of sizes that are not whole numbers, an imported run without an
+evaluation given to `report` or as another import's --out, a cohort without the fold's genes)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,10 +17,12 @@ import pytest
 from safetensors.numpy import load_file
 
 from hist2rna_tf.cli import main
+from hist2rna_tf.errors import ModelError
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.extract.records import read_record, record_files, write_record
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.heads import clusters
+from hist2rna_tf.model.heads.sequoia_hub import read_fold_config
 from hist2rna_tf.model.predict import Predictor, predict_patients
 
 from synthetic import latent_cohort, record
@@ -166,3 +170,76 @@ def test_a_folder_of_another_layout_is_refused_in_one_line(reference_data, tmp_p
     assert _import(other, tmp_path / "c", "--genes", str(genes)) == 2
     assert "pos_emb1D is (10, 32), the model's is (10, 64)" in _error(capsys)
     assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))
+
+
+def _edited_fold(hub: Path, tmp_path, changes: dict) -> Path:
+    """A copy of the fixture fold with `changes` made to its config.json."""
+    fold = shutil.copytree(hub, tmp_path / "fold")
+    config = json.loads((fold / "config.json").read_text())
+    (fold / "config.json").write_text(json.dumps({**config, **changes}))
+    return fold
+
+
+@pytest.mark.parametrize("key, value", [("depth", "two"), ("depth", 0), ("depth", -2), ("depth", None), ("depth", True),
+                                        ("nheads", 2.7), ("num_clusters", "10"), ("input_dim", 0.5),
+                                        ("num_outputs", -5), ("dimensions_f", [8])])
+def test_a_config_size_that_is_not_a_whole_number_is_refused_naming_it(reference_data, tmp_path, key, value):
+    fold = _edited_fold(reference_data / "heads" / "sequoia_hub", tmp_path, {key: value})
+    with pytest.raises(ModelError) as refused:
+        read_fold_config(fold)
+    assert f"config.json: {key} is {json.dumps(value)}, not a whole number >= 1" in str(refused.value)
+
+
+def test_integral_floats_in_the_config_are_whole_numbers(reference_data, tmp_path):
+    fold = _edited_fold(reference_data / "heads" / "sequoia_hub", tmp_path, {"nheads": 3.0, "num_outputs": 5.0})
+    settings, outputs, width = read_fold_config(fold)
+    assert (settings.heads, settings.depth, outputs, width) == (3, 2, 5, 32)
+    assert type(settings.heads) is int and type(outputs) is int
+
+
+def _hub_genes(tmp_path) -> Path:
+    genes = tmp_path / "genes.txt"
+    genes.write_text("\n".join(HUB_GENES) + "\n")
+    return genes
+
+
+def test_an_imported_run_without_an_evaluation_is_not_reported_nor_replaced(reference_data, sequoia_run, tmp_path,
+                                                                             capsys):
+    hub, genes = reference_data / "heads" / "sequoia_hub", _hub_genes(tmp_path)
+    out = tmp_path / "imported"
+    assert _import(hub, out, "--genes", str(genes)) == 0
+    held = sorted(p.name for p in out.iterdir())
+    capsys.readouterr()
+    assert main(["report", str(out), "--n-boot", "5"]) == 2
+    err = _error(capsys)
+    assert "imported: imported without --expression, so it has no evaluation to report" in err
+    assert f"import-run` of its fold ({hub.resolve()}) again with --features DIR --expression TABLE --labels" in err
+    assert main(["report", str(sequoia_run), "--compare", str(out), "--n-boot", "5", "--out",
+                 str(tmp_path / "rep" / "r.html")]) == 2
+    assert f"--compare {out}: imported without --expression" in _error(capsys)
+    # import-run has no --overwrite: an existing run is named as what it is, and not offered to be replaced
+    for existing, holds in ((out, "an imported run (import-run)"), (sequoia_run, "a hist2RNA training run")):
+        assert _import(hub, existing, "--genes", str(genes)) == 2
+        err = _error(capsys)
+        assert f"{existing} exists and holds {holds}; give another --out, or remove it." in err
+        assert "--overwrite" not in err
+    assert sorted(p.name for p in out.iterdir()) == held and not (tmp_path / "rep").exists()
+
+
+def test_a_cohort_without_the_folds_genes_or_enough_patients_is_refused_before_any_clustering(reference_data, cohort,
+                                                                                             tmp_path, capsys):
+    hub = reference_data / "heads" / "sequoia_hub"
+    features = shutil.copytree(cohort.features, tmp_path / "features",
+                               ignore=shutil.ignore_patterns(clusters.CACHE_FOLDER))
+    evaluate = ["--features", str(features), "--expression", str(cohort.expression)]
+    other = tmp_path / "other_genes.txt"
+    other.write_text("".join(f"NOTAGENE{k}\n" for k in range(1, 6)))
+    assert _import(hub, tmp_path / "a", "--genes", str(other), *evaluate, "--labels", str(cohort.labels)) == 2
+    err = _error(capsys)
+    assert f"{cohort.expression}: none of the 5 genes" in err and "NOTAGENE1" in err
+    two = tmp_path / "two_labels.csv"
+    pd.read_csv(cohort.labels).head(2).to_csv(two, index=False)
+    assert _import(hub, tmp_path / "b", "--genes", str(_hub_genes(tmp_path)), *evaluate, "--labels", str(two)) == 2
+    assert "2 patient(s) with features, expression and a label; evaluating the fold needs at least 3" in _error(capsys)
+    assert not any((tmp_path / name).exists() for name in ("a", "b"))
+    assert not (features / clusters.CACHE_FOLDER).exists()  # no slide was clustered

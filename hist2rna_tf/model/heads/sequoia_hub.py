@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from hist2rna_tf.config import RunInputs, TrainConfig
-from hist2rna_tf.errors import ModelError
-from hist2rna_tf.extract.settings import FeatureSettings
+from hist2rna_tf.config import RunInputs, TrainConfig, absolute_inputs
+from hist2rna_tf.errors import ExpressionError, ModelError, RecordError
+from hist2rna_tf.expression import read_gene_file, repeated
+from hist2rna_tf.extract.settings import Extraction, FeatureSettings
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.heads import settings_dict, with_head_training
+from hist2rna_tf.model.heads import refuse_oversized, settings_dict, with_head_training
 from hist2rna_tf.model.heads.sequoia import Settings
 from hist2rna_tf.outputs import refuse_overlap
 
@@ -38,6 +39,8 @@ HUB_CONFIG, HUB_WEIGHTS = "config.json", "model.safetensors"
 # 20x (0.5 um/px, 128 um) resized to 224, ImageNet-normalised, no stain normalisation
 # (pre_processing/patch_gen_hdf5.py, compute_features_hdf5.py).
 UNI_FEATURES = FeatureSettings("uni", "pytorch_model.bin", "none", 256, 128.0)
+UNI_EXTRACT = ("hist2rna extract --backbone uni --weights pytorch_model.bin --tile-px 256 --target-mpp 0.5 --stain none "
+               "--save-tile-features")
 _CONFIG_KEYS = {"num_outputs": None, "input_dim": None, "depth": "depth", "nheads": "heads", "dimensions_f": "dim_f",
                 "dimensions_s": "dim_s", "dimensions_c": "dim_c", "num_clusters": "clusters"}
 
@@ -67,8 +70,52 @@ def read_fold_config(folder: str | Path) -> tuple[Settings, int, int]:
                                "dimensions_c") if not isinstance(config, dict) or key not in config]
     if missing:
         raise ModelError(f"{folder / HUB_CONFIG}: not a SEQUOIA ViS config (no {', '.join(missing)}); {hint}.")
-    values = {field: int(config[key]) for key, field in _CONFIG_KEYS.items() if field and key in config}
-    return Settings(**values), int(config["num_outputs"]), int(config["input_dim"])
+    sizes = {key: whole_number(config, key, folder / HUB_CONFIG) for key in _CONFIG_KEYS if key in config}
+    settings = Settings(**{field: sizes[key] for key, field in _CONFIG_KEYS.items() if field and key in sizes})
+    return settings, sizes["num_outputs"], sizes["input_dim"]
+
+
+def whole_number(config: dict, key: str, path: Path) -> int:
+    """config[key], one of ViS's sizes, as an int (an integral float such as 3.0 is 3); a ModelError
+    naming the file, the key and its value when it is not a whole number >= 1."""
+    value = config[key]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{path}: {key} is {json.dumps(config[key])}, not a whole number >= 1 (one of ViS's sizes); "
+                         "the file is damaged or edited: download the fold again.")
+    return value
+
+
+def fold_genes(genes: str | Path | None, n_outputs: int, config: Path) -> list[str]:
+    """The gene symbols of the fold's outputs, in order: SEQUOIA's 20,820, or those of the file `genes`
+    (--genes); an ExpressionError naming the file when it is not a list of distinct symbols, a
+    ModelError when they are not as many as the fold's outputs (`config` says how many)."""
+    names = sequoia_genes() if genes is None else read_gene_file(genes, "--genes")
+    twice = repeated(names)
+    if twice:
+        more = f" and {len(twice) - 3} more" if len(twice) > 3 else ""
+        raise ExpressionError(f"--genes {genes}: names {', '.join(twice[:3])}{more} more than once; each of the fold's "
+                              f"{n_outputs} outputs is one gene: list each symbol once, in the fold's output order.")
+    if len(names) != n_outputs:
+        raise ModelError(f"{config}: {n_outputs} outputs, but {genes or 'SEQUOIA gene list'} names {len(names)} genes; "
+                         f"give --genes, a file of the fold's {n_outputs} gene symbols in order.")
+    return names
+
+
+def fold_features(features: str | Path, input_dim: int) -> tuple[FeatureSettings, Extraction | None]:
+    """How the records of the folder `features` were made (and its extract_config.json's extraction,
+    when it has one), when they are of the width the fold reads (`input_dim`); a RecordError naming
+    the folder, its width and the fold's otherwise (before anything is written or cached)."""
+    from hist2rna_tf.extract.records import folder_extraction, read_feature_folder
+
+    found = read_feature_folder(features)
+    width = found.features.shape[1]
+    if width != input_dim:
+        raise RecordError(f"--features {features}: its records have {width} features a tile, but the fold reads "
+                          f"{input_dim} ({HUB_CONFIG} input_dim; SEQUOIA's published folds read UNI's 1024); give "
+                          f"--features a folder extracted as the fold's features were ({UNI_EXTRACT}).")
+    return found.settings, folder_extraction(features, found.settings)
 
 
 def _digest(path: Path) -> str:
@@ -98,26 +145,18 @@ def import_sequoia(folder: str | Path, out_dir: str | Path, genes: str | Path | 
     of the outputs' gene symbols, one a line (default: SEQUOIA's 20,820). `evaluate` (features,
     expression, labels): evaluate the fold on those patients, all held out; with features alone, the run
     records how they were extracted (to extract new slides alike). Returns `out_dir`."""
-    from hist2rna_tf.model.train import absolute_inputs
-
     folder, out_dir = Path(folder), Path(out_dir)
     refuse_overlap(out_dir, {"FOLDER": folder, **({"--features": evaluate.features} if evaluate else {})})
-    runs.refuse_existing(out_dir, overwrite, runs.IMPORTED)
+    runs.refuse_existing(out_dir, overwrite, runs.IMPORTED, overwrite_option=False)  # import-run has no --overwrite
     settings, n_outputs, input_dim = read_fold_config(folder)
-    names = sequoia_genes() if genes is None else Path(genes).read_text().split()
-    if len(names) != n_outputs:
-        raise ModelError(f"{folder / HUB_CONFIG}: {n_outputs} outputs, but {genes or 'SEQUOIA gene list'} names "
-                         f"{len(names)} genes; give --genes, a file of the fold's {n_outputs} gene symbols in order.")
+    names = fold_genes(genes, n_outputs, folder / HUB_CONFIG)
+    feature_settings, extraction, patients = UNI_FEATURES, None, {"train": 0, "test": 0}
+    if evaluate is not None and evaluate.features:
+        feature_settings, extraction = fold_features(evaluate.features, input_dim)
+    inputs = RunInputs("", "", "") if evaluate is None else absolute_inputs(evaluate)
+    refuse_oversized("sequoia", settings, input_dim, n_outputs)  # sizes a damaged config.json could say
     model, settings, input_dim = fold_model(folder)
     config = replace(with_head_training(TrainConfig(head="sequoia")), clusters=settings.clusters)
-    feature_settings, extraction, patients = UNI_FEATURES, None, {"train": 0, "test": 0}
-    inputs = RunInputs("", "", "") if evaluate is None else absolute_inputs(evaluate)
-    if inputs.features:
-        from hist2rna_tf.extract.records import read_feature_folder
-        from hist2rna_tf.model.train import _extraction
-
-        found = read_feature_folder(inputs.features).settings
-        feature_settings, extraction = found, _extraction(inputs.features, found)
     imported_from = {"source": "sequoia", "folder": str(folder.resolve()),
                      "config": json.loads((folder / HUB_CONFIG).read_text()),
                      "sha256": _digest(folder / HUB_WEIGHTS), "genes": str(genes) if genes else "SEQUOIA's 20,820"}
@@ -151,6 +190,7 @@ def _evaluate(work: Path, model, genes: list[str], inputs: RunInputs, settings: 
     genes_file.write_text("\n".join(genes) + "\n")
     cohort = cohort_of(replace(inputs, genes=str(genes_file), drop_missing_genes=True))
     genes_file.unlink()
+    refuse_too_few_patients(cohort, inputs)  # (none of the fold's genes in the table: cohort_of says so)
     if cohort.missing_genes:
         log.warning("%s lacks %d of the fold's %d genes (e.g. %s): they are left out of the evaluation.",
                     inputs.expression, len(cohort.missing_genes), len(genes), cohort.missing_genes[0])
@@ -169,3 +209,12 @@ def _evaluate(work: Path, model, genes: list[str], inputs: RunInputs, settings: 
     runs.write_held_out(work, pd.DataFrame(predicted, index=index, columns=cohort.targets.columns), cohort.targets)
     runs.write_random_predictions(work, pd.DataFrame(random, index=index, columns=cohort.targets.columns))
     return {"train": 0, "test": len(index)}
+
+
+def refuse_too_few_patients(cohort, inputs: RunInputs) -> None:
+    """An ExpressionError, before any slide is clustered, when the cohort has fewer than 3 patients
+    (the metrics' least) with features, expression and a label: nothing to evaluate the fold on."""
+    if len(cohort.targets) < 3:
+        raise ExpressionError(f"--expression {inputs.expression}: {len(cohort.targets)} patient(s) with features, "
+                              f"expression and a label; evaluating the fold needs at least 3: give --features, "
+                              "--expression and --labels of one cohort.")
