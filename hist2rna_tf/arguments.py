@@ -100,6 +100,8 @@ def takes(annotation) -> str:
         shown = f"a {origin.__name__} of {_plural(takes(element))}"
     elif origin is dict:
         shown = "a dict"
+    if isinstance(limits, OneOf):
+        return str(limits)
     return f"{shown} {limits}" if limits is not None else shown
 
 

@@ -5,7 +5,7 @@ class Hist2RNAError(Exception):
     """Base class: the CLI prints the message alone (no traceback) and exits non-zero."""
 
 
-class ArgumentError(Hist2RNAError):
+class ArgumentError(Hist2RNAError, ValueError):
     """A library call or config dataclass given an argument of the wrong type or out of range (the
     Python API's form of the command line's refusals at parse time): the message names the argument,
     its value and what it takes."""

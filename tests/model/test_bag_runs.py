@@ -115,7 +115,7 @@ def test_a_crossval_names_its_head_and_refuses_another_and_the_report_shows_sequ
     capsys.readouterr()
     assert main(["report", str(tmp_path / "cv"), "--compare", str(tmp_path / "cv-paper")]) == 0
     out = capsys.readouterr().out
-    assert "tiny (abmil)" in out and "Wilcoxon" in out
+    assert "cv (abmil)" in out and "cv-paper (hist2rna)" in out and "Wilcoxon" in out  # the folders, by head
     report = shutil.copytree(abmil_run, tmp_path / "run")
     assert main(["report", str(report), "--n-boot", "5", "--no-progress"]) == 0
     page = (report / "report" / "report.html").read_text()

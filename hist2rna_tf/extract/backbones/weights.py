@@ -85,12 +85,12 @@ def _beginning(path: Path) -> bytes:
 
 
 def _file_kind(path: Path) -> str | None:
-    """"safetensors" (its suffix, or a header: 8 bytes of length, then JSON), "pytorch" (a zip, or a legacy
-    pickle), or None."""
+    """"safetensors" (its suffix, or a header: 8 bytes of length, then JSON), "pytorch" (its suffix, a zip, or
+    a legacy pickle), or None."""
     start = _beginning(path)
     if path.suffix == ".safetensors" or start[8:9] == b"{":
         return "safetensors"
-    if start.startswith((b"PK\x03\x04", b"\x80")):
+    if start.startswith((b"PK", b"\x80")) or path.suffix in (".bin", ".pt", ".pth", ".ckpt"):
         return "pytorch"
     return None
 
