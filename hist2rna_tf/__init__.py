@@ -21,6 +21,10 @@ __all__ = ["extract_features", "train", "predict", "export", "write_report", "__
 _API = ("extract_features", "train", "predict", "export", "write_report")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
+
 def __getattr__(name: str):
     if name in _API:
         from hist2rna_tf import api

@@ -11,6 +11,7 @@ their plain-dataclass form).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import math
@@ -227,7 +228,9 @@ def check_keywords(owner: str, kind: type, values: dict, own: tuple[str, ...]) -
     names = [f.name for f in dataclasses.fields(kind) if f.name not in own]
     for name, value in values.items():
         if name not in names:
-            raise ArgumentError(f"{owner}({name}=...): no such argument; {owner} takes {', '.join(own)} and "
+            close = difflib.get_close_matches(name, [*own, *names], n=1)
+            meant = f" (did you mean {close[0]}?)" if close else ""
+            raise ArgumentError(f"{owner}({name}=...): no such argument{meant}; {owner} takes {', '.join(own)} and "
                                 f"{', '.join(names)}.")
         if not (isinstance(value, list) and _wants_tuple(hints[name]) and fits(hints[name], tuple(value))):
             check(owner, name, hints[name], value)

@@ -186,9 +186,9 @@ class RunInputs(Checked):
     labels: str
     label_column: str = option(PAM50_LABEL_COLUMN, "subtype column (default {default})")
     subtypes: tuple[str, ...] = option(PAPER_SUBTYPES, "subtypes kept (default: the paper's {default})")
-    genes: GeneSelection = option("panel", "panel (the paper's 138), all (every gene of the table: the whole transcriptome), an "
-                                 "assay (pam50, oncotype, mammaprint, endopredict, bci, mammostrat) or a file of gene "
-                                 "symbols (default {default})")
+    genes: GeneSelection = option("panel", "panel (the paper's 138), all (every gene of the table: the whole "
+                                           "transcriptome), an assay (pam50 or prosigna, oncotype, mammaprint, "
+                                           "endopredict, bci, mammostrat) or a file of gene symbols (default {default})")
     drop_missing_genes: bool = option(False, "train without genes the table lacks (recorded in the run) instead of "
                                              "failing")
     split: str | None = None

@@ -12,6 +12,7 @@ import sys
 from tqdm.auto import tqdm
 
 LINE_INTERVAL_S = 5.0  # a non-terminal's lines: at most one this often (and the last)
+_CURSOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # a terminal's cursor moves (nested bars), nothing in a log
 _PLAIN = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]{postfix}"
 
 
@@ -24,7 +25,7 @@ class _Lines:
         self.last = ""
 
     def write(self, text: str) -> None:
-        text = text.replace("\r", "").strip()
+        text = _CURSOR.sub("", text.replace("\r", "")).strip()
         news = re.sub(r"\[[^\]]*\]", "", text)
         if text and news != self.last:
             self.stream.write(text + "\n")

@@ -43,3 +43,17 @@ def test_no_progress_draws_nothing(monkeypatch):
     with Stages("export", ["writing"], enabled=False) as stages:
         stages.next()
     assert log.getvalue() == ""
+
+
+def test_bars_open_together_leave_no_cursor_moves_in_a_log(monkeypatch):
+    """A bar inside another (the demo's stages around an extraction's slides and tiles) moves a terminal's
+    cursor between them; a log gets the lines without those escape codes."""
+    log = _Log()
+    monkeypatch.setattr("sys.stderr", log)
+    with Stages("demo", ["predictions", "the report"]) as stages:
+        for _ in bar(range(3), desc="slides", unit="slide", mininterval=0):
+            for _ in bar(range(2), desc="tiles", unit="tile", mininterval=0):
+                pass
+        stages.next()
+        stages.next()
+    assert "\x1b" not in log.getvalue() and "slides: 3/3 slide" in log.getvalue()

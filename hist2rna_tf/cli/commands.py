@@ -290,7 +290,8 @@ def _print_demo(result) -> None:
           f"-> {result.paths['features']}")
     print(f"held-out Spearman across genes: median {genes['median']:.2f} (IQR {genes['q25']:.2f} to {genes['q75']:.2f}), "
           f"{genes['significant']}/{genes['total']} genes at FDR < 0.05; across patients median {patients['median']:.2f}.")
-    print(f"control (trained on shuffled targets, same split): median across genes {controls}.")
+    print(f"control (trained on shuffled targets, same split): median across genes {controls} "
+          f"({Path(result.paths['run']).parent / 'controls'}).")
     verdict = "beats" if result.learned_median > max(result.control_medians, default=-1) else "does NOT beat"
     print(f"the model {verdict} every shuffled control. These numbers say nothing about real biology: the expression "
           "is synthetic, tied to which real tumours each demo slide's tiles come from.")
@@ -300,6 +301,8 @@ def _print_demo(result) -> None:
     if "export_end_to_end" in result.paths:
         print(f"exports: {result.paths['export_head']} (features -> genes), {result.paths['export_end_to_end']} "
               "(tiles -> genes)")
+    if "spatial_map" in result.paths:
+        print(f"spatial maps and QuPath objects of every held-out slide: {Path(result.paths['spatial_map']).parent}")
     if "external_predictions" in result.paths:
         print(f"external demo cohort (SYNTHETIC clinical table): {result.paths['external_predictions']}")
     print(f"report: {result.paths['report']}")

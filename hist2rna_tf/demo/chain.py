@@ -134,6 +134,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     expression, labels = write_demo_expression(cohort_dir, seed=config.seed)
     paths_clinical = {"clinical": write_demo_clinical(cohort_dir, seed=config.seed, filename="clinical_ihc.csv")}
 
+    external = _external_features(config) if config.n_external else None  # its own bars, before the stages'
     start = time.perf_counter()
     train = with_head_training(TrainConfig(seed=config.seed, standardize=True, head=config.head))
     if head_entry(config.head).reads == CLUSTERS:  # SEQUOIA's 100 need 100 tiles a slide
@@ -162,8 +163,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
             paths["baseline"] = out / "baseline"
             stages.next()
         paths["predictions"] = write_predictions(run_dir, features, out / "predictions.csv")
-        if config.n_external:
-            paths.update(_external_cohort(config, run_dir))
+        if external is not None:
+            paths.update(_external_predictions(run_dir, *external))
         stages.next()
         if config.export:
             head_dir, full_dir = export_run(run_dir, out / "saved_models", version=1, replace=True)
@@ -176,7 +177,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         stages.next()
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
-                        {k: str(v) for k, v in paths.items()})
+                        {k: {t: str(p) for t, p in v.items()} if isinstance(v, dict) else str(v) for k, v in paths.items()})
     write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
                                            "learned_median": result.learned_median})
     return result
@@ -190,9 +191,9 @@ def _stages(config: DemoConfig) -> list[str]:
             *(["both SavedModel exports"] if config.export else []), "spatial maps", "the report"]
 
 
-def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
-    """A second demo cohort of small, TMA-core-like slides with a SYNTHETIC clinical table, predicted
-    with the trained run through the normal pipeline (the paper's external TMA cohort, in miniature)."""
+def _external_features(config: DemoConfig) -> tuple[Path, Path, Path]:
+    """A second demo cohort of small, TMA-core-like slides with a SYNTHETIC clinical table (the paper's
+    external TMA cohort, in miniature), extracted: its features folder, clinical table and root."""
     root = Path(config.out) / "external"
     build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
                       progress=config.progress)
@@ -201,8 +202,13 @@ def _external_cohort(config: DemoConfig, run_dir: Path) -> dict:
              config.progress)
     write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)
     clinical = write_demo_clinical(root / "cohort", seed=config.seed + 1)
-    predictions = write_predictions(run_dir, _features_dir(root / "features", config.backbone), root / "predictions.csv")
-    return {"external_predictions": predictions, "external_clinical": clinical}
+    return _features_dir(root / "features", config.backbone), clinical, root
+
+
+def _external_predictions(run_dir: Path, features: Path, clinical: Path, root: Path) -> dict:
+    """The external cohort predicted with the trained run through the normal pipeline."""
+    return {"external_predictions": write_predictions(run_dir, features, root / "predictions.csv"),
+            "external_clinical": clinical}
 
 
 def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path, n_tiles: dict[str, int]) -> dict:

@@ -252,7 +252,8 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
         if backbone.feature_dim != predictor.feature_dim:
             raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
                                 f"{config.backbone} gives {backbone.feature_dim}.")
-        name = name if name is not None else backbone.name
+        if name is None:  # the backbone's, and the head's when not the paper's: another head serves another signature
+            name = backbone.name if predictor.head.name == DEFAULT_HEAD else f"{backbone.name}_{predictor.head.name}"
         version = version or next_version(root, f"{name}_head", name)
         head_dir, full_dir = version_dir(root, f"{name}_head", version), version_dir(root, name, version)
         taken = [d for d in (head_dir, full_dir) if d.exists()]

@@ -76,8 +76,7 @@ def read_record(run_dir: str | Path) -> RunRecord:
     path = run_dir / CONFIG
     refuse_crossval(run_dir)
     if not path.is_file():
-        raise RunError(f"{run_dir}: not a training run folder (no {CONFIG}); give the folder `hist2rna train --out` "
-                       "(or `hist2rna baseline --out`) wrote.")
+        raise RunError(_not_a_run(run_dir))
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -101,6 +100,20 @@ def read_record(run_dir: str | Path) -> RunRecord:
         raise RunError(f"{path}: not a run record this version can read ({type(exc).__name__}: {exc}); train the "
                        "run again.") from None
     return record
+
+
+def _not_a_run(folder: Path) -> str:
+    """Why `folder` (without a config.json) is no run, and which runs it holds when it holds some."""
+    give = "give the folder `hist2rna train --out` (or `baseline --out`, `import-run --out`) wrote"
+    if not folder.exists():
+        return f"{folder}: no such folder; {give}."
+    if not folder.is_dir():
+        return f"{folder}: a file, not a training run folder; {give}."
+    inside = sorted(p.parent for p in folder.glob(f"*/{CONFIG}"))
+    if inside:
+        return (f"{folder}: not a training run folder (no {CONFIG}), but it holds {len(inside)} (e.g. {inside[0]}); "
+                "give one of them.")
+    return f"{folder}: not a training run folder (no {CONFIG}); {give}."
 
 
 def refuse_crossval(folder: str | Path) -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from hist2rna_tf.config import RunInputs, TrainConfig, absolute_inputs
-from hist2rna_tf.errors import ExpressionError, SettingsError
+from hist2rna_tf.errors import BackboneError, ExpressionError, ModelError, SettingsError
 from hist2rna_tf.expression import (average_by_patient, join_patients, load_split, log2_expression,
                                     read_expression, read_labels, refuse_non_finite, run_genes, select_genes,
                                     stratified_split, to_patients, validation_rows)
@@ -107,7 +107,7 @@ def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.D
                             verbose=verbose, shuffle=False)  # the tf.data pipelines shuffle, seeded
     frame = pd.DataFrame(history.history)
     frame.index.name = "epoch"
-    log.info("trained %d epochs; best validation loss %.4f at epoch %d", len(frame), frame["val_loss"].min(),
+    log.debug("trained %d epoch(s); best validation loss %.4f at epoch %d", len(frame), frame["val_loss"].min(),
              int(frame["val_loss"].idxmin()) + 1)
     return frame
 
@@ -283,6 +283,10 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     return runs.TrainedRun(out_dir, record, metrics)
 
 
+# The join report's reasons (config.json's keys) as the warning says them.
+_LEFT_OUT = {"without_usable_label": "without a label among --subtypes (another, or none)"}
+
+
 def _warn_of(cohort: Cohort, inputs: RunInputs, config: TrainConfig) -> None:
     """Warnings of what the run is given: features of random weights (unless --standardize, what the warning
     advises: a demo's runs and controls are not told again), patients left out."""
@@ -294,7 +298,8 @@ def _warn_of(cohort: Cohort, inputs: RunInputs, config: TrainConfig) -> None:
                     "real features).", inputs.features, settings.backbone)
     for key, value in cohort.join_report.items():
         if isinstance(value, list) and value:
-            log.warning("%d patients %s (e.g. %s); listed in config.json.", len(value), key.replace("_", " "), value[0])
+            said = _LEFT_OUT.get(key, key.replace("_", " "))
+            log.warning("%d patients %s (e.g. %s): left out, listed in config.json.", len(value), said, value[0])
 
 
 @contextmanager
@@ -334,7 +339,10 @@ def _check_head_init(config: TrainConfig, settings, feature_dim: int, n_genes: i
     if not Path(config.head_init).is_file():
         raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
                             "model.safetensors).")
-    module.initial_weights(module.build(feature_dim, n_genes, settings), config.head_init)
+    try:
+        module.initial_weights(module.build(feature_dim, n_genes, settings), config.head_init)
+    except (BackboneError, ModelError) as exc:
+        raise type(exc)(f"--head-init {exc}") from None
 
 
 def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, targets: pd.DataFrame,

@@ -188,7 +188,7 @@ ROWS = [
      lambda i, s: ["export", str(i.run), "--out", str(i.tmp / "o" / "p"), "--name", "../../escape"], 2,
      ["--name '../../escape'", "one folder name"], ["escape_head", "o/escape_head"]),
     ("report --compare of a folder that is not a run",
-     lambda i, s: i.report("--compare", str(i.tmp / "nosuchrun")), 2, ["nosuchrun", "not a training run folder"],
+     lambda i, s: i.report("--compare", str(i.tmp / "nosuchrun")), 2, ["nosuchrun: no such folder", "train --out"],
      ["rep"]),
     ("report --run-clinical of other patients",
      lambda i, s: i.report("--run-clinical", str(i.clinical(patient_id=lambda ids: "other-" + ids))), 2,

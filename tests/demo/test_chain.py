@@ -6,6 +6,7 @@ import pytest
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert learned > 0.4, learned
     assert learned - max(controls) > 0.25, (learned, controls)
     assert "beats every shuffled control" in printed and "nothing about real biology" in printed
+    assert f"spatial maps and QuPath objects of every held-out slide: {out / 'spatial'}" in printed
+    objects = summary["paths"]["spatial_objects"]  # JSON, as every path of the summary (a dict: title -> file)
+    assert isinstance(objects, dict) and all((out.parent / p).is_file() or Path(p).is_file() for p in objects.values())
 
     predictions = pd.read_csv(out / "predictions.csv", index_col=0)
     assert predictions.shape == (36, 138) and np.isfinite(predictions.to_numpy()).all()

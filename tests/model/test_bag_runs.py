@@ -37,7 +37,8 @@ def test_an_abmil_run_exports_and_reloads_in_a_fresh_process(abmil_run, tiny_run
     record = runs.read_record(abmil_run)
     assert record.train.head == "abmil" and (abmil_run / runs.RANDOM_PREDICTIONS).is_file()
     assert main(["export", str(abmil_run), "--out", str(tmp_path / "saved")]) == 0
-    head, full = tmp_path / "saved" / "tiny_head" / "1", tmp_path / "saved" / "tiny" / "1"
+    # named by backbone and head: another head's export is another model (another signature), not a version
+    head, full = tmp_path / "saved" / "tiny_abmil_head" / "1", tmp_path / "saved" / "tiny_abmil" / "1"
     slide = record_files(tiny_run / "features" / "tiny")[0]
     stored = read_record(slide)
     np.save(tmp_path / "features.npy", stored.tile_features)
@@ -140,10 +141,10 @@ def test_a_sequoia_run_exports_serves_cluster_means_and_maps_windows(tiny_run, t
     np.save(tmp_path / "clusters.npy", np.load(slide_cluster_file(slide, 4)))
     printed = run_tensorflow_only(f"""
         import numpy as np
-        head = tf.saved_model.load({str(tmp_path / 'saved' / 'tiny_head' / '1')!r})
+        head = tf.saved_model.load({str(tmp_path / 'saved' / 'tiny_sequoia_head' / '1')!r})
         np.save({str(tmp_path / 'genes.npy')!r}, head.serve(tf.constant(np.load({str(tmp_path / 'clusters.npy')!r})))
                 ["log2_expression"].numpy())
-        full = tf.saved_model.load({str(tmp_path / 'saved' / 'tiny' / '1')!r})
+        full = tf.saved_model.load({str(tmp_path / 'saved' / 'tiny_sequoia' / '1')!r})
         out = full.serve(tf.constant(np.full((5, 224, 224, 3), 200, np.uint8)))
         print(head.metadata()["head"].numpy().decode(), int(head.metadata()["clusters"]), out["tile_features"].shape)
     """)

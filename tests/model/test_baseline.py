@@ -93,6 +93,11 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path, capsys):
         assert main(command) == 2
         assert "not a training run folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_run"] and not any(empty.iterdir())
+    demo = tmp_path / "demo_output"  # a folder that holds a run (the demo's): the run is named
+    (demo / "run").mkdir(parents=True)
+    (demo / "run" / "config.json").write_text("{}")
+    assert main(["report", str(demo)]) == 2
+    assert f"holds 1 (e.g. {demo / 'run'}); give one of them" in capsys.readouterr().err
 
 
 def test_baseline_needs_tile_features_and_slides(tile_cohort, tmp_path, capsys):

@@ -172,7 +172,10 @@ def test_head_options_set_the_heads_settings_typed_and_refuse_what_it_lacks():
     assert settings_from_options("hist2rna", ["filters=64,32"]) == paper.Settings(filters=(64, 32))
     assert settings_from_options("hist2rna") == paper.Settings()  # none given: the source's defaults
     for head, options, clusters, message in [
-        ("abmil", ["depth=2"], None, "depth=2'.*abmil head's settings.*embed_dim=512, attn_dim=384, dropout=0.25, gate=true"),
+        ("abmil", ["depth=2"], None, "depth=2': the abmil head has no setting 'depth' .it is a setting of --head "
+                                     "sequoia.; the abmil head's settings .defaults.: embed_dim=512, attn_dim=384, "
+                                     "dropout=0.25, gate=true"),
+        ("abmil", ["dropuot=0.1"], None, "no setting 'dropuot' .did you mean dropout..;"),
         ("sequoia", ["depth"], None, "give NAME=VALUE"),
         ("sequoia", ["depth=two"], None, "'two' is not a whole number"),
         ("abmil", ["dropout=nan"], None, "'nan' is not a finite number"),

@@ -104,7 +104,7 @@ def read_tensors(path: Path) -> Checkpoint:
     kind = _file_kind(path)
     if kind is None:
         raise BackboneError(f"{path}: not a weights file (neither safetensors nor PyTorch: it begins "
-                            f"{_beginning(path)!r}); give the model's model.safetensors (or pytorch_model.bin).")
+                            f"{_beginning(path).decode('utf-8', 'replace')!r}); give the model's model.safetensors (or pytorch_model.bin).")
     if kind == "safetensors":
         from safetensors import SafetensorError, safe_open
 

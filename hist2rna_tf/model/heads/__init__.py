@@ -97,9 +97,12 @@ def settings_from_options(name: str, options=(), clusters: int | None = None):
     for option in options:
         key, sep, text = option.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in types:
+        if not sep:
             raise SettingsError(f"--head-option {option!r}: give NAME=VALUE, NAME one of the {name} head's settings "
                                 f"(defaults: {known}).")
+        if key not in types:
+            raise SettingsError(f"--head-option {option!r}: the {name} head has no setting {key!r}{_elsewhere(key)}; "
+                                f"the {name} head's settings (defaults): {known}.")
         if key in values:
             raise SettingsError(f"--head-option: {key} given twice; give it once.")
         values[key] = _typed(text.strip(), types[key], option)
@@ -152,6 +155,18 @@ def _gigabytes(n: float) -> str:
 
 def _defaults(kind) -> str:
     return ", ".join(f"{f.name}={_shown(f.default)}" for f in dataclasses.fields(kind))
+
+
+def _elsewhere(key: str) -> str:
+    """Where a setting a head lacks may belong: the nearest name of its, another head's setting."""
+    import difflib
+
+    owners = [n for n, entry in HEADS.items() if key in {f.name for f in dataclasses.fields(entry.load().Settings)}]
+    if owners:
+        return f" (it is a setting of --head {' and --head '.join(owners)})"
+    names = sorted({f.name for entry in HEADS.values() for f in dataclasses.fields(entry.load().Settings)})
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def require_positive(settings, *names: str) -> None:
