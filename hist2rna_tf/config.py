@@ -86,7 +86,7 @@ class StainConfig(Checked):
     """Stain normalisation. `macenko` is the authors' (optical density in log10, fixed targets);
     `macenko-henorm` is HEnorm_python's natural-log variant; both run as TensorFlow ops."""
 
-    method: Annotated[str, OneOf(STAIN_METHODS)] = "macenko"  # macenko | macenko-henorm | staintools-macenko | staintools-vahadane | none
+    method: Annotated[str, OneOf(STAIN_METHODS)] = "macenko"  # STAIN_METHODS: macenko, ..., none
     io: PositiveFloat = 240.0
     alpha: Annotated[float, Within(0, 50, low_open=True, high_open=True)] = 1.0  # percentile of the angles
     beta: Annotated[float, Within(0)] = 0.15
@@ -122,9 +122,9 @@ class ExtractConfig(Checked):
     overwrite: bool = option(False, "redo slides that already have a record")
     # GPU options: the backbone in mixed_float16 (stored features stay float32), and XLA-compiled.
     # Neither changes which features a slide gets beyond float rounding (tested: cosine >= 0.999).
-    precision: Annotated[str, OneOf(PRECISION_NAMES)] = option("float32", "the backbone's arithmetic: float32, mixed (float16 on float32 weights) or "
-                                       "bfloat16 (as TRIDENT runs UNI2-h); stored features stay float32 (default "
-                                       "{default})")
+    precision: Annotated[str, OneOf(PRECISION_NAMES)] = option(
+        "float32", "the backbone's arithmetic: float32, mixed (float16 on float32 weights) or bfloat16 (as TRIDENT "
+                   "runs UNI2-h); stored features stay float32 (default {default})")
     xla: bool = option(False, "XLA-compile the backbone (default off)")
     tiles: TileConfig = field(default_factory=TileConfig)
     stain: StainConfig = field(default_factory=StainConfig)
@@ -144,9 +144,10 @@ class TrainConfig(Checked):
     learning_rate: PositiveFloat = 1e-3
     batch_size: PositiveInt = 12
     patience: Count = 4
-    max_epochs: PositiveInt = option(150, "at most this many epochs; early stopping usually ends sooner (default {default}, "
-                                  "the paper's)")
-    validation_fraction: OpenFraction = option(0.1, "training patients held back for early stopping (default {default})")
+    max_epochs: PositiveInt = option(150, "at most this many epochs; early stopping usually ends sooner (default "
+                                          "{default}, the paper's)")
+    validation_fraction: OpenFraction = option(0.1, "training patients held back for early stopping (default "
+                                                    "{default})")
     seed: Seed = option(0, "seed of the split, initialisation and shuffling (default {default})")
     deterministic: bool = option(False, "deterministic TensorFlow ops (slower)")
     # NOT the paper: z-score features and targets inside the model (see model/heads/base.py)
@@ -161,8 +162,8 @@ class TrainConfig(Checked):
                                    "--save-tile-features")
     head_init: str | None = option(None, "abmil: start from a FEATHER-24K / MIL-Lab checkpoint (model.safetensors; "
                                          "its classifier left out)")
-    clusters: PositiveInt | None = option(None, "sequoia: k-means clusters per slide (default: SEQUOIA's 100; a slide needs "
-                                        "at least as many tiles)")
+    clusters: PositiveInt | None = option(None, "sequoia: k-means clusters per slide (default: SEQUOIA's 100; a slide "
+                                                "needs at least as many tiles)")
     # Any field of the head's Settings (model/heads/<head>.py), as NAME=VALUE; the defaults are its source's.
     head_options: tuple[str, ...] = option((), "the head's own settings as NAME=VALUE (a tuple: values separated by "
                                                 "commas), its source's defaults otherwise, recorded in the run: "
@@ -188,7 +189,8 @@ class RunInputs(Checked):
     subtypes: tuple[str, ...] = option(PAPER_SUBTYPES, "subtypes kept (default: the paper's {default})")
     genes: GeneSelection = option("panel", "panel (the paper's 138), all (every gene of the table: the whole "
                                            "transcriptome), an assay (pam50 or prosigna, oncotype, mammaprint, "
-                                           "endopredict, bci, mammostrat) or a file of gene symbols (default {default})")
+                                           "endopredict, bci, mammostrat) or a file of gene symbols (default "
+                                           "{default})")
     drop_missing_genes: bool = option(False, "train without genes the table lacks (recorded in the run) instead of "
                                              "failing")
     split: str | None = None
@@ -214,14 +216,15 @@ CPU_WATTS_PER_CORE = 7.5
 class BaselineConfig(Checked):
     """The patch-based comparison (model/baseline.py)."""
 
-    mode: Annotated[str, OneOf(("frozen", "finetune"))] = option("frozen", "frozen: head on stored tile features; finetune: backbone trained on tiles (default "
-                                 "{default})")
+    mode: Annotated[str, OneOf(("frozen", "finetune"))] = option(
+        "frozen", "frozen: head on stored tile features; finetune: backbone trained on tiles (default {default})")
     max_epochs: PositiveInt | None = None  # None: the hist2RNA run's own limit (the paper's 150)
     batch_size: PositiveInt | None = None  # None: the hist2RNA run's (the paper's 12)
     shuffle_buffer: PositiveInt = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
     image_shuffle_buffer: PositiveInt = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
     tiles_per_slide: PositiveInt | None = None  # finetune: at most this many tiles a slide (None: all planned)
-    device_watts: PositiveFloat | None = None  # W a device; None: PAPER_WATTS a GPU when one ran, else CPU_WATTS_PER_CORE a core
+    # W a device; None: PAPER_WATTS a GPU when one ran, else CPU_WATTS_PER_CORE a core
+    device_watts: PositiveFloat | None = None
     n_devices: PositiveInt = option(1, "devices the time was spent on (default {default})")
     device: str = option("", "device description for costs.csv (default: detected)")
 

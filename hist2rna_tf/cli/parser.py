@@ -216,9 +216,9 @@ def add_export(commands) -> None:
     add_run(export)
     export.add_argument("--out", type=out_folder, required=True,
                         help="export root, e.g. saved_models (the models go in <out>/<name>[_head]/<version>/)")
-    export.add_argument("--name", help="model name, one folder name (default: the backbone's; with the head's for a head "
-                             "other than the paper's, e.g. uni_abmil: its signature differs, so it is another model, "
-                             "not a version)")
+    export.add_argument("--name", help="model name, one folder name (default: the backbone's; with the head's for a "
+                                       "head other than the paper's, e.g. uni_abmil: its signature differs, so it is "
+                                       "another model, not a version)")
     export.add_argument("--version", type=positive_int, help="version number (default: the next one free for both)")
     add_no_progress(export, "progress bar of its stages")
 
@@ -357,7 +357,8 @@ def add_demo(commands) -> None:
                     "(frozen tile features) and both approaches' cost; (5) predictions.csv for every patient; "
                     f"(6) external/: a second cohort of {DEMO.n_external} TMA-core-sized slides with a synthetic "
                     "clinical table, predicted with the run; (7) saved_models/: both SavedModel exports; (8) "
-                    "spatial/: tile maps and QuPath objects of every held-out slide (the report shows one); (9) report/report.html, and demo_summary.json. "
+                    "spatial/: tile maps and QuPath objects of every held-out slide (the report shows one); (9) "
+                    "report/report.html, and demo_summary.json. "
                     "Re-running reuses the cohort and the features. Random backbone weights unless --weights "
                     "imagenet.")
     add_option(demo, "--out", DEMO, "out", type=out_folder)

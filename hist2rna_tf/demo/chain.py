@@ -176,8 +176,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
         stages.next()
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
-    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s,
-                        {k: {t: str(p) for t, p in v.items()} if isinstance(v, dict) else str(v) for k, v in paths.items()})
+    shown = {k: {t: str(p) for t, p in v.items()} if isinstance(v, dict) else str(v) for k, v in paths.items()}
+    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s, shown)
     write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
                                            "learned_median": result.learned_median})
     return result

@@ -141,8 +141,9 @@ def refuse_oversized(name: str, settings, feature_dim: int, n_genes: int, memory
     if needed > memory:
         given = ", ".join(f"{f.name}={_shown(getattr(settings, f.name))}" for f in dataclasses.fields(settings))
         raise SettingsError(f"--head {name} with {given}: {count:,} parameters on {feature_dim} features and "
-                            f"{n_genes} genes, ~{_gigabytes(needed)} to train (parameters x {TRAINING_BYTES_PER_PARAMETER} "
-                            f"bytes: float32 weights, gradients and Adam's two moments), more than this machine's "
+                            f"{n_genes} genes, ~{_gigabytes(needed)} to train (parameters x "
+                            f"{TRAINING_BYTES_PER_PARAMETER} bytes: float32 weights, gradients and Adam's two moments), "
+                            "more than this machine's "
                             f"{_gigabytes(memory)} of memory; give smaller --head-option values (defaults: "
                             f"{_defaults(type(settings))}).")
     return count
