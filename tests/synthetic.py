@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hist2rna_tf.config import PAM50_LABEL_COLUMN
 from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
 from hist2rna_tf.extract.settings import FeatureSettings
 
@@ -45,10 +46,10 @@ def write_expression(path: Path, log2: pd.DataFrame) -> Path:
 
 
 def write_labels(path: Path, patients, labels=None) -> Path:
-    """A clinical table: PATIENT, BRCA_Subtype_PAM50 (default: the paper's four subtypes in turn)."""
+    """A clinical table: PATIENT, TCGA's subtype column (config.PAM50_LABEL_COLUMN; default: the paper's four subtypes in turn)."""
     patients = list(patients)
     labels = [SUBTYPES[i % 4] for i in range(len(patients))] if labels is None else list(labels)
-    pd.DataFrame({"PATIENT": patients, "BRCA_Subtype_PAM50": labels}).to_csv(path, index=False)
+    pd.DataFrame({"PATIENT": patients, PAM50_LABEL_COLUMN: labels}).to_csv(path, index=False)
     return Path(path)
 
 

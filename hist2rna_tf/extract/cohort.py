@@ -29,6 +29,7 @@ from hist2rna_tf.outputs import refuse_overlap
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"  # a folder's; a shard's is manifest.shard-<i>-of-<n>.csv
+MANIFEST_LOCK = ".manifest.lock"  # held while a manifest is rewritten; stays, empty
 MANIFEST_FIELDS = ("slide_id", "patient_id", "status", "reason", "n_tiles", "n_unnormalised",
                    "candidate_tiles", "seconds", "record", "source")
 
@@ -71,7 +72,7 @@ def write_manifest(results: list[SlideResult], path: Path) -> None:
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".manifest.lock", "a") as lock:
+    with open(path.parent / MANIFEST_LOCK, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
         except OSError as exc:  # a file system without locks (some cluster mounts): merge unlocked
@@ -246,7 +247,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
 def _remove_bookkeeping(folder: Path, created: list[Path]) -> None:
     """Every slide failed: the folders this run created go again, with the settings and manifest it
     wrote in them (the failures are reported to the caller), unless something else came into them."""
-    ours = {EXTRACT_CONFIG_FILE, MANIFEST, ".manifest.lock"}
+    ours = {EXTRACT_CONFIG_FILE, MANIFEST, MANIFEST_LOCK}
     entries = list(folder.iterdir())
     if any(p.name not in ours and not p.name.startswith("manifest.shard-") for p in entries):
         return

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hist2rna_tf.cli import main
+from hist2rna_tf.report.spatial_folder import TILES
 
 
 def test_help_does_not_import_tensorflow():
@@ -76,7 +77,7 @@ def test_report_options_reach_the_report(monkeypatch, tmp_path):
     maps = tmp_path / "maps"
     maps.mkdir()
     (maps / "s1_ESR1.png").write_bytes(b"png")
-    (maps / "s1_tiles.csv").write_text("x,y,ESR1\n0,0,1.0\n")  # a spatial folder's maps are of the slides it has tables of
+    (maps / f"s1{TILES}").write_text("x,y,ESR1\n0,0,1.0\n")  # a spatial folder's maps are of the slides it has tables of
     assert main(["report", "run", "--compare", "a", "b", "--external-predictions", "p.csv", "--clinical", "c.csv",
                  "--clinical-columns", "c.json", "--run-clinical", "rc.csv", "--run-clinical-columns", "rc.json",
                  "--baseline", "base", "--costs", "costs.csv", "--spatial-maps", str(maps), "--n-boot", "7",

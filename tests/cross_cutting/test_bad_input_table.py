@@ -19,10 +19,12 @@ import pytest
 from PIL import Image
 
 from hist2rna_tf.cli import main
+from hist2rna_tf.config import PAM50_LABEL_COLUMN
 from hist2rna_tf.extract.cohort import MANIFEST
 from hist2rna_tf.extract.records import read_record, write_record
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.model import runs
+from hist2rna_tf.report.spatial_folder import SpatialFolder
 
 from commandline import run
 
@@ -171,7 +173,7 @@ def _crossval_folder(i: Inputs, summary: bytes | None = None) -> Path:
 
 def _one_class_reference(i: Inputs) -> list[str]:
     labels = pd.read_csv(i.cohort / "clinical.csv")
-    labels["BRCA_Subtype_PAM50"] = "LumA"
+    labels[PAM50_LABEL_COLUMN] = "LumA"
     labels.to_csv(i.tmp / "labels.csv", index=False)
     return _subtype_table(i, nan=False) + ["--method", "voting", "--reference-expression",
                                            str(i.cohort / "expression.csv"), "--reference-labels", str(i.tmp / "labels.csv")]
@@ -259,7 +261,7 @@ ROWS = [
     ("subtype voting with labels of other patients",
      lambda i, s: _subtype_table(i, nan=False) + [
          "--method", "voting", "--reference-expression", str(i.cohort / "expression.csv"), "--reference-labels",
-         str((pd.DataFrame({"PATIENT": ["P1", "P2"], "BRCA_Subtype_PAM50": ["lumA", "Claudin-low"]}).to_csv(
+         str((pd.DataFrame({"PATIENT": ["P1", "P2"], PAM50_LABEL_COLUMN: ["lumA", "Claudin-low"]}).to_csv(
              i.tmp / "labels.csv", index=False), i.tmp / "labels.csv")[1])], 2,
      ["labels.csv", "'lumA'", "'Claudin-low'"], ["calls.csv"]),
     # issue 27: tracebacks before
@@ -586,7 +588,7 @@ def test_spatial_maps_the_good_slides_names_the_bad_and_exits_1(inputs, capsys):
                        str(inputs.tmp / "notaslide.svs"), str(inputs.cohort / "slides" / "demo-01.tiff"),
                        "--no-subtypes", "--genes", "ESR1", "--out", str(inputs.tmp / "maps"), "--no-progress"], capsys)
     assert status == 1 and "notaslide.svs" in err and "1 of 2 slides not mapped" in err, err
-    assert (inputs.tmp / "maps" / "demo-01_tiles.geojson").is_file()
+    assert SpatialFolder(inputs.tmp / "maps").objects("demo-01").is_file()
 
 
 # --- issue 11's cases, each set up in a few lines ----------------------------------------------------
@@ -664,10 +666,10 @@ def test_repeated_genes_and_samples_are_refused(tmp_path, capsys):
 def test_conflicting_labels_are_refused_and_repeated_agreeing_ones_accepted(tmp_path):
     from hist2rna_tf.expression import ExpressionError, read_labels
 
-    (tmp_path / "labels.csv").write_text("patient,BRCA_Subtype_PAM50\nP1,LumA\nP2,Basal\nP1,LumA\nP3,Her2\nP3,LumB\n")
+    (tmp_path / "labels.csv").write_text(f"patient,{PAM50_LABEL_COLUMN}\nP1,LumA\nP2,Basal\nP1,LumA\nP3,Her2\nP3,LumB\n")
     with pytest.raises(ExpressionError, match=r"conflicting .* P3"):
         read_labels(tmp_path / "labels.csv")
-    (tmp_path / "labels.csv").write_text("patient,BRCA_Subtype_PAM50\nP1,LumA\nP2,Basal\nP1,LumA\n")
+    (tmp_path / "labels.csv").write_text(f"patient,{PAM50_LABEL_COLUMN}\nP1,LumA\nP2,Basal\nP1,LumA\n")
     assert read_labels(tmp_path / "labels.csv").to_dict() == {"P1": "LumA", "P2": "Basal"}
 
 

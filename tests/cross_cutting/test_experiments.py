@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hist2rna_tf.config import TrainConfig
+from hist2rna_tf.config import PAM50_LABEL_COLUMN, TrainConfig
 from hist2rna_tf.extract.backbones.catalog import ENCODERS
 from hist2rna_tf.extract.backbones.checkpoints import layout_of
 from hist2rna_tf.model import runs
@@ -194,7 +194,7 @@ def test_each_sequoia_fold_trains_on_their_patients_and_evaluates_theirs_on_its_
     assert config.stain.method == "none" and config.save_tile_features and config.tiles.max_tiles >= 100_000
     assert Path(config.weights) == tmp_path / "weights" / "uni" / "pytorch_model.bin"
     data.labels.parent.mkdir(parents=True)
-    data.labels.write_text("patient,BRCA_Subtype_PAM50\nTCGA-AA-0001,LumA\nTCGA-AA-0002,Basal\n"
+    data.labels.write_text(f"patient,{PAM50_LABEL_COLUMN}\nTCGA-AA-0001,LumA\nTCGA-AA-0002,Basal\n"
                            "TCGA-AA-0003,Her2\nTCGA-AA-0004,LumB\n")
     fold = {"train": ["TCGA-AA-0001"], "val": ["TCGA-AA-0002"], "test": ["TCGA-AA-0003", "TCGA-AA-0004"]}
     calls = {}

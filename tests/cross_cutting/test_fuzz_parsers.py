@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hist2rna_tf.analysis.clinical import ClinicalColumns, ClinicalError, read_clinical
+from hist2rna_tf.config import PAM50_LABEL_COLUMN
 from hist2rna_tf.errors import AnnotationError
 from hist2rna_tf.expression import ExpressionError, read_expression, read_labels
 from hist2rna_tf.extract.regions import load_annotations
@@ -84,7 +85,7 @@ def test_expression_tables_parse_or_name_the_file(rows, separator, header):
 @BOUNDED
 @given(_table, _separator)
 def test_label_tables_parse_or_name_the_file(rows, separator):
-    path = _file(_text([["patient", "BRCA_Subtype_PAM50"]] + rows, separator), ".csv")
+    path = _file(_text([["patient", PAM50_LABEL_COLUMN]] + rows, separator), ".csv")
     try:
         read_labels(path)
     except ExpressionError as exc:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hist2rna_tf.cli import main
-from hist2rna_tf.config import RunInputs, TrainConfig
+from hist2rna_tf.config import PAM50_LABEL_COLUMN, RunInputs, TrainConfig
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.train import fit_head, validation_rows
@@ -39,7 +39,7 @@ def cli_run(tmp_path_factory):
     write_records(root / "features", [record(p, rng.normal(size=8), patient_id=p, version="0.2.0") for p in patients])
     expression = pd.DataFrame(rng.uniform(1, 500, size=(40, 50)), index=patients, columns=load_panel("pam50"))
     expression.rename_axis("patient").to_csv(root / "expression.csv")
-    pd.DataFrame({"patient": patients, "BRCA_Subtype_PAM50": labels}).to_csv(root / "labels.csv", index=False)
+    pd.DataFrame({"patient": patients, PAM50_LABEL_COLUMN: labels}).to_csv(root / "labels.csv", index=False)
     assert main(["train", "--features", str(root / "features" / "efficientnetv2s"), "--expression",
                  str(root / "expression.csv"), "--labels", str(root / "labels.csv"), "--genes", "pam50", "--out",
                  str(root / "run")]) == 0

@@ -14,6 +14,7 @@ import pandas as pd
 from hist2rna_tf.cli import main
 from hist2rna_tf.extract.records import read_record, write_record
 from hist2rna_tf.model import runs
+from hist2rna_tf.report.spatial_folder import OBJECTS, TILES
 
 
 @pytest.mark.slow
@@ -63,12 +64,12 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     subtype_maps = [m for m in maps if m.name.endswith("_PAM50.png")]  # and one gene's (the best-predicted)
     assert len(maps) == 2 * len(held_out) and len(subtype_maps) == len(held_out)
     assert "PAM50 call from its predicted genes" in report
-    objects = sorted(p.name for p in (out / "spatial").glob("*_tiles.geojson"))
-    assert objects == [f"{s}_tiles.geojson" for s in held_out]
+    objects = sorted(p.name for p in (out / "spatial").glob(f"*{OBJECTS}"))
+    assert objects == [f"{s}{OBJECTS}" for s in held_out]
     for name in objects:
         assert f'href="{name}"' in report and (out / "report" / name).read_bytes() == (out / "spatial" / name).read_bytes()
-    tiles = pd.read_csv(next((out / "spatial").glob("*_tiles.csv")))
-    slide_id = next((out / "spatial").glob("*_tiles.csv")).name.removesuffix("_tiles.csv")
+    tiles = pd.read_csv(next((out / "spatial").glob(f"*{TILES}")))
+    slide_id = next((out / "spatial").glob(f"*{TILES}")).name.removesuffix(TILES)
     assert len(tiles) == read_record(out / "features" / "tiny" / f"{slide_id}.tfrecord").n_tiles
     genes = runs.read_genes(out / "run")
     assert tiles[genes].std().median() > 0  # tiles differ

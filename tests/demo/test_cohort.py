@@ -8,6 +8,7 @@ import numpy as np
 import openslide
 import pytest
 
+from hist2rna_tf.config import PAM50_LABEL_COLUMN
 from hist2rna_tf.demo.cohort import SOURCES, build_demo_cohort
 from hist2rna_tf.extract.regions import load_annotations
 
@@ -57,5 +58,5 @@ def test_synthetic_expression_follows_the_source_shares(demo_cohort, tmp_path):
     design = np.column_stack([np.ones(5), shares.to_numpy()[:, :3]])
     residual = table.to_numpy() - design @ np.linalg.lstsq(design, table.to_numpy(), rcond=None)[0]
     assert residual.std() < 0.25 < table.to_numpy().std(axis=0).mean()
-    subtypes = pd.read_csv(labels, index_col=0)["BRCA_Subtype_PAM50"]
+    subtypes = pd.read_csv(labels, index_col=0)[PAM50_LABEL_COLUMN]
     assert list(subtypes) == [("LumA", "LumB", "Basal", "Her2")[k] for k in shares.to_numpy().argmax(axis=1)]

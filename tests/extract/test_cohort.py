@@ -12,10 +12,10 @@ import pytest
 
 from hist2rna_tf.config import ExtractConfig, TileConfig
 from hist2rna_tf.errors import SettingsError
-from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
+from hist2rna_tf.extract.cohort import MANIFEST, MANIFEST_LOCK, extract_cohort
 from hist2rna_tf.extract.plan import plan_tiles
 from hist2rna_tf.extract.records import read_record
-from hist2rna_tf.extract.settings import extraction_path
+from hist2rna_tf.extract.settings import EXTRACT_CONFIG_FILE, extraction_path
 from hist2rna_tf.extract.slides import find_slides
 from hist2rna_tf.extract.stain.macenko import Macenko
 
@@ -168,7 +168,7 @@ def test_bad_slides_fail_alone_with_clear_reasons(demo_cohort, tiny_extractor, t
     assert "notes.svs" in reasons["notes"] and "cut.svs" in reasons["cut"]
     assert "no tissue" in reasons["blank"] and "--mpp" in reasons["core"]
     written = sorted(p.name for p in (tmp_path / "out" / "tiny").iterdir())
-    assert written == [".manifest.lock", "demo-01.tfrecord", "extract_config.json", "manifest.csv"]  # no temp file
+    assert written == [MANIFEST_LOCK, "demo-01.tfrecord", EXTRACT_CONFIG_FILE, MANIFEST]  # no temp file
 
 
 def test_bad_annotations_fail_alone(demo_cohort, tiny_extractor, tmp_path):

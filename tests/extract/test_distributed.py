@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hist2rna_tf.cli import main
-from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
+from hist2rna_tf.extract.cohort import MANIFEST, MANIFEST_LOCK, extract_cohort
 from hist2rna_tf.extract.distributed import RayWorkers, connect
 
 from files import sha256
@@ -138,7 +138,7 @@ def test_a_killed_workers_slide_is_dealt_again_and_done_once(local_ray, demo_coh
     for row in _manifest(folder).values():
         if row["status"] == "done":
             assert sha256(folder / row["record"]) == sha256(single_process / row["record"])
-    assert [p.name for p in folder.glob(".*.lock")] == [".manifest.lock"]  # every slide's claim released
+    assert [p.name for p in folder.glob(".*.lock")] == [MANIFEST_LOCK]  # every slide's claim released
 
 
 @pytest.mark.parametrize("nodes, cpus_per_worker, expected", [

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.extract.records import read_record, record_files
@@ -84,7 +85,9 @@ def test_an_abmil_run_maps_attention_and_predicts_slides(abmil_run, tiny_run, tm
     slide = folder.slides()[0]
     tiles = pd.read_csv(folder.tiles(slide))
     assert tiles["attention"].sum() == pytest.approx(1, abs=1e-4)
-    assert folder.map(slide, "attention").is_file()
+    # the attention drawn over the slide: its own colours, not the gene's map of the same tiles
+    attention, gene = (np.asarray(Image.open(folder.map(slide, name)).convert("RGB")) for name in ("attention", "ESR1"))
+    assert attention.shape == gene.shape and (attention != gene).any(axis=-1).mean() > 0.01
     objects = json.loads(folder.objects(slide).read_text())["features"]
     assert objects[0]["properties"]["measurements"]["attention"] == pytest.approx(tiles["attention"][0], abs=1e-4)
     # From slides: extracted with the run's settings, tile features kept for the head that reads them.

@@ -15,6 +15,7 @@ import pytest
 
 from hist2rna_tf.model import runs
 from hist2rna_tf.report.qupath import SUBTYPE_RGB, tile_objects
+from hist2rna_tf.report.spatial_folder import SpatialFolder
 
 # parseObject's switch: the objectType values that make each kind; others become annotations.
 QUPATH_TILE_TYPES = ("tile", "PathTileObject")
@@ -134,8 +135,8 @@ def test_the_spatial_commands_objects_are_the_tiles_of_its_table(mapped_slide):
     from hist2rna_tf.extract.records import read_record, record_path
 
     run, cohort, out, slide = mapped_slide
-    table = pd.read_csv(out / f"{slide}_tiles.csv")
-    objects = qupath_reads(json.loads((out / f"{slide}_tiles.geojson").read_text()))
+    table = pd.read_csv(SpatialFolder(out).tiles(slide))
+    objects = qupath_reads(json.loads(SpatialFolder(out).objects(slide).read_text()))
     record = read_record(record_path(cohort.features.parent, cohort.features.name, slide))
     side = record.tile_size_um / record.mpp
     assert len(objects) == len(table) == record.n_tiles

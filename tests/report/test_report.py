@@ -14,6 +14,7 @@ from hist2rna_tf.config import BaselineConfig, ReportInputs
 from hist2rna_tf.errors import ClinicalError, Hist2RNAError
 from hist2rna_tf.model import runs
 from hist2rna_tf.report.report import build_report
+from hist2rna_tf.report.spatial_folder import TILES
 
 ALWAYS = ("Run", "Gene expression prediction (held-out patients)", "PAM50 subtype from predicted genes")
 OPTIONAL = ("Biomarker genes against IHC and grade", "External cohort", "Luminal A vs B from predicted genes",
@@ -76,6 +77,18 @@ def test_a_run_alone_gives_the_gene_and_subtype_sections_from_the_metrics_the_ru
     assert f"<td>0/{len(genes)}</td>" in out.read_text()
 
 
+def _shows(report, figure) -> None:
+    """The report embeds the figure written beside it (its very bytes), and the figure is drawn (not blank)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert base64.b64encode(figure.read_bytes()).decode() in report.read_text(), figure.name
+    pixels = np.asarray(Image.open(io.BytesIO(figure.read_bytes())).convert("L"))
+    assert len(np.unique(pixels)) > 16, figure.name
+
+
 def test_the_runs_own_clinical_table_adds_figure_7(synthetic_run, cohort_files, tmp_path):
     run, _ = synthetic_run
     _, clinical = cohort_files
@@ -84,7 +97,7 @@ def test_the_runs_own_clinical_table_adds_figure_7(synthetic_run, cohort_files, 
     assert _has(headings, "Biomarker genes against IHC and grade") and not _has(headings, "External cohort")
     tests = pd.read_csv(tmp_path / "biomarker_tests.csv")
     assert set(tests["cohort"]) == {"held-out, predicted", "held-out, measured"}
-    assert (tmp_path / "figure7_biomarkers.png").is_file()
+    _shows(out, tmp_path / "figure7_biomarkers.png")
 
 
 @pytest.mark.slow
@@ -99,7 +112,7 @@ def test_every_input_adds_its_section(synthetic_run, cohort_files, tmp_path):
     maps = tmp_path / "maps"
     save(tile_value_map(np.zeros((8, 8, 3), np.uint8), 1.0, 1.0, pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}),
                         "ESR1", "s1"), maps / "s1_ESR1.png")
-    pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}).to_csv(maps / "s1_tiles.csv", index=False)  # as spatial writes
+    pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}).to_csv(maps / f"s1{TILES}", index=False)  # as spatial writes
     from hist2rna_tf.report.report import map_figures
 
     out = build_report(ReportInputs(run=run, compare=[baseline], external_predictions=predictions, clinical=clinical,

@@ -14,6 +14,7 @@ from hist2rna_tf.extract.records import read_record, record_path, write_record
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.report.report import map_figures
 from hist2rna_tf.report.spatial import write_spatial_maps
+from hist2rna_tf.report.spatial_folder import OBJECTS, TILES, SpatialFolder
 
 SLIDE = "TCGA-SY-0003-01Z-00-DX1"
 
@@ -31,11 +32,11 @@ def mapped(synthetic_run, demo_cohort, tmp_path_factory):
 
 def test_each_tile_gets_the_heads_prediction_for_its_own_feature(mapped):
     run, cohort, _, out, written = mapped
-    assert sorted(p.name for p in written) == sorted(f"{SLIDE}_{s}" for s in ("PAM50.png", "tiles.csv", "tiles.geojson",
-                                                                               "ESR1.png", "MKI67.png"))
+    assert sorted(p.name for p in written) == sorted([f"{SLIDE}_PAM50.png", f"{SLIDE}{TILES}", f"{SLIDE}{OBJECTS}",
+                                                           f"{SLIDE}_ESR1.png", f"{SLIDE}_MKI67.png"])
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written if p.suffix == ".png")
     record = read_record(record_path(cohort.features.parent, cohort.features.name, SLIDE))
-    table = pd.read_csv(out / f"{SLIDE}_tiles.csv")
+    table = pd.read_csv(SpatialFolder(out).tiles(SLIDE))
     predictor = Predictor(run)
     np.testing.assert_array_equal(table[["x", "y"]].to_numpy(), record.tile_xy_px)
     np.testing.assert_allclose(table[predictor.genes].to_numpy(), predictor(record.tile_features), rtol=1e-5)
@@ -44,7 +45,7 @@ def test_each_tile_gets_the_heads_prediction_for_its_own_feature(mapped):
 
 def test_each_tile_gets_a_pam50_call_with_its_probabilities(mapped):
     *_, out, _ = mapped
-    table = pd.read_csv(out / f"{SLIDE}_tiles.csv")
+    table = pd.read_csv(SpatialFolder(out).tiles(SLIDE))
     p = table[[c for c in table.columns if c.startswith("p_")]]
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
     assert (p.idxmax(axis=1).str[2:] == table["call"]).all()
@@ -60,8 +61,8 @@ def test_maps_follow_the_tiles_features(mapped, tmp_path):
     tiles[[0, 1]] = tiles[[1, 0]]
     write_record(replace(record, tile_features=tiles), path)
     write_spatial_maps(run, features, [slides], tmp_path / "maps", ["ESR1"], subtypes=False)
-    before = pd.read_csv(out / f"{SLIDE}_tiles.csv")["ESR1"].to_numpy()
-    after = pd.read_csv(tmp_path / "maps" / f"{SLIDE}_tiles.csv")["ESR1"].to_numpy()
+    before = pd.read_csv(SpatialFolder(out).tiles(SLIDE))["ESR1"].to_numpy()
+    after = pd.read_csv(SpatialFolder(tmp_path / "maps").tiles(SLIDE))["ESR1"].to_numpy()
     np.testing.assert_allclose(after[[1, 0, 2, 3, 4, 5]], before, rtol=1e-6)
 
 
@@ -99,8 +100,8 @@ def test_the_other_slides_are_mapped_when_some_cannot_be(mapped, demo_cohort, tm
     assert message.startswith("2 of 3 slides not mapped") and "(the other 1 are in" in message
     assert f"slide {bare}: its record has no per-tile features" in message and "--save-tile-features" in message
     assert "not-extracted.tiff: no feature record not-extracted.tfrecord" in message
-    assert sorted(p.name for p in caught.value.written) == [f"{SLIDE}_ESR1.png", f"{SLIDE}_tiles.csv",
-                                                            f"{SLIDE}_tiles.geojson"]
+    assert sorted(p.name for p in caught.value.written) == [f"{SLIDE}_ESR1.png", f"{SLIDE}{TILES}",
+                                                            f"{SLIDE}{OBJECTS}"]
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(p.name for p in caught.value.written)
 
 
@@ -132,8 +133,8 @@ def test_a_pre_tiled_folder_is_mapped_over_a_mosaic_of_its_tiles(tiny_run, tiny_
     written = write_spatial_maps(tiny_run / "run", tmp_path / "features" / "tiny", [folder], tmp_path / "maps", ["ESR1"],
                                  subtypes=False)
     # QuPath objects where the tiles' names give their level-0 places on the slide
-    assert sorted(p.name for p in written) == ["TCGA-A2-A04R_ESR1.png", "TCGA-A2-A04R_tiles.csv"] + (
-        ["TCGA-A2-A04R_tiles.geojson"] if named else [])
+    assert sorted(p.name for p in written) == ["TCGA-A2-A04R_ESR1.png", f"TCGA-A2-A04R{TILES}"] + (
+        [f"TCGA-A2-A04R{OBJECTS}"] if named else [])
     record = read_record(record_path(tmp_path / "features", "tiny", "TCGA-A2-A04R"))
     picture = slide_picture(find_slides([folder])[0], record)
     assert len(picture.positions) == record.n_tiles == 6 and len({tuple(p) for p in picture.positions}) == 6
@@ -157,7 +158,7 @@ def test_genes_all_measures_every_gene_of_the_run_in_the_qupath_objects(mapped, 
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{SLIDE}_{s}" for s in ("PAM50.png", "tiles.csv",
                                                                                      "tiles.geojson"))
     genes = Predictor(run).genes
-    features = json.loads((out / f"{SLIDE}_tiles.geojson").read_text())["features"]
+    features = json.loads(SpatialFolder(out).objects(SLIDE).read_text())["features"]
     assert all(set(genes) <= set(f["properties"]["measurements"]) for f in features) and len(genes) == 50
 
 

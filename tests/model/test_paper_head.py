@@ -1,4 +1,5 @@
-"""The paper's head: architecture and size against the authors' PyTorch head; training learns."""
+"""The paper's head (model/heads/paper.py): architecture and size against the authors' PyTorch head;
+training learns."""
 
 from __future__ import annotations
 
