@@ -103,3 +103,15 @@ def test_what_needs_no_tensorflow_does_not_import_it():
            "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\nassert not heavy, heavy\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_architecture_page_names_every_module_and_only_modules_that_are_there():
+    """docs/architecture.md's table of modules (a row a module, or a folder's modules in one row) is true
+    to the code: a module added is named there, a module moved or removed leaves no row behind."""
+    import re
+
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \|", page, re.MULTILINE)
+    modules = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+    unnamed = [m for m in modules if m not in rows and not any(m.startswith(r) for r in rows if r.endswith("/"))]
+    assert unnamed == [] and [r for r in rows if not (PACKAGE / r).exists()] == []
