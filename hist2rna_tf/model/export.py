@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from hist2rna_tf import __version__
 from hist2rna_tf.atomic import building_folder
-from hist2rna_tf.config import StainConfig
+from hist2rna_tf.config import StainConfig, TileConfig
 from hist2rna_tf.errors import ExportError, Hist2RNAError
 from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
@@ -111,17 +111,20 @@ def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureS
 
 
 def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: StainConfig, out_dir: str | Path,
-                      tile_size_px: int = 224) -> Path:
-    """Export tiles of one slide (uint8 [N, T, T, 3]) -> log2 expression [G]."""
-    return _write(end_to_end_archive(backbone, head, genes, stain, tile_size_px), out_dir)
+                      tiles: TileConfig = TileConfig()) -> Path:
+    """Export tiles of one slide (uint8 [N, T, T, 3], at `tiles`' size and scale) -> log2 expression [G]."""
+    settings = FeatureSettings(backbone.name, backbone.weights_tag, stain.tag, tiles.tile_size_px, tiles.tile_size_um)
+    return _write(end_to_end_archive(backbone, head, genes, stain, settings), out_dir)
 
 
-def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, tile_size_px: int = 224,
+def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, settings: FeatureSettings,
                        head_name: str = DEFAULT_HEAD):
-    """The end-to-end export's ExportArchive (see `export_end_to_end`); a head that reads every tile
-    gets every tile's features (and gives each tile's attention)."""
+    """The end-to-end export's ExportArchive (see `export_end_to_end`); `settings`: how the tiles it takes
+    are made (their size in px and um, stated in its metadata). A head that reads every tile gets every
+    tile's features (and gives each tile's attention)."""
+    tile_size_px = settings.tile_size_px
     if head_entry(head_name).reads_tiles:
-        return _bag_end_to_end_archive(backbone, head, genes, stain, tile_size_px, head_name)
+        return _bag_end_to_end_archive(backbone, head, genes, stain, settings, head_name)
     if not (stain.is_macenko or stain.method == "none"):
         raise ValueError(f"only the TensorFlow normalisers (macenko, macenko-henorm, none) can be exported, "
                          f"not {stain.method!r}")
@@ -154,13 +157,13 @@ def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: Sta
 
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
-    archive.add_endpoint("metadata", _metadata_fn(genes, _end_to_end_metadata(backbone, stain, tile_size_px,
-                                                                              head_name)), input_signature=[])
+    archive.add_endpoint("metadata", _metadata_fn(genes, _end_to_end_metadata(settings, stain, head_name)),
+                         input_signature=[])
     return archive
 
 
-def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, tile_size_px: int,
-                            head_name: str):
+def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig,
+                            settings: FeatureSettings, head_name: str):
     """Tiles of one slide -> Macenko -> backbone, a batch at a time -> every tile's features -> the bag
     head: {"log2_expression": [G], "attention": [N], "n_tiles"}. SEQUOIA's head reads cluster means made
     by scikit-learn's k-means, which a SavedModel cannot hold: its end-to-end export stops at the tiles'
@@ -172,6 +175,7 @@ def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain
     archive = keras.export.ExportArchive()
     archive.track(backbone.model)
     archive.track(head if clusters else both)
+    tile_size_px = settings.tile_size_px
     batch_shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
 
     def serve(tiles):
@@ -196,19 +200,20 @@ def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain
 
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
-    extra = _end_to_end_metadata(backbone, stain, tile_size_px, head_name)
+    extra = _end_to_end_metadata(settings, stain, head_name)
     if clusters:
         extra["clusters"] = np.int64(head.input_shape[1])
     archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
     return archive
 
 
-def _end_to_end_metadata(backbone, stain: StainConfig, tile_size_px: int, head_name: str) -> dict:
-    return {"he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
-            "normaliser": np.bytes_(stain.tag), "stain_io": np.float32(stain.io),
-            "stain_alpha": np.float32(stain.alpha), "stain_beta": np.float32(stain.beta),
-            "backbone": np.bytes_(backbone.name), "weights": np.bytes_(backbone.weights_tag),
-            "tile_size_px": np.int64(tile_size_px), "head": np.bytes_(head_name)}
+def _end_to_end_metadata(settings: FeatureSettings, stain: StainConfig, head_name: str) -> dict:
+    """How the tiles it takes are made (FeatureSettings' own form: backbone, weights, normaliser, tile px and
+    um; and the um/px they make), the stain's targets, the head."""
+    return {**settings.to_metadata(), "mpp": np.float32(settings.tile_size_um / settings.tile_size_px),
+            "he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
+            "stain_io": np.float32(stain.io), "stain_alpha": np.float32(stain.alpha),
+            "stain_beta": np.float32(stain.beta), "head": np.bytes_(head_name)}
 
 
 def _write(archive, out_dir: str | Path) -> Path:
@@ -246,7 +251,8 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
               "tracing and writing the end-to-end model"]
     with Stages("export", stages, progress) as bar:
         predictor = Predictor(run_dir)
-        config = predictor.extraction().config
+        extraction = predictor.extraction()
+        config = extraction.config
         bar.next()
         backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
         if backbone.feature_dim != predictor.feature_dim:
@@ -265,7 +271,7 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
             head_archive(predictor.model, predictor.genes, predictor.feature_settings, predictor.head.name,
                          predictor.feature_dim).write_out(str(head_work), verbose=False)
             bar.next()
-            end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, config.tiles.tile_size_px,
+            end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, extraction.features,
                                predictor.head.name).write_out(str(full_work), verbose=False)
             bar.next()
     return head_dir, full_dir

@@ -12,8 +12,10 @@ from hist2rna_tf.cli import main
 from hist2rna_tf.config import StainConfig
 from hist2rna_tf.demo.cohort import real_tiles
 from hist2rna_tf.errors import ExportError, Hist2RNAError
+from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
 from hist2rna_tf.model.export import export_end_to_end, export_head, version_dir
+from hist2rna_tf.model import runs
 from hist2rna_tf.model.heads.paper import build as build_head
 from hist2rna_tf.model.predict import Predictor
 
@@ -91,8 +93,13 @@ def test_export_command_writes_both_models(tiny_run, tmp_path):
     assert main(["export", str(tiny_run / "run"), "--out", str(tmp_path / "saved")]) == 0
     head, full = tmp_path / "saved" / "tiny_head" / "1", tmp_path / "saved" / "tiny" / "1"
     assert (head / "saved_model.pb").is_file() and (full / "saved_model.pb").is_file()
-    for export in (head, full):  # each carries the normaliser its run was trained with
+    for export in (head, full):  # each carries how the run's features were made, the normaliser among them
         assert tf.saved_model.load(str(export)).metadata()["normaliser"].numpy() == b"macenko"
+        stated = FeatureSettings.from_metadata(tf.saved_model.load(str(export)).metadata())
+        assert stated == runs.read_record(tiny_run / "run").feature_settings, export
+    served = tf.saved_model.load(str(full)).metadata()  # the tiles the end-to-end model takes: px, um, um/px
+    assert (int(served["tile_size_px"]), float(served["tile_size_um"])) == (224, 56.0)
+    assert float(served["mpp"]) == pytest.approx(0.25)
     from_export = Predictor(head)
     from_run = Predictor(tiny_run / "run")
     x = np.random.default_rng(0).normal(size=(3, 24)).astype(np.float32)
