@@ -20,7 +20,8 @@ from hist2rna_tf.arguments import PathLike, PositiveInt, check_keywords, checked
 from hist2rna_tf.config import ExtractConfig, GeneSelection, ReportInputs, RunInputs, TrainConfig
 from hist2rna_tf.errors import ArgumentError
 
-Slides = Annotated[str | Path | list, "a path or a list of paths (slide files, folders of slides, tile folders)"]
+Slides = Annotated[str | Path | list[str | Path], "a path or a list of paths (slide files, folders of slides, tile "
+                                                 "folders)"]
 
 
 @checked

@@ -107,7 +107,7 @@ def takes(annotation) -> str:
 
 
 _NAMES = {bool: "True or False", int: "a whole number", float: "a finite number", str: "text", Path: "a path",
-          type(None): "None", Any: "anything", list: "a list of paths"}
+          type(None): "None", Any: "anything"}
 
 
 def _plural(words: str) -> str:
@@ -138,8 +138,6 @@ def fits(annotation, value) -> bool:
     if origin is dict:
         values = args[1] if args else Any
         return isinstance(value, dict) and all(fits(values, v) for v in value.values())
-    if annotation is list:  # a bare `list`: of paths (slides)
-        return isinstance(value, (tuple, list)) and all(fits(PathLike, v) for v in value)
     if not _of_type(annotation, value):
         return False
     return limits is None or limits.admits(value)
@@ -232,8 +230,7 @@ def check_keywords(owner: str, kind: type, values: dict, own: tuple[str, ...]) -
             meant = f" (did you mean {close[0]}?)" if close else ""
             raise ArgumentError(f"{owner}({name}=...): no such argument{meant}; {owner} takes {', '.join(own)} and "
                                 f"{', '.join(names)}.")
-        if not (isinstance(value, list) and _wants_tuple(hints[name]) and fits(hints[name], tuple(value))):
-            check(owner, name, hints[name], value)
+        check(owner, name, hints[name], value)  # a list for a tuple fits: the dataclass keeps it as one
 
 
 def checked(function):

@@ -113,13 +113,9 @@ def read_gene_file(path: str | Path, option: str = "--genes") -> list[str]:
 
 
 def repeated(names: list[str]) -> list[str]:
-    """The names listed more than once, in order of first repeat."""
-    seen, repeats = set(), []
-    for name in names:
-        if name in seen and name not in repeats:
-            repeats.append(name)
-        seen.add(name)
-    return repeats
+    """The names listed more than once, in order of first repeat (pandas' `duplicated`)."""
+    index = pd.Index(names)
+    return list(dict.fromkeys(index[index.duplicated()]))
 
 
 # --- reading tables -------------------------------------------------------------------------------
@@ -147,10 +143,10 @@ def read_expression(path: str | Path) -> pd.DataFrame:
             table = table.T
     table = table.rename(columns=alias_map())
     # pandas renames a repeated header "X" to "X.1": find the originals it renamed.
-    repeated = sorted({str(c).rsplit(".", 1)[0] for c in table.columns
-                       if re.fullmatch(r"(.+)\.\d+", str(c)) and str(c).rsplit(".", 1)[0] in table.columns})
-    if repeated:
-        raise ExpressionError(f"{path}: gene columns appear twice ({', '.join(repeated)}); keep one column per gene.")
+    twice = sorted({str(c).rsplit(".", 1)[0] for c in table.columns
+                    if re.fullmatch(r"(.+)\.\d+", str(c)) and str(c).rsplit(".", 1)[0] in table.columns})
+    if twice:
+        raise ExpressionError(f"{path}: gene columns appear twice ({', '.join(twice)}); keep one column per gene.")
     values = numeric_values(table, path)
     if values.columns.duplicated().any():
         dupes = sorted(set(values.columns[values.columns.duplicated()]))

@@ -69,14 +69,12 @@ def refuse_working_folder(out: PathLike, flag: str = "--out") -> None:
                           f"{Path(out) / 'run' if here == target else 'run'}.")
 
 
-def refuse_replacing(out: PathLike, overwrite: bool, what: str, is_ours: Callable[[Path], bool],
-                     flag: str = "--out", overwrite_option: bool = True,
-                     held: Callable[[Path], str | None] = lambda folder: None) -> None:
-    """Before any work: `out` may be new, an empty folder, or `what` (`is_ours` says so), the last
-    only with `overwrite`. Anything else is refused, naming what it holds: `--overwrite` never
-    deletes files this tool did not make. A command without --overwrite (`overwrite_option` False)
-    names what the folder holds (`held`: what this tool made there, e.g. "a hist2RNA training run",
-    or None) and asks for another folder."""
+def refuse_replacing(out: PathLike, overwrite: bool, what: str, held: Callable[[Path], str | None],
+                     flag: str = "--out", overwrite_option: bool = True) -> None:
+    """Before any work: `out` may be new, an empty folder, or `what` (`held` says what this tool made in a
+    folder, e.g. "a hist2RNA training run", or None), the last only with `overwrite`. Anything else is
+    refused, naming what it holds: `--overwrite` never deletes files this tool did not make. A command
+    without --overwrite (`overwrite_option` False) is asked for another folder, not told to give it."""
     out = Path(out)
     refuse_working_folder(out, flag)
     if not out.exists():
@@ -86,14 +84,14 @@ def refuse_replacing(out: PathLike, overwrite: bool, what: str, is_ours: Callabl
     entries = sorted(out.iterdir())
     if not entries:
         return
-    if overwrite and is_ours(out):
+    made = held(out)
+    if overwrite and made == what:
         return
     if not overwrite_option:
-        made = held(out)
         if made:
             raise OutputError(f"{flag} {out} exists and holds {made}; give another {flag}, or remove it.")
         raise OutputError(f"{flag} {out} holds {describe(entries)}; give a new or empty {flag}.")
-    if is_ours(out):
+    if made == what:
         raise OutputError(f"{out} exists and holds {what}; give another {flag}, or --overwrite to replace it.")
     raise OutputError(f"{flag} {out} holds {describe(entries)}, which is not {what}; --overwrite replaces only {what} "
                       f"(or an empty folder). Give a new or empty {flag}.")

@@ -22,7 +22,7 @@ from hist2rna_tf.expression import save_split
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalRecord, fold_of, write_summary
 from hist2rna_tf.model.heads import settings_from_options
-from hist2rna_tf.model.train import absolute_inputs, cohort_of, plan_run, train_run
+from hist2rna_tf.model.train import absolute_inputs, check_head, cohort_of, plan_split, train_run
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import bar
 
@@ -67,16 +67,17 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     (summary.csv)."""
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression, "--labels": inputs.labels})
-    settings_from_options(train.head, train.head_options, train.clusters)  # before any data is read
+    settings = settings_from_options(train.head, train.head_options, train.clusters)  # before any data is read
     inputs = absolute_inputs(without_split(inputs))
     cohort = cohort_of(inputs)
     assignment = fold_of(cohort.labels, folds, seed)
+    check_head(train, settings, cohort)
     subsets = {k: pd.Series(np.where(assignment == k, "test", "train"), index=assignment.index)
                for k in range(1, folds + 1)}
     for k, subset in subsets.items():
-        plan_run(inputs, train, cohort, subset.reindex(cohort.labels.index),
-                 fix=f"That is fold {k} of --folds {folds}, each holding out about 1/{folds} of the patients: give "
-                     "fewer --folds, or add patients")
+        plan_split(inputs, train, settings, cohort, subset.reindex(cohort.labels.index),
+                   fix=f"That is fold {k} of --folds {folds}, each holding out about 1/{folds} of the patients: give "
+                       "fewer --folds, or add patients")
     _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, cohort.labels)
     splits = out_dir / "splits"
     for k in bar(range(1, folds + 1), desc="folds", unit="fold", enabled=progress):

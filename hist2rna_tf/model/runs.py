@@ -182,8 +182,7 @@ def refuse_existing(out_dir: str | Path, overwrite: bool, approach: str = HIST2R
         except Hist2RNAError:
             return None
 
-    refuse_replacing(out_dir, overwrite, names[approach], lambda folder: run_held(folder) == names[approach],
-                     overwrite_option=overwrite_option, held=run_held)
+    refuse_replacing(out_dir, overwrite, names[approach], run_held, overwrite_option=overwrite_option)
 
 
 # A run is built in a folder beside its place and renamed into it when complete; on failure (or a

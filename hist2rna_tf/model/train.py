@@ -210,17 +210,28 @@ class RunPlan:
     slides: pd.DataFrame | None
 
 
-def plan_run(inputs: RunInputs, config: TrainConfig, cohort: Cohort | None = None, split: pd.Series | None = None,
-             fix: str = "Add patients (the paper used 495), or give a --split file") -> RunPlan:
+def plan_run(inputs: RunInputs, config: TrainConfig) -> RunPlan:
     """Everything `train_run` checks before it writes: the head's settings (before any data is read), the
-    cohort (`cohort`: one already read), the split (`split`: one given, else `inputs.split`'s file, else a
-    stratified one) leaving enough patients to train, stop early and evaluate (`fix`: what to say when not),
-    a head the machine can hold, the slides' tile features and the head's starting file. A Hist2RNAError
-    naming the first problem."""
+    cohort, the head (`check_head`) and the split (`plan_split`). A Hist2RNAError naming the first problem."""
     settings = settings_from_options(config.head, config.head_options, config.clusters)
     inputs = absolute_inputs(inputs)
-    cohort = cohort or cohort_of(inputs)
-    split = split if split is not None else _split(inputs, cohort, config.seed)
+    cohort = cohort_of(inputs)
+    check_head(config, settings, cohort)
+    return plan_split(inputs, config, settings, cohort, _split(inputs, cohort, config.seed))
+
+
+def check_head(config: TrainConfig, settings, cohort: Cohort) -> None:
+    """What does not depend on the split: a head the machine can hold on the cohort's features and genes,
+    and its starting file (`--head-init`), read into it."""
+    refuse_oversized(config.head, settings, cohort.features.shape[1], cohort.targets.shape[1])
+    if config.head_init:
+        _check_head_init(config, settings, cohort.features.shape[1], cohort.targets.shape[1])
+
+
+def plan_split(inputs: RunInputs, config: TrainConfig, settings, cohort: Cohort, split: pd.Series,
+               fix: str = "Add patients (the paper used 495), or give a --split file") -> RunPlan:
+    """The run of `cohort` on `split` (patient -> train/test): enough patients to train, stop early and
+    evaluate (`fix`: what to say when not), and the tile features its head reads."""
     cohort = replace(cohort, features=cohort.features.loc[split.index], targets=cohort.targets.loc[split.index],
                      labels=cohort.labels.loc[split.index])
     n_train, n_test = int((split == "train").sum()), int((split == "test").sum())
@@ -233,9 +244,6 @@ def plan_run(inputs: RunInputs, config: TrainConfig, cohort: Cohort | None = Non
         raise ExpressionError(f"--validation-fraction {config.validation_fraction:g} holds back {n_validation} of the "
                               f"{n_train} training patients for early stopping, none left to train on; give a smaller "
                               f"fraction (default {TrainConfig().validation_fraction:g}).")
-    refuse_oversized(config.head, settings, cohort.features.shape[1], cohort.targets.shape[1])
-    if config.head_init:
-        _check_head_init(config, settings, cohort.features.shape[1], cohort.targets.shape[1])
     slides = _slides_of(config, settings, inputs, cohort.slides, split.index)
     return RunPlan(inputs, cohort, split, settings, slides)
 

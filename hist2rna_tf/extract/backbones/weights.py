@@ -84,10 +84,9 @@ def _beginning(path: Path) -> bytes:
         return b""
 
 
-def _file_kind(path: Path) -> str | None:
+def _file_kind(path: Path, start: bytes) -> str | None:
     """"safetensors" (its suffix, or a header: 8 bytes of length, then JSON), "pytorch" (its suffix, a zip, or
-    a legacy pickle), or None."""
-    start = _beginning(path)
+    a legacy pickle), or None; `start`: the file's first bytes."""
     if path.suffix == ".safetensors" or start[8:9] == b"{":
         return "safetensors"
     if start.startswith((b"PK", b"\x80")) or path.suffix in (".bin", ".pt", ".pth", ".ckpt"):
@@ -101,10 +100,12 @@ def read_tensors(path: Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"{path}: no such file; give the model's weights file.")
-    kind = _file_kind(path)
+    start = _beginning(path)
+    kind = _file_kind(path, start)
     if kind is None:
         raise BackboneError(f"{path}: not a weights file (neither safetensors nor PyTorch: it begins "
-                            f"{_beginning(path).decode('utf-8', 'replace')!r}); give the model's model.safetensors (or pytorch_model.bin).")
+                            f"{start.decode('utf-8', 'replace')!r}); give the model's model.safetensors (or "
+                            "pytorch_model.bin).")
     if kind == "safetensors":
         from safetensors import SafetensorError, safe_open
 
