@@ -3,7 +3,7 @@
   1. the paper's head (`--head hist2rna`) on 1,000 slide means x 20,531 genes (`--genes all` on TCGA's
      RSEM table), F = 1,536 (UNI2-h's): seconds per epoch, and the process's memory peak;
   2. ABMIL (`--head abmil`) on bags of 1,000 tiles x 1,536 features, streamed from feature records as
-     `hist2rna train` streams them (model/bags.py): seconds per epoch of `--bags` bags, extrapolated to
+     `hist2rna train` streams them (model/inputs/bag.py): seconds per epoch of `--bags` bags, extrapolated to
      1,000 slides, and the memory peak (which a whole cohort's tiles, 6 GB here, never reach);
   3. SEQUOIA's (`--head sequoia`) on the same bags: each slide's 100 k-means cluster means computed once
      (seconds a slide; cached beside the records as `hist2rna train` caches them), then ViS trained on
@@ -66,8 +66,9 @@ def bag_case(head: str, epochs: int, n_bags: int) -> dict:
     import numpy as np
 
     from hist2rna_tf.model.heads import head_settings, with_head_training
-    from hist2rna_tf.model.bags import cluster_groups
-    from hist2rna_tf.model.train import TrainConfig, fit_bag_head
+    from hist2rna_tf.model.inputs import input_kind
+    from hist2rna_tf.model.inputs.clusters import cluster_groups
+    from hist2rna_tf.model.train import TrainConfig, fit
 
     settings = head_settings(head)
     n_genes = ALL_GENES if head == "sequoia" else 138
@@ -83,8 +84,8 @@ def bag_case(head: str, epochs: int, n_bags: int) -> dict:
 
         def fit_seconds(n_epochs: int) -> float:
             start = time.perf_counter()
-            _, history = fit_bag_head(groups, y, FEATURES, replace(config, max_epochs=n_epochs, patience=n_epochs),
-                                      settings)
+            _, history = fit(input_kind(head, settings, FEATURES), groups, y,
+                             replace(config, max_epochs=n_epochs, patience=n_epochs))
             assert len(history) == n_epochs
             return time.perf_counter() - start
 

@@ -12,9 +12,9 @@ each with the paper's metrics and SEQUOIA's test (all_genes.csv, sig_genes.csv),
 runs/sequoia_folds/comparison.csv: a row per fold and model (test patients, median Spearman across
 genes, genes significant by SEQUOIA's test, median r of the top 1,000 genes, genes with r > 0.4).
 
-Features: what their models read, UNI's (weights/uni/pytorch_model.bin) on 256-px tiles at 20x
-(0.5 um/px) resized to 224, no stain normalisation, every tile of the tissue (their
-max_patches_per_slide=None), every tile's vector kept; extracted once from TCGA's slides (tcga_brca.py).
+Features: what their models read (extract.settings.sequoia_extraction, the recipe's one home), with UNI's
+weights at weights/uni/pytorch_model.bin, of every tile of the tissue (their max_patches_per_slide=None);
+extracted once from TCGA's slides (tcga_brca.py).
 Targets: their models were trained on ln(1 + FPKM-UQ) of GDC's STAR counts
 (pre_processing/download_RNASeq_TCGAbiolinks.R); TCGA in tcga_brca.py gives log2(1 + RSEM). Correlations
 (Spearman, Pearson, Steiger's test) do not depend on the scale; SEQUOIA's RMSE condition does, so for
@@ -38,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
 
-from hist2rna_tf.config import RunInputs, StainConfig, TileConfig, TrainConfig  # noqa: E402
-from hist2rna_tf.extract.settings import for_backbone  # noqa: E402
+from hist2rna_tf.config import RunInputs, TileConfig, TrainConfig  # noqa: E402
+from hist2rna_tf.extract.settings import sequoia_extraction  # noqa: E402
 from hist2rna_tf.model.heads import with_head_training  # noqa: E402
 
 from tcga_brca import TCGA  # noqa: E402
@@ -80,9 +80,8 @@ def read_splits(path: str | Path) -> dict[int, dict[str, list[str]]]:
 
 def sequoia_features(data: TCGA = TCGA(), batch_size: int = 32):
     """The extraction of what SEQUOIA's models read (see the module)."""
-    return for_backbone("uni", str(data.encoder_weights / "uni" / "pytorch_model.bin"), tile_size_px=256,
-                        target_mpp=0.5, tiles=TileConfig(max_tiles=EVERY_TILE), stain=StainConfig(method="none"),
-                        save_tile_features=True, batch_size=batch_size)
+    return sequoia_extraction(str(data.encoder_weights / "uni" / "pytorch_model.bin"),
+                              tiles=TileConfig(max_tiles=EVERY_TILE), batch_size=batch_size)
 
 
 def fold_weights(data: TCGA, fold: int) -> Path:
@@ -110,7 +109,7 @@ def fold_files(out: Path, fold: dict[str, list[str]], labels_path: Path) -> tupl
 
 def run_fold(k: int, fold: dict[str, list[str]], features: Path, data: TCGA, expression: Path, out: Path) -> dict:
     """Fold k: the published model and SEQUOIA's head trained here, on its test patients."""
-    from hist2rna_tf.model.heads.sequoia_hub import import_sequoia, sequoia_genes
+    from hist2rna_tf.model.import_run import import_sequoia, sequoia_genes
     from hist2rna_tf.model.train import train_run
 
     out.mkdir(parents=True, exist_ok=True)

@@ -162,15 +162,14 @@ class TrainConfig(Checked):
                                    "--save-tile-features")
     head_init: str | None = option(None, "abmil: start from a FEATHER-24K / MIL-Lab checkpoint (model.safetensors; "
                                          "its classifier left out)")
-    clusters: PositiveInt | None = option(None, "sequoia: k-means clusters per slide (default: SEQUOIA's 100; a slide "
-                                                "needs at least as many tiles)")
     # Any field of the head's Settings (model/heads/<head>.py), as NAME=VALUE; the defaults are its source's.
     head_options: tuple[str, ...] = option((), "the head's own settings as NAME=VALUE (a tuple: values separated by "
                                                 "commas), its source's defaults otherwise, recorded in the run: "
                                                 "hist2rna: filters=256,512,512 kernel_size=5 (the paper's); abmil: "
                                                 "embed_dim=512 attn_dim=384 dropout=0.25 gate=true (MIL-Lab's); "
                                                 "sequoia: depth=6 heads=16 dim_f=64 dim_s=64 dim_c=64 clusters=100 "
-                                                "(SEQUOIA's)")
+                                                "(SEQUOIA's; clusters: k-means clusters a slide, which needs at least "
+                                                "as many tiles)")
 
 
 # What `--genes` takes.

@@ -161,7 +161,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import_run(args) -> int:
-    from hist2rna_tf.model.heads.sequoia_hub import import_sequoia
+    from hist2rna_tf.model.import_run import import_sequoia
 
     if (args.expression or args.labels) and not (args.features and args.expression and args.labels):
         raise SettingsError("import-run: evaluating the model needs --features, --expression and --labels together.")

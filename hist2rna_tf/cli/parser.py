@@ -13,6 +13,7 @@ from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TR
 from hist2rna_tf.config import (CPU_WATTS_PER_CORE, CROSSVAL_FOLDS, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER,
                                 RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
+from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
 
 
@@ -155,7 +156,6 @@ def add_training_options(train) -> None:
     add_option(train, "--standardize", TRAIN, "standardize", action="store_true")
     add_option(train, "--head", TRAIN, "head", choices=list(HEADS))
     add_option(train, "--head-init", TRAIN, "head_init", metavar="FILE")
-    add_option(train, "--clusters", TRAIN, "clusters", type=positive_int, metavar="K")
     add_option(train, "--head-option", TRAIN, "head_options", nargs="+", metavar="NAME=VALUE")
 
 
@@ -167,10 +167,9 @@ def add_import_run(commands) -> None:
         description="Turn a SEQUOIA fold downloaded from the Hugging Face hub (`huggingface-cli download "
                     "gevaertlab/sequoia-brca-0 --local-dir FOLDER`: config.json + model.safetensors) into a run folder "
                     "that stands alone: its linearised transformer in Keras with the fold's weights, its 20,820 genes "
-                    "in output order (SEQUOIA's list, shipped) and what it reads: UNI features of 256 px tiles at 20x "
-                    "(extract with --backbone uni --weights pytorch_model.bin --tile-px 256 --target-mpp 0.5 --stain "
-                    "none --save-tile-features), each slide's 100 k-means cluster means. With --features (a folder "
-                    "extracted so) the run also records how to extract new slides alike; with --expression and "
+                    "in output order (SEQUOIA's list, shipped) and what it reads: features extracted with "
+                    f"`{extract_command(sequoia_extraction())}`, each slide's 100 k-means cluster means. With "
+                    "--features (a folder extracted so) the run also records how to extract new slides alike; with --expression and "
                     "--labels too, the fold is evaluated on those patients (all held out: the paper's metrics and "
                     "SEQUOIA's test against the untrained model), and `hist2rna report RUN` reports it.")
     imported.add_argument("--from", dest="source", required=True, choices=["sequoia"], help="the model's kind")

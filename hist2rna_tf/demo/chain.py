@@ -19,7 +19,7 @@ import csv
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ from hist2rna_tf.model import runs
 from hist2rna_tf.model.baseline import train_patch_baseline
 from hist2rna_tf.model.export import export_run
 from hist2rna_tf.model.predict import write_predictions
-from hist2rna_tf.model.heads import CLUSTERS, head_entry, with_head_training
+from hist2rna_tf.model.heads import head_entry, head_settings, with_head_training
+from hist2rna_tf.model.inputs import kind_of
 from hist2rna_tf.model.train import train_run
 from hist2rna_tf.outputs import describe
 from hist2rna_tf.progress import Stages
@@ -45,9 +46,10 @@ from hist2rna_tf.report.report import build_report, map_files
 from hist2rna_tf.report.spatial import write_spatial_maps
 from hist2rna_tf.report.spatial_folder import SpatialFolder
 
-# --head sequoia on the demo: its slides have 30-45 tiles and the external TMA cores 5-14, far fewer than SEQUOIA's
-# 100 clusters; 4 (as many as the demo's source tumours) fits every slide of both cohorts.
-DEMO_CLUSTERS = 4
+# The head settings the demo's small slides need, each given to a head that has it: its slides have 30-45 tiles and
+# the external TMA cores 5-14, far fewer than SEQUOIA's 100 clusters; 4 (as many as the demo's source tumours) fits
+# every slide of both cohorts.
+DEMO_HEAD_SETTINGS = {"clusters": 4}
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +138,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
 
     external = _external_features(config) if config.n_external else None  # its own bars, before the stages'
     start = time.perf_counter()
-    train = with_head_training(TrainConfig(seed=config.seed, standardize=True, head=config.head))
-    if head_entry(config.head).reads == CLUSTERS:  # SEQUOIA's 100 need 100 tiles a slide
-        train = replace(train, clusters=DEMO_CLUSTERS)
+    train = with_head_training(TrainConfig(seed=config.seed, standardize=True, head=config.head,
+                                           head_options=demo_head_options(config.head)))
     run_dir = out / "run"
     with Stages("demo", _stages(config), config.progress) as stages:  # the steps after extraction, each named
         _fresh(run_dir)
@@ -183,6 +184,12 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
     return result
 
 
+def demo_head_options(head: str) -> tuple[str, ...]:
+    """`--head-option`s of the head for the demo's small slides (DEMO_HEAD_SETTINGS it has)."""
+    known = {f.name for f in fields(head_settings(head))}
+    return tuple(f"{name}={value}" for name, value in DEMO_HEAD_SETTINGS.items() if name in known)
+
+
 def _stages(config: DemoConfig) -> list[str]:
     """The demo's steps after extraction, as its progress bar names them."""
     return ["training the head", f"{config.n_controls} shuffled controls",
@@ -197,7 +204,7 @@ def _external_features(config: DemoConfig) -> tuple[Path, Path, Path]:
     root = Path(config.out) / "external"
     build_demo_cohort(root / "cohort", n_slides=config.n_external, seed=config.seed + 1, prefix="tma", grid=(5, 6),
                       progress=config.progress)
-    tiles = head_entry(config.head).reads_tiles  # a head that reads every tile needs them
+    tiles = kind_of(config.head).tile_features  # a head that reads every tile needs them
     _extract(root / "cohort", root / "features", replace(_extract_config(config), save_tile_features=tiles),
              config.progress)
     write_demo_expression(root / "cohort", seed=config.seed + 1, model_seed=config.seed)

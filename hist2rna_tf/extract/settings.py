@@ -29,7 +29,7 @@ from hist2rna_tf.atomic import write_text
 from hist2rna_tf.config import ExtractConfig, StainConfig, TileConfig, changed_fields, known_fields
 from hist2rna_tf.errors import SettingsError
 from hist2rna_tf.extract.backbones.catalog import (BACKBONE_NAMES, ENCODERS, NAMED_WEIGHTS, native_scale,
-                                                   trident_tile_px)
+                                                   trident_tile_px, weights_tag)
 
 # A features folder's record of how its features were made (`<out>/<backbone>/extract_config.json`).
 EXTRACT_CONFIG_FILE = "extract_config.json"
@@ -51,6 +51,33 @@ def for_backbone(backbone: str, weights: str = ExtractConfig.weights, *, tile_si
         tile_size_px = trident_tile_px(backbone)
     tiles = replace(tiles, tile_size_px=tile_size_px or native_px, target_mpp=target_mpp or native_mpp)
     return ExtractConfig(backbone=backbone, weights=weights, tiles=tiles, **fields)
+
+
+def sequoia_extraction(weights: str = "pytorch_model.bin", **fields) -> ExtractConfig:
+    """What SEQUOIA's published models read (gevaertlab/sequoia-pub `pre_processing/patch_gen_hdf5.py`,
+    `compute_features_hdf5.py`): UNI's features (`weights`: the file of its hub page) of 256 px tiles at
+    20x (0.5 um/px, 128 um) resized to 224, ImageNet-normalised, no stain normalisation, every tile's
+    features kept (the head clusters them); `fields`: ExtractConfig's others. The one home of that recipe:
+    import-run records its FeatureSettings (`settings_of`), its help and errors print it
+    (`extract_command`), experiments/sequoia_folds.py extracts with it."""
+    return for_backbone("uni", weights, tile_size_px=256, target_mpp=0.5, stain=StainConfig(method="none"),
+                        save_tile_features=True, **fields)
+
+
+def settings_of(config: ExtractConfig) -> "FeatureSettings":
+    """The FeatureSettings the records of `config` carry (its backbone's catalog name as given)."""
+    tiles = config.tiles
+    return FeatureSettings(config.backbone, weights_tag(config.weights), config.stain.tag, tiles.tile_size_px,
+                           tiles.tile_size_um)
+
+
+def extract_command(config: ExtractConfig) -> str:
+    """`hist2rna extract` with the options that make features as `config` does (its backbone, weights, tile
+    size and scale, stain, tile features)."""
+    tiles = config.tiles
+    return (f"hist2rna extract --backbone {config.backbone} --weights {weights_tag(config.weights)} --tile-px "
+            f"{tiles.tile_size_px} --target-mpp {tiles.target_mpp:g} --stain {config.stain.method}"
+            + (" --save-tile-features" if config.save_tile_features else ""))
 
 
 def off_scale(config: ExtractConfig) -> str | None:

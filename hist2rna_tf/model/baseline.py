@@ -311,7 +311,7 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     run = cohort.record
     settings = replace(run.train, batch_size=config.batch_size or run.train.batch_size,
                        max_epochs=config.max_epochs or run.train.max_epochs,
-                       head=DEFAULT_HEAD, head_init=None, clusters=None,  # a tile's own prediction: the paper's
+                       head=DEFAULT_HEAD, head_init=None,  # a tile's own prediction: the paper's
                        head_options=run.train.head_options if run.train.head == DEFAULT_HEAD else ())  # head on one tile
     batch_size, seed = settings.batch_size, settings.seed
     keras.utils.set_random_seed(seed)

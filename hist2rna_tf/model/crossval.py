@@ -55,7 +55,8 @@ def _found_settings(path: Path) -> dict:
     if isinstance(found.get("train"), dict):  # settings added since that crossval began keep their defaults
         if "head" not in found["train"] and found.get("inputs", {}).get("genes") == "all":
             found["inputs"]["genes"] = "panel"  # before 0.8.0 (no head), "all" named the 138
-        found["train"] = {**dataclasses.asdict(TrainConfig()), **found["train"]}
+        today = dataclasses.asdict(TrainConfig())  # (settings since removed, e.g. clusters: a head setting now)
+        found["train"] = {**today, **{k: v for k, v in found["train"].items() if k in today}}
     return found
 
 
@@ -67,15 +68,15 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     (summary.csv)."""
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": inputs.features, "--expression": inputs.expression, "--labels": inputs.labels})
-    settings = settings_from_options(train.head, train.head_options, train.clusters)  # before any data is read
+    settings = settings_from_options(train.head, train.head_options)  # before any data is read
     inputs = absolute_inputs(without_split(inputs))
     cohort = cohort_of(inputs)
     assignment = fold_of(cohort.labels, folds, seed)
-    check_head(train, settings, cohort)
+    kind = check_head(train, settings, cohort)
     subsets = {k: pd.Series(np.where(assignment == k, "test", "train"), index=assignment.index)
                for k in range(1, folds + 1)}
     for k, subset in subsets.items():
-        plan_split(inputs, train, settings, cohort, subset.reindex(cohort.labels.index),
+        plan_split(inputs, train, kind, cohort, subset.reindex(cohort.labels.index),
                    fix=f"That is fold {k} of --folds {folds}, each holding out about 1/{folds} of the patients: give "
                        "fewer --folds, or add patients")
     _start(out_dir, CrossvalRecord(inputs, train, folds, seed), assignment, cohort.labels)

@@ -8,17 +8,21 @@ Two exports, each loadable with nothing but TensorFlow (`tf.saved_model.load`):
   mean over tiles -> head. Tiles are processed in fixed batches inside the model, so a slide's
   ~1000 tiles never sit in the backbone at once.
 
-A head that reads every tile (`--head abmil`) serves ONE bag in both: the head export takes its tiles'
-features [N, F], the end-to-end one its tiles, and both also return each tile's "attention" [N].
-SEQUOIA's head (`--head sequoia`) serves one slide's K cluster means [K, F] in the head export; its
-end-to-end export gives the tiles' features [N, F] (k-means is scikit-learn's, outside the graph).
+What a head's export takes and gives is its input kind's (model/inputs/): a head that reads every tile
+(`--head abmil`) serves ONE bag in both: the head export takes its tiles' features [N, F], the
+end-to-end one its tiles, and both also return each tile's "attention" [N]. SEQUOIA's head (`--head
+sequoia`) serves one slide's K cluster means [K, F] in the head export; its end-to-end export gives the
+tiles' features [N, F] (k-means is scikit-learn's, outside the graph).
 
-Both also have `metadata() -> {"genes": [G] strings, "he_ref": [3, 2], "max_c_ref": [2], ...}`.
+Both also have `metadata() -> {"genes": [G] strings, "head", "head_settings" (JSON), "he_ref": [3, 2],
+"max_c_ref": [2], ...}`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -32,8 +36,8 @@ from hist2rna_tf.errors import ExportError, Hist2RNAError
 from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
-from hist2rna_tf.model.bags import with_attention
-from hist2rna_tf.model.heads import BAG, CLUSTERS, DEFAULT_HEAD, head_entry
+from hist2rna_tf.model.heads import DEFAULT_HEAD, head_settings
+from hist2rna_tf.model.inputs import InputKind, input_kind
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import Stages
@@ -66,73 +70,89 @@ def _metadata_fn(genes: list[str], extra: dict[str, np.ndarray]):
 
 def export_head(head: keras.Model, genes: list[str], out_dir: str | Path,
                 feature_settings: FeatureSettings | None = None) -> Path:
-    """Export the head alone: features [N, F] -> log2 expression [N, G]. `feature_settings` (the
+    """Export the paper's head alone: features [N, F] -> log2 expression [N, G]. `feature_settings` (the
     run's: backbone, weights, normaliser, tile size) go into its metadata, so that `hist2rna predict`
     refuses features made otherwise."""
-    return _write(head_archive(head, genes, feature_settings), out_dir)
+    return _write(head_archive(head, genes, _paper_kind(head), feature_settings), out_dir)
 
 
-def head_archive(head: keras.Model, genes: list[str], feature_settings: FeatureSettings | None = None,
-                 head_name: str = DEFAULT_HEAD, feature_dim: int | None = None):
-    """The head export's ExportArchive (see `export_head`). A head that reads every tile (heads.BAG)
-    serves one bag: `serve(features [N, F]) -> {"log2_expression": [G], "attention": [N]}`."""
-    feature_dim = int(feature_dim or head.input_shape[-1])
+def _paper_kind(head: keras.Model) -> InputKind:
+    return input_kind(DEFAULT_HEAD, head_settings(DEFAULT_HEAD), head.input_shape[-1])
+
+
+def head_archive(head: keras.Model, genes: list[str], kind: InputKind, feature_settings: FeatureSettings | None = None):
+    """The head export's ExportArchive (see `export_head`): `serve` as its input kind serves the head
+    (kind.endpoint)."""
+    served = kind.served(head)
     archive = keras.export.ExportArchive()
-    extra = {}
-    if head_entry(head_name).reads == CLUSTERS:  # SEQUOIA's: one slide's cluster means [K, F]
-        archive.track(head)
-        k = extra["clusters"] = np.int64(head.input_shape[1])
-
-        def serve(features):
-            return {"log2_expression": head(features[None], training=False)[0]}
-
-        archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([k, feature_dim], tf.float32)])
-    elif head_entry(head_name).reads == BAG:
-        both = with_attention(head)
-        archive.track(both)
-
-        def serve(features):
-            genes_, attention = both({"tiles": features[None], "mask": tf.ones([1, tf.shape(features)[0]])},
-                                     training=False)
-            return {"log2_expression": genes_[0], "attention": attention[0]}
-    else:
-        archive.track(head)
-
-        def serve(features):
-            return {"log2_expression": head(tf.expand_dims(features, 1), training=False)}
-
-    if not extra:
-        archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
-    extra.update({"feature_dim": np.int64(feature_dim), "head": np.bytes_(head_name)})
+    archive.track(served)
+    serve, signature = kind.endpoint(served)
+    archive.add_endpoint("serve", serve, input_signature=[signature])
+    extra = {"feature_dim": np.int64(kind.feature_dim), **_head_metadata(kind)}
     if feature_settings:
         extra.update(feature_settings.to_metadata())
     archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
     return archive
 
 
+def _head_metadata(kind: InputKind) -> dict:
+    """The head's name and its settings (JSON): what an export's reader needs to know what it reads."""
+    return {"head": np.bytes_(kind.head), "head_settings": np.bytes_(json.dumps(asdict(kind.settings)))}
+
+
 def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: StainConfig, out_dir: str | Path,
                       tiles: TileConfig = TileConfig()) -> Path:
-    """Export tiles of one slide (uint8 [N, T, T, 3], at `tiles`' size and scale) -> log2 expression [G]."""
+    """Export the paper's head with its backbone: tiles of one slide (uint8 [N, T, T, 3], at `tiles'` size
+    and scale) -> log2 expression [G]."""
     settings = FeatureSettings(backbone.name, backbone.weights_tag, stain.tag, tiles.tile_size_px, tiles.tile_size_um)
-    return _write(end_to_end_archive(backbone, head, genes, stain, settings), out_dir)
+    return _write(end_to_end_archive(backbone, head, genes, stain, settings, _paper_kind(head)), out_dir)
+
+
+class SlideTiles:
+    """One slide's tiles inside the end-to-end export's graph, embedded `TILE_BATCH` at a time (Macenko,
+    then the backbone): what an input kind's `serve_tiles` asks of them."""
+
+    def __init__(self, tiles, embed, tile_size_px: int, feature_dim: int):
+        self.count = tf.shape(tiles)[0]
+        self._embed, self._dim = embed, feature_dim
+        self._shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
+        n_batches = (self.count + TILE_BATCH - 1) // TILE_BATCH
+        padded = tf.pad(tiles, [[0, n_batches * TILE_BATCH - self.count], [0, 0], [0, 0], [0, 0]], constant_values=255)
+        self._batches = tf.reshape(padded, [n_batches] + self._shape)
+        self._valid = tf.reshape(tf.range(n_batches * TILE_BATCH) < self.count, [n_batches, TILE_BATCH, 1])
+        self._n_batches = n_batches
+
+    def mean_feature(self):
+        """The mean of the tiles' features [F], summed a batch at a time (never all tiles' at once)."""
+        def add_batch(total, i):
+            feats = self._embed(tf.ensure_shape(self._batches[i], self._shape))
+            return total + tf.reduce_sum(tf.where(self._valid[i], feats, 0.0), axis=0)
+
+        total = tf.foldl(add_batch, tf.range(self._n_batches), initializer=tf.zeros([self._dim]))
+        return total / tf.cast(tf.maximum(self.count, 1), tf.float32)
+
+    def features(self):
+        """Every tile's features [N, F]."""
+        features = tf.map_fn(lambda batch: self._embed(tf.ensure_shape(batch, self._shape)), self._batches,
+                             fn_output_signature=tf.TensorSpec([TILE_BATCH, self._dim], tf.float32))
+        return tf.reshape(features, [-1, self._dim])[:self.count]
 
 
 def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig, settings: FeatureSettings,
-                       head_name: str = DEFAULT_HEAD):
+                       kind: InputKind):
     """The end-to-end export's ExportArchive (see `export_end_to_end`); `settings`: how the tiles it takes
-    are made (their size in px and um, stated in its metadata). A head that reads every tile gets every
-    tile's features (and gives each tile's attention)."""
-    tile_size_px = settings.tile_size_px
-    if head_entry(head_name).reads_tiles:
-        return _bag_end_to_end_archive(backbone, head, genes, stain, settings, head_name)
+    are made (their size in px and um, stated in its metadata); what it gives, its input kind says
+    (kind.serve_tiles: the paper's head the genes from the tiles' mean feature; a bag head also each
+    tile's attention; SEQUOIA's the tiles' features)."""
     if not (stain.is_macenko or stain.method == "none"):
         raise ValueError(f"only the TensorFlow normalisers (macenko, macenko-henorm, none) can be exported, "
                          f"not {stain.method!r}")
     macenko = Macenko(stain) if stain.is_macenko else None
+    served = kind.served(head)
     archive = keras.export.ExportArchive()
     archive.track(backbone.model)
-    archive.track(head)
-    batch_shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
+    archive.track(served)
+    tile_size_px = settings.tile_size_px
 
     def embed_batch(tiles):
         if macenko is not None:
@@ -140,80 +160,22 @@ def end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: Sta
         return backbone.features(tf.cast(tiles, tf.float32))
 
     def serve(tiles):
-        n_tiles = tf.shape(tiles)[0]
-        n_batches = (n_tiles + TILE_BATCH - 1) // TILE_BATCH
-        padded = tf.pad(tiles, [[0, n_batches * TILE_BATCH - n_tiles], [0, 0], [0, 0], [0, 0]], constant_values=255)
-        batches = tf.reshape(padded, [n_batches] + batch_shape)
-        valid = tf.reshape(tf.range(n_batches * TILE_BATCH) < n_tiles, [n_batches, TILE_BATCH, 1])
-
-        def add_batch(total, i):
-            feats = embed_batch(tf.ensure_shape(batches[i], batch_shape))
-            return total + tf.reduce_sum(tf.where(valid[i], feats, 0.0), axis=0)
-
-        total = tf.foldl(add_batch, tf.range(n_batches), initializer=tf.zeros([backbone.feature_dim]))
-        mean = total / tf.cast(tf.maximum(n_tiles, 1), tf.float32)
-        return {"log2_expression": head(tf.reshape(mean, [1, 1, -1]), training=False)[0],
-                "n_tiles": n_tiles}
+        return kind.serve_tiles(served, SlideTiles(tiles, embed_batch, tile_size_px, backbone.feature_dim))
 
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
-    archive.add_endpoint("metadata", _metadata_fn(genes, _end_to_end_metadata(settings, stain, head_name)),
+    archive.add_endpoint("metadata", _metadata_fn(genes, _end_to_end_metadata(settings, stain, kind)),
                          input_signature=[])
     return archive
 
 
-def _bag_end_to_end_archive(backbone, head: keras.Model, genes: list[str], stain: StainConfig,
-                            settings: FeatureSettings, head_name: str):
-    """Tiles of one slide -> Macenko -> backbone, a batch at a time -> every tile's features -> the bag
-    head: {"log2_expression": [G], "attention": [N], "n_tiles"}. SEQUOIA's head reads cluster means made
-    by scikit-learn's k-means, which a SavedModel cannot hold: its end-to-end export stops at the tiles'
-    features ({"tile_features": [N, F], "n_tiles"}; metadata "clusters": K), to cluster as
-    heads/clusters.py does and give to the head export."""
-    macenko = Macenko(stain) if stain.is_macenko else None
-    clusters = head_entry(head_name).reads == CLUSTERS
-    both = None if clusters else with_attention(head)
-    archive = keras.export.ExportArchive()
-    archive.track(backbone.model)
-    archive.track(head if clusters else both)
-    tile_size_px = settings.tile_size_px
-    batch_shape = [TILE_BATCH, tile_size_px, tile_size_px, 3]
-
-    def serve(tiles):
-        n_tiles = tf.shape(tiles)[0]
-        n_batches = (n_tiles + TILE_BATCH - 1) // TILE_BATCH
-        padded = tf.pad(tiles, [[0, n_batches * TILE_BATCH - n_tiles], [0, 0], [0, 0], [0, 0]], constant_values=255)
-        batches = tf.reshape(padded, [n_batches] + batch_shape)
-
-        def embed(batch):
-            batch = tf.ensure_shape(batch, batch_shape)
-            if macenko is not None:
-                batch, _ = macenko.normalise(batch)
-            return backbone.features(tf.cast(batch, tf.float32))
-
-        features = tf.map_fn(embed, batches, fn_output_signature=tf.TensorSpec([TILE_BATCH, backbone.feature_dim],
-                                                                               tf.float32))
-        features = tf.reshape(features, [-1, backbone.feature_dim])[:n_tiles]
-        if clusters:
-            return {"tile_features": features, "n_tiles": n_tiles}
-        genes_, attention = both({"tiles": features[None], "mask": tf.ones([1, n_tiles])}, training=False)
-        return {"log2_expression": genes_[0], "attention": attention[0], "n_tiles": n_tiles}
-
-    archive.add_endpoint("serve", serve,
-                         input_signature=[tf.TensorSpec([None, tile_size_px, tile_size_px, 3], tf.uint8)])
-    extra = _end_to_end_metadata(settings, stain, head_name)
-    if clusters:
-        extra["clusters"] = np.int64(head.input_shape[1])
-    archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
-    return archive
-
-
-def _end_to_end_metadata(settings: FeatureSettings, stain: StainConfig, head_name: str) -> dict:
+def _end_to_end_metadata(settings: FeatureSettings, stain: StainConfig, kind: InputKind) -> dict:
     """How the tiles it takes are made (FeatureSettings' own form: backbone, weights, normaliser, tile px and
-    um; and the um/px they make), the stain's targets, the head."""
+    um; and the um/px they make), the stain's targets, the head and its settings."""
     return {**settings.to_metadata(), "mpp": np.float32(settings.tile_size_um / settings.tile_size_px),
             "he_ref": np.asarray(stain.he_ref, np.float32), "max_c_ref": np.asarray(stain.max_c_ref, np.float32),
             "stain_io": np.float32(stain.io), "stain_alpha": np.float32(stain.alpha),
-            "stain_beta": np.float32(stain.beta), "head": np.bytes_(head_name)}
+            "stain_beta": np.float32(stain.beta), **_head_metadata(kind)}
 
 
 def _write(archive, out_dir: str | Path) -> Path:
@@ -268,10 +230,10 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
                               "--version, or leave it out to take the next free one.")
         bar.next()
         with building_folder(head_dir) as head_work, building_folder(full_dir) as full_work:
-            head_archive(predictor.model, predictor.genes, predictor.feature_settings, predictor.head.name,
-                         predictor.feature_dim).write_out(str(head_work), verbose=False)
+            head_archive(predictor.model, predictor.genes, predictor.kind,
+                         predictor.feature_settings).write_out(str(head_work), verbose=False)
             bar.next()
             end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, extraction.features,
-                               predictor.head.name).write_out(str(full_work), verbose=False)
+                               predictor.kind).write_out(str(full_work), verbose=False)
             bar.next()
     return head_dir, full_dir

@@ -3,6 +3,7 @@ head export. Features made otherwise than the model's training features are refu
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -15,13 +16,11 @@ from hist2rna_tf.errors import Hist2RNAError, ModelError
 from hist2rna_tf.expression import average_by_patient
 from hist2rna_tf.extract.cohort import extract_cohort
 from hist2rna_tf.extract.extractor import has_gpu
-from hist2rna_tf.extract.records import read_feature_folder, read_record
+from hist2rna_tf.extract.records import read_feature_folder
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, require_same
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.bags import (cluster_groups, patient_groups, predict_bags, predict_clusters,
-                                    require_tile_features, with_attention)
-from hist2rna_tf.model.heads import CLUSTERS, DEFAULT_HEAD, head_entry, head_settings
-from hist2rna_tf.model.heads.clusters import too_few_tiles
+from hist2rna_tf.model.heads import DEFAULT_HEAD, head_entry, head_settings
+from hist2rna_tf.model.inputs import input_kind
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +34,11 @@ class Predictor:
         self.record: runs.RunRecord | None = None  # a run's; None for an export
         if runs.is_run(self.path):  # a training run
             self.record = runs.read_record(self.path)
-            self.head = head_entry(self.record.train.head)
-            self.head.load()  # its layers known to Keras before the model is loaded
+            entry, saved = head_entry(self.record.train.head), self.record.head_settings
+            entry.load()  # its layers known to Keras before the model is loaded
             self._model = _load_keras(runs.model_path(self.path))
             self.genes = runs.read_genes(self.path)
             self.feature_dim = int(self.record.feature_dim)
-            self._predict = lambda x: self._model(x[:, None, :], training=False)
             self.feature_settings = runs.feature_settings(self.path, self.record)
         elif (self.path / "saved_model.pb").is_file():
             import tensorflow as tf
@@ -52,14 +50,21 @@ class Predictor:
                                     "call tf.saved_model.load(...).serve(tiles)). `hist2rna predict` takes the training "
                                     "run folder (features or slides) or the head export (features).")
             self._model = model
-            self.head = head_entry(meta["head"].numpy().decode() if "head" in meta else DEFAULT_HEAD)
+            entry = head_entry(meta["head"].numpy().decode() if "head" in meta else DEFAULT_HEAD)
+            saved = json.loads(meta["head_settings"].numpy().decode()) if "head_settings" in meta else {}
             self.genes = [g.decode() for g in meta["genes"].numpy()]
             self.feature_dim = int(meta["feature_dim"].numpy())
-            self._predict = lambda x: model.serve(tf.constant(x))["log2_expression"].numpy()
             self.feature_settings = FeatureSettings.from_metadata(meta)
         else:
             runs.refuse_crossval(self.path)
             raise Hist2RNAError(f"{self.path}: neither a training run (best.keras) nor a SavedModel export.")
+        # what its head reads, with its settings as recorded (read here, once)
+        self.kind = input_kind(entry, head_settings(entry.name, saved), self.feature_dim)
+
+    @property
+    def head(self):
+        """Its head's registry entry."""
+        return self.kind.entry
 
     @property
     def trained_on_random_weights(self) -> bool:
@@ -71,71 +76,32 @@ class Predictor:
         """The underlying Keras head (run folders) or loaded SavedModel (exports)."""
         return self._model
 
-    @property
-    def reads_tiles(self) -> bool:
-        """Whether its head reads every tile (heads.BAG, or SEQUOIA's cluster means of them) rather than
-        the slide mean."""
-        return self.head.reads_tiles
+    def _serve(self, x):
+        return self._model.serve(x)["log2_expression"].numpy()
 
-    @property
-    def clusters(self) -> int | None:
-        """SEQUOIA's head: the cluster means a slide gives it (K); None for the other heads."""
-        if self.head.reads != CLUSTERS:
-            return None
-        if self.record is not None:
-            return int(head_settings(self.head.name, self.record.head_settings).clusters)
-        return int(self._model.metadata()["clusters"].numpy())
-
-    def predict_bags(self, groups: list[list[str]], progress: bool = False) -> np.ndarray:
-        """Bags (each patient's record files, with tile features) -> log2 expression [N, G]; SEQUOIA's
-        head: the mean of the patient's slides' predictions from their cluster means."""
-        if self.head.reads == CLUSTERS:
-            groups = cluster_groups(groups, self.clusters, progress)
-            if self.record is not None:
-                return predict_clusters(self._model, groups, self.feature_dim, self.clusters)
-            rows = [np.mean([self._predict(np.load(f)) for f in files], axis=0) for files in groups]
-        elif self.record is not None:
-            return predict_bags(self._model, groups, self.feature_dim)
-        else:  # a head export serves one bag a call
-            rows = [self._predict(np.concatenate([read_record(f).tile_features for f in files]).astype(np.float32))
-                    for files in groups]
-        return np.stack(rows) if rows else np.zeros((0, len(self.genes)), np.float32)
+    def predict(self, examples) -> np.ndarray:
+        """The patients' predicted log2 expression [N, G]; `examples`: as its head reads them
+        (`self.kind.examples`)."""
+        if not len(examples):
+            return np.zeros((0, len(self.genes)), np.float32)
+        if self.record is None:
+            return self.kind.predict_served(self._serve, examples)
+        return self.kind.predict(self._model, examples)
 
     def tile_values(self, tile_features: np.ndarray, tile_xy_px: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray | None]:
         """One slide's tiles [N, F] -> each tile's own prediction [N, G] and, for a head that reads every
-        tile, each tile's attention in the slide's bag [N] (else None). A bag head predicts a tile as a
-        bag of that one tile; the paper's head, a tile's feature as if it were a slide mean; SEQUOIA's,
-        the mean of the windows of tiles around it (their sliding-window method; `tile_xy_px` needed)."""
-        tiles = np.asarray(tile_features, np.float32)
-        if not self.reads_tiles:
-            return self(tiles), None
+        tile, each tile's attention in the slide's bag [N] (else None); how, its input kind says (the
+        paper's head: a tile's feature as if it were a slide mean; a bag head: a bag of that one tile;
+        SEQUOIA's: the mean of the windows of tiles around it, `tile_xy_px` needed)."""
         if self.record is None:
-            raise Hist2RNAError(f"{self.path} is a head export; tile maps need the training run folder.")
-        if self.head.reads == CLUSTERS:
-            from hist2rna_tf.model.heads.sequoia import tile_grid, window_predictions
-
-            return window_predictions(self._model, tiles, tile_grid(tile_xy_px)), None
-        each = np.asarray(self._model({"tiles": tiles[:, None, :], "mask": np.ones((len(tiles), 1), np.float32)},
-                                      training=False))
-        attention = with_attention(self._model)({"tiles": tiles[None], "mask": np.ones((1, len(tiles)), np.float32)},
-                                                training=False)[1]
-        return each, np.asarray(attention)[0]
+            return self.kind.served_tile_values(self._serve, tile_features, self.path)
+        return self.kind.tile_values(self._model, tile_features, tile_xy_px)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        """features float [N, F] (slide or patient means) -> log2 expression [N, G]; a head that reads
-        every tile is called with `predict_bags`."""
-        if self.reads_tiles:
-            raise Hist2RNAError(f"{self.path}: its {self.head.name} head reads every tile, not a mean feature; "
-                                "predict from feature records (with tile features).")
-        features = np.asarray(features)
-        if features.ndim != 2 or features.shape[1] != self.feature_dim:
-            raise Hist2RNAError(f"features of shape {features.shape} do not fit {self.path}: it expects "
-                                f"[N, {self.feature_dim}] (the backbone it was trained on). Extract features with "
-                                "the same backbone.")
-        if not np.issubdtype(features.dtype, np.number) or not np.isfinite(features).all():
-            raise Hist2RNAError("features contain non-numeric, NaN or inf values.")
-        return np.asarray(self._predict(features.astype(np.float32)))
+        """features float [N, F] (slide or patient means) -> log2 expression [N, G], for a head that reads
+        the mean (a head that reads every tile predicts from records: `predict_patients`)."""
+        return self.predict(self.kind.from_means(features, self.path))
 
     def extraction(self) -> Extraction:
         """How the run's training features were made (to extract new slides alike, or to export)."""
@@ -177,14 +143,8 @@ def predict_patients(predictor: Predictor, features_dir: str | Path | list) -> p
     predictor.check_features(settings, features_dir if isinstance(features_dir, (str, Path)) else
                              f"the features of {len(slide_features)} slides")
     patients = average_by_patient(slide_features, patient_ids)
-    if predictor.reads_tiles:
-        source = features_dir if isinstance(features_dir, (str, Path)) else "the features"
-        require_tile_features(folder.slides, source, predictor.head.name)
-        if predictor.clusters:
-            too_few_tiles(folder.slides, predictor.clusters, source)
-        predicted = predictor.predict_bags(patient_groups(folder.slides, patients.index))
-    else:
-        predicted = predictor(patients.to_numpy())
+    source = features_dir if isinstance(features_dir, (str, Path)) else "the features"
+    predicted = predictor.predict(predictor.kind.examples(patients, folder.slides, source))
     table = pd.DataFrame(predicted, index=patients.index, columns=predictor.genes)
     table.index.name = "patient_id"
     return table
@@ -198,7 +158,7 @@ def predict_slides(predictor: Predictor, slides: list[str | Path], features_out:
     (resumable, as `hist2rna extract`), then predict every patient with a usable record. Returns
     (patients x genes, or None when no slide gave features; the extraction's manifest rows)."""
     config = predictor.extraction().for_new_slides()
-    if predictor.reads_tiles:  # its head reads every tile
+    if predictor.kind.tile_features:  # its head reads every tile
         config = replace(config, save_tile_features=True)
     if mpp is not None:
         config = replace(config, tiles=replace(config.tiles, mpp_override=mpp))

@@ -28,32 +28,20 @@ from hist2rna_tf.expression import (average_by_patient, join_patients, load_spli
 from hist2rna_tf.extract.records import folder_extraction, read_feature_folder
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.bags import (bag_dataset, bag_tiles, cluster_arrays, cluster_dataset, cluster_groups,
-                                    patient_groups, predict_bags, predict_clusters, require_tile_features)
-from hist2rna_tf.model.heads import (CLUSTERS, HEADS, head_entry, refuse_oversized, settings_dict,
-                                     settings_from_options)
-from hist2rna_tf.model.heads.clusters import too_few_tiles
-from hist2rna_tf.model.heads.base import Standardization
+from hist2rna_tf.model.heads import DEFAULT_HEAD, HEADS, refuse_oversized, settings_dict, settings_from_options
 from hist2rna_tf.model.heads.paper import Settings as PaperSettings
-from hist2rna_tf.model.heads.paper import build as build_head
+from hist2rna_tf.model.inputs import InputKind, input_kind
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.progress import epoch_bar
 
 log = logging.getLogger(__name__)
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices((x[:, None, :].astype(np.float32), y.astype(np.float32)))
-    if seed is not None:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size)
-
-
 def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), run_dir: str | Path | None = None,
              verbose: int = 0, progress: bool = False, untrained=None,
              settings: PaperSettings = PaperSettings()) -> tuple[keras.Model, pd.DataFrame]:
     """Train the paper's head (its layers: `settings`) on patient features `x` [N, F] and log2 targets
-    `y` [N, G].
+    `y` [N, G] (`fit` with the slide mean's input kind).
 
     Returns the model with the best (lowest validation loss) weights and the per-epoch history.
     With `run_dir`, also writes best.keras, history.csv and TensorBoard logs there. `untrained`, when
@@ -64,18 +52,36 @@ def fit_head(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(), 
         raise ValueError(f"expected features [N, F] and targets [N, G] with the same N, got {x.shape} and {y.shape}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("features or targets contain NaN or inf")
+    kind = input_kind(DEFAULT_HEAD, settings, x.shape[1])
+    return fit(kind, x, y, replace(config, head=DEFAULT_HEAD, head_init=None), run_dir, verbose, progress, untrained)
+
+
+def fit(kind: InputKind, examples, y: np.ndarray, config: TrainConfig, run_dir: str | Path | None = None,
+        verbose: int = 0, progress: bool = False, untrained=None) -> tuple[keras.Model, pd.DataFrame]:
+    """Train the head `kind` is bound to (its settings and width) on `examples` (kind.examples: the
+    patients as the head reads them) and their log2 targets `y` [N, G], with the paper's loop
+    (fit_model); validation patients held back by `config.validation_fraction` (seeded). Returns the model
+    with the best weights and the per-epoch history; `untrained`, when given, is called with the model
+    before it trains."""
+    y = np.asarray(y, np.float32)
+    if y.ndim != 2 or len(examples) != len(y) or not np.isfinite(y).all():
+        raise ValueError(f"expected one finite target row per example, got {len(examples)} examples and targets "
+                         f"{y.shape}")
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    val = validation_rows(len(x), config.validation_fraction, config.seed)
-    scaling = Standardization.of(x[~val], y[~val]) if config.standardize else None
-    model = build_head(x.shape[1], y.shape[1], settings, standardization=scaling)
+    val = validation_rows(len(y), config.validation_fraction, config.seed)
+    fit_part, val_part = kind.subset(examples, ~val), kind.subset(examples, val)
+    scaling = kind.standardization(fit_part, y[~val]) if config.standardize else None
+    model = kind.build(y.shape[1], scaling)
+    if config.head_init:
+        kind.entry.load().initial_weights(model, config.head_init)
     if untrained is not None:
         untrained(model)
     if run_dir is not None:
-        runs.write_tensorboard_config(run_dir, config, x.shape, y.shape)
-    history = fit_model(model, _dataset(x[~val], y[~val], config.batch_size, config.seed),
-                        _dataset(x[val], y[val], config.batch_size, None), config, run_dir, verbose, progress=progress)
+        runs.write_tensorboard_config(run_dir, config, (len(y), kind.feature_dim), y.shape)
+    history = fit_model(model, kind.dataset(fit_part, y[~val], config.batch_size, config.seed),
+                        kind.dataset(val_part, y[val], config.batch_size), config, run_dir, verbose, progress=progress)
     return model, history
 
 
@@ -110,49 +116,6 @@ def fit_model(model: keras.Model, fit_data: tf.data.Dataset, val_data: tf.data.D
     log.debug("trained %d epoch(s); best validation loss %.4f at epoch %d", len(frame), frame["val_loss"].min(),
              int(frame["val_loss"].idxmin()) + 1)
     return frame
-
-
-def fit_bag_head(groups: list[list[str]], y: np.ndarray, feature_dim: int, config: TrainConfig, settings,
-                 run_dir: str | Path | None = None, verbose: int = 0, progress: bool = False,
-                 untrained=None) -> tuple[keras.Model, pd.DataFrame]:
-    """Train a head that reads every tile (config.head, heads.BAG) on the bags of `groups` (each
-    patient's record files), or SEQUOIA's (heads.CLUSTERS) on each patient's slides' cluster means
-    (`groups`: their files), and their log2 targets `y` [N, G], with the paper's loop (fit_model); the
-    same validation patients as `fit_head` would hold back. Returns the model with the best weights
-    and the per-epoch history."""
-    y = np.asarray(y, np.float32)
-    if len(groups) != len(y) or not np.isfinite(y).all():
-        raise ValueError(f"expected one finite target row per bag, got {len(groups)} bags and targets {y.shape}")
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    val = validation_rows(len(groups), config.validation_fraction, config.seed)
-    fit_groups = [g for g, held in zip(groups, val) if not held]
-    val_groups = [g for g, held in zip(groups, val) if held]
-    # at tile level, over the training patients' tiles
-    entry = head_entry(config.head)
-    if entry.reads == CLUSTERS:  # groups: each patient's slides' cluster-means files; a slide a sample
-        arrays = cluster_arrays(fit_groups)
-
-        def data(part, targets, seed=None):
-            return cluster_dataset(part, feature_dim, settings.clusters, config.batch_size, targets, seed)
-    else:
-        arrays = bag_tiles(fit_groups, feature_dim)
-
-        def data(part, targets, seed=None):
-            return bag_dataset(part, feature_dim, config.batch_size, targets, seed)
-    scaling = Standardization.of_tiles(arrays, y[~val]) if config.standardize else None
-    module = entry.load()
-    model = module.build(feature_dim, y.shape[1], settings, standardization=scaling)
-    if config.head_init:
-        module.initial_weights(model, config.head_init)
-    if untrained is not None:
-        untrained(model)
-    if run_dir is not None:
-        runs.write_tensorboard_config(run_dir, config, (len(groups), feature_dim), y.shape)
-    history = fit_model(model, data(fit_groups, y[~val], config.seed), data(val_groups, y[val]), config, run_dir,
-                        verbose, progress=progress)
-    return model, history
 
 
 @dataclass(frozen=True)
@@ -200,38 +163,40 @@ def cohort_of(inputs: RunInputs) -> Cohort:
 @dataclass(frozen=True)
 class RunPlan:
     """What a run will train on, every check passed and nothing written: its inputs (absolute paths), the
-    patients (features, targets, labels) of its split, the head's settings and, for a head that reads every
-    tile, their slides."""
+    patients (features, targets, labels) of its split and what its head reads (`kind`: the head's input
+    kind, bound to its settings)."""
 
     inputs: RunInputs
     cohort: Cohort
     split: pd.Series  # patient -> "train" / "test"
-    settings: object  # the head's Settings
-    slides: pd.DataFrame | None
+    kind: InputKind
 
 
 def plan_run(inputs: RunInputs, config: TrainConfig) -> RunPlan:
     """Everything `train_run` checks before it writes: the head's settings (before any data is read), the
     cohort, the head (`check_head`) and the split (`plan_split`). A Hist2RNAError naming the first problem."""
-    settings = settings_from_options(config.head, config.head_options, config.clusters)
+    settings = settings_from_options(config.head, config.head_options)
     inputs = absolute_inputs(inputs)
     cohort = cohort_of(inputs)
-    check_head(config, settings, cohort)
-    return plan_split(inputs, config, settings, cohort, _split(inputs, cohort, config.seed))
+    kind = check_head(config, settings, cohort)
+    return plan_split(inputs, config, kind, cohort, _split(inputs, cohort, config.seed))
 
 
-def check_head(config: TrainConfig, settings, cohort: Cohort) -> None:
+def check_head(config: TrainConfig, settings, cohort: Cohort) -> InputKind:
     """What does not depend on the split: a head the machine can hold on the cohort's features and genes,
-    and its starting file (`--head-init`), read into it."""
+    and its starting file (`--head-init`), read into it. What the head reads (its input kind, bound to
+    `settings` and the cohort's width)."""
+    kind = input_kind(config.head, settings, cohort.features.shape[1])
     refuse_oversized(config.head, settings, cohort.features.shape[1], cohort.targets.shape[1])
     if config.head_init:
-        _check_head_init(config, settings, cohort.features.shape[1], cohort.targets.shape[1])
+        _check_head_init(config, kind, cohort.targets.shape[1])
+    return kind
 
 
-def plan_split(inputs: RunInputs, config: TrainConfig, settings, cohort: Cohort, split: pd.Series,
+def plan_split(inputs: RunInputs, config: TrainConfig, kind: InputKind, cohort: Cohort, split: pd.Series,
                fix: str = "Add patients (the paper used 495), or give a --split file") -> RunPlan:
     """The run of `cohort` on `split` (patient -> train/test): enough patients to train, stop early and
-    evaluate (`fix`: what to say when not), and the tile features its head reads."""
+    evaluate (`fix`: what to say when not), and the features folder holding what its head reads (`kind`)."""
     cohort = replace(cohort, features=cohort.features.loc[split.index], targets=cohort.targets.loc[split.index],
                      labels=cohort.labels.loc[split.index])
     n_train, n_test = int((split == "train").sum()), int((split == "test").sum())
@@ -244,8 +209,8 @@ def plan_split(inputs: RunInputs, config: TrainConfig, settings, cohort: Cohort,
         raise ExpressionError(f"--validation-fraction {config.validation_fraction:g} holds back {n_validation} of the "
                               f"{n_train} training patients for early stopping, none left to train on; give a smaller "
                               f"fraction (default {TrainConfig().validation_fraction:g}).")
-    slides = _slides_of(config, settings, inputs, cohort.slides, split.index)
-    return RunPlan(inputs, cohort, split, settings, slides)
+    kind.check(cohort.slides[cohort.slides["patient_id"].isin(set(split.index))], inputs.features)
+    return RunPlan(inputs, cohort, split, kind)
 
 
 def _split(inputs: RunInputs, cohort: Cohort, seed: int) -> pd.Series:
@@ -280,12 +245,12 @@ def train_run(inputs: RunInputs, out_dir: str | Path, config: TrainConfig = Trai
     _warn_of(cohort, inputs, config)
     with runs.building(out_dir) as work:  # built aside, renamed into place only when complete
         with memory_said(config.head):
-            fitted = _fit_and_write(work, config, cohort.features, cohort.targets, cohort.labels, plan.split, verbose,
-                                    progress, plan.settings, plan.slides)
+            fitted = _fit_and_write(work, config, plan, verbose, progress)
         record = runs.RunRecord(inputs=inputs, train=config, feature_dim=int(cohort.features.shape[1]),
                                 genes=len(cohort.targets.columns), feature_settings=cohort.feature_settings,
                                 extraction=cohort.extraction, missing_genes=tuple(cohort.missing_genes),
-                                join_report=cohort.join_report, head_settings=settings_dict(plan.settings), **fitted)
+                                join_report=cohort.join_report, head_settings=settings_dict(plan.kind.settings),
+                                **fitted)
         runs.write_record(work, record)
         metrics = runs.write_metrics(work)  # the held-out metrics' summaries (their tables: runs.METRICS)
     return runs.TrainedRun(out_dir, record, metrics)
@@ -324,23 +289,9 @@ def memory_said(head: str):
 MIN_TRAIN_PATIENTS, MIN_TEST_PATIENTS = 3, 3
 
 
-def _slides_of(config: TrainConfig, settings, inputs: RunInputs, slides: pd.DataFrame,
-               patients) -> pd.DataFrame | None:
-    """For a head that reads every tile, the slides of `patients` (their records, checked to hold tile
-    features and, for clusters, enough tiles); None for one that reads the slide mean."""
-    entry = head_entry(config.head)
-    if not entry.reads_tiles:
-        return None
-    slides = slides[slides["patient_id"].isin(set(patients))]
-    require_tile_features(slides, inputs.features, config.head)
-    if entry.reads == CLUSTERS:
-        too_few_tiles(slides, settings.clusters, inputs.features)
-    return slides
-
-
-def _check_head_init(config: TrainConfig, settings, feature_dim: int, n_genes: int) -> None:
+def _check_head_init(config: TrainConfig, kind: InputKind, n_genes: int) -> None:
     """`--head-init`: a head that can start from a file, and a file it starts from (read into the head)."""
-    module = head_entry(config.head).load()
+    module = kind.entry.load()
     if not hasattr(module, "initial_weights"):
         raise SettingsError(f"--head-init: the {config.head} head cannot start from a file; it is for "
                             f"{', '.join(n for n, e in HEADS.items() if hasattr(e.load(), 'initial_weights'))}.")
@@ -348,47 +299,28 @@ def _check_head_init(config: TrainConfig, settings, feature_dim: int, n_genes: i
         raise SettingsError(f"--head-init {config.head_init}: no such file; give the checkpoint (FEATHER's "
                             "model.safetensors).")
     try:
-        module.initial_weights(module.build(feature_dim, n_genes, settings), config.head_init)
+        module.initial_weights(kind.build(n_genes), config.head_init)
     except (BackboneError, ModelError) as exc:
         raise type(exc)(f"--head-init {exc}") from None
 
 
-def _fit_and_write(out_dir: Path, config: TrainConfig, features: pd.DataFrame, targets: pd.DataFrame,
-                   labels: pd.Series, split: pd.Series, verbose: int, progress: bool, settings,
-                   slides: pd.DataFrame | None) -> dict:
+def _fit_and_write(out_dir: Path, config: TrainConfig, plan: RunPlan, verbose: int, progress: bool) -> dict:
     """Fit on the training patients; write split, genes, targets, model, history and held-out
     predictions; what the run's record says of the fit."""
-    runs.write_split(out_dir, split, labels)
+    cohort, split, kind = plan.cohort, plan.split, plan.kind
+    features, targets = cohort.features, cohort.targets
+    runs.write_split(out_dir, split, cohort.labels)
     runs.write_genes(out_dir, targets.columns)
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     runs.write_targets(out_dir, targets[train])
     start = time.perf_counter()
+    examples = kind.examples(features, cohort.slides, plan.inputs.features, progress)
+    test_examples = kind.subset(examples, test)
     held_out = {}  # the untrained head's held-out predictions (SEQUOIA's random model), then the trained one's
-    if slides is None:  # the slide (patient) mean
-        test_x = features.to_numpy()[test][:, None, :].astype(np.float32)
-
-        def predict(model):
-            return np.asarray(model(test_x, training=False))
-
-        model, history = fit_head(features.to_numpy()[train], targets.to_numpy()[train], config, out_dir, verbose,
-                                  progress, untrained=lambda m: held_out.setdefault("random", predict(m)),
-                                  settings=settings)
-    else:  # every tile, or (SEQUOIA) each slide's cluster means
-        groups, dim = patient_groups(slides, features.index), int(features.shape[1])
-        if head_entry(config.head).reads == CLUSTERS:
-            groups = cluster_groups(groups, settings.clusters, progress)
-        test_groups = [g for g, t in zip(groups, test) if t]
-
-        def predict(model):
-            if head_entry(config.head).reads == CLUSTERS:
-                return predict_clusters(model, test_groups, dim, settings.clusters)
-            return predict_bags(model, test_groups, dim)
-
-        model, history = fit_bag_head([g for g, t in zip(groups, train) if t], targets.to_numpy()[train], dim, config,
-                                      settings, out_dir, verbose, progress,
-                                      untrained=lambda m: held_out.setdefault("random", predict(m)))
+    model, history = fit(kind, kind.subset(examples, train), targets.to_numpy()[train], config, out_dir, verbose,
+                         progress, untrained=lambda m: held_out.setdefault("random", kind.predict(m, test_examples)))
     train_seconds = time.perf_counter() - start
-    predicted = predict(model)
+    predicted = kind.predict(model, test_examples)
     runs.write_random_predictions(out_dir, pd.DataFrame(held_out["random"], index=features.index[test],
                                                         columns=targets.columns))
     predictions = pd.DataFrame(predicted, index=features.index[test], columns=targets.columns)

@@ -24,6 +24,7 @@ from hist2rna_tf.extract.cohort import MANIFEST
 from hist2rna_tf.extract.records import read_record, write_record
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.model import runs
+from hist2rna_tf.model.inputs.kmeans import CACHE_FOLDER
 from hist2rna_tf.report.spatial_folder import SpatialFolder
 
 from commandline import run
@@ -286,8 +287,8 @@ ROWS = [
      lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "abmil", "--head-init", str(_feather(i, 0))), 2,
      ["feather.safetensors", "not an ABMIL checkpoint of MIL-Lab's layout"], ["r"]),
     ("train --head sequoia with more clusters than a slide has tiles",
-     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "sequoia", "--clusters", "500"), 2,
-     ["fewer tiles than the 500 clusters", "--clusters"], ["r"]),
+     lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "sequoia", "--head-option", "clusters=500"), 2,
+     ["fewer tiles than the 500 clusters", "--head-option clusters="], ["r"]),
     ("train --head sequoia --head-option a setting the head lacks",
      lambda i, s: _train(i, "--out", str(i.tmp / "r"), "--head", "sequoia", "--head-option", "embed_dim=256"), 2,
      ["--head-option 'embed_dim=256'", "sequoia head's settings", "depth=6, heads=16"], ["r"]),
@@ -416,11 +417,11 @@ ROWS = [
        lambda i, s, evaluate=evaluate: (i.tmp / "genes.txt").write_text("\n".join(load_panel("pam50")[:5])) and [
            "import-run", "--from", "sequoia", str(HUB), "--genes", str(i.tmp / "genes.txt"), "--features",
            str(shutil.copytree(i.root / "features" / "tiny", i.tmp / "feats",
-                               ignore=shutil.ignore_patterns("cluster_means"))),  # clusters.CACHE_FOLDER
+                               ignore=shutil.ignore_patterns(CACHE_FOLDER))),
            *(["--expression", str(i.cohort / "expression.csv"), "--labels", str(i.cohort / "clinical.csv")]
              if evaluate else []), "--out", str(i.tmp / "r"), "--no-progress"], 2,
        ["--features", "feats: its records have 24 features a tile, but the fold reads 32", "input_dim",
-        "--backbone uni"], ["r", "feats/cluster_means"]) for evaluate in (False, True)],
+        "--backbone uni"], ["r", f"feats/{CACHE_FOLDER}"]) for evaluate in (False, True)],
     ("import-run --out an existing training run",
      lambda i, s: ["import-run", "--from", "sequoia", str(HUB), "--out",
                    str(shutil.copytree(i.run, i.tmp / "existing"))], 2,

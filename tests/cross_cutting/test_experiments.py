@@ -183,7 +183,7 @@ def test_each_sequoia_fold_trains_on_their_patients_and_evaluates_theirs_on_its_
     """experiments/sequoia_folds.py: SEQUOIA's features (UNI, 256 px at 0.5 um/px, no stain normalisation,
     every tile kept); a fold's split file (their train + val -> train, test -> test), its published model
     imported and evaluated on the test patients' labels alone, skipped (said) without its weights."""
-    import hist2rna_tf.model.heads.sequoia_hub as hub
+    import hist2rna_tf.model.import_run as hub
     import hist2rna_tf.model.train as train
 
     monkeypatch.chdir(tmp_path)

@@ -54,7 +54,7 @@ def test_an_abmil_run_exports_and_reloads_in_a_fresh_process(abmil_run, tiny_run
     """)
     assert printed.split()[0] == "abmil"
     run = Predictor(abmil_run)
-    expected = run.predict_bags([[slide]])[0]
+    expected = run.predict([[slide]])[0]  # a bag head's examples: each patient's records
     np.testing.assert_allclose(np.load(tmp_path / "genes.npy"), expected, rtol=1e-5, atol=1e-4)
     attention = np.load(tmp_path / "attention.npy")
     assert attention.shape == (stored.n_tiles,) and attention.sum() == pytest.approx(1, abs=1e-5)
@@ -132,13 +132,13 @@ def test_a_sequoia_run_exports_serves_cluster_means_and_maps_windows(tiny_run, t
     process of TensorFlow alone), the end-to-end export gives the tiles' features to cluster, and
     `spatial` maps SEQUOIA's sliding windows. (A ViS of 2 blocks of 2 heads: what is exported and served
     is the same at SEQUOIA's sizes, and the full one takes ~13 s to trace on 2 cores.)"""
-    from hist2rna_tf.model.heads.clusters import slide_cluster_file
+    from hist2rna_tf.model.inputs.kmeans import slide_cluster_file
 
     cohort, features = tiny_run / "cohort", tiny_run / "features" / "tiny"
     run = tmp_path / "run"
     assert main(["train", "--features", str(features), "--expression", str(cohort / "expression.csv"), "--labels",
-                 str(cohort / "clinical.csv"), "--head", "sequoia", "--clusters", "4", "--standardize", "--max-epochs",
-                 "1", "--head-option", "depth=2", "heads=2", "--out", str(run), "--no-progress"]) == 0
+                 str(cohort / "clinical.csv"), "--head", "sequoia", "--standardize", "--max-epochs", "1",
+                 "--head-option", "clusters=4", "depth=2", "heads=2", "--out", str(run), "--no-progress"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "saved"), "--no-progress"]) == 0
     slide = record_files(features)[0]
     np.save(tmp_path / "clusters.npy", np.load(slide_cluster_file(slide, 4)))
@@ -149,10 +149,12 @@ def test_a_sequoia_run_exports_serves_cluster_means_and_maps_windows(tiny_run, t
                 ["log2_expression"].numpy())
         full = tf.saved_model.load({str(tmp_path / 'saved' / 'tiny_sequoia' / '1')!r})
         out = full.serve(tf.constant(np.full((5, 224, 224, 3), 200, np.uint8)))
-        print(head.metadata()["head"].numpy().decode(), int(head.metadata()["clusters"]), out["tile_features"].shape)
+        import json
+        print(head.metadata()["head"].numpy().decode(), json.loads(head.metadata()["head_settings"].numpy())["clusters"],
+              out["tile_features"].shape)
     """)
     assert printed.split()[:2] == ["sequoia", "4"] and "(5, 24)" in printed
-    expected = Predictor(run).predict_bags([[slide]])[0]
+    expected = Predictor(run).predict([[str(slide_cluster_file(slide, 4))]])[0]  # SEQUOIA's: cluster-means files
     np.testing.assert_allclose(np.load(tmp_path / "genes.npy"), expected, rtol=1e-5, atol=1e-4)
     out = tmp_path / "spatial"
     assert main(["spatial", str(run), "--features", str(features), "--slides", str(sorted((cohort / "slides").iterdir())[0]),

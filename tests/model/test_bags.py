@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from hist2rna_tf.cli import main
 from hist2rna_tf.model import runs
 from hist2rna_tf.extract.records import read_feature_folder
-from hist2rna_tf.model.bags import bag_dataset, patient_groups
+from hist2rna_tf.model.inputs.bag import bag_dataset, patient_groups
 from hist2rna_tf.model.predict import Predictor, predict_patients
 
 from commandline import run as run_command
@@ -85,7 +85,7 @@ def test_abmil_learns_where_the_signal_is_and_fails_on_shuffled_bags(tmp_path):
     assert np.median(rhos) > 0.6, rhos
     # Attention goes to the tumour tiles (the marker feature), not the stroma.
     predictor = Predictor(tmp_path / "abmil")
-    from hist2rna_tf.model.bags import attention_of
+    from hist2rna_tf.model.inputs.bag import attention_of
 
     slides = read_feature_folder(features).slides
     tumour, stroma = [], []

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 
 from hist2rna_tf.errors import ModelError, SettingsError
 from hist2rna_tf.config import TrainConfig
-from hist2rna_tf.model.heads import (ATTENTION, BAG, DEFAULT_HEAD, HEADS, MEAN, head_entry, head_settings,
+from hist2rna_tf.model.heads import (ATTENTION, DEFAULT_HEAD, HEADS, head_entry, head_settings,
                                    settings_from_options)
 from hist2rna_tf.model.heads import abmil, paper
 
@@ -73,11 +73,13 @@ def test_padding_never_changes_a_prediction_and_tile_order_never_changes_abmils(
 
 
 def test_the_registry_names_each_head_and_what_it_reads():
+    from hist2rna_tf.model.inputs import bag, clusters, input_kind, mean
+
     assert DEFAULT_HEAD == "hist2rna" and list(HEADS)[0] == DEFAULT_HEAD
-    assert head_entry("hist2rna").reads == MEAN and head_entry("abmil").reads == BAG
+    kinds = {name: type(input_kind(name, entry.load().Settings(), 16)) for name, entry in HEADS.items()}
+    assert kinds == {"hist2rna": mean.Kind, "abmil": bag.Kind, "sequoia": clusters.Kind}
     for name, entry in HEADS.items():
         module = entry.load()
-        assert module.READS == entry.reads, name
         model = module.build(16, 3, module.Settings())
         assert model.output_shape[-1] == 3, name
     with pytest.raises(SettingsError, match="no such head; the heads are hist2rna, abmil"):
@@ -165,8 +167,8 @@ def test_vis_defaults_are_sequoias_main():
 def test_head_options_set_the_heads_settings_typed_and_refuse_what_it_lacks():
     from hist2rna_tf.model.heads import sequoia
 
-    assert settings_from_options("sequoia", ["depth=2", "heads=4"], clusters=8) == sequoia.Settings(depth=2, heads=4,
-                                                                                                  clusters=8)
+    assert settings_from_options("sequoia", ["depth=2", "heads=4", "clusters=8"]) == sequoia.Settings(
+        depth=2, heads=4, clusters=8)
     assert settings_from_options("abmil", ["dropout=0", "gate=false", "embed-dim=256"]) == abmil.Settings(
         embed_dim=256, dropout=0.0, gate=False)
     assert settings_from_options("hist2rna", ["filters=64,32"]) == paper.Settings(filters=(64, 32))
@@ -184,11 +186,11 @@ def test_head_options_set_the_heads_settings_typed_and_refuse_what_it_lacks():
         ("hist2rna", ["filters=256,0"], None, "filters must be at least 1, not 256,0"),
         ("abmil", ["dropout=1"], None, r"dropout must be in \[0, 1\), not 1.0"),
         ("sequoia", ["heads=2", "heads=4"], None, "heads given twice"),
-        ("sequoia", ["clusters=8"], 16, "--clusters 16 and --head-option clusters=8 disagree"),
-        ("abmil", [], 8, "--clusters: the abmil head reads no clusters; it is for --head sequoia"),
+        ("abmil", ["clusters=8"], None, "the abmil head has no setting 'clusters' .it is a setting of --head "
+                                        "sequoia."),
     ]:
         with pytest.raises(SettingsError, match=message):
-            settings_from_options(head, options, clusters)
+            settings_from_options(head, options)
 
 
 def test_the_head_option_help_lists_every_heads_settings_and_defaults():

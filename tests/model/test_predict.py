@@ -29,7 +29,7 @@ def test_predict_from_features_and_from_slides_agree(tiny_run, tmp_path):
 
 def test_wrong_feature_size_is_a_clear_error(tiny_run):
     predictor = Predictor(tiny_run / "run")
-    with pytest.raises(Hist2RNAError, match=r"expects \[N, 24\]"):
+    with pytest.raises(Hist2RNAError, match=r"features of shape \(2, 7\), but the hist2rna head reads \[N, 24\]"):
         predictor(np.zeros((2, 7)))
     with pytest.raises(Hist2RNAError, match="NaN"):
         predictor(np.full((1, 24), np.nan))

@@ -7,6 +7,8 @@ evaluation given to `report` or as another import's --out, a cohort without the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 from pathlib import Path
@@ -21,8 +23,8 @@ from hist2rna_tf.errors import ModelError
 from hist2rna_tf.expression import load_panel
 from hist2rna_tf.extract.records import read_record, record_files, write_record
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.heads import clusters
-from hist2rna_tf.model.heads.sequoia_hub import read_fold_config
+from hist2rna_tf.model.inputs import kmeans as clusters
+from hist2rna_tf.model.import_run import read_fold_config
 from hist2rna_tf.model.predict import Predictor, predict_patients
 
 from synthetic import latent_cohort, record
@@ -90,14 +92,15 @@ SMALL_VIS = ["--head-option", "depth=2", "heads=2", "dim_f=8"]
 @pytest.fixture(scope="module")
 def sequoia_run(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("sequoia_run") / "run"
-    assert _train(cohort, out, "--clusters", "4", "--max-epochs", "3", *SMALL_VIS) == 0
+    assert _train(cohort, out, "--max-epochs", "3", *SMALL_VIS, "clusters=4") == 0
     return out
 
 
 def test_a_sequoia_run_trains_with_sequoias_settings_and_predicts_alike(sequoia_run, cohort):
     record = runs.read_record(sequoia_run)
-    assert record.train.head == "sequoia" and record.train.head_options == ("depth=2", "heads=2", "dim_f=8")
-    # the settings the model was built with: SEQUOIA's defaults but what --head-option and --clusters set
+    assert record.train.head == "sequoia" and record.train.head_options == ("depth=2", "heads=2", "dim_f=8", "clusters=4")
+    assert "clusters" not in dataclasses.asdict(record.train)  # K: one home, the head's settings
+    # the settings the model was built with: SEQUOIA's defaults but what --head-option set
     assert record.head_settings == {"depth": 2, "heads": 2, "dim_f": 8, "dim_s": 64, "dim_c": 64, "clusters": 4}
     import keras
 
@@ -114,13 +117,14 @@ def test_a_sequoia_run_trains_with_sequoias_settings_and_predicts_alike(sequoia_
 
 
 def test_fewer_tiles_than_clusters_is_refused_in_one_line(cohort, tmp_path, capsys):
-    assert _train(cohort, tmp_path / "run", "--clusters", "13") == 2
+    assert _train(cohort, tmp_path / "run", "--head-option", "clusters=13") == 2
     err = _error(capsys)
-    assert "fewer tiles than the 13 clusters" in err and "--clusters 12" in err
+    assert "fewer tiles than the 13 clusters" in err and "--head-option clusters=12" in err
     assert not (tmp_path / "run").exists()
     assert main(["train", "--features", str(cohort.features), "--expression", str(cohort.expression), "--labels",
-                 str(cohort.labels), "--head", "abmil", "--clusters", "4", "--out", str(tmp_path / "run")]) == 2
-    assert "it is for --head sequoia" in capsys.readouterr().err
+                 str(cohort.labels), "--head", "abmil", "--head-option", "clusters=4", "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "it is a setting of --head sequoia" in capsys.readouterr().err
 
 
 def _import(folder, out, *extra):

@@ -103,7 +103,7 @@ def test_running_out_of_memory_while_training_is_one_line_and_leaves_nothing(coh
     def out_of_memory(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[24,99999]\nmore")
 
-    monkeypatch.setattr(train, "fit_head", out_of_memory)
+    monkeypatch.setattr(train, "fit", out_of_memory)
     code = main(["train", "--features", str(cohort / "features" / "efficientnetv2s"), "--expression",
                  str(cohort / "expression.csv"), "--labels", str(cohort / "clinical.csv"), "--genes", "pam50",
                  "--out", str(tmp_path / "run")])

@@ -3,21 +3,18 @@ command line offers `--head` without loading it).
 
 Each head's module owns what makes it that head:
 
-  READS       "mean": the patient's mean tile feature, [1, F] (the paper's input);
-              "bag": every tile's feature, [T, F], padded to the batch's longest bag with a mask
-              (model/bags.py streams them from the records of `extract --save-tile-features`)
   Settings    a frozen dataclass with the defaults of the head's source (recorded in the run)
   build(feature_dim, n_genes, settings, standardization=None, name=...) -> keras.Model
-              a "mean" head takes [B, 1, F]; a "bag" head takes {"tiles": [B, T, F], "mask": [B, T]}
-              and has a layer named ATTENTION whose output is each tile's attention score [B, T, 1];
-              "clusters": each slide's K cluster means [K, F] (heads/clusters.py; SEQUOIA's input), a
-              patient's prediction the mean of its slides'
+              taking what its input kind gives it (model/inputs/: "mean" [B, 1, F]; "bag"
+              {"tiles": [B, T, F], "mask": [B, T]}, with a layer named ATTENTION whose output is each
+              tile's attention score [B, T, 1]; "clusters" [B, K, F])
   parameters(feature_dim, n_genes, settings) -> int
               its trainable parameters, counted without building it (refuse_oversized: a size the
               machine cannot train is refused before it is built)
-  TRAINING    (in the entry) the training settings of its source that differ from the paper's
 
-Adding a head is its module, one entry in HEADS below and its tests.
+Its registry entry names its input kind (model/inputs/ reads, batches and serves it) and the training
+settings of its source that differ from the paper's. Adding a head is its module, one entry in HEADS
+below and its tests. The heads import nothing of the package above them (a leaf of model/).
 """
 
 from __future__ import annotations
@@ -31,9 +28,6 @@ from dataclasses import dataclass
 from hist2rna_tf.config import known_fields
 from hist2rna_tf.errors import SettingsError
 
-MEAN, BAG, CLUSTERS = "mean", "bag", "clusters"
-# What reads the records' per-tile features (extract --save-tile-features).
-READS_TILES = (BAG, CLUSTERS)
 # The layer of a bag head whose output is each tile's (masked, pre-softmax) attention score [B, T, 1].
 ATTENTION = "attention_scores"
 
@@ -44,14 +38,9 @@ class HeadEntry:
 
     name: str
     module: str
-    reads: str  # MEAN, BAG or CLUSTERS
+    inputs: str  # its input kind: a key of model/inputs' KINDS
     summary: str  # one line for --help and the README's table
     training: tuple = ()  # (TrainConfig field, value): its source's training where it differs from the paper's
-
-    @property
-    def reads_tiles(self) -> bool:
-        """Whether it needs the records' per-tile features."""
-        return self.reads in READS_TILES
 
     def load(self):
         """The head's module (imports TensorFlow)."""
@@ -59,12 +48,12 @@ class HeadEntry:
 
 
 HEADS = {entry.name: entry for entry in (
-    HeadEntry("hist2rna", "hist2rna_tf.model.heads.paper", MEAN,
+    HeadEntry("hist2rna", "hist2rna_tf.model.heads.paper", "mean",
               "the paper's Conv1D head on the patient's mean tile feature (Mondol et al. 2023)"),
-    HeadEntry("abmil", "hist2rna_tf.model.heads.abmil", BAG,
+    HeadEntry("abmil", "hist2rna_tf.model.heads.abmil", "bag",
               "gated attention over every tile (Ilse et al. 2018), MIL-Lab's ABMIL; FEATHER-24K's weights with "
               "--head-init"),
-    HeadEntry("sequoia", "hist2rna_tf.model.heads.sequoia", CLUSTERS,
+    HeadEntry("sequoia", "hist2rna_tf.model.heads.sequoia", "clusters",
               "SEQUOIA's linearised transformer (ViS, Pizurica et al. 2024) on each slide's k-means cluster means; "
               "its published folds with `hist2rna import-run --from sequoia`",
               training=(("batch_size", 16), ("max_epochs", 200), ("patience", 20))),
@@ -85,11 +74,10 @@ def head_settings(name: str, saved: dict | None = None):
     return kind(**known_fields(kind, saved or {}))
 
 
-def settings_from_options(name: str, options=(), clusters: int | None = None):
-    """The head's Settings for `--head NAME --head-option KEY=VALUE ... [--clusters K]`: its source's
-    defaults, each KEY (a field of its Settings) set to VALUE read as that field's type (a tuple: values
-    separated by commas); a SettingsError naming an unknown key, a value of another type, one out of
-    range, --clusters for a head without clusters, or one that says otherwise than clusters=."""
+def settings_from_options(name: str, options=()):
+    """The head's Settings for `--head NAME --head-option KEY=VALUE ...`: its source's defaults, each KEY (a
+    field of its Settings) set to VALUE read as that field's type (a tuple: values separated by commas); a
+    SettingsError naming an unknown key, a value of another type or one out of range."""
     kind = head_entry(name).load().Settings
     types = typing.get_type_hints(kind)
     known = _defaults(kind)
@@ -106,14 +94,6 @@ def settings_from_options(name: str, options=(), clusters: int | None = None):
         if key in values:
             raise SettingsError(f"--head-option: {key} given twice; give it once.")
         values[key] = _typed(text.strip(), types[key], option)
-    if clusters is not None:
-        if "clusters" not in types:
-            raise SettingsError(f"--clusters: the {name} head reads no clusters; it is for --head "
-                                f"{', '.join(n for n, e in HEADS.items() if e.reads == CLUSTERS)}.")
-        if values.get("clusters", clusters) != clusters:
-            raise SettingsError(f"--clusters {clusters} and --head-option clusters={values['clusters']} disagree; "
-                                "give one of them.")
-        values["clusters"] = clusters
     try:
         return kind(**values)
     except ValueError as exc:

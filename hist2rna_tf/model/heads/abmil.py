@@ -25,10 +25,8 @@ from keras import layers, ops
 
 from hist2rna_tf.errors import ModelError
 from hist2rna_tf.arguments import check_fields
-from hist2rna_tf.model.heads import ATTENTION, BAG, require_positive
+from hist2rna_tf.model.heads import ATTENTION, require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
-
-READS = BAG
 
 
 @dataclass(frozen=True)

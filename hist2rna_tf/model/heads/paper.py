@@ -18,10 +18,8 @@ import keras
 from keras import layers
 
 from hist2rna_tf.arguments import check_fields
-from hist2rna_tf.model.heads import MEAN, require_positive
+from hist2rna_tf.model.heads import require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
-
-READS = MEAN
 
 
 @dataclass(frozen=True)

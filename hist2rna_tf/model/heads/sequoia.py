@@ -11,8 +11,8 @@ LayerNorms take torch's epsilon (1e-5), GELUs the exact (erf) form, as torch's d
 Exact to `ViS.forward` on the same weights (tests/model/test_heads.py; fixtures by
 tests/fixtures/make_head_fixtures.py); `load_sequoia` reads its state dict (a hub fold's
 `model.safetensors`; `hist2rna import-run --from sequoia`). It reads each slide's cluster means
-(heads/clusters.py), trains per slide with SEQUOIA's settings (the registry's entry) and predicts a
-patient as the mean of its slides.
+(model/inputs/clusters.py; kmeans.py makes them), trains per slide with SEQUOIA's settings (the
+registry's entry) and predicts a patient as the mean of its slides.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from keras import layers, ops
 
 from hist2rna_tf.errors import ModelError
 from hist2rna_tf.arguments import check_fields
-from hist2rna_tf.model.heads import CLUSTERS, require_positive
+from hist2rna_tf.model.heads import require_positive
 from hist2rna_tf.model.heads.base import Standardization, check_sizes
-
-READS = CLUSTERS
 
 EPSILON = 1e-5  # torch.nn.LayerNorm's
 
@@ -199,44 +197,3 @@ def load_sequoia(model: keras.Model, tensors, source, settings: Settings = Setti
         linear(f"ff_{i}_out", f"{base}.1.net.3")
     norm("head_norm", "linear_head.0")
     linear("genes", "linear_head.1")
-
-
-def tile_grid(tile_xy_px: np.ndarray) -> np.ndarray:
-    """Tiles' level-0 top-left corners [N, 2] -> their column and row on the slide's tile grid (0-based;
-    the step is the smallest spacing between tiles)."""
-    xy = np.asarray(tile_xy_px, np.int64)
-    grid = np.zeros_like(xy)
-    for axis in (0, 1):
-        values = np.unique(xy[:, axis])
-        step = np.diff(values).min() if len(values) > 1 else 1
-        grid[:, axis] = np.rint((xy[:, axis] - values[0]) / step).astype(np.int64)
-    return grid
-
-
-def window_predictions(model: keras.Model, tiles: np.ndarray, grid: np.ndarray, stride: int = 1,
-                       batch_size: int = 32) -> np.ndarray:
-    """SEQUOIA's spatial method (their `spatial_vis/visualize.py`, `sliding_window_method`): windows of
-    side x side tiles (side = sqrt(K): 10 for 100 clusters) slid over the tile grid by `stride`; a window
-    holding more than half its places is given to the head as its tiles' features (in tile order,
-    zero-padded to K) in place of cluster means, and its prediction goes to each of its tiles; a tile's
-    value is the mean over its windows. [N, G]; NaN for a tile in no such window."""
-    k = int(model.input_shape[1])
-    side = int(np.sqrt(k))
-    tiles, grid = np.asarray(tiles, np.float32), np.asarray(grid, np.int64)
-    members = [np.flatnonzero((grid[:, 0] >= x) & (grid[:, 0] < x + side) & (grid[:, 1] >= y) & (grid[:, 1] < y + side))
-               for x in range(0, max(int(grid[:, 0].max()), 1), stride)
-               for y in range(0, max(int(grid[:, 1].max()), 1), stride)]
-    members = [m for m in members if len(m) > side * side / 2]
-    total = np.zeros((len(tiles), int(model.output_shape[-1])), np.float64)
-    count = np.zeros(len(tiles))
-    for start in range(0, len(members), batch_size):
-        chunk = members[start:start + batch_size]
-        batch = np.zeros((len(chunk), k, tiles.shape[1]), np.float32)
-        for i, m in enumerate(chunk):
-            batch[i, :len(m)] = tiles[m]
-        predicted = np.asarray(model(batch, training=False))
-        for i, m in enumerate(chunk):
-            total[m] += predicted[i]
-            count[m] += 1
-    with np.errstate(invalid="ignore"):
-        return (total / count[:, None]).astype(np.float32)

@@ -6,9 +6,9 @@ dimensions_f, dimensions_s, dimensions_c, num_clusters) and `model.safetensors` 
 becomes a run folder that stands alone, as `hist2rna train` writes one: the head in Keras with the
 fold's weights (best.keras), its genes in output order (SEQUOIA's 20,820, shipped in
 data/sequoia_gene_list.csv, or `genes` for another list) and its record (the head, its settings, the
-features it reads: UNI's, of 256 px tiles at 20x resized to 224, no stain normalisation; or those of a
-features folder given). With a features folder, an expression table and labels, the fold is also
-evaluated on those patients (all held out), as a trained run is: test predictions, the untrained ViS's
+features it reads: extract.settings.sequoia_extraction's, UNI's of 256 px tiles at 20x resized to 224,
+no stain normalisation; or those of a features folder given). With a features folder, an expression
+table and labels, the fold is also evaluated on those patients (all held out), as a trained run is: test predictions, the untrained ViS's
 (SEQUOIA's random model), the paper's metrics and SEQUOIA's test; then `report` takes it.
 """
 
@@ -26,21 +26,16 @@ import pandas as pd
 from hist2rna_tf.config import RunInputs, TrainConfig, absolute_inputs
 from hist2rna_tf.errors import ExpressionError, ModelError, RecordError
 from hist2rna_tf.expression import read_gene_file, repeated
-from hist2rna_tf.extract.settings import Extraction, FeatureSettings
+from hist2rna_tf.extract.settings import (Extraction, FeatureSettings, extract_command, sequoia_extraction,
+                                         settings_of)
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.heads import refuse_oversized, settings_dict, with_head_training
-from hist2rna_tf.model.heads.sequoia import Settings
+from hist2rna_tf.model.heads import head_entry, head_settings, refuse_oversized, settings_dict, with_head_training
 from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
 
 HUB_CONFIG, HUB_WEIGHTS = "config.json", "model.safetensors"
-# What SEQUOIA's published models read: UNI's features (the weights file of its hub page) of 256 px tiles at
-# 20x (0.5 um/px, 128 um) resized to 224, ImageNet-normalised, no stain normalisation
-# (pre_processing/patch_gen_hdf5.py, compute_features_hdf5.py).
-UNI_FEATURES = FeatureSettings("uni", "pytorch_model.bin", "none", 256, 128.0)
-UNI_EXTRACT = ("hist2rna extract --backbone uni --weights pytorch_model.bin --tile-px 256 --target-mpp 0.5 --stain none "
-               "--save-tile-features")
+HEAD = "sequoia"  # the registry's name of the head a fold is
 _CONFIG_KEYS = {"num_outputs": None, "input_dim": None, "depth": "depth", "nheads": "heads", "dimensions_f": "dim_f",
                 "dimensions_s": "dim_s", "dimensions_c": "dim_c", "num_clusters": "clusters"}
 
@@ -51,7 +46,7 @@ def sequoia_genes() -> list[str]:
         return pd.read_csv(handle)["gene"].astype(str).tolist()
 
 
-def read_fold_config(folder: str | Path) -> tuple[Settings, int, int]:
+def read_fold_config(folder: str | Path) -> tuple[object, int, int]:
     """A hub fold's ViS settings, outputs and input features from its config.json; a ModelError naming
     the folder and the fix when it is not a SEQUOIA fold's layout."""
     folder = Path(folder)
@@ -71,7 +66,7 @@ def read_fold_config(folder: str | Path) -> tuple[Settings, int, int]:
     if missing:
         raise ModelError(f"{folder / HUB_CONFIG}: not a SEQUOIA ViS config (no {', '.join(missing)}); {hint}.")
     sizes = {key: whole_number(config, key, folder / HUB_CONFIG) for key in _CONFIG_KEYS if key in config}
-    settings = Settings(**{field: sizes[key] for key, field in _CONFIG_KEYS.items() if field and key in sizes})
+    settings = head_settings(HEAD, {field: sizes[key] for key, field in _CONFIG_KEYS.items() if field and key in sizes})
     return settings, sizes["num_outputs"], sizes["input_dim"]
 
 
@@ -114,7 +109,8 @@ def fold_features(features: str | Path, input_dim: int) -> tuple[FeatureSettings
     if width != input_dim:
         raise RecordError(f"--features {features}: its records have {width} features a tile, but the fold reads "
                           f"{input_dim} ({HUB_CONFIG} input_dim; SEQUOIA's published folds read UNI's 1024); give "
-                          f"--features a folder extracted as the fold's features were ({UNI_EXTRACT}).")
+                          f"--features a folder extracted as the fold's features were "
+                          f"({extract_command(sequoia_extraction())}).")
     return found.settings, folder_extraction(features, found.settings)
 
 
@@ -150,13 +146,13 @@ def import_sequoia(folder: str | Path, out_dir: str | Path, genes: str | Path | 
     runs.refuse_existing(out_dir, overwrite, runs.IMPORTED, overwrite_option=False)  # import-run has no --overwrite
     settings, n_outputs, input_dim = read_fold_config(folder)
     names = fold_genes(genes, n_outputs, folder / HUB_CONFIG)
-    feature_settings, extraction, patients = UNI_FEATURES, None, {"train": 0, "test": 0}
+    feature_settings, extraction, patients = settings_of(sequoia_extraction()), None, {"train": 0, "test": 0}
     if evaluate is not None and evaluate.features:
         feature_settings, extraction = fold_features(evaluate.features, input_dim)
     inputs = RunInputs("", "", "") if evaluate is None else absolute_inputs(evaluate)
-    refuse_oversized("sequoia", settings, input_dim, n_outputs)  # sizes a damaged config.json could say
+    refuse_oversized(HEAD, settings, input_dim, n_outputs)  # sizes a damaged config.json could say
     model, settings, input_dim = fold_model(folder)
-    config = replace(with_head_training(TrainConfig(head="sequoia")), clusters=settings.clusters)
+    config = with_head_training(TrainConfig(head=HEAD))
     imported_from = {"source": "sequoia", "folder": str(folder.resolve()),
                      "config": json.loads((folder / HUB_CONFIG).read_text()),
                      "sha256": _digest(folder / HUB_WEIGHTS), "genes": str(genes) if genes else "SEQUOIA's 20,820"}
@@ -176,14 +172,12 @@ def import_sequoia(folder: str | Path, out_dir: str | Path, genes: str | Path | 
     return out_dir
 
 
-def _evaluate(work: Path, model, genes: list[str], inputs: RunInputs, settings: Settings, progress: bool) -> dict:
+def _evaluate(work: Path, model, genes: list[str], inputs: RunInputs, settings, progress: bool) -> dict:
     """Predict every patient of `inputs` (all held out) with the fold and with the untrained ViS (seed
     0: SEQUOIA's random model); write them, the measured targets and the split. The patients' counts."""
     import keras
 
-    from hist2rna_tf.model.bags import cluster_groups, patient_groups, predict_clusters, require_tile_features
-    from hist2rna_tf.model.heads.clusters import too_few_tiles
-    from hist2rna_tf.model.heads.sequoia import build
+    from hist2rna_tf.model.inputs import input_kind
     from hist2rna_tf.model.train import cohort_of
 
     genes_file = work / ".genes_of_the_fold.txt"
@@ -194,15 +188,13 @@ def _evaluate(work: Path, model, genes: list[str], inputs: RunInputs, settings: 
     if cohort.missing_genes:
         log.warning("%s lacks %d of the fold's %d genes (e.g. %s): they are left out of the evaluation.",
                     inputs.expression, len(cohort.missing_genes), len(genes), cohort.missing_genes[0])
-    slides = cohort.slides[cohort.slides["patient_id"].isin(set(cohort.features.index))]
-    require_tile_features(slides, inputs.features, "sequoia")
-    too_few_tiles(slides, settings.clusters, inputs.features)
-    groups = cluster_groups(patient_groups(slides, cohort.features.index), settings.clusters, progress)
-    columns = [genes.index(g) for g in cohort.targets.columns]
     dim = int(model.input_shape[-1])
-    predicted = predict_clusters(model, groups, dim, settings.clusters)[:, columns]
+    kind = input_kind(HEAD, settings, dim)
+    examples = kind.examples(cohort.features, cohort.slides, inputs.features, progress)
+    columns = [genes.index(g) for g in cohort.targets.columns]
+    predicted = kind.predict(model, examples)[:, columns]
     keras.utils.set_random_seed(0)
-    random = predict_clusters(build(dim, len(genes), settings), groups, dim, settings.clusters)[:, columns]
+    random = kind.predict(head_entry(HEAD).load().build(dim, len(genes), settings), examples)[:, columns]
     index = cohort.features.index
     runs.write_split(work, pd.Series("test", index=index), cohort.labels)
     runs.write_targets(work, cohort.targets.iloc[:0])

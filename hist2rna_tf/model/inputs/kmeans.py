@@ -1,7 +1,7 @@
-"""What SEQUOIA's head reads: each slide's tile features summarised as K cluster means, made as their
-`pre_processing/kmean_features.py` makes them (gevaertlab/sequoia-pub, MIT): scikit-learn
-`KMeans(n_clusters=K, random_state=0)` on the slide's tile features, then the mean of each cluster in
-label order (0..K-1) -> [K, F]. A slide with fewer tiles than clusters has none (theirs skips it; here
+"""The cluster means SEQUOIA's head reads (inputs/clusters.py): each slide's tile features summarised as
+K cluster means, made as their `pre_processing/kmean_features.py` makes them (gevaertlab/sequoia-pub,
+MIT): scikit-learn `KMeans(n_clusters=K, random_state=0)` on the slide's tile features, then the mean of
+each cluster in label order (0..K-1) -> [K, F]. A slide with fewer tiles than clusters has none (theirs skips it; here
 it is named and refused).
 
 Computed once per slide and cached beside its record (`<record's folder>/cluster_means/`), the file's
@@ -60,15 +60,6 @@ def cache_file(record_path: str | Path, k: int, folder: Path | None = None) -> P
     return folder / f"{record_path.stem}.k{k}-{cache_key(record_path, k)}.npy"
 
 
-def too_few_tiles(slides, k: int, source) -> None:
-    """A RecordError naming the slides (a FeatureFolder's `slides`) with fewer tiles than `k` clusters."""
-    few = slides[slides["n_tiles"] < k]
-    if len(few):
-        raise RecordError(f"{source}: {len(few)} of {len(slides)} slides have fewer tiles than the {k} clusters SEQUOIA's "
-                          f"head reads (e.g. {few.index[0]}: {int(few['n_tiles'].iloc[0])} tiles); give --clusters "
-                          f"{int(slides['n_tiles'].min())} or fewer, or leave those slides out (SEQUOIA skips them).")
-
-
 def slide_cluster_file(record_path: str | Path, k: int) -> Path:
     """The file of one slide's cluster means [k, F] (float32 .npy), computed from its record's tile
     features unless cached."""
@@ -84,7 +75,7 @@ def slide_cluster_file(record_path: str | Path, k: int) -> Path:
                           "--save-tile-features.")
     if len(record.tile_features) < k:
         raise RecordError(f"{record_path}: {len(record.tile_features)} tiles, fewer than the {k} clusters; give "
-                          f"--clusters {len(record.tile_features)} or fewer, or leave the slide out.")
+                          f"--head-option clusters={len(record.tile_features)} or fewer, or leave the slide out.")
     means = cluster_means(record.tile_features, k)
     for folder in (None, _user_cache()):
         path = cache_file(record_path, k, folder)
