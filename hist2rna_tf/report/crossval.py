@@ -16,7 +16,7 @@ from hist2rna_tf.model import folds as cv
 from hist2rna_tf.model import runs
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.report.figures import correlation_boxes
-from hist2rna_tf.report.report import CSS, _Page
+from hist2rna_tf.report.report import CSS, Page
 
 
 def _pooled(folder: Path) -> dict:
@@ -56,7 +56,7 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
     names = _names([folder, *map(Path, compare)])
     comparisons = [cv.compare(folder, other, (names[0], name)) for other, name in zip(compare, names[1:])]
     with building_files(out.parent, out.stem, last=out.name) as work:
-        page = _Page(work)
+        page = Page(work)
         page.heading(f"Cross-validation: {names[0]}", 1)
         folds = cv.read_folds(folder)
         page.text(f"{len(folds)} patients in {folds.max()} folds stratified by subtype; every patient predicted once, "

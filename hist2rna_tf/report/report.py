@@ -47,7 +47,7 @@ PAPER_TABLE_1 = pd.DataFrame(
              "Multivariate p", "Univariate HR", "Univariate 95% CI", "Univariate p"])
 
 
-class _Page:
+class Page:
     """Sections of HTML, and the figure/table files written beside the report."""
 
     def __init__(self, folder: Path):
@@ -111,7 +111,7 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
                 progress) as stages, building_files(out.parent, out.stem, last=out.name, keep=input_paths(read)) as work:
         stats = report_statistics(inputs, run, record, given.run_clinical, given.external, given.baseline)
         stages.next()
-        _write_report(inputs, given, stats, record, run, _Page(work), work / out.name, stages)
+        _write_report(inputs, given, stats, record, run, Page(work), work / out.name, stages)
     return out
 
 
@@ -184,7 +184,7 @@ def _costs(path: Path) -> pd.DataFrame:
 
 
 def _write_report(inputs: ReportInputs, given: _Given, stats: ReportStatistics, record: runs.RunRecord, run: Path,
-                  page: "_Page", out: Path, stages: Stages) -> None:
+                  page: "Page", out: Path, stages: Stages) -> None:
     """Render what `stats` holds (computed before, in one pass), section by section."""
     page.parts.append(f"<h1>{html.escape(inputs.title)}</h1><p>hist2rna-tf {__version__}, "
                       f"{time.strftime('%Y-%m-%d %H:%M')}; run folder <code>{html.escape(str(run))}</code></p>")
@@ -217,7 +217,7 @@ def _write_report(inputs: ReportInputs, given: _Given, stats: ReportStatistics, 
     stages.next()
 
 
-def _config_section(page: _Page, record: runs.RunRecord, run: Path) -> None:
+def _config_section(page: Page, record: runs.RunRecord, run: Path) -> None:
     page.heading("Run")
     features = runs.feature_settings(run, record)
     rows = {"backbone": features.backbone if features else "?", "weights": features.weights if features else "?",
@@ -234,7 +234,7 @@ def _config_section(page: _Page, record: runs.RunRecord, run: Path) -> None:
     page.parts.append(f"<details><summary>config.json</summary><pre>{html.escape(text)}</pre></details>")
 
 
-def _gene_section(page: _Page, run: Path, stats: ReportStatistics, others: dict[str, dict]) -> None:
+def _gene_section(page: Page, run: Path, stats: ReportStatistics, others: dict[str, dict]) -> None:
     pam50 = set(load_panel("pam50"))
     metrics, predicted, truth = stats.metrics, stats.predicted, stats.truth
     genes, patients, r2 = metrics["across_genes"], metrics["across_patients"], metrics["r_squared"]
@@ -268,7 +268,7 @@ def _gene_section(page: _Page, run: Path, stats: ReportStatistics, others: dict[
     write_table(patients, page.folder / "patients.csv")
 
 
-def _sequoia_section(page: _Page, genes: pd.DataFrame, figures: dict[str, str]) -> None:
+def _sequoia_section(page: Page, genes: pd.DataFrame, figures: dict[str, str]) -> None:
     page.heading("SEQUOIA's test of a well-predicted gene (held-out patients)")
     page.text("Per gene, Pearson r of the predictions and of the same head untrained (its initialisation at the "
               "run's seed), Steiger's test between the two, RMSE of both and FDR of both p-values (Pizurica et al., "
@@ -280,7 +280,7 @@ def _sequoia_section(page: _Page, genes: pd.DataFrame, figures: dict[str, str]) 
     page.parts.append("</details>")
 
 
-def _subtype_section(page: _Page, scores: tuple[dict, pd.DataFrame] | None) -> None:
+def _subtype_section(page: Page, scores: tuple[dict, pd.DataFrame] | None) -> None:
     page.heading("PAM50 subtype from predicted genes (soft voting: RF, MLP, LDA, LR)")
     if scores is None:
         page.text("Too few labelled patients for the subtype classifier.")
@@ -304,7 +304,7 @@ def _clinical(path: Path, columns_json: Path | None, flag: str) -> pd.DataFrame:
     return read_clinical(path, columns, flag=flag)
 
 
-def _biomarker_section(page: _Page, stats: ReportStatistics) -> None:
+def _biomarker_section(page: Page, stats: ReportStatistics) -> None:
     """Figure 7 (one row per cohort), its tests, and Figure 8 for the external cohort (its Ki67 %)."""
     page.heading("Biomarker genes against IHC and grade (Figures 7 and 8)", 3)
     cohorts, tests = stats.cohorts, stats.biomarkers
@@ -319,7 +319,7 @@ def _biomarker_section(page: _Page, stats: ReportStatistics) -> None:
                     "Figure 8: predicted MKI67 vs Ki67 % (paper: rho = 0.31, p = 2.8e-12, n = 498).")
 
 
-def _external_section(page: _Page, stats: ReportStatistics) -> None:
+def _external_section(page: Page, stats: ReportStatistics) -> None:
     cohort = stats.external
     page.heading("External cohort")
     page.text(f"{len(cohort.data)} patients with predicted genes and clinical data "
@@ -354,7 +354,7 @@ def _external_section(page: _Page, stats: ReportStatistics) -> None:
     page.table(PAPER_TABLE_1, None, index=False)
 
 
-def _baseline_section(page: _Page, stats: ReportStatistics, record: runs.RunRecord, metrics: dict) -> None:
+def _baseline_section(page: Page, stats: ReportStatistics, record: runs.RunRecord, metrics: dict) -> None:
     mode = record.baseline.mode if record.baseline else "?"
     compared = {list(stats.baseline)[0]: stats.metrics, f"patch-based ({mode})": metrics}  # the run's label first
     page.heading("Patch-based baseline (Figure 10)")
@@ -370,7 +370,7 @@ def _baseline_section(page: _Page, stats: ReportStatistics, record: runs.RunReco
                 "patients.")
 
 
-def _cost_section(page: _Page, costs: pd.DataFrame) -> None:
+def _cost_section(page: Page, costs: pd.DataFrame) -> None:
     page.heading("Training time and energy (Figure 6)")
     if {"watts", "n_devices", "device"} <= set(costs.columns):
         rows = costs.drop_duplicates(["device", "watts", "n_devices"])

@@ -115,3 +115,22 @@ def test_the_architecture_page_names_every_module_and_only_modules_that_are_ther
     modules = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
     unnamed = [m for m in modules if m not in rows and not any(m.startswith(r) for r in rows if r.endswith("/"))]
     assert unnamed == [] and [r for r in rows if not (PACKAGE / r).exists()] == []
+
+
+def test_a_floors_subfolder_imports_nothing_of_the_floor_and_no_module_imports_private_names():
+    """model/heads/ holds heads and model/inputs/ what they read (extract/backbones/ the encoders,
+    extract/stain/ the normalisers): the floor's own modules use them, never the reverse (a loop at folder
+    level that the floors cannot see). And a module imports no other module's private (_underscored)
+    names: what is shared is public where it is used."""
+    modules = _modules()
+    back_up, private = [], []
+    for module, path in modules.items():
+        folder = path.parent
+        floor = folder.parent if folder.parent.parent == PACKAGE else None  # a floor's subfolder: its floor
+        above = {m for m, p in modules.items() if p.parent == floor}
+        back_up += [f"{module} imports {m}" for m in sorted(_imports(path) & above)]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hist2rna_tf"):
+                private += [f"{module} imports {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert back_up == [] and private == []
