@@ -29,4 +29,4 @@ test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" tests
 
 bench: $(STAMP)
-	$(VENV)/bin/python experiments/bench_extract.py
+	$(VENV)/bin/python -m experiments.bench_extract

@@ -7,7 +7,7 @@ the backbone, the stain normaliser's first (compiling) call, the backbone's firs
 and the work itself; what is left of the command's wall time is ours (planning, thumbnails, the
 tf.data pipeline, writing).
 
-Usage: python experiments/bench_commands.py [--backbone efficientnetv2s]
+Usage: python -m experiments.bench_commands [--backbone efficientnetv2s]
 """
 
 from __future__ import annotations

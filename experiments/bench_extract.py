@@ -24,7 +24,7 @@ feed >= 125 tiles/s per core with Macenko (<= 8 core-ms a tile), TF Macenko >= 2
 Ray >= 0.85 x one process.
 Usage:
 
-    python experiments/bench_extract.py [--backbone efficientnetv2s] [--slides 24] [--batch-size 32]
+    python -m experiments.bench_extract [--backbone efficientnetv2s] [--slides 24] [--batch-size 32]
                                         [--only feed]
 
 The backbone alone runs before and after the pipeline and the ratio uses their mean: on a shared

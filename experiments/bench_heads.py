@@ -13,7 +13,7 @@
 Each case runs in its own process, so that its memory peak (ru_maxrss) is its own. Random data (the
 figures are of time and memory, not of learning). Usage:
 
-    python experiments/bench_heads.py [--epochs 2] [--bags 48]
+    python -m experiments.bench_heads [--epochs 2] [--bags 48]
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ N_SLIDES, ALL_GENES, FEATURES, TILES = 1000, 20531, 1536, 1000
 
 
 def mean_case(epochs: int) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: experiments.bench_train
     from experiments.bench_train import head_seconds_per_epoch  # starts TensorFlow quietly
 
     return {"seconds_per_epoch": head_seconds_per_epoch(FEATURES, epochs, N_SLIDES, ALL_GENES)}
@@ -98,7 +97,8 @@ def bag_case(head: str, epochs: int, n_bags: int) -> dict:
 
 
 def run_case(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "experiments.bench_heads", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])  # the repository's folder: experiments.*
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ map, the tiles' CSV and, from 0.6.0, their QuPath objects) in this process, wall
   3. the whole demo cohort (36 slides) in one call;
   4. `hist2rna spatial` on the whole cohort in a fresh process (TensorFlow's start-up included).
 
-Usage: python experiments/bench_spatial.py [--demo DIR]  (DIR: an existing `hist2rna demo --out DIR`;
+Usage: python -m experiments.bench_spatial [--demo DIR]  (DIR: an existing `hist2rna demo --out DIR`;
 default: a minimal demo is built in a temporary folder, ~2 minutes here)
 """
 

@@ -9,7 +9,7 @@
 
 Target on the 2-core development machine: the head trains in under a minute. Usage:
 
-    python experiments/bench_train.py [--epochs 20] [--tiles 128]
+    python -m experiments.bench_train [--epochs 20] [--tiles 128]
 """
 
 from __future__ import annotations

@@ -8,16 +8,12 @@ Writes runs/crossval/<backbone>/ (a `hist2rna crossval` folder each), runs/cross
 row per backbone: its mean median Spearman across genes with the 95% CI, the difference from
 EfficientNetV2S, the Wilcoxon p) and runs/crossval/report/ (`hist2rna report` of EfficientNetV2S's
 crossval with every other's compared). Inputs: TCGA in tcga_brca.py (see experiments/README.md).
-Run, from any folder: python experiments/crossval_encoders.py
+Run from the repository's folder: python -m experiments.crossval_encoders
 """
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
-
-from tcga_brca import REFERENCE, TCGA, Experiment, extract, inputs_of, with_weights  # noqa: E402
+from experiments.tcga_brca import REFERENCE, TCGA, Experiment, extract, inputs_of, with_weights
 
 FOLDS, SEED = 5, 0
 

@@ -11,9 +11,9 @@ difference from the paper's head and the Wilcoxon p over genes) and runs/heads/<
 (`hist2rna report` of the paper's head's crossval with the others compared). Inputs: TCGA in
 tcga_brca.py (see experiments/README.md).
 
-    python experiments/heads.py                                # UNI's features (weights/uni/), the 138 genes
-    python experiments/heads.py --backbone efficientnetv2s --genes all
-    python experiments/heads.py --heads hist2rna sequoia       # some of them
+    python -m experiments.heads                                # UNI's features (weights/uni/), the 138 genes
+    python -m experiments.heads --backbone efficientnetv2s --genes all
+    python -m experiments.heads --heads hist2rna sequoia       # some of them
 
 Importing this module is cheap: TensorFlow loads when `main` runs a crossval.
 """
@@ -21,17 +21,14 @@ Importing this module is cheap: TensorFlow loads when `main` runs a crossval.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
+from hist2rna_tf.config import TrainConfig
+from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES
+from hist2rna_tf.model.heads import HEADS, with_head_training
 
-from hist2rna_tf.config import TrainConfig  # noqa: E402
-from hist2rna_tf.extract.backbones.catalog import BACKBONE_NAMES  # noqa: E402
-from hist2rna_tf.model.heads import HEADS, with_head_training  # noqa: E402
-
-from tcga_brca import TCGA, Experiment, extract, inputs_of  # noqa: E402
+from experiments.tcga_brca import TCGA, Experiment, extract, inputs_of
 
 FOLDS, SEED = 5, 0
 REFERENCE_HEAD = "hist2rna"  # the paper's: every other head is compared with it

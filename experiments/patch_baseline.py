@@ -9,19 +9,15 @@ trains on tiles; ~5-15 MB a slide) and train hist2RNA's head on the same split a
 run (tcga_brca.run), then the patch-based baseline on that run's patients, split and genes: "frozen"
 (the head on each tile's feature) or, with BASELINE's mode="finetune", the backbone itself trained on
 the tile images as the paper did (needs a GPU: days on a CPU). Energy uses device_watts per device
-(the paper's 300 W V100). Edit CONFIG below; run, from any folder: python experiments/patch_baseline.py,
+(the paper's 300 W V100). Edit CONFIG below; run from the repository's folder: python -m experiments.patch_baseline,
 then open runs/<backbone>_patch/report.html.
 """
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
+from hist2rna_tf.config import BaselineConfig, ReportInputs
+from hist2rna_tf.model import runs
 
-from hist2rna_tf.config import BaselineConfig, ReportInputs  # noqa: E402
-from hist2rna_tf.model import runs  # noqa: E402
-
-from tcga_brca import REFERENCE, TCGA, Experiment, run  # noqa: E402
+from experiments.tcga_brca import REFERENCE, TCGA, Experiment, run
 
 BACKBONE = "regnety320"
 CONFIG = dict(

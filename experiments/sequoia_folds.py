@@ -21,8 +21,8 @@ Targets: their models were trained on ln(1 + FPKM-UQ) of GDC's STAR counts
 their published folds give an expression table of FPKM-UQ (--expression) to hold them to their own
 scale. Patients need a PAM50 label (the run's subtype classifier); the others are left out, named.
 
-    python experiments/sequoia_folds.py --splits patient_splits.zip            # every fold with weights
-    python experiments/sequoia_folds.py --splits TCGA-BRCA.npy --folds 0 1
+    python -m experiments.sequoia_folds --splits patient_splits.zip            # every fold with weights
+    python -m experiments.sequoia_folds --splits TCGA-BRCA.npy --folds 0 1
 
 Importing this module is cheap: TensorFlow loads when a fold runs.
 """
@@ -31,18 +31,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tcga_brca.py, beside this script
+from hist2rna_tf.config import RunInputs, TileConfig, TrainConfig
+from hist2rna_tf.extract.settings import sequoia_extraction
+from hist2rna_tf.model.heads import with_head_training
 
-from hist2rna_tf.config import RunInputs, TileConfig, TrainConfig  # noqa: E402
-from hist2rna_tf.extract.settings import sequoia_extraction  # noqa: E402
-from hist2rna_tf.model.heads import with_head_training  # noqa: E402
-
-from tcga_brca import TCGA  # noqa: E402
+from experiments.tcga_brca import TCGA
 
 CANCER, FOLDS = "BRCA", 5
 SPLITS_MEMBER = f"patient_splits/TCGA-{CANCER}.npy"  # inside their patient_splits.zip

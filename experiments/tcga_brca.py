@@ -7,9 +7,9 @@ the paper the same experiment on each pathology foundation model (at its own sca
 downloaded under weights/<encoder>/). Every backbone after the reference (EfficientNetV2S, the paper's
 best) is held out on the reference run's patients, so Figure 3 compares them on the same patients.
 
-    python experiments/tcga_brca.py --backbone efficientnetv2s      # first: the reference
-    python experiments/tcga_brca.py --backbone uni                   # then any other (--list: all)
-    python experiments/tcga_brca.py --all                           # every backbone with weights here
+    python -m experiments.tcga_brca --backbone efficientnetv2s      # first: the reference
+    python -m experiments.tcga_brca --backbone uni                   # then any other (--list: all)
+    python -m experiments.tcga_brca --all                           # every backbone with weights here
 
 Edit TCGA below (or pass your own to `run` from a notebook) to point at your download (see
 experiments/README.md). Importing this module is cheap: TensorFlow loads when `run` is called.

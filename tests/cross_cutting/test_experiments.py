@@ -4,7 +4,9 @@ importable from any folder, nothing run at import."""
 
 from __future__ import annotations
 
-import runpy
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,14 +20,20 @@ from hist2rna_tf.model import runs
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
+def _script(name: str) -> dict:
+    """The namespace of the experiment `name`, the module `python -m experiments.NAME` runs (importing it
+    runs nothing)."""
+    return vars(importlib.import_module(f"experiments.{name}"))
+
+
 def _tcga_brca(tmp_path, monkeypatch) -> dict:
-    monkeypatch.chdir(tmp_path)  # not the experiments folder: the scripts find tcga_brca.py themselves
-    return runpy.run_path(str(EXPERIMENTS / "tcga_brca.py"))  # not as __main__: nothing runs
+    monkeypatch.chdir(tmp_path)  # not the repository: the package is found on the path (setup.cfg), not the cwd
+    return _script("tcga_brca")  # not as __main__: nothing runs
 
 
 @pytest.mark.parametrize("backbone", ["efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50"])
 def test_each_backbone_runs_on_the_reference_runs_patients(backbone, tmp_path, monkeypatch):
-    """`python experiments/tcga_brca.py --backbone NAME`: the paper's settings, and every backbone but the
+    """`python -m experiments.tcga_brca --backbone NAME`: the paper's settings, and every backbone but the
     reference held out on the reference run's patients (Figure 3 compares them on the same patients)."""
     script = _tcga_brca(tmp_path, monkeypatch)
     data = script["TCGA"]()
@@ -63,7 +71,7 @@ def test_the_backbones_are_described_from_the_catalog(tmp_path, monkeypatch, cap
 
 def test_patch_baseline_script_trains_on_tile_features_of_the_same_patients(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = runpy.run_path(str(EXPERIMENTS / "patch_baseline.py"))["CONFIG"]
+    config = _script("patch_baseline")["CONFIG"]
     assert config["experiment"].save_tile_features and config["experiment"].backbone == "regnety320"
     assert config["experiment"].split == runs.split_path(config["data"].runs / "efficientnetv2s")
     assert config["baseline"].mode == "frozen" and config["baseline"].device_watts == 300.0
@@ -107,7 +115,7 @@ def test_the_crossval_script_compares_every_backbone_it_has_weights_for(tmp_path
     """experiments/crossval_encoders.py: the paper's five always (ImageNet weights), an encoder only
     when its weights are under weights/<encoder>/."""
     monkeypatch.chdir(tmp_path)
-    script = runpy.run_path(str(EXPERIMENTS / "crossval_encoders.py"))
+    script = _script("crossval_encoders")
     data = script["TCGA"](encoder_weights=tmp_path / "weights")
     (tmp_path / "weights" / "uni").mkdir(parents=True)
     (tmp_path / "weights" / "uni" / "pytorch_model.bin").write_bytes(b"")
@@ -124,7 +132,7 @@ def test_the_heads_script_crossvalidates_each_head_on_the_same_folds_and_feature
     import hist2rna_tf.report.crossval as report_module
 
     monkeypatch.chdir(tmp_path)
-    script = runpy.run_path(str(EXPERIMENTS / "heads.py"))
+    script = _script("heads")
     data = script["TCGA"](runs=tmp_path / "runs", encoder_weights=tmp_path / "weights")
     assert script["head_config"]("hist2rna", "uni", data) == TrainConfig(head="hist2rna")  # the paper's
     sequoia = script["head_config"]("sequoia", "uni", data)
@@ -159,7 +167,7 @@ def test_sequoias_published_patient_splits_are_read_from_their_zip_or_npy(tmp_pa
     import zipfile
 
     monkeypatch.chdir(tmp_path)
-    script = runpy.run_path(str(EXPERIMENTS / "sequoia_folds.py"))
+    script = _script("sequoia_folds")
     splits = script["read_splits"](SEQUOIA_SPLITS)
     assert sorted(splits) == [0, 1, 2, 3, 4]
     assert [len(f["test"]) for f in splits.values()] == [212, 212, 212, 212, 211]
@@ -187,7 +195,7 @@ def test_each_sequoia_fold_trains_on_their_patients_and_evaluates_theirs_on_its_
     import hist2rna_tf.model.train as train
 
     monkeypatch.chdir(tmp_path)
-    script = runpy.run_path(str(EXPERIMENTS / "sequoia_folds.py"))
+    script = _script("sequoia_folds")
     data = script["TCGA"](data=tmp_path / "data", encoder_weights=tmp_path / "weights")
     config = script["sequoia_features"](data)
     assert (config.backbone, config.tiles.tile_size_px, config.tiles.target_mpp) == ("uni", 256, 0.5)
@@ -220,3 +228,14 @@ def test_each_sequoia_fold_trains_on_their_patients_and_evaluates_theirs_on_its_
     assert folder == tmp_path / "weights" / "sequoia-brca-2"
     tested = pd.read_csv(evaluate.labels)
     assert tested["patient"].tolist() == ["TCGA-AA-0003", "TCGA-AA-0004"]  # the fold's test patients alone
+
+
+def test_the_experiments_are_modules_of_a_package_run_with_python_m():
+    """No script puts its folder on sys.path: each is `python -m experiments.NAME` from the repository's
+    folder, and its usage says so."""
+    for script in EXPERIMENTS.glob("*.py"):
+        text = script.read_text()
+        assert "sys.path" not in text and "python experiments/" not in text, script.name
+    done = subprocess.run([sys.executable, "-m", "experiments.tcga_brca", "--list"], capture_output=True, text=True,
+                          cwd=EXPERIMENTS.parent)
+    assert done.returncode == 0 and done.stdout.startswith("efficientnetv2s: EfficientNetV2S"), done.stderr[-2000:]
