@@ -91,7 +91,7 @@ def takes(annotation) -> str:
         if typing.get_origin(annotation) is Annotated else None
     if described:
         return described
-    annotation, limits = _unwrapped(annotation)
+    annotation, limits = unwrapped(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(dict.fromkeys(takes(arg) for arg in args))
@@ -115,7 +115,7 @@ def _plural(words: str) -> str:
             "a finite number": "finite numbers"}.get(words, words)
 
 
-def _unwrapped(annotation):
+def unwrapped(annotation):
     """(the type, its Within/OneOf or None) of an annotation, Annotated or not."""
     if typing.get_origin(annotation) is Annotated:
         base, *extras = typing.get_args(annotation)
@@ -126,7 +126,7 @@ def _unwrapped(annotation):
 
 def fits(annotation, value) -> bool:
     """Whether `value` is of `annotation`'s type and within its range."""
-    annotation, limits = _unwrapped(annotation)
+    annotation, limits = unwrapped(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(fits(arg, value) for arg in args)
@@ -209,9 +209,9 @@ def check_fields(instance) -> None:
 
 def _alternatives(annotation) -> list:
     """The types an annotation admits (a Union's members, each unwrapped of Annotated)."""
-    base = _unwrapped(annotation)[0]
+    base = unwrapped(annotation)[0]
     members = typing.get_args(base) if typing.get_origin(base) in (typing.Union, types.UnionType) else (base,)
-    return [_unwrapped(a)[0] for a in members]
+    return [unwrapped(a)[0] for a in members]
 
 
 def _wants_tuple(annotation) -> bool:

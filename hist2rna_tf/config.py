@@ -42,6 +42,11 @@ def option(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+def required_option(help: str):
+    """A field without a default that is also a command-line option, then required."""
+    return field(metadata={"help": help})
+
+
 # The largest tile (px a side) and seed the pipeline takes: a tile is read whole into memory, a batch at once;
 # numpy and TensorFlow take seeds of 32 bits.
 MAX_TILE_PX = 4096
@@ -144,8 +149,8 @@ class TrainConfig(Checked):
     learning_rate: PositiveFloat = 1e-3
     batch_size: PositiveInt = 12
     patience: Count = 4
-    max_epochs: PositiveInt = option(150, "at most this many epochs; early stopping usually ends sooner (default "
-                                          "{default}, the paper's)")
+    max_epochs: PositiveInt = option(150, "at most this many epochs; early stopping usually ends sooner (default: the "
+                                          "head's: {default}, the paper's; sequoia 200, SEQUOIA's)")
     validation_fraction: OpenFraction = option(0.1, "training patients held back for early stopping (default "
                                                     "{default})")
     seed: Seed = option(0, "seed of the split, initialisation and shuffling (default {default})")
@@ -182,8 +187,11 @@ class RunInputs(Checked):
     """What a training run reads: stored features, an expression table, a label table for the split."""
 
     features: str
-    expression: str
-    labels: str
+    expression: str = required_option("RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, "
+                                      "raw RSEM. A gene column given twice is refused; a patient's several samples are "
+                                      "averaged (warned, named)")
+    labels: str = required_option("clinical table with a subtype column (first column: patient); a patient with two "
+                                  "different labels is refused")
     label_column: str = option(PAM50_LABEL_COLUMN, "subtype column (default {default})")
     subtypes: tuple[str, ...] = option(PAPER_SUBTYPES, "subtypes kept (default: the paper's {default})")
     genes: GeneSelection = option("panel", "panel (the paper's 138), all (every gene of the table: the whole "
@@ -192,7 +200,7 @@ class RunInputs(Checked):
                                            "{default})")
     drop_missing_genes: bool = option(False, "train without genes the table lacks (recorded in the run) instead of "
                                              "failing")
-    split: str | None = None
+    split: str | None = option(None, "reuse a split.csv from an earlier run (default: a new stratified split)")
     test_fraction: OpenFraction = 160 / 495
 
 
@@ -217,13 +225,15 @@ class BaselineConfig(Checked):
 
     mode: Annotated[str, OneOf(("frozen", "finetune"))] = option(
         "frozen", "frozen: head on stored tile features; finetune: backbone trained on tiles (default {default})")
-    max_epochs: PositiveInt | None = None  # None: the hist2RNA run's own limit (the paper's 150)
-    batch_size: PositiveInt | None = None  # None: the hist2RNA run's (the paper's 12)
+    max_epochs: PositiveInt | None = option(None, f"default: the run's (the paper's {TrainConfig.max_epochs})")
+    batch_size: PositiveInt | None = option(None, f"default: the run's (the paper's {TrainConfig.batch_size})")
     shuffle_buffer: PositiveInt = 8192  # tile features (frozen; slides are also interleaved 16 at a time)
     image_shuffle_buffer: PositiveInt = 2048  # tile images (finetune): 2048 x 224 x 224 x 3 bytes = 0.3 GB
-    tiles_per_slide: PositiveInt | None = None  # finetune: at most this many tiles a slide (None: all planned)
-    # W a device; None: PAPER_WATTS a GPU when one ran, else CPU_WATTS_PER_CORE a core
-    device_watts: PositiveFloat | None = None
+    tiles_per_slide: PositiveInt | None = option(None, "finetune: at most this many tiles of each slide (default: all "
+                                                       "planned)")
+    device_watts: PositiveFloat | None = option(None, f"power of one device in W for the energy figure (default: "
+                                                      f"{PAPER_WATTS:g} a GPU, the paper's V100, when one ran; else "
+                                                      f"{CPU_WATTS_PER_CORE:g} a CPU core used)")
     n_devices: PositiveInt = option(1, "devices the time was spent on (default {default})")
     device: str = option("", "device description for costs.csv (default: detected)")
 
@@ -233,14 +243,21 @@ class ReportInputs(Checked):
     """What one report shows: a run, and optionally other runs, an external cohort, a baseline."""
 
     run: Path
-    compare: list[Path] = field(default_factory=list)  # more runs (other backbones) for Figure 3
-    external_predictions: Path | None = None  # patients x genes (hist2rna predict)
-    clinical: Path | None = None
-    clinical_columns: Path | None = None  # JSON mapping (clinical.ClinicalColumns)
-    run_clinical: Path | None = None  # clinical table of the run's own cohort (e.g. TCGA): Figure 7's TCGA rows
-    run_clinical_columns: Path | None = None  # its JSON mapping
-    baseline: Path | None = None  # a `hist2rna baseline` folder (Figure 10; its costs.csv for Figure 6)
-    costs: Path | None = None  # CSV: approach, hours, kwh (default: the baseline's costs.csv)
+    compare: list[Path] = field(default_factory=list, metadata={
+        "help": "other runs (e.g. other backbones) for Figure 3 (default: none)"})
+    external_predictions: Path | None = option(None, "predicted genes of an external cohort (hist2rna predict)")
+    clinical: Path | None = option(None, "the external cohort's clinical table (CSV/TSV)")
+    clinical_columns: Path | None = option(None, 'JSON mapping our names to your columns, e.g. {{"os_months": '
+                                                 '"OS_MONTHS", "ki67_percent": null}}; keys: patient_id os_months '
+                                                 "os_event grade size_mm age node_positive er pr her2 ki67_percent "
+                                                 "ihc_subtype (default: our names)")
+    run_clinical: Path | None = option(None, "clinical table of the run's own cohort (e.g. TCGA: ER/PR/HER2 status, "
+                                             "grade): Figure 7's rows for its held-out patients, predicted and "
+                                             "measured")
+    run_clinical_columns: Path | None = option(None, "JSON mapping for --run-clinical (as --clinical-columns)")
+    baseline: Path | None = option(None, "a `hist2rna baseline` folder: patch-based vs hist2RNA (Figure 10) and cost "
+                                         "(Figure 6)")
+    costs: Path | None = option(None, "CSV approach,hours,kwh (default: the --baseline's costs.csv)")
     extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
     extra_files: dict[str, Path] = field(default_factory=dict)  # title -> a file put beside the report and linked
     title: str = "hist2RNA report"

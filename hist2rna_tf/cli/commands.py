@@ -88,7 +88,7 @@ def _training(args) -> tuple[RunInputs, TrainConfig]:
     config = with_head_training(from_args(TRAIN, args, skip=("max_epochs",)))  # SEQUOIA's for sequoia
     if args.max_epochs:
         config = replace(config, max_epochs=args.max_epochs)
-    return from_args(replace(INPUTS, features=str(args.features)), args), config
+    return from_args(replace(INPUTS, features=str(args.features)), args, skip=("features",)), config
 
 
 def cmd_crossval(args) -> int:

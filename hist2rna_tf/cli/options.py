@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
+import types
+import typing
 from pathlib import Path
 
+from hist2rna_tf.arguments import OneOf, Within, unwrapped
 from hist2rna_tf.config import (MAX_SEED, MAX_TILE_PX, STAIN_METHODS, BaselineConfig, DemoConfig, ExtractConfig,
                                 ReportInputs, RunInputs, StainConfig, TileConfig, TrainConfig)
 
@@ -42,15 +46,66 @@ class Parser(argparse.ArgumentParser):
                                                         f"; see `{self.prog} --help`"))
 
 
-def add_option(parser, flag: str, config, name: str, **kwargs) -> None:
-    """`flag`, filling field `name` of `config` (a dataclass or an instance): its default is the field's
-    (a tuple given as the list argparse collects), its help the field's (config.option), `{default}`
-    in it shown as the default. The option's dest is the field's name (options.from_args reads it)."""
+def add_option(parser, flag: str, config, name: str, **kwargs) -> argparse.Action:
+    """`flag`, filling field `name` of `config` (a dataclass or an instance), everything from the field
+    (its home): its default (a tuple given as the list argparse collects), its help (config.option; `{default}`
+    in it shown as the default), and what it takes from its annotation (`field_kwargs`: a flag for a bool,
+    a checked number within its range, a choice among its names, several values for a tuple); `kwargs`
+    adds what the field cannot say (metavar, nargs="*" where none is a value, choices from the registries
+    above the configs, default=None where the library takes another's default). The option's dest is the
+    field's name (from_args reads it); the action records its home (`action.home`: "Config.field")."""
     field = {f.name: f for f in dataclasses.fields(config)}[name]
     default = getattr(config, name) if not isinstance(config, type) else field.default
-    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-    parser.add_argument(flag, dest=name, default=list(default) if isinstance(default, tuple) else default,
-                        help=field.metadata["help"].format(default=shown), **kwargs)
+    given = kwargs.pop("default", default)  # where the library's default is another's (the head's epochs)
+    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # a required option
+        kwargs = {"required": True, **kwargs}
+        default = given = None
+    shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+    kind = config if isinstance(config, type) else type(config)
+    action = parser.add_argument(flag, dest=name, default=list(given) if isinstance(given, tuple) else given,
+                                 help=field.metadata["help"].format(default=shown),
+                                 **{**field_kwargs(typing.get_type_hints(kind, include_extras=True)[name]), **kwargs})
+    action.home = f"{kind.__name__}.{name}"
+    return action
+
+
+def field_kwargs(annotation) -> dict:
+    """argparse's type, choices, action or nargs for a config field of `annotation` (arguments.py's types)."""
+    base, limits = unwrapped(optional(annotation))
+    if base is bool:
+        return {"action": "store_true"}
+    if typing.get_origin(base) in (tuple, list):
+        element = (typing.get_args(base) or (str,))[0]
+        return {"nargs": "+", **({"type": Path} if element is Path else {})}
+    if base is Path:
+        return {"type": Path}
+    if isinstance(limits, OneOf):
+        return {"choices": list(limits.choices)}
+    if base in (int, float):
+        return {"type": ranged(base, limits)}
+    return {}
+
+
+def optional(annotation):
+    """`X | None` -> X (an option left out is the field's None)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def ranged(kind: type, limits: Within | None):
+    """An argparse type: a whole number (`kind` int) or a finite number (float) `limits` admits."""
+    def parse(text: str):
+        value = parsed(text, kind, "a whole number" if kind is int else "a number")
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if limits is not None and not limits.admits(value):
+            raise argparse.ArgumentTypeError(f"must be {limits}, got {text}")
+        return value
+
+    parse.__name__ = "whole number" if kind is int else "number"  # argparse's "invalid <name> value"
+    return parse
 
 
 def from_args(config, args, skip: tuple[str, ...] = (), **renamed):
@@ -184,8 +239,8 @@ def add_tile_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target-mpp", type=positive_float,
                        help=f"tile resolution in um/px (default: the backbone's own: {TILES.target_mpp} for the "
                             "paper's CNNs, the scale a pathology encoder was trained at, 0.5 for most)")
-    add_option(group, "--max-tiles", TILES, "max_tiles", type=positive_int)
-    add_option(group, "--min-region-fraction", TILES, "min_region_fraction", type=fraction)
+    add_option(group, "--max-tiles", TILES, "max_tiles")
+    add_option(group, "--min-region-fraction", TILES, "min_region_fraction")
 
 
 def add_mpp(parser, which: str) -> None:
@@ -205,8 +260,38 @@ def add_stain_options(parser: argparse.ArgumentParser) -> None:
                              "methods: a shipped TCGA tile)")
 
 
-def add_no_progress(parser: argparse.ArgumentParser, what: str = "progress bars") -> None:
-    parser.add_argument("--no-progress", action="store_true", help=f"no {what}")
+# --- the options several commands share, each defined here once (its type, metavar and form); a command
+# says what it is for it (`what`). Each action records its home (`action.home`). ---
+
+def _shared(parser, flag: str, **kwargs) -> argparse.Action:
+    action = parser.add_argument(flag, **kwargs)
+    action.home = f"options.{flag}"
+    return action
+
+
+def add_out(parser, what: str, file: bool = False, required: bool = True) -> argparse.Action:
+    """`--out`: the folder (or, `file`, the file) a command writes, checked writable when parsed."""
+    return _shared(parser, "--out", type=out_file if file else out_folder, required=required, help=what)
+
+
+def add_features(parser, what: str, required: bool = True) -> argparse.Action:
+    """`--features DIR`: a features folder (`hist2rna extract --out`'s backbone folder)."""
+    return _shared(parser, "--features", type=Path, required=required, metavar="DIR", help=what)
+
+
+def add_slides(parser, what: str, required: bool = True) -> argparse.Action:
+    """`--slides PATH [PATH ...]`: slide files, folders of slides, or pre-tiled folders."""
+    return _shared(parser, "--slides", nargs="+", type=Path, required=required, metavar="PATH", help=what)
+
+
+def add_overwrite(parser, what: str) -> argparse.Action:
+    """`--overwrite`: replace what a command wrote in --out before (`what`), never anything else."""
+    return _shared(parser, "--overwrite", action="store_true", help=f"replace the {what} already in --out")
+
+
+def add_no_progress(parser: argparse.ArgumentParser, what: str = "progress bars") -> argparse.Action:
+    """`--no-progress`: no bars (a line per step off a terminal either way)."""
+    return _shared(parser, "--no-progress", action="store_true", help=f"no {what}")
 
 
 def add_run(parser: argparse.ArgumentParser, what: str = "a training run folder (hist2rna train --out)") -> None:

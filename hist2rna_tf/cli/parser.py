@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 
 from hist2rna_tf import __version__
-from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, Parser, add_mpp, add_no_progress,
-                                     add_option, add_run, add_stain_options, add_tile_options, count, hidden_alias,
-                                     open_fraction, out_file, out_folder, positive_float, positive_int, seed,
-                                     shard_spec)
-from hist2rna_tf.config import (CPU_WATTS_PER_CORE, CROSSVAL_FOLDS, PAPER_WATTS, PRECISION_NAMES, RAY_CPUS_PER_WORKER,
-                                RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
+from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, Parser, add_features, add_mpp,
+                                     add_no_progress, add_option, add_out, add_overwrite, add_run, add_slides,
+                                     add_stain_options, add_tile_options, count, hidden_alias, out_file, out_folder,
+                                     positive_float, positive_int, shard_spec)
+from hist2rna_tf.config import (CROSSVAL_FOLDS, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES,
+                                SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
@@ -40,9 +40,8 @@ def add_extract(commands) -> None:
                     "Re-running resumes; manifest.csv lists every slide the folder has seen: done, skipped "
                     "(already done), failed (with the reason) or pending (an interrupted run's); "
                     "extract_config.json beside it records the settings the features were made with.")
-    extract.add_argument("--slides", nargs="+", required=True, metavar="PATH",
-                         help="slide files, folders of slides, or pre-tiled folders (one per patient)")
-    extract.add_argument("--out", type=out_folder, required=True, help="output folder")
+    add_slides(extract, "slide files, folders of slides, or pre-tiled folders (one per patient)")
+    add_out(extract, "output folder")
     extract.add_argument("--backbone", default=EXTRACT.backbone,
                          help=f"the paper's CNNs ({', '.join(BACKBONES)}; default {EXTRACT.backbone}, its best), a "
                               f"pathology encoder ({', '.join(ENCODERS)}), or a Keras model file taking RGB in [0, 255]")
@@ -54,14 +53,14 @@ def add_extract(commands) -> None:
     add_tile_options(extract)
     add_stain_options(extract)
     run = extract.add_argument_group("run")
-    add_option(run, "--batch-size", EXTRACT, "batch_size", type=positive_int)
+    add_option(run, "--batch-size", EXTRACT, "batch_size")
     run.add_argument("--read-threads", type=positive_int,
                      help="parallel tile readers (default: two per CPU core this process may use, "
                           f"{2 * usable_cores()} here)")
-    add_option(run, "--save-tile-features", EXTRACT, "save_tile_features", action="store_true")
+    add_option(run, "--save-tile-features", EXTRACT, "save_tile_features")
     run.add_argument("--shard", type=shard_spec, default=(EXTRACT.shard_index, EXTRACT.shard_count), metavar="I/N",
                      help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4 (default 0/1: all)")
-    add_option(run, "--overwrite", EXTRACT, "overwrite", action="store_true")
+    add_option(run, "--overwrite", EXTRACT, "overwrite")
     add_no_progress(run)
     scale = extract.add_argument_group("Ray", "extraction on a Ray cluster (pip install 'hist2rna-tf[ray]'): one "
                                               "worker per GPU, or per --cpus-per-worker CPUs; slides dealt to free "
@@ -80,8 +79,8 @@ def add_extract(commands) -> None:
     gpu = extract.add_argument_group("GPU", "options for a machine with a GPU (refused without one: both are "
                                             "slower on a CPU); features stay within float rounding (cosine >= "
                                             "0.999 per slide)")
-    add_option(gpu, "--precision", EXTRACT, "precision", choices=PRECISION_NAMES)
-    add_option(gpu, "--xla", EXTRACT, "xla", action="store_true")
+    add_option(gpu, "--precision", EXTRACT, "precision")
+    add_option(gpu, "--xla", EXTRACT, "xla")
 
 
 def add_normalize(commands) -> None:
@@ -90,7 +89,7 @@ def add_normalize(commands) -> None:
         usage="hist2rna normalize INPUT --out OUTPUT [options]",
         description="Normalise an RGB image (PNG/JPEG/TIFF) with the chosen method and write the result.")
     normalize.add_argument("input", type=Path, metavar="INPUT", help="the image to normalise")
-    normalize.add_argument("--out", type=out_file, help="the image to write (.png keeps every grey level)")
+    add_out(normalize, "the image to write (.png keeps every grey level)", file=True, required=False)
     normalize.add_argument("output", type=out_file, nargs="?", help=argparse.SUPPRESS)  # before 0.7.0: positional
     add_stain_options(normalize)
     hidden_alias(normalize, "--method", "stain", choices=STAIN_METHODS)
@@ -109,9 +108,9 @@ def add_train(commands) -> None:
                     "tensorboard/, the training patients' targets, the held-out patients' predictions and targets "
                     "and their Spearman and R2 tables.")
     add_training_options(train)
-    train.add_argument("--split", help="reuse a split.csv from an earlier run (default: a new stratified split)")
-    train.add_argument("--out", type=out_folder, required=True, help="run folder (a new one, unless --overwrite)")
-    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    add_option(train, "--split", INPUTS, "split", metavar="CSV")
+    add_out(train, "run folder (a new one, unless --overwrite)")
+    add_overwrite(train, "run")
     add_no_progress(train, "progress bar of epochs")
 
 
@@ -130,33 +129,27 @@ def add_crossval(commands) -> None:
     add_training_options(crossval)
     crossval.add_argument("--folds", type=int, default=CROSSVAL_FOLDS,
                           help=f"folds (default {CROSSVAL_FOLDS}; at most the smallest subtype's patient count)")
-    crossval.add_argument("--out", type=out_folder, required=True, help="crossval folder (a new one, or the same "
-                                                                         "command's to resume)")
+    add_out(crossval, "crossval folder (a new one, or the same command's to resume)")
     add_no_progress(crossval, "progress bar")
 
 
 def add_training_options(train) -> None:
     """The options `train` and `crossval` share: the inputs and the head's training."""
-    train.add_argument("--features", required=True, help="folder of one backbone's feature TFRecords")
-    train.add_argument("--expression", required=True,
-                       help="RNA-seq table: cBioPortal RSEM (Hugo_Symbol rows) or patients x genes CSV/TSV, raw RSEM. "
-                            "A gene column given twice is refused; a patient's several samples are averaged "
-                            "(warned, named)")
-    train.add_argument("--labels", required=True, help="clinical table with a subtype column (first column: patient); "
-                       "a patient with two different labels is refused")
+    add_features(train, "folder of one backbone's feature TFRecords")
+    add_option(train, "--expression", INPUTS, "expression", metavar="TABLE")
+    add_option(train, "--labels", INPUTS, "labels", metavar="TABLE")
     add_option(train, "--label-column", INPUTS, "label_column")
-    add_option(train, "--subtypes", INPUTS, "subtypes", nargs="+")
+    add_option(train, "--subtypes", INPUTS, "subtypes")
     add_option(train, "--genes", INPUTS, "genes")
-    add_option(train, "--drop-missing-genes", INPUTS, "drop_missing_genes", action="store_true")
-    add_option(train, "--seed", TRAIN, "seed", type=seed)
-    add_option(train, "--deterministic", TRAIN, "deterministic", action="store_true")
-    train.add_argument("--max-epochs", type=positive_int, help=f"at most this many epochs; early stopping usually "
-                       f"ends sooner (default: the head's: {TRAIN.max_epochs}, the paper's; sequoia 200, SEQUOIA's)")
-    add_option(train, "--validation-fraction", TRAIN, "validation_fraction", type=open_fraction)
-    add_option(train, "--standardize", TRAIN, "standardize", action="store_true")
+    add_option(train, "--drop-missing-genes", INPUTS, "drop_missing_genes")
+    add_option(train, "--seed", TRAIN, "seed")
+    add_option(train, "--deterministic", TRAIN, "deterministic")
+    add_option(train, "--max-epochs", TRAIN, "max_epochs", default=None)  # None: the head's (with_head_training)
+    add_option(train, "--validation-fraction", TRAIN, "validation_fraction")
+    add_option(train, "--standardize", TRAIN, "standardize")
     add_option(train, "--head", TRAIN, "head", choices=list(HEADS))
     add_option(train, "--head-init", TRAIN, "head_init", metavar="FILE")
-    add_option(train, "--head-option", TRAIN, "head_options", nargs="+", metavar="NAME=VALUE")
+    add_option(train, "--head-option", TRAIN, "head_options", metavar="NAME=VALUE")
 
 
 def add_import_run(commands) -> None:
@@ -174,10 +167,10 @@ def add_import_run(commands) -> None:
                     "SEQUOIA's test against the untrained model), and `hist2rna report RUN` reports it.")
     imported.add_argument("--from", dest="source", required=True, choices=["sequoia"], help="the model's kind")
     imported.add_argument("folder", type=Path, metavar="FOLDER", help="the downloaded model folder")
-    imported.add_argument("--out", type=out_folder, required=True, help="run folder to write (a new one)")
+    add_out(imported, "run folder to write (a new one)")
     imported.add_argument("--genes", type=Path, metavar="FILE",
                           help="the outputs' gene symbols in order, one a line (default: SEQUOIA's 20,820)")
-    imported.add_argument("--features", type=Path, help="a features folder extracted as the model's were (UNI)")
+    add_features(imported, "a features folder extracted as the model's were (UNI)", required=False)
     imported.add_argument("--expression", type=Path, help="RNA-seq table to evaluate the model on (needs --features)")
     imported.add_argument("--labels", type=Path, help="clinical table with a subtype column (with --expression)")
     add_option(imported, "--label-column", INPUTS, "label_column")
@@ -195,12 +188,12 @@ def add_predict(commands) -> None:
                          help="a training run folder, or a head SavedModel export (hist2rna export)")
     hidden_alias(predict, "--model", "model_option")  # before 0.4.0 the run was given as --model RUN
     source = predict.add_mutually_exclusive_group(required=True)
-    source.add_argument("--features", help="folder of feature TFRecords (same backbone as the model)")
-    source.add_argument("--slides", nargs="+", metavar="PATH",
-                        help="slides to extract first (needs a run folder); their features go to <out>_features/")
+    add_features(source, "folder of feature TFRecords (same backbone as the model)", required=False)
+    add_slides(source, "slides to extract first (needs a run folder); their features go to <out>_features/",
+               required=False)
     predict.add_argument("--annotations", type=Path, help="QuPath GeoJSON folder for --slides")
     add_mpp(predict, "--slides files that carry none")
-    predict.add_argument("--out", type=out_file, required=True, help="CSV to write (patients x genes)")
+    add_out(predict, "CSV to write (patients x genes)", file=True)
     add_no_progress(predict)
 
 
@@ -213,8 +206,7 @@ def add_export(commands) -> None:
                     "own backbone, weights and stain settings (its features folder is not needed). Gene names and "
                     "stain targets inside.")
     add_run(export)
-    export.add_argument("--out", type=out_folder, required=True,
-                        help="export root, e.g. saved_models (the models go in <out>/<name>[_head]/<version>/)")
+    add_out(export, "export root, e.g. saved_models (the models go in <out>/<name>[_head]/<version>/)")
     export.add_argument("--name", help="model name, one folder name (default: the backbone's; with the head's for a "
                                        "head other than the paper's, e.g. uni_abmil: its signature differs, so it is "
                                        "another model, not a version)")
@@ -245,7 +237,7 @@ def add_subtype(commands) -> None:
                          help="--expression is already logged (or microarray), e.g. `hist2rna predict`'s genes")
     subtype.add_argument("--reference-no-log", action="store_true",
                          help="--reference-expression is already logged (default: raw RSEM, as TCGA's)")
-    subtype.add_argument("--out", type=out_file, required=True, help="CSV to write")
+    add_out(subtype, "CSV to write", file=True)
 
 
 def add_spatial(commands) -> None:
@@ -260,9 +252,8 @@ def add_spatial(commands) -> None:
                     "Import objects. TensorFlow, the head and the classifier are made once for all slides. The head "
                     "was trained on slide means: read tile values as where the signal comes from.")
     add_run(spatial)
-    spatial.add_argument("--features", type=Path, required=True, help="feature TFRecords with tile features")
-    spatial.add_argument("--slides", nargs="+", required=True, metavar="PATH",
-                         help="the slides (files or folders) to map")
+    add_features(spatial, "feature TFRecords with tile features")
+    add_slides(spatial, "the slides (files or folders) to map")
     spatial.add_argument("--genes", nargs="+", default=list(SPATIAL_GENES),
                          help=f"genes to map and to measure in the QuPath objects, or 'all' (every gene of the run) "
                               f"(default {' '.join(SPATIAL_GENES)})")
@@ -272,7 +263,7 @@ def add_spatial(commands) -> None:
     add_no_progress(spatial, "progress bar")
     spatial.add_argument("--thumbnail-mpp", type=positive_float, default=THUMBNAIL_MPP,
                          help=f"thumbnail resolution (default {THUMBNAIL_MPP:g} um/px)")
-    spatial.add_argument("--out", type=out_folder, required=True, help="folder for the PNGs, CSVs and GeoJSON")
+    add_out(spatial, "folder for the PNGs, CSVs and GeoJSON")
 
 
 def add_baseline(commands) -> None:
@@ -286,25 +277,18 @@ def add_baseline(commands) -> None:
                     "and metrics, for Figure 10) and costs.csv: training time and energy (time x --device-watts x "
                     "--n-devices) of both approaches (Figure 6). Pass the folder to `hist2rna report --baseline`.")
     add_run(baseline, "the hist2RNA training run to compare with")
-    baseline.add_argument("--out", type=out_folder, required=True,
-                          help="baseline run folder (a new one, unless --overwrite)")
-    baseline.add_argument("--overwrite", action="store_true", help="replace the baseline already in --out")
-    add_option(baseline, "--mode", BASELINE, "mode", choices=["frozen", "finetune"])
-    baseline.add_argument("--features", type=Path, metavar="DIR",
-                          help="frozen: the folder of the run's feature records, with tile features (default: the one "
-                               "it was trained on, as its config.json records it; give this when it has moved)")
-    baseline.add_argument("--slides", nargs="+", type=Path, metavar="PATH",
-                          help="finetune: the slides (files or folders) the run was extracted from")
+    add_out(baseline, "baseline run folder (a new one, unless --overwrite)")
+    add_overwrite(baseline, "baseline")
+    add_option(baseline, "--mode", BASELINE, "mode")
+    add_features(baseline, "frozen: the folder of the run's feature records, with tile features (default: the one it "
+                           "was trained on, as its config.json records it; give this when it has moved)", required=False)
+    add_slides(baseline, "finetune: the slides (files or folders) the run was extracted from", required=False)
     baseline.add_argument("--annotations", type=Path, help="finetune: their QuPath GeoJSON folder")
-    baseline.add_argument("--tiles-per-slide", type=positive_int,
-                          help="finetune: at most this many tiles of each slide (default: all planned)")
-    baseline.add_argument("--max-epochs", type=positive_int,
-                          help=f"default: the run's (the paper's {TRAIN.max_epochs})")
-    baseline.add_argument("--batch-size", type=positive_int, help=f"default: the run's (the paper's {TRAIN.batch_size})")
-    baseline.add_argument("--device-watts", type=positive_float, default=BASELINE.device_watts,
-                          help=f"power of one device in W for the energy figure (default: {PAPER_WATTS:g} a GPU, the "
-                               f"paper's V100, when one ran; else {CPU_WATTS_PER_CORE:g} a CPU core used)")
-    add_option(baseline, "--n-devices", BASELINE, "n_devices", type=positive_int)
+    add_option(baseline, "--tiles-per-slide", BASELINE, "tiles_per_slide")
+    add_option(baseline, "--max-epochs", BASELINE, "max_epochs")
+    add_option(baseline, "--batch-size", BASELINE, "batch_size")
+    add_option(baseline, "--device-watts", BASELINE, "device_watts")
+    add_option(baseline, "--n-devices", BASELINE, "n_devices")
     add_option(baseline, "--device", BASELINE, "device")
     add_no_progress(baseline, "progress bar or per-epoch lines")
     hidden_alias(baseline, "--quiet", "no_progress", action="store_true")  # its name before 0.4.0
@@ -322,25 +306,15 @@ def add_report(commands) -> None:
                     "other crossvals of the same patients and folds the paired comparison gene by gene (Wilcoxon "
                     "signed-rank over genes), printed too.")
     add_run(report, "a training run folder (hist2rna train --out) or a crossval folder (hist2rna crossval --out)")
-    report.add_argument("--compare", type=Path, nargs="+", metavar="RUN", default=list(REPORT.compare),
-                        help="other runs (e.g. other backbones) for Figure 3 (default: none)")
-    report.add_argument("--external-predictions", type=Path, help="predicted genes of an external cohort (hist2rna predict)")
-    report.add_argument("--clinical", type=Path, help="the external cohort's clinical table (CSV/TSV)")
-    report.add_argument("--clinical-columns", type=Path,
-                        help='JSON mapping our names to your columns, e.g. {"os_months": "OS_MONTHS", "ki67_percent": '
-                             'null}; keys: patient_id os_months os_event grade size_mm age node_positive er pr her2 '
-                             "ki67_percent ihc_subtype (default: our names)")
-    report.add_argument("--run-clinical", type=Path,
-                        help="clinical table of the run's own cohort (e.g. TCGA: ER/PR/HER2 status, grade): Figure 7's "
-                             "rows for its held-out patients, predicted and measured")
-    report.add_argument("--run-clinical-columns", type=Path, help="JSON mapping for --run-clinical (as --clinical-columns)")
-    report.add_argument("--baseline", type=Path,
-                        help="a `hist2rna baseline` folder: patch-based vs hist2RNA (Figure 10) and cost (Figure 6)")
+    add_option(report, "--compare", REPORT, "compare", metavar="RUN")
+    for flag in ("--external-predictions", "--clinical", "--clinical-columns", "--run-clinical",
+                 "--run-clinical-columns", "--baseline"):
+        add_option(report, flag, REPORT, flag[2:].replace("-", "_"))
     report.add_argument("--spatial-maps", type=Path,
                         help="a `hist2rna spatial` folder: its PNG maps are embedded in the report")
-    report.add_argument("--costs", type=Path, help="CSV approach,hours,kwh (default: the --baseline's costs.csv)")
-    add_option(report, "--n-boot", REPORT, "n_boot", type=positive_int)
-    report.add_argument("--out", type=out_file, help="HTML file (default <run>/report/report.html)")
+    add_option(report, "--costs", REPORT, "costs")
+    add_option(report, "--n-boot", REPORT, "n_boot")
+    add_out(report, "HTML file (default <run>/report/report.html)", file=True, required=False)
     add_no_progress(report, "progress bar of its stages")
 
 
@@ -361,7 +335,7 @@ def add_demo(commands) -> None:
                     "Re-running reuses the cohort and the features. Random backbone weights unless --weights "
                     "imagenet.")
     add_option(demo, "--out", DEMO, "out", type=out_folder)
-    add_option(demo, "--n-slides", DEMO, "n_slides", type=positive_int)
+    add_option(demo, "--n-slides", DEMO, "n_slides")
     add_option(demo, "--backbone", DEMO, "backbone")
     add_option(demo, "--weights", DEMO, "weights")
     add_option(demo, "--head", DEMO, "head", choices=list(HEADS))

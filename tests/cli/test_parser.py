@@ -152,3 +152,48 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
     assert (commands.choices["crossval"]._option_string_actions["--folds"].default
             == inspect.signature(crossval).parameters["folds"].default)
     assert len(checked) >= 30 and len(set(with_help)) >= 25, (checked, with_help)
+
+
+def test_every_option_has_one_home_a_config_field_or_a_shared_definition():
+    """An option that fills a config field (with the field's help: config.option) is made from that field by
+    `add_option` (its default, help, type and range the field's: `action.home` names it), never retyped;
+    `--out`, `--features`, `--slides`, `--no-progress` and `--overwrite` are each defined once (options.py)
+    for every command, unless they are a config's field (the demo's --out, extract's --overwrite)."""
+    import argparse
+    import dataclasses
+    import typing
+
+    from hist2rna_tf.cli import build_parser
+    from hist2rna_tf.cli.options import field_kwargs, out_file, out_folder
+    from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, TileConfig,
+                                    TrainConfig)
+
+    configs = {"extract": [ExtractConfig, TileConfig], "train": [RunInputs, TrainConfig],
+               "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
+               "demo": [DemoConfig]}
+    shared = ("--out", "--features", "--slides", "--no-progress", "--overwrite")
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    retyped, unshared, homed = [], [], 0
+    for command, parser in commands.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            flag, home = action.option_strings[0], getattr(action, "home", None)
+            fields = {f"{cls.__name__}.{f.name}": (cls, f) for cls in configs.get(command, [])
+                      for f in dataclasses.fields(cls) if "help" in f.metadata}
+            owner = next((key for key in fields if key.split(".")[1] == action.dest), None)
+            if owner is not None:
+                if home != owner:
+                    retyped.append(f"{command} {flag}")
+                    continue
+                cls, field = fields[owner]  # what it takes: the field's annotation's (its type, range, choices)
+                for key, value in field_kwargs(typing.get_type_hints(cls, include_extras=True)[field.name]).items():
+                    found = getattr(action, key, None)
+                    same = (found.__name__ == value.__name__ or (value is Path and found in (out_folder, out_file))
+                            if key == "type" else  # a checked number is made afresh; a path to write is checked so
+                            found == value or (key == "nargs" and found == "*") or key == "action")
+                    assert same, (command, flag, key, found, value)
+                homed += 1
+            elif flag in shared and home != f"options.{flag}":
+                unshared.append(f"{command} {flag}")
+    assert retyped == [] and unshared == [] and homed >= 45, (retyped, unshared, homed)

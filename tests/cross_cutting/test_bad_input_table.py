@@ -607,7 +607,7 @@ def _refused(args: list[str], capsys, *named: str) -> str:
 @pytest.mark.parametrize("flag, value, named", [
     ("--max-tiles", "0", "at least 1"), ("--tile-px", "-3", "at least 1"), ("--batch-size", "many", "whole number"),
     ("--mpp", "0", "above 0"), ("--mpp", "-0.5", "above 0"), ("--target-mpp", "nan", "above 0"),
-    ("--min-region-fraction", "0", "above 0"), ("--min-region-fraction", "1.5", "(0, 1]"),
+    ("--min-region-fraction", "0", "must be in (0, 1], got 0"), ("--min-region-fraction", "1.5", "(0, 1]"),
     ("--shard", "4/4", "0 <= i < n"), ("--read-threads", "0", "at least 1"), ("--max-retries", "-1", "0 or more"),
     ("--cpus-per-worker", "0", "at least 1")])
 def test_nonsensical_extraction_arguments_are_refused_at_parse_time(tmp_path, capsys, flag, value, named):
@@ -619,7 +619,7 @@ def test_nonsensical_extraction_arguments_are_refused_at_parse_time(tmp_path, ca
 @pytest.mark.parametrize("value", ["0", "1", "1.2"])
 def test_a_validation_fraction_that_leaves_nothing_is_refused(tmp_path, capsys, value):
     _refused(["train", "--features", "f", "--expression", "e", "--labels", "l", "--out", str(tmp_path / "run"),
-              "--validation-fraction", value], capsys, "--validation-fraction", "a fraction in (0, 1),")
+              "--validation-fraction", value], capsys, "--validation-fraction", f"must be in (0, 1), got {value}")
 
 
 def test_outputs_that_cannot_be_written_are_refused_naming_them(tmp_path, capsys, monkeypatch):
