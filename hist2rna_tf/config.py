@@ -67,8 +67,14 @@ class Checked:
 class TileConfig(Checked):
     """Where tiles come from: the paper's 224 px at 0.25 um/px, ~1000 per slide, in the tumour region."""
 
-    tile_size_px: TilePx = 224
-    target_mpp: PositiveFloat = 0.25
+    tile_size_px: TilePx = option(224, "tile size in pixels (default: the backbone's own: {default} for the paper's CNNs, "
+                                       "the encoder's input size for a pathology encoder), or 'trident': the size "
+                                       "TRIDENT's README extracts the encoder from (256 for UNI, UNI2-h and "
+                                       "Prov-GigaPath, 512 for CONCH v1.5, 224 for the others), resized to the model's "
+                                       "input as TRIDENT does")
+    target_mpp: PositiveFloat = option(0.25, "tile resolution in um/px (default: the backbone's own: {default} for the "
+                                             "paper's CNNs, the scale a pathology encoder was trained at, 0.5 for "
+                                             "most)")
     max_tiles: PositiveInt = option(1000, "cap per slide, spatially spread (default {default})")
     # A tile is kept when at least this fraction of it lies in tissue (and in the tumour annotation).
     min_region_fraction: Fraction = option(0.5, "keep a tile when this much of it is in the region (default {default})")
@@ -91,7 +97,12 @@ class StainConfig(Checked):
     """Stain normalisation. `macenko` is the authors' (optical density in log10, fixed targets);
     `macenko-henorm` is HEnorm_python's natural-log variant; both run as TensorFlow ops."""
 
-    method: Annotated[str, OneOf(STAIN_METHODS)] = "macenko"  # STAIN_METHODS: macenko, ..., none
+    method: Annotated[str, OneOf(STAIN_METHODS)] = option(
+        "macenko", "stain normalisation (default {default}). macenko: the hist2RNA authors' own normaliser, the one "
+                   "their pipeline ran (color_normalizer.py: optical density in log10, Io=240, alpha=1, beta=0.15, "
+                   "fixed targets); macenko-henorm: the HEnorm_python reference they adapted (natural log: with the "
+                   "same beta more pixels count as stained); staintools-macenko, staintools-vahadane (slow, for "
+                   "comparison); none")
     io: PositiveFloat = 240.0
     alpha: Annotated[float, Within(0, 50, low_open=True, high_open=True)] = 1.0  # percentile of the angles
     beta: Annotated[float, Within(0)] = 0.15
@@ -100,7 +111,8 @@ class StainConfig(Checked):
     # A tile with fewer stained pixels (all OD >= beta) than this fraction passes through unchanged.
     min_stained_fraction: Annotated[float, Within(0, 1)] = 0.01
     # Image the targets were fitted to (None: the paper's fixed targets); staintools fits to it.
-    reference_image: str | None = None
+    reference_image: str | None = option(None, "fit the targets to this image instead (default: the paper's fixed "
+                                                "targets; staintools methods: a shipped TCGA tile)")
 
     @property
     def tag(self) -> str:
@@ -116,10 +128,14 @@ class StainConfig(Checked):
 class ExtractConfig(Checked):
     """Backbone and the streaming pipeline that turns slides into stored mean features."""
 
-    backbone: str = "efficientnetv2s"
-    weights: str = "imagenet"  # imagenet | none | path to a weights file
+    backbone: str = option("efficientnetv2s", "the paper's CNNs ({cnns}; default {default}, its best), a pathology "
+                                              "encoder ({encoders}), or a Keras model file taking RGB in [0, 255]")
+    weights: str = option("imagenet", "imagenet (default {default}; downloaded by Keras on first use), none (random: "
+                                      "testing only), or a path to a local weights file; for a pathology encoder the "
+                                      "file its page offers, downloaded after accepting its licence: {files}")
     batch_size: PositiveInt = option(32, "tiles per backbone batch (default {default})")
-    read_threads: PositiveInt | None = None  # parallel tile readers; None: two per CPU core this process may use
+    read_threads: PositiveInt | None = option(None, "parallel tile readers (default: two per CPU core this process may "
+                                                    "use, {here} here)")
     save_tile_features: bool = option(False, "also store each tile's features (for spatial maps and the patch "
                                              "baseline)")
     shard_index: Count = 0

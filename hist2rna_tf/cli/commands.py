@@ -20,9 +20,10 @@ def cmd_extract(args) -> int:
     from hist2rna_tf.extract.cohort import extract_cohort
     from hist2rna_tf.extract.settings import for_backbone
 
-    given = from_args(EXTRACT, args, skip=("stain",))  # --stain is the method; the StainConfig is _stain's
-    config = for_backbone(args.backbone, args.weights, tile_size_px=args.tile_px, target_mpp=args.target_mpp,
-                          tiles=from_args(TILES, args, skip=("target_mpp",), mpp_override="mpp"), stain=_stain(args),
+    given = from_args(EXTRACT, args, skip=("stain",))  # the StainConfig is _stain's
+    config = for_backbone(args.backbone, args.weights, tile_size_px=args.tile_size_px, target_mpp=args.target_mpp,
+                          tiles=from_args(TILES, args, skip=("tile_size_px", "target_mpp"), mpp_override="mpp"),
+                          stain=_stain(args),
                           **{f: getattr(given, f) for f in ("batch_size", "read_threads", "save_tile_features",
                                                              "overwrite", "precision", "xla")},
                           shard_index=args.shard[0], shard_count=args.shard[1])
@@ -42,8 +43,8 @@ def cmd_extract(args) -> int:
 
 
 def _stain(args) -> StainConfig:
-    return replace(StainConfig(), method=args.stain,
-                   reference_image=str(args.stain_reference) if args.stain_reference else None)
+    return replace(from_args(StainConfig(), args, skip=("reference_image",)),
+                   reference_image=str(args.reference_image) if args.reference_image else None)
 
 
 def counted(n: int, noun: str) -> str:

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 from hist2rna_tf.arguments import OneOf, Within, unwrapped
-from hist2rna_tf.config import (MAX_SEED, MAX_TILE_PX, STAIN_METHODS, BaselineConfig, DemoConfig, ExtractConfig,
+from hist2rna_tf.config import (MAX_SEED, MAX_TILE_PX, BaselineConfig, DemoConfig, ExtractConfig,
                                 ReportInputs, RunInputs, StainConfig, TileConfig, TrainConfig)
 
 # The library's defaults, shown in --help and used when an option is not given.
@@ -51,21 +51,22 @@ def add_option(parser, flag: str, config, name: str, **kwargs) -> argparse.Actio
     (its home): its default (a tuple given as the list argparse collects), its help (config.option; `{default}`
     in it shown as the default), and what it takes from its annotation (`field_kwargs`: a flag for a bool,
     a checked number within its range, a choice among its names, several values for a tuple); `kwargs`
-    adds what the field cannot say (metavar, nargs="*" where none is a value, choices from the registries
-    above the configs, default=None where the library takes another's default). The option's dest is the
+    adds what the field cannot say (metavar, nargs="*" where none is a value, choices and `help_values` from
+    the registries above the configs, default=None where the library takes another's default). The option's dest is the
     field's name (from_args reads it); the action records its home (`action.home`: "Config.field")."""
     field = {f.name: f for f in dataclasses.fields(config)}[name]
     default = getattr(config, name) if not isinstance(config, type) else field.default
     given = kwargs.pop("default", default)  # where the library's default is another's (the head's epochs)
+    values = kwargs.pop("help_values", {})  # what the help names from above the configs (the catalog's backbones)
     if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # a required option
         kwargs = {"required": True, **kwargs}
         default = given = None
     shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
     kind = config if isinstance(config, type) else type(config)
     action = parser.add_argument(flag, dest=name, default=list(given) if isinstance(given, tuple) else given,
-                                 help=field.metadata["help"].format(default=shown),
+                                 help=field.metadata["help"].format(default=shown, **values),
                                  **{**field_kwargs(typing.get_type_hints(kind, include_extras=True)[name]), **kwargs})
-    action.home = f"{kind.__name__}.{name}"
+    action.home, action.help_values = f"{kind.__name__}.{name}", values
     return action
 
 
@@ -226,38 +227,25 @@ def out_file(text: str) -> Path:
 
 def add_tile_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tiles (the paper: 224 px at 0.25 um/px, ~1000 per slide)")
-    group.add_argument("--annotations", type=Path, metavar="DIR",
-                       help="folder of QuPath GeoJSON exports named <slide_id>.geojson (tumour regions)")
+    add_annotations(group)
     add_option(group, "--tumour-classes", TILES, "tumour_classes", nargs="*", metavar="NAME")
     add_option(group, "--exclude-classes", TILES, "exclude_classes", nargs="*", metavar="NAME")
     add_mpp(group, "files that carry none (plain images, TMA cores); overrides the file's own")
-    group.add_argument("--tile-px", type=tile_px,
-                       help=f"tile size in pixels (default: the backbone's own: {TILES.tile_size_px} for the paper's "
-                            "CNNs, the encoder's input size for a pathology encoder), or 'trident': the size TRIDENT's "
-                            "README extracts the encoder from (256 for UNI, UNI2-h and Prov-GigaPath, 512 for CONCH "
-                            "v1.5, 224 for the others), resized to the model's input as TRIDENT does")
-    group.add_argument("--target-mpp", type=positive_float,
-                       help=f"tile resolution in um/px (default: the backbone's own: {TILES.target_mpp} for the "
-                            "paper's CNNs, the scale a pathology encoder was trained at, 0.5 for most)")
+    add_option(group, "--tile-px", TILES, "tile_size_px", type=tile_px, default=None)  # None: the backbone's
+    add_option(group, "--target-mpp", TILES, "target_mpp", default=None)
     add_option(group, "--max-tiles", TILES, "max_tiles")
     add_option(group, "--min-region-fraction", TILES, "min_region_fraction")
 
 
-def add_mpp(parser, which: str) -> None:
-    parser.add_argument("--mpp", type=positive_float, help=f"microns per pixel for {which} (default: the file's own)")
+def add_mpp(parser, which: str) -> argparse.Action:
+    """`--mpp`: microns per pixel of `which` slide files (TileConfig.mpp_override)."""
+    return _shared(parser, "--mpp", type=positive_float, help=f"microns per pixel for {which} (default: the file's own)")
 
 
 def add_stain_options(parser: argparse.ArgumentParser) -> None:
-    default = StainConfig().method
-    parser.add_argument("--stain", choices=STAIN_METHODS, default=default,
-                        help=f"stain normalisation (default {default}). macenko: the hist2RNA authors' own "
-                             "normaliser, the one their pipeline ran (color_normalizer.py: optical density in log10, "
-                             "Io=240, alpha=1, beta=0.15, fixed targets); macenko-henorm: the HEnorm_python reference "
-                             "they adapted (natural log: with the same beta more pixels count as stained); "
-                             "staintools-macenko, staintools-vahadane (slow, for comparison); none")
-    parser.add_argument("--stain-reference", type=Path, metavar="IMAGE",
-                        help="fit the targets to this image instead (default: the paper's fixed targets; staintools "
-                             "methods: a shipped TCGA tile)")
+    """`--stain` and `--stain-reference`: StainConfig's method and reference image."""
+    add_option(parser, "--stain", StainConfig, "method")
+    add_option(parser, "--stain-reference", StainConfig, "reference_image", type=Path, metavar="IMAGE")
 
 
 # --- the options several commands share, each defined here once (its type, metavar and form); a command
@@ -294,8 +282,17 @@ def add_no_progress(parser: argparse.ArgumentParser, what: str = "progress bars"
     return _shared(parser, "--no-progress", action="store_true", help=f"no {what}")
 
 
-def add_run(parser: argparse.ArgumentParser, what: str = "a training run folder (hist2rna train --out)") -> None:
-    parser.add_argument("run", type=Path, metavar="RUN", help=what)
+def add_run(parser: argparse.ArgumentParser, what: str = "a training run folder (hist2rna train --out)") -> argparse.Action:
+    """RUN: the run folder a command reads."""
+    action = parser.add_argument("run", type=Path, metavar="RUN", help=what)
+    action.home = "options.RUN"
+    return action
+
+
+def add_annotations(parser, what: str = "folder of QuPath GeoJSON exports named <slide_id>.geojson (tumour regions)"
+                    ) -> argparse.Action:
+    """`--annotations DIR`: QuPath's tumour annotations of the slides."""
+    return _shared(parser, "--annotations", type=Path, metavar="DIR", help=what)
 
 
 def hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kwargs) -> None:

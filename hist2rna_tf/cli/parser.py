@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 
 from hist2rna_tf import __version__
-from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, Parser, add_features, add_mpp,
-                                     add_no_progress, add_option, add_out, add_overwrite, add_run, add_slides,
-                                     add_stain_options, add_tile_options, count, hidden_alias, out_file, out_folder,
-                                     positive_float, positive_int, shard_spec)
-from hist2rna_tf.config import (CROSSVAL_FOLDS, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES,
-                                SPATIAL_GENES, STAIN_METHODS, THUMBNAIL_MPP, usable_cores)
+from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, Parser, add_annotations,
+                                     add_features, add_mpp, add_no_progress, add_option, add_out, add_overwrite,
+                                     add_run, add_slides, add_stain_options, add_tile_options, count, hidden_alias,
+                                     out_file, out_folder, positive_float, positive_int, shard_spec)
+from hist2rna_tf.config import (CROSSVAL_FOLDS, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS,
+                                THUMBNAIL_MPP, usable_cores)
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
@@ -42,21 +42,15 @@ def add_extract(commands) -> None:
                     "extract_config.json beside it records the settings the features were made with.")
     add_slides(extract, "slide files, folders of slides, or pre-tiled folders (one per patient)")
     add_out(extract, "output folder")
-    extract.add_argument("--backbone", default=EXTRACT.backbone,
-                         help=f"the paper's CNNs ({', '.join(BACKBONES)}; default {EXTRACT.backbone}, its best), a "
-                              f"pathology encoder ({', '.join(ENCODERS)}), or a Keras model file taking RGB in [0, 255]")
-    extract.add_argument("--weights", default=EXTRACT.weights,
-                         help=f"imagenet (default {EXTRACT.weights}; downloaded by Keras on first use), none (random: "
-                              "testing only), or a path to a local weights file; for a pathology encoder the file its "
-                              "page offers, downloaded after accepting its licence: "
-                              + "; ".join(f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items()))
+    add_option(extract, "--backbone", EXTRACT, "backbone",
+               help_values={"cnns": ", ".join(BACKBONES), "encoders": ", ".join(ENCODERS)})
+    add_option(extract, "--weights", EXTRACT, "weights", help_values={"files": "; ".join(
+        f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items())})
     add_tile_options(extract)
     add_stain_options(extract)
     run = extract.add_argument_group("run")
     add_option(run, "--batch-size", EXTRACT, "batch_size")
-    run.add_argument("--read-threads", type=positive_int,
-                     help="parallel tile readers (default: two per CPU core this process may use, "
-                          f"{2 * usable_cores()} here)")
+    add_option(run, "--read-threads", EXTRACT, "read_threads", help_values={"here": 2 * usable_cores()})
     add_option(run, "--save-tile-features", EXTRACT, "save_tile_features")
     run.add_argument("--shard", type=shard_spec, default=(EXTRACT.shard_index, EXTRACT.shard_count), metavar="I/N",
                      help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4 (default 0/1: all)")
@@ -92,7 +86,7 @@ def add_normalize(commands) -> None:
     add_out(normalize, "the image to write (.png keeps every grey level)", file=True, required=False)
     normalize.add_argument("output", type=out_file, nargs="?", help=argparse.SUPPRESS)  # before 0.7.0: positional
     add_stain_options(normalize)
-    hidden_alias(normalize, "--method", "stain", choices=STAIN_METHODS)
+    hidden_alias(normalize, "--method", "method", choices=STAIN_METHODS)
     normalize.add_argument("--components", action="store_true",
                            help="also write the H-only and E-only images (<output>_H, <output>_E; macenko variants)")
 
@@ -191,7 +185,7 @@ def add_predict(commands) -> None:
     add_features(source, "folder of feature TFRecords (same backbone as the model)", required=False)
     add_slides(source, "slides to extract first (needs a run folder); their features go to <out>_features/",
                required=False)
-    predict.add_argument("--annotations", type=Path, help="QuPath GeoJSON folder for --slides")
+    add_annotations(predict, "QuPath GeoJSON folder for --slides")
     add_mpp(predict, "--slides files that carry none")
     add_out(predict, "CSV to write (patients x genes)", file=True)
     add_no_progress(predict)
@@ -283,7 +277,7 @@ def add_baseline(commands) -> None:
     add_features(baseline, "frozen: the folder of the run's feature records, with tile features (default: the one it "
                            "was trained on, as its config.json records it; give this when it has moved)", required=False)
     add_slides(baseline, "finetune: the slides (files or folders) the run was extracted from", required=False)
-    baseline.add_argument("--annotations", type=Path, help="finetune: their QuPath GeoJSON folder")
+    add_annotations(baseline, "finetune: their QuPath GeoJSON folder")
     add_option(baseline, "--tiles-per-slide", BASELINE, "tiles_per_slide")
     add_option(baseline, "--max-epochs", BASELINE, "max_epochs")
     add_option(baseline, "--batch-size", BASELINE, "batch_size")

@@ -12,6 +12,7 @@ One file per slide, `<out>/<backbone>/<slide_id>.tfrecord`, holding one tf.train
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -28,9 +29,16 @@ from hist2rna_tf.extract.settings import (EXTRACT_CONFIG_FILE, Extraction, Featu
 
 log = logging.getLogger(__name__)
 
-_BYTES = ("slide_id", "patient_id", "backbone", "weights", "normaliser", "version")
-_INTS = ("tile_size_px", "n_tiles", "n_unnormalised", "feature_dim")
-_FLOATS = ("tile_size_um", "mpp")
+def _settings_of(kind: type) -> tuple[str, ...]:
+    """FeatureSettings' fields of type `kind`, in its order: a record stores them under their own names."""
+    hints = typing.get_type_hints(FeatureSettings)
+    return tuple(f.name for f in fields(FeatureSettings) if hints[f.name] is kind)
+
+
+# A record's keys by type: the slide's, FeatureSettings' own (their form: settings.py), the extraction's.
+_BYTES = ("slide_id", "patient_id", *_settings_of(str), "version")
+_INTS = (*_settings_of(int), "n_tiles", "n_unnormalised", "feature_dim")
+_FLOATS = (*_settings_of(float), "mpp")
 _SETTINGS = tuple(f.name for f in fields(FeatureSettings))  # stored under their own names, one key each
 
 

@@ -115,13 +115,14 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
                                     TileConfig, TrainConfig)
     from hist2rna_tf.model.heads import with_head_training
 
-    configs = {"extract": [ExtractConfig, TileConfig], "train": [RunInputs, TrainConfig],
+    configs = {"extract": [ExtractConfig, TileConfig, StainConfig], "normalize": [StainConfig],
+               "train": [RunInputs, TrainConfig],
                "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
                "demo": [DemoConfig]}
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     checked, with_help = [], []
     for command, classes in configs.items():
-        actions = {a.dest: a for a in commands.choices[command]._actions}
+        actions = {a.dest: a for a in commands.choices[command]._actions if a.help != argparse.SUPPRESS}
         for cls in classes:
             for field in dataclasses.fields(cls):
                 action = actions.get({"mpp_override": "mpp"}.get(field.name, field.name))
@@ -138,11 +139,13 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
                 if given is None and default is not None and field.name == "max_epochs":  # the head's: the paper's here
                     assert with_head_training(TrainConfig()).max_epochs == default and str(default) in action.help
                     continue
-                assert given == default or (given is None and field.name in ("target_mpp", "read_threads")), (
+                assert given == default or (given is None and field.name in ("tile_size_px", "target_mpp",
+                                                                             "read_threads")), (
                     command, action.option_strings[0], given, default)
                 if "help" in field.metadata:  # the field carries the option's help too (config.option)
                     shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-                    assert action.help == field.metadata["help"].format(default=shown), action.option_strings[0]
+                    assert action.help == field.metadata["help"].format(default=shown, **action.help_values), (
+                        action.option_strings[0])
                     with_help.append(action.option_strings[0])
                 checked.append(f"{command} {action.option_strings[0]}")
     assert commands.choices["extract"]._option_string_actions["--stain"].default == StainConfig().method
@@ -157,21 +160,23 @@ def test_every_option_of_a_config_field_defaults_to_the_field():
 def test_every_option_has_one_home_a_config_field_or_a_shared_definition():
     """An option that fills a config field (with the field's help: config.option) is made from that field by
     `add_option` (its default, help, type and range the field's: `action.home` names it), never retyped;
-    `--out`, `--features`, `--slides`, `--no-progress` and `--overwrite` are each defined once (options.py)
-    for every command, unless they are a config's field (the demo's --out, extract's --overwrite)."""
+    `--out`, `--features`, `--slides`, `--no-progress`, `--overwrite`, `--annotations` and `--mpp` are each
+    defined once (options.py) for every command, unless they are a config's field (the demo's --out,
+    extract's --overwrite)."""
     import argparse
     import dataclasses
     import typing
 
     from hist2rna_tf.cli import build_parser
-    from hist2rna_tf.cli.options import field_kwargs, out_file, out_folder
-    from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, TileConfig,
-                                    TrainConfig)
+    from hist2rna_tf.cli.options import field_kwargs, out_file, out_folder, tile_px
+    from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig,
+                                    TileConfig, TrainConfig)
 
-    configs = {"extract": [ExtractConfig, TileConfig], "train": [RunInputs, TrainConfig],
+    configs = {"extract": [ExtractConfig, TileConfig, StainConfig], "normalize": [StainConfig],
+               "train": [RunInputs, TrainConfig],
                "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
                "demo": [DemoConfig]}
-    shared = ("--out", "--features", "--slides", "--no-progress", "--overwrite")
+    shared = ("--out", "--features", "--slides", "--no-progress", "--overwrite", "--annotations", "--mpp")
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     retyped, unshared, homed = [], [], 0
     for command, parser in commands.choices.items():
@@ -189,8 +194,9 @@ def test_every_option_has_one_home_a_config_field_or_a_shared_definition():
                 cls, field = fields[owner]  # what it takes: the field's annotation's (its type, range, choices)
                 for key, value in field_kwargs(typing.get_type_hints(cls, include_extras=True)[field.name]).items():
                     found = getattr(action, key, None)
-                    same = (found.__name__ == value.__name__ or (value is Path and found in (out_folder, out_file))
-                            if key == "type" else  # a checked number is made afresh; a path to write is checked so
+                    # a checked number is made afresh; a path to write is checked writable; a tile size takes trident
+                    same = (found.__name__ == value.__name__ or found in (out_folder, out_file, tile_px)
+                            if key == "type" else
                             found == value or (key == "nargs" and found == "*") or key == "action")
                     assert same, (command, flag, key, found, value)
                 homed += 1

@@ -606,7 +606,7 @@ def _refused(args: list[str], capsys, *named: str) -> str:
 
 @pytest.mark.parametrize("flag, value, named", [
     ("--max-tiles", "0", "at least 1"), ("--tile-px", "-3", "at least 1"), ("--batch-size", "many", "whole number"),
-    ("--mpp", "0", "above 0"), ("--mpp", "-0.5", "above 0"), ("--target-mpp", "nan", "above 0"),
+    ("--mpp", "0", "above 0"), ("--mpp", "-0.5", "above 0"), ("--target-mpp", "nan", "expected a finite number"),
     ("--min-region-fraction", "0", "must be in (0, 1], got 0"), ("--min-region-fraction", "1.5", "(0, 1]"),
     ("--shard", "4/4", "0 <= i < n"), ("--read-threads", "0", "at least 1"), ("--max-retries", "-1", "0 or more"),
     ("--cpus-per-worker", "0", "at least 1")])

@@ -67,14 +67,13 @@ def tile_grid(tile_xy_px: np.ndarray) -> np.ndarray:
     return grid
 
 
-def window_predictions(model, tiles: np.ndarray, grid: np.ndarray, stride: int = 1,
+def window_predictions(model, tiles: np.ndarray, grid: np.ndarray, k: int, stride: int = 1,
                        batch_size: int = 32) -> np.ndarray:
     """SEQUOIA's spatial method (their `spatial_vis/visualize.py`, `sliding_window_method`): windows of
     side x side tiles (side = sqrt(K): 10 for 100 clusters) slid over the tile grid by `stride`; a window
     holding more than half its places is given to the head as its tiles' features (in tile order,
     zero-padded to K) in place of cluster means, and its prediction goes to each of its tiles; a tile's
-    value is the mean over its windows. [N, G]; NaN for a tile in no such window."""
-    k = int(model.input_shape[1])
+    value is the mean over its windows (`k`: the head's clusters). [N, G]; NaN for a tile in no such window."""
     side = int(np.sqrt(k))
     tiles, grid = np.asarray(tiles, np.float32), np.asarray(grid, np.int64)
     members = [np.flatnonzero((grid[:, 0] >= x) & (grid[:, 0] < x + side) & (grid[:, 1] >= y) & (grid[:, 1] < y + side))
@@ -152,4 +151,4 @@ class Kind(InputKind):
 
     def tile_values(self, model, tiles: np.ndarray, tile_xy_px: np.ndarray | None):
         """SEQUOIA's sliding windows; no attention."""
-        return window_predictions(model, tiles, tile_grid(tile_xy_px)), None
+        return window_predictions(model, tiles, tile_grid(tile_xy_px), self.k), None
