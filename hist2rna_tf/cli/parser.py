@@ -225,8 +225,7 @@ def add_subtype(commands) -> None:
                          help="voting: measured RNA-seq of labelled patients to train on (raw RSEM unless "
                               "--reference-no-log)")
     subtype.add_argument("--reference-labels", help="voting: table with the reference patients' PAM50 subtype")
-    subtype.add_argument("--label-column", default=INPUTS.label_column,
-                         help=f"subtype column of --reference-labels (default {INPUTS.label_column})")
+    add_option(subtype, "--label-column", INPUTS, "label_column")  # of --reference-labels
     subtype.add_argument("--no-log", action="store_true",
                          help="--expression is already logged (or microarray), e.g. `hist2rna predict`'s genes")
     subtype.add_argument("--reference-no-log", action="store_true",

@@ -202,3 +202,20 @@ def test_the_head_option_help_lists_every_heads_settings_and_defaults():
     for name, entry in HEADS.items():
         listed = help_text.split(f"{name}: ", 1)[1].split(" (", 1)[0].split()
         assert listed == [f"{f.name}={_shown(f.default)}" for f in fields(entry.load().Settings)], name
+
+
+def test_every_input_kind_is_a_whole_adapter_and_every_head_names_one():
+    """A kind (model/inputs/) owns all of what a head reads: reading and checking, batching, predicting
+    (from a Keras head and from an export), serving and mapping; the registry's kinds are exactly those."""
+    import importlib
+
+    from hist2rna_tf.model.inputs import KINDS, InputKind
+
+    assert {entry.inputs for entry in HEADS.values()} == set(KINDS)
+    needed = ("examples", "dataset", "standardization", "predict", "predict_served", "endpoint", "serve_tiles",
+              "tile_values")
+    for kind, module in KINDS.items():
+        adapter = importlib.import_module(module).Kind
+        assert issubclass(adapter, InputKind)
+        missing = [name for name in needed if getattr(adapter, name) is getattr(InputKind, name, None)]
+        assert missing == [], (kind, missing)
