@@ -130,7 +130,8 @@ def extraction_parts(one: Path, backbone: str) -> list[tuple[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_commands", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="efficientnetv2s")
     parser.add_argument("--only", choices=("commands", "parts"), help="one half (default: both)")
     args = parser.parse_args()

@@ -337,7 +337,8 @@ def macenko_stages(batch_size: int, repeats: int = 10) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_extract", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="efficientnetv2s")
     parser.add_argument("--slides", type=int, default=24, help="demo slides for the pipeline run")
     parser.add_argument("--small-slides", type=int, default=60, help="TMA-core-like slides (~9 tiles each)")

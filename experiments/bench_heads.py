@@ -105,7 +105,8 @@ def run_case(args: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_heads", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed per case")
     parser.add_argument("--bags", type=int, default=48, help="bags of 1,000 tiles written and trained on (ABMIL)")
     parser.add_argument("--case", choices=["mean", "abmil", "sequoia"], help=argparse.SUPPRESS)  # a case in its process

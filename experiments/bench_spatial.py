@@ -56,7 +56,8 @@ def timed(label: str, fn) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_spatial", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", type=Path, help="an existing demo output folder (default: build one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

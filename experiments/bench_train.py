@@ -96,7 +96,8 @@ def patch_seconds_per_tile(n_slides: int, n_tiles: int = 1000, feature_dim: int 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20, help="epochs timed per backbone")
     parser.add_argument("--tiles", type=int, default=128, help="tiles for the end-to-end timing")
     parser.add_argument("--bench-slides", type=int, default=12, help="slides of 1000 tiles for the patch-based timing")

@@ -48,4 +48,8 @@ def main(data: TCGA = TCGA()) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m experiments.crossval_encoders", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()  # --help: this, no run
     main()

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> Path:
     from hist2rna_tf.model.crossval import crossval
     from hist2rna_tf.report.crossval import build_crossval_report
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m experiments.heads", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", choices=BACKBONE_NAMES, default=BACKBONE, help=f"default {BACKBONE}")
     parser.add_argument("--heads", nargs="+", choices=list(HEADS), default=list(HEADS), help="default: all")

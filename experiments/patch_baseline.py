@@ -30,6 +30,10 @@ CONFIG = dict(
 )
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m experiments.patch_baseline", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()  # --help: this, no run
     from hist2rna_tf.model.baseline import train_patch_baseline
     from hist2rna_tf.report.report import build_report
 

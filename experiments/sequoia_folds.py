@@ -35,7 +35,7 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-from hist2rna_tf.config import RunInputs, TileConfig, TrainConfig
+from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.extract.settings import sequoia_extraction
 from hist2rna_tf.model.heads import with_head_training
 
@@ -45,7 +45,6 @@ CANCER, FOLDS = "BRCA", 5
 SPLITS_MEMBER = f"patient_splits/TCGA-{CANCER}.npy"  # inside their patient_splits.zip
 # SEQUOIA's tiles (pre_processing/patch_gen_hdf5.py: 256 px at 20x, every tile; compute_features_hdf5.py:
 # UNI, resized to 224, ImageNet-normalised, no stain normalisation)
-EVERY_TILE = 1_000_000
 
 
 def read_splits(path: str | Path) -> dict[int, dict[str, list[str]]]:
@@ -77,8 +76,7 @@ def read_splits(path: str | Path) -> dict[int, dict[str, list[str]]]:
 
 def sequoia_features(data: TCGA = TCGA(), batch_size: int = 32):
     """The extraction of what SEQUOIA's models read (see the module)."""
-    return sequoia_extraction(str(data.encoder_weights / "uni" / "pytorch_model.bin"),
-                              tiles=TileConfig(max_tiles=EVERY_TILE), batch_size=batch_size)
+    return sequoia_extraction(str(data.encoder_weights / "uni" / "pytorch_model.bin"), batch_size=batch_size)
 
 
 def fold_weights(data: TCGA, fold: int) -> Path:
@@ -146,7 +144,7 @@ def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> Path:
     from hist2rna_tf.atomic import atomic_path
     from hist2rna_tf.extract.cohort import extract_cohort
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m experiments.sequoia_folds", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", type=Path, required=True,
                         help="sequoia-pub's pre_processing/patient_splits.zip, or its TCGA-BRCA.npy")

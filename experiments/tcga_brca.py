@@ -156,7 +156,7 @@ def described(name: str) -> str:
 
 
 def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m experiments.tcga_brca", description=__doc__.split("\n\n")[0],
                                      epilog="backbones:\n  " + "\n  ".join(map(described, BACKBONE_NAMES)),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)

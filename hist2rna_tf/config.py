@@ -136,8 +136,8 @@ class ExtractConfig(Checked):
     batch_size: PositiveInt = option(32, "tiles per backbone batch (default {default})")
     read_threads: PositiveInt | None = option(None, "parallel tile readers (default: two per CPU core this process may "
                                                     "use, {here} here)")
-    save_tile_features: bool = option(False, "also store each tile's features (for spatial maps and the patch "
-                                             "baseline)")
+    save_tile_features: bool = option(False, "also store each tile's features (what --head abmil and sequoia read, "
+                                             "and spatial maps and the patch baseline)")
     shard_index: Count = 0
     shard_count: PositiveInt = 1
     overwrite: bool = option(False, "redo slides that already have a record")
@@ -185,7 +185,8 @@ class TrainConfig(Checked):
                                          "its classifier left out)")
     # Any field of the head's Settings (model/heads/<head>.py), as NAME=VALUE; the defaults are its source's.
     head_options: tuple[str, ...] = option((), "the head's own settings as NAME=VALUE (a tuple: values separated by "
-                                                "commas), its source's defaults otherwise, recorded in the run: "
+                                                "commas; the option may be given more than once), its source's "
+                                                "defaults otherwise, recorded in the run: "
                                                 "hist2rna: filters=256,512,512 kernel_size=5 (the paper's); abmil: "
                                                 "embed_dim=512 attn_dim=384 dropout=0.25 gate=true (MIL-Lab's); "
                                                 "sequoia: depth=6 heads=16 dim_f=64 dim_s=64 dim_c=64 clusters=100 "

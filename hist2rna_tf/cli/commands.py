@@ -156,8 +156,12 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from hist2rna_tf.model.export import export_run
 
+    from hist2rna_tf.model import runs
+    from hist2rna_tf.model.inputs import kind_of
+
     head_dir, full_dir = export_run(args.run, args.out, args.name, args.version, progress=not args.no_progress)
-    print(f"exported {head_dir} (features -> genes) and {full_dir} (tiles of one slide -> genes)")
+    head, full = kind_of(runs.read_record(args.run).train.head).serves
+    print(f"exported {head_dir} ({head}) and {full_dir} ({full})")
     return 0
 
 
@@ -280,11 +284,11 @@ def cmd_demo(args) -> int:
         print("backbone weights: random (--weights none, seeded); the head is trained with --standardize (not the "
               "paper: random-weight features barely differ between slides).")
     result = run_demo(replace(from_args(DEMO, args), progress=not args.no_progress))
-    _print_demo(result)
+    _print_demo(result, args.head)
     return 0
 
 
-def _print_demo(result) -> None:
+def _print_demo(result, head: str) -> None:
     genes, patients = result.metrics["across_genes"], result.metrics["across_patients"]
     controls = ", ".join(f"{c:.2f}" for c in result.control_medians)
     print(f"cohort: {result.n_slides} slides, {result.n_tiles} tiles, features in {result.extraction_s:.0f} s "
@@ -300,8 +304,10 @@ def _print_demo(result) -> None:
     if "baseline" in result.paths:
         _print_costs(Path(result.paths["baseline"]))
     if "export_end_to_end" in result.paths:
-        print(f"exports: {result.paths['export_head']} (features -> genes), {result.paths['export_end_to_end']} "
-              "(tiles -> genes)")
+        from hist2rna_tf.model.inputs import kind_of
+
+        served, full = kind_of(head).serves
+        print(f"exports: {result.paths['export_head']} ({served}), {result.paths['export_end_to_end']} ({full})")
     if "spatial_map" in result.paths:
         print(f"spatial maps and QuPath objects of every held-out slide: {Path(result.paths['spatial_map']).parent}")
     if "external_predictions" in result.paths:

@@ -227,12 +227,13 @@ def out_file(text: str) -> Path:
 
 def add_tile_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tiles (the paper: 224 px at 0.25 um/px, ~1000 per slide)")
-    add_annotations(group)
+    add_annotations(group, "folder of QuPath GeoJSON exports named <slide_id>.geojson (tumour regions; default: "
+                           "none, the whole tissue is tiled)")
     add_option(group, "--tumour-classes", TILES, "tumour_classes", nargs="*", metavar="NAME")
     add_option(group, "--exclude-classes", TILES, "exclude_classes", nargs="*", metavar="NAME")
     add_mpp(group, "files that carry none (plain images, TMA cores); overrides the file's own")
-    add_option(group, "--tile-px", TILES, "tile_size_px", type=tile_px, default=None)  # None: the backbone's
-    add_option(group, "--target-mpp", TILES, "target_mpp", default=None)
+    add_option(group, "--tile-px", TILES, "tile_size_px", type=tile_px, default=None, metavar="PX")  # the backbone's
+    add_option(group, "--target-mpp", TILES, "target_mpp", default=None, metavar="UM_PER_PX")
     add_option(group, "--max-tiles", TILES, "max_tiles")
     add_option(group, "--min-region-fraction", TILES, "min_region_fraction")
 

@@ -96,7 +96,7 @@ def add_train(commands) -> None:
         "train", help="stored features + RNA-seq -> the paper's head, trained on a stratified split",
         description="Join per-slide features to patients' RNA-seq (12-character TCGA barcodes; several slides of "
                     "a patient are averaged), take log2(1+x), split train/test stratified by subtype (the paper's "
-                    "335/160 proportions) and fit the paper's Conv1D head. Writes a run folder that stands alone: "
+                    "335/160 proportions) and fit a head (--head: the paper's Conv1D head by default). Writes a run folder that stands alone: "
                     "config.json (what it read and how its features were made, so that predict --slides and export "
                     "never need the features folder again), genes.txt, split.csv, best.keras, history.csv, "
                     "tensorboard/, the training patients' targets, the held-out patients' predictions and targets "
@@ -143,7 +143,7 @@ def add_training_options(train) -> None:
     add_option(train, "--standardize", TRAIN, "standardize")
     add_option(train, "--head", TRAIN, "head", choices=list(HEADS))
     add_option(train, "--head-init", TRAIN, "head_init", metavar="FILE")
-    add_option(train, "--head-option", TRAIN, "head_options", metavar="NAME=VALUE")
+    add_option(train, "--head-option", TRAIN, "head_options", metavar="NAME=VALUE", action="extend")  # repeatable
 
 
 def add_import_run(commands) -> None:
@@ -197,8 +197,11 @@ def add_export(commands) -> None:
         description="Export a training run as two TensorFlow SavedModels in the TensorFlow Serving layout: "
                     "<out>/<name>_head/<version>/ (features -> genes) and <out>/<name>/<version>/ (uint8 tiles of one "
                     "slide -> Macenko -> backbone -> mean -> head -> genes), both at one version, with the run's "
-                    "own backbone, weights and stain settings (its features folder is not needed). Gene names and "
-                    "stain targets inside.")
+                    "own backbone, weights and stain settings (its features folder is not needed). Gene names, stain "
+                    "targets, the head and its settings inside. That is the paper's head's; another head's exports "
+                    "serve what it reads: --head abmil one bag (a slide's tile features; its tiles end to end) and "
+                    "each tile's attention, --head sequoia one slide's cluster means (end to end: the tiles' features, "
+                    "to cluster); the README's serving table.")
     add_run(export)
     add_out(export, "export root, e.g. saved_models (the models go in <out>/<name>[_head]/<version>/)")
     export.add_argument("--name", help="model name, one folder name (default: the backbone's; with the head's for a "
@@ -242,8 +245,10 @@ def add_spatial(commands) -> None:
                     "predicted PAM50 genes). Writes <slide>_<gene>.png, <slide>_PAM50.png, <slide>_tiles.csv and "
                     "<slide>_tiles.geojson: every tile as a QuPath tile object (its genes and PAM50 probabilities as "
                     "measurements, its PAM50 call as its class); drag it onto the slide open in QuPath, or File > "
-                    "Import objects. TensorFlow, the head and the classifier are made once for all slides. The head "
-                    "was trained on slide means: read tile values as where the signal comes from.")
+                    "Import objects. TensorFlow, the head and the classifier are made once for all slides. The "
+                    "paper's head was trained on slide means: read tile values as where the signal comes from. A run "
+                    "of --head abmil also maps each tile's attention (<slide>_attention.png, a column and a QuPath "
+                    "measurement); --head sequoia maps SEQUOIA's sliding windows of tiles.")
     add_run(spatial)
     add_features(spatial, "feature TFRecords with tile features")
     add_slides(spatial, "the slides (files or folders) to map")
@@ -262,8 +267,9 @@ def add_spatial(commands) -> None:
 def add_baseline(commands) -> None:
     baseline = commands.add_parser(
         "baseline", help="the paper's patch-based comparison (tile-level training) and both approaches' cost",
-        description="Train the patch-based baseline on a hist2RNA run's patients, split, genes, head and training "
-                    "settings: every tile gets its slide's RNA-seq as its target and a slide's prediction is the mean "
+        description="Train the patch-based baseline on a hist2RNA run's patients, split, genes and training settings, "
+                    "with the paper's head (the run's own when it is the paper's, with its layers; for a run of "
+                    "another head, the paper's on each tile, said so): every tile gets its slide's RNA-seq as its target and a slide's prediction is the mean "
                     "of its tiles'. --mode frozen learns from the stored per-tile features (extract with "
                     "--save-tile-features); --mode finetune trains the backbone too, on the tile images, as the "
                     "paper's patch-based models were (slow without a GPU). Writes a run folder (held-out predictions "

@@ -56,12 +56,18 @@ def for_backbone(backbone: str, weights: str = ExtractConfig.weights, *, tile_si
 def sequoia_extraction(weights: str = "pytorch_model.bin", **fields) -> ExtractConfig:
     """What SEQUOIA's published models read (gevaertlab/sequoia-pub `pre_processing/patch_gen_hdf5.py`,
     `compute_features_hdf5.py`): UNI's features (`weights`: the file of its hub page) of 256 px tiles at
-    20x (0.5 um/px, 128 um) resized to 224, ImageNet-normalised, no stain normalisation, every tile's
-    features kept (the head clusters them); `fields`: ExtractConfig's others. The one home of that recipe:
+    20x (0.5 um/px, 128 um) resized to 224, ImageNet-normalised, no stain normalisation, every tile of the
+    tissue (their max_patches_per_slide=None), every tile's features kept (the head clusters them);
+    `fields`: ExtractConfig's others (`tiles`: the other tile settings, every tile by default). The one home of that recipe:
     import-run records its FeatureSettings (`settings_of`), its help and errors print it
     (`extract_command`), experiments/sequoia_folds.py extracts with it."""
-    return for_backbone("uni", weights, tile_size_px=256, target_mpp=0.5, stain=StainConfig(method="none"),
+    tiles = fields.pop("tiles", TileConfig(max_tiles=SEQUOIA_EVERY_TILE))
+    return for_backbone("uni", weights, tile_size_px=256, target_mpp=0.5, tiles=tiles, stain=StainConfig(method="none"),
                         save_tile_features=True, **fields)
+
+
+# SEQUOIA clusters every tile of the tissue (their max_patches_per_slide=None): a cap no slide reaches.
+SEQUOIA_EVERY_TILE = 1_000_000
 
 
 def settings_of(config: ExtractConfig) -> "FeatureSettings":
@@ -75,8 +81,9 @@ def extract_command(config: ExtractConfig) -> str:
     """`hist2rna extract` with the options that make features as `config` does (its backbone, weights, tile
     size and scale, stain, tile features)."""
     tiles = config.tiles
+    capped = f" --max-tiles {tiles.max_tiles}" if tiles.max_tiles != TileConfig().max_tiles else ""
     return (f"hist2rna extract --backbone {config.backbone} --weights {weights_tag(config.weights)} --tile-px "
-            f"{tiles.tile_size_px} --target-mpp {tiles.target_mpp:g} --stain {config.stain.method}"
+            f"{tiles.tile_size_px} --target-mpp {tiles.target_mpp:g} --stain {config.stain.method}{capped}"
             + (" --save-tile-features" if config.save_tile_features else ""))
 
 

@@ -313,6 +313,10 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
                        max_epochs=config.max_epochs or run.train.max_epochs,
                        head=DEFAULT_HEAD, head_init=None,  # a tile's own prediction: the paper's
                        head_options=run.train.head_options if run.train.head == DEFAULT_HEAD else ())  # head on one tile
+    if run.train.head != DEFAULT_HEAD:
+        log.info("the patch-based baseline trains the paper's head on each tile (the paper's patch-based approach), "
+                 "not the run's %s head, with the run's training settings (batch %d, patience %d, <= %d epochs).",
+                 run.train.head, settings.batch_size, settings.patience, settings.max_epochs)
     batch_size, seed = settings.batch_size, settings.seed
     keras.utils.set_random_seed(seed)
     train_patients = sorted(cohort.split.index[cohort.split == "train"])

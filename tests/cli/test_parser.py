@@ -203,3 +203,15 @@ def test_every_option_has_one_home_a_config_field_or_a_shared_definition():
             elif flag in shared and home != f"options.{flag}":
                 unshared.append(f"{command} {flag}")
     assert retyped == [] and unshared == [] and homed >= 45, (retyped, unshared, homed)
+
+
+def test_head_option_given_twice_keeps_both():
+    """`--head-option clusters=4 --head-option depth=2` trained with depth 6 before (the second replaced the
+    first, unsaid): the option accumulates, and a setting given twice is refused by the head's settings."""
+    from hist2rna_tf.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--features", "f", "--expression", "e", "--labels", "l", "--out", "r",
+                                      "--head-option", "clusters=4", "--head-option", "depth=2", "heads=2"])
+    assert args.head_options == ["clusters=4", "depth=2", "heads=2"]
+    assert build_parser().parse_args(["train", "--features", "f", "--expression", "e", "--labels", "l", "--out",
+                                      "r"]).head_options == []

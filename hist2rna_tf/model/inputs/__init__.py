@@ -34,6 +34,8 @@ class InputKind:
 
     tile_features = False  # whether it reads each tile's features (extract --save-tile-features)
     predict_batch = 8  # patients (or slides) a prediction batch holds
+    # What its exports serve, in words: the head export's, the end-to-end export's.
+    serves = ("", "")
 
     def __init__(self, entry, settings, feature_dim: int):
         self.entry, self.settings, self.feature_dim = entry, settings, int(feature_dim)

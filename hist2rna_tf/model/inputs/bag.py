@@ -85,6 +85,8 @@ class Kind(InputKind):
     """Every tile of the patient's slides, one bag a patient."""
 
     tile_features = True
+    serves = ("one bag's tile features [N, F] -> genes [G] and each tile's attention [N]",
+              "tiles of one slide -> genes [G] and each tile's attention [N]")
 
     def check(self, slides: pd.DataFrame, source) -> None:
         require_tile_features(slides, source, self.head)

@@ -23,8 +23,8 @@ def too_few_tiles(slides: pd.DataFrame, k: int, source) -> None:
     if len(few):
         raise RecordError(f"{source}: {len(few)} of {len(slides)} slides have fewer tiles than the {k} clusters SEQUOIA's "
                           f"head reads (e.g. {few.index[0]}: {int(few['n_tiles'].iloc[0])} tiles); give --head-option "
-                          f"clusters={int(slides['n_tiles'].min())} or fewer, or leave those slides out (SEQUOIA "
-                          "skips them).")
+                          f"clusters={int(slides['n_tiles'].min())} or fewer, or give a features folder without those slides "
+                          "(SEQUOIA's code skips them; here none is dropped unsaid).")
 
 
 def cluster_groups(groups: list[list[str]], k: int, progress: bool = False) -> list[list[str]]:
@@ -100,6 +100,8 @@ class Kind(InputKind):
 
     tile_features = True
     predict_batch = 16
+    serves = ("one slide's K cluster means [K, F] -> genes [G]",
+              "tiles of one slide -> their features [N, F] (k-means them as the run does, then the head export)")
 
     @property
     def k(self) -> int:

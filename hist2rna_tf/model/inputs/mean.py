@@ -15,6 +15,8 @@ from hist2rna_tf.model.inputs import InputKind
 class Kind(InputKind):
     """The patient's mean tile feature."""
 
+    serves = ("N slides' or patients' mean features [N, F] -> genes [N, G]", "tiles of one slide -> genes [G]")
+
     def examples(self, means, slides, source, progress: bool = False) -> np.ndarray:
         """The patients' mean features [N, F] (float32)."""
         return self.from_means(means.to_numpy(), source)
