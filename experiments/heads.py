@@ -66,18 +66,18 @@ def compared(folders: dict[str, Path]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m experiments.heads", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", choices=BACKBONE_NAMES, default=BACKBONE, help=f"default {BACKBONE}")
+    parser.add_argument("--heads", nargs="+", choices=list(HEADS), default=list(HEADS), help="default: all")
+    parser.add_argument("--genes", default="panel", help="panel (the paper's 138, default), all, or a file")
+    args = parser.parse_args(argv)  # before TensorFlow loads: --help is instant
     import pandas as pd
 
     from hist2rna_tf.atomic import atomic_path
     from hist2rna_tf.model.crossval import crossval
     from hist2rna_tf.report.crossval import build_crossval_report
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.heads", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", choices=BACKBONE_NAMES, default=BACKBONE, help=f"default {BACKBONE}")
-    parser.add_argument("--heads", nargs="+", choices=list(HEADS), default=list(HEADS), help="default: all")
-    parser.add_argument("--genes", default="panel", help="panel (the paper's 138, default), all, or a file")
-    args = parser.parse_args(argv)
     experiment = Experiment(args.backbone, save_tile_features=True, genes=args.genes)
     inputs = replace(inputs_of(experiment, data, extract(experiment, data)), split=None)
     root = data.runs / "heads" / args.backbone

@@ -139,11 +139,6 @@ def figures(run_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> Path:
-    import pandas as pd
-
-    from hist2rna_tf.atomic import atomic_path
-    from hist2rna_tf.extract.cohort import extract_cohort
-
     parser = argparse.ArgumentParser(prog="python -m experiments.sequoia_folds", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", type=Path, required=True,
@@ -151,7 +146,12 @@ def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> Path:
     parser.add_argument("--folds", type=int, nargs="+", choices=range(FOLDS), default=list(range(FOLDS)))
     parser.add_argument("--expression", type=Path, default=data.expression,
                         help="expression table (default: TCGA's RSEM; FPKM-UQ holds the published folds to theirs)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before TensorFlow loads: --help is instant
+    import pandas as pd
+
+    from hist2rna_tf.atomic import atomic_path
+    from hist2rna_tf.extract.cohort import extract_cohort
+
     splits = read_splits(args.splits)
     features_root = data.features.with_name(data.features.name + "_sequoia")
     extract_cohort([data.slides], features_root, sequoia_features(data), None, progress=True)  # done ones skipped
