@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import types
@@ -65,9 +66,15 @@ def add_option(parser, flag: str, config, name: str, **kwargs) -> argparse.Actio
     kind = config if isinstance(config, type) else type(config)
     action = parser.add_argument(flag, dest=name, default=list(given) if isinstance(given, tuple) else given,
                                  help=field.metadata["help"].format(default=shown, **values),
-                                 **{**field_kwargs(typing.get_type_hints(kind, include_extras=True)[name]), **kwargs})
+                                 **{**field_kwargs(_hints(kind)[name]), **kwargs})
     action.home, action.help_values = f"{kind.__name__}.{name}", values
     return action
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(kind: type) -> dict:
+    """A config class's field annotations, evaluated once (the parser is built on every command)."""
+    return typing.get_type_hints(kind, include_extras=True)
 
 
 def field_kwargs(annotation) -> dict:
