@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 
 from hist2rna_tf.arguments import OneOf, Within, unwrapped
-from hist2rna_tf.config import (MAX_SEED, MAX_TILE_PX, BaselineConfig, DemoConfig, ExtractConfig,
+from hist2rna_tf.config import (MAX_TILE_PX, BaselineConfig, DemoConfig, ExtractConfig,
                                 ReportInputs, RunInputs, StainConfig, TileConfig, TrainConfig)
 
 # The library's defaults, shown in --help and used when an option is not given.
@@ -165,22 +165,6 @@ def parsed(text: str, cast, expected: str):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (tile counts, sizes, batches, epochs, devices)."""
-    value = parsed(text, int, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def seed(text: str) -> int:
-    """A seed numpy and TensorFlow take: 0 to 2**32 - 1."""
-    value = parsed(text, int, "a whole number")
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SEED}, got {value}")
-    return value
-
-
 def tile_px(text: str) -> int | str:
     """A tile size in pixels, 1 to MAX_TILE_PX, or 'trident' (the encoder's tile size in TRIDENT's README)."""
     if text == "trident":
@@ -200,28 +184,10 @@ def count(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0 (microns per pixel, watts)."""
-    value = parsed(text, float, "a number")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A fraction in (0, 1]."""
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
-    return value
-
-
-def open_fraction(text: str) -> float:
-    """A fraction in (0, 1) (some patients held back, some left to train on)."""
-    value = parsed(text, float, "a number")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
-    return value
+# The plain numbers the hand-made options take, as the config fields' (ranged): tile counts, sizes, batches,
+# epochs, devices; microns per pixel, watts.
+positive_int = ranged(int, Within(1))
+positive_float = ranged(float, Within(0, low_open=True))
 
 
 def out_folder(text: str) -> Path:

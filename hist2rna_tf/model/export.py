@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -36,7 +35,7 @@ from hist2rna_tf.errors import ExportError, Hist2RNAError
 from hist2rna_tf.extract.backbones.build import build_backbone
 from hist2rna_tf.extract.settings import FeatureSettings
 from hist2rna_tf.extract.stain.macenko import Macenko
-from hist2rna_tf.model.heads import DEFAULT_HEAD, head_settings
+from hist2rna_tf.model.heads import DEFAULT_HEAD, head_settings, settings_dict
 from hist2rna_tf.model.inputs import InputKind, input_kind
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.outputs import refuse_overlap
@@ -97,7 +96,7 @@ def head_archive(head: keras.Model, genes: list[str], kind: InputKind, feature_s
 
 def _head_metadata(kind: InputKind) -> dict:
     """The head's name and its settings (JSON): what an export's reader needs to know what it reads."""
-    return {"head": np.bytes_(kind.head), "head_settings": np.bytes_(json.dumps(asdict(kind.settings)))}
+    return {"head": np.bytes_(kind.head), "head_settings": np.bytes_(json.dumps(settings_dict(kind.settings)))}
 
 
 def export_end_to_end(backbone, head: keras.Model, genes: list[str], stain: StainConfig, out_dir: str | Path,
@@ -119,14 +118,15 @@ class SlideTiles:
         n_batches = (self.count + TILE_BATCH - 1) // TILE_BATCH
         padded = tf.pad(tiles, [[0, n_batches * TILE_BATCH - self.count], [0, 0], [0, 0], [0, 0]], constant_values=255)
         self._batches = tf.reshape(padded, [n_batches] + self._shape)
-        self._valid = tf.reshape(tf.range(n_batches * TILE_BATCH) < self.count, [n_batches, TILE_BATCH, 1])
         self._n_batches = n_batches
 
     def mean_feature(self):
         """The mean of the tiles' features [F], summed a batch at a time (never all tiles' at once)."""
+        valid = tf.reshape(tf.range(self._n_batches * TILE_BATCH) < self.count, [self._n_batches, TILE_BATCH, 1])
+
         def add_batch(total, i):
             feats = self._embed(tf.ensure_shape(self._batches[i], self._shape))
-            return total + tf.reduce_sum(tf.where(self._valid[i], feats, 0.0), axis=0)
+            return total + tf.reduce_sum(tf.where(valid[i], feats, 0.0), axis=0)
 
         total = tf.foldl(add_batch, tf.range(self._n_batches), initializer=tf.zeros([self._dim]))
         return total / tf.cast(tf.maximum(self.count, 1), tf.float32)

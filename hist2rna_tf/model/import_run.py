@@ -29,7 +29,7 @@ from hist2rna_tf.expression import read_gene_file, repeated
 from hist2rna_tf.extract.settings import (Extraction, FeatureSettings, extract_command, sequoia_extraction,
                                          settings_of)
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.heads import head_entry, head_settings, refuse_oversized, settings_dict, with_head_training
+from hist2rna_tf.model.heads import head_settings, refuse_oversized, settings_dict, with_head_training
 from hist2rna_tf.outputs import refuse_overlap
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def _evaluate(work: Path, model, genes: list[str], inputs: RunInputs, settings, 
     columns = [genes.index(g) for g in cohort.targets.columns]
     predicted = kind.predict(model, examples)[:, columns]
     keras.utils.set_random_seed(0)
-    random = kind.predict(head_entry(HEAD).load().build(dim, len(genes), settings), examples)[:, columns]
+    random = kind.predict(kind.build(len(genes)), examples)[:, columns]
     index = cohort.features.index
     runs.write_split(work, pd.Series("test", index=index), cohort.labels)
     runs.write_targets(work, cohort.targets.iloc[:0])
