@@ -13,7 +13,7 @@ Run from the repository's folder: python -m experiments.crossval_encoders
 
 from dataclasses import replace
 
-from experiments.tcga_brca import REFERENCE, TCGA, Experiment, extract, inputs_of, with_weights
+from experiments.tcga_brca import REFERENCE, TCGA, Experiment, extract, inputs_of, missing_inputs, with_weights
 
 FOLDS, SEED = 5, 0
 
@@ -50,6 +50,10 @@ def main(data: TCGA = TCGA()) -> None:
 if __name__ == "__main__":
     import argparse
 
-    argparse.ArgumentParser(prog="python -m experiments.crossval_encoders", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()  # --help: this, no run
+    parser = argparse.ArgumentParser(prog="python -m experiments.crossval_encoders", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args()  # --help: this, no run
+    if missing_inputs(TCGA()):
+        parser.exit(2, f"{parser.prog}: error: {'; '.join(missing_inputs(TCGA()))}: download them as "
+                       f"experiments/README.md says.\n")
     main()

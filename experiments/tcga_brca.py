@@ -160,15 +160,26 @@ def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> list[Path]:
                                      epilog="backbones:\n  " + "\n  ".join(map(described, BACKBONE_NAMES)),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--backbone", choices=BACKBONE_NAMES, help="one backbone")
+    which.add_argument("--backbone", choices=BACKBONE_NAMES, metavar="NAME", help="one backbone (listed below)")
     which.add_argument("--all", action="store_true", help=f"{REFERENCE} first, then every backbone with weights here")
     which.add_argument("--list", action="store_true", help="the backbones, from the catalog")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(map(described, BACKBONE_NAMES)))
         return []
+    missing = missing_inputs(data)
+    if missing:  # before any backbone is built (ImageNet weights are downloaded then)
+        parser.exit(2, f"{parser.prog}: error: {'; '.join(missing)}: download them as experiments/README.md says "
+                       f"(under {data.data}).\n")
     names = [args.backbone] if args.backbone else with_weights(data)
     return [run(experiment_for(name, data), data) for name in names]
+
+
+def missing_inputs(data: TCGA) -> list[str]:
+    """What of the experiment's inputs is not there: the slides' folder, the RSEM table, the labels."""
+    wanted = {"the slides": (data.slides, Path.is_dir), "the RNA-seq table": (data.expression, Path.is_file),
+              "the subtype labels": (data.labels, Path.is_file)}
+    return [f"{what} ({path}) not found" for what, (path, there) in wanted.items() if not there(path)]
 
 
 if __name__ == "__main__":

@@ -275,6 +275,8 @@ class ReportInputs(Checked):
     baseline: Path | None = option(None, "a `hist2rna baseline` folder: patch-based vs hist2RNA (Figure 10) and cost "
                                          "(Figure 6)")
     costs: Path | None = option(None, "CSV approach,hours,kwh (default: the --baseline's costs.csv)")
+    spatial_maps: Path | None = option(None, "a `hist2rna spatial` folder: its PNG maps are embedded in the report, "
+                                             "its QuPath objects linked")
     extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
     extra_files: dict[str, Path] = field(default_factory=dict)  # title -> a file put beside the report and linked
     title: str = "hist2RNA report"

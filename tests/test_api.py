@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import hist2rna_tf as h2r
+from hist2rna_tf.arguments import OneOf
 from hist2rna_tf.config import ExtractConfig, TrainConfig
 from hist2rna_tf.errors import ArgumentError
 from hist2rna_tf.model import runs
@@ -110,10 +111,18 @@ def test_a_bad_argument_is_one_error_naming_it_before_any_work(name, call, named
 
 
 def _configs() -> list[type]:
+    import hist2rna_tf.cli.settings as command_settings
     import hist2rna_tf.config as config
 
-    return [kind for kind in vars(config).values() if isinstance(kind, type) and dataclasses.is_dataclass(kind)
-            and issubclass(kind, config.Checked)]
+    return [kind for module in (config, command_settings) for kind in vars(module).values()
+            if isinstance(kind, type) and dataclasses.is_dataclass(kind) and issubclass(kind, config.Checked)
+            and kind.__module__ == module.__name__]
+
+
+def _fine(annotation) -> str:
+    """A value a required field of `annotation` takes: a text, or the first of its choices."""
+    limits = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, OneOf)]
+    return limits[0].choices[0] if limits else "x"
 
 
 def test_every_public_call_and_config_refuses_a_wrong_type_naming_the_argument():
@@ -134,9 +143,11 @@ def test_every_public_call_and_config_refuses_a_wrong_type_naming_the_argument()
                 with pytest.raises(ArgumentError, match=re.escape(f"{name}({parameter}={value!r})")):
                     call(**{**fine, parameter: value})
     assert {kind.__name__ for kind in _configs()} >= {"TileConfig", "StainConfig", "ExtractConfig", "TrainConfig",
-                                                       "RunInputs", "BaselineConfig", "ReportInputs", "DemoConfig"}
+                                                       "RunInputs", "BaselineConfig", "ReportInputs", "DemoConfig", "ScaleConfig",
+                                                       "SubtypeInputs", "SpatialConfig", "ImportInputs"}
     for kind in _configs():
-        required = {f.name: "x" for f in dataclasses.fields(kind)
+        hints = typing.get_type_hints(kind, include_extras=True)
+        required = {f.name: _fine(hints[f.name]) for f in dataclasses.fields(kind)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
         for field in dataclasses.fields(kind):
             with pytest.raises(ArgumentError, match=re.escape(f"{kind.__name__}({field.name}={wrong!r})")):

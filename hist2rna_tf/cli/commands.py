@@ -8,7 +8,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from hist2rna_tf.cli.options import BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TILES, TRAIN, from_args
+from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, INPUTS, REPORT, SCALE, SPATIAL, TILES,
+                                     TRAIN, from_args)
 from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, SettingsError, SpatialError
 from hist2rna_tf.outputs import refuse_overlap
@@ -21,22 +22,23 @@ def cmd_extract(args) -> int:
     from hist2rna_tf.extract.settings import for_backbone
 
     given = from_args(EXTRACT, args, skip=("stain",))  # the StainConfig is _stain's
+    scale = from_args(SCALE, args)
     config = for_backbone(args.backbone, args.weights, tile_size_px=args.tile_size_px, target_mpp=args.target_mpp,
                           tiles=from_args(TILES, args, skip=("tile_size_px", "target_mpp"), mpp_override="mpp"),
                           stain=_stain(args),
                           **{f: getattr(given, f) for f in ("batch_size", "read_threads", "save_tile_features",
                                                              "overwrite", "precision", "xla")},
-                          shard_index=args.shard[0], shard_count=args.shard[1])
-    if not args.gpus and args.ray is None:
+                          shard_index=scale.shard[0], shard_count=scale.shard[1])
+    if not args.gpus and scale.ray is None:
         log.info("TensorFlow sees no GPU here: the backbone runs on the CPU.")
     start = time.perf_counter()
-    if args.ray is None:
+    if scale.ray is None:
         results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress)
     else:
         from hist2rna_tf.extract.distributed import RayWorkers
 
-        with RayWorkers.start(config, None if args.ray == "local" else args.ray, args.cpus_per_worker,
-                              max_retries=args.max_retries) as workers:
+        with RayWorkers.start(config, None if scale.ray == "local" else scale.ray, scale.cpus_per_worker,
+                              max_retries=scale.max_retries) as workers:
             results = extract_cohort(args.slides, args.out, config, args.annotations, progress=not args.no_progress,
                                      extractor=workers)
     return _report_extraction(results, time.perf_counter() - start, args.out)
@@ -96,10 +98,11 @@ def cmd_crossval(args) -> int:
     from hist2rna_tf.model.crossval import crossval
 
     inputs, config = _training(args)
-    summary = crossval(inputs, args.out, config, folds=args.folds, seed=args.seed, progress=not args.no_progress)
+    folds = from_args(CROSSVAL, args).folds
+    summary = crossval(inputs, args.out, config, folds=folds, seed=args.seed, progress=not args.no_progress)
     mean, low, high = (summary.loc[row, "median_rho_genes"] for row in ("mean", "ci95_low", "ci95_high"))
     patients = summary.loc["mean", "median_rho_patients"]
-    print(f"{args.folds} folds: median Spearman across genes {mean:.2f} a fold (95% CI {low:.2f} to {high:.2f}), across "
+    print(f"{folds} folds: median Spearman across genes {mean:.2f} a fold (95% CI {low:.2f} to {high:.2f}), across "
           f"patients {patients:.2f}; out of fold, every patient once: {summary.loc['out_of_fold', 'median_rho_genes']:.2f} "
           f"across genes, {int(summary.loc['out_of_fold', 'genes_fdr_0.05'])} genes at FDR < 0.05. Folder: {args.out} "
           "(summary.csv, genes.csv, oof_predictions.csv, fold-<k>/)")
@@ -159,7 +162,8 @@ def cmd_export(args) -> int:
     from hist2rna_tf.model import runs
     from hist2rna_tf.model.inputs import kind_of
 
-    head_dir, full_dir = export_run(args.run, args.out, args.name, args.version, progress=not args.no_progress)
+    names = from_args(EXPORT, args)
+    head_dir, full_dir = export_run(args.run, args.out, names.name, names.version, progress=not args.no_progress)
     head, full = kind_of(runs.read_record(args.run).train.head).serves
     print(f"exported {head_dir} ({head}) and {full_dir} ({full})")
     return 0
@@ -207,11 +211,12 @@ def cmd_spatial(args) -> int:
     from hist2rna_tf.report.spatial import write_spatial_maps
     from hist2rna_tf.report.spatial_folder import OBJECTS, TILES
 
-    genes = None if args.genes == ["all"] else args.genes
+    drawn = from_args(SPATIAL, args)
+    genes = None if drawn.genes == ("all",) else list(drawn.genes)
     try:
         written, status = write_spatial_maps(args.run, args.features, args.slides, args.out, genes,
-                                             subtypes=not args.no_subtypes, thumbnail_mpp=args.thumbnail_mpp,
-                                             progress=not args.no_progress, gene_maps=not args.no_gene_maps), 0
+                                             subtypes=not drawn.no_subtypes, thumbnail_mpp=drawn.thumbnail_mpp,
+                                             progress=not args.no_progress, gene_maps=not drawn.no_gene_maps), 0
     except SpatialError as exc:  # some slides not mapped: named, the others written; exit 1 as `extract`
         print(f"error: {exc}", file=sys.stderr)
         written, status = exc.written, 1
@@ -262,14 +267,12 @@ def _print_costs(baseline: Path) -> None:
 
 def cmd_report(args) -> int:
     from hist2rna_tf.model.folds import is_crossval
-    from hist2rna_tf.report.report import build_report, map_figures, map_files
+    from hist2rna_tf.report.report import build_report
 
     if is_crossval(args.run):
         return _crossval_report(args)
 
-    inputs = replace(from_args(REPORT, args), compare=list(args.compare or []),
-                     extra_figures=map_figures(args.spatial_maps) if args.spatial_maps else {},
-                     extra_files=map_files(args.spatial_maps) if args.spatial_maps else {})
+    inputs = replace(from_args(REPORT, args), compare=list(args.compare or []))
     path = build_report(inputs, args.out, progress=not args.no_progress)
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")
     return 0

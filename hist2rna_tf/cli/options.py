@@ -14,12 +14,14 @@ import typing
 from pathlib import Path
 
 from hist2rna_tf.arguments import OneOf, Within, unwrapped
-from hist2rna_tf.config import (MAX_TILE_PX, BaselineConfig, DemoConfig, ExtractConfig,
-                                ReportInputs, RunInputs, StainConfig, TileConfig, TrainConfig)
+from hist2rna_tf.cli.settings import CrossvalConfig, ExportConfig, ScaleConfig, SpatialConfig
+from hist2rna_tf.config import (MAX_TILE_PX, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
+                                StainConfig, TileConfig, TrainConfig)
 
 # The library's defaults, shown in --help and used when an option is not given.
 TILES, EXTRACT, TRAIN, INPUTS = TileConfig(), ExtractConfig(), TrainConfig(), RunInputs("", "", "")
 BASELINE, REPORT, DEMO = BaselineConfig(), ReportInputs(run=Path(".")), DemoConfig()
+SCALE, CROSSVAL, EXPORT, SPATIAL = ScaleConfig(), CrossvalConfig(), ExportConfig(), SpatialConfig()
 
 
 class Parser(argparse.ArgumentParser):
@@ -54,20 +56,25 @@ def add_option(parser, flag: str, config, name: str, **kwargs) -> argparse.Actio
     a checked number within its range, a choice among its names, several values for a tuple); `kwargs`
     adds what the field cannot say (metavar, nargs="*" where none is a value, choices and `help_values` from
     the registries above the configs, default=None where the library takes another's default). The option's dest is the
-    field's name (from_args reads it); the action records its home (`action.home`: "Config.field")."""
-    field = {f.name: f for f in dataclasses.fields(config)}[name]
+    field's name (from_args reads it); a positional is named as its field. The action records its home
+    (`action.home`: "Config.field") and what the call said beyond the field (`action.overrides`)."""
+    field, said = {f.name: f for f in dataclasses.fields(config)}[name], set(kwargs)
     default = getattr(config, name) if not isinstance(config, type) else field.default
     given = kwargs.pop("default", default)  # where the library's default is another's (the head's epochs)
     values = kwargs.pop("help_values", {})  # what the help names from above the configs (the catalog's backbones)
+    positional = not flag.startswith("-")  # its name is the field's (argparse's dest), required unless nargs="?"
     if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # a required option
-        kwargs = {"required": True, **kwargs}
+        kwargs = kwargs if positional else {"required": True, **kwargs}
         default = given = None
     shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
     kind = config if isinstance(config, type) else type(config)
-    action = parser.add_argument(flag, dest=name, default=list(given) if isinstance(given, tuple) else given,
+    named = {} if positional else {"dest": name}
+    if positional and flag != name:
+        raise ValueError(f"positional {flag} fills {kind.__name__}.{name}: name it as the field")
+    action = parser.add_argument(flag, **named, default=list(given) if isinstance(given, tuple) else given,
                                  help=field.metadata["help"].format(default=shown, **values),
                                  **{**field_kwargs(_hints(kind)[name]), **kwargs})
-    action.home, action.help_values = f"{kind.__name__}.{name}", values
+    action.home, action.help_values, action.overrides = f"{kind.__name__}.{name}", values, said
     return action
 
 
@@ -176,16 +183,7 @@ def tile_px(text: str) -> int | str:
     return value
 
 
-def count(text: str) -> int:
-    """An integer >= 0 (retries)."""
-    value = parsed(text, int, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-# The plain numbers the hand-made options take, as the config fields' (ranged): tile counts, sizes, batches,
-# epochs, devices; microns per pixel, watts.
+# The plain numbers the shared options take, as the config fields' (ranged): tile sizes, microns per pixel.
 positive_int = ranged(int, Within(1))
 positive_float = ranged(float, Within(0, low_open=True))
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from hist2rna_tf import __version__
-from hist2rna_tf.cli.options import (BASELINE, DEMO, EXTRACT, INPUTS, REPORT, TRAIN, Parser, add_annotations,
-                                     add_features, add_mpp, add_no_progress, add_option, add_out, add_overwrite,
-                                     add_run, add_slides, add_stain_options, add_tile_options, count, hidden_alias,
-                                     out_file, out_folder, positive_float, positive_int, shard_spec)
-from hist2rna_tf.config import (CROSSVAL_FOLDS, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, STAIN_METHODS,
-                                THUMBNAIL_MPP, usable_cores)
+from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, INPUTS, REPORT, SCALE, SPATIAL, TRAIN,
+                                     Parser, add_annotations, add_features, add_mpp, add_no_progress, add_option,
+                                     add_out, add_overwrite, add_run, add_slides, add_stain_options, add_tile_options,
+                                     hidden_alias, out_file, out_folder, shard_spec)
+from hist2rna_tf.cli.settings import ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
+from hist2rna_tf.config import STAIN_METHODS, usable_cores
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
@@ -52,24 +51,16 @@ def add_extract(commands) -> None:
     add_option(run, "--batch-size", EXTRACT, "batch_size")
     add_option(run, "--read-threads", EXTRACT, "read_threads", help_values={"here": 2 * usable_cores()})
     add_option(run, "--save-tile-features", EXTRACT, "save_tile_features")
-    run.add_argument("--shard", type=shard_spec, default=(EXTRACT.shard_index, EXTRACT.shard_count), metavar="I/N",
-                     help="process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4 (default 0/1: all)")
+    add_option(run, "--shard", SCALE, "shard", type=shard_spec, nargs=None, metavar="I/N")
     add_option(run, "--overwrite", EXTRACT, "overwrite")
     add_no_progress(run)
     scale = extract.add_argument_group("Ray", "extraction on a Ray cluster (pip install 'hist2rna-tf[ray]'): one "
                                               "worker per GPU, or per --cpus-per-worker CPUs; slides dealt to free "
                                               "workers, largest first; this process writes every record and the "
                                               "manifest")
-    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                       help="--ray alone: a private Ray instance on this machine (bound to 127.0.0.1); --ray auto: "
-                            "the cluster this node belongs to; --ray HOST:PORT: that cluster's head (default: no Ray)")
-    scale.add_argument("--cpus-per-worker", type=positive_int,
-                       help=f"CPUs per worker on a cluster without GPUs (default {RAY_CPUS_PER_WORKER}, or all when fewer); "
-                            "with GPUs: "
-                            "each GPU's share of the CPUs")
-    scale.add_argument("--max-retries", type=count, default=RAY_MAX_RETRIES,
-                       help=f"times a slide is dealt again after its worker died (default {RAY_MAX_RETRIES}); a slide "
-                            "that fails for its own reason is not retried")
+    add_option(scale, "--ray", SCALE, "ray", nargs="?", const="local", metavar="ADDRESS")
+    add_option(scale, "--cpus-per-worker", SCALE, "cpus_per_worker", metavar="N")
+    add_option(scale, "--max-retries", SCALE, "max_retries", metavar="N")
     gpu = extract.add_argument_group("GPU", "options for a machine with a GPU (refused without one: both are "
                                             "slower on a CPU); features stay within float rounding (cosine >= "
                                             "0.999 per slide)")
@@ -82,13 +73,12 @@ def add_normalize(commands) -> None:
         "normalize", help="stain-normalise one image file, to see what the pipeline does to a stain",
         usage="hist2rna normalize INPUT --out OUTPUT [options]",
         description="Normalise an RGB image (PNG/JPEG/TIFF) with the chosen method and write the result.")
-    normalize.add_argument("input", type=Path, metavar="INPUT", help="the image to normalise")
+    add_option(normalize, "input", NormalizeInputs, "input", metavar="INPUT")
     add_out(normalize, "the image to write (.png keeps every grey level)", file=True, required=False)
     normalize.add_argument("output", type=out_file, nargs="?", help=argparse.SUPPRESS)  # before 0.7.0: positional
     add_stain_options(normalize)
     hidden_alias(normalize, "--method", "method", choices=STAIN_METHODS)
-    normalize.add_argument("--components", action="store_true",
-                           help="also write the H-only and E-only images (<output>_H, <output>_E; macenko variants)")
+    add_option(normalize, "--components", NormalizeInputs, "components")
 
 
 def add_train(commands) -> None:
@@ -121,8 +111,7 @@ def add_crossval(commands) -> None:
                     "same folds; re-running the same command resumes a killed crossval; `hist2rna report OUT "
                     "--compare OTHER` compares two (same patients, same folds) gene by gene.")
     add_training_options(crossval)
-    crossval.add_argument("--folds", type=int, default=CROSSVAL_FOLDS,
-                          help=f"folds (default {CROSSVAL_FOLDS}; at most the smallest subtype's patient count)")
+    add_option(crossval, "--folds", CROSSVAL, "folds")
     add_out(crossval, "crossval folder (a new one, or the same command's to resume)")
     add_no_progress(crossval, "progress bar")
 
@@ -159,14 +148,13 @@ def add_import_run(commands) -> None:
                     "--features (a folder extracted so) the run also records how to extract new slides alike; with --expression and "
                     "--labels too, the fold is evaluated on those patients (all held out: the paper's metrics and "
                     "SEQUOIA's test against the untrained model), and `hist2rna report RUN` reports it.")
-    imported.add_argument("--from", dest="source", required=True, choices=["sequoia"], help="the model's kind")
-    imported.add_argument("folder", type=Path, metavar="FOLDER", help="the downloaded model folder")
+    add_option(imported, "--from", ImportInputs, "source")
+    add_option(imported, "folder", ImportInputs, "folder", metavar="FOLDER")
     add_out(imported, "run folder to write (a new one)")
-    imported.add_argument("--genes", type=Path, metavar="FILE",
-                          help="the outputs' gene symbols in order, one a line (default: SEQUOIA's 20,820)")
+    add_option(imported, "--genes", ImportInputs, "genes", metavar="FILE")
     add_features(imported, "a features folder extracted as the model's were (UNI)", required=False)
-    imported.add_argument("--expression", type=Path, help="RNA-seq table to evaluate the model on (needs --features)")
-    imported.add_argument("--labels", type=Path, help="clinical table with a subtype column (with --expression)")
+    add_option(imported, "--expression", ImportInputs, "expression", metavar="TABLE")
+    add_option(imported, "--labels", ImportInputs, "labels", metavar="TABLE")
     add_option(imported, "--label-column", INPUTS, "label_column")
     add_no_progress(imported)
 
@@ -178,8 +166,7 @@ def add_predict(commands) -> None:
         description="Apply a trained run (or a head export) to stored features, or to slides (extracted first "
                     "with the run's own backbone, weights, tiling and stain settings, into <out>_features/ beside "
                     "the CSV: re-running resumes). Writes patients x genes.")
-    predict.add_argument("model", nargs="?", metavar="RUN",
-                         help="a training run folder, or a head SavedModel export (hist2rna export)")
+    add_option(predict, "model", PredictInputs, "model", nargs="?", metavar="RUN")
     hidden_alias(predict, "--model", "model_option")  # before 0.4.0 the run was given as --model RUN
     source = predict.add_mutually_exclusive_group(required=True)
     add_features(source, "folder of feature TFRecords (same backbone as the model)", required=False)
@@ -204,10 +191,8 @@ def add_export(commands) -> None:
                     "to cluster); the README's serving table.")
     add_run(export)
     add_out(export, "export root, e.g. saved_models (the models go in <out>/<name>[_head]/<version>/)")
-    export.add_argument("--name", help="model name, one folder name (default: the backbone's; with the head's for a "
-                                       "head other than the paper's, e.g. uni_abmil: its signature differs, so it is "
-                                       "another model, not a version)")
-    export.add_argument("--version", type=positive_int, help="version number (default: the next one free for both)")
+    add_option(export, "--name", EXPORT, "name")
+    add_option(export, "--version", EXPORT, "version")
     add_no_progress(export, "progress bar of its stages")
 
 
@@ -219,20 +204,11 @@ def add_subtype(commands) -> None:
                     "soft-voting classifier (RF, MLP, LDA, LR) on the PAM50 genes, trained on a labelled reference "
                     "cohort (e.g. TCGA RNA-seq) and applied to --expression (e.g. predicted genes); writes the call "
                     "and the class probabilities.")
-    subtype.add_argument("--expression", required=True,
-                         help="cBioPortal RSEM or samples x genes table (raw RSEM unless --no-log)")
-    subtype.add_argument("--method", choices=["centroid", "voting"], default="centroid",
-                         help="centroid (default; Parker 2009 nearest centroid) or voting (the paper's soft-voting "
-                              "classifier, trained on --reference-expression and --reference-labels)")
-    subtype.add_argument("--reference-expression",
-                         help="voting: measured RNA-seq of labelled patients to train on (raw RSEM unless "
-                              "--reference-no-log)")
-    subtype.add_argument("--reference-labels", help="voting: table with the reference patients' PAM50 subtype")
+    for flag in ("--expression", "--method", "--reference-expression", "--reference-labels"):
+        add_option(subtype, flag, SubtypeInputs, flag[2:].replace("-", "_"))
     add_option(subtype, "--label-column", INPUTS, "label_column")  # of --reference-labels
-    subtype.add_argument("--no-log", action="store_true",
-                         help="--expression is already logged (or microarray), e.g. `hist2rna predict`'s genes")
-    subtype.add_argument("--reference-no-log", action="store_true",
-                         help="--reference-expression is already logged (default: raw RSEM, as TCGA's)")
+    add_option(subtype, "--no-log", SubtypeInputs, "no_log")
+    add_option(subtype, "--reference-no-log", SubtypeInputs, "reference_no_log")
     add_out(subtype, "CSV to write", file=True)
 
 
@@ -252,15 +228,11 @@ def add_spatial(commands) -> None:
     add_run(spatial)
     add_features(spatial, "feature TFRecords with tile features")
     add_slides(spatial, "the slides (files or folders) to map")
-    spatial.add_argument("--genes", nargs="+", default=list(SPATIAL_GENES),
-                         help=f"genes to map and to measure in the QuPath objects, or 'all' (every gene of the run) "
-                              f"(default {' '.join(SPATIAL_GENES)})")
-    spatial.add_argument("--no-gene-maps", action="store_true",
-                         help="no PNG a gene (the genes stay in the CSV and the QuPath objects): e.g. with --genes all")
-    spatial.add_argument("--no-subtypes", action="store_true", help="no PAM50 call map")
+    add_option(spatial, "--genes", SPATIAL, "genes", metavar="GENE")
+    add_option(spatial, "--no-gene-maps", SPATIAL, "no_gene_maps")
+    add_option(spatial, "--no-subtypes", SPATIAL, "no_subtypes")
     add_no_progress(spatial, "progress bar")
-    spatial.add_argument("--thumbnail-mpp", type=positive_float, default=THUMBNAIL_MPP,
-                         help=f"thumbnail resolution (default {THUMBNAIL_MPP:g} um/px)")
+    add_option(spatial, "--thumbnail-mpp", SPATIAL, "thumbnail_mpp", metavar="UM_PER_PX")
     add_out(spatial, "folder for the PNGs, CSVs and GeoJSON")
 
 
@@ -309,8 +281,7 @@ def add_report(commands) -> None:
     for flag in ("--external-predictions", "--clinical", "--clinical-columns", "--run-clinical",
                  "--run-clinical-columns", "--baseline"):
         add_option(report, flag, REPORT, flag[2:].replace("-", "_"))
-    report.add_argument("--spatial-maps", type=Path,
-                        help="a `hist2rna spatial` folder: its PNG maps are embedded in the report")
+    add_option(report, "--spatial-maps", REPORT, "spatial_maps", metavar="DIR")
     add_option(report, "--costs", REPORT, "costs")
     add_option(report, "--n-boot", REPORT, "n_boot")
     add_out(report, "HTML file (default <run>/report/report.html)", file=True, required=False)

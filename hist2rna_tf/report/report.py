@@ -103,7 +103,7 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
     read = {"RUN": run, "--compare": inputs.compare, "--baseline": inputs.baseline,
             "--external-predictions": inputs.external_predictions, "--clinical": inputs.clinical,
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
-            "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs}
+            "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs, "--spatial-maps": inputs.spatial_maps}
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
     record = evaluated_record(run)
     given = _read_inputs(inputs)
@@ -158,9 +158,10 @@ def _read_inputs(inputs: ReportInputs) -> _Given:
     costs = inputs.costs or inputs.baseline
     if costs:
         given.costs = _costs(Path(costs))
-    for title, path in inputs.extra_figures.items():
+    maps = (map_figures(inputs.spatial_maps), map_files(inputs.spatial_maps)) if inputs.spatial_maps else ({}, {})
+    for title, path in {**inputs.extra_figures, **maps[0]}.items():
         given.figures[title] = _read_bytes(path)
-    for title, path in inputs.extra_files.items():
+    for title, path in {**inputs.extra_files, **maps[1]}.items():
         given.files[title] = Path(path).name, _read_bytes(path)
     return given
 

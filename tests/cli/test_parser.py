@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hist2rna_tf.cli import main
 from hist2rna_tf.report.spatial_folder import TILES
 
@@ -88,7 +90,7 @@ def test_report_options_reach_the_report(monkeypatch, tmp_path):
     assert (inputs.external_predictions, inputs.clinical, inputs.clinical_columns) == (
         Path("p.csv"), Path("c.csv"), Path("c.json"))
     assert (inputs.run_clinical, inputs.run_clinical_columns, inputs.n_boot) == (Path("rc.csv"), Path("rc.json"), 7)
-    assert list(inputs.extra_figures.values()) == [maps / "s1_ESR1.png"] and seen["out"] == tmp_path / "r.html"
+    assert inputs.spatial_maps == maps and seen["out"] == tmp_path / "r.html"
 
 
 def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
@@ -102,107 +104,115 @@ def test_earlier_option_names_are_still_accepted(monkeypatch, tmp_path):
     assert main(["predict", "--features", "f", "--out", str(tmp_path / "p.csv")]) == 2  # no model at all
 
 
-def test_every_option_of_a_config_field_defaults_to_the_field():
-    """Each option that fills a field of the library's configs (options.from_args: dest == field name, or
-    renamed) has that field's default, derived here from the dataclass itself (None where the library's
-    default depends on the backbone or the head, or a list where the field holds a tuple), and, where the field
-    carries the option's help (config.option), that help."""
+def _commands():
     import argparse
-    import dataclasses
 
     from hist2rna_tf.cli import build_parser
-    from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig,
-                                    TileConfig, TrainConfig)
-    from hist2rna_tf.model.heads import with_head_training
 
-    configs = {"extract": [ExtractConfig, TileConfig, StainConfig], "normalize": [StainConfig],
-               "train": [RunInputs, TrainConfig],
-               "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
-               "demo": [DemoConfig]}
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    checked, with_help = [], []
-    for command, classes in configs.items():
-        actions = {a.dest: a for a in commands.choices[command]._actions if a.help != argparse.SUPPRESS}
-        for cls in classes:
-            for field in dataclasses.fields(cls):
-                action = actions.get({"mpp_override": "mpp"}.get(field.name, field.name))
-                if action is None or not action.option_strings or field.name == "stain":  # --stain: its method
-                    continue
-                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                    assert action.required, (command, action.option_strings[0])  # no default: the user gives it
-                    continue
-                default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-                default = tuple(default) if isinstance(default, list) else default
-                given = tuple(action.default) if isinstance(action.default, list) else action.default
-                if isinstance(given, str) and action.type is not None:  # argparse types a str default too
-                    given = action.type(given)
-                if given is None and default is not None and field.name == "max_epochs":  # the head's: the paper's here
-                    assert with_head_training(TrainConfig()).max_epochs == default and str(default) in action.help
-                    continue
-                assert given == default or (given is None and field.name in ("tile_size_px", "target_mpp",
-                                                                             "read_threads")), (
-                    command, action.option_strings[0], given, default)
-                if "help" in field.metadata:  # the field carries the option's help too (config.option)
-                    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-                    assert action.help == field.metadata["help"].format(default=shown, **action.help_values), (
-                        action.option_strings[0])
-                    with_help.append(action.option_strings[0])
-                checked.append(f"{command} {action.option_strings[0]}")
-    assert commands.choices["extract"]._option_string_actions["--stain"].default == StainConfig().method
-    import inspect
+    return commands.choices
 
-    from hist2rna_tf.model.crossval import crossval
-    assert (commands.choices["crossval"]._option_string_actions["--folds"].default
-            == inspect.signature(crossval).parameters["folds"].default)
-    assert len(checked) >= 30 and len(set(with_help)) >= 25, (checked, with_help)
+
+def _arguments(parser):
+    """A command's visible options and positionals (not --help, not the hidden aliases of old names)."""
+    import argparse
+
+    return [a for a in parser._actions if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
 
 
 def test_every_option_has_one_home_a_config_field_or_a_shared_definition():
-    """An option that fills a config field (with the field's help: config.option) is made from that field by
-    `add_option` (its default, help, type and range the field's: `action.home` names it), never retyped;
-    `--out`, `--features`, `--slides`, `--no-progress`, `--overwrite`, `--annotations` and `--mpp` are each
-    defined once (options.py) for every command, unless they are a config's field (the demo's --out,
-    extract's --overwrite)."""
-    import argparse
+    """Every option and positional of every command is made in one place, recorded as `action.home`: a
+    config field (by `add_option`, "Config.field") or, for `--out`, `--features`, `--slides`,
+    `--no-progress`, `--overwrite`, `--annotations`, `--mpp` and RUN, its one definition in options.py
+    (unless it is a config's field: the demo's --out, extract's --overwrite)."""
+    shared = ("--out", "--features", "--slides", "--no-progress", "--overwrite", "--annotations", "--mpp")
+    homeless, unshared, fields = [], [], 0
+    for command, parser in _commands().items():
+        for action in _arguments(parser):
+            name = (action.option_strings or [action.dest])[0]
+            home = getattr(action, "home", None)
+            if home is None:
+                homeless.append(f"{command} {name}")
+            elif home.startswith("options."):
+                unshared += [] if name in shared or home == "options.RUN" else [f"{command} {name}"]
+            else:
+                fields += 1
+    assert homeless == [] and unshared == [] and fields >= 90, (homeless, unshared, fields)
+
+
+def test_every_option_of_a_config_field_is_made_from_the_field():
+    """An option whose home is a config field takes, from the field: its default (a tuple as the list argparse
+    collects; None only where the call says the library's default is another's: the backbone's tile size,
+    the head's epochs), its help (config.option; `{default}` shown), whether it is required (no default),
+    and what its annotation takes (a flag, a checked number in its range, a choice, several values), unless
+    the call said otherwise (`action.overrides`)."""
     import dataclasses
+    import inspect
     import typing
 
-    from hist2rna_tf.cli import build_parser
-    from hist2rna_tf.cli.options import field_kwargs, out_file, out_folder, tile_px
-    from hist2rna_tf.config import (BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs, StainConfig,
-                                    TileConfig, TrainConfig)
+    import hist2rna_tf.cli.settings as settings
+    import hist2rna_tf.config as config
+    from hist2rna_tf.cli.options import field_kwargs
+    from hist2rna_tf.model.crossval import crossval
+    from hist2rna_tf.model.heads import with_head_training
 
-    configs = {"extract": [ExtractConfig, TileConfig, StainConfig], "normalize": [StainConfig],
-               "train": [RunInputs, TrainConfig],
-               "crossval": [RunInputs, TrainConfig], "baseline": [BaselineConfig], "report": [ReportInputs],
-               "demo": [DemoConfig]}
-    shared = ("--out", "--features", "--slides", "--no-progress", "--overwrite", "--annotations", "--mpp")
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    retyped, unshared, homed = [], [], 0
-    for command, parser in commands.choices.items():
-        for action in parser._actions:
-            if not action.option_strings or action.help == argparse.SUPPRESS:
+    checked = 0
+    for command, parser in _commands().items():
+        for action in _arguments(parser):
+            home = getattr(action, "home", "")
+            if home.startswith("options.") or not home:
                 continue
-            flag, home = action.option_strings[0], getattr(action, "home", None)
-            fields = {f"{cls.__name__}.{f.name}": (cls, f) for cls in configs.get(command, [])
-                      for f in dataclasses.fields(cls) if "help" in f.metadata}
-            owner = next((key for key in fields if key.split(".")[1] == action.dest), None)
-            if owner is not None:
-                if home != owner:
-                    retyped.append(f"{command} {flag}")
+            kind_name, name = home.split(".")
+            kind = getattr(config, kind_name, None) or getattr(settings, kind_name)
+            field = {f.name: f for f in dataclasses.fields(kind)}[name]
+            where = (command, (action.option_strings or [action.dest])[0])
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                assert action.required and action.default is None, where  # no default: the user gives it
+                shown = None
+            else:
+                default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+                given = tuple(action.default) if isinstance(action.default, list) else action.default
+                if "default" in action.overrides:
+                    assert given is None and name in ("tile_size_px", "target_mpp", "max_epochs"), where
+                    if name == "max_epochs":  # the head's: the paper's here
+                        assert with_head_training(config.TrainConfig()).max_epochs == default
+                else:
+                    assert given == (tuple(default) if isinstance(default, list) else default), (where, given)
+                shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+            assert action.help == field.metadata["help"].format(default=shown, **action.help_values), where
+            annotation = typing.get_type_hints(kind, include_extras=True)[name]
+            for key, value in field_kwargs(annotation).items():
+                if key in action.overrides:
                     continue
-                cls, field = fields[owner]  # what it takes: the field's annotation's (its type, range, choices)
-                for key, value in field_kwargs(typing.get_type_hints(cls, include_extras=True)[field.name]).items():
-                    found = getattr(action, key, None)
-                    # a checked number is made afresh; a path to write is checked writable; a tile size takes trident
-                    same = (found.__name__ == value.__name__ or found in (out_folder, out_file, tile_px)
-                            if key == "type" else
-                            found == value or (key == "nargs" and found == "*") or key == "action")
-                    assert same, (command, flag, key, found, value)
-                homed += 1
-            elif flag in shared and home != f"options.{flag}":
-                unshared.append(f"{command} {flag}")
-    assert retyped == [] and unshared == [] and homed >= 45, (retyped, unshared, homed)
+                found = getattr(action, key, None)
+                if key == "type":  # a checked number is made afresh for each option
+                    assert found.__name__ == value.__name__, (where, found)
+                elif key == "action":
+                    assert action.nargs == 0 and action.const is True, where  # store_true
+                else:
+                    assert found == value, (where, key, found, value)
+            checked += 1
+    assert checked >= 90
+    folds = _commands()["crossval"]._option_string_actions["--folds"]
+    assert folds.default == inspect.signature(crossval).parameters["folds"].default
+    assert _commands()["extract"]._option_string_actions["--stain"].default == config.StainConfig().method
+
+
+def test_option_types_refuse_what_the_field_refuses():
+    """A number out of its field's range is refused when parsed, worded from its annotation; a choice
+    outside its names too: the new homes (extract's --max-retries, spatial's --thumbnail-mpp, export's
+    --version, subtype's --method) as the old."""
+    from hist2rna_tf.cli import build_parser
+
+    for argv, said in ((["extract", "--slides", "s", "--out", "o", "--max-retries", "-1"], "must be at least 0"),
+                       (["spatial", "r", "--features", "f", "--slides", "s", "--out", "o", "--thumbnail-mpp", "0"],
+                        "must be above 0"),
+                       (["export", "r", "--out", "o", "--version", "0"], "must be at least 1"),
+                       (["subtype", "--expression", "e", "--out", "o.csv", "--method", "knn"], "invalid choice")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)
+    args = build_parser().parse_args(["extract", "--slides", "s", "--out", "o", "--shard", "1/4", "--ray"])
+    assert tuple(args.shard) == (1, 4) and args.ray == "local" and args.max_retries == 3
 
 
 def test_head_option_given_twice_keeps_both():

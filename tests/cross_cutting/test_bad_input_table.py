@@ -608,7 +608,7 @@ def _refused(args: list[str], capsys, *named: str) -> str:
     ("--max-tiles", "0", "at least 1"), ("--tile-px", "-3", "at least 1"), ("--batch-size", "many", "whole number"),
     ("--mpp", "0", "above 0"), ("--mpp", "-0.5", "above 0"), ("--target-mpp", "nan", "expected a finite number"),
     ("--min-region-fraction", "0", "must be in (0, 1], got 0"), ("--min-region-fraction", "1.5", "(0, 1]"),
-    ("--shard", "4/4", "0 <= i < n"), ("--read-threads", "0", "at least 1"), ("--max-retries", "-1", "0 or more"),
+    ("--shard", "4/4", "0 <= i < n"), ("--read-threads", "0", "at least 1"), ("--max-retries", "-1", "at least 0"),
     ("--cpus-per-worker", "0", "at least 1")])
 def test_nonsensical_extraction_arguments_are_refused_at_parse_time(tmp_path, capsys, flag, value, named):
     _refused(["extract", "--slides", str(tmp_path), "--out", str(tmp_path / "out"), "--weights", "none",

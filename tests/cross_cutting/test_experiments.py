@@ -46,12 +46,21 @@ def test_each_backbone_runs_on_the_reference_runs_patients(backbone, tmp_path, m
     assert data.data == EXPERIMENTS.parent / "data" / "tcga_brca"
     ran = []
     monkeypatch.setitem(script["main"].__globals__, "run", lambda experiment, data: ran.append(experiment) or "run")
-    assert script["main"](["--backbone", backbone], data) == ["run"] and ran == [experiment]
+    assert script["main"](["--backbone", backbone], _downloaded(script, tmp_path)) == ["run"] and ran == [experiment]
+
+
+def _downloaded(script, tmp_path, **kwargs):
+    """The experiment's data, as if downloaded under tmp_path (empty files: nothing reads them here)."""
+    data = script["TCGA"](data=tmp_path / "tcga_brca", **kwargs)
+    data.slides.mkdir(parents=True)
+    data.expression.write_text("Hugo_Symbol\n")
+    data.labels.write_text("patient\n")
+    return data
 
 
 def test_all_runs_the_reference_first_then_every_backbone_with_weights(tmp_path, monkeypatch, capsys):
     script = _tcga_brca(tmp_path, monkeypatch)
-    data = script["TCGA"](encoder_weights=tmp_path / "weights")
+    data = _downloaded(script, tmp_path, encoder_weights=tmp_path / "weights")
     (tmp_path / "weights" / "uni").mkdir(parents=True)
     (tmp_path / "weights" / "uni" / "pytorch_model.bin").write_bytes(b"")
     ran = []
@@ -59,6 +68,21 @@ def test_all_runs_the_reference_first_then_every_backbone_with_weights(tmp_path,
     script["main"](["--all"], data)
     assert ran == ["efficientnetv2s", "regnety320", "densenet201", "inceptionv3", "resnet50", "uni"]
     assert "virchow2: no weights at" in capsys.readouterr().out
+
+
+def test_missing_data_is_named_before_any_backbone_is_built(tmp_path, monkeypatch, capsys):
+    """Without the TCGA data the experiment stops at once, naming each missing input and where the README
+    says to get it (before, ImageNet weights were downloaded first, then extraction found no slides)."""
+    script = _tcga_brca(tmp_path, monkeypatch)
+    data = script["TCGA"](data=tmp_path / "tcga_brca")
+    (tmp_path / "tcga_brca").mkdir()
+    data.labels.write_text("patient\n")
+    monkeypatch.setitem(script["main"].__globals__, "run", lambda *a: pytest.fail("ran without its data"))
+    with pytest.raises(SystemExit) as stop:
+        script["main"](["--backbone", "resnet50"], data)
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1 and "experiments/README.md" in said
+    assert "the slides" in said and "the RNA-seq table" in said and "the subtype labels" not in said
 
 
 def test_the_backbones_are_described_from_the_catalog(tmp_path, monkeypatch, capsys):

@@ -113,10 +113,8 @@ def test_every_input_adds_its_section(synthetic_run, cohort_files, tmp_path):
     save(tile_value_map(np.zeros((8, 8, 3), np.uint8), 1.0, 1.0, pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}),
                         "ESR1", "s1"), maps / "s1_ESR1.png")
     pd.DataFrame({"x": [0], "y": [0], "ESR1": [1.0]}).to_csv(maps / f"s1{TILES}", index=False)  # as spatial writes
-    from hist2rna_tf.report.report import map_figures
-
     out = build_report(ReportInputs(run=run, compare=[baseline], external_predictions=predictions, clinical=clinical,
-                                    baseline=baseline, extra_figures=map_figures(maps), n_boot=20),
+                                    baseline=baseline, spatial_maps=maps, n_boot=20),
                        tmp_path / "report" / "report.html")
     headings = _headings(out.read_text())
     assert all(_has(headings, s) for s in (*ALWAYS, *OPTIONAL)), headings

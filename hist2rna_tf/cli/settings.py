@@ -1,0 +1,101 @@
+"""The settings of the commands whose library calls take plain arguments (normalize, crossval's folds,
+import-run, predict, export, subtype, spatial, extract's shards and Ray): plain frozen dataclasses, each
+field one option's default, help and type (options.add_option), as config.py's configs are; the command
+bodies (commands.py) pass their values to the library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from hist2rna_tf.arguments import Count, OneOf, PositiveFloat, PositiveInt
+from hist2rna_tf.config import (CROSSVAL_FOLDS, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, THUMBNAIL_MPP,
+                                Checked, option, required_option)
+
+
+@dataclass(frozen=True)
+class ScaleConfig(Checked):
+    """How `extract` spreads a cohort: a shard of it in this process, or over a Ray cluster (extract/distributed.py)."""
+
+    shard: tuple[int, int] = option((0, 1), "process every N-th slide starting at I (0-based), e.g. 0/4 .. 3/4 "
+                                            "(default 0/1: all)")
+    ray: str | None = option(None, "--ray alone: a private Ray instance on this machine (bound to 127.0.0.1); --ray "
+                                   "auto: the cluster this node belongs to; --ray HOST:PORT: that cluster's head "
+                                   "(default: no Ray)")
+    cpus_per_worker: PositiveInt | None = option(None, f"CPUs per worker on a cluster without GPUs (default "
+                                                       f"{RAY_CPUS_PER_WORKER}, or all when fewer); with GPUs: each "
+                                                       "GPU's share of the CPUs")
+    max_retries: Count = option(RAY_MAX_RETRIES, "times a slide is dealt again after its worker died (default "
+                                                 "{default}); a slide that fails for its own reason is not retried")
+
+
+@dataclass(frozen=True)
+class NormalizeInputs(Checked):
+    """`hist2rna normalize`: one image, and whether its stain components are written too."""
+
+    input: Path = required_option("the image to normalise")
+    components: bool = option(False, "also write the H-only and E-only images (<output>_H, <output>_E; macenko "
+                                     "variants)")
+
+
+@dataclass(frozen=True)
+class CrossvalConfig(Checked):
+    """`hist2rna crossval`'s folds (model/crossval.py; the training settings are TrainConfig's)."""
+
+    folds: int = option(CROSSVAL_FOLDS, "folds (default {default}; at most the smallest subtype's patient count)")
+
+
+@dataclass(frozen=True)
+class ImportInputs(Checked):
+    """`hist2rna import-run`: a published model's folder (model/import_run.py) and what to evaluate it on."""
+
+    source: Annotated[str, OneOf(("sequoia",))] = required_option("the model's kind")
+    folder: Path = required_option("the downloaded model folder")
+    genes: Path | None = option(None, "the outputs' gene symbols in order, one a line (default: SEQUOIA's 20,820)")
+    expression: Path | None = option(None, "RNA-seq table to evaluate the model on (needs --features)")
+    labels: Path | None = option(None, "clinical table with a subtype column (with --expression)")
+
+
+@dataclass(frozen=True)
+class PredictInputs(Checked):
+    """`hist2rna predict`'s model (model/predict.py's Predictor reads either)."""
+
+    model: str | None = option(None, "a training run folder, or a head SavedModel export (hist2rna export)")
+
+
+@dataclass(frozen=True)
+class ExportConfig(Checked):
+    """`hist2rna export`'s name and version of the two SavedModels (model/export.py's export_run)."""
+
+    name: str | None = option(None, "model name, one folder name (default: the backbone's; with the head's for a head "
+                                    "other than the paper's, e.g. uni_abmil: its signature differs, so it is another "
+                                    "model, not a version)")
+    version: PositiveInt | None = option(None, "version number (default: the next one free for both)")
+
+
+@dataclass(frozen=True)
+class SubtypeInputs(Checked):
+    """`hist2rna subtype` (analysis/subtype.py's subtype_table): the expression to call, and how."""
+
+    expression: str = required_option("cBioPortal RSEM or samples x genes table (raw RSEM unless --no-log)")
+    method: Annotated[str, OneOf(("centroid", "voting"))] = option(
+        "centroid", "centroid (default; Parker 2009 nearest centroid) or voting (the paper's soft-voting classifier, "
+                    "trained on --reference-expression and --reference-labels)")
+    reference_expression: str | None = option(None, "voting: measured RNA-seq of labelled patients to train on (raw "
+                                                    "RSEM unless --reference-no-log)")
+    reference_labels: str | None = option(None, "voting: table with the reference patients' PAM50 subtype")
+    no_log: bool = option(False, "--expression is already logged (or microarray), e.g. `hist2rna predict`'s genes")
+    reference_no_log: bool = option(False, "--reference-expression is already logged (default: raw RSEM, as TCGA's)")
+
+
+@dataclass(frozen=True)
+class SpatialConfig(Checked):
+    """What `hist2rna spatial` draws (report/spatial.py's write_spatial_maps)."""
+
+    genes: tuple[str, ...] = option(SPATIAL_GENES, "genes to map and to measure in the QuPath objects, or 'all' "
+                                                   "(every gene of the run) (default {default})")
+    no_gene_maps: bool = option(False, "no PNG a gene (the genes stay in the CSV and the QuPath objects): e.g. with "
+                                       "--genes all")
+    no_subtypes: bool = option(False, "no PAM50 call map")
+    thumbnail_mpp: PositiveFloat = option(THUMBNAIL_MPP, "thumbnail resolution (default {default} um/px)")
