@@ -86,3 +86,7 @@ class ClaimedElsewhere(Exception):
     def __init__(self, holder: str, done: bool = False):
         super().__init__(holder)
         self.done = done
+
+
+class SpotError(Hist2RNAError):
+    """A spatial transcriptomics sample (HEST-1k, Space Ranger) that cannot be read as given."""

@@ -1,0 +1,106 @@
+"""Synthetic spatial transcriptomics samples for the tests: a HEST-1k sample as downloaded, a Space
+Ranger output folder, both over one small pyramidal H&E-coloured image, spots on Visium's hexagonal
+grid (100 um apart), counts that follow the image under each spot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import sparse
+
+GENES = ["ESR1", "PGR", "ERBB2", "MKI67", "KRT5", "FOXA1", "GATA3", "ACTB"]
+
+
+def image(size=(2000, 1600), seed=0) -> np.ndarray:
+    """A smooth random pink-and-purple RGB image (uint8 [height, width, 3])."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 1, (size[1] // 100 + 2, size[0] // 100 + 2, 3))
+    big = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize(size, Image.Resampling.BICUBIC), float)
+    pink = np.array([230, 150, 200]) * (1 - big / 400) + rng.normal(0, 6, big.shape)
+    return np.clip(pink, 0, 255).astype(np.uint8)
+
+
+def hex_centres(size=(2000, 1600), mpp=0.25, pitch_um=100.0, margin_px=60) -> np.ndarray:
+    """Visium's grid: rows pitch * sqrt(3)/2 apart, every other row shifted half a pitch (x, y px)."""
+    pitch = pitch_um / mpp
+    rows = np.arange(margin_px, size[1] - margin_px, pitch * np.sqrt(3) / 2)
+    return np.array([(x, y) for r, y in enumerate(rows)
+                     for x in np.arange(margin_px + (pitch / 2 if r % 2 else 0), size[0] - margin_px, pitch)])
+
+
+def counts_under(picture: np.ndarray, centres: np.ndarray, genes=GENES, seed=0) -> sparse.csr_matrix:
+    """Poisson counts whose rates follow the mean colour under each spot (gene g on channel g % 3)."""
+    rng = np.random.default_rng(seed)
+    means = np.array([picture[max(0, int(y) - 50):int(y) + 50, max(0, int(x) - 50):int(x) + 50].mean((0, 1))
+                      for x, y in centres])
+    rates = np.stack([(255 - means[:, g % 3]) / 10 * (1 + g % 4) for g in range(len(genes))], axis=1)
+    return sparse.csr_matrix(rng.poisson(rates).astype(np.float32))
+
+
+def barcodes(n: int) -> np.ndarray:
+    bases = np.array(list("ACGT"))
+    return np.array(["".join(bases[(i // 4 ** np.arange(16)) % 4]) + "-1" for i in range(n)])
+
+
+def write_hest_sample(root: Path, sample_id: str = "SYN1", mpp: float = 0.25, size=(2000, 1600), seed=0,
+                      genes=GENES, metadata: dict | None = None) -> dict:
+    """A HEST-1k download folder's files of one sample (st/, wsis/, metadata/); returns what it holds."""
+    import anndata
+
+    from hist2rna_tf.demo.cohort import write_pyramid_tiff
+
+    root = Path(root)
+    for folder in ("st", "wsis", "metadata"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    picture, centres = image(size, seed), hex_centres(size, mpp)
+    counts, codes = counts_under(picture, centres, genes, seed), barcodes(len(centres))
+    write_pyramid_tiff(picture, root / "wsis" / f"{sample_id}.tif", mpp)
+    adata = anndata.AnnData(counts, obs=pd.DataFrame(index=codes), var=pd.DataFrame(index=list(genes)))
+    adata.obsm["spatial"] = centres
+    adata.write_h5ad(root / "st" / f"{sample_id}.h5ad")
+    meta = {"pixel_size_um_estimated": mpp, "spot_diameter": 55.0, "inter_spot_dist": 100.0,
+            **(metadata or {})}
+    (root / "metadata" / f"{sample_id}.json").write_text(json.dumps(meta))
+    return {"image": picture, "centres": centres, "counts": counts, "barcodes": codes, "genes": list(genes)}
+
+
+def write_spaceranger(folder: Path, image_path: Path, sample: dict, mpp: float = 0.25, old_positions=False,
+                      extra_positions: int = 0) -> Path:
+    """A Space Ranger output folder of `sample` (write_hest_sample's): the 10x HDF5 counts, the tissue
+    positions (Space Ranger 2's CSV, or 1.x's headerless list), the scale factors and a hires image."""
+    import h5py
+
+    folder = Path(folder)
+    (folder / "spatial").mkdir(parents=True, exist_ok=True)
+    by_barcode = sparse.csc_matrix(sample["counts"].T.astype(np.int32))
+    with h5py.File(folder / "filtered_feature_bc_matrix.h5", "w") as f:
+        m = f.create_group("matrix")
+        m["data"], m["indices"], m["indptr"] = by_barcode.data, by_barcode.indices, by_barcode.indptr
+        m["shape"] = np.array(by_barcode.shape)
+        m["barcodes"] = np.char.encode(sample["barcodes"].astype(str), "ascii")
+        features = m.create_group("features")
+        features["name"] = np.char.encode(np.array(sample["genes"]), "ascii")
+        features["id"] = np.char.encode(np.array([f"ENSG{i:011d}" for i in range(len(sample["genes"]))]), "ascii")
+        features["feature_type"] = np.char.encode(np.array(["Gene Expression"] * len(sample["genes"])), "ascii")
+    x, y = sample["centres"][:, 0], sample["centres"][:, 1]
+    rows = pd.DataFrame({"barcode": sample["barcodes"], "in_tissue": 1, "array_row": 0, "array_col": 0,
+                         "pxl_row_in_fullres": np.round(y).astype(int), "pxl_col_in_fullres": np.round(x).astype(int)})
+    outside = pd.DataFrame({"barcode": [f"OUT{i:013d}-1" for i in range(extra_positions)], "in_tissue": 0,
+                            "array_row": 0, "array_col": 0, "pxl_row_in_fullres": 5, "pxl_col_in_fullres": 5})
+    rows = pd.concat([rows, outside], ignore_index=True)
+    if old_positions:
+        rows.to_csv(folder / "spatial" / "tissue_positions_list.csv", header=False, index=False)
+    else:
+        rows.to_csv(folder / "spatial" / "tissue_positions.csv", index=False)
+    hires = 0.1
+    (folder / "spatial" / "scalefactors_json.json").write_text(json.dumps(
+        {"spot_diameter_fullres": 55.0 / mpp, "tissue_hires_scalef": hires, "tissue_lowres_scalef": hires / 4,
+         "fiducial_diameter_fullres": 89.5 / mpp}))
+    picture = sample["image"]
+    Image.fromarray(picture).resize((round(picture.shape[1] * hires), round(picture.shape[0] * hires))).save(
+        folder / "spatial" / "tissue_hires_image.png")
+    return folder
