@@ -104,3 +104,39 @@ def write_spaceranger(folder: Path, image_path: Path, sample: dict, mpp: float =
     Image.fromarray(picture).resize((round(picture.shape[1] * hires), round(picture.shape[0] * hires))).save(
         folder / "spatial" / "tissue_hires_image.png")
     return folder
+
+
+def write_bench_task(folder: Path, n_samples: int = 4, spots: int = 120, dim: int = 300, genes=GENES[:6],
+                     seed: int = 0) -> Path:
+    """A HEST-Bench task folder (splits/, var_50genes.json, adata/) and its embeddings folder
+    (`<folder>/embeddings/<id>.h5`, as HEST-Benchmark writes them): each spot's embedding carries its
+    expression through a random linear map plus noise, so a probe predicts it. Splits leave one
+    sample out each (the first two)."""
+    import anndata
+
+    from hist2rna_tf.spots.hest import write_embeddings
+
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    for sub in ("splits", "adata", "patches", "embeddings"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    mix = rng.normal(size=(len(genes), dim))
+    ids = [f"SYN{i}" for i in range(n_samples)]
+    for k, sample_id in enumerate(ids):
+        rates = np.exp(rng.normal(1.0, 0.8, (spots, len(genes))))
+        counts = rng.poisson(rates).astype(np.float32)
+        features = np.log1p(counts) @ mix + rng.normal(0, 5.0, (spots, dim))
+        codes = barcodes(spots + k * 1000)[k * 1000:]
+        adata = anndata.AnnData(sparse.csr_matrix(counts), obs=pd.DataFrame(index=codes),
+                                var=pd.DataFrame(index=list(genes)))
+        adata.write_h5ad(folder / "adata" / f"{sample_id}.h5ad")
+        coords = rng.integers(0, 5000, (spots, 2))
+        write_embeddings(folder / "embeddings" / f"{sample_id}.h5", features[::-1].astype(np.float32),
+                         codes[::-1], coords)  # another order than the counts': read by barcode
+    (folder / "var_50genes.json").write_text(json.dumps({"genes": list(genes)[::-1]}))
+    for i, held in enumerate(ids[:2]):
+        rows = lambda chosen: pd.DataFrame({"sample_id": chosen, "patches_path": [f"patches/{s}.h5" for s in chosen],
+                                            "expr_path": [f"adata/{s}.h5ad" for s in chosen]})
+        rows([s for s in ids if s != held]).to_csv(folder / "splits" / f"train_{i}.csv", index=False)
+        rows([held]).to_csv(folder / "splits" / f"test_{i}.csv", index=False)
+    return folder

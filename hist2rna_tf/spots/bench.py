@@ -1,7 +1,7 @@
 """HEST-Benchmark's probe, as HEST runs it (src/hest/bench/benchmark.py and trainer.py, read as a
 reference): for each split of a task, the training samples' spot embeddings standardised and reduced
-by PCA (fit on the training split, `latent_dim` components, `random_state` the seed) and cast to
-float32 (their `torch.Tensor`), a ridge regression (lsqr, alpha = 100 / (D x G), no intercept, at most
+by PCA (fit on the training split, `latent_dim` components, `random_state` the seed) and rounded to
+float32 (their `torch.Tensor`; the ridge computes in float64), a ridge regression (lsqr, alpha = 100 / (D x G), no intercept, at most
 1,000 iterations) onto log1p of the task's genes, then Pearson's r of each gene over the test split's
 spots; across splits, each gene's mean and standard deviation and the mean and standard deviation of
 the split means.
@@ -122,8 +122,10 @@ def probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: 
     if config.latent_dim is not None:
         pipe = Pipeline([("scaler", StandardScaler()), ("PCA", PCA(n_components=config.latent_dim,
                                                                    random_state=config.seed))])
-        x_train = np.asarray(pipe.fit_transform(x_train), np.float32)
-        x_test = np.asarray(pipe.transform(x_test), np.float32)
+        # their torch.Tensor: float32, which scikit-learn does not recognise as a dtype, so the ridge
+        # converts it to its first choice, float64 (rounded to float32, computed in float64)
+        x_train = np.asarray(pipe.fit_transform(x_train), np.float32).astype(np.float64)
+        x_test = np.asarray(pipe.transform(x_test), np.float32).astype(np.float64)
     ridge = Ridge(solver="lsqr", alpha=100 / (x_train.shape[1] * y_train.shape[1]), random_state=config.seed,
                   fit_intercept=False, max_iter=config.max_iter)
     predicted = ridge.fit(x_train, y_train).predict(x_test)
@@ -154,3 +156,38 @@ def merged_splits(results: list[dict]) -> dict:
     means = [result["pearson_mean"] for result in results]
     return {"pearson_corrs": sorted(genes, key=itemgetter("mean"), reverse=True), "pearson_mean": np.mean(means),
             "pearson_std": np.std(means), "mean_per_split": means}
+
+
+def run_task(task: str | Path, embeddings: str | Path, out: str | Path, config: ProbeConfig = ProbeConfig(),
+             progress: bool = False) -> dict:
+    """Every split of `task` on the embeddings in `embeddings` (`<sample_id>.h5` each), written as HEST
+    writes them: `<out>/split<i>/results.json` and `<out>/results_kfold.json` (JSON, keys sorted, indent
+    4), and `<out>/pearson_by_gene.csv` (a row a gene: its r per split, mean, std). Returns the merged
+    results."""
+    from hist2rna_tf.atomic import atomic_path
+    from hist2rna_tf.progress import bar
+
+    task, embeddings, out = Path(task), Path(embeddings), Path(out)
+    genes = task_genes(task, config.gene_list)
+    results = []
+    for split in bar(task_splits(task), desc="splits", unit="split", enabled=progress):
+        x_train, y_train = split_arrays(split.train, embeddings, genes)
+        x_test, y_test = split_arrays(split.test, embeddings, genes)
+        result, _ = probe(x_train, y_train, x_test, y_test, genes, config)
+        _write_json(out / f"split{split.index}" / "results.json", result)
+        results.append(result)
+    merged = merged_splits(results)
+    _write_json(out / "results_kfold.json", merged)
+    table = pd.DataFrame([{"gene": g["name"], **{f"split{i}": r for i, r in enumerate(g["pearson_corrs"])},
+                           "mean": g["mean"], "std": g["std"]} for g in merged["pearson_corrs"]])
+    with atomic_path(out / "pearson_by_gene.csv") as temporary:
+        table.to_csv(temporary, index=False)
+    return merged
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from hist2rna_tf.atomic import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(json.dumps(data, sort_keys=True, indent=4))
