@@ -306,6 +306,32 @@ class DemoConfig(Checked):
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
 
 
+@dataclass(frozen=True)
+class HestBenchConfig(Checked):
+    """HEST-Benchmark on a task (spots/hest_bench.py): the encoders, how their patches are embedded, and
+    the probe (HEST's BenchmarkConfig defaults: PCA to 256, seed 1)."""
+
+    backbones: tuple[str, ...] = required_option("the backbones to benchmark, side by side (e.g. uni virchow2 "
+                                                 "h-optimus-0 resnet50)")
+    weights: tuple[str, ...] = option(("imagenet",), "one per backbone, or one for all: imagenet, none (random: "
+                                                     "testing only) or a weights file, as `extract --weights` "
+                                                     "(default {default})")
+    stain: Annotated[str, OneOf(STAIN_METHODS)] = option("none", "stain normalisation of the patches (default "
+                                                                 "{default}, as HEST)")
+    batch_size: PositiveInt = option(32, "patches per backbone batch (default {default})")
+    latent_dim: PositiveInt = option(256, "PCA components before the ridge (default {default}, HEST's)")
+    seed: Seed = option(1, "the PCA's random_state and the ridge's (default {default}, HEST's)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.weights) not in (1, len(self.backbones)):
+            raise ArgumentError(f"HestBenchConfig(weights={self.weights!r}): give one weights value for all "
+                                f"{len(self.backbones)} backbones, or one each.")
+
+    def weights_of(self, backbone: str) -> str:
+        return self.weights[0] if len(self.weights) == 1 else self.weights[self.backbones.index(backbone)]
+
+
 # Cross-validation's folds unless told (model/crossval.py, `hist2rna crossval --folds`).
 CROSSVAL_FOLDS = 5
 

@@ -119,9 +119,11 @@ def _configs() -> list[type]:
             and kind.__module__ == module.__name__]
 
 
-def _fine(annotation) -> str:
-    """A value a required field of `annotation` takes: a text, or the first of its choices."""
+def _fine(annotation):
+    """A value a required field of `annotation` takes: a text, the first of its choices, or a tuple of one text."""
     limits = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, OneOf)]
+    if typing.get_origin(annotation) is tuple:
+        return ("x",)
     return limits[0].choices[0] if limits else "x"
 
 

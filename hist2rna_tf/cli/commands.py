@@ -227,6 +227,24 @@ def cmd_spatial(args) -> int:
     return status
 
 
+def cmd_hest_bench(args) -> int:
+    from hist2rna_tf.config import HestBenchConfig
+    from hist2rna_tf.spots.hest_bench import PUBLISHED_SOURCE, hest_benchmark
+
+    refuse_overlap(args.out, {"TASK": args.task})
+    config = from_args(HestBenchConfig(backbones=("efficientnetv2s",)), args)
+    table = hest_benchmark(args.task, args.out, config, progress=not args.no_progress)
+    ours, theirs = table[table["source"] != PUBLISHED_SOURCE], table[table["source"] == PUBLISHED_SOURCE]
+    for row in ours.itertuples():
+        print(f"{row.model}: mean Pearson {row.pearson_mean:.4f} (std over splits {row.pearson_std:.4f})")
+    if len(theirs):
+        best = theirs.sort_values("pearson_mean", ascending=False).head(3)
+        print(f"HEST's published figures for {Path(args.task).name} ({PUBLISHED_SOURCE}): "
+              + ", ".join(f"{r.model} {r.pearson_mean:.4f}" for r in best.itertuples()) + ", ...")
+    print(f"table: {Path(args.out) / 'hest_bench.csv'} (and .png); per gene: {Path(args.out) / 'results'}/<backbone>/")
+    return 0
+
+
 def _crossval_report(args) -> int:
     """`hist2rna report CROSSVAL [--compare CROSSVAL ...]`: the crossval's report and, for each other,
     which predicts better and whether the difference is significant."""
@@ -320,6 +338,8 @@ def _print_demo(result, head: str) -> None:
 
 COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,
             "import-run": cmd_import_run, "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
+            "hest-bench": cmd_hest_bench,
             "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
 # The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
-TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "baseline", "demo"}
+TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "hest-bench",
+                       "baseline", "demo"}

@@ -9,8 +9,8 @@ from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, 
                                      Parser, add_annotations, add_features, add_mpp, add_no_progress, add_option,
                                      add_out, add_overwrite, add_run, add_slides, add_stain_options, add_tile_options,
                                      hidden_alias, out_file, out_folder, shard_spec)
-from hist2rna_tf.cli.settings import ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
-from hist2rna_tf.config import STAIN_METHODS, usable_cores
+from hist2rna_tf.cli.settings import HestBenchInputs, ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
+from hist2rna_tf.config import STAIN_METHODS, HestBenchConfig, usable_cores
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log debug detail, and TensorFlow's own start-up and C++ log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_extract, add_normalize, add_train, add_crossval, add_import_run, add_predict, add_export,
-                add_subtype, add_spatial, add_baseline, add_report, add_demo):
+                add_subtype, add_spatial, add_hest_bench, add_baseline, add_report, add_demo):
         add(commands)
     return parser
 
@@ -234,6 +234,30 @@ def add_spatial(commands) -> None:
     add_no_progress(spatial, "progress bar")
     add_option(spatial, "--thumbnail-mpp", SPATIAL, "thumbnail_mpp", metavar="UM_PER_PX")
     add_out(spatial, "folder for the PNGs, CSVs and GeoJSON")
+
+
+def add_hest_bench(commands) -> None:
+    bench = commands.add_parser(
+        "hest-bench", help="HEST-Benchmark on a task folder with any of the tool's encoders, as HEST runs it",
+        usage="hist2rna hest-bench TASK --backbone NAME [NAME ...] --weights W [W ...] --out DIR [options]",
+        description="HEST-Benchmark (Jaume et al., NeurIPS 2024) exactly as HEST's benchmark.py runs it: each "
+                    "sample's patches (patches/<id>.h5: 224 px at 0.5 um/px around each spot) embedded by each "
+                    "backbone into <out>/embeddings/<backbone>/<id>.h5 (HEST's embeddings files: its code reads "
+                    "ours; a re-run keeps them), then per split log1p of the task's 50 genes, StandardScaler + "
+                    "PCA fit on the training samples, ridge (lsqr, alpha 100/(D x G), no intercept) and Pearson's "
+                    "r per gene on the test sample; <out>/results/<backbone>/ holds HEST's results_kfold.json, "
+                    "each split's results.json and pearson_by_gene.csv. <out>/hest_bench.csv and .png set the "
+                    "backbones side by side with HEST's published figures for the task (their README, labelled "
+                    "theirs). Download a task with HEST's instructions (huggingface.co/datasets/MahmoodLab/hest-bench).")
+    add_option(bench, "task", HestBenchInputs, "task", metavar="TASK")
+    add_option(bench, "--backbone", HestBenchConfig, "backbones", metavar="NAME")
+    add_option(bench, "--weights", HestBenchConfig, "weights", metavar="W")
+    add_out(bench, "output folder (embeddings/, results/, hest_bench.csv, hest_bench.png)")
+    add_option(bench, "--stain", HestBenchConfig, "stain")
+    add_option(bench, "--batch-size", HestBenchConfig, "batch_size")
+    add_option(bench, "--latent-dim", HestBenchConfig, "latent_dim")
+    add_option(bench, "--seed", HestBenchConfig, "seed")
+    add_no_progress(bench)
 
 
 def add_baseline(commands) -> None:

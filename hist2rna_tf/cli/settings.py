@@ -99,3 +99,11 @@ class SpatialConfig(Checked):
                                        "--genes all")
     no_subtypes: bool = option(False, "no PAM50 call map")
     thumbnail_mpp: PositiveFloat = option(THUMBNAIL_MPP, "thumbnail resolution (default {default} um/px)")
+
+
+@dataclass(frozen=True)
+class HestBenchInputs(Checked):
+    """`hist2rna hest-bench`'s task (spots/hest_bench.py; the rest is config.HestBenchConfig)."""
+
+    task: Path = required_option("a HEST-Bench task folder, as HEST's download lays it out (bench_data/<TASK>: "
+                                 "splits/, adata/, patches/, var_50genes.json), e.g. bench_data/IDC")

@@ -75,6 +75,18 @@ def _samples(task: Path, path: Path) -> dict[str, Path]:
     return {str(s): task / str(e) for s, e in zip(table["sample_id"], table["expr_path"])}
 
 
+def task_patches(task: str | Path) -> dict[str, Path]:
+    """Every sample of the task's splits -> its patches file (the splits' patches_path)."""
+    found = {}
+    for path in sorted((Path(task) / "splits").glob("*.csv")):
+        table = pd.read_csv(path)
+        if "patches_path" not in table:
+            raise SpotError(f"{path}: no column patches_path; a HEST-Bench split names sample_id, patches_path "
+                            "and expr_path.")
+        found.update({str(s): Path(task) / str(p) for s, p in zip(table["sample_id"], table["patches_path"])})
+    return found
+
+
 def task_genes(task: str | Path, gene_list: str = HEST_GENE_LIST) -> list[str]:
     path = Path(task) / gene_list
     try:
