@@ -66,11 +66,14 @@ def building_folder(target: str | Path, replace: bool = True):
 @contextmanager
 def building_files(folder: str | Path, name: str, last: str | None = None, keep=()):
     """Yield an empty folder beside `folder/name` to write files in; on success each is moved into
-    `folder` (an existing file of the same name replaced; `last` moved last, e.g. the HTML page that
-    links the others), on failure none is. For outputs that share a folder with other files (a
-    report written into a folder of the user's). A file that would replace one of `keep` (the
-    command's inputs) stops it before any is moved: OutputError."""
+    `folder` (`last` moved last, e.g. the HTML page that links the others), on failure none is. For
+    outputs that share a folder with other files (a report written into a folder of the user's): the
+    files moved in are listed in `.<name>.files`, and a file of the same name replaced only when the
+    previous build of `name` listed it (or, built before the list was kept, when `last` is there);
+    another file in the way, or one of `keep` (the command's inputs), stops it before any is moved:
+    OutputError."""
     folder = Path(folder)
+    listing = folder / f".{name}.files"
     with _aside(folder / name) as work:
         yield work
         kept = {os.path.realpath(p) for p in keep}
@@ -78,8 +81,21 @@ def building_files(folder: str | Path, name: str, last: str | None = None, keep=
         if clash:
             raise OutputError(f"{folder / clash[0]}: an input of this command, which its output would replace; "
                                   "write the output to another folder.")
-        for path in sorted(work.iterdir(), key=lambda p: p.name == last):
+        built = _listed(listing) if listing.is_file() else None
+        ours = built if built is not None else ({p.name for p in work.iterdir()} if last and (folder / last).is_file()
+                                                else set())
+        foreign = sorted(p.name for p in work.iterdir() if (folder / p.name).exists() and p.name not in ours)
+        if foreign:
+            raise OutputError(f"{folder}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                              f"this output did not write and would replace; write it to a folder of its own.")
+        names = sorted(p.name for p in work.iterdir())
+        (work / listing.name).write_text("".join(f"{n}\n" for n in names))
+        for path in sorted(work.iterdir(), key=lambda p: (p.name == last, p.name == listing.name)):
             os.replace(path, folder / path.name)
+
+
+def _listed(listing: Path) -> set[str]:
+    return {line for line in listing.read_text().splitlines() if line}
 
 
 @contextmanager

@@ -255,7 +255,8 @@ def log2_expression(table: pd.DataFrame, source: str = "expression table", missi
                               "non-negative RSEM values. Is the table already logged or z-scored?")
     if np.nanmax(values, initial=0.0) < 30:
         log.warning("%s: the largest value is %.3g; raw RSEM reaches thousands. Is it already logged? "
-                    "log2(1+x) is applied regardless.", source, np.nanmax(values, initial=0.0))
+                    "log2(1+x) is applied regardless (a logged table, e.g. `hist2rna predict`'s genes: `hist2rna subtype` takes "
+                    "--no-log; training needs raw RSEM).", source, np.nanmax(values, initial=0.0))
     return np.log2(1.0 + table.astype(float))
 
 

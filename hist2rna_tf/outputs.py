@@ -97,6 +97,29 @@ def refuse_replacing(out: PathLike, overwrite: bool, what: str, held: Callable[[
                       f"(or an empty folder). Give a new or empty {flag}.")
 
 
+def refuse_replacing_file(out: PathLike, overwrite: bool, flag: str = "--out") -> None:
+    """Before any work: a file output `out` may be new, or replaced only with `overwrite` (a file of the
+    user's is never replaced unasked); a folder there is refused."""
+    out = Path(out)
+    if out.is_dir():
+        raise OutputError(f"{flag} {out} is a folder; give a file name.")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{flag} {out} exists; give another {flag}, or --overwrite to replace it.")
+
+
+def refuse_foreign_files(out: PathLike, ours: Callable[[Path], bool], what: str, flag: str = "--out") -> None:
+    """Before any work: a folder that several runs of a command fill (`hist2rna spatial`'s) may hold only
+    what `ours` says that command wrote there (a re-run replaces those); another file there is refused,
+    named, so that no file of the user's is replaced."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    foreign = sorted(p for p in out.iterdir() if not p.name.startswith(".") and not ours(p))
+    if foreign:
+        raise OutputError(f"{flag} {out} holds {describe(foreign)}, which {what} did not write; give a new or empty "
+                          f"{flag}, or one {what} wrote.")
+
+
 def describe(entries: list[Path], shown: int = 3) -> str:
     """"2 files/folders (a.txt, sub/)": what a folder holds, in a few names."""
     names = [p.name + ("/" if p.is_dir() else "") for p in entries[:shown]]

@@ -40,12 +40,34 @@ def _warnings_as_log_lines():
         warnings.showwarning = shown
 
 
+# The inputs a command reads, by option dest and as the user names them: checked to exist before
+# TensorFlow starts (seconds), so that a mistyped path is said at once.
+INPUTS = {"run": "RUN", "model": "RUN", "input": "INPUT", "folder": "FOLDER", "task": "TASK", "features": "--features",
+          "slides": "--slides", "annotations": "--annotations", "expression": "--expression", "labels": "--labels",
+          "split": "--split", "head_init": "--head-init"}
+
+
+def missing_inputs(args) -> str | None:
+    """"--features x: no such file or folder" for the first input path of `args` that is not there."""
+    from pathlib import Path
+
+    for dest, name in INPUTS.items():
+        value = getattr(args, dest, None)
+        for path in value if isinstance(value, list) else [value]:
+            if path and not Path(path).exists():
+                return f"{name} {path}: no such file or folder; check the path."
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command in TENSORFLOW_COMMANDS:
+            missing = missing_inputs(args)
+            if missing:
+                raise Hist2RNAError(missing)
             from hist2rna_tf.tfenv import start_tensorflow
 
             args.gpus = start_tensorflow(verbose=args.verbose)

@@ -12,7 +12,7 @@ from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, 
                                      TRAIN, from_args)
 from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, SettingsError, SpatialError
-from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.outputs import refuse_overlap, refuse_replacing_file
 
 log = logging.getLogger("hist2rna_tf")
 
@@ -77,7 +77,7 @@ def cmd_normalize(args) -> int:
     if bool(args.out) == bool(args.output):
         raise Hist2RNAError("give the output once: `hist2rna normalize INPUT --out OUTPUT`.")
     written, stained = normalise_image_file(args.input, args.out or args.output, _stain(args),
-                                            components=args.components)
+                                            components=args.components, overwrite=args.overwrite)
     if not stained:
         print(f"{args.input}: too little stain to estimate; written unchanged.")
     print("wrote " + ", ".join(map(str, written)))
@@ -136,6 +136,7 @@ def cmd_predict(args) -> int:
                             "run folder or a head export).")
     refuse_overlap(args.out, {"RUN": args.model or args.model_option, "--features": args.features,
                               "--slides": args.slides, "--annotations": args.annotations}, may_hold=("RUN",))
+    refuse_replacing_file(args.out, args.overwrite)
     predictor = Predictor(args.model or args.model_option)
     if predictor.trained_on_random_weights:
         print("warning: the model was trained on features of a backbone with random weights (--weights none): "
@@ -195,6 +196,7 @@ def cmd_subtype(args) -> int:
 
     refuse_overlap(args.out, {"--expression": args.expression, "--reference-expression": args.reference_expression,
                               "--reference-labels": args.reference_labels})
+    refuse_replacing_file(args.out, args.overwrite)
     calls = subtype_table(args.expression, args.method, args.reference_expression, args.reference_labels,
                           args.label_column, logged=args.no_log, reference_logged=args.reference_no_log)
     write_table(calls, args.out)

@@ -9,6 +9,7 @@ import difflib
 import functools
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,10 +25,26 @@ BASELINE, REPORT, DEMO = BaselineConfig(), ReportInputs(run=Path(".")), DemoConf
 SCALE, CROSSVAL, EXPORT, SPATIAL = ScaleConfig(), CrossvalConfig(), ExportConfig(), SpatialConfig()
 
 
+_INVALID_CHOICE = re.compile(r"argument COMMAND: invalid choice: '([^']*)'")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but an unknown option is named (with the nearest known one) before a required
     option it may be a typo of is missed: `--slidez x` says "did you mean --slides", not "--slides is
     required"."""
+
+    def error(self, message: str):
+        """One line, naming the fix (argparse prints its whole usage block first): an unknown command
+        with the nearest known one."""
+        choice = _INVALID_CHOICE.match(message)
+        if choice and self._subparsers:
+            close = difflib.get_close_matches(choice.group(1), list(self._commands()), n=1)
+            message = f"unknown command {choice.group(1)!r}" + (f": did you mean {close[0]}?" if close else "")
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def _commands(self) -> list[str]:
+        return [name for action in self._actions if isinstance(action, argparse._SubParsersAction)
+                for name in action.choices]
 
     def parse_known_args(self, args=None, namespace=None):
         if args is not None and not self._subparsers:  # a command's own options
@@ -45,8 +62,7 @@ class Parser(argparse.ArgumentParser):
             if flag in known or sum(k.startswith(flag) for k in known if k.startswith("--")) == 1:
                 continue  # argparse takes a unique prefix too
             close = difflib.get_close_matches(flag, [k for k in known if k.startswith("--")], n=1)
-            self.error(f"unrecognised option {flag}" + (f": did you mean {close[0]}?" if close else
-                                                        f"; see `{self.prog} --help`"))
+            self.error(f"unrecognised option {flag}" + (f": did you mean {close[0]}?" if close else ""))
 
 
 def add_option(parser, flag: str, config, name: str, **kwargs) -> argparse.Action:
@@ -229,9 +245,11 @@ def _shared(parser, flag: str, **kwargs) -> argparse.Action:
     return action
 
 
-def add_out(parser, what: str, file: bool = False, required: bool = True) -> argparse.Action:
-    """`--out`: the folder (or, `file`, the file) a command writes, checked writable when parsed."""
-    return _shared(parser, "--out", type=out_file if file else out_folder, required=required, help=what)
+def add_out(parser, what: str, file: bool = False, required: bool = True, metavar: str | None = None) -> argparse.Action:
+    """`--out`: the folder (DIR) or, `file`, the file (FILE, or `metavar`) a command writes, checked
+    writable when parsed."""
+    return _shared(parser, "--out", type=out_file if file else out_folder, required=required, help=what,
+                   metavar=metavar or ("FILE" if file else "DIR"))
 
 
 def add_features(parser, what: str, required: bool = True) -> argparse.Action:

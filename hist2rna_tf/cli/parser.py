@@ -35,7 +35,7 @@ def add_extract(commands) -> None:
     extract = commands.add_parser(
         "extract", help="slides -> one mean feature vector per slide (TFRecords)",
         description="Tile each slide's tumour region, normalise the stain, embed each tile with a frozen "
-                    "ImageNet backbone and store the per-slide mean as <out>/<backbone>/<slide_id>.tfrecord. "
+                    "backbone (the paper's ImageNet CNNs or a pathology encoder) and store the per-slide mean as <out>/<backbone>/<slide_id>.tfrecord. "
                     "Re-running resumes; manifest.csv lists every slide the folder has seen: done, skipped "
                     "(already done), failed (with the reason) or pending (an interrupted run's); "
                     "extract_config.json beside it records the settings the features were made with.")
@@ -71,7 +71,7 @@ def add_extract(commands) -> None:
 def add_normalize(commands) -> None:
     normalize = commands.add_parser(
         "normalize", help="stain-normalise one image file, to see what the pipeline does to a stain",
-        usage="hist2rna normalize INPUT --out OUTPUT [options]",
+        usage="hist2rna normalize INPUT --out FILE [options]",
         description="Normalise an RGB image (PNG/JPEG/TIFF) with the chosen method and write the result.")
     add_option(normalize, "input", NormalizeInputs, "input", metavar="INPUT")
     add_out(normalize, "the image to write (.png keeps every grey level)", file=True, required=False)
@@ -79,6 +79,7 @@ def add_normalize(commands) -> None:
     add_stain_options(normalize)
     hidden_alias(normalize, "--method", "method", choices=STAIN_METHODS)
     add_option(normalize, "--components", NormalizeInputs, "components")
+    add_overwrite(normalize, "image (and its components)")
 
 
 def add_train(commands) -> None:
@@ -139,7 +140,8 @@ def add_import_run(commands) -> None:
     imported = commands.add_parser(
         "import-run", help="a published model (a SEQUOIA fold from the hub) -> a run folder (predict, export, spatial, "
                            "report)",
-        usage="hist2rna import-run --from sequoia FOLDER --out RUN [--features DIR [--expression TABLE --labels TABLE]]",
+        usage="hist2rna import-run --from sequoia FOLDER --out DIR [--features DIR [--expression TABLE --labels TABLE]] "
+              "[options]",
         description="Turn a SEQUOIA fold downloaded from the Hugging Face hub (`huggingface-cli download "
                     "gevaertlab/sequoia-brca-0 --local-dir FOLDER`: config.json + model.safetensors) into a run folder "
                     "that stands alone: its linearised transformer in Keras with the fold's weights, its 20,820 genes "
@@ -174,7 +176,8 @@ def add_predict(commands) -> None:
                required=False)
     add_annotations(predict, "QuPath GeoJSON folder for --slides")
     add_mpp(predict, "--slides files that carry none")
-    add_out(predict, "CSV to write (patients x genes)", file=True)
+    add_out(predict, "CSV to write (patients x genes)", file=True, metavar="CSV")
+    add_overwrite(predict, "CSV")
     add_no_progress(predict)
 
 
@@ -204,12 +207,14 @@ def add_subtype(commands) -> None:
                     "soft-voting classifier (RF, MLP, LDA, LR) on the PAM50 genes, trained on a labelled reference "
                     "cohort (e.g. TCGA RNA-seq) and applied to --expression (e.g. predicted genes); writes the call "
                     "and the class probabilities.")
-    for flag in ("--expression", "--method", "--reference-expression", "--reference-labels"):
-        add_option(subtype, flag, SubtypeInputs, flag[2:].replace("-", "_"))
+    for flag, metavar in (("--expression", "TABLE"), ("--method", None), ("--reference-expression", "TABLE"),
+                          ("--reference-labels", "TABLE")):
+        add_option(subtype, flag, SubtypeInputs, flag[2:].replace("-", "_"), **({"metavar": metavar} if metavar else {}))
     add_option(subtype, "--label-column", INPUTS, "label_column")  # of --reference-labels
     add_option(subtype, "--no-log", SubtypeInputs, "no_log")
     add_option(subtype, "--reference-no-log", SubtypeInputs, "reference_no_log")
-    add_out(subtype, "CSV to write", file=True)
+    add_out(subtype, "CSV to write", file=True, metavar="CSV")
+    add_overwrite(subtype, "CSV")
 
 
 def add_spatial(commands) -> None:
@@ -302,12 +307,12 @@ def add_report(commands) -> None:
                     "signed-rank over genes), printed too.")
     add_run(report, "a training run folder (hist2rna train --out) or a crossval folder (hist2rna crossval --out)")
     add_option(report, "--compare", REPORT, "compare", metavar="RUN")
-    for flag in ("--external-predictions", "--clinical", "--clinical-columns", "--run-clinical",
-                 "--run-clinical-columns", "--baseline"):
-        add_option(report, flag, REPORT, flag[2:].replace("-", "_"))
+    for flag, metavar in (("--external-predictions", "CSV"), ("--clinical", "TABLE"), ("--clinical-columns", "JSON"),
+                          ("--run-clinical", "TABLE"), ("--run-clinical-columns", "JSON"), ("--baseline", "DIR")):
+        add_option(report, flag, REPORT, flag[2:].replace("-", "_"), metavar=metavar)
     add_option(report, "--spatial-maps", REPORT, "spatial_maps", metavar="DIR")
-    add_option(report, "--costs", REPORT, "costs")
-    add_option(report, "--n-boot", REPORT, "n_boot")
+    add_option(report, "--costs", REPORT, "costs", metavar="CSV")
+    add_option(report, "--n-boot", REPORT, "n_boot", metavar="N")
     add_out(report, "HTML file (default <run>/report/report.html)", file=True, required=False)
     add_no_progress(report, "progress bar of its stages")
 

@@ -158,7 +158,8 @@ def _read_inputs(inputs: ReportInputs) -> _Given:
     costs = inputs.costs or inputs.baseline
     if costs:
         given.costs = _costs(Path(costs))
-    maps = (map_figures(inputs.spatial_maps), map_files(inputs.spatial_maps)) if inputs.spatial_maps else ({}, {})
+    maps = ((map_figures(inputs.spatial_maps, _roles(inputs.run)), map_files(inputs.spatial_maps))
+            if inputs.spatial_maps else ({}, {}))
     for title, path in {**inputs.extra_figures, **maps[0]}.items():
         given.figures[title] = _read_bytes(path)
     for title, path in {**inputs.extra_files, **maps[1]}.items():
@@ -391,10 +392,20 @@ def map_files(folder: str | Path) -> dict[str, Path]:
             for slide, path in SpatialFolder(Path(folder)).object_files().items()}
 
 
-def map_figures(folder: str | Path) -> dict[str, Path]:
-    """Title -> PNG for every map in a `hist2rna spatial` folder (for the report)."""
+def map_figures(folder: str | Path, roles: dict[str, str] | None = None) -> dict[str, Path]:
+    """Title -> PNG for every map in a `hist2rna spatial` folder (for the report); `roles`: patient ->
+    'train' or 'test' (the run's split), said in each title."""
+    from hist2rna_tf.barcodes import patient_id
+
     maps = SpatialFolder(Path(folder)).maps()
     if not maps:
         raise Hist2RNAError(f"{folder}: no PNG maps; run `hist2rna spatial ... --out {folder}` first.")
-    return {f"Spatial map (beyond the paper): {slide}, "
+    said = {"train": " (a training patient)", "test": " (held out)"}
+    return {f"Spatial map (beyond the paper): {slide}{said.get((roles or {}).get(patient_id(slide)), '')}, "
             f"{'PAM50 call per tile' if what == SUBTYPES else 'predicted ' + what}": path for slide, what, path in maps}
+
+
+def _roles(run: Path) -> dict[str, str]:
+    """patient -> 'train' / 'test' of a run (none for a run without a split, e.g. imported)."""
+    path = runs.split_path(run)
+    return runs.read_split(run).to_dict() if path.is_file() else {}

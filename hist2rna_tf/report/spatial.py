@@ -32,7 +32,7 @@ from hist2rna_tf.extract.records import read_record, record_files
 from hist2rna_tf.extract.slides import SlideRef, find_slides, open_slide, read_thumbnail
 from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.model.runs import training_reference
-from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.outputs import refuse_foreign_files, refuse_overlap
 from hist2rna_tf.progress import bar
 from hist2rna_tf.report.figures import save, tile_call_map, tile_value_map
 from hist2rna_tf.report.qupath import write_tile_objects
@@ -154,7 +154,12 @@ class SpatialMapper:
         genes = list(predictor.genes) if genes is None else genes
         unknown = [g for g in genes if g not in predictor.genes]
         if unknown:
-            raise Hist2RNAError(f"genes {unknown} are not among the model's genes (e.g. {predictor.genes[:3]}).")
+            import difflib
+
+            close = {g: difflib.get_close_matches(g, list(predictor.genes), n=1) for g in unknown}
+            hints = [f"{g} (did you mean {c[0]}?)" if c else g for g, c in close.items()]
+            raise Hist2RNAError(f"--genes: {', '.join(hints)} not among the run's {len(predictor.genes)} genes "
+                                f"(its genes.txt lists them).")
         reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
         voting = None
         if subtypes:
@@ -208,6 +213,9 @@ def write_spatial_maps(run_dir: str | Path, features: str | Path, slides: list[s
     naming each slide that could not be mapped (not a slide, not in `features`, no tile features,
     other settings) after the others are written."""
     refuse_overlap(out_dir, {"RUN": run_dir, "--features": features, "--slides": slides}, may_hold=("RUN",))
+    mapped_before = SpatialFolder(Path(out_dir)).slides() if Path(out_dir).is_dir() else []
+    refuse_foreign_files(out_dir, lambda p: any(p.name.startswith(f"{s}_") for s in mapped_before),
+                         "`hist2rna spatial`")
     mapper = SpatialMapper.for_run(run_dir, genes, subtypes, thumbnail_mpp, gene_maps)
     records = {Path(f).stem: Path(f) for f in record_files(features)}
     given = find_slides(slides)
@@ -250,6 +258,6 @@ def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, referenc
     outside = (values < low - margin) | (values > high + margin)
     if outside.any():
         log.warning("%s: %d of %d tiles predict %s outside the training patients' range %.1f-%.1f log2 by more than "
-                    "its width (from %.1f to %.1f): tile values extrapolate from a head trained on whole slides; read "
+                    "its width (the tiles predict %.1f to %.1f): tile values extrapolate from a head trained on whole slides; read "
                     "the map's colours with care.", slide_id, int(outside.sum()), len(values), gene, low, high,
                     float(values.min()), float(values.max()))

@@ -34,6 +34,14 @@ def _train(w, *extra) -> list[str]:
             "--labels", str(w["cohort"] / "clinical.csv"), "--max-epochs", "1", *extra]
 
 
+def _user_file(w, name: str) -> Path:
+    """A file of the user's under the work folder (its folders made)."""
+    path = w["root"] / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("patient_id,mine\nP1,1\n")
+    return path
+
+
 # id, the command (of the work folders), what must keep every byte (of the work folders), text of the one error line
 CASES = [
     ("train --overwrite onto a folder of the user's files",
@@ -73,6 +81,19 @@ CASES = [
                 "--clinical", str(shutil.copy(w["cohort"] / "clinical.csv", w["root"] / "c.csv")),
                 "--out", str(w["root"] / "c.csv")],
      lambda w: [w["root"] / "c.csv"], ["is the input --clinical"]),
+    ("predict --out a CSV of the user's",
+     lambda w: ["predict", str(w["run"]), "--features", str(w["features"]), "--out", str(_user_file(w, "mine.csv"))],
+     lambda w: [w["root"] / "mine.csv"], ["mine.csv exists", "--overwrite to replace it"]),
+    ("subtype --out a CSV of the user's",
+     lambda w: ["subtype", "--expression", str(w["cohort"] / "expression.csv"), "--out", str(_user_file(w, "m.csv"))],
+     lambda w: [w["root"] / "m.csv"], ["m.csv exists", "--overwrite"]),
+    ("report --out a folder of the user's whose files share the report's table names",
+     lambda w: ["report", str(w["run"]), "--n-boot", "5", "--out", str(_user_file(w, "proj/genes.csv").parent / "r.html")],
+     lambda w: [w["root"] / "proj"], ["holds genes.csv, which this output did not write"]),
+    ("spatial --out a folder of the user's",
+     lambda w: ["spatial", str(w["run"]), "--features", str(w["features"]), "--slides",
+                str(w["cohort"] / "slides" / "demo-01.tiff"), "--out", str(_user_file(w, "maps/demo-01_PAM50.png").parent)],
+     lambda w: [w["root"] / "maps"], ["holds 1 entry (demo-01_PAM50.png), which `hist2rna spatial` did not write"]),
     ("extract --out the slides folder",
      lambda w: ["extract", "--slides", str(shutil.copytree(w["cohort"] / "slides", w["root"] / "slides")), "--out",
                 str(w["root"] / "slides"), "--backbone", str(w["root"].parent / "tiny.keras"), "--weights", "none"],
@@ -106,6 +127,25 @@ def test_normalize_never_writes_over_its_input(tcga_tiles, tmp_path, capsys):
         assert status == 2 and "is the input INPUT" in err, err
         assert snapshot(image) == before
     assert run(["normalize", str(image), "--out", str(tmp_path / "out.png"), "--components"], capsys)[0] == 0
+    mine = snapshot(tmp_path / "out_H.png")  # now the user's: not replaced unasked, replaced when asked
+    status, err = run(["normalize", str(image), "--out", str(tmp_path / "out.png"), "--components"], capsys)
+    assert status == 2 and "exists; give another --out, or --overwrite" in err and snapshot(tmp_path / "out_H.png") == mine
+    assert run(["normalize", str(image), "--out", str(tmp_path / "out.png"), "--components", "--overwrite"],
+               capsys)[0] == 0
+
+
+def test_a_file_output_is_replaced_when_asked_and_a_report_or_maps_folder_by_its_own_rerun(work, capsys):
+    """--overwrite replaces the CSV; a report and spatial maps written again into their own folder replace
+    their own files (not the user's)."""
+    mine = _user_file(work, "mine.csv")
+    assert run(["predict", str(work["run"]), "--features", str(work["features"]), "--out", str(mine), "--overwrite"],
+               capsys)[0] == 0
+    assert "mine" not in mine.read_text().splitlines()[0]
+    for _ in range(2):
+        status, err = run(["report", str(work["run"]), "--n-boot", "5", "--out", str(work["root"] / "rep" / "r.html"),
+                           "--no-progress"], capsys)
+        assert status == 0, err
+    assert (work["root"] / "rep" / ".r.files").is_file()
 
 
 def test_train_overwrite_of_the_working_folder_is_refused(work, capsys, monkeypatch):

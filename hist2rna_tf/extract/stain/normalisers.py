@@ -16,7 +16,7 @@ from hist2rna_tf.atomic import atomic_path
 from hist2rna_tf.config import StainConfig
 from hist2rna_tf.errors import Hist2RNAError, StainError
 from hist2rna_tf.extract.stain.macenko import Macenko, macenko_normalise
-from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.outputs import refuse_overlap, refuse_replacing_file
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,11 @@ def component_path(out: Path, tag: str) -> Path:
 
 
 def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig,
-                         components: bool = False) -> tuple[list[Path], bool]:
+                         components: bool = False, overwrite: bool = True) -> tuple[list[Path], bool]:
     """Normalise one RGB image file (PNG/JPEG/TIFF) with `config` and write it to `out`; with
     `components` (Macenko variants) also the H-only and E-only images, `<out>_H`, `<out>_E`. Returns
-    the files written and whether the image had enough stain to estimate (else written unchanged)."""
+    the files written and whether the image had enough stain to estimate (else written unchanged). An
+    existing output is replaced only with `overwrite` (the command line's --overwrite)."""
     from PIL import Image
 
     image, out = Path(image), Path(out)
@@ -136,6 +137,8 @@ def normalise_image_file(image: str | Path, out: str | Path, config: StainConfig
         outputs.update({f"OUTPUT's {tag[1:]} image": component_path(out, tag) for tag in ("_H", "_E")})
     for flag, path in outputs.items():
         refuse_overlap(path, {"INPUT": image}, flag=flag)
+    for path in outputs.values():
+        refuse_replacing_file(path, overwrite)
     if out.suffix.lower() not in Image.registered_extensions():
         raise Hist2RNAError(f"{out}: {out.suffix or 'no extension'} is not an image type Pillow writes; name the "
                             "output .png, .tif or .jpg (.png keeps every grey level).")
