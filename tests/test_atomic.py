@@ -10,6 +10,7 @@ import pytest
 
 from hist2rna_tf.atomic import (atomic_path, building_files, building_folder, remove_stale_temp_files,
                                 remove_stale_temp_folders, write_json, write_text)
+from hist2rna_tf.errors import OutputError
 
 DEAD_PID = 999999999  # no such process
 
@@ -68,10 +69,19 @@ def test_the_next_build_removes_a_killed_builds_folder(tmp_path):
 
 
 def test_files_built_aside_join_a_folder_of_other_files_the_page_last(tmp_path):
+    """Into a folder of the user's: a file of theirs in the way stops it before anything moves; its own
+    files join (the page last) and are listed, so that its next build replaces them, and only them."""
     folder = tmp_path / "mine"
     folder.mkdir()
     write_text(folder / "notes.txt", "the user's")
-    write_text(folder / "figure.png", "old")
+    write_text(folder / "figure.png", "the user's too")
+    with pytest.raises(OutputError, match="holds figure.png, which this output did not write"):
+        with building_files(folder, "report", last="report.html") as work:
+            for name in ("report.html", "figure.png"):
+                (work / name).write_text("new")
+    assert sorted(p.name for p in folder.iterdir()) == ["figure.png", "notes.txt"]
+    assert (folder / "figure.png").read_text() == "the user's too"
+    (folder / "figure.png").unlink()
     moved = []
     real_replace = os.replace
 
@@ -79,16 +89,20 @@ def test_files_built_aside_join_a_folder_of_other_files_the_page_last(tmp_path):
         moved.append(os.path.basename(dst))
         real_replace(src, dst)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "replace", record)
-        with building_files(folder, "report", last="report.html") as work:
-            for name in ("report.html", "figure.png", "table.csv"):
-                (work / name).write_text("new")
-    assert moved[-1] == "report.html" and sorted(moved) == ["figure.png", "report.html", "table.csv"]
-    assert sorted(p.name for p in folder.iterdir()) == ["figure.png", "notes.txt", "report.html", "table.csv"]
-    assert (folder / "notes.txt").read_text() == "the user's" and (folder / "figure.png").read_text() == "new"
+    for build in ("new", "newer"):  # the second build replaces the first's files
+        moved.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "replace", record)
+            with building_files(folder, "report", last="report.html") as work:
+                for name in ("report.html", "figure.png", "table.csv"):
+                    (work / name).write_text(build)
+        assert moved[-1] == "report.html" and sorted(moved) == [".report.files", "figure.png", "report.html", "table.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == [".report.files", "figure.png", "notes.txt", "report.html",
+                                                       "table.csv"]
+    assert (folder / "notes.txt").read_text() == "the user's" and (folder / "figure.png").read_text() == "newer"
     with pytest.raises(RuntimeError):
         with building_files(folder, "report", last="report.html") as work:
-            (work / "figure.png").write_text("newer")
+            (work / "figure.png").write_text("newest")
             raise RuntimeError("killed")
-    assert (folder / "figure.png").read_text() == "new" and not [p for p in folder.iterdir() if p.name[0] == "."]
+    assert (folder / "figure.png").read_text() == "newer"
+    assert [p.name for p in folder.iterdir() if p.name[0] == "."] == [".report.files"]

@@ -42,9 +42,9 @@ from hist2rna_tf.model.inputs import kind_of
 from hist2rna_tf.model.train import train_run
 from hist2rna_tf.outputs import describe
 from hist2rna_tf.progress import Stages
-from hist2rna_tf.report.report import build_report, map_files
+from hist2rna_tf.report.report import build_report
 from hist2rna_tf.report.spatial import write_spatial_maps
-from hist2rna_tf.report.spatial_folder import SpatialFolder
+from hist2rna_tf.report.spatial_folder import SpatialFolder, map_files
 
 # The head settings the demo's small slides need, each given to a head that has it: its slides have 30-45 tiles and
 # the external TMA cores 5-14, far fewer than SEQUOIA's 100 clusters; 4 (as many as the demo's source tumours) fits

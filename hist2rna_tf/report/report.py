@@ -28,7 +28,7 @@ from hist2rna_tf.outputs import input_paths, refuse_overlap
 from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
-from hist2rna_tf.report.spatial_folder import SUBTYPES, SpatialFolder
+from hist2rna_tf.report.spatial_folder import map_figures, map_files, roles_of
 from hist2rna_tf.report.statistics import ReportStatistics, report_statistics
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _read_inputs(inputs: ReportInputs) -> _Given:
     costs = inputs.costs or inputs.baseline
     if costs:
         given.costs = _costs(Path(costs))
-    maps = ((map_figures(inputs.spatial_maps, _roles(inputs.run)), map_files(inputs.spatial_maps))
+    maps = ((map_figures(inputs.spatial_maps, roles_of(inputs.run)), map_files(inputs.spatial_maps))
             if inputs.spatial_maps else ({}, {}))
     for title, path in {**inputs.extra_figures, **maps[0]}.items():
         given.figures[title] = _read_bytes(path)
@@ -383,29 +383,3 @@ def _cost_section(page: Page, costs: pd.DataFrame) -> None:
     page.table(costs, "costs", index=False)
     page.figure(cost_bars(costs), "figure6_cost", "Training time and energy (time x device power). Paper: "
                 "EfficientNet patch-based 4 GPUs x 8.48 h x 300 W = 10.2 kWh vs hist2RNA 0.66 h, 0.19 kWh (50x).")
-
-
-def map_files(folder: str | Path) -> dict[str, Path]:
-    """Caption -> GeoJSON for every slide's QuPath objects in a `hist2rna spatial` folder (for the report)."""
-    return {f"{slide}: every tile as a QuPath object (its predicted genes and PAM50 probabilities as measurements, "
-            "its PAM50 call as its class); drag the file onto the slide open in QuPath, or File > Import objects": path
-            for slide, path in SpatialFolder(Path(folder)).object_files().items()}
-
-
-def map_figures(folder: str | Path, roles: dict[str, str] | None = None) -> dict[str, Path]:
-    """Title -> PNG for every map in a `hist2rna spatial` folder (for the report); `roles`: patient ->
-    'train' or 'test' (the run's split), said in each title."""
-    from hist2rna_tf.barcodes import patient_id
-
-    maps = SpatialFolder(Path(folder)).maps()
-    if not maps:
-        raise Hist2RNAError(f"{folder}: no PNG maps; run `hist2rna spatial ... --out {folder}` first.")
-    said = {"train": " (a training patient)", "test": " (held out)"}
-    return {f"Spatial map (beyond the paper): {slide}{said.get((roles or {}).get(patient_id(slide)), '')}, "
-            f"{'PAM50 call per tile' if what == SUBTYPES else 'predicted ' + what}": path for slide, what, path in maps}
-
-
-def _roles(run: Path) -> dict[str, str]:
-    """patient -> 'train' / 'test' of a run (none for a run without a split, e.g. imported)."""
-    path = runs.split_path(run)
-    return runs.read_split(run).to_dict() if path.is_file() else {}

@@ -1,5 +1,6 @@
 """A `hist2rna spatial` folder in one place (as model/runs.py is for a run folder): every file name it
-holds, written by spatial.py and read by the report, the command line and the demo.
+holds, written by spatial.py and read by the report, the command line and the demo; and the report's
+captions of its maps and QuPath objects.
 
   <out>/
     <slide>_tiles.csv        tiles x genes of predicted log2(1+RSEM), level-0 x, y; PAM50 call, probabilities
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from hist2rna_tf.errors import Hist2RNAError
+from hist2rna_tf.model import runs
 
 TILES, OBJECTS, SUBTYPES = "_tiles.csv", "_tiles.geojson", "PAM50"
 
@@ -49,3 +53,31 @@ class SpatialFolder:
             if slide is not None:
                 found.append((slide, png.stem[len(slide) + 1:], png))
         return sorted(found)
+
+
+# --- the report's captions of a folder's maps and objects ---
+
+def map_files(folder: str | Path) -> dict[str, Path]:
+    """Caption -> GeoJSON for every slide's QuPath objects in a `hist2rna spatial` folder (for the report)."""
+    return {f"{slide}: every tile as a QuPath object (its predicted genes and PAM50 probabilities as measurements, "
+            "its PAM50 call as its class); drag the file onto the slide open in QuPath, or File > Import objects": path
+            for slide, path in SpatialFolder(Path(folder)).object_files().items()}
+
+
+def map_figures(folder: str | Path, roles: dict[str, str] | None = None) -> dict[str, Path]:
+    """Title -> PNG for every map in a `hist2rna spatial` folder (for the report); `roles`: patient ->
+    'train' or 'test' (the run's split), said in each title."""
+    from hist2rna_tf.barcodes import patient_id
+
+    maps = SpatialFolder(Path(folder)).maps()
+    if not maps:
+        raise Hist2RNAError(f"{folder}: no PNG maps; run `hist2rna spatial ... --out {folder}` first.")
+    said = {"train": " (a training patient)", "test": " (held out)"}
+    return {f"Spatial map (beyond the paper): {slide}{said.get((roles or {}).get(patient_id(slide)), '')}, "
+            f"{'PAM50 call per tile' if what == SUBTYPES else 'predicted ' + what}": path for slide, what, path in maps}
+
+
+def roles_of(run: Path) -> dict[str, str]:
+    """patient -> 'train' / 'test' of a run (none for a run without a split, e.g. imported)."""
+    path = runs.split_path(run)
+    return runs.read_split(run).to_dict() if path.is_file() else {}

@@ -170,7 +170,7 @@ def test_subtype_command_voting(reference_data, tmp_path, capsys):
 
     np.log2(1 + raw.iloc[700:]).rename_axis("PATIENT_ID").to_csv(tmp_path / "logged.csv")
     logged = [*args[:4], str(tmp_path / "logged.csv"), *args[5:], "--reference-expression",
-              str(tmp_path / "reference.csv"), "--reference-labels", str(labels_file)]
+              str(tmp_path / "reference.csv"), "--reference-labels", str(labels_file), "--overwrite"]
     assert main([*logged, "--no-log"]) == 0
     pd.testing.assert_series_equal(pd.read_csv(out, index_col=0)["call"], calls["call"])
     capsys.readouterr()

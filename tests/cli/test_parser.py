@@ -57,7 +57,10 @@ def test_defaults_are_the_librarys_dataclasses(monkeypatch, tmp_path):
     monkeypatch.setattr(hist2rna_tf.model.train, "train_run", capture("train"))
     monkeypatch.setattr(hist2rna_tf.model.baseline, "train_patch_baseline", capture("baseline"))
     monkeypatch.setattr(hist2rna_tf.demo.chain, "run_demo", capture("demo"))
-    assert main(["extract", "--slides", "s", "--out", str(tmp_path / "f")]) == 130
+    monkeypatch.chdir(tmp_path)
+    for given in ("s", "f", "e", "l", "run"):  # inputs are checked to exist before TensorFlow starts
+        (tmp_path / given).mkdir()
+    assert main(["extract", "--slides", "s", "--out", str(tmp_path / "out")]) == 130
     assert seen["extract"][0][2] == ExtractConfig()
     assert main(["train", "--features", "f", "--expression", "e", "--labels", "l", "--out", str(tmp_path / "r")]) == 130
     assert seen["train"][0][1:] == (tmp_path / "r", TrainConfig()) and seen["train"][0][0] == RunInputs("f", "e", "l")

@@ -368,7 +368,7 @@ ROWS = [
      ["expression.csv", "one sample", "median-centres"], ["calls.csv"]),
     ("extract --annotations a folder that is not there",
      lambda i, s: _extract(i, i.cohort / "slides" / "demo-01.tiff", extra=("--annotations", str(i.tmp / "nowhere"))),
-     2, ["--annotations", "nowhere: not there"], ["out"]),
+     2, ["--annotations", "nowhere: no such file or folder"], ["out"]),
     ("extract --annotations a file",
      lambda i, s: _extract(i, i.cohort / "slides" / "demo-01.tiff",
                            extra=("--annotations", str(i.cohort / "annotations" / "demo-01.geojson"))),

@@ -86,7 +86,7 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
                                                           "tiles.geojson"))
     assert main(["spatial", str(out / "run"), "--features", str(out / "features" / "tiny"), "--slides",
                  str(out / "cohort" / "slides" / "demo-01.tiff"), "--genes", "NOTAGENE", "--out", str(mine)]) == 2
-    from hist2rna_tf.report.report import \
+    from hist2rna_tf.report.spatial_folder import \
         map_figures  # what `report --spatial-maps` embeds (tests/report/test_report.py)
 
     assert sum(title.startswith("Spatial map (beyond the paper): demo-0") for title in map_figures(mine)) == 6

@@ -12,7 +12,7 @@ import pytest
 from hist2rna_tf.errors import Hist2RNAError
 from hist2rna_tf.extract.records import read_record, record_path, write_record
 from hist2rna_tf.model.predict import Predictor
-from hist2rna_tf.report.report import map_figures
+from hist2rna_tf.report.spatial_folder import map_figures
 from hist2rna_tf.report.spatial import write_spatial_maps
 from hist2rna_tf.report.spatial_folder import OBJECTS, TILES, SpatialFolder
 
@@ -68,7 +68,7 @@ def test_maps_follow_the_tiles_features(mapped, tmp_path):
 
 def test_refusals_name_the_cause(mapped, tmp_path):
     run, cohort, slides, _, _ = mapped
-    with pytest.raises(Hist2RNAError, match="'NOTAGENE'"):
+    with pytest.raises(Hist2RNAError, match="NOTAGENE not among the run's"):
         write_spatial_maps(run, cohort.features, [slides], tmp_path / "a", ["NOTAGENE"])
     with pytest.raises(Hist2RNAError, match="not a readable slide or image"):
         write_spatial_maps(run, cohort.features, [cohort.expression.parent / "clinical.csv"], tmp_path / "b", ["ESR1"])
