@@ -44,7 +44,8 @@ def _warnings_as_log_lines():
 # TensorFlow starts (seconds), so that a mistyped path is said at once.
 INPUTS = {"run": "RUN", "model": "RUN", "input": "INPUT", "folder": "FOLDER", "task": "TASK", "features": "--features",
           "slides": "--slides", "annotations": "--annotations", "expression": "--expression", "labels": "--labels",
-          "split": "--split", "head_init": "--head-init"}
+          "split": "--split", "head_init": "--head-init", "hest": "--hest", "spaceranger": "--spaceranger",
+          "image": "--image"}
 
 
 def missing_inputs(args) -> str | None:

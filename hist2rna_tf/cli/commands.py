@@ -229,6 +229,43 @@ def cmd_spatial(args) -> int:
     return status
 
 
+def cmd_extract_spots(args) -> int:
+    from hist2rna_tf.spots.embed import spot_extraction
+    from hist2rna_tf.spots.features import extract_spots
+
+    readers = spot_readers(args)
+    for read in readers:  # every sample checked before anything is written
+        read()
+    start = time.perf_counter()
+    config = spot_extraction(args.backbone, args.weights, args.stain, batch_size=args.batch_size)
+    paths = extract_spots((read() for read in readers), args.out, config, progress=not args.no_progress,
+                          total=len(readers))
+    print(f"{counted(len(paths), 'sample')} in {time.perf_counter() - start:.1f} s: a record each in "
+          f"{paths[0].parent if paths else args.out} (each spot a tile, its barcode its name)")
+    return 0
+
+
+def spot_readers(args) -> list:
+    """One reader (a function giving the SpotSample) per sample the command line names."""
+    from functools import partial
+
+    from hist2rna_tf.spots.hest import read_hest_sample
+    from hist2rna_tf.spots.spaceranger import read_spaceranger
+
+    if bool(args.hest) == bool(args.spaceranger):
+        raise Hist2RNAError("give --hest DIR --samples ID ... or --spaceranger DIR ... --image FILE ... (one of them).")
+    if args.hest:
+        if not args.samples:
+            raise Hist2RNAError(f"--hest {args.hest}: name the samples to read with --samples (e.g. the ids of its "
+                                "st/ folder's files).")
+        return [partial(read_hest_sample, args.hest, s, args.mpp, args.duplicate_genes) for s in args.samples]
+    if len(args.image) != len(args.spaceranger):
+        raise Hist2RNAError(f"--spaceranger names {len(args.spaceranger)} folders and --image {len(args.image)} images; "
+                            "give one full-resolution image per folder, in the same order.")
+    return [partial(read_spaceranger, folder, image, args.mpp, None, args.duplicate_genes)
+            for folder, image in zip(args.spaceranger, args.image)]
+
+
 def cmd_hest_bench(args) -> int:
     from hist2rna_tf.config import HestBenchConfig
     from hist2rna_tf.spots.hest_bench import PUBLISHED_SOURCE, hest_benchmark
@@ -340,8 +377,8 @@ def _print_demo(result, head: str) -> None:
 
 COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,
             "import-run": cmd_import_run, "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
-            "hest-bench": cmd_hest_bench,
+            "extract-spots": cmd_extract_spots, "hest-bench": cmd_hest_bench,
             "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
 # The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
-TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "hest-bench",
+TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "hest-bench", "extract-spots",
                        "baseline", "demo"}

@@ -9,7 +9,8 @@ from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, 
                                      Parser, add_annotations, add_features, add_mpp, add_no_progress, add_option,
                                      add_out, add_overwrite, add_run, add_slides, add_stain_options, add_tile_options,
                                      hidden_alias, out_file, out_folder, shard_spec)
-from hist2rna_tf.cli.settings import HestBenchInputs, ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
+from hist2rna_tf.cli.settings import (HestBenchInputs, ImportInputs, NormalizeInputs, PredictInputs, SpotInputs,
+                                      SubtypeInputs)
 from hist2rna_tf.config import STAIN_METHODS, HestBenchConfig, usable_cores
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log debug detail, and TensorFlow's own start-up and C++ log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_extract, add_normalize, add_train, add_crossval, add_import_run, add_predict, add_export,
-                add_subtype, add_spatial, add_hest_bench, add_baseline, add_report, add_demo):
+                add_subtype, add_spatial, add_extract_spots, add_hest_bench, add_baseline, add_report, add_demo):
         add(commands)
     return parser
 
@@ -239,6 +240,32 @@ def add_spatial(commands) -> None:
     add_no_progress(spatial, "progress bar")
     add_option(spatial, "--thumbnail-mpp", SPATIAL, "thumbnail_mpp", metavar="UM_PER_PX")
     add_out(spatial, "folder for the PNGs, CSVs and GeoJSON")
+
+
+def add_extract_spots(commands) -> None:
+    spots = commands.add_parser(
+        "extract-spots", help="spatial transcriptomics samples -> each spot's features (HEST-1k, Space Ranger)",
+        usage="hist2rna extract-spots (--hest DIR --samples ID [ID ...] | --spaceranger DIR [DIR ...] --image FILE "
+              "[FILE ...]) --backbone NAME --weights W --out DIR [options]",
+        description="Embed every spot of each sample: its patch as HEST cuts it (224 px at 0.5 um/px centred on "
+                    "the spot, equal to HEST's dump_patches), through the stain normaliser (none by default, as "
+                    "HEST) and the frozen backbone. Writes one feature record a sample, <out>/<backbone>/<sample_id>"
+                    ".tfrecord, as `extract` writes a slide's: each spot a tile (its features, its patch's "
+                    "top-left, its barcode), the sample's mean the record's feature. Every sample is read and "
+                    "checked before anything is written; a re-run resumes.")
+    for flag, name, metavar in (("--hest", "hest", "DIR"), ("--samples", "samples", "ID"),
+                                ("--spaceranger", "spaceranger", "DIR"), ("--image", "image", "FILE")):
+        add_option(spots, flag, SpotInputs, name, metavar=metavar)
+    add_option(spots, "--backbone", EXTRACT, "backbone",
+               help_values={"cnns": ", ".join(BACKBONES), "encoders": ", ".join(ENCODERS)})
+    add_option(spots, "--weights", EXTRACT, "weights", help_values={"files": "; ".join(
+        f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items())})
+    add_out(spots, "features folder (a record a sample under <out>/<backbone>/)")
+    add_option(spots, "--mpp", SpotInputs, "mpp", metavar="UM_PER_PX")
+    add_option(spots, "--duplicate-genes", SpotInputs, "duplicate_genes")
+    add_option(spots, "--stain", SpotInputs, "stain")
+    add_option(spots, "--batch-size", EXTRACT, "batch_size")
+    add_no_progress(spots)
 
 
 def add_hest_bench(commands) -> None:

@@ -107,3 +107,21 @@ class HestBenchInputs(Checked):
 
     task: Path = required_option("a HEST-Bench task folder, as HEST's download lays it out (bench_data/<TASK>: "
                                  "splits/, adata/, patches/, var_50genes.json), e.g. bench_data/IDC")
+
+
+@dataclass(frozen=True)
+class SpotInputs(Checked):
+    """`hist2rna extract-spots`: the samples (HEST-1k's, or Space Ranger folders with their images), read by
+    spots/hest.py and spots/spaceranger.py, and how their patches are normalised."""
+
+    hest: Path | None = option(None, "a HEST-1k download folder (st/, wsis/, metadata/)")
+    samples: tuple[str, ...] = option((), "with --hest: the sample ids to read, e.g. TENX95 NCBI783 (default: none)")
+    spaceranger: tuple[Path, ...] = option((), "Space Ranger output folders (outs/: filtered_feature_bc_matrix.h5, "
+                                               "spatial/), each with its --image (default: none)")
+    image: tuple[Path, ...] = option((), "with --spaceranger: the full-resolution H&E of each folder, in order (default: none)")
+    mpp: PositiveFloat | None = option(None, "microns per full-resolution pixel (default: HEST's metadata; for Space "
+                                             "Ranger the image's own, else 55 um over the spot diameter)")
+    duplicate_genes: Annotated[str, OneOf(("refuse", "sum"))] = option(
+        "refuse", "a gene symbol naming several columns: refuse (default, named) or sum their counts")
+    stain: Annotated[str, OneOf(("none", "macenko", "macenko-henorm"))] = option(
+        "none", "stain normalisation of the patches (default {default}, as HEST)")

@@ -99,7 +99,7 @@ def _manifest_rows(path: Path) -> list[dict]:
         return []
 
 
-def _existing(path: Path, expected: FeatureSettings, need_tile_features: bool = False) -> SlideFeatures | None:
+def existing_record(path: Path, expected: FeatureSettings, need_tile_features: bool = False) -> SlideFeatures | None:
     """The stored record when it was made with the `expected` settings; None when there is none (or
     when per-tile features are wanted and it has none: it is extracted again, with them). A
     SlideError when it was made otherwise."""
@@ -118,7 +118,7 @@ def _existing(path: Path, expected: FeatureSettings, need_tile_features: bool = 
     return record
 
 
-def _refuse_mixing(folder: Path, extraction: Extraction) -> None:
+def refuse_mixing(folder: Path, extraction: Extraction) -> None:
     """A SettingsError when `folder` holds records made with other settings than `extraction`'s
     (its extract_config.json says so, or cannot say)."""
     path = extraction_path(folder)
@@ -178,7 +178,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
     refs = shard(found, config.shard_index, config.shard_count)
     folder = out_dir / backbone.name
     if not config.overwrite:
-        _refuse_mixing(folder, extraction)
+        refuse_mixing(folder, extraction)
     created = [p for p in (folder, out_dir) if not p.exists()]  # removed again if no slide gives a record
     write_extraction(folder, extraction)
     stale = remove_stale_temp_files(folder)
@@ -195,7 +195,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
         result = SlideResult(ref.slide_id, ref.patient_id, "pending", str(ref.path))
         path = record_path(out_dir, backbone.name, ref.slide_id)
         try:
-            existing = None if config.overwrite else _existing(path, expected, config.save_tile_features)
+            existing = None if config.overwrite else existing_record(path, expected, config.save_tile_features)
             if existing is not None:
                 result.status, result.record = "skipped", str(path)
                 result.n_tiles, result.n_unnormalised = existing.n_tiles, existing.n_unnormalised
@@ -219,7 +219,7 @@ def extract_cohort(inputs: list[str | Path], out_dir: str | Path, config: Extrac
             return ClaimedElsewhere(f"being extracted by another run ({holder})")
         path = record_path(out_dir, backbone.name, ref.slide_id)
         try:
-            done = not config.overwrite and _existing(path, expected, config.save_tile_features) is not None
+            done = not config.overwrite and existing_record(path, expected, config.save_tile_features) is not None
         except SlideError:
             done = False  # another run wrote other settings meanwhile: this run's settings win
         if done:

@@ -8,6 +8,7 @@ One file per slide, `<out>/<backbone>/<slide_id>.tfrecord`, holding one tf.train
   feature                                                            float[feature_dim] (mean of tiles)
   tile_x_px, tile_y_px                                               int64[n_tiles] (level-0, top-left)
   tile_features (optional)                                           float[n_tiles * feature_dim]
+  tile_names (optional)                                              bytes[n_tiles] (a spot's barcode)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class SlideFeatures:
     feature: np.ndarray  # float32 [F]
     tile_xy_px: np.ndarray  # int64 [n_tiles, 2]
     tile_features: np.ndarray | None = field(default=None)  # float32 [n_tiles, F]
+    tile_names: np.ndarray | None = field(default=None)  # str [n_tiles]: spot records' barcodes (spots/features.py)
 
     @property
     def feature_dim(self) -> int:
@@ -95,6 +97,9 @@ def to_example(record: SlideFeatures) -> tf.train.Example:
     features["tile_y_px"] = _ints(record.tile_xy_px[:, 1])
     if record.tile_features is not None:
         features["tile_features"] = _floats(record.tile_features)
+    if record.tile_names is not None:
+        features["tile_names"] = tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[str(name).encode() for name in record.tile_names]))
     return tf.train.Example(features=tf.train.Features(feature=features))
 
 
@@ -115,13 +120,14 @@ FEATURE_SPEC = {
     "tile_x_px": tf.io.VarLenFeature(tf.int64),
     "tile_y_px": tf.io.VarLenFeature(tf.int64),
     "tile_features": tf.io.VarLenFeature(tf.float32),
+    "tile_names": tf.io.VarLenFeature(tf.string),
 }
 
 
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """A serialized Example -> dict of tensors (dense), usable inside tf.data.map."""
     parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
-    for key in ("feature", "tile_x_px", "tile_y_px", "tile_features"):
+    for key in ("feature", "tile_x_px", "tile_y_px", "tile_features", "tile_names"):
         parsed[key] = tf.sparse.to_dense(parsed[key])
     return parsed
 
@@ -146,6 +152,7 @@ def read_record(path: str | Path) -> SlideFeatures:
         feature=parsed["feature"].numpy(),
         tile_xy_px=np.stack([parsed["tile_x_px"].numpy(), parsed["tile_y_px"].numpy()], axis=1),
         tile_features=tile_features.reshape(-1, dim) if tile_features.size else None,
+        tile_names=np.array([n.decode() for n in parsed["tile_names"].numpy()]) if parsed["tile_names"].shape[0] else None,
     )
 
 

@@ -60,11 +60,12 @@ def claim_folder(folder: Path, config: ExtractConfig) -> None:
         Path(temporary).write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def embedded(extractor, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """Features [n, D] float32 of each uint8 batch [n, size, size, 3], normalised as configured."""
+def embedded(extractor, batches: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(features [n, D] float32, normalised [n] bool) of each uint8 batch [n, size, size, 3], normalised
+    as configured (a patch with too little stain to estimate passes unchanged: False)."""
     for batch in batches:
-        tiles, _ = extractor.normaliser(batch)
-        yield extractor.embed(tiles).numpy().astype(np.float32)
+        tiles, normalised = extractor.normaliser(batch)
+        yield extractor.embed(tiles).numpy().astype(np.float32), np.asarray(normalised, bool)
 
 
 def embed_patch_file(extractor, patches: Path, out: Path) -> Path:
@@ -75,7 +76,7 @@ def embed_patch_file(extractor, patches: Path, out: Path) -> Path:
     features, barcodes, coords = [], [], []
     batches = patch_batches(patches, extractor.config.batch_size)
     for (images, codes, xy) in batches:
-        features.append(next(embedded(extractor, [images])))
+        features.append(next(embedded(extractor, [images]))[0])
         barcodes.append(codes)
         coords.append(xy)
     return write_embeddings(out, np.concatenate(features), np.concatenate(barcodes), np.concatenate(coords))
@@ -91,7 +92,8 @@ def embed_sample(extractor, sample, out: Path) -> Path:
     slide = open_image(sample.image)
     try:
         grid = slide_grid(slide, sample.centres_px, sample.mpp)
-        features = np.concatenate(list(embedded(extractor, read_patches(slide, grid, extractor.config.batch_size))))
+        features = np.concatenate([f for f, _ in embedded(extractor, read_patches(slide, grid,
+                                                                                  extractor.config.batch_size))])
     finally:
         slide.close()
     return write_embeddings(out, features, sample.barcodes[grid.kept], grid.top_left_px)

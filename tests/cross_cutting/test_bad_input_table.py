@@ -449,7 +449,78 @@ ROWS = [
     ("demo --weights a file that is not there", lambda i, s: _demo(i, "--weights", str(i.tmp / "w.h5")), 2,
      ["w.h5 not found"], ["demo"]),
     ("demo --n-slides 2", lambda i, s: _demo(i, "--n-slides", "2"), 2, ["--n-slides 2", "at least 12"], ["demo"]),
+    # Spatial transcriptomics samples (issue 37): read and checked before anything is written.
+    ("a HEST sample without obsm['spatial']",
+     lambda i, s: _spots_hest(i, lambda root: _st(root, lambda a: a.obsm.pop("spatial") is None)), 2,
+     ["no obsm['spatial']"], ["spots"]),
+    ("a HEST sample whose spots lie outside its image",
+     lambda i, s: _spots_hest(i, lambda root: _st(root, lambda a: a.obsm.__setitem__("spatial", a.obsm["spatial"] * 4))),
+     2, ["spot centres lie outside the image", "full-resolution image"], ["spots"]),
+    ("a HEST sample with a gene symbol twice",
+     lambda i, s: _spots_hest(i, lambda root: _st(root, lambda a: setattr(a, "var_names", ["ESR1", "ESR1", *_GENES[2:]]))),
+     2, ["name more than one column", "--duplicate-genes sum"], ["spots"]),
+    ("a HEST sample of zero counts",
+     lambda i, s: _spots_hest(i, lambda root: _st(root, lambda a: setattr(a, "X", a.X * 0))), 2,
+     ["every count is zero"], ["spots"]),
+    ("a HEST sample without a pixel size",
+     lambda i, s: _spots_hest(i, lambda root: (root / "metadata" / "SYN1.json").write_text("{}")), 2,
+     ["no pixel size", "--mpp"], ["spots"]),
+    ("a Space Ranger folder whose counted spots have no position",
+     lambda i, s: _spots_spaceranger(i, lambda f: _positions_without(f, 3)), 2,
+     ["3 counted spot(s) have no position in tissue_positions.csv"], ["spots"]),
+    ("a Space Ranger folder with another image than its scale factors'",
+     lambda i, s: _spots_spaceranger(i, lambda f: _hires_factor(f, 0.3)), 2,
+     ["the scale factors make the full resolution"], ["spots"]),
+    ("a Space Ranger folder of no counts file",
+     lambda i, s: _spots_spaceranger(i, lambda f: (f / "filtered_feature_bc_matrix.h5").unlink()), 2,
+     ["no filtered_feature_bc_matrix.h5"], ["spots"]),
 ]
+
+
+# --- spatial samples for the rows above ---
+_GENES = ["ESR1", "PGR", "ERBB2", "MKI67", "KRT5", "FOXA1", "GATA3", "ACTB"]  # spatial_samples.GENES
+
+
+def _spot_args(i: "Inputs", *given: str) -> list[str]:
+    return ["extract-spots", *given, "--backbone", "efficientnetv2s", "--weights", "none", "--out", str(i.tmp / "spots")]
+
+
+def _spots_hest(i: "Inputs", breaks) -> list[str]:
+    from spatial_samples import write_hest_sample
+
+    root = i.tmp / "hest"
+    write_hest_sample(root)
+    breaks(root)
+    return _spot_args(i, "--hest", str(root), "--samples", "SYN1")
+
+
+def _spots_spaceranger(i: "Inputs", breaks) -> list[str]:
+    from spatial_samples import write_hest_sample, write_spaceranger
+
+    sample = write_hest_sample(i.tmp / "hest")
+    image = i.tmp / "hest" / "wsis" / "SYN1.tif"
+    folder = write_spaceranger(i.tmp / "outs", image, sample)
+    breaks(folder)
+    return _spot_args(i, "--spaceranger", str(folder), "--image", str(image))
+
+
+def _st(root: Path, change) -> None:
+    import anndata
+
+    path = root / "st" / "SYN1.h5ad"
+    adata = anndata.read_h5ad(path)
+    change(adata)
+    adata.write_h5ad(path)
+
+
+def _positions_without(folder: Path, n: int) -> None:
+    path = folder / "spatial" / "tissue_positions.csv"
+    pd.read_csv(path).iloc[n:].to_csv(path, index=False)
+
+
+def _hires_factor(folder: Path, factor: float) -> None:
+    path = folder / "spatial" / "scalefactors_json.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "tissue_hires_scalef": factor}))
 
 
 @pytest.fixture

@@ -263,7 +263,7 @@ def test_the_experiments_are_modules_of_a_package_run_with_python_m():
     done = subprocess.run([sys.executable, "-m", "experiments.tcga_brca", "--list"], capture_output=True, text=True,
                           cwd=EXPERIMENTS.parent)
     assert done.returncode == 0 and done.stdout.startswith("efficientnetv2s: EfficientNetV2S"), done.stderr[-2000:]
-    for name in ("tcga_brca", "crossval_encoders", "heads", "sequoia_folds", "patch_baseline"):  # --help runs nothing
+    for name in ("tcga_brca", "crossval_encoders", "heads", "sequoia_folds", "patch_baseline", "bench_spots"):  # --help: nothing runs
         done = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--help"], capture_output=True, text=True,
                               cwd=EXPERIMENTS.parent, timeout=120)
         assert done.returncode == 0 and f"python -m experiments.{name}" in done.stdout, (name, done.stderr[-1000:])

@@ -1,0 +1,60 @@
+"""Spot features in the tool's one feature store: a sample's spots embedded at HEST's patches
+(patches.py, through embed.py's normaliser and backbone) and written as one feature record
+(extract/records.py) per sample, `<out>/<backbone>/<sample_id>.tfrecord`: each spot a tile (its
+features, its patch's top-left in full-resolution pixels, its barcode as the tile's name), the
+sample's mean as the record's feature. The folder's extract_config.json says how they were made; a
+sample already there with the same settings is kept (a re-run resumes), one of other settings refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from hist2rna_tf.config import ExtractConfig
+from hist2rna_tf.progress import bar
+from hist2rna_tf.spots.sample import SpotSample
+
+
+def extract_spots(samples: Iterable[SpotSample], out_dir: str | Path, config: ExtractConfig,
+                  progress: bool = False, total: int | None = None) -> list[Path]:
+    """Each sample's spot record under `out_dir` (see the module); returns their paths, in order.
+    `samples` may be a generator (one sample's counts in memory at a time; `total`: how many)."""
+    from hist2rna_tf import __version__
+    from hist2rna_tf.extract.cohort import existing_record, refuse_mixing
+    from hist2rna_tf.extract.extractor import Extractor
+    from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
+    from hist2rna_tf.extract.settings import Extraction, write_extraction
+    from hist2rna_tf.spots.embed import embedded
+    from hist2rna_tf.spots.hest import open_image
+    from hist2rna_tf.spots.patches import read_patches, slide_grid
+
+    out_dir = Path(out_dir)
+    extractor = Extractor.build(config)
+    backbone = extractor.backbone
+    extraction = Extraction(extractor.config, backbone.name, backbone.weights_tag, backbone.feature_dim)
+    folder = out_dir / backbone.name
+    refuse_mixing(folder, extraction)
+    write_extraction(folder, extraction)
+    paths = []
+    for sample in bar(samples, desc="samples", unit="sample", total=total, enabled=progress):
+        path = record_path(out_dir, backbone.name, sample.sample_id)
+        paths.append(path)
+        if existing_record(path, extraction.features, need_tile_features=True) is not None:
+            continue
+        slide = open_image(sample.image)
+        try:
+            grid = slide_grid(slide, sample.centres_px, sample.mpp)
+            batches = list(embedded(extractor, read_patches(slide, grid, config.batch_size)))
+            features = np.concatenate([f for f, _ in batches])
+            unnormalised = int(sum((~ok).sum() for _, ok in batches))
+        finally:
+            slide.close()
+        write_record(SlideFeatures(
+            slide_id=sample.sample_id, patient_id=sample.sample_id, settings=extraction.features, version=__version__,
+            mpp=sample.mpp, n_tiles=len(features), n_unnormalised=unnormalised, feature=features.mean(axis=0),
+            tile_xy_px=grid.top_left_px.astype(np.int64), tile_features=features,
+            tile_names=sample.barcodes[grid.kept]), path)
+    return paths
