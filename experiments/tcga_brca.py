@@ -18,7 +18,7 @@ experiments/README.md). Importing this module is cheap: TensorFlow loads when `r
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hist2rna_tf.config import RunInputs, TrainConfig
@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None, data: TCGA = TCGA()) -> list[Path]:
     which.add_argument("--backbone", choices=BACKBONE_NAMES, metavar="NAME", help="one backbone (listed below)")
     which.add_argument("--all", action="store_true", help=f"{REFERENCE} first, then every backbone with weights here")
     which.add_argument("--list", action="store_true", help="the backbones, from the catalog")
+    parser.add_argument("--data", type=Path, help=f"the folder of the downloaded data (slides/, the RSEM table, "
+                                                  f"subtypes.csv; default {data.data})")
     args = parser.parse_args(argv)
+    if args.data:
+        data = replace(data, data=args.data)
     if args.list:
         print("\n".join(map(described, BACKBONE_NAMES)))
         return []

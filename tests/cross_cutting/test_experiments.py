@@ -83,6 +83,9 @@ def test_missing_data_is_named_before_any_backbone_is_built(tmp_path, monkeypatc
     said = capsys.readouterr().err
     assert stop.value.code == 2 and said.count("\n") == 1 and "experiments/README.md" in said
     assert "the slides" in said and "the RNA-seq table" in said and "the subtype labels" not in said
+    with pytest.raises(SystemExit):  # --data: the data elsewhere, named as such
+        script["main"](["--backbone", "resnet50", "--data", str(tmp_path / "elsewhere")], data)
+    assert str(tmp_path / "elsewhere" / "slides") in capsys.readouterr().err
 
 
 def test_the_backbones_are_described_from_the_catalog(tmp_path, monkeypatch, capsys):
