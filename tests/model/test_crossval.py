@@ -18,7 +18,7 @@ from hist2rna_tf.model import folds, runs
 
 from synthetic import latent_cohort
 
-TRAIN = TrainConfig(max_epochs=15)
+TRAIN = TrainConfig(max_epochs=8)
 
 
 @pytest.fixture(scope="module")
