@@ -1,7 +1,5 @@
 # The front door: `make demo` runs the demo cohort end to end, `make test` runs the tests.
-# Each creates .venv (if missing or stale) and installs the package with what it needs (--no-compile:
-# Python compiles a module when it is first imported, not pip every file of TensorFlow and Ray at install: 30 s
-# against 70 s here).
+# Each creates .venv (if missing or stale) and installs the package with what it needs.
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
@@ -9,7 +7,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --no-compile -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 .PHONY: install demo test test-fast bench

@@ -489,7 +489,7 @@ def _spots_hest(i: "Inputs", breaks) -> list[str]:
     from spatial_samples import write_hest_sample
 
     root = i.tmp / "hest"
-    write_hest_sample(root)
+    write_hest_sample(root, size=(1000, 800))  # small: each row writes its own
     breaks(root)
     return _spot_args(i, "--hest", str(root), "--samples", "SYN1")
 
@@ -497,7 +497,7 @@ def _spots_hest(i: "Inputs", breaks) -> list[str]:
 def _spots_spaceranger(i: "Inputs", breaks) -> list[str]:
     from spatial_samples import write_hest_sample, write_spaceranger
 
-    sample = write_hest_sample(i.tmp / "hest")
+    sample = write_hest_sample(i.tmp / "hest", size=(1000, 800))
     image = i.tmp / "hest" / "wsis" / "SYN1.tif"
     folder = write_spaceranger(i.tmp / "outs", image, sample)
     breaks(folder)
