@@ -238,10 +238,17 @@ def cmd_extract_spots(args) -> int:
         read()
     start = time.perf_counter()
     config = spot_extraction(args.backbone, args.weights, args.stain, batch_size=args.batch_size)
+    patch_files = {}
+    if args.hest and not args.crop:  # HEST's own patches where the download has them
+        from hist2rna_tf.spots.hest import hest_files
+
+        patch_files = {s: hest_files(args.hest, s)["patches"] for s in args.samples
+                       if hest_files(args.hest, s)["patches"].is_file()}
     paths = extract_spots((read() for read in readers), args.out, config, progress=not args.no_progress,
-                          total=len(readers))
+                          total=len(readers), patch_files=patch_files)
+    own = f"; {counted(len(patch_files), 'sample')} from HEST's own patches files" if patch_files else ""
     print(f"{counted(len(paths), 'sample')} in {time.perf_counter() - start:.1f} s: a record each in "
-          f"{paths[0].parent if paths else args.out} (each spot a tile, its barcode its name)")
+          f"{paths[0].parent if paths else args.out} (each spot a tile, its barcode its name){own}")
     return 0
 
 

@@ -125,3 +125,6 @@ class SpotInputs(Checked):
         "refuse", "a gene symbol naming several columns: refuse (default, named) or sum their counts")
     stain: Annotated[str, OneOf(("none", "macenko", "macenko-henorm"))] = option(
         "none", "stain normalisation of the patches (default {default}, as HEST)")
+    crop: bool = option(False, "with --hest: cut each spot's patch from the image even where the sample's HEST "
+                               "patches file (patches/<id>.h5) is there (default: its own patches, the benchmark's "
+                               "exactly)")

@@ -19,18 +19,17 @@ from hist2rna_tf.spots.sample import SpotSample
 
 
 def extract_spots(samples: Iterable[SpotSample], out_dir: str | Path, config: ExtractConfig,
-                  progress: bool = False, total: int | None = None) -> list[Path]:
+                  progress: bool = False, total: int | None = None,
+                  patch_files: dict[str, Path] | None = None) -> list[Path]:
     """Each sample's spot record under `out_dir` (see the module); returns their paths, in order.
-    `samples` may be a generator (one sample's counts in memory at a time; `total`: how many)."""
+    `samples` may be a generator (one sample's counts in memory at a time; `total`: how many).
+    `patch_files`: sample id -> HEST's patches file, whose own patches are embedded instead of ours
+    (the spots HEST kept, in its order: the benchmark's features exactly)."""
     from hist2rna_tf import __version__
     from hist2rna_tf.extract.cohort import existing_record, refuse_mixing
     from hist2rna_tf.extract.extractor import Extractor
     from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
     from hist2rna_tf.extract.settings import Extraction, write_extraction
-    from hist2rna_tf.spots.embed import embedded
-    from hist2rna_tf.spots.hest import open_image
-    from hist2rna_tf.spots.patches import read_patches, slide_grid
-
     out_dir = Path(out_dir)
     extractor = Extractor.build(config)
     backbone = extractor.backbone
@@ -44,17 +43,39 @@ def extract_spots(samples: Iterable[SpotSample], out_dir: str | Path, config: Ex
         paths.append(path)
         if existing_record(path, extraction.features, need_tile_features=True) is not None:
             continue
-        slide = open_image(sample.image)
-        try:
-            grid = slide_grid(slide, sample.centres_px, sample.mpp)
-            batches = list(embedded(extractor, read_patches(slide, grid, config.batch_size)))
-            features = np.concatenate([f for f, _ in batches])
-            unnormalised = int(sum((~ok).sum() for _, ok in batches))
-        finally:
-            slide.close()
+        given = (patch_files or {}).get(sample.sample_id)
+        features, ok, names, corners = (_from_patch_file(extractor, given, config.batch_size) if given else
+                                        _from_image(extractor, sample, config.batch_size))
         write_record(SlideFeatures(
             slide_id=sample.sample_id, patient_id=sample.sample_id, settings=extraction.features, version=__version__,
-            mpp=sample.mpp, n_tiles=len(features), n_unnormalised=unnormalised, feature=features.mean(axis=0),
-            tile_xy_px=grid.top_left_px.astype(np.int64), tile_features=features,
-            tile_names=sample.barcodes[grid.kept]), path)
+            mpp=sample.mpp, n_tiles=len(features), n_unnormalised=int((~ok).sum()), feature=features.mean(axis=0),
+            tile_xy_px=corners.astype(np.int64), tile_features=features, tile_names=names), path)
     return paths
+
+
+def _from_image(extractor, sample: SpotSample, batch: int):
+    """(features, normalised, barcodes, top-left corners) of the sample's spots, cut from its image."""
+    from hist2rna_tf.spots.embed import embedded
+    from hist2rna_tf.spots.hest import open_image
+    from hist2rna_tf.spots.patches import read_patches, slide_grid
+
+    slide = open_image(sample.image)
+    try:
+        grid = slide_grid(slide, sample.centres_px, sample.mpp)
+        batches = list(embedded(extractor, read_patches(slide, grid, batch)))
+    finally:
+        slide.close()
+    return (np.concatenate([f for f, _ in batches]), np.concatenate([o for _, o in batches]),
+            sample.barcodes[grid.kept], grid.top_left_px)
+
+
+def _from_patch_file(extractor, path: Path, batch: int):
+    """The same of HEST's patches file: its patches, barcodes and corners, in its order."""
+    from hist2rna_tf.spots.embed import embedded
+    from hist2rna_tf.spots.hest import patch_batches
+
+    features, ok, names, corners = [], [], [], []
+    for images, codes, xy in patch_batches(path, batch):
+        f, o = next(embedded(extractor, [images]))
+        features.append(f), ok.append(o), names.append(codes), corners.append(xy)
+    return tuple(np.concatenate(part) for part in (features, ok, names, corners))

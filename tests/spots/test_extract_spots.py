@@ -21,7 +21,8 @@ def test_each_sample_is_one_record_of_its_spots(tmp_path, tiny_extractor, tiny_b
     args = ["extract-spots", "--hest", str(SAMPLES), "--samples", "SYN1", "SYN2", "--backbone", str(tiny_backbone_file),
             "--weights", "none", "--out", str(out), "--no-progress"]
     assert main(args) == 0, capsys.readouterr().err
-    assert "2 samples in" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 samples in" in printed and "2 samples from HEST's own patches files" in printed, printed
     for sample in ("SYN1", "SYN2"):
         record = read_record(out / "tiny" / f"{sample}.tfrecord")
         images, codes, coords = next(patch_batches(SAMPLES / "patches" / f"{sample}.h5", batch=100))
@@ -32,6 +33,10 @@ def test_each_sample_is_one_record_of_its_spots(tmp_path, tiny_extractor, tiny_b
         np.testing.assert_allclose(record.feature, hest[0].mean(axis=0), rtol=1e-5)
         assert (record.slide_id, record.n_tiles, record.tile_size_px, record.tile_size_um) == (sample, len(hest[0]), 224,
                                                                                                112.0)
+    cropped = tmp_path / "cropped"  # --crop: cut from the image, HEST's way: the same records
+    assert main([*args[:-3], "--out", str(cropped), "--no-progress", "--crop"]) == 0
+    for sample in ("SYN1", "SYN2"):
+        assert (cropped / "tiny" / f"{sample}.tfrecord").read_bytes() == (out / "tiny" / f"{sample}.tfrecord").read_bytes()
     stamp = (out / "tiny" / "SYN1.tfrecord").stat().st_mtime_ns
     assert main(args) == 0 and (out / "tiny" / "SYN1.tfrecord").stat().st_mtime_ns == stamp  # a re-run resumes
     args_macenko = [*args, "--stain", "macenko"]
