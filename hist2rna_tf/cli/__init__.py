@@ -45,7 +45,7 @@ def _warnings_as_log_lines():
 INPUTS = {"run": "RUN", "model": "RUN", "input": "INPUT", "folder": "FOLDER", "task": "TASK", "features": "--features",
           "slides": "--slides", "annotations": "--annotations", "expression": "--expression", "labels": "--labels",
           "split": "--split", "head_init": "--head-init", "hest": "--hest", "spaceranger": "--spaceranger",
-          "image": "--image"}
+          "image": "--image", "like": "--like"}
 
 
 def missing_inputs(args) -> str | None:

@@ -237,7 +237,12 @@ def cmd_extract_spots(args) -> int:
     for read in readers:  # every sample checked before anything is written
         read()
     start = time.perf_counter()
-    config = spot_extraction(args.backbone, args.weights, args.stain, batch_size=args.batch_size)
+    if args.like:  # the run's own extraction: its backbone, weights, stain, tile size and scale
+        from hist2rna_tf.model import runs
+
+        config = replace(runs.extraction(args.like).for_new_slides(), batch_size=args.batch_size)
+    else:
+        config = spot_extraction(args.backbone, args.weights, args.stain, batch_size=args.batch_size)
     patch_files = {}
     if args.hest and not args.crop:  # HEST's own patches where the download has them
         from hist2rna_tf.spots.hest import hest_files

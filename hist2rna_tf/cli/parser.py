@@ -264,6 +264,7 @@ def add_extract_spots(commands) -> None:
     add_option(spots, "--mpp", SpotInputs, "mpp", metavar="UM_PER_PX")
     add_option(spots, "--duplicate-genes", SpotInputs, "duplicate_genes")
     add_option(spots, "--stain", SpotInputs, "stain")
+    add_option(spots, "--like", SpotInputs, "like", metavar="RUN")
     add_option(spots, "--crop", SpotInputs, "crop")
     add_option(spots, "--batch-size", EXTRACT, "batch_size")
     add_no_progress(spots)

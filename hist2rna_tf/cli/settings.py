@@ -125,6 +125,10 @@ class SpotInputs(Checked):
         "refuse", "a gene symbol naming several columns: refuse (default, named) or sum their counts")
     stain: Annotated[str, OneOf(("none", "macenko", "macenko-henorm"))] = option(
         "none", "stain normalisation of the patches (default {default}, as HEST)")
+    like: Path | None = option(None, "extract as this training run's features were made (its backbone, weights, stain, "
+                                     "tile size and um/px), so that its maps can be scored at the spots; "
+                                     "--backbone, --weights and --stain then come from it (default: HEST's 224 px at "
+                                     "0.5 um/px with --backbone and --weights)")
     crop: bool = option(False, "with --hest: cut each spot's patch from the image even where the sample's HEST "
                                "patches file (patches/<id>.h5) is there (default: its own patches, the benchmark's "
                                "exactly)")

@@ -1,5 +1,6 @@
 """Spot features in the tool's one feature store: a sample's spots embedded at HEST's patches
-(patches.py, through embed.py's normaliser and backbone) and written as one feature record
+(patches.py; at a run's own tile size and scale when extracted like a run, for its maps to be scored
+at the spots), through embed.py's normaliser and backbone, and written as one feature record
 (extract/records.py) per sample, `<out>/<backbone>/<sample_id>.tfrecord`: each spot a tile (its
 features, its patch's top-left in full-resolution pixels, its barcode as the tile's name), the
 sample's mean as the record's feature. The folder's extract_config.json says how they were made; a
@@ -15,6 +16,7 @@ import numpy as np
 
 from hist2rna_tf.config import ExtractConfig
 from hist2rna_tf.progress import bar
+from hist2rna_tf.spots.patches import HEST_PATCH_MPP, HEST_PATCH_PX
 from hist2rna_tf.spots.sample import SpotSample
 
 
@@ -43,7 +45,9 @@ def extract_spots(samples: Iterable[SpotSample], out_dir: str | Path, config: Ex
         paths.append(path)
         if existing_record(path, extraction.features, need_tile_features=True) is not None:
             continue
-        given = (patch_files or {}).get(sample.sample_id)
+        tiles = extractor.config.tiles
+        hests = (tiles.tile_size_px, tiles.target_mpp) == (HEST_PATCH_PX, HEST_PATCH_MPP)  # its patches are ours
+        given = (patch_files or {}).get(sample.sample_id) if hests else None
         features, ok, names, corners = (_from_patch_file(extractor, given, config.batch_size) if given else
                                         _from_image(extractor, sample, config.batch_size))
         write_record(SlideFeatures(
@@ -54,14 +58,16 @@ def extract_spots(samples: Iterable[SpotSample], out_dir: str | Path, config: Ex
 
 
 def _from_image(extractor, sample: SpotSample, batch: int):
-    """(features, normalised, barcodes, top-left corners) of the sample's spots, cut from its image."""
+    """(features, normalised, barcodes, top-left corners) of the sample's spots, cut from its image as HEST
+    cuts them, at the extraction's tile size and um/px (HEST's 224 px at 0.5 um/px, or a run's)."""
     from hist2rna_tf.spots.embed import embedded
     from hist2rna_tf.spots.hest import open_image
     from hist2rna_tf.spots.patches import read_patches, slide_grid
 
+    tiles = extractor.config.tiles
     slide = open_image(sample.image)
     try:
-        grid = slide_grid(slide, sample.centres_px, sample.mpp)
+        grid = slide_grid(slide, sample.centres_px, sample.mpp, tiles.tile_size_px, tiles.target_mpp)
         batches = list(embedded(extractor, read_patches(slide, grid, batch)))
     finally:
         slide.close()

@@ -54,3 +54,24 @@ def test_a_slide_record_round_trips_without_tile_names(tmp_path):
     named = replace(slide, n_tiles=2, tile_xy_px=np.zeros((2, 2), np.int64),
                     tile_features=np.ones((2, 4), np.float32), tile_names=np.array(["AAAC-1", "GGGT-1"]))
     assert read_record(write_record(named, tmp_path / "b.tfrecord")).tile_names.tolist() == ["AAAC-1", "GGGT-1"]
+
+
+def test_spots_extracted_like_a_run_carry_its_settings_at_its_scale(tiny_run, tmp_path, capsys):
+    """--like RUN: the run's backbone, weights, stain, tile size and um/px, each patch placed as HEST
+    places its own (centred on the spot), so that the run's head reads them as its own features."""
+    from hist2rna_tf.model import runs
+    from hist2rna_tf.spots.hest import read_hest_sample
+    from hist2rna_tf.spots.patches import patch_grid
+
+    out = tmp_path / "like"
+    assert main(["extract-spots", "--hest", str(SAMPLES), "--samples", "SYN1", "--like", str(tiny_run / "run"),
+                 "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    record = read_record(out / "tiny" / "SYN1.tfrecord")
+    made = runs.extraction(tiny_run / "run").features
+    assert record.settings == made and (made.tile_size_px, made.tile_size_um) != (224, 112.0)  # not HEST's scale
+    sample = read_hest_sample(SAMPLES, "SYN1")
+    tiles = runs.extraction(tiny_run / "run").config.tiles
+    grid = patch_grid(sample.centres_px, sample.mpp, (1200, 900), (1.0, 4.0, 16.0), 0, tiles.tile_size_px,
+                      tiles.target_mpp)
+    np.testing.assert_array_equal(record.tile_xy_px, grid.top_left_px)
+    np.testing.assert_array_equal(record.tile_names, sample.barcodes[grid.kept])
