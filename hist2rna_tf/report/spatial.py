@@ -261,3 +261,31 @@ def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, referenc
                     "its width (the tiles predict %.1f to %.1f): tile values extrapolate from a head trained on whole slides; read "
                     "the map's colours with care.", slide_id, int(outside.sum()), len(values), gene, low, high,
                     float(values.min()), float(values.max()))
+
+
+def spot_scores(run_dir: str | Path, spot_record: str | Path, sample, n_spins: int | None = None,
+                seed: int = 0) -> pd.DataFrame:
+    """A run's map scored against a sample's measured spots (spots/truth.py): its head on each spot's
+    features (`spot_record`: `extract-spots --like RUN`'s record of `sample`, refused when made
+    otherwise), each spot's prediction against the log1p of its counts, per gene both have (Pearson,
+    Spearman, the spin test's p and FDR)."""
+    from hist2rna_tf.spots.truth import N_SPINS, map_scores
+
+    predictor = Predictor(run_dir)
+    record = read_record(spot_record)
+    predictor.check_features(record.settings, spot_record)
+    if record.tile_names is None or record.tile_features is None:
+        raise Hist2RNAError(f"{spot_record}: not a record of spots (no barcodes); make it with `hist2rna extract-spots "
+                            f"--like {run_dir}`.")
+    values, _ = predictor.tile_values(record.tile_features, record.tile_xy_px)
+    predicted = pd.DataFrame(values, index=pd.Index(record.tile_names, name="barcode"), columns=predictor.genes)
+    genes = [g for g in predictor.genes if g in set(sample.genes)]
+    if not genes:
+        raise Hist2RNAError(f"sample {sample.sample_id} measured none of the run's {len(predictor.genes)} genes.")
+    measured = sample.expression(genes)
+    unknown = predicted.index.difference(measured.index)
+    if len(unknown):
+        raise Hist2RNAError(f"{spot_record}: {len(unknown)} spot(s) not in sample {sample.sample_id} (e.g. "
+                            f"{unknown[0]}); the record is of another sample.")
+    centres = pd.DataFrame(sample.centres_px, index=sample.barcodes).loc[predicted.index].to_numpy()
+    return map_scores(predicted[genes], measured.loc[predicted.index], centres, n_spins or N_SPINS, seed)
