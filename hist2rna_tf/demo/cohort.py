@@ -167,21 +167,28 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
                       prefix: str = "demo", grid: tuple[int, int] = (10, 13)) -> list[DemoSlide]:
     """Write (or reuse) the demo cohort under `out_dir`: slides/, annotations/, cohort.csv. Slides are
     named `<prefix>-NN`; `grid` is the tissue area in 224-px cells (small grids look like TMA cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hist2rna_tf.config import usable_cores
+
     out_dir = Path(out_dir)
     tiles, source = real_tiles()
     built = _built_shares(out_dir, seed)
-    slides: list[DemoSlide] = []
-    for index in bar(range(n_slides), desc="demo slides", unit="slide", enabled=progress):
+
+    def slide(index: int) -> DemoSlide:  # each slide its own seed and files: written in any order, the same bytes
         slide_id = f"{prefix}-{index + 1:02d}"
         slide_path = out_dir / "slides" / f"{slide_id}.tiff"
         annotation_path = out_dir / "annotations" / f"{slide_id}.geojson"
         if slide_id in built and slide_path.exists() and annotation_path.exists():
-            slides.append(DemoSlide(slide_id, slide_path, annotation_path, built[slide_id]))
-            continue
+            return DemoSlide(slide_id, slide_path, annotation_path, built[slide_id])
         image, annotation, shares = render_slide(index, seed, tiles, source, *grid)
         write_pyramid_tiff(image, slide_path)
         write_text(annotation_path, json.dumps(annotation, indent=1))
-        slides.append(DemoSlide(slide_id, slide_path, annotation_path, shares))
+        return DemoSlide(slide_id, slide_path, annotation_path, shares)
+
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:  # JPEG encoding and resizing release the GIL
+        slides = list(bar(pool.map(slide, range(n_slides)), desc="demo slides", unit="slide", total=n_slides,
+                          enabled=progress))
     _write_cohort_table(out_dir, slides, seed)
     return slides
 
