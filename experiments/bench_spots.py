@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data" / "spots" / "hest_samples"
@@ -29,7 +28,7 @@ SAMPLES = REPO / "tests" / "data" / "spots" / "hest_samples"
 
 def patches_against_tiles(image: Path, centres: np.ndarray, mpp: float, label: str) -> None:
     from hist2rna_tf.extract.slides import SlideRef, TileReader
-    from hist2rna_tf.spots.hest import open_image
+    from hist2rna_tf.spots.hest import image_size, open_image
     from hist2rna_tf.spots.patches import read_patches, slide_grid
 
     slide = open_image(image)
@@ -43,7 +42,7 @@ def patches_against_tiles(image: Path, centres: np.ndarray, mpp: float, label: s
     tile_s = time.process_time() - start
     reader.close()
     slide.close()
-    width, height = Image.open(image).size if image.suffix == ".png" else _size(image)
+    width, height = image_size(image)
     inside = ((grid.top_left_px >= 0).all(axis=1) & (grid.top_left_px[:, 0] + grid.span_px <= width)
               & (grid.top_left_px[:, 1] + grid.span_px <= height))  # outside the scan HEST reads black, we white
     diff = np.abs(patches[inside].astype(int) - tiles[inside].astype(int))
@@ -52,12 +51,6 @@ def patches_against_tiles(image: Path, centres: np.ndarray, mpp: float, label: s
             f"(99th percentile {np.percentile(diff, 99):.0f}) of 255" if inside.any() else "no patch lies inside")
     print(f"{label}: {n} patches, span {grid.span_px} px read as {grid.read_px} px at level {grid.level}; "
           f"HEST's {n / hest_s:.0f} patches/s a core, the slide path's {n / tile_s:.0f}; {said}")
-
-
-def _size(image: Path) -> tuple[int, int]:
-    from hist2rna_tf.spots.hest import image_size
-
-    return image_size(image)
 
 
 def real_tissue(folder: Path, mpp: float = 0.25) -> Path:
@@ -73,7 +66,9 @@ def real_tissue(folder: Path, mpp: float = 0.25) -> Path:
 
 def _grid_over(image: Path, mpp: float) -> np.ndarray:
     """Visium's 100 um grid of spot centres over an image, a patch's span from its edges."""
-    width, height = _size(image)
+    from hist2rna_tf.spots.hest import image_size
+
+    width, height = image_size(image)
     pitch, span = 100 / mpp, 112 / mpp
     xs, ys = np.arange(span, width - span, pitch), np.arange(span, height - span, pitch)
     return np.array([(x, y) for x in xs for y in ys])

@@ -247,8 +247,8 @@ def cmd_extract_spots(args) -> int:
     if args.hest and not args.crop:  # HEST's own patches where the download has them
         from hist2rna_tf.spots.hest import hest_files
 
-        patch_files = {s: hest_files(args.hest, s)["patches"] for s in args.samples
-                       if hest_files(args.hest, s)["patches"].is_file()}
+        found = {s: hest_files(args.hest, s)["patches"] for s in args.samples}
+        patch_files = {s: path for s, path in found.items() if path.is_file()}
     paths = extract_spots((read() for read in readers), args.out, config, progress=not args.no_progress,
                           total=len(readers), patch_files=patch_files)
     own = f"; {counted(len(patch_files), 'sample')} from HEST's own patches files" if patch_files else ""

@@ -42,10 +42,7 @@ def add_extract(commands) -> None:
                     "extract_config.json beside it records the settings the features were made with.")
     add_slides(extract, "slide files, folders of slides, or pre-tiled folders (one per patient)")
     add_out(extract, "output folder")
-    add_option(extract, "--backbone", EXTRACT, "backbone",
-               help_values={"cnns": ", ".join(BACKBONES), "encoders": ", ".join(ENCODERS)})
-    add_option(extract, "--weights", EXTRACT, "weights", help_values={"files": "; ".join(
-        f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items())})
+    add_backbone_options(extract)
     add_tile_options(extract)
     add_stain_options(extract)
     run = extract.add_argument_group("run")
@@ -67,6 +64,14 @@ def add_extract(commands) -> None:
                                             "0.999 per slide)")
     add_option(gpu, "--precision", EXTRACT, "precision")
     add_option(gpu, "--xla", EXTRACT, "xla")
+
+
+def add_backbone_options(parser) -> None:
+    """`--backbone` and `--weights` (ExtractConfig's), with the catalog's names and weights files."""
+    add_option(parser, "--backbone", EXTRACT, "backbone",
+               help_values={"cnns": ", ".join(BACKBONES), "encoders": ", ".join(ENCODERS)})
+    add_option(parser, "--weights", EXTRACT, "weights", help_values={"files": "; ".join(
+        f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items())})
 
 
 def add_normalize(commands) -> None:
@@ -256,10 +261,7 @@ def add_extract_spots(commands) -> None:
     for flag, name, metavar in (("--hest", "hest", "DIR"), ("--samples", "samples", "ID"),
                                 ("--spaceranger", "spaceranger", "DIR"), ("--image", "image", "FILE")):
         add_option(spots, flag, SpotInputs, name, metavar=metavar)
-    add_option(spots, "--backbone", EXTRACT, "backbone",
-               help_values={"cnns": ", ".join(BACKBONES), "encoders": ", ".join(ENCODERS)})
-    add_option(spots, "--weights", EXTRACT, "weights", help_values={"files": "; ".join(
-        f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items())})
+    add_backbone_options(spots)
     add_out(spots, "features folder (a record a sample under <out>/<backbone>/)")
     add_option(spots, "--mpp", SpotInputs, "mpp", metavar="UM_PER_PX")
     add_option(spots, "--duplicate-genes", SpotInputs, "duplicate_genes")

@@ -68,32 +68,45 @@ def embedded(extractor, batches: Iterable[np.ndarray]) -> Iterator[tuple[np.ndar
         yield extractor.embed(tiles).numpy().astype(np.float32), np.asarray(normalised, bool)
 
 
+def patch_file_features(extractor, path: Path, batch: int):
+    """(features, normalised, barcodes, top-left corners) of HEST's patches file: its own patches, in its order."""
+    features, ok, names, corners = [], [], [], []
+    for images, codes, xy in patch_batches(path, batch):
+        f, o = next(embedded(extractor, [images]))
+        features.append(f), ok.append(o), names.append(codes), corners.append(xy)
+    return tuple(np.concatenate(part) for part in (features, ok, names, corners))
+
+
+def cropped_features(extractor, sample, batch: int, scale: tuple[int, float] | None = None):
+    """The same of a SpotSample's spots cut from its image as HEST cuts them (patches.py), at `scale`
+    (tile px, um/px; default the extraction's own: HEST's 224 px at 0.5 um/px, or a run's)."""
+    from hist2rna_tf.spots.hest import open_image
+    from hist2rna_tf.spots.patches import read_patches, slide_grid
+
+    size_px, target_mpp = scale or (extractor.config.tiles.tile_size_px, extractor.config.tiles.target_mpp)
+    slide = open_image(sample.image)
+    try:
+        grid = slide_grid(slide, sample.centres_px, sample.mpp, size_px, target_mpp)
+        batches = list(embedded(extractor, read_patches(slide, grid, batch)))
+    finally:
+        slide.close()
+    return (np.concatenate([f for f, _ in batches]), np.concatenate([o for _, o in batches]),
+            sample.barcodes[grid.kept], grid.top_left_px)
+
+
 def embed_patch_file(extractor, patches: Path, out: Path) -> Path:
     """HEST's patches file of a sample embedded to `out` (HEST-Benchmark's embeddings file); kept when
     there (a re-run resumes)."""
     if out.is_file():
         return out
-    features, barcodes, coords = [], [], []
-    batches = patch_batches(patches, extractor.config.batch_size)
-    for (images, codes, xy) in batches:
-        features.append(next(embedded(extractor, [images]))[0])
-        barcodes.append(codes)
-        coords.append(xy)
-    return write_embeddings(out, np.concatenate(features), np.concatenate(barcodes), np.concatenate(coords))
+    features, _, barcodes, coords = patch_file_features(extractor, patches, extractor.config.batch_size)
+    return write_embeddings(out, features, barcodes, coords)
 
 
 def embed_sample(extractor, sample, out: Path) -> Path:
     """A SpotSample's spots embedded from its image, each at HEST's patch (patches.py), to `out`."""
-    from hist2rna_tf.spots.hest import open_image
-    from hist2rna_tf.spots.patches import read_patches, slide_grid
-
     if out.is_file():
         return out
-    slide = open_image(sample.image)
-    try:
-        grid = slide_grid(slide, sample.centres_px, sample.mpp)
-        features = np.concatenate([f for f, _ in embedded(extractor, read_patches(slide, grid,
-                                                                                  extractor.config.batch_size))])
-    finally:
-        slide.close()
-    return write_embeddings(out, features, sample.barcodes[grid.kept], grid.top_left_px)
+    features, _, barcodes, corners = cropped_features(extractor, sample, extractor.config.batch_size,
+                                                      (HEST_PATCH_PX, HEST_PATCH_MPP))
+    return write_embeddings(out, features, barcodes, corners)

@@ -32,6 +32,8 @@ def extract_spots(samples: Iterable[SpotSample], out_dir: str | Path, config: Ex
     from hist2rna_tf.extract.extractor import Extractor
     from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
     from hist2rna_tf.extract.settings import Extraction, write_extraction
+    from hist2rna_tf.spots.embed import cropped_features, patch_file_features
+
     out_dir = Path(out_dir)
     extractor = Extractor.build(config)
     backbone = extractor.backbone
@@ -48,40 +50,10 @@ def extract_spots(samples: Iterable[SpotSample], out_dir: str | Path, config: Ex
         tiles = extractor.config.tiles
         hests = (tiles.tile_size_px, tiles.target_mpp) == (HEST_PATCH_PX, HEST_PATCH_MPP)  # its patches are ours
         given = (patch_files or {}).get(sample.sample_id) if hests else None
-        features, ok, names, corners = (_from_patch_file(extractor, given, config.batch_size) if given else
-                                        _from_image(extractor, sample, config.batch_size))
+        features, ok, names, corners = (patch_file_features(extractor, given, config.batch_size) if given else
+                                        cropped_features(extractor, sample, config.batch_size))
         write_record(SlideFeatures(
             slide_id=sample.sample_id, patient_id=sample.sample_id, settings=extraction.features, version=__version__,
             mpp=sample.mpp, n_tiles=len(features), n_unnormalised=int((~ok).sum()), feature=features.mean(axis=0),
             tile_xy_px=corners.astype(np.int64), tile_features=features, tile_names=names), path)
     return paths
-
-
-def _from_image(extractor, sample: SpotSample, batch: int):
-    """(features, normalised, barcodes, top-left corners) of the sample's spots, cut from its image as HEST
-    cuts them, at the extraction's tile size and um/px (HEST's 224 px at 0.5 um/px, or a run's)."""
-    from hist2rna_tf.spots.embed import embedded
-    from hist2rna_tf.spots.hest import open_image
-    from hist2rna_tf.spots.patches import read_patches, slide_grid
-
-    tiles = extractor.config.tiles
-    slide = open_image(sample.image)
-    try:
-        grid = slide_grid(slide, sample.centres_px, sample.mpp, tiles.tile_size_px, tiles.target_mpp)
-        batches = list(embedded(extractor, read_patches(slide, grid, batch)))
-    finally:
-        slide.close()
-    return (np.concatenate([f for f, _ in batches]), np.concatenate([o for _, o in batches]),
-            sample.barcodes[grid.kept], grid.top_left_px)
-
-
-def _from_patch_file(extractor, path: Path, batch: int):
-    """The same of HEST's patches file: its patches, barcodes and corners, in its order."""
-    from hist2rna_tf.spots.embed import embedded
-    from hist2rna_tf.spots.hest import patch_batches
-
-    features, ok, names, corners = [], [], [], []
-    for images, codes, xy in patch_batches(path, batch):
-        f, o = next(embedded(extractor, [images]))
-        features.append(f), ok.append(o), names.append(codes), corners.append(xy)
-    return tuple(np.concatenate(part) for part in (features, ok, names, corners))

@@ -56,10 +56,11 @@ def read_hest_sample(root: str | Path, sample_id: str, mpp: float | None = None,
     genes = [str(g) for g in adata.var_names]
     if duplicate_genes == "sum":
         counts, genes = summed_duplicates(counts, genes)
+    metadata = _metadata(files["metadata"])
     sample = SpotSample(sample_id, np.asarray(adata.obs_names, dtype=str),
                         np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2], counts, tuple(genes),
-                        files["wsi"], _pixel_size(files["metadata"], mpp), str(files["st"]),
-                        _metadata(files["metadata"]).get("spot_diameter"))
+                        files["wsi"], _pixel_size(metadata, files["metadata"], mpp), str(files["st"]),
+                        metadata.get("spot_diameter"))
     return checked_sample(sample, image_size(files["wsi"]))
 
 
@@ -73,10 +74,10 @@ def _metadata(path: Path) -> dict:
     return data
 
 
-def _pixel_size(path: Path, mpp: float | None) -> float:
+def _pixel_size(data: dict, path: Path, mpp: float | None) -> float:
+    """`mpp` when given, else the metadata's (`data`, read from `path`)."""
     if mpp is not None:
         return float(mpp)
-    data = _metadata(path)
     for key in PIXEL_SIZE_KEYS:
         value = data.get(key)
         if isinstance(value, (int, float)) and value > 0:
