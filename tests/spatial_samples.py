@@ -140,3 +140,38 @@ def write_bench_task(folder: Path, n_samples: int = 4, spots: int = 120, dim: in
         rows([s for s in ids if s != held]).to_csv(folder / "splits" / f"train_{i}.csv", index=False)
         rows([held]).to_csv(folder / "splits" / f"test_{i}.csv", index=False)
     return folder
+
+
+def write_spot_study(root: Path, n_samples: int = 5, dim: int = 12, seed: int = 0, shuffled: bool = False,
+                     size=(2400, 2000), extraction=None) -> dict:
+    """A spot run's inputs: `n_samples` HEST samples (<root>/hest: SP0.., 0.5 um/px, ~130 spots each; SP3
+    and SP4 one patient, P3) and their spot records (<root>/features/tiny, as `extract-spots` writes
+    them, each spot a tile at its patch's top-left) whose features carry each spot's log1p counts
+    through a random linear map plus noise, so a head can learn them; `shuffled`: the features dealt
+    to other spots of the same sample (a control that must learn nothing). `extraction` (an
+    extract.settings.Extraction of `dim` features): written as the folder's extract_config.json, its
+    settings the records'. Returns the paths and ids."""
+    from hist2rna_tf.extract.records import SlideFeatures, record_path, write_record
+    from hist2rna_tf.extract.settings import FeatureSettings, write_extraction
+
+    root, rng = Path(root), np.random.default_rng(seed)
+    settings = extraction.features if extraction else FeatureSettings("tiny", "none", "none", 224, 112.0)
+    if extraction:
+        write_extraction(root / "features" / "tiny", extraction)
+    mix = rng.normal(size=(len(GENES), dim))
+    ids = [f"SP{i}" for i in range(n_samples)]
+    for i, sample_id in enumerate(ids):
+        patient = "P3" if i == 4 else f"P{i}"
+        written = write_hest_sample(root / "hest", sample_id, mpp=0.5, size=size, seed=seed + i,
+                                    metadata={"patient": patient})
+        logged = np.log1p(written["counts"].toarray())
+        features = ((logged - logged.mean(0)) @ mix + rng.normal(0, 0.5, (len(logged), dim))).astype(np.float32)
+        if shuffled:
+            features = features[rng.permutation(len(features))]
+        corners = (written["centres"] - 112).astype(np.int64)
+        write_record(SlideFeatures(
+            slide_id=sample_id, patient_id=sample_id, settings=settings,
+            version="test", mpp=0.5, n_tiles=len(features), n_unnormalised=0, feature=features.mean(0),
+            tile_xy_px=corners, tile_features=features, tile_names=written["barcodes"]),
+            record_path(root / "features", "tiny", sample_id))
+    return {"hest": root / "hest", "features": root / "features" / "tiny", "samples": ids}

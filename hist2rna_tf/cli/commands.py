@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, INPUTS, REPORT, SCALE, SPATIAL, TILES,
-                                     TRAIN, from_args)
+                                     TRAIN, counted, from_args)
+from hist2rna_tf.cli.spot_commands import cmd_extract_spots, cmd_hest_bench, cmd_train_spots
 from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, SettingsError, SpatialError
 from hist2rna_tf.outputs import refuse_overlap, refuse_replacing_file
@@ -47,11 +48,6 @@ def cmd_extract(args) -> int:
 def _stain(args) -> StainConfig:
     return replace(from_args(StainConfig(), args, skip=("reference_image",)),
                    reference_image=str(args.reference_image) if args.reference_image else None)
-
-
-def counted(n: int, noun: str) -> str:
-    """"1 slide", "2 slides"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _report_extraction(results, seconds: float, out: Path) -> int:
@@ -129,7 +125,8 @@ def cmd_train(args) -> int:
 
 def cmd_predict(args) -> int:
     from hist2rna_tf.atomic import write_table
-    from hist2rna_tf.model.predict import Predictor, predict_patients, predict_slides, slides_features_dir
+    from hist2rna_tf.model.predict import (Predictor, predict_patients, predict_slides, predict_tiles,
+                                           slides_features_dir)
 
     if bool(args.model) == bool(args.model_option):
         raise Hist2RNAError("give the model once: `hist2rna predict RUN --features ... --out ...` (RUN: a training "
@@ -149,8 +146,15 @@ def cmd_predict(args) -> int:
         status = _report_extraction(results, time.perf_counter() - start, features)
         if table is None:
             return status
+    elif predictor.spot_run:  # every tile's (or spot's) own prediction: a virtual spatial map
+        status, table = 0, predict_tiles(predictor, args.features)
     else:
         status, table = 0, predict_patients(predictor, args.features)
+    if predictor.spot_run:
+        write_table(table, args.out, index=False)
+        print(f"predicted {counted(len(predictor.genes), 'gene')} ({predictor.units}) for every one of "
+              f"{counted(len(table), 'tile')} of {counted(table['slide_id'].nunique(), 'slide')}: {args.out}")
+        return status
     write_table(table, args.out)
     print(f"predicted {counted(table.shape[1], 'gene')} for {counted(table.shape[0], 'patient')}: {args.out}"
           + (" (the slides that failed above are not in it)" if status else ""))
@@ -166,6 +170,9 @@ def cmd_export(args) -> int:
     names = from_args(EXPORT, args)
     head_dir, full_dir = export_run(args.run, args.out, names.name, names.version, progress=not args.no_progress)
     head, full = kind_of(runs.read_record(args.run).train.head).serves
+    if full_dir is None:  # a spot run reading each spot's neighbourhood: its head alone
+        print(f"exported {head_dir} (each spot's features and its neighbourhood's mean [N, 2F] -> genes [N, G])")
+        return 0
     print(f"exported {head_dir} ({head}) and {full_dir} ({full})")
     return 0
 
@@ -214,6 +221,13 @@ def cmd_spatial(args) -> int:
     from hist2rna_tf.report.spatial_folder import OBJECTS, TILES
 
     drawn = from_args(SPATIAL, args)
+    if drawn.truth:
+        from hist2rna_tf.cli.spot_commands import spatial_truth
+
+        return spatial_truth(args, drawn)
+    if not args.slides:
+        raise Hist2RNAError("spatial: give --slides PATH ... to map, or --truth SAMPLE to score the map against a "
+                            "spatial sample's spots.")
     genes = None if drawn.genes == ("all",) else list(drawn.genes)
     try:
         written, status = write_spatial_maps(args.run, args.features, args.slides, args.out, genes,
@@ -227,73 +241,6 @@ def cmd_spatial(args) -> int:
         print(f"{counted(len(written), 'file')} for {counted(slides, 'slide')} in {args.out} (each slide's tiles "
               f"as QuPath objects: <slide>{OBJECTS}; drag it onto the slide in QuPath)")
     return status
-
-
-def cmd_extract_spots(args) -> int:
-    from hist2rna_tf.spots.embed import spot_extraction
-    from hist2rna_tf.spots.features import extract_spots
-
-    readers = spot_readers(args)
-    for read in readers:  # every sample checked before anything is written
-        read()
-    start = time.perf_counter()
-    if args.like:  # the run's own extraction: its backbone, weights, stain, tile size and scale
-        from hist2rna_tf.model import runs
-
-        config = replace(runs.extraction(args.like).for_new_slides(), batch_size=args.batch_size)
-    else:
-        config = spot_extraction(args.backbone, args.weights, args.stain, batch_size=args.batch_size)
-    patch_files = {}
-    if args.hest and not args.crop:  # HEST's own patches where the download has them
-        from hist2rna_tf.spots.hest import hest_files
-
-        found = {s: hest_files(args.hest, s)["patches"] for s in args.samples}
-        patch_files = {s: path for s, path in found.items() if path.is_file()}
-    paths = extract_spots((read() for read in readers), args.out, config, progress=not args.no_progress,
-                          total=len(readers), patch_files=patch_files)
-    own = f"; {counted(len(patch_files), 'sample')} from HEST's own patches files" if patch_files else ""
-    print(f"{counted(len(paths), 'sample')} in {time.perf_counter() - start:.1f} s: a record each in "
-          f"{paths[0].parent if paths else args.out} (each spot a tile, its barcode its name){own}")
-    return 0
-
-
-def spot_readers(args) -> list:
-    """One reader (a function giving the SpotSample) per sample the command line names."""
-    from functools import partial
-
-    from hist2rna_tf.spots.hest import read_hest_sample
-    from hist2rna_tf.spots.spaceranger import read_spaceranger
-
-    if bool(args.hest) == bool(args.spaceranger):
-        raise Hist2RNAError("give --hest DIR --samples ID ... or --spaceranger DIR ... --image FILE ... (one of them).")
-    if args.hest:
-        if not args.samples:
-            raise Hist2RNAError(f"--hest {args.hest}: name the samples to read with --samples (e.g. the ids of its "
-                                "st/ folder's files).")
-        return [partial(read_hest_sample, args.hest, s, args.mpp, args.duplicate_genes) for s in args.samples]
-    if len(args.image) != len(args.spaceranger):
-        raise Hist2RNAError(f"--spaceranger names {len(args.spaceranger)} folders and --image {len(args.image)} images; "
-                            "give one full-resolution image per folder, in the same order.")
-    return [partial(read_spaceranger, folder, image, args.mpp, None, args.duplicate_genes)
-            for folder, image in zip(args.spaceranger, args.image)]
-
-
-def cmd_hest_bench(args) -> int:
-    from hist2rna_tf.config import HestBenchConfig
-    from hist2rna_tf.spots.hest_bench import PUBLISHED_SOURCE, hest_benchmark
-
-    refuse_overlap(args.out, {"TASK": args.task})
-    config = from_args(HestBenchConfig(backbones=("efficientnetv2s",)), args)
-    table = hest_benchmark(args.task, args.out, config, progress=not args.no_progress)
-    ours, theirs = table[table["source"] != PUBLISHED_SOURCE], table[table["source"] == PUBLISHED_SOURCE]
-    for row in ours.itertuples():
-        print(f"{row.model}: mean Pearson {row.pearson_mean:.4f} (std over splits {row.pearson_std:.4f})")
-    if len(theirs):
-        best = theirs.sort_values("pearson_mean", ascending=False).head(3)
-        print(f"HEST's published figures for {Path(args.task).name} ({PUBLISHED_SOURCE}): "
-              + ", ".join(f"{r.model} {r.pearson_mean:.4f}" for r in best.itertuples()) + ", ...")
-    print(f"table: {Path(args.out) / 'hest_bench.csv'} (and .png); per gene: {Path(args.out) / 'results'}/<backbone>/")
-    return 0
 
 
 def _crossval_report(args) -> int:
@@ -389,8 +336,8 @@ def _print_demo(result, head: str) -> None:
 
 COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,
             "import-run": cmd_import_run, "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
-            "extract-spots": cmd_extract_spots, "hest-bench": cmd_hest_bench,
+            "extract-spots": cmd_extract_spots, "train-spots": cmd_train_spots, "hest-bench": cmd_hest_bench,
             "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
 # The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
-TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "hest-bench", "extract-spots",
+TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "hest-bench", "extract-spots", "train-spots",
                        "baseline", "demo"}

@@ -153,6 +153,11 @@ def from_args(config, args, skip: tuple[str, ...] = (), **renamed):
     return dataclasses.replace(config, **values)
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 slide", "2 slides"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def shard_spec(text: str) -> tuple[int, int]:
     try:
         index, count = (int(v) for v in text.split("/"))

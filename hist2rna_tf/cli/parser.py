@@ -9,12 +9,12 @@ from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, 
                                      Parser, add_annotations, add_features, add_mpp, add_no_progress, add_option,
                                      add_out, add_overwrite, add_run, add_slides, add_stain_options, add_tile_options,
                                      hidden_alias, out_file, out_folder, shard_spec)
-from hist2rna_tf.cli.settings import (HestBenchInputs, ImportInputs, NormalizeInputs, PredictInputs, SpotInputs,
-                                      SubtypeInputs)
-from hist2rna_tf.config import STAIN_METHODS, HestBenchConfig, usable_cores
-from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
+from hist2rna_tf.cli.settings import ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
+from hist2rna_tf.config import STAIN_METHODS, usable_cores
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
+from hist2rna_tf.cli.spot_parser import (add_backbone_options, add_extract_spots, add_hest_bench, add_spot_sources,
+                                         add_train_spots)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log debug detail, and TensorFlow's own start-up and C++ log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_extract, add_normalize, add_train, add_crossval, add_import_run, add_predict, add_export,
-                add_subtype, add_spatial, add_extract_spots, add_hest_bench, add_baseline, add_report, add_demo):
+                add_subtype, add_spatial, add_extract_spots, add_train_spots, add_hest_bench, add_baseline, add_report, add_demo):
         add(commands)
     return parser
 
@@ -64,14 +64,6 @@ def add_extract(commands) -> None:
                                             "0.999 per slide)")
     add_option(gpu, "--precision", EXTRACT, "precision")
     add_option(gpu, "--xla", EXTRACT, "xla")
-
-
-def add_backbone_options(parser) -> None:
-    """`--backbone` and `--weights` (ExtractConfig's), with the catalog's names and weights files."""
-    add_option(parser, "--backbone", EXTRACT, "backbone",
-               help_values={"cnns": ", ".join(BACKBONES), "encoders": ", ".join(ENCODERS)})
-    add_option(parser, "--weights", EXTRACT, "weights", help_values={"files": "; ".join(
-        f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items())})
 
 
 def add_normalize(commands) -> None:
@@ -225,7 +217,10 @@ def add_subtype(commands) -> None:
 
 def add_spatial(commands) -> None:
     spatial = commands.add_parser(
-        "spatial", help="maps of tile-level predicted genes and PAM50 calls over slide thumbnails",
+        "spatial", help="maps of tile-level predicted genes and PAM50 calls over slide thumbnails; --truth: the map "
+                        "scored against a sample's measured spots",
+        usage="hist2rna spatial RUN --features DIR (--slides PATH [PATH ...] | --truth SAMPLE (--hest DIR | "
+              "--spaceranger DIR --image FILE)) --out DIR [options]",
         description="Apply a run's head to each tile's own feature (extract with --save-tile-features) and draw, "
                     "over each slide's thumbnail, the predicted expression of the chosen genes and each tile's PAM50 "
                     "call (the paper's soft-voting classifier, trained on the run's training patients, on the tile's "
@@ -235,65 +230,24 @@ def add_spatial(commands) -> None:
                     "Import objects. TensorFlow, the head and the classifier are made once for all slides. The "
                     "paper's head was trained on slide means: read tile values as where the signal comes from. A run "
                     "of --head abmil also maps each tile's attention (<slide>_attention.png, a column and a QuPath "
-                    "measurement); --head sequoia maps SEQUOIA's sliding windows of tiles.")
+                    "measurement); --head sequoia maps SEQUOIA's sliding windows of tiles. With --truth SAMPLE, the map is "
+                    "checked against measurement instead: the head on each spot's own patch (the sample's record in "
+                    "--features, made by `extract-spots --like RUN`) against the log1p of its counts, per gene "
+                    "Pearson, Spearman and a spin test's p (the spots rotated against the map: a null that keeps its "
+                    "autocorrelation) with FDR: <sample>_truth.csv, <sample>_spots.csv, <sample>_spots.geojson (QuPath "
+                    "detections with both values) and <sample>_<gene>_truth.png (measured | predicted).")
     add_run(spatial)
-    add_features(spatial, "feature TFRecords with tile features")
-    add_slides(spatial, "the slides (files or folders) to map")
+    add_features(spatial, "feature TFRecords with tile features (--truth: the sample's spot record's folder)")
+    add_slides(spatial, "the slides (files or folders) to map (not with --truth)", required=False)
     add_option(spatial, "--genes", SPATIAL, "genes", metavar="GENE")
     add_option(spatial, "--no-gene-maps", SPATIAL, "no_gene_maps")
     add_option(spatial, "--no-subtypes", SPATIAL, "no_subtypes")
     add_no_progress(spatial, "progress bar")
     add_option(spatial, "--thumbnail-mpp", SPATIAL, "thumbnail_mpp", metavar="UM_PER_PX")
     add_out(spatial, "folder for the PNGs, CSVs and GeoJSON")
-
-
-def add_extract_spots(commands) -> None:
-    spots = commands.add_parser(
-        "extract-spots", help="spatial transcriptomics samples -> each spot's features (HEST-1k, Space Ranger)",
-        usage="hist2rna extract-spots (--hest DIR --samples ID [ID ...] | --spaceranger DIR [DIR ...] --image FILE "
-              "[FILE ...]) --backbone NAME --weights W --out DIR [options]",
-        description="Embed every spot of each sample: its patch as HEST cuts it (224 px at 0.5 um/px centred on "
-                    "the spot, equal to HEST's dump_patches), through the stain normaliser (none by default, as "
-                    "HEST) and the frozen backbone. Writes one feature record a sample, <out>/<backbone>/<sample_id>"
-                    ".tfrecord, as `extract` writes a slide's: each spot a tile (its features, its patch's "
-                    "top-left, its barcode), the sample's mean the record's feature. Every sample is read and "
-                    "checked before anything is written; a re-run resumes.")
-    for flag, name, metavar in (("--hest", "hest", "DIR"), ("--samples", "samples", "ID"),
-                                ("--spaceranger", "spaceranger", "DIR"), ("--image", "image", "FILE")):
-        add_option(spots, flag, SpotInputs, name, metavar=metavar)
-    add_backbone_options(spots)
-    add_out(spots, "features folder (a record a sample under <out>/<backbone>/)")
-    add_option(spots, "--mpp", SpotInputs, "mpp", metavar="UM_PER_PX")
-    add_option(spots, "--duplicate-genes", SpotInputs, "duplicate_genes")
-    add_option(spots, "--stain", SpotInputs, "stain")
-    add_option(spots, "--like", SpotInputs, "like", metavar="RUN")
-    add_option(spots, "--crop", SpotInputs, "crop")
-    add_option(spots, "--batch-size", EXTRACT, "batch_size")
-    add_no_progress(spots)
-
-
-def add_hest_bench(commands) -> None:
-    bench = commands.add_parser(
-        "hest-bench", help="HEST-Benchmark on a task folder with any of the tool's encoders, as HEST runs it",
-        usage="hist2rna hest-bench TASK --backbone NAME [NAME ...] --weights W [W ...] --out DIR [options]",
-        description="HEST-Benchmark (Jaume et al., NeurIPS 2024) exactly as HEST's benchmark.py runs it: each "
-                    "sample's patches (patches/<id>.h5: 224 px at 0.5 um/px around each spot) embedded by each "
-                    "backbone into <out>/embeddings/<backbone>/<id>.h5 (HEST's embeddings files: its code reads "
-                    "ours; a re-run keeps them), then per split log1p of the task's 50 genes, StandardScaler + "
-                    "PCA fit on the training samples, ridge (lsqr, alpha 100/(D x G), no intercept) and Pearson's "
-                    "r per gene on the test sample; <out>/results/<backbone>/ holds HEST's results_kfold.json, "
-                    "each split's results.json and pearson_by_gene.csv. <out>/hest_bench.csv and .png set the "
-                    "backbones side by side with HEST's published figures for the task (their README, labelled "
-                    "theirs). Download a task with HEST's instructions (huggingface.co/datasets/MahmoodLab/hest-bench).")
-    add_option(bench, "task", HestBenchInputs, "task", metavar="TASK")
-    add_option(bench, "--backbone", HestBenchConfig, "backbones", metavar="NAME")
-    add_option(bench, "--weights", HestBenchConfig, "weights", metavar="W")
-    add_out(bench, "output folder (embeddings/, results/, hest_bench.csv, hest_bench.png)")
-    add_option(bench, "--stain", HestBenchConfig, "stain")
-    add_option(bench, "--batch-size", HestBenchConfig, "batch_size")
-    add_option(bench, "--latent-dim", HestBenchConfig, "latent_dim")
-    add_option(bench, "--seed", HestBenchConfig, "seed")
-    add_no_progress(bench)
+    add_option(spatial, "--truth", SPATIAL, "truth", metavar="SAMPLE")
+    add_spot_sources(spatial, samples=False)
+    add_option(spatial, "--spins", SPATIAL, "spins", metavar="N")
 
 
 def add_baseline(commands) -> None:

@@ -99,6 +99,10 @@ class SpatialConfig(Checked):
                                        "--genes all")
     no_subtypes: bool = option(False, "no PAM50 call map")
     thumbnail_mpp: PositiveFloat = option(THUMBNAIL_MPP, "thumbnail resolution (default {default} um/px)")
+    truth: str | None = option(None, "score the map against this spatial sample's measured spots instead of drawing "
+                                     "slides: its id (with --hest DIR, or --spaceranger DIR --image FILE), its spot "
+                                     "record in --features (`extract-spots --like RUN`) (default: no scoring)")
+    spins: PositiveInt = option(199, "--truth: spins of the spin test's null (default {default})")
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,11 @@ def _paper_kind(head: keras.Model) -> InputKind:
     return input_kind(DEFAULT_HEAD, head_settings(DEFAULT_HEAD), head.input_shape[-1])
 
 
-def head_archive(head: keras.Model, genes: list[str], kind: InputKind, feature_settings: FeatureSettings | None = None):
+def head_archive(head: keras.Model, genes: list[str], kind: InputKind, feature_settings: FeatureSettings | None = None,
+                 units: str | None = None, context_um: float = 0.0):
     """The head export's ExportArchive (see `export_head`): `serve` as its input kind serves the head
-    (kind.endpoint)."""
+    (kind.endpoint). A spot run's (model/spot_run/) says its `units` (log1p counts) and `context_um`
+    (its features then [N, 2F]: each spot's own, then its neighbourhood's mean) in its metadata."""
     served = kind.served(head)
     archive = keras.export.ExportArchive()
     archive.track(served)
@@ -90,6 +92,8 @@ def head_archive(head: keras.Model, genes: list[str], kind: InputKind, feature_s
     extra = {"feature_dim": np.int64(kind.feature_dim), **_head_metadata(kind)}
     if feature_settings:
         extra.update(feature_settings.to_metadata())
+    if units:
+        extra.update({"units": np.bytes_(units), "context_um": np.float64(context_um)})
     archive.add_endpoint("metadata", _metadata_fn(genes, extra), input_signature=[])
     return archive
 
@@ -217,23 +221,45 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
         config = extraction.config
         bar.next()
         backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
-        if backbone.feature_dim != predictor.feature_dim:
+        whole = not predictor.context_um  # a head of spots' neighbourhoods reads 2F: no end-to-end model of a slide
+        if whole and backbone.feature_dim != predictor.feature_dim:
             raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
                                 f"{config.backbone} gives {backbone.feature_dim}.")
         if name is None:  # the backbone's, and the head's when not the paper's: another head serves another signature
             name = backbone.name if predictor.head.name == DEFAULT_HEAD else f"{backbone.name}_{predictor.head.name}"
         version = version or next_version(root, f"{name}_head", name)
         head_dir, full_dir = version_dir(root, f"{name}_head", version), version_dir(root, name, version)
+        if not whole:
+            return _head_only(predictor, head_dir, replace), None
         taken = [d for d in (head_dir, full_dir) if d.exists()]
         if taken and not replace:  # checked before either is written, so a refused export leaves nothing behind
             raise ExportError(f"{', '.join(map(str, taken))} exists; exports are never overwritten. Give another "
                               "--version, or leave it out to take the next free one.")
         bar.next()
         with building_folder(head_dir) as head_work, building_folder(full_dir) as full_work:
-            head_archive(predictor.model, predictor.genes, predictor.kind,
-                         predictor.feature_settings).write_out(str(head_work), verbose=False)
+            head_archive(predictor.model, predictor.genes, predictor.kind, predictor.feature_settings,
+                         *_spot_metadata(predictor)).write_out(str(head_work), verbose=False)
             bar.next()
             end_to_end_archive(backbone, predictor.model, predictor.genes, config.stain, extraction.features,
                                predictor.kind).write_out(str(full_work), verbose=False)
             bar.next()
     return head_dir, full_dir
+
+
+def _spot_metadata(predictor: Predictor) -> tuple[str | None, float]:
+    """(units, context_um) for a spot run's head export; (None, 0) for a bulk run's."""
+    return (predictor.units, predictor.context_um) if predictor.spot_run else (None, 0.0)
+
+
+def _head_only(predictor: Predictor, head_dir: Path, replace: bool) -> Path:
+    """A spot run whose head reads each spot's neighbourhood: its head export alone (features [N, 2F])."""
+    if head_dir.exists() and not replace:
+        raise ExportError(f"{head_dir} exists; exports are never overwritten. Give another --version, or leave it out "
+                          "to take the next free one.")
+    log.warning("%s reads each spot's neighbourhood (%g um): exported as its head alone (each spot's features, then "
+                "its neighbourhood's mean: [N, 2F]); the end-to-end model of one slide's tiles is not made for it.",
+                predictor.path, predictor.context_um)
+    with building_folder(head_dir) as work:
+        head_archive(predictor.model, predictor.genes, predictor.kind, predictor.feature_settings,
+                     *_spot_metadata(predictor)).write_out(str(work), verbose=False)
+    return head_dir

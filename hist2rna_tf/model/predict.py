@@ -30,7 +30,7 @@ class Predictor:
     export."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path, meta = Path(path), {}
         self.record: runs.RunRecord | None = None  # a run's; None for an export
         if runs.is_run(self.path):  # a training run
             self.record = runs.read_record(self.path)
@@ -60,6 +60,17 @@ class Predictor:
             raise Hist2RNAError(f"{self.path}: neither a training run (best.keras) nor a SavedModel export.")
         # what its head reads, with its settings as recorded (read here, once)
         self.kind = input_kind(entry, head_settings(entry.name, saved), self.feature_dim)
+        spots = self.record.spots if self.record is not None else None
+        if self.record is None and "units" in meta:  # a spot run's head export
+            spots = {"targets": meta["units"].numpy().decode(), "context_um": float(meta["context_um"].numpy())}
+        self.spots = spots  # a spot run's (model/spot_run/): its units and its neighbourhood; None for bulk runs
+        self.context_um = float(spots.get("context_um") or 0) if spots else 0.0
+        self.units = spots["targets"] if spots else "log2(1+RSEM)"
+
+    @property
+    def spot_run(self) -> bool:
+        """Whether it was trained on spots (model/spot_run/): its values are a spot's log1p counts."""
+        return self.spots is not None
 
     @property
     def head(self):
@@ -97,6 +108,18 @@ class Predictor:
         if self.record is None:
             return self.kind.served_tile_values(self._serve, tile_features, self.path)
         return self.kind.tile_values(self._model, tile_features, tile_xy_px)
+
+    def record_values(self, record, source) -> tuple[np.ndarray, np.ndarray | None]:
+        """`tile_values` of a record's tiles (a slide's, or a sample's spots), each with its neighbourhood
+        where the run reads one (model/spot_run/context.py)."""
+        from hist2rna_tf.model.spot_run.context import with_context
+
+        if record.tile_features is None:
+            raise Hist2RNAError(f"{source}: its record has no per-tile features; extract with --save-tile-features "
+                                "(extract-spots records always have them).")
+        features = with_context(record.tile_features, record.tile_xy_px, record.mpp, self.context_um, source,
+                                spots=record.tile_names is not None)
+        return self.tile_values(features, record.tile_xy_px)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """features float [N, F] (slide or patient means) -> log2 expression [N, G], for a head that reads
@@ -155,10 +178,11 @@ def predict_slides(predictor: Predictor, slides: list[str | Path], features_out:
                    progress: bool = False) -> tuple[pd.DataFrame | None, list]:
     """Extract `slides` with the settings the run's training features were made with (its record:
     backbone, weights, tiling, stain; `mpp` for files that carry none) into `features_out`
-    (resumable, as `hist2rna extract`), then predict every patient with a usable record. Returns
-    (patients x genes, or None when no slide gave features; the extraction's manifest rows)."""
+    (resumable, as `hist2rna extract`), then predict every patient with a usable record (a spot run: every
+    tile, `predict_tiles`). Returns (patients x genes, or tiles; None when no slide gave features; the
+    extraction's manifest rows)."""
     config = predictor.extraction().for_new_slides()
-    if predictor.kind.tile_features:  # its head reads every tile
+    if predictor.kind.tile_features or predictor.spot_run:  # its head reads every tile, or predicts each
         config = replace(config, save_tile_features=True)
     if mpp is not None:
         config = replace(config, tiles=replace(config.tiles, mpp_override=mpp))
@@ -169,7 +193,30 @@ def predict_slides(predictor: Predictor, slides: list[str | Path], features_out:
         config = replace(config, precision="float32", xla=False)
     results = extract_cohort(slides, features_out, config, annotations_dir, progress=progress)
     done = [r.record for r in results if r.status in ("done", "skipped")]
-    return (predict_patients(predictor, done) if done else None), results
+    predict = predict_tiles if predictor.spot_run else predict_patients  # a spot run: every tile's own
+    return (predict(predictor, done) if done else None), results
+
+
+def predict_tiles(predictor: Predictor, features_dir: str | Path | list) -> pd.DataFrame:
+    """Every tile's (or spot's) own prediction: rows of slide_id, tile (its row in the record), x, y (its
+    level-0 top-left), barcode (spot records) and the genes; what a spot run predicts on a slide (a
+    virtual spatial map). Needs tile features; records made otherwise than the run's are refused."""
+    from hist2rna_tf.extract.records import read_record, record_files
+
+    tables = []
+    for path in record_files(features_dir):
+        record = read_record(path)
+        predictor.check_features(record.settings, path)
+        values, _ = predictor.record_values(record, path)
+        table = pd.DataFrame(values, columns=predictor.genes)
+        if record.tile_names is not None:
+            table.insert(0, "barcode", record.tile_names)
+        table.insert(0, "y", record.tile_xy_px[:, 1])
+        table.insert(0, "x", record.tile_xy_px[:, 0])
+        table.insert(0, "tile", np.arange(len(table)))
+        table.insert(0, "slide_id", record.slide_id)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
 
 
 def slides_features_dir(out_csv: str | Path) -> Path:

@@ -42,6 +42,7 @@ class RunRecord:
     device: str | None = None  # patch-based runs: where the training time was measured
     head_settings: dict = field(default_factory=dict)  # the head's Settings (model/heads/; train.head names it)
     imported_from: dict | None = None  # imported runs: the published model (its folder, config and file digest)
+    spots: dict | None = None  # spot runs (model/spot_run/): their samples, targets, genes, context and split
     version: str = __version__
     format: int = RUN_FORMAT
 
@@ -76,7 +77,7 @@ class RunRecord:
             missing_genes=tuple(data.get("missing_genes") or ()), join_report=dict(data.get("join_report") or {}),
             approach=data.get("approach", HIST2RNA), baseline=baseline, hist2rna_run=data.get("hist2rna_run"),
             tiles=data.get("tiles"), device=data.get("device"), head_settings=dict(data.get("head_settings") or {}),
-            imported_from=data.get("imported_from"),
+            imported_from=data.get("imported_from"), spots=data.get("spots"),
             version=str(data.get("version", "?")), format=fmt)
 
 

@@ -295,3 +295,21 @@ def tile_call_map(thumb: np.ndarray, scale: float, extent: float, calls: pd.Data
                    fontsize=8)
     axes[1].set_title("PAM50 call per tile (soft voting on predicted genes)", loc="left")
     return figure
+
+
+def spot_truth_map(thumb: np.ndarray, scale: float, diameter_px: float, spots: pd.DataFrame, gene: str,
+                   sample_id: str, score: pd.Series, units: str):
+    """A sample's thumbnail twice, each spot a disc (its centre x, y / `scale`) coloured by the measured
+    (log1p counts) and by the predicted `gene` (`units`), each on its own 2nd-98th percentile range; the
+    title gives the gene's Pearson, Spearman and spin-test p (`score`)."""
+    figure, axes = _thumbnail_axes(thumb, sample_id)
+    size = (max(diameter_px / scale, 1.0) * 72 / figure.dpi) ** 2  # points^2 of a disc the spot's width, about
+    for ax, side, label in ((axes[0], "measured", "measured (log1p counts)"), (axes[1], "predicted", f"predicted ({units})")):
+        values = spots[f"{gene}_{side}"].to_numpy()
+        norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
+        ax.scatter(spots["x"] / scale, spots["y"] / scale, c=values, cmap="viridis", norm=norm, s=size, alpha=0.85,
+                   linewidths=0)
+        ax.set_title(f"{gene} {label}", loc="left" if side == "predicted" else "right", fontsize=9)
+    figure.suptitle(f"{sample_id} {gene}: Pearson {score['pearson']:.2f}, Spearman {score['spearman']:.2f}, spin-test "
+                    f"p {score['p_spin']:.3f}", fontsize=10)
+    return figure

@@ -29,6 +29,7 @@ from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
 from hist2rna_tf.report.spatial_folder import map_figures, map_files, roles_of
+from hist2rna_tf.report.spot_section import spot_section
 from hist2rna_tf.report.statistics import ReportStatistics, report_statistics
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,14 @@ def _write_report(inputs: ReportInputs, given: _Given, stats: ReportStatistics, 
     if inputs.note:
         page.parts.append(f'<p class="note">{html.escape(inputs.note)}</p>')
     _config_section(page, record, run)
-    _gene_section(page, run, stats, given.compare)
+    if record.spots is not None:  # a spot run: per held-out sample, against HEST's ridge (spot_section.py)
+        spot_section(page, run, record)
+    else:
+        _gene_section(page, run, stats, given.compare)
     if stats.sequoia is not None:
         _sequoia_section(page, stats.sequoia, stats.sequoia_figures)
-    _subtype_section(page, stats.subtypes)
+    if record.spots is None:
+        _subtype_section(page, stats.subtypes)
     if stats.external is not None:
         _external_section(page, stats)
     elif stats.cohorts:
@@ -225,7 +230,8 @@ def _config_section(page: Page, record: runs.RunRecord, run: Path) -> None:
     rows = {"backbone": features.backbone if features else "?", "weights": features.weights if features else "?",
             "stain normalisation": features.normaliser if features else "?",
             "feature size": record.feature_dim, "genes": record.genes,
-            "patients (train / held-out)": f"{record.patients['train']} / {record.patients['test']}",
+            f"{'spots' if record.spots else 'patients'} (train / held-out)": f"{record.patients['train']} / "
+                                                                             f"{record.patients['test']}",
             "epochs (best validation MSE)": (f"{record.epochs} ({record.best_val_loss:.3f})" if record.imported_from is None
                                              else f"imported ({record.imported_from.get('source')}: "
                                                   f"{record.imported_from.get('folder')}), not trained here"),

@@ -50,7 +50,7 @@ def tile_predictions(predictor, record) -> pd.DataFrame:
     if record.tile_features is None:
         raise Hist2RNAError(f"slide {record.slide_id}: its record has no per-tile features; extract with "
                             "--save-tile-features to draw spatial maps.")
-    values, attention = predictor.tile_values(record.tile_features, record.tile_xy_px)
+    values, attention = predictor.record_values(record, f"slide {record.slide_id}")
     table = pd.DataFrame(values, columns=predictor.genes)
     if attention is not None:  # a head that reads every tile: each tile's weight in the slide's bag
         table.insert(0, ATTENTION_COLUMN, attention)
@@ -161,6 +161,9 @@ class SpatialMapper:
             raise Hist2RNAError(f"--genes: {', '.join(hints)} not among the run's {len(predictor.genes)} genes "
                                 f"(its genes.txt lists them).")
         reference = training_reference(run_dir)  # the classifier's training data; the genes' measured range
+        if predictor.spot_run and subtypes:
+            log.info("%s was trained on spots (no PAM50 labels): its maps are the genes' alone.", run_dir)
+            subtypes = False
         voting = None
         if subtypes:
             labelled = int(reference[1].isin(PAPER_SUBTYPES).sum())
@@ -262,30 +265,3 @@ def _warn_outside_training(slide_id: str, gene: str, values: pd.Series, referenc
                     "the map's colours with care.", slide_id, int(outside.sum()), len(values), gene, low, high,
                     float(values.min()), float(values.max()))
 
-
-def spot_scores(run_dir: str | Path, spot_record: str | Path, sample, n_spins: int | None = None,
-                seed: int = 0) -> pd.DataFrame:
-    """A run's map scored against a sample's measured spots (spots/truth.py): its head on each spot's
-    features (`spot_record`: `extract-spots --like RUN`'s record of `sample`, refused when made
-    otherwise), each spot's prediction against the log1p of its counts, per gene both have (Pearson,
-    Spearman, the spin test's p and FDR)."""
-    from hist2rna_tf.spots.truth import N_SPINS, map_scores
-
-    predictor = Predictor(run_dir)
-    record = read_record(spot_record)
-    predictor.check_features(record.settings, spot_record)
-    if record.tile_names is None or record.tile_features is None:
-        raise Hist2RNAError(f"{spot_record}: not a record of spots (no barcodes); make it with `hist2rna extract-spots "
-                            f"--like {run_dir}`.")
-    values, _ = predictor.tile_values(record.tile_features, record.tile_xy_px)
-    predicted = pd.DataFrame(values, index=pd.Index(record.tile_names, name="barcode"), columns=predictor.genes)
-    genes = [g for g in predictor.genes if g in set(sample.genes)]
-    if not genes:
-        raise Hist2RNAError(f"sample {sample.sample_id} measured none of the run's {len(predictor.genes)} genes.")
-    measured = sample.expression(genes)
-    unknown = predicted.index.difference(measured.index)
-    if len(unknown):
-        raise Hist2RNAError(f"{spot_record}: {len(unknown)} spot(s) not in sample {sample.sample_id} (e.g. "
-                            f"{unknown[0]}); the record is of another sample.")
-    centres = pd.DataFrame(sample.centres_px, index=sample.barcodes).loc[predicted.index].to_numpy()
-    return map_scores(predicted[genes], measured.loc[predicted.index], centres, n_spins or N_SPINS, seed)

@@ -60,8 +60,14 @@ def read_hest_sample(root: str | Path, sample_id: str, mpp: float | None = None,
     sample = SpotSample(sample_id, np.asarray(adata.obs_names, dtype=str),
                         np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2], counts, tuple(genes),
                         files["wsi"], _pixel_size(metadata, files["metadata"], mpp), str(files["st"]),
-                        metadata.get("spot_diameter"))
+                        metadata.get("spot_diameter"), _patient(metadata))
     return checked_sample(sample, image_size(files["wsi"]))
+
+
+def _patient(metadata: dict) -> str | None:
+    """The sample's patient as HEST's metadata names it (`patient`), when it does."""
+    value = metadata.get("patient")
+    return str(value) if value not in (None, "", "nan") else None
 
 
 def _metadata(path: Path) -> dict:

@@ -30,6 +30,7 @@ class SpotSample:
     mpp: float  # um per full-resolution pixel
     source: str  # where it was read from, for messages: the file or folder
     spot_diameter_um: float | None = None
+    patient_id: str | None = None  # HEST's metadata `patient` where it says (a spot run's folds keep a patient whole)
 
     @property
     def n_spots(self) -> int:

@@ -155,6 +155,7 @@ def test_every_option_of_a_config_field_is_made_from_the_field():
 
     import hist2rna_tf.cli.settings as settings
     import hist2rna_tf.config as config
+    import hist2rna_tf.model.spot_run.cohort as spot_run
     from hist2rna_tf.cli.options import field_kwargs
     from hist2rna_tf.model.crossval import crossval
     from hist2rna_tf.model.heads import with_head_training
@@ -166,7 +167,7 @@ def test_every_option_of_a_config_field_is_made_from_the_field():
             if home.startswith("options.") or not home:
                 continue
             kind_name, name = home.split(".")
-            kind = getattr(config, kind_name, None) or getattr(settings, kind_name)
+            kind = getattr(config, kind_name, None) or getattr(settings, kind_name, None) or getattr(spot_run, kind_name)
             field = {f.name: f for f in dataclasses.fields(kind)}[name]
             where = (command, (action.option_strings or [action.dest])[0])
             if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:

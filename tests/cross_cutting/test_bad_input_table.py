@@ -474,6 +474,22 @@ ROWS = [
     ("a Space Ranger folder of no counts file",
      lambda i, s: _spots_spaceranger(i, lambda f: (f / "filtered_feature_bc_matrix.h5").unlink()), 2,
      ["no filtered_feature_bc_matrix.h5"], ["spots"]),
+    # Spot runs (issue 37): the study checked before anything is written.
+    ("train-spots with a sample whose spots were not extracted",
+     lambda i, s: _spot_study(i, lambda st: (st["features"] / "SP2.tfrecord").unlink()), 2,
+     ["no spot record for sample(s) SP2", "extract-spots"], ["run"]),
+    ("train-spots on two patients, one held out",
+     lambda i, s: _spot_study(i, lambda st: None, n=2), 2,
+     ["2 patient(s)", "leave 1 to train on", "--patients"], ["run"]),
+    ("train-spots --genes naming a gene a sample did not measure",
+     lambda i, s: _spot_study(i, lambda st: (i.tmp / "genes.txt").write_text("ESR1\nNOPE1\n"), "--genes",
+                              str(i.tmp / "genes.txt")), 2,
+     ["--genes", "not measured in sample SP0", "NOPE1"], ["run"]),
+    ("spatial --truth of a sample without a spot record",
+     lambda i, s: [*_spot_study(i, lambda st: (st["features"] / "SP1.tfrecord").unlink())[:0], "spatial", str(i.run),
+                   "--features", str(i.tmp / "study" / "features" / "tiny"), "--truth", "SP1", "--hest",
+                   str(i.tmp / "study" / "hest"), "--out", str(i.tmp / "truth")], 2,
+     ["no spot record SP1.tfrecord", "extract-spots", "--like"], ["truth"]),
 ]
 
 
@@ -502,6 +518,16 @@ def _spots_spaceranger(i: "Inputs", breaks) -> list[str]:
     folder = write_spaceranger(i.tmp / "outs", image, sample)
     breaks(folder)
     return _spot_args(i, "--spaceranger", str(folder), "--image", str(image))
+
+
+def _spot_study(i: "Inputs", breaks, *extra: str, n: int = 3) -> list[str]:
+    """A small spot study (spatial_samples.write_spot_study), broken by `breaks`, and train-spots on it."""
+    from spatial_samples import write_spot_study
+
+    study = write_spot_study(i.tmp / "study", n_samples=n, size=(1000, 800))
+    breaks(study)
+    return ["train-spots", "--features", str(study["features"]), "--hest", str(study["hest"]), "--samples",
+            *study["samples"], "--out", str(i.tmp / "run"), *extra]
 
 
 def _st(root: Path, change) -> None:

@@ -66,7 +66,7 @@ def test_a_runs_map_is_scored_at_the_spots_it_was_extracted_for(tiny_run, tmp_pa
 
     from hist2rna_tf.cli import main
     from hist2rna_tf.errors import SettingsError
-    from hist2rna_tf.report.spatial import spot_scores
+    from hist2rna_tf.report.spot_truth import spot_scores
     from hist2rna_tf.spots.hest import read_hest_sample
 
     samples = Path(__file__).resolve().parents[1] / "data" / "spots" / "hest_samples"
