@@ -116,6 +116,8 @@ def spot_cohort(features_dir: str | Path, samples: list[SpotSample], config: Spo
                 seed: int = 0) -> SpotCohort:
     """The spots of `samples` with their records in `features_dir` (see the module), split by patient
     (`config`, `seed`), the genes chosen on the training samples. A SpotError naming the first problem."""
+    from hist2rna_tf.extract.records import folder_extraction, read_record  # TensorFlow: not for --help
+
     if len({s.sample_id for s in samples}) != len(samples):
         raise SpotError("a sample is given twice; give each sample once.")
     paths = spot_records(features_dir, samples)
