@@ -304,6 +304,7 @@ class DemoConfig(Checked):
     progress: bool = True
     export: bool = True
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
+    sections: Count = 4  # synthetic Visium sections (demo/spots.py): the map scored at their spots, a spot run (0: none)
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,21 @@ def _print_demo(result, head: str) -> None:
         print(f"spatial maps and QuPath objects of every held-out slide: {Path(result.paths['spatial_map']).parent}")
     if "external_predictions" in result.paths:
         print(f"external demo cohort (SYNTHETIC clinical table): {result.paths['external_predictions']}")
+    if result.spots:
+        _print_spots(result.spots, result.paths)
     print(f"report: {result.paths['report']}")
+
+
+def _print_spots(spots: dict, paths: dict) -> None:
+    """The demo's synthetic Visium sections (demo/spots.py): the bulk map against them, and a spot run."""
+    control = spots["map_control_median_pearson"]
+    print(f"spatial (SYNTHETIC Visium sections, {spots['spots']} spots in {len(spots['sections'])}): the bulk run's "
+          f"map at each spot against its counts: median Pearson across genes {spots['map_median_pearson']:.2f}"
+          + (f" (a shuffled control's map: {control:.2f})" if control is not None else "")
+          + f", {spots['map_genes_fdr']}/{spots['map_genes']} section-genes at spin-test FDR < 0.05 -> {paths['truth']}")
+    print(f"spot run held out on {spots['held_out']}: mean Pearson head {spots['spot_head']:.2f}, HEST's ridge "
+          f"{spots['spot_ridge']:.2f}, untrained head {spots['spot_untrained']:.2f}, shuffled-spot control "
+          f"{spots['spot_control']:.2f} -> {paths['spot_run']}. Synthetic counts: they say nothing about biology.")
 
 
 COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,

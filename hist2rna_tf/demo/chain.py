@@ -29,6 +29,7 @@ from hist2rna_tf.atomic import atomic_path, write_json, write_text
 from hist2rna_tf.config import (MIN_DEMO_SLIDES, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
                                 TrainConfig)
 from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
+from hist2rna_tf.demo.spots import spot_demo
 from hist2rna_tf.errors import Hist2RNAError, OutputError, SettingsError
 from hist2rna_tf.extract.backbones.build import check_backbone_arguments
 from hist2rna_tf.extract.cohort import MANIFEST, extract_cohort
@@ -63,6 +64,7 @@ class DemoResult:
     control_medians: list[float]
     train_s: float
     paths: dict = field(default_factory=dict)
+    spots: dict | None = None  # the synthetic Visium sections' figures (demo/spots.py's spot_demo)
 
     @property
     def learned_median(self) -> float:
@@ -174,11 +176,17 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         tiles_per_slide = {r.slide_id: r.n_tiles for r in results}
         paths.update(_spatial_maps(run_dir, features, cohort_dir, out / "spatial", tiles_per_slide))
         stages.next()
+        spots = None
+        if config.sections:
+            control = out / "controls" / "shuffled-1" if config.n_controls else None
+            spots = spot_demo(run_dir, control, out / "spots", config.sections, config.seed)
+            paths.update(spots.pop("paths"))
+            stages.next()
         paths["report"] = _report(run_dir, paths, out / "report" / "report.html")
         stages.next()
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     shown = {k: {t: str(p) for t, p in v.items()} if isinstance(v, dict) else str(v) for k, v in paths.items()}
-    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s, shown)
+    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s, shown, spots)
     write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
                                            "learned_median": result.learned_median})
     return result
@@ -195,7 +203,8 @@ def _stages(config: DemoConfig) -> list[str]:
     return ["training the head", f"{config.n_controls} shuffled controls",
             *(["the patch-based baseline"] if config.baseline else []),
             "predictions" + (f" (and {config.n_external} external TMA cores)" if config.n_external else ""),
-            *(["both SavedModel exports"] if config.export else []), "spatial maps", "the report"]
+            *(["both SavedModel exports"] if config.export else []), "spatial maps",
+            *([f"{config.sections} synthetic Visium sections"] if config.sections else []), "the report"]
 
 
 def _external_features(config: DemoConfig) -> tuple[Path, Path, Path]:
@@ -239,7 +248,10 @@ def _report(run_dir: Path, paths: dict, out: Path) -> Path:
                               "Spatial map (beyond the paper): tile-level predictions of a held-out slide":
                                   Path(paths["spatial_map"]),
                               "Spatial map (beyond the paper): each tile's PAM50 call from its predicted genes":
-                                  Path(paths["spatial_subtypes"])},
+                                  Path(paths["spatial_subtypes"]),
+                              **({"The map against measurement (beyond the paper): the bulk-trained head at each spot "
+                                  "of a SYNTHETIC Visium section, measured | predicted": Path(paths["truth_map"])}
+                                 if "truth_map" in paths else {})},
                           extra_files=paths["spatial_objects"],
                           note=SYNTHETIC_NOTE + " The RNA-seq and the clinical tables are synthetic too; the "
                           "backbone has random weights and the head was trained with standardisation (not the "

@@ -85,9 +85,27 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> list[li
     return ring + [ring[0]]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a rendered slide's tissue lies: its cell grid's level-0 offset (x, y) and each cell's source
+    tumour (an index into SOURCES; -1 where there is glass)."""
+
+    offset: np.ndarray
+    cells: np.ndarray  # int [rows, cols]
+
+    def sources_at(self, xy_px: np.ndarray) -> np.ndarray:
+        """The source tumour under each level-0 point (x, y) (-1: glass)."""
+        col, row = np.floor((np.asarray(xy_px, float) - self.offset) / CELL_PX).astype(int).T
+        inside = (row >= 0) & (col >= 0) & (row < self.cells.shape[0]) & (col < self.cells.shape[1])
+        found = np.full(len(col), -1)
+        found[inside] = self.cells[row[inside], col[inside]]
+        return found
+
+
 def render_slide(index: int, seed: int, tiles: list[np.ndarray], source: np.ndarray,
-                 rows: int = 10, cols: int = 13) -> tuple[np.ndarray, dict, tuple[float, ...]]:
-    """Level-0 RGB pixels, the GeoJSON annotation, and each source tumour's share inside the tumour."""
+                 rows: int = 10, cols: int = 13) -> tuple[np.ndarray, dict, tuple[float, ...], Layout]:
+    """Level-0 RGB pixels, the GeoJSON annotation, each source tumour's share inside the tumour, and the
+    tissue's layout."""
     rng = np.random.default_rng([seed, index])
     offset = rng.integers(40, CELL_PX - 40, size=2)  # the tissue grid is off the extraction grid
     height_px, width_px = rows * CELL_PX + CELL_PX, cols * CELL_PX + CELL_PX
@@ -123,7 +141,7 @@ def render_slide(index: int, seed: int, tiles: list[np.ndarray], source: np.ndar
     region = _tumour_cells(rows, cols, offset, tumour, necrosis)
     inside = drawn[region & tissue]
     shares = tuple(float((inside == k).mean()) if inside.size else float("nan") for k in range(len(SOURCES)))
-    return image, {"type": "FeatureCollection", "features": features}, shares
+    return image, {"type": "FeatureCollection", "features": features}, shares, Layout(offset, drawn)
 
 
 def _feature(geometry: dict, name: str, color: list[int]) -> dict:
@@ -181,7 +199,7 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
         annotation_path = out_dir / "annotations" / f"{slide_id}.geojson"
         if slide_id in built and slide_path.exists() and annotation_path.exists():
             return DemoSlide(slide_id, slide_path, annotation_path, built[slide_id])
-        image, annotation, shares = render_slide(index, seed, tiles, source, *grid)
+        image, annotation, shares, _ = render_slide(index, seed, tiles, source, *grid)
         write_pyramid_tiff(image, slide_path)
         write_text(annotation_path, json.dumps(annotation, indent=1))
         return DemoSlide(slide_id, slide_path, annotation_path, shares)
@@ -227,6 +245,15 @@ def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> No
 # --- synthetic expression (for training on the demo cohort) --------------------------------------
 
 
+def gene_model(model_seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The demo genes' made-up "biology", shared by every demo cohort (and its spots): the panel's genes,
+    each one's baseline log2 expression (4-12) and loadings on the four source tumours' shares."""
+    genes = load_panel("panel")
+    model = np.random.default_rng([model_seed, 7])
+    baseline = model.uniform(4.0, 12.0, len(genes))
+    return genes, baseline, model.normal(0.0, 1.5, (len(SOURCES), len(genes)))
+
+
 def write_demo_expression(cohort_dir: str | Path, seed: int = 0, model_seed: int = 0) -> tuple[Path, Path]:
     """SYNTHETIC RNA-seq and labels for the demo slides, tied to what the images show.
 
@@ -241,10 +268,7 @@ def write_demo_expression(cohort_dir: str | Path, seed: int = 0, model_seed: int
     """
     cohort_dir = Path(cohort_dir)
     shares = read_source_shares(cohort_dir)
-    genes = load_panel("panel")
-    model = np.random.default_rng([model_seed, 7])  # the genes' "biology": shared by every demo cohort
-    baseline = model.uniform(4.0, 12.0, len(genes))
-    loadings = model.normal(0.0, 1.5, (len(SOURCES), len(genes)))
+    genes, baseline, loadings = gene_model(model_seed)
     noise = np.random.default_rng([seed, 8]).normal(0.0, 0.25, (len(shares), len(genes)))
     log2_values = baseline + (shares.to_numpy() - 1.0 / len(SOURCES)) @ loadings + noise
     raw = np.round(2.0 ** log2_values - 1.0, 4)
