@@ -17,6 +17,7 @@ nothing about biology.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,10 +122,8 @@ def spot_demo(run_dir: Path, control_dir: Path | None, out: Path, n_sections: in
     config = SpotRunConfig(genes="hvg:50", test_samples=(ids[-1],))
     train = TrainConfig(seed=seed, standardize=True)
     features = records[0].parent
-    for folder in ("spot_run", "spot_control"):
+    for folder in ("spot_run", "spot_control"):  # trained again from scratch, as the demo's bulk runs
         if (out / folder).exists():
-            import shutil
-
             shutil.rmtree(out / folder)
     spot_run = train_spot_run(features, samples, out / "spot_run", config, train)
     shuffled = [shuffled_spots(s, seed + k) for k, s in enumerate(samples)]

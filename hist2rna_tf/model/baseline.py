@@ -306,6 +306,9 @@ def train_patch_baseline(run_dir: str | Path, out_dir: str | Path, config: Basel
     if config.mode == "finetune" and not slides:
         raise Hist2RNAError("--mode finetune trains on tile images: give --slides (the run's slides).")
     run_dir = Path(run_dir)
+    if runs.read_record(run_dir).spots is not None:
+        raise Hist2RNAError(f"{run_dir} is a spot run: its patches are its examples already, and its baseline, HEST's "
+                            "ridge probe on the same spots, is in its per_sample.csv.")
     cohort = _cohort(run_dir, Path(features) if features else None)
     refuse_overlap(out_dir, {"the run's features": cohort.features})
     run = cohort.record
