@@ -277,6 +277,8 @@ class ReportInputs(Checked):
     costs: Path | None = option(None, "CSV approach,hours,kwh (default: the --baseline's costs.csv)")
     spatial_maps: Path | None = option(None, "a `hist2rna spatial` folder: its PNG maps are embedded in the report, "
                                              "its QuPath objects linked")
+    hest_bench: tuple[Path, ...] = option((), "`hist2rna hest-bench` folders: each task's encoders beside HEST's "
+                                              "published figures (labelled theirs) (default: none)")
     extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
     extra_files: dict[str, Path] = field(default_factory=dict)  # title -> a file put beside the report and linked
     title: str = "hist2RNA report"

@@ -29,7 +29,7 @@ from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
 from hist2rna_tf.report.spatial_folder import map_figures, map_files, roles_of
-from hist2rna_tf.report.spot_section import spot_section
+from hist2rna_tf.report.spot_section import hest_bench_results, hest_bench_section, spot_section
 from hist2rna_tf.report.statistics import ReportStatistics, report_statistics
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
     read = {"RUN": run, "--compare": inputs.compare, "--baseline": inputs.baseline,
             "--external-predictions": inputs.external_predictions, "--clinical": inputs.clinical,
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
-            "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs, "--spatial-maps": inputs.spatial_maps}
+            "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs, "--spatial-maps": inputs.spatial_maps,
+            "--hest-bench": list(inputs.hest_bench)}
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
     record = evaluated_record(run)
     given = _read_inputs(inputs)
@@ -137,6 +138,7 @@ class _Given:
     costs: pd.DataFrame | None = None
     figures: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # title -> (file name, its bytes)
+    hest_bench: list = field(default_factory=list)  # (task, table, PNG) of each --hest-bench folder
 
 
 def _read_inputs(inputs: ReportInputs) -> _Given:
@@ -165,6 +167,7 @@ def _read_inputs(inputs: ReportInputs) -> _Given:
         given.figures[title] = _read_bytes(path)
     for title, path in {**inputs.extra_files, **maps[1]}.items():
         given.files[title] = Path(path).name, _read_bytes(path)
+    given.hest_bench = [hest_bench_results(folder) for folder in inputs.hest_bench]
     return given
 
 
@@ -210,6 +213,8 @@ def _write_report(inputs: ReportInputs, given: _Given, stats: ReportStatistics, 
         _baseline_section(page, stats, *given.baseline)
     if given.costs is not None:
         _cost_section(page, given.costs)
+    for task, table, png in given.hest_bench:
+        hest_bench_section(page, task, table, png)
     for title, png in given.figures.items():
         page.heading(title)
         page.embed(png, title)

@@ -1,7 +1,9 @@
-"""A spot run's section of the report (model/spot_run/): per held-out sample, what each model scores on
-its spots (HEST's figure, the mean over genes of Pearson's r across the sample's spots; the median, and
-the genes at FDR < 0.05 with r > 0), the trained head beside HEST's ridge probe and the untrained head;
-per gene in a figure and a table. The paper's patient-level comparisons do not apply to spots."""
+"""The report's sections of spatial transcriptomics. A spot run's (model/spot_run/): per held-out sample,
+what each model scores on its spots (HEST's figure, the mean over genes of Pearson's r across the
+sample's spots; the median, and the genes at FDR < 0.05 with r > 0), the trained head beside HEST's ridge
+probe and the untrained head; per gene in a figure and a table (the paper's patient-level comparisons do
+not apply to spots). And a `hest-bench` folder's (`report --hest-bench DIR`): the encoders benchmarked,
+beside HEST's published figures for the task, labelled as theirs."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from hist2rna_tf.model import runs
+from hist2rna_tf.errors import Hist2RNAError
 from hist2rna_tf.model.spot_run.metrics import PER_SAMPLE, sample_summary
 from hist2rna_tf.report.figures import plt
+from hist2rna_tf.spots.hest_bench import FIGURE, PUBLISHED_SOURCE, TABLE
 
 MODEL_NAMES = {"head": "trained head", "ridge": "HEST's ridge probe", "untrained": "untrained head"}
 
@@ -61,3 +65,25 @@ def spot_section(page, run: Path, record: runs.RunRecord) -> None:
     page.parts.append("<details><summary>per sample and gene (per_sample.csv)</summary>")
     page.table(table.set_index(["model", "sample_id", "gene"]).round(4), "spot_per_sample")
     page.parts.append("</details>")
+
+
+def hest_bench_results(folder: str | Path) -> tuple[str, pd.DataFrame, bytes]:
+    """A `hist2rna hest-bench` folder's task (its name), table and figure; a Hist2RNAError naming what is missing."""
+    folder = Path(folder)
+    table, figure = folder / TABLE, folder / FIGURE
+    if not (table.is_file() and figure.is_file()):
+        raise Hist2RNAError(f"--hest-bench {folder}: no {TABLE} and {FIGURE}; give the --out folder of a finished "
+                            "`hist2rna hest-bench` run.")
+    frame = pd.read_csv(table)
+    task = str(frame.pop("task").iloc[0]) if "task" in frame else folder.name  # tables before 0.8 had no task column
+    return task, frame, figure.read_bytes()
+
+
+def hest_bench_section(page, task: str, table: pd.DataFrame, png: bytes) -> None:
+    """HEST-Benchmark's table of one task: ours, then HEST's published figures (theirs, as published)."""
+    page.heading(f"HEST-Benchmark: {html.escape(task)}")
+    page.text(f"Mean Pearson over the task's 50 genes and its patient-level splits (HEST's probe, exact to their "
+              f"code), of the encoders run here; the rows of source {html.escape(PUBLISHED_SOURCE)} are HEST's own "
+              "published figures, not run here.")
+    page.table(table.set_index("model").round(4), f"hest_bench_{task}")
+    page.embed(png, f"HEST-Benchmark {task}: ours beside HEST's published figures")

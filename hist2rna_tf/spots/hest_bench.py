@@ -51,6 +51,7 @@ def hest_benchmark(task: str | Path, out: str | Path, config: HestBenchConfig, p
     theirs = published(task.name)
     rows += [{"model": model, "source": PUBLISHED_SOURCE, "pearson_mean": value} for model, value in theirs.items()]
     table = pd.DataFrame(rows)
+    table.insert(0, "task", task.name)
     with atomic_path(out / TABLE) as temporary:
         table.to_csv(temporary, index=False)
     _draw(table, task.name, out / FIGURE)

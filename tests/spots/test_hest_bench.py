@@ -114,3 +114,20 @@ def test_the_command_prints_ours_and_hests_figures(tmp_path, tiny_backbone_file,
                  str(tmp_path / "o2")]) == 2
     assert "one weights value for all 2 backbones" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_the_report_sets_the_benchmark_beside_hests(benchmarked, tiny_run, tmp_path):
+    """`report RUN --hest-bench DIR`: the task's table and figure, HEST's published rows labelled theirs."""
+    from hist2rna_tf.cli import main
+
+    _, out, _, _ = benchmarked
+    page = tmp_path / "report" / "report.html"
+    assert main(["report", str(tiny_run / "run"), "--hest-bench", str(out), "--out", str(page), "--n-boot", "20",
+                 "--no-progress"]) == 0
+    text = page.read_text()
+    assert "HEST-Benchmark: IDC" in text and "published figures, not run here" in text
+    shown = pd.read_csv(page.parent / "hest_bench_IDC.csv", index_col="model")
+    assert shown.loc["Hoptimus0", "source"] == "HEST README (08.30.24)" and shown.loc["tiny", "source"] == "hist2rna-tf"
+    assert main(["report", str(tiny_run / "run"), "--hest-bench", str(tmp_path), "--out", str(tmp_path / "x.html"),
+                 "--no-progress"]) == 2  # not a hest-bench folder: named, nothing written
+    assert not (tmp_path / "x.html").exists()
