@@ -49,8 +49,8 @@ def truth_sample(args, sample_id: str):
 
 
 def cmd_train_spots(args) -> int:
-    from hist2rna_tf.model.spot_run.cohort import SpotRunConfig
-    from hist2rna_tf.model.spot_run.train import train_spot_run
+    from hist2rna_tf.spot_run.cohort import SpotRunConfig
+    from hist2rna_tf.spot_run.train import train_spot_run
 
     refuse_overlap(args.out, {"--features": args.features})
     samples = [read() for read in spot_readers(args)]

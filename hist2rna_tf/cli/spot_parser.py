@@ -8,7 +8,7 @@ from hist2rna_tf.cli.options import EXTRACT, TRAIN, add_features, add_no_progres
 from hist2rna_tf.cli.settings import HestBenchInputs, SpotInputs
 from hist2rna_tf.config import HestBenchConfig
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
-from hist2rna_tf.model.spot_run.cohort import SpotRunConfig
+from hist2rna_tf.spot_run.cohort import SpotRunConfig
 
 
 def add_backbone_options(parser) -> None:

@@ -106,8 +106,8 @@ def spot_demo(run_dir: Path, control_dir: Path | None, out: Path, n_sections: in
     """The module's chain under `out` (sections/, spot_features/, truth/, spot_run/, spot_control/): the
     figures the demo prints (bulk map against spots, spot run held out) and the paths."""
     from hist2rna_tf.model import runs
-    from hist2rna_tf.model.spot_run.cohort import SpotRunConfig
-    from hist2rna_tf.model.spot_run.train import train_spot_run
+    from hist2rna_tf.spot_run.cohort import SpotRunConfig
+    from hist2rna_tf.spot_run.train import train_spot_run
     from hist2rna_tf.report.spot_truth import spot_scores, write_truth
     from hist2rna_tf.spots.features import extract_spots
     from hist2rna_tf.spots.hest import read_hest_sample

@@ -82,7 +82,7 @@ def _paper_kind(head: keras.Model) -> InputKind:
 def head_archive(head: keras.Model, genes: list[str], kind: InputKind, feature_settings: FeatureSettings | None = None,
                  units: str | None = None, context_um: float = 0.0):
     """The head export's ExportArchive (see `export_head`): `serve` as its input kind serves the head
-    (kind.endpoint). A spot run's (model/spot_run/) says its `units` (log1p counts) and `context_um`
+    (kind.endpoint). A spot run's (spot_run/) says its `units` (log1p counts) and `context_um`
     (its features then [N, 2F]: each spot's own, then its neighbourhood's mean) in its metadata."""
     served = kind.served(head)
     archive = keras.export.ExportArchive()

@@ -63,13 +63,13 @@ class Predictor:
         spots = self.record.spots if self.record is not None else None
         if self.record is None and "units" in meta:  # a spot run's head export
             spots = {"targets": meta["units"].numpy().decode(), "context_um": float(meta["context_um"].numpy())}
-        self.spots = spots  # a spot run's (model/spot_run/): its units and its neighbourhood; None for bulk runs
+        self.spots = spots  # a spot run's (spot_run/): its units and its neighbourhood; None for bulk runs
         self.context_um = float(spots.get("context_um") or 0) if spots else 0.0
         self.units = spots["targets"] if spots else "log2(1+RSEM)"
 
     @property
     def spot_run(self) -> bool:
-        """Whether it was trained on spots (model/spot_run/): its values are a spot's log1p counts."""
+        """Whether it was trained on spots (spot_run/): its values are a spot's log1p counts."""
         return self.spots is not None
 
     @property
@@ -111,8 +111,8 @@ class Predictor:
 
     def record_values(self, record, source) -> tuple[np.ndarray, np.ndarray | None]:
         """`tile_values` of a record's tiles (a slide's, or a sample's spots), each with its neighbourhood
-        where the run reads one (model/spot_run/context.py)."""
-        from hist2rna_tf.model.spot_run.context import with_context
+        where the run reads one (model/inputs/context.py)."""
+        from hist2rna_tf.model.inputs.context import with_context
 
         if record.tile_features is None:
             raise Hist2RNAError(f"{source}: its record has no per-tile features; extract with --save-tile-features "

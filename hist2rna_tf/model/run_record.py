@@ -42,7 +42,7 @@ class RunRecord:
     device: str | None = None  # patch-based runs: where the training time was measured
     head_settings: dict = field(default_factory=dict)  # the head's Settings (model/heads/; train.head names it)
     imported_from: dict | None = None  # imported runs: the published model (its folder, config and file digest)
-    spots: dict | None = None  # spot runs (model/spot_run/): their samples, targets, genes, context and split
+    spots: dict | None = None  # spot runs (spot_run/): their samples, targets, genes, context and split
     version: str = __version__
     format: int = RUN_FORMAT
 

@@ -1,4 +1,4 @@
-"""The report's sections of spatial transcriptomics. A spot run's (model/spot_run/): per held-out sample,
+"""The report's sections of spatial transcriptomics. A spot run's (spot_run/): per held-out sample,
 what each model scores on its spots (HEST's figure, the mean over genes of Pearson's r across the
 sample's spots; the median, and the genes at FDR < 0.05 with r > 0), the trained head beside HEST's ridge
 probe and the untrained head; per gene in a figure and a table (the paper's patient-level comparisons do
@@ -14,7 +14,7 @@ import pandas as pd
 
 from hist2rna_tf.model import runs
 from hist2rna_tf.errors import Hist2RNAError
-from hist2rna_tf.model.spot_run.metrics import PER_SAMPLE, sample_summary
+from hist2rna_tf.spot_run.metrics import PER_SAMPLE, sample_summary
 from hist2rna_tf.report.figures import plt
 from hist2rna_tf.spots.hest_bench import FIGURE, PUBLISHED_SOURCE, TABLE
 

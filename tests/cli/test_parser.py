@@ -155,7 +155,7 @@ def test_every_option_of_a_config_field_is_made_from_the_field():
 
     import hist2rna_tf.cli.settings as settings
     import hist2rna_tf.config as config
-    import hist2rna_tf.model.spot_run.cohort as spot_run
+    import hist2rna_tf.spot_run.cohort as spot_run
     from hist2rna_tf.cli.options import field_kwargs
     from hist2rna_tf.model.crossval import crossval
     from hist2rna_tf.model.heads import with_head_training

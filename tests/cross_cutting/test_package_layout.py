@@ -14,8 +14,9 @@ import hist2rna_tf
 PACKAGE = Path(hist2rna_tf.__file__).parent
 # The floors, lowest first: a module imports from its own floor and the ones below, never above.
 # (analysis/ is statistics on tables: model/ scores its runs with it; report/ renders both. spots/ reads spatial
-# transcriptomics samples and runs HEST-Benchmark's probe on their embeddings.)
-FLOORS = ("base", "extract", "analysis", "spots", "model", "report", "demo", "api", "cli")
+# transcriptomics samples and runs HEST-Benchmark's probe on their embeddings; spot_run/ trains model/'s heads
+# on spots.)
+FLOORS = ("base", "extract", "analysis", "spots", "model", "spot_run", "report", "demo", "api", "cli")
 # The package's face for a notebook (its __init__ and api.py) stands above the floors it calls.
 API = ("hist2rna_tf", "hist2rna_tf.api")
 MAX_MODULES_PER_FOLDER, MAX_LINES_PER_MODULE = 10, 400

@@ -1,4 +1,4 @@
-"""A spot run (model/spot_run/, `hist2rna train-spots`): a head that learns spots' counts from their
+"""A spot run (spot_run/, `hist2rna train-spots`): a head that learns spots' counts from their
 features, split by patient, its genes chosen on the training samples, HEST's ridge beside it; a shuffle
 of the features learns nothing. The run folder then stands alone: `predict` gives every spot's (or
 tile's) value as the run scored it, `spatial --truth` checks the map against the measured spots,
@@ -14,7 +14,7 @@ import pytest
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.spot_run.metrics import PER_SAMPLE
+from hist2rna_tf.spot_run.metrics import PER_SAMPLE
 
 from spatial_samples import write_spot_study
 

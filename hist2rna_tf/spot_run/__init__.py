@@ -4,7 +4,7 @@ run folder like any (model/runs.py's files; the rows of its tables are spots, `S
 `predict`, `spatial`, `export` and `report` take it; its record's `spots` says what differs.
 
 `cohort.py` (the spots, their features and targets, the split by patient, the genes chosen on the
-training samples), `context.py` (a spot's neighbourhood: the mean features of the spots or tiles
-around it, beside its own), `train.py` (the fit, HEST's ridge beside it, the run folder), `metrics.py`
+training samples; a spot's neighbourhood, beside its own features, is model/inputs/context.py's),
+`train.py` (the fit, HEST's ridge beside it, the run folder), `metrics.py`
 (per held-out sample and gene: Pearson, Spearman, FDR).
 """

@@ -20,8 +20,8 @@ from hist2rna_tf.expression import validation_rows
 from hist2rna_tf.model import runs
 from hist2rna_tf.model.heads import DEFAULT_HEAD, settings_dict, settings_from_options
 from hist2rna_tf.model.inputs import input_kind
-from hist2rna_tf.model.spot_run.cohort import SpotCohort, SpotRunConfig, spot_cohort
-from hist2rna_tf.model.spot_run.metrics import PER_SAMPLE, model_means, sample_scores
+from hist2rna_tf.spot_run.cohort import SpotCohort, SpotRunConfig, spot_cohort
+from hist2rna_tf.spot_run.metrics import PER_SAMPLE, model_means, sample_scores
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.spots.sample import SpotSample
 

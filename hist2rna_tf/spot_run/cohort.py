@@ -20,7 +20,7 @@ from hist2rna_tf.arguments import OpenFraction, PositiveFloat, PositiveInt, at_l
 from hist2rna_tf.config import Checked, option
 from hist2rna_tf.errors import SpotError
 from hist2rna_tf.extract.settings import Extraction, FeatureSettings, require_same
-from hist2rna_tf.model.spot_run.context import with_context
+from hist2rna_tf.model.inputs.context import with_context
 from hist2rna_tf.spots.genes import spot_genes
 from hist2rna_tf.spots.sample import SpotSample
 
