@@ -56,7 +56,7 @@ def train_spot_run(features: str | Path, samples: list[SpotSample], out_dir: str
                    progress: bool = False, verbose: int = 0) -> runs.TrainedRun:
     """Spot features (`features`: `hist2rna extract-spots`' folder) + `samples`' counts -> a spot run in
     `out_dir` (see the module). Everything is checked before anything is written."""
-    from hist2rna_tf.model.train import fit_model, memory_said
+    from hist2rna_tf.model.train import memory_said
 
     out_dir = Path(out_dir)
     refuse_overlap(out_dir, {"--features": features})
@@ -66,48 +66,59 @@ def train_spot_run(features: str | Path, samples: list[SpotSample], out_dir: str
                             "features; the other heads read a slide's tiles.")
     settings = settings_from_options(train.head, train.head_options)
     cohort = spot_cohort(features, samples, config, train.seed)
-    kind = input_kind(DEFAULT_HEAD, settings, cohort.features.shape[1])
     train = replace(train, batch_size=config.batch_size)
-    fit_rows, test_rows = cohort.rows("train"), cohort.rows("test")
-    x, y = cohort.features[fit_rows], cohort.targets[fit_rows].to_numpy(np.float32)
-    val = validation_spots(cohort, train.validation_fraction, train.seed)
-    x_test, measured = cohort.features[test_rows], cohort.targets[test_rows]
     with runs.building(out_dir) as work, memory_said(train.head):
-        import keras
-
-        keras.utils.set_random_seed(train.seed)
-        split = cohort.split.rename("subset")
-        runs.write_split(work, split, cohort.spots["sample_id"])
+        runs.write_split(work, cohort.split.rename("subset"), cohort.spots["sample_id"])
         runs.write_genes(work, cohort.targets.columns)
-        runs.write_targets(work, cohort.targets[fit_rows])
-        start = time.perf_counter()
-        model = kind.build(y.shape[1], kind.standardization(x[~val], y[~val]) if train.standardize else None)
-        untrained = pd.DataFrame(kind.predict(model, x_test), index=measured.index, columns=measured.columns)
-        history = fit_model(model, kind.dataset(x[~val], y[~val], train.batch_size, train.seed),
-                            kind.dataset(x[val], y[val], train.batch_size), train, work, verbose, progress=progress)
-        seconds = time.perf_counter() - start
-        predicted = pd.DataFrame(kind.predict(model, x_test), index=measured.index, columns=measured.columns)
-        runs.write_held_out(work, predicted, measured)
-        runs.write_random_predictions(work, untrained)
-        ridge = ridge_baseline(cohort, train.seed)
-        write_table(ridge.rename_axis("spot_id"), work / RIDGE_PREDICTIONS)
-        samples_of = cohort.spots["sample_id"]
-        scores = pd.concat([sample_scores(p, measured, samples_of, name)
-                            for name, p in zip(MODELS, (predicted, ridge, untrained))], ignore_index=True)
-        write_table(scores, work / PER_SAMPLE, index=False)
+        runs.write_targets(work, cohort.targets[cohort.rows("train")])
+        fitted, scores = fit_and_score(cohort, settings, train, work, verbose, progress)
         record = runs.RunRecord(
             inputs=RunInputs(features=str(Path(features).resolve()), expression=", ".join(s.source for s in samples),
                              labels="", genes=config.genes),
-            train=train, feature_dim=int(cohort.features.shape[1]), genes=int(y.shape[1]),
-            patients={"train": int(fit_rows.sum()), "test": int(test_rows.sum())}, epochs=len(history),
-            best_val_loss=float(history["val_loss"].min()), train_seconds=seconds,
+            train=train, feature_dim=int(cohort.features.shape[1]), genes=int(cohort.targets.shape[1]),
+            patients={"train": int(cohort.rows("train").sum()), "test": int(cohort.rows("test").sum())},
             feature_settings=cohort.feature_settings, extraction=cohort.extraction,
-            head_settings=settings_dict(settings),
-            spots=spot_record(cohort, config, samples, model_means(scores)))
+            head_settings=settings_dict(settings), spots=spot_record(cohort, config, samples, model_means(scores)),
+            **fitted)
         runs.write_record(work, record)
         metrics = runs.write_metrics(work)
     metrics["per_sample"] = model_means(scores)
     return runs.TrainedRun(out_dir, record, metrics)
+
+
+def fit_and_score(cohort: SpotCohort, settings, train: TrainConfig, work: Path, verbose: int = 0,
+                  progress: bool = False) -> tuple[dict, pd.DataFrame]:
+    """Fit the head on the training spots (early stopping on the validation patients'), predict the
+    held-out ones, fit HEST's ridge beside it; write the held-out tables and per_sample.csv into `work`.
+    Returns what the record says of the fit, and the per-sample scores."""
+    import keras
+
+    from hist2rna_tf.model.train import fit_model
+
+    kind = input_kind(DEFAULT_HEAD, settings, cohort.features.shape[1])
+    keras.utils.set_random_seed(train.seed)
+    fit_rows, test_rows = cohort.rows("train"), cohort.rows("test")
+    x, y = cohort.features[fit_rows], cohort.targets[fit_rows].to_numpy(np.float32)
+    val = validation_spots(cohort, train.validation_fraction, train.seed)
+    x_test, measured = cohort.features[test_rows], cohort.targets[test_rows]
+
+    def held_out(model) -> pd.DataFrame:
+        return pd.DataFrame(kind.predict(model, x_test), index=measured.index, columns=measured.columns)
+
+    start = time.perf_counter()
+    model = kind.build(y.shape[1], kind.standardization(x[~val], y[~val]) if train.standardize else None)
+    untrained = held_out(model)
+    history = fit_model(model, kind.dataset(x[~val], y[~val], train.batch_size, train.seed),
+                        kind.dataset(x[val], y[val], train.batch_size), train, work, verbose, progress=progress)
+    seconds, predicted = time.perf_counter() - start, held_out(model)
+    runs.write_held_out(work, predicted, measured)
+    runs.write_random_predictions(work, untrained)
+    ridge = ridge_baseline(cohort, train.seed)
+    write_table(ridge.rename_axis("spot_id"), work / RIDGE_PREDICTIONS)
+    scores = pd.concat([sample_scores(p, measured, cohort.spots["sample_id"], name)
+                        for name, p in zip(MODELS, (predicted, ridge, untrained))], ignore_index=True)
+    write_table(scores, work / PER_SAMPLE, index=False)
+    return {"epochs": len(history), "best_val_loss": float(history["val_loss"].min()), "train_seconds": seconds}, scores
 
 
 def spot_record(cohort: SpotCohort, config: SpotRunConfig, samples: list[SpotSample], means: dict) -> dict:
