@@ -106,6 +106,33 @@ def write_spaceranger(folder: Path, image_path: Path, sample: dict, mpp: float =
     return folder
 
 
+def write_visium_hd(outs: Path, image_path: Path, picture: np.ndarray, mpp: float = 0.25, bins_um=(8, 16),
+                    genes=GENES, seed: int = 0) -> dict:
+    """A Visium HD output folder: `binned_outputs/square_<N>um/` for each of `bins_um` (its 10x HDF5 counts,
+    spatial/tissue_positions.parquet, spatial/scalefactors_json.json with bin_size_um and microns_per_pixel)
+    tiling `picture` (at `mpp`) with square bins, counts following the image under each. Returns, per bin
+    size, what its folder holds."""
+    written = {}
+    for size in bins_um:
+        pitch = size / mpp
+        xs = np.arange(pitch / 2, picture.shape[1] - pitch / 2, pitch)
+        ys = np.arange(pitch / 2, picture.shape[0] - pitch / 2, pitch)
+        centres = np.array([(x, y) for y in ys for x in xs])
+        codes = np.array([f"s_{size:03d}um_{int(y // pitch):05d}_{int(x // pitch):05d}-1" for x, y in centres])
+        sample = {"counts": counts_under(picture, centres, genes, seed), "barcodes": codes, "genes": list(genes),
+                  "centres": centres, "image": picture}
+        folder = Path(outs) / "binned_outputs" / f"square_{size:03d}um"
+        write_spaceranger(folder, image_path, sample, mpp=mpp)
+        positions = pd.read_csv(folder / "spatial" / "tissue_positions.csv")
+        positions.to_parquet(folder / "spatial" / "tissue_positions.parquet", index=False)
+        (folder / "spatial" / "tissue_positions.csv").unlink()
+        factors = json.loads((folder / "spatial" / "scalefactors_json.json").read_text())
+        (folder / "spatial" / "scalefactors_json.json").write_text(json.dumps(
+            {**factors, "spot_diameter_fullres": pitch, "bin_size_um": float(size), "microns_per_pixel": mpp}))
+        written[size] = sample
+    return written
+
+
 def write_bench_task(folder: Path, n_samples: int = 4, spots: int = 120, dim: int = 300, genes=GENES[:6],
                      seed: int = 0) -> Path:
     """A HEST-Bench task folder (splits/, var_50genes.json, adata/) and its embeddings folder

@@ -110,8 +110,8 @@ def field_kwargs(annotation) -> dict:
         return {"nargs": "+", **({"type": Path} if element is Path else {})}
     if base is Path:
         return {"type": Path}
-    if isinstance(limits, OneOf):
-        return {"choices": list(limits.choices)}
+    if isinstance(limits, OneOf):  # a choice among numbers is parsed as one (--bin-um 8)
+        return {"choices": list(limits.choices), **({"type": ranged(base, None)} if base in (int, float) else {})}
     if base in (int, float):
         return {"type": ranged(base, limits)}
     return {}

@@ -123,6 +123,9 @@ class SpotInputs(Checked):
     spaceranger: tuple[Path, ...] = option((), "Space Ranger output folders (outs/: filtered_feature_bc_matrix.h5, "
                                                "spatial/), each with its --image (default: none)")
     image: tuple[Path, ...] = option((), "with --spaceranger: the full-resolution H&E of each folder, in order (default: none)")
+    bin_um: Annotated[int, OneOf((2, 8, 16))] | None = option(
+        None, "Visium HD (--spaceranger folders holding binned_outputs/): the bins read as spots, 2, 8 or 16 um "
+              "(default: 16)")
     mpp: PositiveFloat | None = option(None, "microns per full-resolution pixel (default: HEST's metadata; for Space "
                                              "Ranger the image's own, else 55 um over the spot diameter)")
     duplicate_genes: Annotated[str, OneOf(("refuse", "sum"))] = option(

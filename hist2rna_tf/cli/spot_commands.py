@@ -43,7 +43,8 @@ def truth_sample(args, sample_id: str):
     if args.hest and not args.spaceranger:
         return read_hest_sample(args.hest, sample_id, args.mpp, args.duplicate_genes)
     if len(args.spaceranger) == 1 and len(args.image) == 1 and not args.hest:
-        return read_spaceranger(args.spaceranger[0], args.image[0], args.mpp, sample_id, args.duplicate_genes)
+        return read_spaceranger(args.spaceranger[0], args.image[0], args.mpp, sample_id, args.duplicate_genes,
+                                args.bin_um)
     raise Hist2RNAError(f"--truth {sample_id}: say where the sample is: --hest DIR (HEST's download), or one "
                         "--spaceranger DIR with its --image FILE.")
 
@@ -111,7 +112,7 @@ def spot_readers(args) -> list:
     if len(args.image) != len(args.spaceranger):
         raise Hist2RNAError(f"--spaceranger names {len(args.spaceranger)} folders and --image {len(args.image)} images; "
                             "give one full-resolution image per folder, in the same order.")
-    return [partial(read_spaceranger, folder, image, args.mpp, None, args.duplicate_genes)
+    return [partial(read_spaceranger, folder, image, args.mpp, None, args.duplicate_genes, args.bin_um)
             for folder, image in zip(args.spaceranger, args.image)]
 
 

@@ -26,6 +26,7 @@ def add_spot_sources(parser, samples: bool = True) -> None:
                ("--image", "image", "FILE")]
     for flag, name, metavar in sources if samples else [s for s in sources if s[1] != "samples"]:
         add_option(parser, flag, SpotInputs, name, metavar=metavar)
+    add_option(parser, "--bin-um", SpotInputs, "bin_um", metavar="UM")
     add_option(parser, "--mpp", SpotInputs, "mpp", metavar="UM_PER_PX")
     add_option(parser, "--duplicate-genes", SpotInputs, "duplicate_genes")
 

@@ -4,8 +4,13 @@
 with a header) or `spatial/tissue_positions_list.csv` (1.x, none; columns barcode, in_tissue, array_row,
 array_col, pxl_row_in_fullres, pxl_col_in_fullres) and `spatial/scalefactors_json.json`.
 
-The pixel size: `--mpp`, else the image's own, else Visium's 55 um spot over `spot_diameter_fullres`
-(the scale factors'), as HEST estimates it.
+The pixel size: `--mpp`, else the image's own, else the scale factors' `microns_per_pixel` (Visium HD's),
+else Visium's 55 um spot over `spot_diameter_fullres`, as HEST estimates it.
+
+Visium HD: an output folder holding `binned_outputs/square_<N>um/` (002, 008, 016) is read at one binning
+(`bin_um`, 16 by default): that folder's counts and `spatial/tissue_positions.parquet` (the same columns),
+each bin a pseudo-spot of the bin's size; the sample is named `<name>-<N>um` and its source is the bin
+folder, so the binning is named wherever the sample is.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from hist2rna_tf.spots.hest import image_size, open_image
 from hist2rna_tf.spots.sample import SpotSample, checked_sample, matched, summed_duplicates
 
 COUNTS = "filtered_feature_bc_matrix.h5"
-POSITIONS = ("spatial/tissue_positions.csv", "spatial/tissue_positions_list.csv")
+POSITIONS = ("spatial/tissue_positions.csv", "spatial/tissue_positions_list.csv", "spatial/tissue_positions.parquet")
+BINNED = "binned_outputs"  # Visium HD: square_002um/, square_008um/, square_016um/
+HD_DEFAULT_BIN_UM = 16
 SCALEFACTORS = "spatial/scalefactors_json.json"
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 VISIUM_SPOT_UM = 55.0  # a Visium spot's diameter
@@ -31,9 +38,13 @@ SCALE_TOLERANCE = 0.02
 
 
 def read_spaceranger(folder: str | Path, image: str | Path, mpp: float | None = None, sample_id: str | None = None,
-                     duplicate_genes: str = "refuse") -> SpotSample:
-    """The sample in Space Ranger's output `folder`, on the full-resolution H&E `image`, checked."""
+                     duplicate_genes: str = "refuse", bin_um: int | None = None) -> SpotSample:
+    """The sample in Space Ranger's output `folder`, on the full-resolution H&E `image`, checked; named
+    `sample_id`, else the folder's name (its parent's for a folder named `outs`). A Visium HD folder is
+    read at `bin_um` (see the module)."""
     folder, image = Path(folder), Path(image)
+    name = sample_id or (folder.parent.name if folder.name == "outs" else folder.name)
+    folder, name = binned(folder, bin_um, name, sample_id is not None)
     counts_path = folder / COUNTS
     if not counts_path.is_file():
         raise SpotError(f"{folder}: no {COUNTS}; give Space Ranger's output folder (outs/) of the sample.")
@@ -49,10 +60,28 @@ def read_spaceranger(folder: str | Path, image: str | Path, mpp: float | None = 
     scalefactors = _scalefactors(folder)
     size = image_size(image)
     _check_scale(folder, scalefactors, size)
-    sample = SpotSample(sample_id or folder.name, barcodes, centres, counts, tuple(genes), image,
-                        _pixel_size(image, mpp, scalefactors, folder), str(folder),
-                        VISIUM_SPOT_UM if scalefactors.get("spot_diameter_fullres") else None)
+    diameter = scalefactors.get("bin_size_um") or (VISIUM_SPOT_UM if scalefactors.get("spot_diameter_fullres") else None)
+    sample = SpotSample(name, barcodes, centres, counts, tuple(genes), image,
+                        _pixel_size(image, mpp, scalefactors, folder), str(folder), diameter)
     return checked_sample(sample, size)
+
+
+def binned(folder: Path, bin_um: int | None, name: str, named: bool) -> tuple[Path, str]:
+    """A Visium HD folder's bin folder at `bin_um` (16 unless given) and the sample's name with its
+    binning (unless the user `named` it); any other folder as it is (a SpotError when `bin_um` is given
+    for a folder without bins)."""
+    bins = folder / BINNED
+    if not bins.is_dir():
+        if bin_um is not None:
+            raise SpotError(f"{folder}: no {BINNED}/ (not a Visium HD output folder); leave --bin-um out for Visium.")
+        return folder, name
+    size = bin_um or HD_DEFAULT_BIN_UM
+    chosen = bins / f"square_{size:03d}um"
+    if not chosen.is_dir():
+        there = sorted(p.name for p in bins.glob("square_*um"))
+        raise SpotError(f"{folder}: no {BINNED}/{chosen.name}; its bins are {', '.join(there) or 'none'}; give "
+                        "--bin-um with one of them (e.g. 8 or 16).")
+    return chosen, name if named else f"{name}-{size}um"
 
 
 def read_10x_h5(path: Path) -> tuple[np.ndarray, list[str], sparse.csr_matrix]:
@@ -80,11 +109,14 @@ def _positions(folder: Path) -> tuple[pd.DataFrame, Path]:
     for name in POSITIONS:
         path = folder / name
         if path.is_file():
-            header = "infer" if name == POSITIONS[0] else None
+            header = None if name == POSITIONS[1] else "infer"  # Space Ranger 1.x's list has no header
             try:
-                table = pd.read_csv(path, header=header)
+                table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, header=header)
+            except ImportError:
+                raise SpotError(f"{path}: reading Visium HD's parquet positions needs pyarrow (pip install "
+                                "pyarrow).") from None
             except (OSError, ValueError) as exc:
-                raise SpotError(f"{path}: not a readable CSV ({exc}).") from None
+                raise SpotError(f"{path}: not readable as {path.suffix[1:].upper()} ({exc}).") from None
             if header is None:
                 table.columns = POSITION_COLUMNS[:table.shape[1]]
             missing = [c for c in ("barcode", "pxl_row_in_fullres", "pxl_col_in_fullres") if c not in table]
@@ -130,6 +162,8 @@ def _pixel_size(image: Path, mpp: float | None, scalefactors: dict, folder: Path
         slide.close()
     if own:
         return float(own)
+    if scalefactors.get("microns_per_pixel"):  # Visium HD's own
+        return float(scalefactors["microns_per_pixel"])
     diameter = scalefactors.get("spot_diameter_fullres")
     if diameter:
         return VISIUM_SPOT_UM / float(diameter)

@@ -474,6 +474,8 @@ ROWS = [
     ("a Space Ranger folder of no counts file",
      lambda i, s: _spots_spaceranger(i, lambda f: (f / "filtered_feature_bc_matrix.h5").unlink()), 2,
      ["no filtered_feature_bc_matrix.h5"], ["spots"]),
+    ("a Visium HD folder without the bins asked for", lambda i, s: _visium_hd(i, "--bin-um", "8"), 2,
+     ["no binned_outputs/square_008um", "its bins are square_016um", "--bin-um"], ["spots"]),
     # Spot runs (issue 37): the study checked before anything is written.
     ("train-spots with a sample whose spots were not extracted",
      lambda i, s: _spot_study(i, lambda st: (st["features"] / "SP2.tfrecord").unlink()), 2,
@@ -518,6 +520,17 @@ def _spots_spaceranger(i: "Inputs", breaks) -> list[str]:
     folder = write_spaceranger(i.tmp / "outs", image, sample)
     breaks(folder)
     return _spot_args(i, "--spaceranger", str(folder), "--image", str(image))
+
+
+def _visium_hd(i: "Inputs", *extra: str) -> list[str]:
+    from PIL import Image
+
+    from spatial_samples import image, write_visium_hd
+
+    picture = image((400, 320))
+    Image.fromarray(picture).save(i.tmp / "he.png")
+    write_visium_hd(i.tmp / "P01" / "outs", i.tmp / "he.png", picture, bins_um=(16,))
+    return _spot_args(i, "--spaceranger", str(i.tmp / "P01" / "outs"), "--image", str(i.tmp / "he.png"), *extra)
 
 
 def _spot_study(i: "Inputs", breaks, *extra: str, n: int = 3) -> list[str]:

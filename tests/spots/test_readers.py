@@ -50,6 +50,31 @@ def test_a_space_ranger_folder_reads_as_the_same_sample(hest, tmp_path):
         assert sample.mpp == 0.25 and sample.spot_diameter_um == 55.0
 
 
+def test_visium_hd_bins_read_as_spots_of_their_size(hest, tmp_path):
+    """Visium HD: each bin of the chosen size a pseudo-spot (16 um unless --bin-um says), from its parquet
+    positions; the pixel size its scale factors' microns_per_pixel; the binning in the sample's name and
+    source; a bin size it lacks named with the ones it has."""
+    from PIL import Image
+
+    from spatial_samples import write_visium_hd
+
+    root, written = hest
+    plain = tmp_path / "he.png"  # an image without its own resolution: the scale factors give it
+    Image.fromarray(written["image"]).save(plain)
+    hd = write_visium_hd(tmp_path / "P01" / "outs", plain, written["image"], mpp=0.25)
+    sample = read_spaceranger(tmp_path / "P01" / "outs", plain)
+    assert sample.sample_id == "P01-16um" and sample.source.endswith("binned_outputs/square_016um")
+    assert sample.spot_diameter_um == 16.0 and sample.mpp == 0.25 and sample.n_spots == len(hd[16]["barcodes"])
+    np.testing.assert_allclose(sample.centres_px, hd[16]["centres"], atol=0.5)
+    assert (sample.counts != hd[16]["counts"]).nnz == 0
+    fine = read_spaceranger(tmp_path / "P01" / "outs", plain, bin_um=8)
+    assert fine.sample_id == "P01-8um" and fine.n_spots == len(hd[8]["barcodes"]) > 3 * sample.n_spots
+    with pytest.raises(SpotError, match=r"no binned_outputs/square_002um; its bins are square_008um, square_016um"):
+        read_spaceranger(tmp_path / "P01" / "outs", plain, bin_um=2)
+    with pytest.raises(SpotError, match="not a Visium HD output folder"):
+        read_spaceranger(tmp_path / "P01" / "outs" / "binned_outputs" / "square_016um", plain, bin_um=16)
+
+
 def _hest_copy(hest, tmp_path):
     root, written = hest
     copy = shutil.copytree(root, tmp_path / "copy")
