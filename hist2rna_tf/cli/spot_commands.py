@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from hist2rna_tf.cli.options import TRAIN, counted, from_args
+from hist2rna_tf.cli.options import SCALE, TRAIN, counted, from_args
 from hist2rna_tf.errors import Hist2RNAError
 from hist2rna_tf.outputs import refuse_overlap
 
@@ -69,7 +69,7 @@ def cmd_train_spots(args) -> int:
 
 def cmd_extract_spots(args) -> int:
     from hist2rna_tf.spots.embed import spot_extraction
-    from hist2rna_tf.spots.features import extract_spots
+    from hist2rna_tf.spots.features import RayScale, extract_spots
 
     readers = spot_readers(args)
     for read in readers:  # every sample checked before anything is written
@@ -87,8 +87,11 @@ def cmd_extract_spots(args) -> int:
 
         found = {s: hest_files(args.hest, s)["patches"] for s in args.samples}
         patch_files = {s: path for s, path in found.items() if path.is_file()}
+    scale = from_args(SCALE, args, skip=("shard",))
+    ray = None if scale.ray is None else RayScale(None if scale.ray == "local" else scale.ray, scale.cpus_per_worker,
+                                                  scale.max_retries)
     paths = extract_spots((read() for read in readers), args.out, config, progress=not args.no_progress,
-                          total=len(readers), patch_files=patch_files)
+                          total=len(readers), patch_files=patch_files, ray=ray)
     own = f"; {counted(len(patch_files), 'sample')} from HEST's own patches files" if patch_files else ""
     print(f"{counted(len(paths), 'sample')} in {time.perf_counter() - start:.1f} s: a record each in "
           f"{paths[0].parent if paths else args.out} (each spot a tile, its barcode its name){own}")

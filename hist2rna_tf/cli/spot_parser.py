@@ -4,7 +4,8 @@ options naming where samples are read from (spatial --truth uses them too), and 
 
 from __future__ import annotations
 
-from hist2rna_tf.cli.options import EXTRACT, TRAIN, add_features, add_no_progress, add_option, add_out, add_overwrite
+from hist2rna_tf.cli.options import (EXTRACT, SCALE, TRAIN, add_features, add_no_progress, add_option, add_out,
+                                     add_overwrite)
 from hist2rna_tf.cli.settings import HestBenchInputs, SpotInputs
 from hist2rna_tf.config import HestBenchConfig
 from hist2rna_tf.extract.backbones.catalog import BACKBONES, ENCODERS
@@ -50,6 +51,12 @@ def add_extract_spots(commands) -> None:
     add_option(spots, "--crop", SpotInputs, "crop")
     add_option(spots, "--batch-size", EXTRACT, "batch_size")
     add_no_progress(spots)
+    scale = spots.add_argument_group("Ray", "spot extraction on a Ray cluster (pip install 'hist2rna-tf[ray]'): one "
+                                            "worker per GPU, or per --cpus-per-worker CPUs; samples dealt to free "
+                                            "workers; this process writes every record")
+    add_option(scale, "--ray", SCALE, "ray", nargs="?", const="local", metavar="ADDRESS")
+    add_option(scale, "--cpus-per-worker", SCALE, "cpus_per_worker", metavar="N")
+    add_option(scale, "--max-retries", SCALE, "max_retries", metavar="N")
 
 
 def add_train_spots(commands) -> None:
