@@ -129,27 +129,8 @@ class RayWorkers:
         """Connect (see `connect`), then start the workers and wait until each has built its extractor."""
         if max_retries < 0:
             raise Hist2RNAError(f"max_retries must be 0 or more, got {max_retries}.")
-        started = connect(address, num_cpus)  # first: a local instance's settings are read when Ray is imported
-        ray = _ray()
-        try:
-            count, per_worker, gpus = worker_layout([node["Resources"] for node in ray.nodes() if node["Alive"]],
-                                                    cpus_per_worker)
-            options = {"num_gpus": 1, "num_cpus": per_worker} if gpus else {"num_cpus": per_worker}
-            count = workers or count
-            actor = ray.remote(max_restarts=max_retries, max_task_retries=0, **options)(_Worker)
-            actors = [actor.remote(config, per_worker) for _ in range(count)]
-            try:
-                infos = ray.get([a.info.remote() for a in actors], timeout=START_SECONDS)
-            except ray.exceptions.GetTimeoutError:
-                raise Hist2RNAError(f"Ray: {count} workers of {options} did not all start in {START_SECONDS} s "
-                                    "(the cluster lacks the resources, or the backbone's weights are still "
-                                    "downloading); give a smaller --cpus-per-worker, or fetch the weights "
-                                    "first.") from None
-        except BaseException:
-            if started:
-                ray.shutdown()
-            raise
-        log.info("Ray: %d workers (%s each)", count, f"1 GPU, {per_worker} CPUs" if gpus else f"{per_worker} CPUs")
+        actors, infos, started = start_actors(_Worker, config, address, cpus_per_worker, workers, max_retries, 0,
+                                              num_cpus)
         backbone, resolved, _ = infos[0]
         resolved = replace(resolved, read_threads=config.read_threads)  # each worker's own is its business
         return cls(actors, resolved, backbone, [pid for _, _, pid in infos], max_retries, started)
@@ -299,6 +280,36 @@ class RayWorkers:
                 del self._probe_at[w]
                 probe = self.actors[w].info.remote()
                 self._in_flight[probe], self._probe_worker[probe] = None, w
+
+
+def start_actors(worker: type, config: ExtractConfig, address: str | None = None, cpus_per_worker: int | None = None,
+                 workers: int | None = None, max_restarts: int = MAX_RETRIES, max_task_retries: int = 0,
+                 num_cpus: int | None = None) -> tuple[list, list, bool]:
+    """Connect (see `connect`), start `worker(config, cpus)` actors as `worker_layout` lays them out (or
+    `workers` of them), each restarted by Ray up to `max_restarts` times, and wait until each answers
+    `info()`. Returns (actors, their infos, whether this call started Ray)."""
+    started = connect(address, num_cpus)  # first: a local instance's settings are read when Ray is imported
+    ray = _ray()
+    try:
+        count, per_worker, gpus = worker_layout([node["Resources"] for node in ray.nodes() if node["Alive"]],
+                                                cpus_per_worker)
+        options = {"num_gpus": 1, "num_cpus": per_worker} if gpus else {"num_cpus": per_worker}
+        count = workers or count
+        actor = ray.remote(max_restarts=max_restarts, max_task_retries=max_task_retries, **options)(worker)
+        actors = [actor.remote(config, per_worker) for _ in range(count)]
+        try:
+            infos = ray.get([a.info.remote() for a in actors], timeout=START_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            raise Hist2RNAError(f"Ray: {count} workers of {options} did not all start in {START_SECONDS} s "
+                                "(the cluster lacks the resources, or the backbone's weights are still "
+                                "downloading); give a smaller --cpus-per-worker, or fetch the weights "
+                                "first.") from None
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    log.info("Ray: %d workers (%s each)", count, f"1 GPU, {per_worker} CPUs" if gpus else f"{per_worker} CPUs")
+    return actors, infos, started
 
 
 def worker_layout(nodes: list[dict], cpus_per_worker: int | None = None) -> tuple[int, int, bool]:

@@ -156,27 +156,10 @@ class RayEmbedder:
 
     @classmethod
     def start(cls, config: ExtractConfig, scale: RayScale) -> "RayEmbedder":
-        from hist2rna_tf.extract.distributed import START_SECONDS, connect, worker_layout
+        from hist2rna_tf.extract.distributed import start_actors
 
-        started = connect(scale.address)
-        import ray
-
-        try:
-            count, per_worker, gpus = worker_layout([n["Resources"] for n in ray.nodes() if n["Alive"]],
-                                                    scale.cpus_per_worker)
-            options = {"num_gpus": 1, "num_cpus": per_worker} if gpus else {"num_cpus": per_worker}
-            actor = ray.remote(max_restarts=scale.max_retries, max_task_retries=scale.max_retries, **options)(SpotWorker)
-            actors = [actor.remote(config, per_worker) for _ in range(count)]
-            try:
-                infos = ray.get([a.info.remote() for a in actors], timeout=START_SECONDS)
-            except ray.exceptions.GetTimeoutError:
-                raise Hist2RNAError(f"Ray: {count} workers of {options} did not all start in {START_SECONDS} s; give "
-                                    "a smaller --cpus-per-worker, or fetch the backbone's weights first.") from None
-        except BaseException:
-            if started:
-                ray.shutdown()
-            raise
-        log.info("Ray: %d spot workers (%s each)", count, f"1 GPU, {per_worker} CPUs" if gpus else f"{per_worker} CPUs")
+        actors, infos, started = start_actors(SpotWorker, config, scale.address, scale.cpus_per_worker,
+                                              max_restarts=scale.max_retries, max_task_retries=scale.max_retries)
         resolved, name, tag, dim, _ = infos[0]
         return cls(actors, _extraction(resolved, name, tag, dim), started, [info[-1] for info in infos])
 
