@@ -170,8 +170,13 @@ def cmd_export(args) -> int:
     names = from_args(EXPORT, args)
     head_dir, full_dir = export_run(args.run, args.out, names.name, names.version, progress=not args.no_progress)
     head, full = kind_of(runs.read_record(args.run).train.head).serves
-    if full_dir is None:  # a spot run reading each spot's neighbourhood: its head alone
-        print(f"exported {head_dir} (each spot's features and its neighbourhood's mean [N, 2F] -> genes [N, G])")
+    if full_dir is None:  # a spot run: its head alone
+        from hist2rna_tf.model.predict import Predictor
+
+        spots = Predictor(head_dir)
+        read = "each spot's features and its neighbourhood's mean [N, 2F]" if spots.context_um else "spots' features [N, F]"
+        print(f"exported {head_dir} ({read} -> genes [N, G], {spots.units}; its output is named log2_expression "
+              "as every head export's); a spot run has no end-to-end model of a slide's mean tile")
         return 0
     print(f"exported {head_dir} ({head}) and {full_dir} ({full})")
     return 0

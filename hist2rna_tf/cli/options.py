@@ -31,7 +31,11 @@ _INVALID_CHOICE = re.compile(r"argument COMMAND: invalid choice: '([^']*)'")
 class Parser(argparse.ArgumentParser):
     """argparse, but an unknown option is named (with the nearest known one) before a required
     option it may be a typo of is missed: `--slidez x` says "did you mean --slides", not "--slides is
-    required"."""
+    required". Options are taken whole, never by a prefix (`--head` is not `--head-option`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         """One line, naming the fix (argparse prints its whole usage block first): an unknown command
@@ -59,9 +63,10 @@ class Parser(argparse.ArgumentParser):
             if not token.startswith("--"):
                 continue
             flag = token.split("=", 1)[0]
-            if flag in known or sum(k.startswith(flag) for k in known if k.startswith("--")) == 1:
-                continue  # argparse takes a unique prefix too
-            close = difflib.get_close_matches(flag, [k for k in known if k.startswith("--")], n=1)
+            if flag in known:
+                continue
+            longer = [k for k in known if k.startswith(f"{flag}-")]  # a prefix: the option it begins, else the nearest
+            close = longer[:1] or difflib.get_close_matches(flag, [k for k in known if k.startswith("--")], n=1)
             self.error(f"unrecognised option {flag}" + (f": did you mean {close[0]}?" if close else ""))
 
 
@@ -277,7 +282,8 @@ def add_no_progress(parser: argparse.ArgumentParser, what: str = "progress bars"
     return _shared(parser, "--no-progress", action="store_true", help=f"no {what}")
 
 
-def add_run(parser: argparse.ArgumentParser, what: str = "a training run folder (hist2rna train --out)") -> argparse.Action:
+def add_run(parser: argparse.ArgumentParser,
+            what: str = "a training run folder (hist2rna train or train-spots --out)") -> argparse.Action:
     """RUN: the run folder a command reads."""
     action = parser.add_argument("run", type=Path, metavar="RUN", help=what)
     action.home = "options.RUN"

@@ -165,7 +165,9 @@ def add_predict(commands) -> None:
         usage="hist2rna predict RUN (--features DIR | --slides PATH [PATH ...]) --out CSV [options]",
         description="Apply a trained run (or a head export) to stored features, or to slides (extracted first "
                     "with the run's own backbone, weights, tiling and stain settings, into <out>_features/ beside "
-                    "the CSV: re-running resumes). Writes patients x genes.")
+                    "the CSV: re-running resumes). Writes patients x genes; with a spot run (train-spots), a row "
+                    "a tile: slide_id, tile, x, y (its level-0 top-left) and each gene's predicted spot-level "
+                    "expression, a virtual spatial map of each slide.")
     add_option(predict, "model", PredictInputs, "model", nargs="?", metavar="RUN")
     hidden_alias(predict, "--model", "model_option")  # before 0.4.0 the run was given as --model RUN
     source = predict.add_mutually_exclusive_group(required=True)
@@ -289,8 +291,11 @@ def add_report(commands) -> None:
                     "Every figure and table is also written beside it as PNG and CSV. RUN may be a crossval folder "
                     "(hist2rna crossval --out): its summary, Figure 3 per fold and pooled, and with --compare of "
                     "other crossvals of the same patients and folds the paired comparison gene by gene (Wilcoxon "
-                    "signed-rank over genes), printed too.")
-    add_run(report, "a training run folder (hist2rna train --out) or a crossval folder (hist2rna crossval --out)")
+                    "signed-rank over genes), printed too. A spot run (hist2rna train-spots --out): each held-out "
+                    "sample's Pearson per gene, the head beside HEST's ridge and the untrained head. --hest-bench "
+                    "adds HEST-Benchmark tables (hist2rna hest-bench --out).")
+    add_run(report, "a training run folder (hist2rna train or train-spots --out) or a crossval folder (hist2rna "
+                    "crossval --out)")
     add_option(report, "--compare", REPORT, "compare", metavar="RUN")
     for flag, metavar in (("--external-predictions", "CSV"), ("--clinical", "TABLE"), ("--clinical-columns", "JSON"),
                           ("--run-clinical", "TABLE"), ("--run-clinical-columns", "JSON"), ("--baseline", "DIR")):

@@ -94,7 +94,9 @@ class SpatialConfig(Checked):
     """What `hist2rna spatial` draws (report/spatial.py's write_spatial_maps)."""
 
     genes: tuple[str, ...] = option(SPATIAL_GENES, "genes to map and to measure in the QuPath objects, or 'all' "
-                                                   "(every gene of the run) (default {default})")
+                                                   "(every gene of the run) (default {default}, those the run "
+                                                   "predicts, else its first four; with --truth: the four best "
+                                                   "scored)")
     no_gene_maps: bool = option(False, "no PNG a gene (the genes stay in the CSV and the QuPath objects): e.g. with "
                                        "--genes all")
     no_subtypes: bool = option(False, "no PAM50 call map")

@@ -26,9 +26,14 @@ def spatial_truth(args, drawn) -> int:
                             f"`hist2rna extract-spots ... --like {args.run} --out DIR` and give DIR/<backbone>.")
     genes = None if drawn.genes in (SPATIAL_GENES, ("all",)) else list(drawn.genes)
     scores, written = write_truth(args.run, records[0], sample, args.out, genes, drawn.spins, drawn.thumbnail_mpp)
+    from hist2rna_tf.model.runs import read_record
+
+    spots = read_record(args.run).spots
+    trained = bool(spots) and spots["samples"].get(sample.sample_id, {}).get("subset") == "train"
     tested = scores.dropna(subset=["pearson"])
     best = ", ".join(f"{g} {r.pearson:.2f} (spin p {r.p_spin:.3f})" for g, r in tested.head(4).iterrows())
-    print(f"{sample.sample_id}: the map against {counted(int(tested['n_spots'].max()), 'measured spot')}, "
+    print(f"{sample.sample_id}{' (a TRAINING sample of the run: not a held-out figure)' if trained else ''}: the map "
+          f"against {counted(int(tested['n_spots'].max()), 'measured spot')}, "
           f"{counted(len(tested), 'gene')}: median Pearson {tested['pearson'].median():.2f}, "
           f"{int((tested['fdr_spin'] < 0.05).sum())} at spin-test FDR < 0.05; best {best}. "
           f"{counted(len(written), 'file')} in {args.out}")

@@ -14,9 +14,9 @@ from hist2rna_tf.spot_run.cohort import SpotRunConfig
 
 def add_backbone_options(parser) -> None:
     """`--backbone` and `--weights` (ExtractConfig's), with the catalog's names and weights files."""
-    add_option(parser, "--backbone", EXTRACT, "backbone",
+    add_option(parser, "--backbone", EXTRACT, "backbone", metavar="NAME",
                help_values={"cnns": ", ".join(BACKBONES), "encoders": ", ".join(ENCODERS)})
-    add_option(parser, "--weights", EXTRACT, "weights", help_values={"files": "; ".join(
+    add_option(parser, "--weights", EXTRACT, "weights", metavar="W", help_values={"files": "; ".join(
         f"{name}: {spec.weights_file}" for name, spec in ENCODERS.items())})
 
 
@@ -36,7 +36,7 @@ def add_extract_spots(commands) -> None:
     spots = commands.add_parser(
         "extract-spots", help="spatial transcriptomics samples -> each spot's features (HEST-1k, Space Ranger)",
         usage="hist2rna extract-spots (--hest DIR --samples ID [ID ...] | --spaceranger DIR [DIR ...] --image FILE "
-              "[FILE ...]) --backbone NAME --weights W --out DIR [options]",
+              "[FILE ...]) (--backbone NAME --weights W | --like RUN) --out DIR [options]",
         description="Embed every spot of each sample: its patch as HEST cuts it (224 px at 0.5 um/px centred on "
                     "the spot, equal to HEST's dump_patches), through the stain normaliser (none by default, as "
                     "HEST) and the frozen backbone. Writes one feature record a sample, <out>/<backbone>/<sample_id>"
@@ -80,12 +80,20 @@ def add_train_spots(commands) -> None:
                                 ("--test-fraction", "test_fraction", "F"), ("--patients", "patients", "CSV"),
                                 ("--batch-size", "batch_size", "N")):
         add_option(train, flag, SpotRunConfig, name, metavar=metavar)
-    add_option(train, "--seed", TRAIN, "seed")
-    add_option(train, "--max-epochs", TRAIN, "max_epochs")
-    add_option(train, "--validation-fraction", TRAIN, "validation_fraction")
-    add_option(train, "--standardize", TRAIN, "standardize")
+    add_option(train, "--seed", TRAIN, "seed", metavar="N")
+    add_option(train, "--max-epochs", TRAIN, "max_epochs", metavar="N",
+               help="at most this many epochs; early stopping usually ends sooner (default {}, the paper's)".format(
+                   TRAIN.max_epochs))
+    add_option(train, "--validation-fraction", TRAIN, "validation_fraction", metavar="F",
+               help="training patients held back, whole, for early stopping (default {})".format(
+                   TRAIN.validation_fraction))
+    add_option(train, "--standardize", TRAIN, "standardize",
+               help="NOT in the paper: z-score features and targets with the training spots' statistics inside the "
+                    "model (needed for features that barely vary, e.g. random weights; the demo's spot run uses it)")
     add_option(train, "--deterministic", TRAIN, "deterministic")
-    add_option(train, "--head-option", TRAIN, "head_options", metavar="NAME=VALUE", action="extend")
+    add_option(train, "--head-option", TRAIN, "head_options", metavar="NAME=VALUE", action="extend",
+               help="the paper's head's settings as NAME=VALUE, recorded in the run: filters=256,512,512 "
+                    "kernel_size=5 (the paper's, the default)")
     add_out(train, "run folder (a new one, unless --overwrite)")
     add_overwrite(train, "run")
     add_no_progress(train, "progress bar of epochs")

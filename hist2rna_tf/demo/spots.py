@@ -116,7 +116,7 @@ def spot_demo(run_dir: Path, control_dir: Path | None, out: Path, n_sections: in
     samples = [read_hest_sample(out / "sections", s) for s in ids]
     records = extract_spots(samples, out / "spot_features", runs.extraction(run_dir).for_new_slides())
     gene = runs.metrics(run_dir)["across_genes"]["rho"].idxmax()  # the bulk run's best gene, drawn
-    truth = [write_truth(run_dir, r, s, out / "truth", [gene], n_spins=99, seed=seed)[0]
+    truth = [write_truth(run_dir, r, s, out / "truth", [gene], seed=seed)[0]
              for r, s in zip(records, samples)]
     control = [spot_scores(control_dir, r, s, n_spins=9) for r, s in zip(records, samples)] if control_dir else []
     config = SpotRunConfig(genes="hvg:50", test_samples=(ids[-1],))

@@ -221,7 +221,7 @@ def export_run(run_dir: str | Path, root: str | Path, name: str | None = None, v
         config = extraction.config
         bar.next()
         backbone = build_backbone(config.backbone, config.weights, config.tiles.tile_size_px)
-        whole = not predictor.context_um  # a head of spots' neighbourhoods reads 2F: no end-to-end model of a slide
+        whole = not predictor.spot_run  # a head of single spots: no end-to-end model of a slide's mean tile
         if whole and backbone.feature_dim != predictor.feature_dim:
             raise Hist2RNAError(f"{run_dir}: its head expects {predictor.feature_dim} features but the backbone "
                                 f"{config.backbone} gives {backbone.feature_dim}.")
@@ -252,13 +252,15 @@ def _spot_metadata(predictor: Predictor) -> tuple[str | None, float]:
 
 
 def _head_only(predictor: Predictor, head_dir: Path, replace: bool) -> Path:
-    """A spot run whose head reads each spot's neighbourhood: its head export alone (features [N, 2F])."""
+    """A spot run: its head export alone (a spot's features, with its neighbourhood's where it reads one, ->
+    its genes), with its units and neighbourhood in the metadata. The end-to-end model, which feeds the
+    head a slide's mean tile, is not made: a head trained on single spots does not read a slide's mean."""
     if head_dir.exists() and not replace:
         raise ExportError(f"{head_dir} exists; exports are never overwritten. Give another --version, or leave it out "
                           "to take the next free one.")
-    log.warning("%s reads each spot's neighbourhood (%g um): exported as its head alone (each spot's features, then "
-                "its neighbourhood's mean: [N, 2F]); the end-to-end model of one slide's tiles is not made for it.",
-                predictor.path, predictor.context_um)
+    log.info("%s is a spot run: exported as its head alone (%s); no end-to-end model of a slide's mean tile.",
+             predictor.path, "each spot's features, then its neighbourhood's mean: [N, 2F]" if predictor.context_um
+             else "each spot's features [N, F]")
     with building_folder(head_dir) as work:
         head_archive(predictor.model, predictor.genes, predictor.kind, predictor.feature_settings,
                      *_spot_metadata(predictor)).write_out(str(work), verbose=False)

@@ -269,15 +269,16 @@ def _draw_tiles(ax, shape: tuple[int, ...], tiles: pd.DataFrame, scale: float, e
     ax.imshow(overlay, interpolation="nearest")
 
 
-def tile_value_map(thumb: np.ndarray, scale: float, extent: float, tiles: pd.DataFrame, gene: str, slide_id: str):
+def tile_value_map(thumb: np.ndarray, scale: float, extent: float, tiles: pd.DataFrame, gene: str, slide_id: str,
+                   units: str = "log2"):
     """The thumbnail, and over it each tile (level-0 top-left x, y / `scale`; `extent` thumbnail
-    pixels wide) coloured by its predicted `gene` (2nd-98th percentile colour range)."""
+    pixels wide) coloured by its predicted `gene` (2nd-98th percentile colour range, in `units`)."""
     figure, axes = _thumbnail_axes(thumb, slide_id)
     values = tiles[gene].to_numpy()
     norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
     cmap = plt.get_cmap("viridis")
     _draw_tiles(axes[1], thumb.shape, tiles, scale, extent, cmap(norm(values)))
-    axes[1].set_title(f"predicted {gene} per tile (log2)", loc="left")
+    axes[1].set_title(f"predicted {gene} per tile ({units})", loc="left")
     figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], fraction=0.04, pad=0.02)
     return figure
 
@@ -307,9 +308,10 @@ def spot_truth_map(thumb: np.ndarray, scale: float, diameter_px: float, spots: p
     for ax, side, label in ((axes[0], "measured", "measured (log1p counts)"), (axes[1], "predicted", f"predicted ({units})")):
         values = spots[f"{gene}_{side}"].to_numpy()
         norm = plt.Normalize(np.percentile(values, 2), np.percentile(values, 98))
-        ax.scatter(spots["x"] / scale, spots["y"] / scale, c=values, cmap="viridis", norm=norm, s=size, alpha=0.85,
-                   linewidths=0)
+        dots = ax.scatter(spots["x"] / scale, spots["y"] / scale, c=values, cmap="viridis", norm=norm, s=size,
+                          alpha=0.85, linewidths=0)
         ax.set_title(f"{gene} {label}", loc="left" if side == "predicted" else "right", fontsize=9)
+        figure.colorbar(dots, ax=ax, fraction=0.04, pad=0.02)
     figure.suptitle(f"{sample_id} {gene}: Pearson {score['pearson']:.2f}, Spearman {score['spearman']:.2f}, spin-test "
                     f"p {score['p_spin']:.3f}", fontsize=10)
     return figure

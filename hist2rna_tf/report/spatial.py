@@ -25,7 +25,7 @@ from PIL import Image
 
 from hist2rna_tf.analysis.subtype import Voting, calls_of, fitted_voting
 from hist2rna_tf.atomic import write_table
-from hist2rna_tf.config import PAPER_SUBTYPES, THUMBNAIL_MPP, TileConfig
+from hist2rna_tf.config import PAPER_SUBTYPES, SPATIAL_GENES, THUMBNAIL_MPP, TileConfig
 from hist2rna_tf.errors import Hist2RNAError, SpatialError
 from hist2rna_tf.extract.plan import plan_tiles
 from hist2rna_tf.extract.records import read_record, record_files
@@ -122,11 +122,12 @@ def tile_mosaic(ref: SlideRef, record, thumbnail_mpp: float = THUMBNAIL_MPP) -> 
     return Picture(image, scale, footprint / scale, positions)
 
 
-def spatial_map(picture: Picture, record, tiles: pd.DataFrame, gene: str):
-    """A figure: the slide's picture and, over it, each tile coloured by its predicted `gene`."""
+def spatial_map(picture: Picture, record, tiles: pd.DataFrame, gene: str, units: str = "log2"):
+    """A figure: the slide's picture and, over it, each tile coloured by its predicted `gene` (`units`)."""
     if gene not in tiles.columns:
         raise Hist2RNAError(f"gene {gene!r} is not among the model's genes.")
-    return tile_value_map(picture.image, picture.scale, picture.extent, picture.placed(tiles), gene, record.slide_id)
+    return tile_value_map(picture.image, picture.scale, picture.extent, picture.placed(tiles), gene, record.slide_id,
+                          units)
 
 
 def subtype_map(picture: Picture, record, calls: pd.DataFrame):
@@ -152,6 +153,9 @@ class SpatialMapper:
         """`genes`: those to map (None: every gene of the run)."""
         predictor = Predictor(run_dir)
         genes = list(predictor.genes) if genes is None else genes
+        if tuple(genes) == SPATIAL_GENES and not set(genes) <= set(predictor.genes):  # the default, on a run without
+            genes = [g for g in genes if g in predictor.genes] or list(predictor.genes[:len(SPATIAL_GENES)])  # them all
+            log.info("%s predicts not all of %s: mapping %s.", run_dir, ", ".join(SPATIAL_GENES), ", ".join(genes))
         unknown = [g for g in genes if g not in predictor.genes]
         if unknown:
             import difflib
@@ -201,7 +205,8 @@ class SpatialMapper:
         for gene in self.genes:
             _warn_outside_training(ref.slide_id, gene, tiles[gene], self.reference)
             if self.gene_maps:
-                written.append(save(spatial_map(picture, record, tiles, gene), folder.map(ref.slide_id, gene)))
+                units = self.predictor.units if self.predictor.spot_run else "log2"
+                written.append(save(spatial_map(picture, record, tiles, gene, units), folder.map(ref.slide_id, gene)))
         return written
 
 

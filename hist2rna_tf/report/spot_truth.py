@@ -16,6 +16,7 @@ Files, in `<out>/`:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from hist2rna_tf.model.predict import Predictor
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.report.figures import save, spot_truth_map
 from hist2rna_tf.spots.sample import SpotSample
+
+log = logging.getLogger(__name__)
 
 VISIUM_SPOT_UM = 55.0  # a spot's diameter where the sample does not say
 CIRCLE_VERTICES = 24
@@ -66,11 +69,24 @@ def spot_scores(run_dir: str | Path, spot_record: str | Path, sample: SpotSample
     from hist2rna_tf.spots.truth import N_SPINS, map_scores
 
     predictor = Predictor(run_dir)
+    warn_if_trained_on(predictor, sample)
     predicted = spot_predictions(predictor, spot_record, sample)
     genes = shared_genes(predictor, sample)
     table = spot_table(predicted, sample, genes)
     return map_scores(predicted[genes], sample.expression(genes).loc[predicted.index], table[["x", "y"]].to_numpy(),
                       n_spins or N_SPINS, seed)
+
+
+def trained_on(predictor: Predictor, sample: SpotSample) -> bool:
+    """Whether `sample` is one a spot run trained on (its score then is not a held-out figure)."""
+    spots = predictor.record.spots if predictor.record is not None else None
+    return bool(spots) and spots["samples"].get(sample.sample_id, {}).get("subset") == "train"
+
+
+def warn_if_trained_on(predictor: Predictor, sample: SpotSample) -> None:
+    if trained_on(predictor, sample):
+        log.warning("sample %s is one %s was TRAINED on (its config.json: subset train): its scores are not held-out "
+                    "figures; score a held-out sample (subset test) for those.", sample.sample_id, predictor.path)
 
 
 def shared_genes(predictor: Predictor, sample: SpotSample) -> list[str]:
@@ -107,6 +123,7 @@ def write_truth(run_dir: str | Path, spot_record: str | Path, sample: SpotSample
 
     refuse_overlap(out_dir, {"RUN": run_dir, "--features": spot_record}, may_hold=("RUN",))
     predictor = Predictor(run_dir)
+    warn_if_trained_on(predictor, sample)
     predicted = spot_predictions(predictor, spot_record, sample)
     shared = shared_genes(predictor, sample)
     unknown = [g for g in genes or [] if g not in shared]

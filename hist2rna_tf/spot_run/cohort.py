@@ -60,6 +60,7 @@ class SpotCohort:
     split: pd.Series
     feature_settings: FeatureSettings
     extraction: Extraction | None
+    own_dim: int  # a spot's own features (the first columns; the rest, with --context-um, its neighbourhood's)
 
     def rows(self, subset: str) -> np.ndarray:
         return (self.split == subset).to_numpy()
@@ -96,7 +97,7 @@ def patient_split(patients: dict[str, str], test_samples: tuple[str, ...], fract
     if len(everyone) - len(held) < 2:
         raise SpotError(f"{len(everyone)} patient(s) ({', '.join(everyone[:6])}) leave {len(everyone) - len(held)} to "
                         "train on after the held-out ones; a spot run needs at least 2 (one held back for early "
-                        "stopping, as whole patients). Give more samples, or --patients if samples share a patient.")
+                        "stopping, as whole patients): give samples of 3 patients or more.")
     return held
 
 
@@ -149,4 +150,4 @@ def spot_cohort(features_dir: str | Path, samples: list[SpotSample], config: Spo
     spots_table = pd.concat(spots).rename_axis("spot_id")
     split = pd.Series(np.where(spots_table["patient_id"].isin(held), "test", "train"), index=spots_table.index)
     return SpotCohort(np.concatenate(features), pd.concat(targets).rename_axis("spot_id"), spots_table, split,
-                      settings, folder_extraction(features_dir, settings))
+                      settings, folder_extraction(features_dir, settings), int(record.tile_features.shape[1]))

@@ -44,7 +44,8 @@ def sample_summary(table: pd.DataFrame) -> pd.DataFrame:
                           "mean_pearson": block["pearson"].mean(), "median_pearson": block["pearson"].median(),
                           "genes_fdr_0.05": int(((block["fdr"] < 0.05) & (block["pearson"] > 0)).sum())})
 
-    return table.groupby(["model", "sample_id"], sort=False)[table.columns].apply(summarise).reset_index()
+    summary = table.groupby(["model", "sample_id"], sort=False)[table.columns].apply(summarise).reset_index()
+    return summary.astype({"n_spots": int, "genes": int, "genes_fdr_0.05": int})
 
 
 def model_means(table: pd.DataFrame) -> dict[str, float]:

@@ -6,6 +6,7 @@ head (a floor). Written as a run folder (model/runs.py's files, a row a spot) wi
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,8 @@ from hist2rna_tf.spot_run.metrics import PER_SAMPLE, model_means, sample_scores
 from hist2rna_tf.outputs import refuse_overlap
 from hist2rna_tf.spots.sample import SpotSample
 
+log = logging.getLogger(__name__)
+
 RIDGE_PREDICTIONS = "ridge_predictions.csv"
 TARGETS = "log1p counts"  # a spot run's units (bulk runs: log2(1+RSEM))
 MODELS = ("head", "ridge", "untrained")  # per_sample.csv's models
@@ -40,13 +43,14 @@ def validation_spots(cohort: SpotCohort, fraction: float, seed: int) -> np.ndarr
 
 
 def ridge_baseline(cohort: SpotCohort, seed: int) -> pd.DataFrame:
-    """HEST's probe fit on the training spots, its predictions on the held-out ones (spots x genes)."""
+    """HEST's probe fit on the training spots, its predictions on the held-out ones (spots x genes): on
+    each spot's own features, as HEST's (a neighbourhood head's context is not given to it)."""
     from hist2rna_tf.spots.bench import HEST_LATENT_DIM, ProbeConfig, probe
 
     train, test = cohort.rows("train"), cohort.rows("test")
-    latent = min(HEST_LATENT_DIM, int(train.sum()), cohort.features.shape[1])
-    x_train, y_train = cohort.features[train].astype(np.float64), cohort.targets[train].to_numpy()
-    _, predicted = probe(x_train, y_train, cohort.features[test].astype(np.float64), cohort.targets[test].to_numpy(),
+    own = cohort.features[:, :cohort.own_dim].astype(np.float64)
+    latent = min(HEST_LATENT_DIM, int(train.sum()), cohort.own_dim)
+    _, predicted = probe(own[train], cohort.targets[train].to_numpy(), own[test], cohort.targets[test].to_numpy(),
                          list(cohort.targets.columns), ProbeConfig(seed=seed, latent_dim=latent))
     return pd.DataFrame(predicted, index=cohort.targets.index[test], columns=cohort.targets.columns)
 
@@ -66,6 +70,10 @@ def train_spot_run(features: str | Path, samples: list[SpotSample], out_dir: str
                             "features; the other heads read a slide's tiles.")
     settings = settings_from_options(train.head, train.head_options)
     cohort = spot_cohort(features, samples, config, train.seed)
+    if cohort.feature_settings.named_backbone_with_random_weights and not train.standardize:
+        log.warning("%s: features of %s with random weights (--weights none): they say nothing of biology and barely "
+                    "differ between spots, so the head fed them raw learns little (add --standardize, as the demo's "
+                    "spot run does).", features, cohort.feature_settings.backbone)
     train = replace(train, batch_size=config.batch_size)
     with runs.building(out_dir) as work, memory_said(train.head):
         runs.write_split(work, cohort.split.rename("subset"), cohort.spots["sample_id"])
@@ -73,8 +81,9 @@ def train_spot_run(features: str | Path, samples: list[SpotSample], out_dir: str
         runs.write_targets(work, cohort.targets[cohort.rows("train")])
         fitted, scores = fit_and_score(cohort, settings, train, work, verbose, progress)
         record = runs.RunRecord(
-            inputs=RunInputs(features=str(Path(features).resolve()), expression=", ".join(s.source for s in samples),
-                             labels="", genes=config.genes),
+            inputs=RunInputs(features=str(Path(features).resolve()), labels="", genes=config.genes,
+                             expression=", ".join(str(Path(s.source).resolve()) for s in samples),
+                             test_fraction=config.test_fraction),
             train=train, feature_dim=int(cohort.features.shape[1]), genes=int(cohort.targets.shape[1]),
             patients={"train": int(cohort.rows("train").sum()), "test": int(cohort.rows("test").sum())},
             feature_settings=cohort.feature_settings, extraction=cohort.extraction,
@@ -124,10 +133,11 @@ def fit_and_score(cohort: SpotCohort, settings, train: TrainConfig, work: Path, 
 def spot_record(cohort: SpotCohort, config: SpotRunConfig, samples: list[SpotSample], means: dict) -> dict:
     """What the run's record says of its spots (RunRecord.spots)."""
     by_sample = cohort.spots.groupby("sample_id", sort=False)
-    return {"targets": TARGETS, "normalize_total": config.normalize_total, "genes": config.genes,
+    targets = TARGETS if config.normalize_total is None else f"log1p of counts scaled to {config.normalize_total:g} a spot"
+    return {"targets": targets, "normalize_total": config.normalize_total, "genes": config.genes,
             "context_um": config.context_um, "mpp": {s.sample_id: s.mpp for s in samples},
             "samples": {sample: {"patient_id": str(block["patient_id"].iloc[0]), "spots": len(block),
                                  "subset": str(cohort.split.loc[block.index[0]]),
-                                 "source": next(s.source for s in samples if s.sample_id == sample)}
+                                 "source": str(Path(next(s.source for s in samples if s.sample_id == sample)).resolve())}
                         for sample, block in by_sample},
             "held_out_mean_pearson": means}

@@ -103,7 +103,8 @@ def spot_genes(rule: str, samples: list[SpotSample]) -> list[str]:
     else:
         path = Path(rule)
         if not path.is_file():
-            raise SpotError(f"--genes {rule}: neither all, hvg:N nor a file of gene symbols (one a line).")
+            raise SpotError(f"--genes {rule}: no such file; give all, hvg:N (e.g. hvg:50) or a file of gene symbols "
+                            "(one a line).")
         genes = list(dict.fromkeys(path.read_text().split()))
         for sample in samples:
             missing = [g for g in genes if g not in set(sample.genes)]

@@ -6,7 +6,9 @@ The null is a spin test (Alexander-Bloch et al., NeuroImage 2018, on the cortex;
 plane): the spot layout is rotated by a random angle about its centre, reflected on every other draw,
 and each spot takes the prediction of the spot nearest its new place. A smooth map stays smooth and
 keeps its large patches; only where they lie against the measurement moves. A shuffle of the spots
-would break the patches, and under autocorrelation it calls chance agreements significant. p is one-sided:
+would break the patches, and under autocorrelation it calls chance agreements significant. A spin that
+leaves more than half the spots where they were (a turn of a few degrees, on a small section) is drawn
+again: it is the map itself, and would put a floor under every p. p is one-sided:
 the share of spins, the observed one counted among them, whose r is at least the observed r. The
 Benjamini-Hochberg FDR is taken over the genes.
 """
@@ -19,6 +21,9 @@ import pandas as pd
 from hist2rna_tf.errors import SpotError
 
 N_SPINS = 199
+# A spin that leaves more than this share of the spots on themselves (a turn of a few degrees on a small
+# section) re-places nothing: it is drawn again, or every gene's p would have a floor of such spins' share.
+MAX_FIXED_SHARE = 0.5
 
 
 def spin_permutations(centres_px: np.ndarray, n: int = N_SPINS, seed: int = 0) -> np.ndarray:
@@ -30,13 +35,17 @@ def spin_permutations(centres_px: np.ndarray, n: int = N_SPINS, seed: int = 0) -
     tree = cKDTree(centres)
     rng = np.random.default_rng(seed)
     spins = np.empty((n, len(centres)), np.int64)
+    itself = np.arange(len(centres))
     for k in range(n):
-        angle = rng.uniform(0, 2 * np.pi)
-        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        if k % 2:
-            rotation = rotation @ np.diag([1.0, -1.0])  # a reflection, then the turn
-        moved = (centres - middle) @ rotation.T + middle
-        spins[k] = tree.query(moved)[1]
+        while True:
+            angle = rng.uniform(0, 2 * np.pi)
+            rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            if k % 2:
+                rotation = rotation @ np.diag([1.0, -1.0])  # a reflection, then the turn
+            moved = (centres - middle) @ rotation.T + middle
+            spins[k] = tree.query(moved)[1]
+            if np.mean(spins[k] == itself) <= MAX_FIXED_SHARE:
+                break  # a turn small enough to leave most spots in place is the map itself: drawn again
     return spins
 
 

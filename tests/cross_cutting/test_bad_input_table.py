@@ -482,7 +482,7 @@ ROWS = [
      ["no spot record for sample(s) SP2", "extract-spots"], ["run"]),
     ("train-spots on two patients, one held out",
      lambda i, s: _spot_study(i, lambda st: None, n=2), 2,
-     ["2 patient(s)", "leave 1 to train on", "--patients"], ["run"]),
+     ["2 patient(s)", "leave 1 to train on", "3 patients or more"], ["run"]),
     ("train-spots --genes naming a gene a sample did not measure",
      lambda i, s: _spot_study(i, lambda st: (i.tmp / "genes.txt").write_text("ESR1\nNOPE1\n"), "--genes",
                               str(i.tmp / "genes.txt")), 2,

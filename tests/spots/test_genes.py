@@ -57,5 +57,5 @@ def test_a_gene_file_and_all(reference, tmp_path):
     listed.write_text("G001\nNOPE1\n")
     with pytest.raises(SpotError, match=r"not measured in sample S0.*NOPE1"):
         spot_genes(str(listed), samples)
-    with pytest.raises(SpotError, match="neither all, hvg:N nor a file"):
+    with pytest.raises(SpotError, match="hvg50: no such file; give all, hvg:N"):
         spot_genes("hvg50", samples)

@@ -33,6 +33,17 @@ def test_a_spin_is_a_rotation_matched_to_the_nearest_spot(grid):
     assert not (spins == np.arange(len(grid))).all(axis=1).any()  # every spin moves the map
 
 
+def test_on_a_small_section_no_spin_leaves_the_map_in_place():
+    """~50 spots (the demo's sections): a turn of a few degrees would map most spots onto themselves and
+    put a floor under every p; such spins are drawn again, so a map equal to the measurement reaches the
+    least p a spin test has, 1/(n+1)."""
+    small = hex_centres(size=(3200, 2500), mpp=0.25)
+    spins = spin_permutations(small, n=199, seed=0)
+    assert (spins == np.arange(len(small))).mean(axis=1).max() <= 0.5
+    field = pd.DataFrame({"A": _smooth(small, 7, scale=400.0)}, index=[f"s{i}" for i in range(len(small))])
+    assert map_scores(field, field, small, n_spins=199)["p_spin"]["A"] == pytest.approx(1 / 200)
+
+
 def test_a_map_that_follows_the_measurement_is_significant_and_a_chance_one_is_not(grid):
     measured_field, chance_field = _smooth(grid, 7), _smooth(grid, 8)  # two unrelated fields, r 0.66 by chance
     rng = np.random.default_rng(0)
