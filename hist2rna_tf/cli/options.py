@@ -83,6 +83,7 @@ def add_option(parser, flag: str, config, name: str, **kwargs) -> argparse.Actio
     default = getattr(config, name) if not isinstance(config, type) else field.default
     given = kwargs.pop("default", default)  # where the library's default is another's (the head's epochs)
     values = kwargs.pop("help_values", {})  # what the help names from above the configs (the catalog's backbones)
+    told = kwargs.pop("help", None)  # a command's own words for the field (train-spots' --max-epochs: no heads)
     positional = not flag.startswith("-")  # its name is the field's (argparse's dest), required unless nargs="?"
     if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # a required option
         kwargs = kwargs if positional else {"required": True, **kwargs}
@@ -93,7 +94,7 @@ def add_option(parser, flag: str, config, name: str, **kwargs) -> argparse.Actio
     if positional and flag != name:
         raise ValueError(f"positional {flag} fills {kind.__name__}.{name}: name it as the field")
     action = parser.add_argument(flag, **named, default=list(given) if isinstance(given, tuple) else given,
-                                 help=field.metadata["help"].format(default=shown, **values),
+                                 help=told or field.metadata["help"].format(default=shown, **values),
                                  **{**field_kwargs(_hints(kind)[name]), **kwargs})
     action.home, action.help_values, action.overrides = f"{kind.__name__}.{name}", values, said
     return action
