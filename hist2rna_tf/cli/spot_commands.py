@@ -61,6 +61,16 @@ def cmd_train_spots(args) -> int:
     refuse_overlap(args.out, {"--features": args.features})
     samples = [read() for read in spot_readers(args)]
     config, train = from_args(SpotRunConfig(), args), from_args(TRAIN, args)
+    if config.folds:
+        from hist2rna_tf.spot_run.crossval import SUMMARY, crossval_spots
+
+        summary = crossval_spots(args.features, samples, args.out, config.folds, config, train,
+                                 progress=not args.no_progress).set_index("fold")
+        mean, std = summary.loc["mean"], summary.loc["std"]
+        print(f"{config.folds} folds of patients: held-out mean Pearson, mean over folds (std): head "
+              f"{mean['head']:.3f} ({std['head']:.3f}), HEST's ridge {mean['ridge']:.3f} ({std['ridge']:.3f}), "
+              f"untrained head {mean['untrained']:.3f}. Folder: {args.out} ({SUMMARY}, fold-<k>/)")
+        return 0
     run = train_spot_run(args.features, samples, args.out, config, train, overwrite=args.overwrite,
                          progress=not args.no_progress)
     record, means = run.record, run.metrics["per_sample"]

@@ -78,7 +78,7 @@ def add_train_spots(commands) -> None:
     for flag, name, metavar in (("--genes", "genes", "hvg:N|all|FILE"), ("--normalize-total", "normalize_total", "N"),
                                 ("--context-um", "context_um", "UM"), ("--test-samples", "test_samples", "ID"),
                                 ("--test-fraction", "test_fraction", "F"), ("--patients", "patients", "CSV"),
-                                ("--batch-size", "batch_size", "N")):
+                                ("--batch-size", "batch_size", "N"), ("--folds", "folds", "K")):
         add_option(train, flag, SpotRunConfig, name, metavar=metavar)
     add_option(train, "--seed", TRAIN, "seed", metavar="N")
     add_option(train, "--max-epochs", TRAIN, "max_epochs", metavar="N",

@@ -46,6 +46,10 @@ class SpotRunConfig(Checked):
     patients: str | None = option(None, "CSV with columns sample_id, patient_id (default: HEST's metadata `patient`, "
                                         "else each sample its own patient)")
     batch_size: PositiveInt = option(64, "spots a minibatch (default {default}; the paper's 12 is for patients)")
+    folds: Annotated[int, at_least(2)] | None = option(
+        None, "K folds of patients, each held out once by a spot run of its own (<out>/fold-<k>/), then "
+              "summary.csv: each fold's and the mean and std over folds, as HEST-Benchmark's splits (default: one "
+              "split)")
 
 
 @dataclass(frozen=True)

@@ -122,3 +122,23 @@ def test_the_report_shows_each_held_out_sample(spot_run):
     assert "PAM50 subtype from predicted genes" not in page  # spots carry no PAM50 label
     summary = pd.read_csv(root / "report" / "spot_samples.csv")
     assert set(summary["sample_id"]) == {"SP3", "SP4"} and len(summary) == 6
+
+
+def test_folds_hold_out_every_patient_once_and_resume(spot_run, capsys):
+    """`--folds 2`: the 4 patients (SP3 and SP4 one) dealt into 2 folds, each held out by a run of its own;
+    summary.csv has each fold's figures and their mean and std; a re-run keeps the folds done."""
+    study, _, root = spot_run
+    out = root / "folds"
+    args = _train(study, out, "--folds", "2", "--genes", "all", "--max-epochs", "5", "--standardize")
+    assert main(args) == 0
+    assert "2 folds of patients: held-out mean Pearson, mean over folds" in capsys.readouterr().out
+    summary = pd.read_csv(out / "summary.csv", dtype={"fold": str}).set_index("fold")
+    assert list(summary.index) == ["1", "2", "mean", "std"]
+    held = " ".join(summary.loc[["1", "2"], "held_out"]).split()
+    assert sorted(held) == study["samples"] and ("SP3" in summary.loc["1", "held_out"]) == (
+        "SP4" in summary.loc["1", "held_out"])  # a patient's samples held out together
+    assert summary.loc["mean", "head"] == pytest.approx(summary.loc[["1", "2"], "head"].mean())
+    stamp = (out / "fold-1" / "config.json").stat().st_mtime_ns
+    assert main(args) == 0 and (out / "fold-1" / "config.json").stat().st_mtime_ns == stamp
+    assert main(_train(study, root / "x", "--folds", "5")) == 2  # 4 patients: 5 folds refused, nothing written
+    assert "--folds 5: 4 patient(s)" in capsys.readouterr().err and not (root / "x").exists()
