@@ -72,8 +72,6 @@ def write_section(root: Path, index: int, seed: int, tiles, source, model_seed: 
     depth = DEPTH * rng.lognormal(0.0, 0.3, (len(centres), 1))
     counts = rng.poisson(2.0 ** (baseline + (shares - 1.0 / len(SOURCES)) @ loadings) * depth)
     barcodes = [f"{PREFIX}{index + 1:02d}-{i:05d}-1" for i in range(len(centres))]
-    for folder in ("st", "wsis", "metadata"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
     write_pyramid_tiff(image, root / "wsis" / f"{sample_id}.tif")
     adata = anndata.AnnData(sparse.csr_matrix(counts.astype(np.float32)), obs=pd.DataFrame(index=barcodes),
                             var=pd.DataFrame(index=genes))
@@ -87,12 +85,19 @@ def write_section(root: Path, index: int, seed: int, tiles, source, model_seed: 
 
 def write_sections(root: str | Path, n: int, seed: int = 0) -> list[str]:
     """`n` sections under `root` (HEST's layout); an earlier demo's are kept. Returns their ids."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hist2rna_tf.config import usable_cores
+
     root, tiles, source = Path(root), *real_tiles()
     ids = [f"{PREFIX}-{k + 1:02d}" for k in range(n)]
-    for k, sample_id in enumerate(ids):
-        if not all((root / d / f"{sample_id}{e}").is_file() for d, e in (("st", ".h5ad"), ("wsis", ".tif"),
-                                                                         ("metadata", ".json"))):
-            write_section(root, k, seed, tiles, source)
+    missing = [k for k, sample_id in enumerate(ids)
+               if not all((root / d / f"{sample_id}{e}").is_file()
+                          for d, e in (("st", ".h5ad"), ("wsis", ".tif"), ("metadata", ".json")))]
+    for folder in ("st", "wsis", "metadata"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:  # JPEG encoding and resizing release the GIL
+        list(pool.map(lambda k: write_section(root, k, seed, tiles, source), missing))
     return ids
 
 

@@ -76,18 +76,3 @@ def test_spots_extracted_like_a_run_carry_its_settings_at_its_scale(tiny_run, tm
     np.testing.assert_array_equal(record.tile_xy_px, grid.top_left_px)
     np.testing.assert_array_equal(record.tile_names, sample.barcodes[grid.kept])
 
-
-def test_visium_hd_bins_are_extracted_as_spots(tmp_path, tiny_backbone_file, capsys):
-    """`extract-spots --spaceranger OUTS --bin-um 8`: each 8-um bin a spot, the record named with its binning."""
-    from PIL import Image
-
-    from spatial_samples import image, write_visium_hd
-
-    picture = image((800, 640))
-    Image.fromarray(picture).save(tmp_path / "he.png")
-    bins = write_visium_hd(tmp_path / "P01" / "outs", tmp_path / "he.png", picture, bins_um=(8,))
-    assert main(["extract-spots", "--spaceranger", str(tmp_path / "P01" / "outs"), "--image", str(tmp_path / "he.png"),
-                 "--bin-um", "8", "--mpp", "0.25", "--backbone", str(tiny_backbone_file), "--weights", "none",
-                 "--out", str(tmp_path / "features"), "--no-progress"]) == 0, capsys.readouterr().err
-    record = read_record(tmp_path / "features" / "tiny" / "P01-8um.tfrecord")
-    assert record.n_tiles == len(bins[8]["barcodes"]) and record.tile_names[0].startswith("s_008um_")
