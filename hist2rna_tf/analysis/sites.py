@@ -1,0 +1,127 @@
+"""Sites, and folds that keep each site whole (issue 38; Howard et al., Nat Commun 2021, 12:4423).
+
+A TCGA patient's tissue source site is the two characters after `TCGA-` in its barcode; any other cohort
+names its sites in a column of its clinical table. Site-preserved folds put every patient of a site in one
+fold and balance the folds' label proportions as well as whole sites allow, by Howard's objective: the
+sum over classes c and folds f of (k x n_cf - N_c)^2 (n_cf: patients of class c in fold f; N_c: in the
+cohort; zero when every fold holds exactly 1/k of every class).
+
+That objective is convex in the whole-number counts n_cf, so it is solved exactly as a mixed-integer
+LINEAR program: each square replaced by its secants between consecutive whole numbers (t_cf at least
+each; at a whole number the largest secant is the square itself), each site a binary choice of fold, the
+largest site fixed to the first fold (the folds are interchangeable). scipy's `milp` (HiGHS, open) solves
+it within a time limit and says whether it proved the optimum; the objective is then recounted from the
+folds. Howard's code used CPLEX (commercial) through cvxpy; no commercial solver is needed here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hist2rna_tf.errors import CrossvalError
+
+TCGA_SITE = re.compile(r"^TCGA-([A-Z0-9]{2})-")
+
+
+def tcga_site(patient: str) -> str | None:
+    """The tissue source site of a TCGA barcode (`TCGA-A2-A04R` -> `A2`), None for any other identifier."""
+    match = TCGA_SITE.match(str(patient).upper())
+    return match.group(1) if match else None
+
+
+def howard_objective(labels: pd.Series, folds: pd.Series, k: int) -> float:
+    """Sum over classes and folds of (k x n_cf - N_c)^2 (`labels`, `folds`: patient -> class, fold 1..k)."""
+    counts = pd.crosstab(labels, folds.reindex(labels.index)).reindex(columns=range(1, k + 1), fill_value=0)
+    totals = labels.value_counts().reindex(counts.index)
+    return float(((k * counts).sub(totals, axis=0) ** 2).to_numpy().sum())
+
+
+@dataclass(frozen=True)
+class SiteFolds:
+    """Each patient's fold (1..k), Howard's objective of them, and what the solver said: "optimal" (proven),
+    "time limit" (the best found when time ran out) and its proven lower bound."""
+
+    folds: pd.Series
+    objective: float
+    status: str
+    bound: float
+    seconds: float
+
+
+def check_sites(sites: pd.Series, k: int) -> None:
+    """A CrossvalError naming why `sites` (patient -> site) cannot make `k` site-preserved folds: fewer
+    sites than folds, or a site holding more than 1/k of the patients."""
+    sizes = sites.value_counts()
+    if len(sizes) < k:
+        raise CrossvalError(f"--folds {k} site-preserved: the cohort has {len(sizes)} site(s) "
+                            f"({', '.join(sizes.index[:6])}), fewer than the folds; give fewer folds.")
+    share = sizes.iloc[0] / len(sites)
+    if share > 1 / k:
+        raise CrossvalError(f"--folds {k} site-preserved: site {sizes.index[0]} holds {sizes.iloc[0]} of the "
+                            f"{len(sites)} patients ({share:.0%}), more than a fold's 1/{k}; give fewer folds.")
+
+
+def site_preserved_folds(labels: pd.Series, sites: pd.Series, k: int, time_limit: float = 60.0) -> SiteFolds:
+    """Site-preserved folds of `labels` (patient -> class) at `sites` (patient -> site), Howard's objective
+    minimised (see the module). Deterministic: the same cohort gives the same folds."""
+    import time
+
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import lil_matrix
+
+    sites = sites.reindex(labels.index)
+    if sites.isna().any():
+        raise CrossvalError(f"{int(sites.isna().sum())} patient(s) without a site (e.g. {sites.index[sites.isna()][0]}); "
+                            "give every patient's site (--site-column).")
+    check_sites(sites, k)
+    table = pd.crosstab(sites, labels)  # sites x classes: patients
+    order = table.sum(axis=1).sort_values(ascending=False, kind="stable").index  # the largest site first
+    table = table.loc[order]
+    counts, totals = table.to_numpy(), table.sum(axis=0).to_numpy()
+    n_sites, n_classes = counts.shape
+    n_x = n_sites * k  # x[s, f] at s * k + f, then t[c, f] at n_x + c * k + f
+    rows, lower, upper = [], [], []
+
+    def row() -> lil_matrix:
+        return lil_matrix((1, n_x + n_classes * k))
+
+    for s in range(n_sites):  # each site in one fold
+        r = row()
+        for f in range(k):
+            r[0, s * k + f] = 1
+        rows.append(r), lower.append(1), upper.append(1)
+    for c in range(n_classes):  # t[c, f] >= each secant of (k n - N_c)^2 at n = j, j + 1
+        square = lambda n: (k * n - totals[c]) ** 2  # noqa: E731 - the objective's term, at whole numbers
+        for j in range(int(totals[c])):
+            slope = square(j + 1) - square(j)
+            for f in range(k):
+                r = row()
+                for s in range(n_sites):
+                    if counts[s, c]:
+                        r[0, s * k + f] = slope * counts[s, c]
+                r[0, n_x + c * k + f] = -1
+                rows.append(r), lower.append(-np.inf), upper.append(slope * j - square(j))
+    from scipy.sparse import vstack
+
+    matrix = vstack(rows).tocsr()
+    cost = np.r_[np.zeros(n_x), np.ones(n_classes * k)]
+    low, high = np.zeros(n_x + n_classes * k), np.r_[np.ones(n_x), np.full(n_classes * k, np.inf)]
+    low[0] = 1  # the largest site in the first fold: the folds are interchangeable
+    integrality = np.r_[np.ones(n_x), np.zeros(n_classes * k)]
+    start = time.perf_counter()
+    result = milp(cost, constraints=LinearConstraint(matrix, lower, upper), integrality=integrality,
+                  bounds=Bounds(low, high), options={"time_limit": float(time_limit), "disp": False})
+    seconds = time.perf_counter() - start
+    if result.x is None:
+        raise CrossvalError(f"the fold solver found no assignment of the {n_sites} sites in {time_limit:g} s "
+                            f"({result.message}); give a longer time limit.")
+    chosen = np.asarray(result.x[:n_x]).reshape(n_sites, k).argmax(axis=1) + 1
+    fold_of_site = pd.Series(chosen, index=order)
+    folds = sites.map(fold_of_site).astype(int).rename("fold")
+    status = "optimal" if result.status == 0 else "time limit"
+    bound = float(getattr(result, "mip_dual_bound", np.nan) or np.nan)
+    return SiteFolds(folds, howard_objective(labels, folds, k), status, bound, seconds)

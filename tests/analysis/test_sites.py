@@ -1,0 +1,62 @@
+"""Sites and site-preserved folds (analysis/sites.py, issue 38): a TCGA barcode's tissue source site;
+folds that keep every site whole and reach the least of Howard's objective (checked against every
+assignment of a small cohort's sites); the cohorts that cannot be split named with the site and its share."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hist2rna_tf.analysis.sites import howard_objective, site_preserved_folds, tcga_site
+from hist2rna_tf.errors import CrossvalError
+
+
+def _cohort(sizes: list[int], seed: int = 0, classes=("LumA", "LumB", "Basal", "Her2")):
+    """Sites of the given sizes, each with its own mix of classes."""
+    rng = np.random.default_rng(seed)
+    labels, sites = {}, {}
+    for s, size in enumerate(sizes):
+        mix = rng.dirichlet(np.ones(len(classes)))
+        for i in range(size):
+            patient = f"TCGA-{s:02d}-{i:04d}"
+            labels[patient], sites[patient] = rng.choice(classes, p=mix), f"S{s:02d}"
+    return pd.Series(labels), pd.Series(sites)
+
+
+def _exhaustive(labels: pd.Series, sites: pd.Series, k: int) -> float:
+    """The least objective over every assignment of the sites to k non-empty folds (numpy, all at once)."""
+    table = pd.crosstab(sites, labels).to_numpy()  # sites x classes
+    assignments = np.array(list(itertools.product(range(k), repeat=len(table))))
+    assignments = assignments[[len(set(a)) == k for a in assignments]]
+    one_hot = np.eye(k)[assignments]  # [M, sites, k]
+    counts = np.einsum("msf,sc->mfc", one_hot, table)
+    return float((((k * counts - table.sum(axis=0)) ** 2).sum(axis=(1, 2))).min())
+
+
+def test_a_tcga_barcode_names_its_site():
+    assert tcga_site("TCGA-A2-A04R") == "A2" and tcga_site("tcga-e2-a15k-01z") == "E2"
+    assert tcga_site("demo-01") is None
+
+
+@pytest.mark.parametrize("sizes, k, seed", [([9, 7, 7, 6, 5, 4, 3, 2], 3, 0), ([8, 8, 6, 5, 5, 4, 2, 1], 3, 1),
+                                            ([6, 6, 5, 5, 4, 3, 3, 2], 2, 2)])
+def test_site_preserved_folds_reach_the_optimum_and_keep_each_site_whole(sizes, k, seed):
+    labels, sites = _cohort(sizes, seed)
+    result = site_preserved_folds(labels, sites, k)
+    assert result.status == "optimal"
+    assert result.objective == pytest.approx(_exhaustive(labels, sites, k))  # the least of every assignment
+    assert (result.folds.groupby(sites).nunique() == 1).all() and set(result.folds) == set(range(1, k + 1))
+    again = site_preserved_folds(labels, sites, k)
+    assert again.folds.equals(result.folds)  # deterministic
+
+
+def test_a_cohort_that_cannot_be_split_names_the_site_and_its_share():
+    labels, sites = _cohort([20, 5, 5, 4])
+    with pytest.raises(CrossvalError, match=r"site S00 holds 20 of the 34 patients \(59%\), more than a fold's 1/3"):
+        site_preserved_folds(labels, sites, 3)
+    labels, sites = _cohort([5, 5])
+    with pytest.raises(CrossvalError, match=r"2 site\(s\) \(S00, S01\), fewer than the folds"):
+        site_preserved_folds(labels, sites, 3)
