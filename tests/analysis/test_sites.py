@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hist2rna_tf.analysis.sites import howard_objective, site_preserved_folds, tcga_site
+from hist2rna_tf.analysis.sites import site_preserved_folds, tcga_site
 from hist2rna_tf.errors import CrossvalError
 
 
