@@ -125,3 +125,22 @@ def site_preserved_folds(labels: pd.Series, sites: pd.Series, k: int, time_limit
     status = "optimal" if result.status == 0 else "time limit"
     bound = float(getattr(result, "mip_dual_bound", np.nan) or np.nan)
     return SiteFolds(folds, howard_objective(labels, folds, k), status, bound, seconds)
+
+
+def patient_sites(patients: pd.Index, table: pd.Series | None = None) -> pd.Series:
+    """Each patient's site: `table`'s (patient -> site, a clinical table's column), else its TCGA barcode's
+    tissue source site; a CrossvalError naming the patients without one and the fix."""
+    sites = (table.reindex(patients) if table is not None
+             else pd.Series([tcga_site(p) for p in patients], index=patients, dtype=object))
+    missing = sites.index[sites.isna()]
+    if len(missing):
+        where = "the site column" if table is not None else "a TCGA barcode (TCGA-XX-...)"
+        raise CrossvalError(f"{len(missing)} of {len(patients)} patients have no site in {where} (e.g. "
+                            f"{missing[0]}); give --site-column naming the clinical table's column of sites.")
+    return sites.rename("site")
+
+
+def fold_table(labels: pd.Series, sites: pd.Series, folds: pd.Series) -> pd.DataFrame:
+    """patient_id, label, site, fold: what `hist2rna folds` writes and `crossval --folds-file` reads."""
+    return pd.DataFrame({"patient_id": labels.index, "label": labels.to_numpy(),
+                         "site": sites.reindex(labels.index).to_numpy(), "fold": folds.reindex(labels.index).to_numpy()})

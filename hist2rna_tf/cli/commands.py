@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, INPUTS, REPORT, SCALE, SPATIAL, TILES,
                                      TRAIN, counted, from_args)
+from hist2rna_tf.cli.site_commands import cmd_folds
 from hist2rna_tf.cli.spot_commands import cmd_extract_spots, cmd_hest_bench, cmd_train_spots
 from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, SettingsError, SpatialError
@@ -356,7 +357,7 @@ def _print_spots(spots: dict, paths: dict) -> None:
 COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,
             "import-run": cmd_import_run, "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
             "extract-spots": cmd_extract_spots, "train-spots": cmd_train_spots, "hest-bench": cmd_hest_bench,
-            "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
+            "folds": cmd_folds, "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
 # The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
 TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "hest-bench", "extract-spots", "train-spots",
                        "baseline", "demo"}

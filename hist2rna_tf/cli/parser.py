@@ -9,7 +9,7 @@ from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, 
                                      Parser, add_annotations, add_features, add_mpp, add_no_progress, add_option,
                                      add_out, add_overwrite, add_run, add_slides, add_stain_options, add_tile_options,
                                      hidden_alias, out_file, out_folder, shard_spec)
-from hist2rna_tf.cli.settings import ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
+from hist2rna_tf.cli.settings import FoldsInputs, ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
 from hist2rna_tf.config import STAIN_METHODS, usable_cores
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log debug detail, and TensorFlow's own start-up and C++ log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_extract, add_normalize, add_train, add_crossval, add_import_run, add_predict, add_export,
-                add_subtype, add_spatial, add_extract_spots, add_train_spots, add_hest_bench, add_baseline, add_report, add_demo):
+                add_subtype, add_spatial, add_extract_spots, add_train_spots, add_hest_bench, add_folds, add_baseline, add_report,
+                add_demo):
         add(commands)
     return parser
 
@@ -279,6 +280,26 @@ def add_baseline(commands) -> None:
     add_option(baseline, "--device", BASELINE, "device")
     add_no_progress(baseline, "progress bar or per-epoch lines")
     hidden_alias(baseline, "--quiet", "no_progress", action="store_true")  # its name before 0.4.0
+
+
+def add_folds(commands) -> None:
+    folds = commands.add_parser(
+        "folds", help="a cohort's cross-validation folds: patient-level, or site-preserved (Howard et al. 2021)",
+        usage="hist2rna folds --labels TABLE [--folds K] [--site-preserved [--site-column COL]] --out CSV [options]",
+        description="Deal a labelled cohort's patients into K folds and write patient_id, label, site, fold. By "
+                    "default patient-level folds stratified by the label (crossval's own). With --site-preserved, "
+                    "every site's patients in one fold (a TCGA patient's site: the two characters after TCGA- in "
+                    "its barcode; else --site-column), the label's proportions as balanced as whole sites allow: "
+                    "Howard's objective (the sum over labels and folds of (K x count in fold - count in cohort)^2) "
+                    "solved exactly as a mixed-integer program (scipy's HiGHS), its objective and whether it was "
+                    "proven optimal printed and written beside the CSV (<out>.json).")
+    for flag, name, metavar in (("--labels", "labels", "TABLE"), ("--label-column", "label_column", "COL"),
+                                ("--folds", "folds", "K"), ("--site-preserved", "site_preserved", None),
+                                ("--site-column", "site_column", "COL"), ("--time-limit", "time_limit", "SECONDS"),
+                                ("--seed", "seed", "N")):
+        add_option(folds, flag, FoldsInputs, name, **({"metavar": metavar} if metavar else {}))
+    add_out(folds, "CSV to write (patient_id, label, site, fold)", file=True, metavar="CSV")
+    add_overwrite(folds, "CSV")
 
 
 def add_report(commands) -> None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from hist2rna_tf.arguments import Count, OneOf, PositiveFloat, PositiveInt
-from hist2rna_tf.config import (CROSSVAL_FOLDS, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES, THUMBNAIL_MPP,
-                                Checked, option, required_option)
+from hist2rna_tf.arguments import Count, OneOf, PositiveFloat, PositiveInt, at_least
+from hist2rna_tf.config import (CROSSVAL_FOLDS, PAM50_LABEL_COLUMN, RAY_CPUS_PER_WORKER, RAY_MAX_RETRIES, SPATIAL_GENES,
+                                THUMBNAIL_MPP, Checked, Seed, option, required_option)
 
 
 @dataclass(frozen=True)
@@ -141,3 +141,20 @@ class SpotInputs(Checked):
     crop: bool = option(False, "with --hest: cut each spot's patch from the image even where the sample's HEST "
                                "patches file (patches/<id>.h5) is there (default: its own patches, the benchmark's "
                                "exactly)")
+
+
+@dataclass(frozen=True)
+class FoldsInputs(Checked):
+    """`hist2rna folds` (analysis/sites.py): a labelled cohort's folds, patient-level or site-preserved."""
+
+    labels: Path = required_option("clinical table with a label column (first column: patient)")
+    label_column: str = option(PAM50_LABEL_COLUMN, "the column the folds are balanced on (default {default})")
+    folds: Annotated[int, at_least(2)] = option(CROSSVAL_FOLDS, "folds (default {default})")
+    site_preserved: bool = option(False, "every site's patients in one fold (Howard et al. 2021), the label's "
+                                         "proportions as balanced as whole sites allow, solved exactly (default: "
+                                         "patient-level folds stratified by the label, as crossval's)")
+    site_column: str | None = option(None, "the table's column of sites (default: each TCGA barcode's tissue source "
+                                           "site, TCGA-XX-)")
+    time_limit: PositiveFloat = option(60.0, "--site-preserved: seconds the solver may take; the best folds found by "
+                                             "then are kept, said so (default {default})")
+    seed: Seed = option(0, "patient-level folds' shuffling (default {default})")

@@ -60,3 +60,35 @@ def test_a_cohort_that_cannot_be_split_names_the_site_and_its_share():
     labels, sites = _cohort([5, 5])
     with pytest.raises(CrossvalError, match=r"2 site\(s\) \(S00, S01\), fewer than the folds"):
         site_preserved_folds(labels, sites, 3)
+
+
+def test_the_folds_command_writes_site_preserved_and_patient_level_folds(tmp_path, capsys):
+    """`hist2rna folds`: each patient's label, site and fold, the objective and the solver's word beside;
+    site-preserved folds keep every site whole, patient-level ones do not; a bad cohort is one line."""
+    import json
+
+    from hist2rna_tf.cli import main
+
+    labels, sites = _cohort([9, 7, 7, 6, 5, 4, 3, 2], seed=3)
+    table = tmp_path / "clinical.csv"
+    pd.DataFrame({"PATIENT": labels.index, "BRCA_Subtype_PAM50": labels.to_numpy(),
+                  "centre": sites.to_numpy()}).to_csv(table, index=False)
+    out = tmp_path / "folds.csv"
+    assert main(["folds", "--labels", str(table), "--folds", "3", "--site-preserved", "--out", str(out)]) == 0
+    assert "in 3 site-preserved folds: Howard's objective" in capsys.readouterr().out
+    written = pd.read_csv(out, dtype=str)
+    assert list(written.columns) == ["patient_id", "label", "site", "fold"] and len(written) == len(labels)
+    assert (written.groupby("site")["fold"].nunique() == 1).all() and set(written["site"]) == {f"{s:02d}" for s in
+                                                                                               range(8)}
+    assert json.loads(out.with_suffix(".json").read_text())["status"] == "optimal"
+    by_column = tmp_path / "by_column.csv"  # sites from a column: the same folds as from the barcodes here
+    assert main(["folds", "--labels", str(table), "--folds", "3", "--site-preserved", "--site-column", "centre",
+                 "--out", str(by_column)]) == 0
+    assert pd.read_csv(by_column, dtype=str)["fold"].equals(written["fold"])
+    plain = tmp_path / "plain.csv"
+    assert main(["folds", "--labels", str(table), "--folds", "3", "--out", str(plain)]) == 0
+    assert (pd.read_csv(plain, dtype=str).groupby("site")["fold"].nunique() > 1).any()  # sites split
+    capsys.readouterr()
+    assert main(["folds", "--labels", str(table), "--folds", "5", "--site-preserved", "--out",
+                 str(tmp_path / "x.csv")]) == 2  # a site over a fold's 1/5
+    assert "site 00 holds 9 of the 43 patients (21%)" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

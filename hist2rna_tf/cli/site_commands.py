@@ -1,0 +1,52 @@
+"""The command bodies of sites (issue 38: `folds`): each turns parsed arguments into one library call and
+prints what it did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hist2rna_tf.cli.options import counted, from_args
+from hist2rna_tf.outputs import refuse_overlap, refuse_replacing_file
+
+
+def cmd_folds(args) -> int:
+    import json
+
+    from hist2rna_tf.analysis.sites import fold_table, howard_objective, patient_sites, site_preserved_folds
+    from hist2rna_tf.atomic import write_table, write_text
+    from hist2rna_tf.cli.settings import FoldsInputs
+    from hist2rna_tf.expression import read_labels
+
+    given = from_args(FoldsInputs(labels=args.labels), args)
+    refuse_overlap(args.out, {"--labels": given.labels})
+    refuse_replacing_file(args.out, args.overwrite)
+    labels = read_labels(given.labels, given.label_column).dropna()
+    sites = patient_sites(labels.index, read_labels(given.labels, given.site_column) if given.site_column else None)
+    if given.site_preserved:
+        result = site_preserved_folds(labels, sites, given.folds, given.time_limit)
+        folds, info = result.folds, {"kind": "site-preserved", "objective": result.objective, "status": result.status,
+                                     "bound": result.bound, "seconds": round(result.seconds, 2)}
+    else:
+        from hist2rna_tf.model.folds import fold_of
+
+        folds = fold_of(labels, given.folds, given.seed)
+        info = {"kind": "patient-level, stratified", "objective": howard_objective(labels, folds, given.folds),
+                "seed": given.seed}
+    table = fold_table(labels, sites, folds)
+    write_table(table, args.out, index=False)
+    write_text(Path(args.out).with_suffix(".json"), json.dumps({**info, "folds": given.folds,
+                                                                "label_column": given.label_column}, indent=1))
+    counts = fold_counts(table)
+    print(f"{counted(len(table), 'patient')} of {counted(table['site'].nunique(), 'site')} in {given.folds} "
+          f"{info['kind']} folds: Howard's objective {info['objective']:g}"
+          + (f" ({info['status']}, bound {info['bound']:g}, {info['seconds']:g} s)" if given.site_preserved else "")
+          + f"; per fold: {counts}. Written to {args.out} (and {Path(args.out).with_suffix('.json').name})")
+    return 0
+
+
+def fold_counts(table) -> str:
+    """Each fold's patients per label, in words: "1: LumA 179, LumB 69; 2: ..."."""
+    import pandas as pd
+
+    counts = pd.crosstab(table["fold"], table["label"])
+    return "; ".join(f"{fold}: " + ", ".join(f"{label} {n}" for label, n in row.items()) for fold, row in counts.iterrows())
