@@ -27,9 +27,9 @@ def spatial_truth(args, drawn) -> int:
     genes = None if drawn.genes in (SPATIAL_GENES, ("all",)) else list(drawn.genes)
     scores, written = write_truth(args.run, records[0], sample, args.out, genes, drawn.spins, drawn.thumbnail_mpp)
     from hist2rna_tf.model.runs import read_record
+    from hist2rna_tf.report.spot_truth import trained_on
 
-    spots = read_record(args.run).spots
-    trained = bool(spots) and spots["samples"].get(sample.sample_id, {}).get("subset") == "train"
+    trained = trained_on(read_record(args.run).spots, sample.sample_id)
     tested = scores.dropna(subset=["pearson"])
     best = ", ".join(f"{g} {r.pearson:.2f} (spin p {r.p_spin:.3f})" for g, r in tested.head(4).iterrows())
     print(f"{sample.sample_id}{' (a TRAINING sample of the run: not a held-out figure)' if trained else ''}: the map "

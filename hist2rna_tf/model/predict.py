@@ -197,23 +197,42 @@ def predict_slides(predictor: Predictor, slides: list[str | Path], features_out:
     return (predict(predictor, done) if done else None), results
 
 
+ATTENTION_COLUMN = "attention"
+
+
+def tile_predictions(predictor, record) -> pd.DataFrame:
+    """Tiles x genes of predicted log2 expression, with the tiles' level-0 x, y (top-left, pixels) and,
+    for a head that reads every tile, each tile's attention weight (summing to 1 over the slide)."""
+    if record.tile_features is None:
+        raise Hist2RNAError(f"slide {record.slide_id}: its record has no per-tile features; extract with "
+                            "--save-tile-features to predict or map each tile.")
+    values, attention = predictor.record_values(record, f"slide {record.slide_id}")
+    table = pd.DataFrame(values, columns=predictor.genes)
+    if attention is not None:  # a head that reads every tile: each tile's weight in the slide's bag
+        table.insert(0, ATTENTION_COLUMN, attention)
+    table.insert(0, "y", record.tile_xy_px[:, 1])
+    table.insert(0, "x", record.tile_xy_px[:, 0])
+    placed = np.isfinite(values).all(axis=1)  # SEQUOIA's windows leave sparse tiles without a value
+    if not placed.all():
+        log.warning("slide %s: %d of %d tiles lie in no window of SEQUOIA's spatial method (more than half of its "
+                    "places filled); they are left out of its maps and tables.", record.slide_id, int((~placed).sum()),
+                    len(placed))
+    return table[placed]  # the index: each tile's row in the record (Picture.placed)
+
+
 def predict_tiles(predictor: Predictor, features_dir: str | Path | list) -> pd.DataFrame:
-    """Every tile's (or spot's) own prediction: rows of slide_id, tile (its row in the record), x, y (its
-    level-0 top-left), barcode (spot records) and the genes; what a spot run predicts on a slide (a
-    virtual spatial map). Needs tile features; records made otherwise than the run's are refused."""
+    """Every tile's (or spot's) own prediction (`tile_predictions`): rows of slide_id, tile (its row in the
+    record), x, y (its level-0 top-left), barcode (spot records) and the genes; what a spot run predicts on
+    a slide (a virtual spatial map). Records made otherwise than the run's are refused."""
     from hist2rna_tf.extract.records import read_record, record_files
 
     tables = []
     for path in record_files(features_dir):
         record = read_record(path)
         predictor.check_features(record.settings, path)
-        values, _ = predictor.record_values(record, path)
-        table = pd.DataFrame(values, columns=predictor.genes)
+        table = tile_predictions(predictor, record).rename_axis("tile").reset_index()
         if record.tile_names is not None:
-            table.insert(0, "barcode", record.tile_names)
-        table.insert(0, "y", record.tile_xy_px[:, 1])
-        table.insert(0, "x", record.tile_xy_px[:, 0])
-        table.insert(0, "tile", np.arange(len(table)))
+            table.insert(3, "barcode", record.tile_names[table["tile"].to_numpy()])
         table.insert(0, "slide_id", record.slide_id)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)

@@ -30,7 +30,7 @@ from hist2rna_tf.errors import Hist2RNAError, SpatialError
 from hist2rna_tf.extract.plan import plan_tiles
 from hist2rna_tf.extract.records import read_record, record_files
 from hist2rna_tf.extract.slides import SlideRef, find_slides, open_slide, read_thumbnail
-from hist2rna_tf.model.predict import Predictor
+from hist2rna_tf.model.predict import ATTENTION_COLUMN, Predictor, tile_predictions
 from hist2rna_tf.model.runs import training_reference
 from hist2rna_tf.outputs import refuse_foreign_files, refuse_overlap
 from hist2rna_tf.progress import bar
@@ -39,29 +39,6 @@ from hist2rna_tf.report.qupath import write_tile_objects
 from hist2rna_tf.report.spatial_folder import SpatialFolder
 
 log = logging.getLogger(__name__)
-
-
-ATTENTION_COLUMN = "attention"
-
-
-def tile_predictions(predictor, record) -> pd.DataFrame:
-    """Tiles x genes of predicted log2 expression, with the tiles' level-0 x, y (top-left, pixels) and,
-    for a head that reads every tile, each tile's attention weight (summing to 1 over the slide)."""
-    if record.tile_features is None:
-        raise Hist2RNAError(f"slide {record.slide_id}: its record has no per-tile features; extract with "
-                            "--save-tile-features to draw spatial maps.")
-    values, attention = predictor.record_values(record, f"slide {record.slide_id}")
-    table = pd.DataFrame(values, columns=predictor.genes)
-    if attention is not None:  # a head that reads every tile: each tile's weight in the slide's bag
-        table.insert(0, ATTENTION_COLUMN, attention)
-    table.insert(0, "y", record.tile_xy_px[:, 1])
-    table.insert(0, "x", record.tile_xy_px[:, 0])
-    placed = np.isfinite(values).all(axis=1)  # SEQUOIA's windows leave sparse tiles without a value
-    if not placed.all():
-        log.warning("slide %s: %d of %d tiles lie in no window of SEQUOIA's spatial method (more than half of its "
-                    "places filled); they are left out of its maps and tables.", record.slide_id, int((~placed).sum()),
-                    len(placed))
-    return table[placed]  # the index: each tile's row in the record (Picture.placed)
 
 
 MOSAIC_TILE_PX = 32  # the least width of a tile in a pre-tiled folder's mosaic (picture pixels)

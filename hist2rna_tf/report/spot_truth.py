@@ -54,46 +54,51 @@ def spot_predictions(predictor: Predictor, spot_record: str | Path, sample: Spot
     return predicted
 
 
-def spot_table(predicted: pd.DataFrame, sample: SpotSample, genes: list[str]) -> pd.DataFrame:
-    """Per spot of `predicted`: barcode, x, y (centre) and each gene's measured (log1p counts) and predicted value."""
-    measured = sample.expression(genes).loc[predicted.index]
+def spot_table(predicted: pd.DataFrame, measured: pd.DataFrame, sample: SpotSample) -> pd.DataFrame:
+    """Per spot of `predicted`: barcode, x, y (centre) and each gene of `measured` (log1p counts, the same
+    spots) measured and predicted."""
     centres = pd.DataFrame(sample.centres_px, index=sample.barcodes, columns=["x", "y"]).loc[predicted.index]
-    columns = {f"{g}_{side}": frame[g].to_numpy() for g in genes
+    columns = {f"{g}_{side}": frame[g].to_numpy() for g in measured.columns
                for side, frame in (("measured", measured), ("predicted", predicted))}
     return pd.concat([centres.rename_axis("barcode").reset_index(), pd.DataFrame(columns)], axis=1)
+
+
+def scored(predictor: Predictor, spot_record: str | Path, sample: SpotSample, n_spins: int | None = None,
+           seed: int = 0, drawn: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(each spot's two values: `spot_table`; per gene the run and `sample` share, the map scored on the
+    sample's spots: spots/truth.py). `drawn`: genes a caller will draw, refused unless shared."""
+    from hist2rna_tf.spots.truth import N_SPINS, map_scores
+
+    warn_if_trained_on(predictor, sample)
+    predicted = spot_predictions(predictor, spot_record, sample)
+    genes = [g for g in predictor.genes if g in set(sample.genes)]
+    if not genes:
+        raise Hist2RNAError(f"sample {sample.sample_id} measured none of the run's {len(predictor.genes)} genes.")
+    unknown = [g for g in drawn or [] if g not in genes]
+    if unknown:
+        raise Hist2RNAError(f"--genes: {', '.join(unknown)} not among the {len(genes)} genes both the run predicts and "
+                            f"sample {sample.sample_id} measured.")
+    measured = sample.expression(genes).loc[predicted.index]
+    table = spot_table(predicted, measured, sample)
+    return table, map_scores(predicted[genes], measured, table[["x", "y"]].to_numpy(), n_spins or N_SPINS, seed)
 
 
 def spot_scores(run_dir: str | Path, spot_record: str | Path, sample: SpotSample, n_spins: int | None = None,
                 seed: int = 0) -> pd.DataFrame:
     """Per gene the run and `sample` share: the map scored on the sample's spots (spots/truth.py)."""
-    from hist2rna_tf.spots.truth import N_SPINS, map_scores
-
-    predictor = Predictor(run_dir)
-    warn_if_trained_on(predictor, sample)
-    predicted = spot_predictions(predictor, spot_record, sample)
-    genes = shared_genes(predictor, sample)
-    table = spot_table(predicted, sample, genes)
-    return map_scores(predicted[genes], sample.expression(genes).loc[predicted.index], table[["x", "y"]].to_numpy(),
-                      n_spins or N_SPINS, seed)
+    return scored(Predictor(run_dir), spot_record, sample, n_spins, seed)[1]
 
 
-def trained_on(predictor: Predictor, sample: SpotSample) -> bool:
-    """Whether `sample` is one a spot run trained on (its score then is not a held-out figure)."""
-    spots = predictor.record.spots if predictor.record is not None else None
-    return bool(spots) and spots["samples"].get(sample.sample_id, {}).get("subset") == "train"
+def trained_on(spots: dict | None, sample_id: str) -> bool:
+    """Whether a run whose record says `spots` (RunRecord.spots; None: a bulk run) trained on sample
+    `sample_id` (its score then is not a held-out figure)."""
+    return bool(spots) and spots["samples"].get(sample_id, {}).get("subset") == "train"
 
 
 def warn_if_trained_on(predictor: Predictor, sample: SpotSample) -> None:
-    if trained_on(predictor, sample):
+    if trained_on(predictor.record.spots if predictor.record is not None else None, sample.sample_id):
         log.warning("sample %s is one %s was TRAINED on (its config.json: subset train): its scores are not held-out "
                     "figures; score a held-out sample (subset test) for those.", sample.sample_id, predictor.path)
-
-
-def shared_genes(predictor: Predictor, sample: SpotSample) -> list[str]:
-    genes = [g for g in predictor.genes if g in set(sample.genes)]
-    if not genes:
-        raise Hist2RNAError(f"sample {sample.sample_id} measured none of the run's {len(predictor.genes)} genes.")
-    return genes
 
 
 def spot_detections(table: pd.DataFrame, genes: list[str], diameter_px: float) -> dict:
@@ -119,20 +124,11 @@ def write_truth(run_dir: str | Path, spot_record: str | Path, sample: SpotSample
     the scores and the files written."""
     from hist2rna_tf.extract.slides import read_thumbnail
     from hist2rna_tf.spots.hest import open_image
-    from hist2rna_tf.spots.truth import N_SPINS, map_scores
 
     refuse_overlap(out_dir, {"RUN": run_dir, "--features": spot_record}, may_hold=("RUN",))
     predictor = Predictor(run_dir)
-    warn_if_trained_on(predictor, sample)
-    predicted = spot_predictions(predictor, spot_record, sample)
-    shared = shared_genes(predictor, sample)
-    unknown = [g for g in genes or [] if g not in shared]
-    if unknown:
-        raise Hist2RNAError(f"--genes: {', '.join(unknown)} not among the {len(shared)} genes both the run predicts and "
-                            f"sample {sample.sample_id} measured.")
-    table = spot_table(predicted, sample, shared)
-    scores = map_scores(predicted[shared], sample.expression(shared).loc[predicted.index], table[["x", "y"]].to_numpy(),
-                        n_spins or N_SPINS, seed)
+    table, scores = scored(predictor, spot_record, sample, n_spins, seed, genes)
+    shared = [c.removesuffix("_measured") for c in table.columns if c.endswith("_measured")]  # the run's order
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = sample.sample_id
