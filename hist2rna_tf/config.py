@@ -218,6 +218,8 @@ class RunInputs(Checked):
     drop_missing_genes: bool = option(False, "train without genes the table lacks (recorded in the run) instead of "
                                              "failing")
     split: str | None = option(None, "reuse a split.csv from an earlier run (default: a new stratified split)")
+    site_column: str | None = option(None, "the --labels table's column of each patient's site, recorded in the "
+                                           "run (default: a TCGA barcode's tissue source site, TCGA-XX-)")
     test_fraction: OpenFraction = 160 / 495
 
 

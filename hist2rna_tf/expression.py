@@ -308,8 +308,11 @@ def validation_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def save_split(split: pd.Series, labels: pd.Series, path: str | Path) -> Path:
+def save_split(split: pd.Series, labels: pd.Series, path: str | Path, sites: pd.Series | None = None) -> Path:
+    """patient_id, subset (train/test), label[, site: each patient's, blank where unknown]."""
     frame = pd.DataFrame({"patient_id": split.index, "subset": split.values, "label": labels.reindex(split.index).values})
+    if sites is not None:
+        frame["site"] = sites.reindex(split.index).values
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
     return Path(path)

@@ -54,8 +54,13 @@ class SiteFolds:
 
 def check_sites(sites: pd.Series, k: int) -> None:
     """A CrossvalError naming why `sites` (patient -> site) cannot make `k` site-preserved folds: fewer
-    sites than folds, or a site holding more than 1/k of the patients."""
+    sites than folds, or a site holding more than 1/k of the patients; and a column that gives every
+    patient a site of its own (a column of patients, not of sites: the folds would be patient-level)."""
     sizes = sites.value_counts()
+    if len(sizes) == len(sites) and len(sites) > k:
+        raise CrossvalError(f"site-preserved folds: each of the {len(sites)} patients has a site of its own (e.g. "
+                            f"{sites.index[0]}: {sites.iloc[0]}), so the folds would be patient-level; give "
+                            "--site-column naming the column of sites (hospitals, centres), not of patients.")
     if len(sizes) < k:
         raise CrossvalError(f"--folds {k} site-preserved: the cohort has {len(sizes)} site(s) "
                             f"({', '.join(sizes.index[:6])}), fewer than the folds; give fewer folds.")
@@ -127,20 +132,82 @@ def site_preserved_folds(labels: pd.Series, sites: pd.Series, k: int, time_limit
     return SiteFolds(folds, howard_objective(labels, folds, k), status, bound, seconds)
 
 
-def patient_sites(patients: pd.Index, table: pd.Series | None = None) -> pd.Series:
+def known_sites(patients: pd.Index, table: pd.Series | None = None) -> pd.Series:
     """Each patient's site: `table`'s (patient -> site, a clinical table's column), else its TCGA barcode's
-    tissue source site; a CrossvalError naming the patients without one and the fix."""
+    tissue source site; missing (NaN) where neither names one."""
     sites = (table.reindex(patients) if table is not None
              else pd.Series([tcga_site(p) for p in patients], index=patients, dtype=object))
+    return sites.replace("", np.nan).rename("site")
+
+
+def patient_sites(patients: pd.Index, table: pd.Series | None = None) -> pd.Series:
+    """known_sites, every patient with one: a CrossvalError naming the patients without one and the fix."""
+    sites = known_sites(patients, table)
     missing = sites.index[sites.isna()]
     if len(missing):
         where = "the site column" if table is not None else "a TCGA barcode (TCGA-XX-...)"
         raise CrossvalError(f"{len(missing)} of {len(patients)} patients have no site in {where} (e.g. "
                             f"{missing[0]}); give --site-column naming the clinical table's column of sites.")
-    return sites.rename("site")
+    return sites
 
 
 def fold_table(labels: pd.Series, sites: pd.Series, folds: pd.Series) -> pd.DataFrame:
     """patient_id, label, site, fold: what `hist2rna folds` writes and `crossval --folds-file` reads."""
     return pd.DataFrame({"patient_id": labels.index, "label": labels.to_numpy(),
                          "site": sites.reindex(labels.index).to_numpy(), "fold": folds.reindex(labels.index).to_numpy()})
+
+
+# --- what the sites do to a crossval's figures ---------------------------------------------------
+
+MIN_SITE_PATIENTS = 5  # a site's median Spearman across genes (each gene over its patients) needs a few
+
+
+def is_site_preserved(folds: pd.Series, sites: pd.Series) -> bool:
+    """Every site's patients in one fold (patient -> fold, patient -> site; patients without a site aside)."""
+    pairs = pd.DataFrame({"site": sites.reindex(folds.index), "fold": folds}).dropna()
+    return len(pairs) > 0 and bool((pairs.groupby("site")["fold"].nunique() == 1).all())
+
+
+def per_site_figures(predicted: pd.DataFrame, measured: pd.DataFrame, sites: pd.Series,
+                     min_patients: int = MIN_SITE_PATIENTS) -> pd.DataFrame:
+    """Held-out figures of each site (patients x genes tables, patient -> site): its patients, the median
+    over genes of each gene's Spearman across the site's patients (NaN under `min_patients`), and the
+    median over its patients of each patient's Spearman across genes; sites by patients, largest first."""
+    from hist2rna_tf.analysis.evaluate import spearman_table
+
+    sites = sites.reindex(predicted.index).fillna("(none)")
+    rows = {}
+    for site, patients in sites.groupby(sites).groups.items():
+        mine, truth = predicted.loc[patients], measured.loc[patients, predicted.columns]
+        genes = (float(spearman_table(mine, truth)["rho"].median()) if len(patients) >= min_patients else np.nan)
+        each = spearman_table(mine.T, truth.T)["rho"].median()
+        rows[site] = {"patients": len(patients), "median_rho_genes": genes, "median_rho_patients": float(each)}
+    table = pd.DataFrame(rows).T.sort_values("patients", ascending=False, kind="stable")
+    table.index.name = "site"
+    return table.astype({"patients": int})
+
+
+def most_different_site(figures: pd.DataFrame, column: str = "median_rho_genes") -> tuple[str, float, float] | None:
+    """The site whose `column` lies furthest from the median of all sites' (those with a figure): its name,
+    its figure and that median; None with fewer than three such sites."""
+    values = figures[column].dropna()
+    if len(values) < 3:
+        return None
+    middle = float(values.median())
+    site = (values - middle).abs().idxmax()
+    return str(site), float(values[site]), middle
+
+
+def welch_difference(first, second, level: float = 0.95) -> tuple[float, float, float]:
+    """The difference of two samples' means (first - second) and its Welch t confidence interval (the
+    samples unpaired: folds of other patients)."""
+    from scipy import stats
+
+    a, b = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    difference = float(a.mean() - b.mean())
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if not np.isfinite(va + vb) or va + vb == 0:
+        return difference, float("nan"), float("nan")
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf((1 + level) / 2, dof) * np.sqrt(va + vb))
+    return difference, difference - half, difference + half

@@ -95,14 +95,18 @@ def cmd_crossval(args) -> int:
     from hist2rna_tf.model.crossval import crossval
 
     inputs, config = _training(args)
-    folds = from_args(CROSSVAL, args).folds
-    summary = crossval(inputs, args.out, config, folds=folds, seed=args.seed, progress=not args.no_progress)
+    given = from_args(CROSSVAL, args)
+    summary = crossval(inputs, args.out, config, folds=given.folds, seed=args.seed, progress=not args.no_progress,
+                       folds_file=given.folds_file, folds_column=given.folds_column)
     mean, low, high = (summary.loc[row, "median_rho_genes"] for row in ("mean", "ci95_low", "ci95_high"))
     patients = summary.loc["mean", "median_rho_patients"]
-    print(f"{folds} folds: median Spearman across genes {mean:.2f} a fold (95% CI {low:.2f} to {high:.2f}), across "
-          f"patients {patients:.2f}; out of fold, every patient once: {summary.loc['out_of_fold', 'median_rho_genes']:.2f} "
-          f"across genes, {int(summary.loc['out_of_fold', 'genes_fdr_0.05'])} genes at FDR < 0.05. Folder: {args.out} "
-          "(summary.csv, genes.csv, oof_predictions.csv, fold-<k>/)")
+    made = (f"the folds of {given.folds_file} ({given.folds_column}), early stopping on a patient-level share of each "
+            "fold's training patients" if given.folds_file else "patient-level folds")
+    print(f"{len(summary.index[summary.index.str.startswith('fold-')])} {made}: median Spearman across genes {mean:.2f} "
+          f"a fold (95% CI {low:.2f} to {high:.2f}), across patients {patients:.2f}; out of fold, every patient once: "
+          f"{summary.loc['out_of_fold', 'median_rho_genes']:.2f} across genes, "
+          f"{int(summary.loc['out_of_fold', 'genes_fdr_0.05'])} genes at FDR < 0.05. Folder: {args.out} (summary.csv, "
+          "genes.csv, oof_predictions.csv, fold-<k>/)")
     return 0
 
 
@@ -252,11 +256,13 @@ def cmd_spatial(args) -> int:
 def _crossval_report(args) -> int:
     """`hist2rna report CROSSVAL [--compare CROSSVAL ...]`: the crossval's report and, for each other,
     which predicts better and whether the difference is significant."""
-    from hist2rna_tf.report.crossval import build_crossval_report
+    from hist2rna_tf.report.crossval import build_crossval_report, site_sentences
 
     path, comparisons = build_crossval_report(args.run, args.compare, args.out)
     for comparison in comparisons:
         print(comparison.verdict())
+    for said in site_sentences([Path(args.run), *map(Path, args.compare or [])]):
+        print(said)
     print(f"report: {path} (figures and tables as PNG/CSV beside it)")
     return 0
 

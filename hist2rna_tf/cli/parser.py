@@ -102,16 +102,20 @@ def add_crossval(commands) -> None:
     crossval = commands.add_parser(
         "crossval", help="k-fold cross-validation of a head (the paper's by default): every patient predicted once, "
                          "out of fold",
-        description="Beyond the paper (one held-out split): K patient-level folds stratified by subtype, each a "
+        description="Beyond the paper (one held-out split): K patient-level folds stratified by subtype (or each "
+                    "patient's fold from --folds-file: `hist2rna folds --site-preserved`' table, a published split), each a "
                     "complete run folder <out>/fold-<k>/ (the files of `train`; its held-out patients the fold; early "
-                    "stopping on a validation share of its training patients), then summary.csv (per fold the median "
+                    "stopping on a patient-level validation share of its training patients), then summary.csv (per fold the median "
                     "Spearman across genes and patients, genes at FDR < 0.05 and with R2 >= 0.1; their mean over folds "
                     "with a 95% CI; the out-of-fold pool), genes.csv (each gene's mean correlation and in how many "
                     "folds it is significant) and every patient's out-of-fold prediction. The same --seed gives the "
                     "same folds; re-running the same command resumes a killed crossval; `hist2rna report OUT "
-                    "--compare OTHER` compares two (same patients, same folds) gene by gene.")
+                    "--compare OTHER` compares two (same patients, same folds) gene by gene, or a patient-level and a "
+                    "site-preserved crossval of the same patients: the site-leak gap.")
     add_training_options(crossval)
     add_option(crossval, "--folds", CROSSVAL, "folds")
+    add_option(crossval, "--folds-file", CROSSVAL, "folds_file", metavar="CSV")
+    add_option(crossval, "--folds-column", CROSSVAL, "folds_column", metavar="COL")
     add_out(crossval, "crossval folder (a new one, or the same command's to resume)")
     add_no_progress(crossval, "progress bar")
 
@@ -122,6 +126,7 @@ def add_training_options(train) -> None:
     add_option(train, "--expression", INPUTS, "expression", metavar="TABLE")
     add_option(train, "--labels", INPUTS, "labels", metavar="TABLE")
     add_option(train, "--label-column", INPUTS, "label_column")
+    add_option(train, "--site-column", INPUTS, "site_column", metavar="COL")
     add_option(train, "--subtypes", INPUTS, "subtypes")
     add_option(train, "--genes", INPUTS, "genes")
     add_option(train, "--drop-missing-genes", INPUTS, "drop_missing_genes")
@@ -285,16 +290,20 @@ def add_baseline(commands) -> None:
 def add_folds(commands) -> None:
     folds = commands.add_parser(
         "folds", help="a cohort's cross-validation folds: patient-level, or site-preserved (Howard et al. 2021)",
-        usage="hist2rna folds --labels TABLE [--folds K] [--site-preserved [--site-column COL]] --out CSV [options]",
+        usage="hist2rna folds --labels TABLE [--folds K] [--stratified | --site-preserved [--site-column COL]] --out CSV "
+              "[options]",
         description="Deal a labelled cohort's patients into K folds and write patient_id, label, site, fold. By "
                     "default patient-level folds stratified by the label (crossval's own). With --site-preserved, "
                     "every site's patients in one fold (a TCGA patient's site: the two characters after TCGA- in "
                     "its barcode; else --site-column), the label's proportions as balanced as whole sites allow: "
                     "Howard's objective (the sum over labels and folds of (K x count in fold - count in cohort)^2) "
                     "solved exactly as a mixed-integer program (scipy's HiGHS), its objective and whether it was "
-                    "proven optimal printed and written beside the CSV (<out>.json).")
+                    "proven optimal printed and written beside the CSV (<out>.json). `hist2rna crossval --folds-file "
+                    "CSV` trains on them; `hist2rna report` of a patient-level and a site-preserved crossval gives "
+                    "the site-leak gap.")
     for flag, name, metavar in (("--labels", "labels", "TABLE"), ("--label-column", "label_column", "COL"),
-                                ("--folds", "folds", "K"), ("--site-preserved", "site_preserved", None),
+                                ("--folds", "folds", "K"), ("--stratified", "stratified", None),
+                                ("--site-preserved", "site_preserved", None),
                                 ("--site-column", "site_column", "COL"), ("--time-limit", "time_limit", "SECONDS"),
                                 ("--seed", "seed", "N")):
         add_option(folds, flag, FoldsInputs, name, **({"metavar": metavar} if metavar else {}))

@@ -43,7 +43,14 @@ class NormalizeInputs(Checked):
 class CrossvalConfig(Checked):
     """`hist2rna crossval`'s folds (model/crossval.py; the training settings are TrainConfig's)."""
 
-    folds: int = option(CROSSVAL_FOLDS, "folds (default {default}; at most the smallest subtype's patient count)")
+    folds: int = option(CROSSVAL_FOLDS, "folds (default {default}; at most the smallest subtype's patient count); "
+                                        "with --folds-file, the file's")
+    folds_file: Path | None = option(None, "each patient's fold from a table (first column: patient or slide barcode): "
+                                           "`hist2rna folds`' (site-preserved or not), Howard's published TCGA splits "
+                                           "or any other; patients it lacks are left out (default: K patient-level "
+                                           "folds stratified by subtype, shuffled by --seed)")
+    folds_column: str = option("fold", "--folds-file's column of folds, whole numbers (e.g. Howard's "
+                                       "CV3_brca_preserved_site); blank: the patient is left out (default {default})")
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,8 @@ class FoldsInputs(Checked):
     labels: Path = required_option("clinical table with a label column (first column: patient)")
     label_column: str = option(PAM50_LABEL_COLUMN, "the column the folds are balanced on (default {default})")
     folds: Annotated[int, at_least(2)] = option(CROSSVAL_FOLDS, "folds (default {default})")
+    stratified: bool = option(False, "patient-level folds stratified by the label, crossval's own (the default, "
+                                     "said explicitly)")
     site_preserved: bool = option(False, "every site's patients in one fold (Howard et al. 2021), the label's "
                                          "proportions as balanced as whole sites allow, solved exactly (default: "
                                          "patient-level folds stratified by the label, as crossval's)")

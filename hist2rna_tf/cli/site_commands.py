@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hist2rna_tf.cli.options import counted, from_args
+from hist2rna_tf.errors import SettingsError
 from hist2rna_tf.outputs import refuse_overlap, refuse_replacing_file
 
 
@@ -18,6 +19,8 @@ def cmd_folds(args) -> int:
     from hist2rna_tf.expression import read_labels
 
     given = from_args(FoldsInputs(labels=args.labels), args)
+    if given.stratified and given.site_preserved:
+        raise SettingsError("--stratified and --site-preserved: give one (patient-level folds, or every site in one).")
     refuse_overlap(args.out, {"--labels": given.labels})
     refuse_replacing_file(args.out, args.overwrite)
     labels = read_labels(given.labels, given.label_column).dropna()

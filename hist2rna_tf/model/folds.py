@@ -24,8 +24,10 @@ from scipy import stats
 
 from hist2rna_tf.analysis import sequoia
 from hist2rna_tf.analysis.evaluate import held_out_metrics
+from hist2rna_tf.analysis.sites import is_site_preserved, known_sites, welch_difference
 from hist2rna_tf.analysis.subtype import classification_metrics, held_out_scores
 from hist2rna_tf.atomic import write_table
+from hist2rna_tf.barcodes import patient_id
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.expression import read_table_file
@@ -56,6 +58,48 @@ def fold_of(labels: pd.Series, folds: int, seed: int) -> pd.Series:
     return assignment
 
 
+def folds_from_file(path: str | Path, column: str = "fold") -> pd.Series:
+    """A table's patient -> fold: its first column a patient or TCGA slide barcode (a slide's patient
+    taken), `column` whole numbers, renumbered 1..K in their order (a 0-based file too); a blank leaves the
+    patient out. A missing column, a value not a whole number, a patient in two folds or fewer than two
+    folds: a CrossvalError naming the file."""
+    path = Path(path)
+    table = read_table_file(path, CrossvalError, dtype=str, keep_default_na=False)
+    if column not in table.columns:
+        raise CrossvalError(f"{path}: no column {column!r} (columns: {', '.join(table.columns)}); give --folds-column "
+                            "naming its column of folds.")
+    values = table[column].str.strip()
+    given = values != ""
+    numbers = pd.to_numeric(values[given], errors="coerce")
+    wrong = numbers.isna() | (numbers % 1 != 0)
+    if wrong.any():
+        raise CrossvalError(f"{path}: column {column!r} holds {values[given][wrong].iloc[0]!r}; folds are whole "
+                            "numbers (1..K), blank for a patient in none.")
+    frame = pd.DataFrame({"patient": table.loc[given, table.columns[0]].map(patient_id), "fold": numbers.astype(int)})
+    frame = frame.drop_duplicates()
+    twice = frame["patient"][frame["patient"].duplicated()]
+    if len(twice):
+        found = sorted(frame["fold"][frame["patient"] == twice.iloc[0]])
+        raise CrossvalError(f"{path}: patient {twice.iloc[0]} is in folds {found[0]} and {found[1]}; a patient's "
+                            "slides share one fold.")
+    order = sorted(frame["fold"].unique())
+    if len(order) < 2:
+        raise CrossvalError(f"{path}: column {column!r} names {len(order)} fold; a crossval needs 2 or more.")
+    return frame.set_index("patient")["fold"].map({fold: k for k, fold in enumerate(order, start=1)}).rename("fold")
+
+
+def cohort_folds(path: str | Path, column: str, patients: pd.Index) -> pd.Series:
+    """folds_from_file's folds of `patients` (those it lacks left out); a CrossvalError when it holds
+    none of them."""
+    given = folds_from_file(path, column)
+    kept = given.reindex(patients).dropna().astype(int)
+    if kept.empty:
+        raise CrossvalError(f"{path}: none of its {len(given)} patients (e.g. {given.index[0]}) is among the "
+                            f"{len(patients)} with features, expression and a label (e.g. {patients[0]}); give the "
+                            "folds of this cohort.")
+    return kept
+
+
 @dataclass(frozen=True)
 class CrossvalRecord:
     """crossval.json: what a crossval folder was made of."""
@@ -64,10 +108,15 @@ class CrossvalRecord:
     train: TrainConfig
     folds: int
     seed: int
+    folds_file: str | None = None  # each patient's fold read from this table's column (else K stratified folds)
+    folds_column: str | None = None
 
     def to_json(self) -> dict:
-        return {"inputs": dataclasses.asdict(self.inputs), "train": dataclasses.asdict(self.train), "folds": self.folds,
+        made = {"inputs": dataclasses.asdict(self.inputs), "train": dataclasses.asdict(self.train), "folds": self.folds,
                 "seed": self.seed}
+        if self.folds_file:  # only then: a crossval made before --folds-file resumes with the same settings
+            made.update(folds_file=self.folds_file, folds_column=self.folds_column)
+        return made
 
 
 def read_folds(crossval_dir: str | Path) -> pd.Series:
@@ -215,6 +264,9 @@ class Comparison:
     fold_differences: pd.Series  # fold -> difference of the median rho across genes (first - second)
     difference_ci: tuple[float, float, float]  # mean over folds and its 95% CI
 
+    def fold_table(self) -> pd.DataFrame:
+        return self.fold_differences.rename("median rho difference").to_frame()
+
     @property
     def better(self) -> str:
         return self.names[0] if self.genes["difference"].median() > 0 else self.names[1]
@@ -239,19 +291,63 @@ class Comparison:
                 f"0.05); {folds}).")
 
 
-def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None = None) -> Comparison:
-    """The paired comparison of two crossvals; refused, naming the difference, unless they hold the
-    same patients in the same folds."""
+def crossval_sites(crossval_dir: str | Path) -> pd.Series:
+    """A crossval's patient -> site: its folds.csv's (since 1.x), else each TCGA barcode's (NaN for others)."""
+    table = pd.read_csv(Path(crossval_dir) / FOLDS, dtype={"patient_id": str, "site": str}).set_index("patient_id")
+    if "site" in table.columns and table["site"].notna().any():
+        return table["site"]
+    return known_sites(table.index)
+
+
+@dataclass
+class SiteLeakGap:
+    """A patient-level and a site-preserved crossval of the same patients (names in that order): per gene
+    each one's out-of-fold Spearman (every patient predicted once), the Wilcoxon signed-rank test over
+    genes, and the difference of their folds' median Spearman across genes (patient-level minus
+    site-preserved, folds of other patients: Welch's 95% CI)."""
+
+    names: tuple[str, str]
+    genes: pd.DataFrame  # gene -> out-of-fold rho of each, difference
+    wilcoxon_statistic: float
+    wilcoxon_p: float
+    fold_medians: pd.DataFrame  # fold -> each crossval's median rho across genes
+    difference_ci: tuple[float, float, float]
+
+    def verdict(self) -> str:
+        median = self.genes["difference"].median()
+        mean, low, high = self.difference_ci
+        significant = self.wilcoxon_p < 0.05 and median > 0
+        return (f"site-leak gap: per gene the out-of-fold Spearman of {self.names[0]} (patient-level folds) exceeds "
+                f"{self.names[1]}'s (site-preserved folds) by a median {median:+.3f}, Wilcoxon signed-rank over "
+                f"{len(self.genes)} genes p = {self.wilcoxon_p:.2g}; the folds' median across genes by {mean:+.3f} "
+                f"(95% CI {low:+.3f} to {high:+.3f}). "
+                + ("Part of the patient-level figures is the site: report the site-preserved ones." if significant else
+                   "No significant gap: the patient-level figures do not lean on the sites here."))
+
+    def fold_table(self) -> pd.DataFrame:
+        return self.fold_medians
+
+
+def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None = None) -> Comparison | SiteLeakGap:
+    """The paired comparison of two crossvals of the same patients and folds; of a patient-level and a
+    site-preserved crossval of the same patients, the site-leak gap. Anything else is refused, naming
+    the difference."""
     a, b = read_folds(first), read_folds(second)
+    names = names or (Path(first).name, Path(second).name)
     if not a.sort_index().equals(b.sort_index()):
         only = sorted(set(a.index) ^ set(b.index))
+        preserved = [is_site_preserved(f, crossval_sites(d)) for f, d in ((a, first), (b, second))]
+        if not only and preserved[0] != preserved[1]:
+            order = (1, 0) if preserved[0] else (0, 1)
+            folders, names = [(first, second)[i] for i in order], tuple(names[i] for i in order)
+            return site_leak_gap(*folders, names)
         moved = [p for p in sorted(set(a.index) & set(b.index)) if a[p] != b[p]]
         what = (f"patients in one only (e.g. {only[0]})" if only else
                 f"{len(moved)} patients in other folds (e.g. {moved[0]}: fold {a[moved[0]]} in {first}, {b[moved[0]]} "
                 f"in {second})")
         raise CrossvalError(f"{first} and {second} hold different folds ({what}); compare crossvals made on the same "
-                            "patients with the same --folds and --seed.")
-    names = names or (Path(first).name, Path(second).name)
+                            "patients with the same --folds and --seed (or --folds-file), or a patient-level and a "
+                            "site-preserved crossval of the same patients (the site-leak gap).")
     rho = pd.DataFrame({n: read_table(d, GENES)["mean_rho"] for n, d in zip(names, (first, second))})
     rho = rho.dropna()
     rho["difference"] = rho[names[0]] - rho[names[1]]
@@ -259,3 +355,13 @@ def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None
     medians = [_fold_rows(read_table(f, SUMMARY))["median_rho_genes"] for f in (first, second)]
     differences = medians[0] - medians[1]
     return Comparison(names, rho, float(test.statistic), float(test.pvalue), differences, mean_ci(differences))
+
+
+def site_leak_gap(patient_level: str | Path, site_preserved: str | Path, names: tuple[str, str]) -> SiteLeakGap:
+    rho = pd.DataFrame({n: read_table(d, GENES)["out_of_fold_rho"] for n, d in zip(names, (patient_level,
+                                                                                         site_preserved))}).dropna()
+    rho["difference"] = rho[names[0]] - rho[names[1]]
+    test = stats.wilcoxon(rho["difference"])
+    medians = [_fold_rows(read_table(f, SUMMARY))["median_rho_genes"] for f in (patient_level, site_preserved)]
+    table = pd.concat([m.rename(n) for m, n in zip(medians, names)], axis=1)
+    return SiteLeakGap(names, rho, float(test.statistic), float(test.pvalue), table, welch_difference(*medians))

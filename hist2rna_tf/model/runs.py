@@ -206,9 +206,9 @@ def write_tensorboard_config(run_dir: str | Path, config: TrainConfig, x_shape, 
     writer.close()
 
 
-def write_split(run_dir: Path, split: pd.Series, labels: pd.Series) -> Path:
-    """patient_id, subset (train/test), label."""
-    return save_split(split, labels, Path(run_dir) / SPLIT)
+def write_split(run_dir: Path, split: pd.Series, labels: pd.Series, sites: pd.Series | None = None) -> Path:
+    """patient_id, subset (train/test), label[, site]."""
+    return save_split(split, labels, Path(run_dir) / SPLIT, sites)
 
 
 def copy_split(run_dir: Path, source_run: Path) -> Path:

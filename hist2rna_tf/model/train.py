@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from hist2rna_tf.analysis.sites import known_sites, patient_sites
 from hist2rna_tf.config import RunInputs, TrainConfig, absolute_inputs
 from hist2rna_tf.errors import BackboneError, ExpressionError, ModelError, SettingsError
 from hist2rna_tf.expression import (average_by_patient, join_patients, load_split, log2_expression,
@@ -130,6 +131,7 @@ class Cohort:
     extraction: Extraction | None  # the features folder's extract_config.json (None: none there)
     missing_genes: list[str]  # genes the table lacked (--drop-missing-genes)
     slides: pd.DataFrame  # slide_id -> path, patient_id, n_tiles, has_tile_features (records.FeatureFolder)
+    sites: pd.Series  # patient -> site (--site-column, else the TCGA barcode's; NaN where unknown)
 
 
 def cohort_of(inputs: RunInputs) -> Cohort:
@@ -157,7 +159,15 @@ def cohort_of(inputs: RunInputs) -> Cohort:
                               f"they have {seen}. Give --subtypes as the table writes them, or another --label-column.")
     report["without_usable_label"] = sorted(labels.index[~usable])
     return Cohort(features[usable], targets[usable], labels[usable], report, feature_settings, extraction, missing,
-                  folder.slides)
+                  folder.slides, sites_of(inputs, labels.index[usable]))
+
+
+def sites_of(inputs: RunInputs, patients: pd.Index) -> pd.Series:
+    """Each patient's site: the clinical table's `--site-column` (every patient needs one), else the TCGA
+    barcode's tissue source site (NaN for other identifiers)."""
+    if not inputs.site_column:
+        return known_sites(patients)
+    return patient_sites(patients, read_labels(inputs.labels, inputs.site_column))
 
 
 @dataclass(frozen=True)
@@ -309,7 +319,7 @@ def _fit_and_write(out_dir: Path, config: TrainConfig, plan: RunPlan, verbose: i
     predictions; what the run's record says of the fit."""
     cohort, split, kind = plan.cohort, plan.split, plan.kind
     features, targets = cohort.features, cohort.targets
-    runs.write_split(out_dir, split, cohort.labels)
+    runs.write_split(out_dir, split, cohort.labels, cohort.sites)
     runs.write_genes(out_dir, targets.columns)
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     runs.write_targets(out_dir, targets[train])

@@ -2,14 +2,20 @@
 with its 95% CI, the out-of-fold pool), Figure 3 per fold and pooled, the genes most often
 significant; with other crossvals of the same patients and folds (one per encoder, say), Figure 3 of
 each pooled side by side and the paired comparison: per gene the fold-mean correlations of two
-crossvals, the Wilcoxon signed-rank test over genes, the per-fold differences with their CI."""
+crossvals, the Wilcoxon signed-rank test over genes, the per-fold differences with their CI; of a
+patient-level and a site-preserved crossval of the same patients, the site-leak gap (model/folds.py
+SiteLeakGap). Where the patients' sites are known, each crossval's held-out figures per site, the site
+that differs most named (analysis/sites.py)."""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
 
+import pandas as pd
+
 from hist2rna_tf.analysis.evaluate import held_out_metrics
+from hist2rna_tf.analysis.sites import MIN_SITE_PATIENTS, is_site_preserved, most_different_site, per_site_figures
 from hist2rna_tf.atomic import building_files, write_text
 from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.model import folds as cv
@@ -41,8 +47,47 @@ def _names(folders: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(f) for f in folders]
 
 
+def site_figures(folders: list[Path], names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Each crossval's held-out figures per site (out of fold: patients, median Spearman across genes) side
+    by side, and a sentence a crossval naming the site that differs most (none with under three sites)."""
+    columns, said = [], []
+    for folder, name in zip(folders, names):
+        figures = per_site_figures(cv.read_table(folder, cv.OOF_PREDICTIONS), cv.read_table(folder, cv.OOF_TARGETS),
+                                   cv.crossval_sites(folder))
+        columns.append(figures.rename(columns=lambda c: f"{name}: {c}") if columns else figures.rename(
+            columns=lambda c: c if c == "patients" else f"{name}: {c}"))
+        different = most_different_site(figures)
+        if different:
+            site, value, middle = different
+            said.append(f"{name}: site {site} ({int(figures.loc[site, 'patients'])} patients) differs most, median "
+                        f"Spearman across genes {value:.2f} against {middle:.2f}, the median over the "
+                        f"{int(figures['median_rho_genes'].notna().sum())} sites of {MIN_SITE_PATIENTS} patients or more.")
+    table = pd.concat(columns, axis=1)
+    return table.drop(columns=[c for c in table.columns if c.endswith(": patients")]), said
+
+
+def site_sentences(folders: list[Path]) -> list[str]:
+    """site_figures' sentences (the site that differs most in each crossval); none when the sites are unknown."""
+    if cv.crossval_sites(folders[0]).dropna().nunique() < 2:
+        return []
+    return site_figures(folders, _names(folders))[1]
+
+
+def _site_section(page: Page, folders: list[Path], names: list[str]) -> None:
+    """Held-out figures per site, when the patients' sites are known (two or more)."""
+    if cv.crossval_sites(folders[0]).dropna().nunique() < 2:
+        return
+    table, said = site_figures(folders, names)
+    page.heading("Held-out figures per site")
+    page.text("Each site's patients, out of fold: the median over genes of each gene's Spearman across the site's "
+              f"patients (sites of {MIN_SITE_PATIENTS} patients or more) and the median of each patient's Spearman "
+              "across genes. A site far from the others is one whose slides or patients the model reads otherwise. "
+              + " ".join(said))
+    page.table(table.round(3), "crossval_sites")
+
+
 def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), out: str | Path | None = None
-                          ) -> tuple[Path, list[cv.Comparison]]:
+                          ) -> tuple[Path, list[cv.Comparison | cv.SiteLeakGap]]:
     """Write the report (default `<folder>/report/report.html`); returns it and the comparisons of
     `folder` with each of `compare` (every one checked first: same patients and folds)."""
     folder = Path(folder)
@@ -58,9 +103,12 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
     with building_files(out.parent, out.stem, last=out.name) as work:
         page = Page(work)
         page.heading(f"Cross-validation: {names[0]}", 1)
-        folds = cv.read_folds(folder)
-        page.text(f"{len(folds)} patients in {folds.max()} folds stratified by subtype; every patient predicted once, "
-                  "by the fold that held it out. Beyond the paper, which reports one held-out split.")
+        folds, sites = cv.read_folds(folder), cv.crossval_sites(folder)
+        kind = ("site-preserved folds (every site's patients in one fold)" if is_site_preserved(folds, sites) else
+                "patient-level folds")
+        page.text(f"{len(folds)} patients in {folds.max()} {kind}; every patient predicted once, by the fold that held "
+                  "it out; early stopping on a patient-level share of each fold's training patients. Beyond the paper, "
+                  "which reports one held-out split.")
         page.table(summary.round(3), "crossval_summary")
         per_fold = {d.name: runs.metrics(d) for d in cv.fold_dirs(folder)}
         pooled = {names[0]: _pooled(folder)}
@@ -79,14 +127,16 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
             page.table(scores["confusion"], "crossval_subtype_confusion")
         if comparisons:
             pooled.update({n: _pooled(Path(o)) for n, o in zip(names[1:], compare)})
-            page.heading("Comparison (same patients, same folds)")
+            page.heading("Comparison (same patients; the same folds, or patient-level against site-preserved: the "
+                         "site-leak gap)")
             page.figure(correlation_boxes(pooled), "figure3_compared",
                         "Figure 3 of each crossval, out of fold.")
             for comparison in comparisons:
                 page.text(comparison.verdict())
                 table = comparison.genes.sort_values("difference")
                 page.table(table.round(3), f"paired_{comparison.names[0]}_vs_{comparison.names[1]}".replace("/", "_"))
-                page.table(comparison.fold_differences.rename("median rho difference").to_frame().round(3))
+                page.table(comparison.fold_table().round(3))
+        _site_section(page, [folder, *map(Path, compare)], names)
         document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(names[0])} crossval"
                     f"</title><style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
         write_text(work / out.name, document)

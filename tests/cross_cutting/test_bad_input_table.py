@@ -116,6 +116,17 @@ def _subtype_table(i: Inputs, nan: bool) -> list[str]:
     return ["subtype", "--expression", str(i.tmp / "expression.csv"), "--out", str(i.tmp / "calls.csv")]
 
 
+def _sited(i: Inputs, **columns) -> Path:
+    """The cohort's clinical table with a column of sites (`centre`: six sites of two patients), `columns`
+    changed (a value, or a function of the column)."""
+    table = pd.read_csv(i.cohort / "clinical.csv", dtype=str)
+    table["centre"] = [f"A{k // 2 + 1}" for k in range(len(table))]
+    for column, value in columns.items():
+        table[column] = value(table[column]) if callable(value) else value
+    table.to_csv(i.tmp / "clinical_sites.csv", index=False)
+    return i.tmp / "clinical_sites.csv"
+
+
 def _with_cell(table: Path, out: Path, row: int, column: int, value) -> Path:
     """A copy of a CSV table (first column the index) with one cell changed."""
     frame = pd.read_csv(table, index_col=0, dtype=str)
@@ -339,6 +350,30 @@ ROWS = [
      lambda i, s: (i.tmp / "init.txt").write_text("hello\n") and _train(
          i, "--out", str(i.tmp / "r"), "--head", "abmil", "--head-init", str(i.tmp / "init.txt")), 2,
      ["init.txt: not a weights file (neither safetensors nor PyTorch", "model.safetensors"], ["r"]),
+    ("folds --site-column a column the table lacks",
+     lambda i, s: ["folds", "--labels", str(_sited(i)), "--site-preserved", "--site-column", "hospital", "--folds",
+                   "2", "--out", str(i.tmp / "f.csv")], 2,
+     ["clinical_sites.csv: no column 'hospital' (columns: PATIENT,", "centre"], ["f.csv", "f.json"]),
+    ("folds --site-column an empty column",
+     lambda i, s: ["folds", "--labels", str(_sited(i, centre="")), "--site-preserved", "--site-column", "centre",
+                   "--folds", "2", "--out", str(i.tmp / "f.csv")], 2,
+     ["12 of 12 patients have no site in the site column", "--site-column"], ["f.csv", "f.json"]),
+    ("folds --site-column the patients' own column: every site one patient",
+     lambda i, s: ["folds", "--labels", str(_sited(i)), "--site-preserved", "--site-column", "PATIENT", "--folds",
+                   "2", "--out", str(i.tmp / "f.csv")], 2,
+     ["each of the 12 patients has a site of its own", "not of patients"], ["f.csv", "f.json"]),
+    ("folds --site-preserved with a site over 1/k of the patients",
+     lambda i, s: ["folds", "--labels", str(_sited(i, centre=lambda c: ["A1"] * 7 + list(c[7:]))),
+                   "--site-preserved", "--site-column", "centre", "--folds", "2", "--out", str(i.tmp / "f.csv")], 2,
+     ["site A1 holds 7 of the 12 patients (58%), more than a fold's 1/2; give fewer folds"], ["f.csv", "f.json"]),
+    ("crossval --folds-file without the column named",
+     lambda i, s: ["crossval", *_train(i)[1:], "--folds-file", str(_sited(i)), "--folds-column", "CV3_brca",
+                   "--out", str(i.tmp / "cv")], 2,
+     ["clinical_sites.csv: no column 'CV3_brca'", "give --folds-column"], ["cv"]),
+    ("crossval --folds-file whose folds are not numbers",
+     lambda i, s: ["crossval", *_train(i)[1:], "--folds-file", str(_sited(i)), "--folds-column", "centre",
+                   "--out", str(i.tmp / "cv")], 2,
+     ["clinical_sites.csv: column 'centre' holds 'A1'; folds are whole numbers"], ["cv"]),
     ("crossval whose folds hold out too few patients",
      lambda i, s: ["crossval", *_train(i)[1:], "--subtypes", "LumA", "LumB", "--folds", "5", "--out",
                    str(i.tmp / "cv")], 2,

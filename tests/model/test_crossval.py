@@ -201,3 +201,56 @@ def test_compared_crossvals_are_named_by_their_folders_and_what_differs(monkeypa
     assert report._names([Path("a/cv-paper"), Path("a/cv-abmil")]) == ["cv-paper (hist2rna)", "cv-abmil (abmil)"]
     assert report._names([Path("a/cv-abmil"), Path("a/cv-virchow")]) == ["cv-abmil (uni)", "cv-virchow (virchow2)"]
     assert report._names([Path("a/cv-paper"), Path("b/cv-paper")]) == ["a/cv-paper", "b/cv-paper"]
+
+
+@pytest.mark.slow
+def test_a_site_preserved_crossval_from_a_folds_file_and_its_site_leak_gap(cohorts, done, tmp_path, capsys):
+    """`hist2rna folds --site-preserved` (sites from --site-column), then `crossval --folds-file`: every
+    fold holds out whole sites, the folds and each fold's split record the sites; `report` of it beside
+    the patient-level crossval of the same patients is the site-leak gap, with per-site figures."""
+    from hist2rna_tf.cli import main
+
+    informative, _, _ = cohorts
+    labels = pd.read_csv(informative.labels)
+    labels["centre"] = [f"S{i // 6}" for i in range(len(labels))]  # 8 sites of 6 patients
+    clinical = labels.to_csv(tmp_path / "clinical.csv", index=False) or tmp_path / "clinical.csv"
+    table = tmp_path / "folds.csv"
+    assert main(["folds", "--labels", str(clinical), "--folds", "4", "--site-preserved", "--site-column", "centre",
+                 "--out", str(table)]) == 0
+    sited = replace(informative, labels=str(clinical), site_column="centre")
+    runner.crossval(sited, tmp_path / "cv-sites", TRAIN, folds_file=table)
+    assigned, sites = folds.read_folds(tmp_path / "cv-sites"), folds.crossval_sites(tmp_path / "cv-sites")
+    assert assigned.equals(pd.read_csv(table, dtype={"patient_id": str}).set_index("patient_id")["fold"].loc[
+        assigned.index]) and (sites.groupby(sites).size() == 6).all()
+    assert (sites.to_frame().join(assigned).groupby("site")["fold"].nunique() == 1).all()  # whole sites held out
+    split = pd.read_csv(tmp_path / "cv-sites" / "fold-1" / runs.SPLIT)
+    assert set(split.loc[split["subset"] == "test", "site"]) == set(sites[assigned == 1])
+    with pytest.raises(folds.CrossvalError, match="folds_column: None -> 'fold'|folds_file"):  # resumed only alike
+        runner.crossval(sited, tmp_path / "cv-sites", TRAIN, folds=4)
+
+    gap = folds.compare(tmp_path / "cv-sites", done[0], ("sites", "patients"))  # either order: patient-level first
+    assert isinstance(gap, folds.SiteLeakGap) and gap.names == ("patients", "sites") and len(gap.genes) == 50
+    assert gap.verdict().startswith("site-leak gap: per gene the out-of-fold Spearman of patients (patient-level")
+    out = tmp_path / "gap" / "report.html"
+    assert main(["report", str(done[0]), "--compare", str(tmp_path / "cv-sites"), "--out", str(out)]) == 0
+    printed, page = capsys.readouterr().out, out.read_text()
+    assert "site-leak gap" in printed and "site-leak gap" in page and "Held-out figures per site" not in page  # TCGA-SY
+    assert main(["report", str(tmp_path / "cv-sites"), "--out", str(tmp_path / "sites" / "report.html")]) == 0
+    printed, page = capsys.readouterr().out, (tmp_path / "sites" / "report.html").read_text()
+    assert "Held-out figures per site" in page and "site-preserved folds" in page and "differs most" in printed
+
+
+def test_folds_files_of_any_numbering_and_their_mistakes(tmp_path):
+    """Howard's published table: a slide a row, its patient's fold in a named column, 0-based or blank."""
+    path = tmp_path / "splits.csv"
+    pd.DataFrame({"slide": ["TCGA-A1-0001-01Z-00-DX1", "TCGA-A1-0001-01Z-00-DX2", "TCGA-B2-0002-01Z-00-DX1", "P3"],
+                  "CV3": ["0", "0", "2", ""]}).to_csv(path, index=False)
+    assert folds.folds_from_file(path, "CV3").to_dict() == {"TCGA-A1-0001": 1, "TCGA-B2-0002": 2}
+    for frame, message in (({"slide": ["A", "B"], "fold": ["1", "x"]}, "holds 'x'; folds are whole numbers"),
+                           ({"slide": ["A", "A"], "fold": ["1", "2"]}, "patient A is in folds 1 and 2"),
+                           ({"slide": ["A", "B"], "fold": ["1", "1"]}, "names 1 fold; a crossval needs 2")):
+        pd.DataFrame(frame).to_csv(path, index=False)
+        with pytest.raises(folds.CrossvalError, match=message):
+            folds.folds_from_file(path, "fold")
+    with pytest.raises(folds.CrossvalError, match=r"no column 'CV3_brca' \(columns: slide, fold\); give --folds-column"):
+        folds.folds_from_file(path, "CV3_brca")
