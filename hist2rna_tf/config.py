@@ -309,6 +309,7 @@ class DemoConfig(Checked):
     export: bool = True
     baseline: bool = True  # the patch-based comparison (frozen tile features) and both approaches' cost
     sections: Count = 4  # synthetic Visium sections (demo/spots.py): the map scored at their spots, a spot run (0: none)
+    sites: bool = True  # a patient-level and a site-preserved crossval, the site-leak gap, the robustness index
 
 
 @dataclass(frozen=True)

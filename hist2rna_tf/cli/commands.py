@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, INPUTS, REPORT, SCALE, SPATIAL, TILES,
                                      TRAIN, counted, from_args)
-from hist2rna_tf.cli.site_commands import cmd_folds
+from hist2rna_tf.cli.site_commands import cmd_folds, cmd_robustness
 from hist2rna_tf.cli.spot_commands import cmd_extract_spots, cmd_hest_bench, cmd_train_spots
 from hist2rna_tf.config import RunInputs, StainConfig, TrainConfig
 from hist2rna_tf.errors import Hist2RNAError, SettingsError, SpatialError
@@ -345,7 +345,23 @@ def _print_demo(result, head: str) -> None:
         print(f"external demo cohort (SYNTHETIC clinical table): {result.paths['external_predictions']}")
     if result.spots:
         _print_spots(result.spots, result.paths)
+    if result.sites:
+        _print_sites(result.sites, result.paths)
     print(f"report: {result.paths['report']}")
+
+
+def _print_sites(sites: dict, paths: dict) -> None:
+    """The demo's sites (demo/sites.py): the site-leak gap of two crossvals and the robustness index."""
+    mean, low, high = sites["gap_folds"]
+    print(f"sites ({sites['sites']} made-up sites, each with its own stain cast; the tumours a slide mixes do not depend "
+          f"on its site): {sites['folds']}-fold crossvals, patient-level against site-preserved (Howard's objective "
+          f"{sites['objective']:g}, {sites['status']}): site-leak gap per gene {sites['gap_median_per_gene']:+.3f} "
+          f"(Wilcoxon p = {sites['gap_wilcoxon_p']:.2g}), a fold's median across genes {mean:+.3f} (95% CI {low:+.3f} "
+          f"to {high:+.3f}); PathoROB's robustness index of the features {sites['robustness_index']:.2f} (k = "
+          f"{sites['robustness_k']}, {sites['robustness_pairs']} subsets of 2 subtypes x 2 sites; 1: the subtype "
+          f"orders the features' neighbours, 0: the site does).")
+    print(f"  {sites['verdict']} `hist2rna report {paths['sites_patient_level']} --compare "
+          f"{paths['sites_site_preserved']}` reports it.")
 
 
 def _print_spots(spots: dict, paths: dict) -> None:
@@ -363,7 +379,7 @@ def _print_spots(spots: dict, paths: dict) -> None:
 COMMANDS = {"extract": cmd_extract, "normalize": cmd_normalize, "train": cmd_train, "crossval": cmd_crossval,
             "import-run": cmd_import_run, "predict": cmd_predict, "export": cmd_export, "subtype": cmd_subtype, "spatial": cmd_spatial,
             "extract-spots": cmd_extract_spots, "train-spots": cmd_train_spots, "hest-bench": cmd_hest_bench,
-            "folds": cmd_folds, "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
+            "folds": cmd_folds, "robustness": cmd_robustness, "baseline": cmd_baseline, "report": cmd_report, "demo": cmd_demo}
 # The commands that run TensorFlow: it is started (quietly, unless -v) before they run.
 TENSORFLOW_COMMANDS = {"extract", "normalize", "train", "crossval", "import-run", "predict", "export", "spatial", "hest-bench", "extract-spots", "train-spots",
-                       "baseline", "demo"}
+                       "baseline", "demo", "robustness"}

@@ -9,7 +9,8 @@ from hist2rna_tf.cli.options import (BASELINE, CROSSVAL, DEMO, EXPORT, EXTRACT, 
                                      Parser, add_annotations, add_features, add_mpp, add_no_progress, add_option,
                                      add_out, add_overwrite, add_run, add_slides, add_stain_options, add_tile_options,
                                      hidden_alias, out_file, out_folder, shard_spec)
-from hist2rna_tf.cli.settings import FoldsInputs, ImportInputs, NormalizeInputs, PredictInputs, SubtypeInputs
+from hist2rna_tf.cli.settings import (FoldsInputs, ImportInputs, NormalizeInputs, PredictInputs, RobustnessInputs,
+                                      SubtypeInputs)
 from hist2rna_tf.config import STAIN_METHODS, usable_cores
 from hist2rna_tf.extract.settings import extract_command, sequoia_extraction
 from hist2rna_tf.model.heads import HEADS
@@ -27,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log debug detail, and TensorFlow's own start-up and C++ log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_extract, add_normalize, add_train, add_crossval, add_import_run, add_predict, add_export,
-                add_subtype, add_spatial, add_extract_spots, add_train_spots, add_hest_bench, add_folds, add_baseline, add_report,
-                add_demo):
+                add_subtype, add_spatial, add_extract_spots, add_train_spots, add_hest_bench, add_folds, add_robustness,
+                add_baseline, add_report, add_demo):
         add(commands)
     return parser
 
@@ -309,6 +310,28 @@ def add_folds(commands) -> None:
         add_option(folds, flag, FoldsInputs, name, **({"metavar": metavar} if metavar else {}))
     add_out(folds, "CSV to write (patient_id, label, site, fold)", file=True, metavar="CSV")
     add_overwrite(folds, "CSV")
+
+
+def add_robustness(commands) -> None:
+    robustness = commands.add_parser(
+        "robustness", help="PathoROB's robustness index of features folders: do the neighbours share the subtype "
+                           "or the site?",
+        usage="hist2rna robustness FEATURES [FEATURES ...] --labels TABLE [--site-column COL] [--k K] --out DIR "
+              "[options]",
+        description="PathoROB's robustness index (Koemen et al. 2025; bifold-pathomics/PathoROB, exact to their code "
+                    "at 46594e9) of each features folder, side by side: the samples (slides' mean features, or "
+                    "--tiles-per-slide tiles of each) in every subset of 2 classes x 2 sites, each sample's k nearest "
+                    "neighbours outside its own patient or slide; RI = SO / (SO + OS), of the neighbours that share "
+                    "exactly one of class and site, the share that share the class (1: biology orders the space; 0: "
+                    "the site does). Writes robustness.csv (a row a folder), robustness_pairs.csv, "
+                    "robustness_curves.csv and robustness.png under --out.")
+    add_option(robustness, "features", RobustnessInputs, "features", metavar="FEATURES", nargs="+")
+    for flag, name, metavar in (("--labels", "labels", "TABLE"), ("--label-column", "label_column", "COL"),
+                                ("--site-column", "site_column", "COL"), ("--k", "k", "K"),
+                                ("--tiles-per-slide", "tiles_per_slide", "N"), ("--bootstrap", "bootstrap", "N"),
+                                ("--seed", "seed", "N")):
+        add_option(robustness, flag, RobustnessInputs, name, metavar=metavar)
+    add_out(robustness, "folder to write the tables and the figure in (a new one, or an earlier robustness's)")
 
 
 def add_report(commands) -> None:

@@ -167,3 +167,23 @@ class FoldsInputs(Checked):
     time_limit: PositiveFloat = option(60.0, "--site-preserved: seconds the solver may take; the best folds found by "
                                              "then are kept, said so (default {default})")
     seed: Seed = option(0, "patient-level folds' shuffling (default {default})")
+
+
+@dataclass(frozen=True)
+class RobustnessInputs(Checked):
+    """`hist2rna robustness` (analysis/encoder_robustness.py): PathoROB's robustness index of features folders."""
+
+    features: tuple[Path, ...] = required_option("features folders, one per encoder, of the same patients")
+    labels: Path = required_option("clinical table with the class column (first column: patient)")
+    label_column: str = option(PAM50_LABEL_COLUMN, "the biological class (default {default})")
+    site_column: str | None = option(None, "the table's column of sites, the centre (default: each TCGA barcode's "
+                                           "tissue source site, TCGA-XX-)")
+    k: Annotated[int, at_least(-1)] = option(61, "neighbours the index is read at (default {default}, PathoROB's for "
+                                                 "TCGA; -1: the k of their grid where the kNN classifier's balanced "
+                                                 "accuracy is highest)")
+    tiles_per_slide: Count = option(0, "samples: this many of each slide's tile features, drawn with --seed (the "
+                                       "records need --save-tile-features), as PathoROB's patches (default {default}: "
+                                       "each slide's mean features)")
+    bootstrap: Count = option(0, "bootstrap resamples of the index at k, its mean and std (default {default}; "
+                                 "PathoROB: 1000)")
+    seed: Seed = option(0, "the tiles drawn and the bootstrap (default {default})")

@@ -1,4 +1,4 @@
-"""The command bodies of sites (issue 38: `folds`): each turns parsed arguments into one library call and
+"""The command bodies of sites (issue 38: `folds`, `robustness`): each turns parsed arguments into one library call and
 prints what it did."""
 
 from __future__ import annotations
@@ -53,3 +53,25 @@ def fold_counts(table) -> str:
 
     counts = pd.crosstab(table["fold"], table["label"])
     return "; ".join(f"{fold}: " + ", ".join(f"{label} {n}" for label, n in row.items()) for fold, row in counts.iterrows())
+
+
+def cmd_robustness(args) -> int:
+    from hist2rna_tf.analysis.encoder_robustness import encoder_robustness, write_robustness
+    from hist2rna_tf.cli.settings import RobustnessInputs
+    from hist2rna_tf.expression import read_labels
+
+    given = from_args(RobustnessInputs(features=tuple(args.features), labels=args.labels), args)
+    refuse_overlap(args.out, {"--labels": given.labels, "FEATURES": list(given.features)})
+    labels = read_labels(given.labels, given.label_column).dropna()
+    sites = read_labels(given.labels, given.site_column) if given.site_column else None
+    table, found = encoder_robustness(list(given.features), labels, sites, given.k, given.tiles_per_slide,
+                                      given.bootstrap, given.seed)
+    path = write_robustness(args.out, table, found, keep=(given.labels, *given.features))
+    for name, row in table.iterrows():
+        spread = f" (bootstrap {row['bootstrap_mean']:.3f} +- {row['bootstrap_std']:.3f})" if given.bootstrap else ""
+        print(f"{name} ({row['backbone']}, {row['samples']}): robustness index {row['robustness_index']:.3f}{spread} at "
+              f"k = {row['k']}, {row['subsets']} subsets of 2 {given.label_column} classes x 2 sites, "
+              f"{row['n_samples']} samples; kNN balanced accuracy {row['balanced_accuracy']:.2f}")
+    print(f"1: the class orders the features' neighbours; 0: the site does; 0.5: both alike. Written: {path} (and "
+          "robustness_pairs.csv, robustness_curves.csv, robustness.png beside it)")
+    return 0

@@ -29,6 +29,7 @@ from hist2rna_tf.atomic import atomic_path, write_json, write_text
 from hist2rna_tf.config import (MIN_DEMO_SLIDES, BaselineConfig, DemoConfig, ExtractConfig, ReportInputs, RunInputs,
                                 TrainConfig)
 from hist2rna_tf.demo.cohort import SYNTHETIC_NOTE, build_demo_cohort, write_demo_clinical, write_demo_expression
+from hist2rna_tf.demo.sites import DEMO_FOLDS, site_demo
 from hist2rna_tf.demo.spots import spot_demo
 from hist2rna_tf.errors import Hist2RNAError, OutputError, SettingsError
 from hist2rna_tf.extract.backbones.build import check_backbone_arguments
@@ -65,6 +66,7 @@ class DemoResult:
     train_s: float
     paths: dict = field(default_factory=dict)
     spots: dict | None = None  # the synthetic Visium sections' figures (demo/spots.py's spot_demo)
+    sites: dict | None = None  # the site-leak gap and the robustness index (demo/sites.py's site_demo)
 
     @property
     def learned_median(self) -> float:
@@ -160,6 +162,12 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         stages.next()
         train_s = time.perf_counter() - start
         paths = {"cohort": cohort_dir, "features": features, "run": run_dir, **paths_clinical}
+        sites = None
+        if config.sites:
+            _fresh(out / "sites")
+            sites = site_demo(features, expression, labels, out / "sites", train, config.seed)
+            paths.update(sites.pop("paths"))
+            stages.next()
         if config.baseline:
             _fresh(out / "baseline")
             train_patch_baseline(run_dir, out / "baseline", BaselineConfig())
@@ -186,7 +194,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoResult:
         stages.next()
     n_tiles = sum(r.n_tiles for r in results if r.status in ("done", "skipped"))
     shown = {k: {t: str(p) for t, p in v.items()} if isinstance(v, dict) else str(v) for k, v in paths.items()}
-    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s, shown, spots)
+    result = DemoResult(len(results), n_tiles, extraction_s, metrics, controls, train_s, shown, spots, sites)
     write_json(out / "demo_summary.json", {**asdict(result), "config": asdict(config),
                                            "learned_median": result.learned_median})
     return result
@@ -201,6 +209,7 @@ def demo_head_options(head: str) -> tuple[str, ...]:
 def _stages(config: DemoConfig) -> list[str]:
     """The demo's steps after extraction, as its progress bar names them."""
     return ["training the head", f"{config.n_controls} shuffled controls",
+            *([f"sites: two {DEMO_FOLDS}-fold crossvals, the robustness index"] if config.sites else []),
             *(["the patch-based baseline"] if config.baseline else []),
             "predictions" + (f" (and {config.n_external} external TMA cores)" if config.n_external else ""),
             *(["both SavedModel exports"] if config.export else []), "spatial maps",

@@ -3,7 +3,10 @@
 SYNTHETIC. Each slide is a pyramidal tiled TIFF (JPEG, levels 1/4/16, 0.25 um/px, MPP in the TIFF
 resolution tags, so OpenSlide reads it) of near-white glass with one blob of tissue made of the 25
 real H&E tiles shipped in `data/tcga_tiles` (rotated, flipped, placed off the extraction grid), a
-per-slide stain cast, and on some slides a green ink stroke (an artefact the tissue mask must drop).
+stain cast that is mostly its tissue source site's (six made-up sites named with TCGA codes, `site` in
+cohort.csv and clinical.csv; a site's slides share a cast, as a hospital's stainer and scanner make
+them; which tumours a slide mixes does not depend on its site), and on some slides a green ink
+stroke (an artefact the tissue mask must drop).
 Beside each slide lies a QuPath-style GeoJSON tumour annotation (class "Tumor"; some slides also a
 "Necrosis" region, some a hole). The real tiles come from four TCGA tumours (6-7 tiles each, which
 look different: dense tumour cells in some, stroma in others). Each demo slide mixes the four in its
@@ -40,12 +43,20 @@ SYNTHETIC_NOTE = ("SYNTHETIC demo cohort: slides assembled from 25 real TCGA-BRC
                   "hist2rna_tf/data/tcga_tiles); layouts, stain casts and annotations are made up.")
 
 
+# The demo's tissue source sites: six TCGA-BRCA site codes, the names only (the slides are made up). A slide's
+# stain cast is mostly its site's (SITE_CAST_SD), a little its own (SLIDE_CAST_SHARE of a slide's own draw):
+# a site's slides look alike, as a hospital's stainer and scanner make them. Slide i lies at site i mod 6.
+DEMO_SITES = ("A2", "AR", "BH", "D8", "E2", "GM")
+SITE_CAST_SD, SLIDE_CAST_SHARE = 0.15, 0.3
+
+
 @dataclass(frozen=True)
 class DemoSlide:
     slide_id: str
     slide_path: Path
     annotation_path: Path
     source_shares: tuple[float, ...]  # share of each of SOURCES inside the tumour annotation
+    site: str = ""  # its tissue source site (DEMO_SITES)
 
 
 def real_tiles() -> tuple[list[np.ndarray], np.ndarray]:
@@ -72,6 +83,15 @@ def _blob(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
 def _stain_cast(rng: np.random.Generator) -> np.ndarray:
     """Per-channel optical-density gains: a slide's own stain intensity and hue."""
     return 1.0 + rng.normal(0.0, 0.12, size=3)
+
+
+def demo_site(index: int) -> str:
+    return DEMO_SITES[index % len(DEMO_SITES)]
+
+
+def site_cast(seed: int, site: str) -> np.ndarray:
+    """A site's optical-density gains: its stain's intensity and hue, the same for all its slides."""
+    return 1.0 + np.random.default_rng([seed, 11, DEMO_SITES.index(site)]).normal(0.0, SITE_CAST_SD, size=3)
 
 
 def _apply_cast(tile: np.ndarray, gains: np.ndarray) -> np.ndarray:
@@ -103,9 +123,10 @@ class Layout:
 
 
 def render_slide(index: int, seed: int, tiles: list[np.ndarray], source: np.ndarray,
-                 rows: int = 10, cols: int = 13) -> tuple[np.ndarray, dict, tuple[float, ...], Layout]:
+                 rows: int = 10, cols: int = 13, site: str | None = None) -> tuple[np.ndarray, dict, tuple[float, ...],
+                                                                                    Layout]:
     """Level-0 RGB pixels, the GeoJSON annotation, each source tumour's share inside the tumour, and the
-    tissue's layout."""
+    tissue's layout. At a `site` (DEMO_SITES), the stain cast is mostly the site's."""
     rng = np.random.default_rng([seed, index])
     offset = rng.integers(40, CELL_PX - 40, size=2)  # the tissue grid is off the extraction grid
     height_px, width_px = rows * CELL_PX + CELL_PX, cols * CELL_PX + CELL_PX
@@ -113,7 +134,9 @@ def render_slide(index: int, seed: int, tiles: list[np.ndarray], source: np.ndar
     image = np.clip(glass, 0, 255, out=glass).astype(np.uint8)  # in place: a second 0.2 GB array cost 0.7 s a slide
     tissue = _blob(rng, rows, cols)
     mix = rng.dirichlet(np.full(len(SOURCES), MIX_CONCENTRATION))
-    gains = _stain_cast(rng)
+    gains = _stain_cast(rng)  # drawn in any case: the slide's layout is the same with or without a site
+    if site is not None:
+        gains = site_cast(seed, site) + SLIDE_CAST_SHARE * (gains - 1.0)
     drawn = np.full((rows, cols), -1)
     for r, c in zip(*np.nonzero(tissue)):
         drawn[r, c] = rng.choice(len(SOURCES), p=mix)
@@ -197,12 +220,13 @@ def build_demo_cohort(out_dir: str | Path, n_slides: int = 24, seed: int = 0, pr
         slide_id = f"{prefix}-{index + 1:02d}"
         slide_path = out_dir / "slides" / f"{slide_id}.tiff"
         annotation_path = out_dir / "annotations" / f"{slide_id}.geojson"
+        site = demo_site(index)
         if slide_id in built and slide_path.exists() and annotation_path.exists():
-            return DemoSlide(slide_id, slide_path, annotation_path, built[slide_id])
-        image, annotation, shares, _ = render_slide(index, seed, tiles, source, *grid)
+            return DemoSlide(slide_id, slide_path, annotation_path, built[slide_id], site)
+        image, annotation, shares, _ = render_slide(index, seed, tiles, source, *grid, site=site)
         write_pyramid_tiff(image, slide_path)
         write_text(annotation_path, json.dumps(annotation, indent=1))
-        return DemoSlide(slide_id, slide_path, annotation_path, shares)
+        return DemoSlide(slide_id, slide_path, annotation_path, shares, site)
 
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:  # JPEG encoding and resizing release the GIL
         slides = list(bar(pool.map(slide, range(n_slides)), desc="demo slides", unit="slide", total=n_slides,
@@ -221,7 +245,7 @@ def _built_shares(out_dir: Path, seed: int) -> dict[str, tuple[float, ...]]:
         return {}
     with open(path, newline="") as handle:
         return {row["slide_id"]: tuple(float(row[c]) for c in SHARE_COLUMNS) for row in csv.DictReader(handle)
-                if row.get("seed") == str(seed) and all(c in row for c in SHARE_COLUMNS)}
+                if row.get("seed") == str(seed) and all(c in row for c in (*SHARE_COLUMNS, "site"))}
 
 
 def read_source_shares(cohort_dir: str | Path):
@@ -232,13 +256,21 @@ def read_source_shares(cohort_dir: str | Path):
     return table[list(SHARE_COLUMNS)].set_axis(list(SOURCES), axis=1)
 
 
+def read_sites(cohort_dir: str | Path):
+    """slide_id -> its tissue source site (from cohort.csv; empty for a cohort built before sites)."""
+    import pandas as pd
+
+    table = pd.read_csv(Path(cohort_dir) / "cohort.csv", index_col="slide_id", dtype={"site": str})
+    return table["site"] if "site" in table.columns else pd.Series(dtype=str)
+
+
 def _write_cohort_table(out_dir: Path, slides: list[DemoSlide], seed: int) -> None:
     with atomic_path(out_dir / "cohort.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["slide_id", "slide", "annotation", *SHARE_COLUMNS, "seed"])
+        writer.writerow(["slide_id", "slide", "annotation", *SHARE_COLUMNS, "site", "seed"])
         for s in slides:
             writer.writerow([s.slide_id, s.slide_path.relative_to(out_dir), s.annotation_path.relative_to(out_dir),
-                             *(f"{v:.4f}" for v in s.source_shares), seed])
+                             *(f"{v:.4f}" for v in s.source_shares), s.site, seed])
     (out_dir / "README.txt").write_text(SYNTHETIC_NOTE + "\n" + (__doc__ or ""))
 
 
@@ -279,12 +311,13 @@ def write_demo_expression(cohort_dir: str | Path, seed: int = 0, model_seed: int
         for slide_id, values in zip(shares.index, raw):
             writer.writerow([slide_id, *values])
     names = np.array(DEMO_SUBTYPES)[shares.to_numpy().argmax(axis=1)]
+    sites = read_sites(cohort_dir).reindex(shares.index).fillna("")
     labels = cohort_dir / "clinical.csv"
     with atomic_path(labels) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["PATIENT", PAM50_LABEL_COLUMN, "note"])
-        for slide_id, name in zip(shares.index, names):
-            writer.writerow([slide_id, name, "SYNTHETIC"])
+        writer.writerow(["PATIENT", PAM50_LABEL_COLUMN, "site", "note"])
+        for slide_id, name, site in zip(shares.index, names, sites):
+            writer.writerow([slide_id, name, site, "SYNTHETIC"])
     return expression, labels
 
 

@@ -92,3 +92,43 @@ def test_the_folds_command_writes_site_preserved_and_patient_level_folds(tmp_pat
     assert main(["folds", "--labels", str(table), "--folds", "5", "--site-preserved", "--out",
                  str(tmp_path / "x.csv")]) == 2  # a site over a fold's 1/5
     assert "site 00 holds 9 of the 43 patients (21%)" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+def test_a_column_of_patients_is_not_a_column_of_sites():
+    sites = pd.Series([f"P{i}" for i in range(9)], index=[f"P{i}" for i in range(9)])
+    labels = pd.Series(["LumA", "Basal", "Her2"] * 3, index=sites.index)
+    with pytest.raises(CrossvalError, match="each of the 9 patients has a site of its own.*not of patients"):
+        site_preserved_folds(labels, sites, 3)
+
+
+def test_per_site_figures_flag_the_site_the_model_reads_otherwise():
+    """Five sites of 8 patients; at site E the predictions are another patient's: its median Spearman
+    across genes falls to about 0 and it is the site named."""
+    from hist2rna_tf.analysis.sites import is_site_preserved, most_different_site, per_site_figures
+
+    rng = np.random.default_rng(0)
+    patients = [f"p{i}" for i in range(40)]
+    sites = pd.Series(np.repeat(list("ABCDE"), 8), index=patients)
+    measured = pd.DataFrame(rng.normal(size=(40, 30)), index=patients)
+    predicted = measured + 0.5 * rng.normal(size=(40, 30))
+    predicted.iloc[32:] = predicted.iloc[32:].to_numpy()[rng.permutation(8)]  # site E's rows between its patients
+    figures = per_site_figures(predicted, measured, sites)
+    assert list(figures["patients"]) == [8] * 5 and figures.loc["A", "median_rho_genes"] > 0.6
+    site, value, middle = most_different_site(figures)
+    assert site == "E" and value < 0.3 < middle
+    folds = pd.Series(np.repeat([1, 2, 3, 1, 2], 8), index=patients)
+    assert is_site_preserved(folds, sites) and not is_site_preserved(pd.Series(np.arange(40) % 3, index=patients),
+                                                                      sites)
+
+
+def test_the_gap_between_folds_of_other_patients_is_welch_s():
+    """The fold medians of two crossvals are unpaired: the difference's CI is Welch's (scipy's)."""
+    from scipy import stats
+
+    from hist2rna_tf.analysis.sites import welch_difference
+
+    a, b = [0.62, 0.58, 0.71, 0.66, 0.6], [0.41, 0.52, 0.37, 0.5]
+    difference, low, high = welch_difference(a, b)
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert difference == pytest.approx(np.mean(a) - np.mean(b)) and (low, high) == pytest.approx(
+        (interval.low, interval.high), rel=1e-12)

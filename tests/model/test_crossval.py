@@ -254,3 +254,15 @@ def test_folds_files_of_any_numbering_and_their_mistakes(tmp_path):
             folds.folds_from_file(path, "fold")
     with pytest.raises(folds.CrossvalError, match=r"no column 'CV3_brca' \(columns: slide, fold\); give --folds-column"):
         folds.folds_from_file(path, "CV3_brca")
+
+
+def test_a_site_leak_gap_is_said_only_as_far_as_genes_and_folds_agree():
+    genes = pd.DataFrame({"difference": [0.2, 0.3, 0.1]})
+    folds_ = pd.DataFrame({"a": [0.5, 0.6], "b": [0.3, 0.2]})
+    both = folds.SiteLeakGap(("a", "b"), genes, 0.0, 0.001, folds_, (0.3, 0.1, 0.5))
+    assert both.verdict().endswith("Part of the patient-level figures is the site: report the site-preserved ones.")
+    genes_only = folds.SiteLeakGap(("a", "b"), genes, 0.0, 0.001, folds_, (0.02, -0.6, 0.64))
+    assert "(95% CI -0.600 to +0.640), which includes 0" in genes_only.verdict()
+    assert "no gap shown" in genes_only.verdict()
+    none = folds.SiteLeakGap(("a", "b"), genes, 0.0, 0.4, folds_, (0.0, -0.5, 0.5))
+    assert none.verdict().endswith("No significant gap: the patient-level figures do not lean on the sites here.")
