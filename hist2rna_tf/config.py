@@ -281,6 +281,8 @@ class ReportInputs(Checked):
                                              "its QuPath objects linked")
     hest_bench: tuple[Path, ...] = option((), "`hist2rna hest-bench` folders: each task's encoders beside HEST's "
                                               "published figures (labelled theirs) (default: none)")
+    robustness: Path | None = option(None, "a `hist2rna robustness` folder: each encoder's PathoROB robustness index, "
+                                           "its figure and table (default: none)")
     extra_figures: dict[str, Path] = field(default_factory=dict)  # title -> PNG (e.g. spatial maps)
     extra_files: dict[str, Path] = field(default_factory=dict)  # title -> a file put beside the report and linked
     title: str = "hist2RNA report"

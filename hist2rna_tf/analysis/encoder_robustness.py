@@ -134,3 +134,21 @@ def curves_figure(found: dict[str, RobustnessIndex], path: Path) -> None:
     axes.legend(fontsize=7)
     figure.savefig(path, dpi=120, bbox_inches="tight", format="png")
     plt.close(figure)
+
+
+def robustness_results(folder: str | Path) -> tuple[pd.DataFrame, bytes, str]:
+    """A `hist2rna robustness` folder's table and figure (PNG bytes), and a caption that says each folder's
+    index in words; an ArgumentError naming the folder when it is not one."""
+    from hist2rna_tf.expression import read_table_file
+
+    folder = Path(folder)
+    if not (folder / TABLE).is_file() or not (folder / FIGURE).is_file():
+        raise ArgumentError(f"--robustness {folder}: no {TABLE} and {FIGURE}; give a folder `hist2rna robustness` "
+                            "wrote (its --out).")
+    table = read_table_file(folder / TABLE, ArgumentError, sep=",", index_col=0)
+    said = "; ".join(f"{name} {row['robustness_index']:.3f} at k = {row['k']} ({row['samples']}, {row['subsets']} "
+                     "subsets)" for name, row in table.iterrows())
+    caption = ("PathoROB's robustness index (beyond the paper; Koemen et al. 2025): of the neighbours that share "
+               f"exactly one of class and site, the share that share the class (1: biology orders the space, 0: the "
+               f"site): {said}.")
+    return table, (folder / FIGURE).read_bytes(), caption

@@ -258,7 +258,7 @@ def _crossval_report(args) -> int:
     which predicts better and whether the difference is significant."""
     from hist2rna_tf.report.crossval import build_crossval_report, site_sentences
 
-    path, comparisons = build_crossval_report(args.run, args.compare, args.out)
+    path, comparisons = build_crossval_report(args.run, args.compare, args.out, args.robustness)
     for comparison in comparisons:
         print(comparison.verdict())
     for said in site_sentences([Path(args.run), *map(Path, args.compare or [])]):

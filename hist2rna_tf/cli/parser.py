@@ -355,6 +355,7 @@ def add_report(commands) -> None:
         add_option(report, flag, REPORT, flag[2:].replace("-", "_"), metavar=metavar)
     add_option(report, "--spatial-maps", REPORT, "spatial_maps", metavar="DIR")
     add_option(report, "--hest-bench", REPORT, "hest_bench", metavar="DIR")
+    add_option(report, "--robustness", REPORT, "robustness", metavar="DIR")
     add_option(report, "--costs", REPORT, "costs", metavar="CSV")
     add_option(report, "--n-boot", REPORT, "n_boot", metavar="N")
     add_out(report, "HTML file (default <run>/report/report.html)", file=True, required=False)

@@ -252,6 +252,7 @@ def _spatial_maps(run_dir: Path, features: Path, cohort_dir: Path, out_dir: Path
 def _report(run_dir: Path, paths: dict, out: Path) -> Path:
     inputs = ReportInputs(run=run_dir, external_predictions=paths.get("external_predictions"),
                           baseline=paths.get("baseline"), run_clinical=paths.get("clinical"),
+                          robustness=paths.get("sites_robustness"),
                           clinical=paths.get("external_clinical"), title="hist2RNA demo report",
                           extra_figures={
                               "Spatial map (beyond the paper): tile-level predictions of a held-out slide":

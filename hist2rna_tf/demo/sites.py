@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hist2rna_tf.analysis.robustness import robustness_index
+from hist2rna_tf.analysis.encoder_robustness import encoder_robustness, write_robustness
 from hist2rna_tf.analysis.sites import fold_table, site_preserved_folds
 from hist2rna_tf.atomic import write_table
 from hist2rna_tf.config import RunInputs, TrainConfig
 from hist2rna_tf.expression import read_labels
-from hist2rna_tf.extract.records import read_feature_folder
 from hist2rna_tf.model.crossval import crossval
 from hist2rna_tf.model.folds import compare
 from hist2rna_tf.report.crossval import site_figures
@@ -36,21 +35,20 @@ def site_demo(features: Path, expression: Path, labels: Path, out_dir: Path, tra
     subtypes = read_labels(labels).dropna()
     sites = read_labels(labels, SITE_COLUMN).reindex(subtypes.index)
     folds = site_preserved_folds(subtypes, sites, DEMO_FOLDS)
-    table = out_dir / "folds_site_preserved.csv"
-    write_table(fold_table(subtypes, sites, folds.folds), table, index=False)
+    folds_table = out_dir / "folds_site_preserved.csv"
+    write_table(fold_table(subtypes, sites, folds.folds), folds_table, index=False)
     patient_level, site_preserved = out_dir / "patient_level", out_dir / "site_preserved"
     crossval(inputs, patient_level, train, folds=DEMO_FOLDS, seed=seed)
-    crossval(inputs, site_preserved, train, seed=seed, folds_file=table)
+    crossval(inputs, site_preserved, train, seed=seed, folds_file=folds_table)
     gap = compare(patient_level, site_preserved, ("patient-level", "site-preserved"))
     _, said = site_figures([patient_level, site_preserved], ["patient-level", "site-preserved"])
-    folder = read_feature_folder(features)
-    patients = folder.patient_ids.reindex(folder.features.index)
-    index = robustness_index(folder.features.to_numpy(), subtypes.reindex(patients).to_numpy(),
-                             sites.reindex(patients).to_numpy(), patients.to_numpy(), k=DEMO_RI_K)
+    table, found = encoder_robustness([features], subtypes, sites, k=DEMO_RI_K)
+    write_robustness(out_dir / "robustness", table, found)
+    index = next(iter(found.values()))
     mean, low, high = gap.difference_ci
     return {"folds": DEMO_FOLDS, "sites": int(sites.nunique()), "objective": folds.objective, "status": folds.status,
             "gap_median_per_gene": float(gap.genes["difference"].median()), "gap_wilcoxon_p": gap.wilcoxon_p,
             "gap_folds": [mean, low, high], "verdict": gap.verdict(), "site_sentences": said,
             "robustness_index": index.index, "robustness_k": index.k, "robustness_pairs": len(index.pairs),
             "paths": {"sites_patient_level": patient_level, "sites_site_preserved": site_preserved,
-                      "sites_folds": table}}
+                      "sites_folds": folds_table, "sites_robustness": out_dir / "robustness"}}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hist2rna_tf.analysis.encoder_robustness import robustness_results
 from hist2rna_tf.analysis.evaluate import held_out_metrics
 from hist2rna_tf.analysis.sites import MIN_SITE_PATIENTS, is_site_preserved, most_different_site, per_site_figures
 from hist2rna_tf.atomic import building_files, write_text
@@ -86,8 +87,8 @@ def _site_section(page: Page, folders: list[Path], names: list[str]) -> None:
     page.table(table.round(3), "crossval_sites")
 
 
-def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), out: str | Path | None = None
-                          ) -> tuple[Path, list[cv.Comparison | cv.SiteLeakGap]]:
+def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), out: str | Path | None = None,
+                          robustness: str | Path | None = None) -> tuple[Path, list[cv.Comparison | cv.SiteLeakGap]]:
     """Write the report (default `<folder>/report/report.html`); returns it and the comparisons of
     `folder` with each of `compare` (every one checked first: same patients and folds)."""
     folder = Path(folder)
@@ -96,7 +97,9 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
         raise CrossvalError(f"--compare {runs_given[0]}: not a crossval folder; a crossval compares with crossvals of "
                             "the same patients and folds (`hist2rna crossval ... --seed S --folds K`).")
     out = Path(out) if out else folder / "report" / "report.html"
-    refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare}, may_hold=("CROSSVAL", "--compare"))
+    refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare, "--robustness": robustness},
+                   may_hold=("CROSSVAL", "--compare"))
+    found = robustness_results(robustness) if robustness else None
     summary = cv.read_table(folder, cv.SUMMARY)  # a folder that is not a complete crossval: said here
     names = _names([folder, *map(Path, compare)])
     comparisons = [cv.compare(folder, other, (names[0], name)) for other, name in zip(compare, names[1:])]
@@ -137,6 +140,10 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
                 page.table(table.round(3), f"paired_{comparison.names[0]}_vs_{comparison.names[1]}".replace("/", "_"))
                 page.table(comparison.fold_table().round(3))
         _site_section(page, [folder, *map(Path, compare)], names)
+        if found is not None:
+            page.heading("The encoders: PathoROB's robustness index")
+            page.embed(found[1], found[2])
+            page.table(found[0].drop(columns=["folder"]).round(3), "robustness")
         document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(names[0])} crossval"
                     f"</title><style>{CSS}</style></head><body>{''.join(page.parts)}</body></html>")
         write_text(work / out.name, document)

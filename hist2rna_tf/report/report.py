@@ -29,6 +29,7 @@ from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
 from hist2rna_tf.report.spatial_folder import map_figures, map_files, roles_of
+from hist2rna_tf.analysis.encoder_robustness import TABLE, robustness_results
 from hist2rna_tf.report.spot_section import hest_bench_results, hest_bench_section, spot_section
 from hist2rna_tf.report.statistics import ReportStatistics, report_statistics
 
@@ -105,7 +106,7 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
             "--external-predictions": inputs.external_predictions, "--clinical": inputs.clinical,
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
             "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs, "--spatial-maps": inputs.spatial_maps,
-            "--hest-bench": list(inputs.hest_bench)}
+            "--hest-bench": list(inputs.hest_bench), "--robustness": inputs.robustness}
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
     record = evaluated_record(run)
     given = _read_inputs(inputs)
@@ -168,6 +169,9 @@ def _read_inputs(inputs: ReportInputs) -> _Given:
     for title, path in {**inputs.extra_files, **maps[1]}.items():
         given.files[title] = Path(path).name, _read_bytes(path)
     given.hest_bench = [hest_bench_results(folder) for folder in inputs.hest_bench]
+    if inputs.robustness:  # its figure (the index of each encoder in its caption), its table linked
+        table, png, caption = robustness_results(inputs.robustness)
+        given.figures[caption], given.files[caption.split(":")[0]] = png, (TABLE, table.to_csv().encode())
     return given
 
 

@@ -41,6 +41,16 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert spots["held_out"] == "visium-04" and (out / "spots" / "sections" / "st" / "visium-04.h5ad").is_file()
     assert runs.read_record(out / "spots" / "spot_run").spots["samples"]["visium-04"]["subset"] == "test"
 
+    # Sites (issue 38): a patient-level and a site-preserved crossval of the same patients, the site-leak gap and
+    # PathoROB's robustness index of the features, printed and in the report.
+    sites = summary["sites"]
+    assert "site-leak gap: per gene" in printed and "PathoROB's robustness index of the features" in printed
+    assert sites["sites"] == 6 and sites["status"] == "optimal" and 0 <= sites["robustness_index"] <= 1
+    preserved = pd.read_csv(out / "sites" / "site_preserved" / "folds.csv")
+    assert (preserved.groupby("site")["fold"].nunique() == 1).all() and len(preserved) == 36
+    patient_level = pd.read_csv(out / "sites" / "patient_level" / "folds.csv")
+    assert (patient_level.groupby("site")["fold"].nunique() > 1).any()
+
     predictions = pd.read_csv(out / "predictions.csv", index_col=0)
     assert predictions.shape == (36, 138) and np.isfinite(predictions.to_numpy()).all()
     assert (out / "saved_models" / "tiny_head" / "1" / "saved_model.pb").is_file()
@@ -50,6 +60,7 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     report = (out / "report" / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 8 and "SYNTHETIC" in report
     assert "The map against measurement (beyond the paper)" in report
+    assert "PathoROB&#x27;s robustness index (beyond the paper" in report
     for section in ("Gene expression prediction", "PAM50 subtype from predicted genes", "External cohort",
                     "Luminal A vs B", "Tables 1 and 2"):
         assert section in report, section
