@@ -32,6 +32,11 @@ row order), the per-class curves and `max_patches_per_combi`. The optional boots
 table drawn with replacement, mean and std of RI) with rows in subset order, then input order, and numpy's legacy
 generator seeded by `seed`; PathoROB draws from the global one, its rows shuffled (and `compute` fails in
 `save_total_stats` when asked to bootstrap), so its draws cannot be repeated, only its procedure.
+
+PathoROB is Copyright (c) 2025, BIFOLD Pathomics, under the BSD 3-Clause License; this port follows its
+computation (no file of theirs is shipped), and keeps their notice: redistributions must retain the copyright
+notice, this list of conditions and the disclaimer; the names of the copyright holder and contributors may not
+be used to endorse products derived from it without permission; it is provided "as is", without warranty.
 """
 
 from __future__ import annotations
