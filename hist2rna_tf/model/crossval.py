@@ -81,7 +81,8 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     if folds_file:
         folds_file = str(Path(folds_file).resolve())
         assignment, folds = _file_folds(folds_file, folds_column, cohort)
-        fix = f"That is fold {{k}} of {folds_file} (column {folds_column}): give a table whose folds each hold enough"
+        fix = (f"That is fold {{k}} of {folds_file} (column {folds_column}): give a table whose every fold holds "
+               "enough of this cohort's patients")
     else:
         assignment = fold_of(cohort.labels, folds, seed)
         fix = (f"That is fold {{k}} of --folds {folds}, each holding out about 1/{folds} of the patients: give fewer "
@@ -90,7 +91,7 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
     subsets = {k: pd.Series(np.where(assignment == k, "test", "train"), index=assignment.index)
                for k in range(1, folds + 1)}
     for k, subset in subsets.items():
-        plan_split(inputs, train, kind, cohort, subset, fix=fix.format(k=k))
+        plan_split(inputs, train, kind, cohort, subset, fix=fix.replace("{k}", str(k)))
     record = CrossvalRecord(inputs, train, folds, seed, folds_file, folds_column if folds_file else None)
     _start(out_dir, record, assignment, cohort)
     splits = out_dir / "splits"
@@ -106,12 +107,12 @@ def crossval(inputs: RunInputs, out_dir: str | Path, train: TrainConfig = TrainC
 
 def _file_folds(path: str, column: str, cohort: Cohort) -> tuple[pd.Series, int]:
     """The cohort's patients' folds from a table, in the cohort's order, and K; those it lacks warned of."""
-    given = cohort_folds(path, column, cohort.labels.index)
+    given, k = cohort_folds(path, column, cohort.labels.index)
     left_out = cohort.labels.index.difference(given.index)
     if len(left_out):
         log.warning("%d of the %d patients with features, expression and a label are in no fold of %s (e.g. %s): "
                     "left out of the crossval.", len(left_out), len(cohort.labels), path, left_out[0])
-    return given.reindex(cohort.labels.index.intersection(given.index, sort=False)), int(given.max())
+    return given.reindex(cohort.labels.index.intersection(given.index, sort=False)), k
 
 
 def without_split(inputs: RunInputs) -> RunInputs:

@@ -88,16 +88,16 @@ def folds_from_file(path: str | Path, column: str = "fold") -> pd.Series:
     return frame.set_index("patient")["fold"].map({fold: k for k, fold in enumerate(order, start=1)}).rename("fold")
 
 
-def cohort_folds(path: str | Path, column: str, patients: pd.Index) -> pd.Series:
-    """folds_from_file's folds of `patients` (those it lacks left out); a CrossvalError when it holds
-    none of them."""
+def cohort_folds(path: str | Path, column: str, patients: pd.Index) -> tuple[pd.Series, int]:
+    """folds_from_file's folds of `patients` (those it lacks left out) and the file's K (a fold none of
+    them is in stays a fold: refused where its run is planned); a CrossvalError when it holds none of them."""
     given = folds_from_file(path, column)
     kept = given.reindex(patients).dropna().astype(int)
     if kept.empty:
         raise CrossvalError(f"{path}: none of its {len(given)} patients (e.g. {given.index[0]}) is among the "
                             f"{len(patients)} with features, expression and a label (e.g. {patients[0]}); give the "
                             "folds of this cohort.")
-    return kept
+    return kept, int(given.max())
 
 
 @dataclass(frozen=True)

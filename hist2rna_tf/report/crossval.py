@@ -51,20 +51,19 @@ def _names(folders: list[Path]) -> list[str]:
 def site_figures(folders: list[Path], names: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Each crossval's held-out figures per site (out of fold: patients, median Spearman across genes) side
     by side, and a sentence a crossval naming the site that differs most (none with under three sites)."""
-    columns, said = [], []
-    for folder, name in zip(folders, names):
-        figures = per_site_figures(cv.read_table(folder, cv.OOF_PREDICTIONS), cv.read_table(folder, cv.OOF_TARGETS),
-                                   cv.crossval_sites(folder))
-        columns.append(figures.rename(columns=lambda c: f"{name}: {c}") if columns else figures.rename(
-            columns=lambda c: c if c == "patients" else f"{name}: {c}"))
-        different = most_different_site(figures)
+    figures = {name: per_site_figures(cv.read_table(folder, cv.OOF_PREDICTIONS), cv.read_table(folder, cv.OOF_TARGETS),
+                                      cv.crossval_sites(folder)) for folder, name in zip(folders, names)}
+    table = pd.concat([next(iter(figures.values()))[["patients"]],
+                       *(f.drop(columns="patients").add_prefix(f"{name}: ") for name, f in figures.items())], axis=1)
+    said = []
+    for name, f in figures.items():
+        different = most_different_site(f)
         if different:
             site, value, middle = different
-            said.append(f"{name}: site {site} ({int(figures.loc[site, 'patients'])} patients) differs most, median "
-                        f"Spearman across genes {value:.2f} against {middle:.2f}, the median over the "
-                        f"{int(figures['median_rho_genes'].notna().sum())} sites of {MIN_SITE_PATIENTS} patients or more.")
-    table = pd.concat(columns, axis=1)
-    return table.drop(columns=[c for c in table.columns if c.endswith(": patients")]), said
+            said.append(f"{name}: site {site} ({int(f.loc[site, 'patients'])} patients) differs most, median Spearman "
+                        f"across genes {value:.2f} against {middle:.2f}, the median over the "
+                        f"{int(f['median_rho_genes'].notna().sum())} sites of {MIN_SITE_PATIENTS} patients or more.")
+    return table, said
 
 
 def site_sentences(folders: list[Path]) -> list[str]:

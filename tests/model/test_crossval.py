@@ -218,7 +218,7 @@ def test_a_site_preserved_crossval_from_a_folds_file_and_its_site_leak_gap(cohor
     assert main(["folds", "--labels", str(clinical), "--folds", "4", "--site-preserved", "--site-column", "centre",
                  "--out", str(table)]) == 0
     sited = replace(informative, labels=str(clinical), site_column="centre")
-    runner.crossval(sited, tmp_path / "cv-sites", TRAIN, folds_file=table)
+    runner.crossval(sited, tmp_path / "cv-sites", replace(TRAIN, max_epochs=3), folds_file=table)
     assigned, sites = folds.read_folds(tmp_path / "cv-sites"), folds.crossval_sites(tmp_path / "cv-sites")
     assert assigned.equals(pd.read_csv(table, dtype={"patient_id": str}).set_index("patient_id")["fold"].loc[
         assigned.index]) and (sites.groupby(sites).size() == 6).all()
@@ -226,7 +226,7 @@ def test_a_site_preserved_crossval_from_a_folds_file_and_its_site_leak_gap(cohor
     split = pd.read_csv(tmp_path / "cv-sites" / "fold-1" / runs.SPLIT)
     assert set(split.loc[split["subset"] == "test", "site"]) == set(sites[assigned == 1])
     with pytest.raises(folds.CrossvalError, match="folds_column: None -> 'fold'|folds_file"):  # resumed only alike
-        runner.crossval(sited, tmp_path / "cv-sites", TRAIN, folds=4)
+        runner.crossval(sited, tmp_path / "cv-sites", replace(TRAIN, max_epochs=3), folds=4)
 
     gap = folds.compare(tmp_path / "cv-sites", done[0], ("sites", "patients"))  # either order: patient-level first
     assert isinstance(gap, folds.SiteLeakGap) and gap.names == ("patients", "sites") and len(gap.genes) == 50
