@@ -50,7 +50,7 @@ class CrossvalConfig(Checked):
                                            "or any other; patients it lacks are left out (default: K patient-level "
                                            "folds stratified by subtype, shuffled by --seed)")
     folds_column: str = option("fold", "--folds-file's column of folds, whole numbers (e.g. Howard's "
-                                       "CV3_brca_preserved_site); blank: the patient is left out (default {default})")
+                                       "CV3_subtype_preserved_site); blank: the patient is left out (default {default})")
 
 
 @dataclass(frozen=True)

@@ -270,3 +270,20 @@ def test_the_experiments_are_modules_of_a_package_run_with_python_m():
         done = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--help"], capture_output=True, text=True,
                               cwd=EXPERIMENTS.parent, timeout=120)
         assert done.returncode == 0 and f"python -m experiments.{name}" in done.stdout, (name, done.stderr[-1000:])
+
+
+def test_site_folds_compares_a_published_split_with_ours(tmp_path):
+    """`python -m experiments.site_folds --splits brca_splits.csv`: on the patients a published site-preserved
+    split (slides a row, a named column of folds) shares with the labels, both objectives; ours no worse."""
+    compare_folds = _script("site_folds")["compare_folds"]
+    patients = [f"TCGA-{s}-{i:04d}" for i, s in enumerate(["A1", "A2", "B1", "B2", "C1", "C2"] * 4)]
+    labels = pd.DataFrame({"patient": patients, PAM50_LABEL_COLUMN: ["LumA", "Basal", "LumA", "LumB"] * 6})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    site_fold = {"A1": 1, "A2": 1, "B1": 2, "B2": 2, "C1": 3, "C2": 3}  # whole sites, unbalanced by design
+    pd.DataFrame({"slide": [f"{p}-01Z-00-DX1" for p in patients], "submitter_id": patients,
+                  "CV3_subtype_preserved_site": [site_fold[p[5:7]] for p in patients]}).to_csv(
+        tmp_path / "splits.csv", index=False)
+    result = compare_folds(tmp_path / "splits.csv", "CV3_subtype_preserved_site", tmp_path / "labels.csv",
+                           PAM50_LABEL_COLUMN, 10.0)
+    assert result["patients"] == 24 and result["k"] == 3 and result["status"] == "optimal"
+    assert result["ours"] <= result["theirs"] and result["counts"]["ours"].to_numpy().sum() == 24
