@@ -69,7 +69,8 @@ def building_files(folder: str | Path, name: str, last: str | None = None, keep=
     `folder` (`last` moved last, e.g. the HTML page that links the others), on failure none is. For
     outputs that share a folder with other files (a report written into a folder of the user's): the
     files moved in are listed in `.<name>.files`, and a file of the same name replaced only when the
-    previous build of `name` listed it (or, built before the list was kept, when `last` is there);
+    previous build of `name` listed it (or, built before the list was kept, when `last` is there and is
+    an HTML page, as every such build's was);
     another file in the way, or one of `keep` (the command's inputs), stops it before any is moved:
     OutputError."""
     folder = Path(folder)
@@ -82,7 +83,7 @@ def building_files(folder: str | Path, name: str, last: str | None = None, keep=
             raise OutputError(f"{folder / clash[0]}: an input of this command, which its output would replace; "
                                   "write the output to another folder.")
         built = _listed(listing) if listing.is_file() else None
-        ours = built if built is not None else ({p.name for p in work.iterdir()} if last and (folder / last).is_file()
+        ours = built if built is not None else ({p.name for p in work.iterdir()} if last and _html(folder / last)
                                                 else set())
         foreign = sorted(p.name for p in work.iterdir() if (folder / p.name).exists() and p.name not in ours)
         if foreign:
@@ -92,6 +93,15 @@ def building_files(folder: str | Path, name: str, last: str | None = None, keep=
         (work / listing.name).write_text("".join(f"{n}\n" for n in names))
         for path in sorted(work.iterdir(), key=lambda p: (p.name == last, p.name == listing.name)):
             os.replace(path, folder / path.name)
+
+
+def _html(path: Path) -> bool:
+    """An HTML page (a report of before `.<name>.files` was kept), not a file of the user's of that name."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(15).lower() == b"<!doctype html>"
+    except OSError:
+        return False
 
 
 def _listed(listing: Path) -> set[str]:

@@ -125,3 +125,10 @@ def describe(entries: list[Path], shown: int = 3) -> str:
     names = [p.name + ("/" if p.is_dir() else "") for p in entries[:shown]]
     more = ", ..." if len(entries) > shown else ""
     return f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} ({', '.join(names)}{more})"
+
+
+def refuse_non_html(out: PathLike, flag: str = "--out") -> None:
+    """A report's page is HTML: an --out of another suffix (a table of the user's, given by mistake) is refused."""
+    if Path(out).suffix.lower() not in (".html", ".htm"):
+        raise OutputError(f"{flag} {out}: a report is an HTML page; give a file ending in .html (its figures and "
+                          "tables are written beside it).")

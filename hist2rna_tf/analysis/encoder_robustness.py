@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hist2rna_tf.analysis.robustness import PATHOROB_K, RobustnessIndex, robustness_index
-from hist2rna_tf.analysis.sites import known_sites, patient_sites
+from hist2rna_tf.analysis.sites import known_sites, patient_sites, refuse_a_site_each
 from hist2rna_tf.errors import ArgumentError
 
 TABLE, PAIRS, CURVES, FIGURE = "robustness.csv", "robustness_pairs.csv", "robustness_curves.csv", "robustness.png"
@@ -79,6 +79,7 @@ def encoder_robustness(folders: list[str | Path], labels: pd.Series, sites: pd.S
     """Each folder's robustness index: the table (a row a folder) and each one's RobustnessIndex."""
     if sites is not None:
         sites = patient_sites(sites.index, sites)
+        refuse_a_site_each(sites, "robustness index", "no two samples share a centre")
     found, rows = {}, []
     for folder in folders:
         samples = folder_samples(folder, labels, sites, tiles_per_slide, seed)
@@ -122,12 +123,14 @@ def curves_figure(found: dict[str, RobustnessIndex], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for name, index in found.items():
         axes.plot(index.curve.index, index.curve.to_numpy(), label=f"{name} ({index.index:.2f} at k={index.k})")
         axes.axvline(index.k, color="grey", lw=0.5, ls=":")
     axes.axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # k is a count
     axes.set(xlabel="k nearest neighbours", ylabel="robustness index  SO / (SO + OS)", ylim=(0, 1),
              title="PathoROB's robustness index (1: biology orders the neighbours; 0: the centre)")
     axes.title.set_fontsize(8)
@@ -142,6 +145,9 @@ def robustness_results(folder: str | Path) -> tuple[pd.DataFrame, bytes, str]:
     from hist2rna_tf.expression import read_table_file
 
     folder = Path(folder)
+    if not folder.is_dir():
+        said = "is a file: give the folder it lies in" if folder.is_file() else "no such folder"
+        raise ArgumentError(f"--robustness {folder}: {said} (the --out of `hist2rna robustness`).")
     if not (folder / TABLE).is_file() or not (folder / FIGURE).is_file():
         raise ArgumentError(f"--robustness {folder}: no {TABLE} and {FIGURE}; give a folder `hist2rna robustness` "
                             "wrote (its --out).")

@@ -196,6 +196,19 @@ def knn_balanced_accuracy(neighbours: np.ndarray, biology: np.ndarray, k: int) -
     return float(np.mean(recalls))
 
 
+class TooFewNeighbours(ArgumentError):
+    """A subset with fewer neighbours outside each sample's group than k."""
+
+
+def largest_k(biology: np.ndarray, centre: np.ndarray, groups: np.ndarray, keys: list) -> int:
+    """The largest k every subset allows: its samples less its largest group, the fewest over the subsets."""
+    sizes = []
+    for a, b, s, t in keys:
+        members = np.isin(biology, (a, b)) & np.isin(centre, (s, t))
+        sizes.append(int(members.sum()) - int(pd.Series(groups[members]).value_counts().max()))
+    return min(sizes)
+
+
 def pair_neighbours(x, biology, centre, groups, key, k: int) -> PairNeighbours:
     """The neighbourhoods of one 2 x 2 subset, scored at k (or, k=-1, at each of PathoROB's grid that fits);
     an ArgumentError when the subset is too small for k."""
@@ -208,9 +221,9 @@ def pair_neighbours(x, biology, centre, groups, key, k: int) -> PairNeighbours:
     width, need = neighbours.shape[1], max(k, 1)  # k=-1: PathoROB scores a candidate beyond w at w
     if width < need:
         largest = int(np.bincount(group_codes).max())
-        raise ArgumentError(f"robustness index: k={need} needs that many neighbours outside each sample's own "
-                            f"group, but pair ({a}, {b}, {s}, {t}) has {n} samples (largest group {largest}), "
-                            f"leaving {width}; give a smaller k or more samples.")
+        raise TooFewNeighbours(f"robustness index: k={need} needs that many neighbours outside each sample's own "
+                               f"group, but pair ({a}, {b}, {s}, {t}) has {n} samples (largest group {largest}), "
+                               f"leaving {width}.")
     bio = biology[members]
     return PairNeighbours(key, members, neighbour_kinds(neighbours, bio, centre[members]),
                           [min(c, width) for c in ks], [knn_balanced_accuracy(neighbours, bio, c) for c in ks])
@@ -268,7 +281,13 @@ def robustness_index(features: np.ndarray, biology: Sequence, centre: Sequence, 
     x = unit_rows(features)
     biology, centre = label_array(biology, "biology", len(x)), label_array(centre, "centre", len(x))
     groups = np.arange(len(x)).astype(str) if groups is None else label_array(groups, "groups", len(x))
-    pairs = [pair_neighbours(x, biology, centre, groups, key, int(k)) for key in pathorob_pairs(biology, centre)]
+    keys = pathorob_pairs(biology, centre)
+    try:
+        pairs = [pair_neighbours(x, biology, centre, groups, key, int(k)) for key in keys]
+    except TooFewNeighbours as exc:
+        most = largest_k(biology, centre, groups, keys)
+        raise TooFewNeighbours(f"{exc} The largest k every subset allows here is {most}: give k (--k) {most} or less, "
+                               "or more samples.") from None
     width = min(p.width for p in pairs)
     accuracies = mean_accuracies(pairs)
     best = int(np.argmax(accuracies.to_numpy()))  # the first best

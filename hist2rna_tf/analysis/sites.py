@@ -56,11 +56,8 @@ def check_sites(sites: pd.Series, k: int) -> None:
     """A CrossvalError naming why `sites` (patient -> site) cannot make `k` site-preserved folds: fewer
     sites than folds, or a site holding more than 1/k of the patients; and a column that gives every
     patient a site of its own (a column of patients, not of sites: the folds would be patient-level)."""
+    refuse_a_site_each(sites, "site-preserved folds", "the folds would be patient-level")
     sizes = sites.value_counts()
-    if len(sizes) == len(sites) and len(sites) > k:
-        raise CrossvalError(f"site-preserved folds: each of the {len(sites)} patients has a site of its own (e.g. "
-                            f"{sites.index[0]}: {sites.iloc[0]}), so the folds would be patient-level; give "
-                            "--site-column naming the column of sites (hospitals, centres), not of patients.")
     if len(sizes) < k:
         raise CrossvalError(f"--folds {k} site-preserved: the cohort has {len(sizes)} site(s) "
                             f"({', '.join(sizes.index[:6])}), fewer than the folds; give fewer folds.")
@@ -68,6 +65,14 @@ def check_sites(sites: pd.Series, k: int) -> None:
     if share > 1 / k:
         raise CrossvalError(f"--folds {k} site-preserved: site {sizes.index[0]} holds {sizes.iloc[0]} of the "
                             f"{len(sites)} patients ({share:.0%}), more than a fold's 1/{k}; give fewer folds.")
+
+
+def refuse_a_site_each(sites: pd.Series, what: str, because: str) -> None:
+    """A CrossvalError when every patient (over 3) has a site of its own: a column of patients, not of sites."""
+    if len(sites) > 3 and sites.nunique() == len(sites):
+        raise CrossvalError(f"{what}: each of the {len(sites)} patients has a site of its own (e.g. {sites.index[0]}: "
+                            f"{sites.iloc[0]}), so {because}; give --site-column naming the column of sites "
+                            "(hospitals, centres), not of patients.")
 
 
 def site_preserved_folds(labels: pd.Series, sites: pd.Series, k: int, time_limit: float = 60.0) -> SiteFolds:
@@ -144,10 +149,13 @@ def patient_sites(patients: pd.Index, table: pd.Series | None = None) -> pd.Seri
     """known_sites, every patient with one: a CrossvalError naming the patients without one and the fix."""
     sites = known_sites(patients, table)
     missing = sites.index[sites.isna()]
+    if len(missing) and table is not None:
+        raise CrossvalError(f"{len(missing)} of {len(patients)} patients have no site in the site column (e.g. "
+                            f"{missing[0]}); fill in every patient's site there, or give --site-column naming "
+                            "another column.")
     if len(missing):
-        where = "the site column" if table is not None else "a TCGA barcode (TCGA-XX-...)"
-        raise CrossvalError(f"{len(missing)} of {len(patients)} patients have no site in {where} (e.g. "
-                            f"{missing[0]}); give --site-column naming the clinical table's column of sites.")
+        raise CrossvalError(f"{len(missing)} of {len(patients)} patients have no site in a TCGA barcode (TCGA-XX-...) "
+                            f"(e.g. {missing[0]}); give --site-column naming the clinical table's column of sites.")
     return sites
 
 
@@ -165,7 +173,8 @@ MIN_SITE_PATIENTS = 5  # a site's median Spearman across genes (each gene over i
 def is_site_preserved(folds: pd.Series, sites: pd.Series) -> bool:
     """Every site's patients in one fold (patient -> fold, patient -> site; patients without a site aside)."""
     pairs = pd.DataFrame({"site": sites.reindex(folds.index), "fold": folds}).dropna()
-    return len(pairs) > 0 and bool((pairs.groupby("site")["fold"].nunique() == 1).all())
+    shared = pairs["site"].value_counts().max() > 1 if len(pairs) else False  # one patient a site: patient-level
+    return bool(shared) and bool((pairs.groupby("site")["fold"].nunique() == 1).all())
 
 
 def per_site_figures(predicted: pd.DataFrame, measured: pd.DataFrame, sites: pd.Series,

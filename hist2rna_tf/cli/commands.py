@@ -95,13 +95,17 @@ def cmd_crossval(args) -> int:
     from hist2rna_tf.model.crossval import crossval
 
     inputs, config = _training(args)
-    given = from_args(CROSSVAL, args)
+    given = from_args(CROSSVAL, args, skip=("folds",))
+    if given.folds_file and args.folds is not None:
+        raise SettingsError(f"--folds {args.folds} and --folds-file: the file gives the folds (and K); leave --folds "
+                            "out.")
+    given = replace(given, folds=args.folds or CROSSVAL.folds)
     summary = crossval(inputs, args.out, config, folds=given.folds, seed=args.seed, progress=not args.no_progress,
                        folds_file=given.folds_file, folds_column=given.folds_column)
     mean, low, high = (summary.loc[row, "median_rho_genes"] for row in ("mean", "ci95_low", "ci95_high"))
     patients = summary.loc["mean", "median_rho_patients"]
-    made = (f"the folds of {given.folds_file} ({given.folds_column}), early stopping on a patient-level share of each "
-            "fold's training patients" if given.folds_file else "patient-level folds")
+    made = (f"folds of {given.folds_file} (column {given.folds_column}; early stopping on a patient-level share of each "
+            "fold's training patients)" if given.folds_file else "patient-level folds")
     print(f"{len(summary.index[summary.index.str.startswith('fold-')])} {made}: median Spearman across genes {mean:.2f} "
           f"a fold (95% CI {low:.2f} to {high:.2f}), across patients {patients:.2f}; out of fold, every patient once: "
           f"{summary.loc['out_of_fold', 'median_rho_genes']:.2f} across genes, "

@@ -114,7 +114,7 @@ def add_crossval(commands) -> None:
                     "--compare OTHER` compares two (same patients, same folds) gene by gene, or a patient-level and a "
                     "site-preserved crossval of the same patients: the site-leak gap.")
     add_training_options(crossval)
-    add_option(crossval, "--folds", CROSSVAL, "folds")
+    add_option(crossval, "--folds", CROSSVAL, "folds", default=None)  # None: CROSSVAL's (refused with --folds-file)
     add_option(crossval, "--folds-file", CROSSVAL, "folds_file", metavar="CSV")
     add_option(crossval, "--folds-column", CROSSVAL, "folds_column", metavar="COL")
     add_out(crossval, "crossval folder (a new one, or the same command's to resume)")
@@ -291,17 +291,17 @@ def add_baseline(commands) -> None:
 def add_folds(commands) -> None:
     folds = commands.add_parser(
         "folds", help="a cohort's cross-validation folds: patient-level, or site-preserved (Howard et al. 2021)",
-        usage="hist2rna folds --labels TABLE [--folds K] [--stratified | --site-preserved [--site-column COL]] --out CSV "
-              "[options]",
+        usage="hist2rna folds --labels TABLE [--folds K] [--stratified | --site-preserved] [--site-column COL] --out "
+              "CSV [options]",
         description="Deal a labelled cohort's patients into K folds and write patient_id, label, site, fold. By "
                     "default patient-level folds stratified by the label (crossval's own). With --site-preserved, "
                     "every site's patients in one fold (a TCGA patient's site: the two characters after TCGA- in "
                     "its barcode; else --site-column), the label's proportions as balanced as whole sites allow: "
                     "Howard's objective (the sum over labels and folds of (K x count in fold - count in cohort)^2) "
                     "solved exactly as a mixed-integer program (scipy's HiGHS), its objective and whether it was "
-                    "proven optimal printed and written beside the CSV (<out>.json). `hist2rna crossval --folds-file "
-                    "CSV` trains on them; `hist2rna report` of a patient-level and a site-preserved crossval gives "
-                    "the site-leak gap.")
+                    "proven optimal printed and written beside the CSV (its name with .json: folds.csv, "
+                    "folds.json). `hist2rna crossval --folds-file CSV` trains on them; `hist2rna report` of a "
+                    "patient-level and a site-preserved crossval gives the site-leak gap.")
     for flag, name, metavar in (("--labels", "labels", "TABLE"), ("--label-column", "label_column", "COL"),
                                 ("--folds", "folds", "K"), ("--stratified", "stratified", None),
                                 ("--site-preserved", "site_preserved", None),
@@ -331,7 +331,8 @@ def add_robustness(commands) -> None:
                                 ("--tiles-per-slide", "tiles_per_slide", "N"), ("--bootstrap", "bootstrap", "N"),
                                 ("--seed", "seed", "N")):
         add_option(robustness, flag, RobustnessInputs, name, metavar=metavar)
-    add_out(robustness, "folder to write the tables and the figure in (a new one, or an earlier robustness's)")
+    add_out(robustness, "folder to write the four files in (an earlier robustness's are replaced; a file of yours of "
+                        "the same name is refused)")
 
 
 def add_report(commands) -> None:

@@ -44,7 +44,7 @@ class CrossvalConfig(Checked):
     """`hist2rna crossval`'s folds (model/crossval.py; the training settings are TrainConfig's)."""
 
     folds: int = option(CROSSVAL_FOLDS, "folds (default {default}; at most the smallest subtype's patient count); "
-                                        "with --folds-file, the file's")
+                                        "not with --folds-file, whose folds are the file's")
     folds_file: Path | None = option(None, "each patient's fold from a table (first column: patient or slide barcode): "
                                            "`hist2rna folds`' (site-preserved or not), Howard's published TCGA splits "
                                            "or any other; patients it lacks are left out (default: K patient-level "

@@ -13,7 +13,9 @@ from hist2rna_tf.outputs import refuse_overlap, refuse_replacing_file
 def cmd_folds(args) -> int:
     import json
 
-    from hist2rna_tf.analysis.sites import fold_table, howard_objective, patient_sites, site_preserved_folds
+    import numpy as np
+
+    from hist2rna_tf.analysis.sites import fold_table, howard_objective, known_sites, patient_sites, site_preserved_folds
     from hist2rna_tf.atomic import write_table, write_text
     from hist2rna_tf.cli.settings import FoldsInputs
     from hist2rna_tf.expression import read_labels
@@ -21,14 +23,18 @@ def cmd_folds(args) -> int:
     given = from_args(FoldsInputs(labels=args.labels), args)
     if given.stratified and given.site_preserved:
         raise SettingsError("--stratified and --site-preserved: give one (patient-level folds, or every site in one).")
+    summary = Path(args.out).with_suffix(".json")
     refuse_overlap(args.out, {"--labels": given.labels})
     refuse_replacing_file(args.out, args.overwrite)
+    refuse_replacing_file(summary, args.overwrite)
     labels = read_labels(given.labels, given.label_column).dropna()
-    sites = patient_sites(labels.index, read_labels(given.labels, given.site_column) if given.site_column else None)
+    table = read_labels(given.labels, given.site_column) if given.site_column else None
+    sites = patient_sites(labels.index, table) if given.site_preserved or table is not None else known_sites(labels.index)
     if given.site_preserved:
         result = site_preserved_folds(labels, sites, given.folds, given.time_limit)
         folds, info = result.folds, {"kind": "site-preserved", "objective": result.objective, "status": result.status,
-                                     "bound": result.bound, "seconds": round(result.seconds, 2)}
+                                     "bound": result.bound if np.isfinite(result.bound) else None,  # JSON has no NaN
+                                     "seconds": round(result.seconds, 2)}
     else:
         from hist2rna_tf.model.folds import fold_of
 
@@ -37,13 +43,14 @@ def cmd_folds(args) -> int:
                 "seed": given.seed}
     table = fold_table(labels, sites, folds)
     write_table(table, args.out, index=False)
-    write_text(Path(args.out).with_suffix(".json"), json.dumps({**info, "folds": given.folds,
-                                                                "label_column": given.label_column}, indent=1))
+    write_text(summary, json.dumps({**info, "folds": given.folds, "label_column": given.label_column}, indent=1))
     counts = fold_counts(table)
-    print(f"{counted(len(table), 'patient')} of {counted(table['site'].nunique(), 'site')} in {given.folds} "
+    of_sites = f" of {counted(table['site'].nunique(), 'site')}" if table["site"].notna().any() else ""
+    print(f"{counted(len(table), 'patient')}{of_sites} in {given.folds} "
           f"{info['kind']} folds: Howard's objective {info['objective']:g}"
-          + (f" ({info['status']}, bound {info['bound']:g}, {info['seconds']:g} s)" if given.site_preserved else "")
-          + f"; per fold: {counts}. Written to {args.out} (and {Path(args.out).with_suffix('.json').name})")
+          + (f" ({info['status']}, bound {'none' if info['bound'] is None else format(info['bound'], 'g')}, "
+             f"{info['seconds']:g} s)" if given.site_preserved else "")
+          + f"; per fold: {counts}. Written to {args.out} (and {summary.name})")
     return 0
 
 

@@ -22,7 +22,8 @@ from hist2rna_tf.config import CROSSVAL_FOLDS, RunInputs, TrainConfig, changed_f
 from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.expression import save_split
 from hist2rna_tf.model import runs
-from hist2rna_tf.model.folds import FOLDS, SETTINGS, CrossvalRecord, cohort_folds, fold_of, write_summary
+from hist2rna_tf.model.folds import (FOLDS, SETTINGS, CrossvalRecord, cohort_folds, fold_of, read_folds,
+                                     write_summary)
 from hist2rna_tf.model.heads import settings_from_options
 from hist2rna_tf.model.train import Cohort, absolute_inputs, check_head, cohort_of, plan_split, train_run
 from hist2rna_tf.outputs import refuse_overlap
@@ -42,6 +43,9 @@ def _start(out_dir: Path, record: CrossvalRecord, assignment: pd.Series, cohort:
         if changed:
             raise CrossvalError(f"{out_dir}: a crossval made with other settings ({'; '.join(changed[:4])}); give "
                                 "another --out, or the same options to resume it.")
+        if (out_dir / FOLDS).is_file() and not read_folds(out_dir).sort_index().equals(assignment.sort_index()):
+            raise CrossvalError(f"{out_dir}: a crossval of other folds ({record.folds_file or 'its patients'} "
+                                "changed since it began); give another --out, or the folds it began with.")
         return
     if not path.is_file() and out_dir.exists() and any(out_dir.iterdir()):
         raise CrossvalError(f"{out_dir} exists and is not a crossval folder; give another --out.")

@@ -96,7 +96,7 @@ def cohort_folds(path: str | Path, column: str, patients: pd.Index) -> tuple[pd.
     if kept.empty:
         raise CrossvalError(f"{path}: none of its {len(given)} patients (e.g. {given.index[0]}) is among the "
                             f"{len(patients)} with features, expression and a label (e.g. {patients[0]}); give the "
-                            "folds of this cohort.")
+                            "folds of this cohort, its first column naming each patient (or slide).")
     return kept, int(given.max())
 
 
@@ -338,12 +338,17 @@ def compare(first: str | Path, second: str | Path, names: tuple[str, str] | None
     """The paired comparison of two crossvals of the same patients and folds; of a patient-level and a
     site-preserved crossval of the same patients, the site-leak gap. Anything else is refused, naming
     the difference."""
+    if Path(first).resolve() == Path(second).resolve():
+        raise CrossvalError(f"--compare {second}: the crossval itself; compare it with another crossval.")
     a, b = read_folds(first), read_folds(second)
     names = names or (Path(first).name, Path(second).name)
     if not a.sort_index().equals(b.sort_index()):
         only = sorted(set(a.index) ^ set(b.index))
         preserved = [is_site_preserved(f, crossval_sites(d)) for f, d in ((a, first), (b, second))]
         if not only and preserved[0] != preserved[1]:
+            if a.max() != b.max():
+                raise CrossvalError(f"{first} has {a.max()} folds and {second} {b.max()}: their training sets differ in "
+                                    "size, so the gap would mix the sites with it; make both with the same K.")
             order = (1, 0) if preserved[0] else (0, 1)
             folders, names = [(first, second)[i] for i in order], tuple(names[i] for i in order)
             return site_leak_gap(*folders, names)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from hist2rna_tf.analysis.sites import known_sites, patient_sites
+from hist2rna_tf.analysis.sites import known_sites, patient_sites, refuse_a_site_each
 from hist2rna_tf.config import RunInputs, TrainConfig, absolute_inputs
 from hist2rna_tf.errors import BackboneError, ExpressionError, ModelError, SettingsError
 from hist2rna_tf.expression import (average_by_patient, join_patients, load_split, log2_expression,
@@ -167,7 +167,9 @@ def sites_of(inputs: RunInputs, patients: pd.Index) -> pd.Series:
     barcode's tissue source site (NaN for other identifiers)."""
     if not inputs.site_column:
         return known_sites(patients)
-    return patient_sites(patients, read_labels(inputs.labels, inputs.site_column))
+    sites = patient_sites(patients, read_labels(inputs.labels, inputs.site_column))
+    refuse_a_site_each(sites, f"--site-column {inputs.site_column}", "its sites say nothing a patient does not")
+    return sites
 
 
 @dataclass(frozen=True)

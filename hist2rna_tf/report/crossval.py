@@ -17,11 +17,11 @@ import pandas as pd
 from hist2rna_tf.analysis.encoder_robustness import robustness_results
 from hist2rna_tf.analysis.evaluate import held_out_metrics
 from hist2rna_tf.analysis.sites import MIN_SITE_PATIENTS, is_site_preserved, most_different_site, per_site_figures
-from hist2rna_tf.atomic import building_files, write_text
+from hist2rna_tf.atomic import building_files, write_bytes, write_text
 from hist2rna_tf.errors import CrossvalError
 from hist2rna_tf.model import folds as cv
 from hist2rna_tf.model import runs
-from hist2rna_tf.outputs import refuse_overlap
+from hist2rna_tf.outputs import refuse_non_html, refuse_overlap
 from hist2rna_tf.report.figures import correlation_boxes
 from hist2rna_tf.report.report import CSS, Page
 
@@ -96,6 +96,7 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
         raise CrossvalError(f"--compare {runs_given[0]}: not a crossval folder; a crossval compares with crossvals of "
                             "the same patients and folds (`hist2rna crossval ... --seed S --folds K`).")
     out = Path(out) if out else folder / "report" / "report.html"
+    refuse_non_html(out)
     refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare, "--robustness": robustness},
                    may_hold=("CROSSVAL", "--compare"))
     found = robustness_results(robustness) if robustness else None
@@ -141,6 +142,7 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
         _site_section(page, [folder, *map(Path, compare)], names)
         if found is not None:
             page.heading("The encoders: PathoROB's robustness index")
+            write_bytes(work / "robustness.png", found[1])
             page.embed(found[1], found[2])
             page.table(found[0].drop(columns=["folder"]).round(3), "robustness")
         document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(names[0])} crossval"

@@ -24,7 +24,7 @@ from hist2rna_tf.config import ReportInputs
 from hist2rna_tf.errors import Hist2RNAError, RunError
 from hist2rna_tf.expression import load_panel, numeric_values, read_table_file
 from hist2rna_tf.model import runs
-from hist2rna_tf.outputs import input_paths, refuse_overlap
+from hist2rna_tf.outputs import input_paths, refuse_non_html, refuse_overlap
 from hist2rna_tf.progress import Stages
 from hist2rna_tf.report.figures import (biomarker_violins, correlation_boxes, cost_bars, kaplan_meier_plot,
                                         mki67_scatter, png_bytes, r_squared_bars, top_gene_scatter)
@@ -101,7 +101,7 @@ def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: 
     if bool(inputs.external_predictions) != bool(inputs.clinical):
         raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
                             "table of the same external cohort).")
-    out = Path(out) if out else run / "report" / "report.html"
+    refuse_non_html(out := Path(out) if out else run / "report" / "report.html")
     read = {"RUN": run, "--compare": inputs.compare, "--baseline": inputs.baseline,
             "--external-predictions": inputs.external_predictions, "--clinical": inputs.clinical,
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,

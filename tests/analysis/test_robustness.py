@@ -152,7 +152,8 @@ def test_too_few_samples_for_k_names_the_pair():
     x, biology, centre = small(["LumA", "LumA", "LumB", "LumB"], ["A2", "BH", "A2", "BH"], n_each=10)
     groups = np.arange(len(x)) // 5
     with pytest.raises(Hist2RNAError, match=r"k=61 needs that many neighbours .* pair \(LumA, LumB, A2, BH\) has "
-                                            r"40 samples \(largest group 5\), leaving 35"):
+                                            r"40 samples \(largest group 5\), leaving 35\. The largest k every "
+                                            r"subset allows here is 35: give k \(--k\) 35 or less"):
         robustness_index(x, biology, centre, groups)
     assert robustness_index(x, biology, centre, groups, k=35).k == 35
 

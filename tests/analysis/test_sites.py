@@ -92,6 +92,15 @@ def test_the_folds_command_writes_site_preserved_and_patient_level_folds(tmp_pat
     assert main(["folds", "--labels", str(table), "--folds", "5", "--site-preserved", "--out",
                  str(tmp_path / "x.csv")]) == 2  # a site over a fold's 1/5
     assert "site 00 holds 9 of the 43 patients (21%)" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+    (tmp_path / "mine.json").write_text("my notes")  # a file of the user's where the summary would go: refused
+    assert main(["folds", "--labels", str(table), "--folds", "3", "--out", str(tmp_path / "mine.csv")]) == 2
+    assert "mine.json" in capsys.readouterr().err and (tmp_path / "mine.json").read_text() == "my notes"
+    assert not (tmp_path / "mine.csv").exists()
+    other = tmp_path / "other.csv"  # patient-level folds of a cohort whose patients name no site: the site blank
+    pd.DataFrame({"PATIENT": [f"P{i}" for i in range(len(labels))], "BRCA_Subtype_PAM50": labels.to_numpy()}).to_csv(
+        other, index=False)
+    assert main(["folds", "--labels", str(other), "--folds", "3", "--out", str(tmp_path / "o.csv")]) == 0
+    assert pd.read_csv(tmp_path / "o.csv")["site"].isna().all()
 
 
 def test_a_column_of_patients_is_not_a_column_of_sites():

@@ -228,6 +228,11 @@ def test_a_site_preserved_crossval_from_a_folds_file_and_its_site_leak_gap(cohor
     with pytest.raises(folds.CrossvalError, match="folds_column: None -> 'fold'|folds_file"):  # resumed only alike
         runner.crossval(sited, tmp_path / "cv-sites", replace(TRAIN, max_epochs=3), folds=4)
 
+    assert main(["crossval", "--features", informative.features, "--expression", informative.expression, "--labels",
+                 str(clinical), "--folds", "3", "--folds-file", str(table), "--out", str(tmp_path / "cv-x")]) == 2
+    assert "--folds 3 and --folds-file: the file gives the folds" in capsys.readouterr().err
+    with pytest.raises(folds.CrossvalError, match="the crossval itself"):
+        folds.compare(done[0], done[0])
     gap = folds.compare(tmp_path / "cv-sites", done[0], ("sites", "patients"))  # either order: patient-level first
     assert isinstance(gap, folds.SiteLeakGap) and gap.names == ("patients", "sites") and len(gap.genes) == 50
     assert gap.verdict().startswith("site-leak gap: per gene the out-of-fold Spearman of patients (patient-level")
@@ -238,6 +243,14 @@ def test_a_site_preserved_crossval_from_a_folds_file_and_its_site_leak_gap(cohor
     assert main(["report", str(tmp_path / "cv-sites"), "--out", str(tmp_path / "sites" / "report.html")]) == 0
     printed, page = capsys.readouterr().out, (tmp_path / "sites" / "report.html").read_text()
     assert "Held-out figures per site" in page and "site-preserved folds" in page and "differs most" in printed
+    changed = pd.read_csv(table)  # the same file rewritten with two patients' folds swapped: refused, not mixed
+    moved = int(changed.index[changed["fold"] != changed.loc[0, "fold"]][0])
+    changed.loc[[0, moved], "fold"] = changed.loc[[moved, 0], "fold"].to_numpy()
+    changed.to_csv(table, index=False)
+    shutil.rmtree(tmp_path / "cv-sites" / "fold-1")
+    with pytest.raises(folds.CrossvalError, match="a crossval of other folds .*changed since it began"):
+        runner.crossval(sited, tmp_path / "cv-sites", replace(TRAIN, max_epochs=3), folds_file=table)
+    assert not (tmp_path / "cv-sites" / "fold-1").exists()
 
 
 def test_folds_files_of_any_numbering_and_their_mistakes(tmp_path):
