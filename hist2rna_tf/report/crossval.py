@@ -96,9 +96,9 @@ def build_crossval_report(folder: str | Path, compare: list[str | Path] = (), ou
         raise CrossvalError(f"--compare {runs_given[0]}: not a crossval folder; a crossval compares with crossvals of "
                             "the same patients and folds (`hist2rna crossval ... --seed S --folds K`).")
     out = Path(out) if out else folder / "report" / "report.html"
-    refuse_non_html(out)
     refuse_overlap(out, {"CROSSVAL": folder, "--compare": compare, "--robustness": robustness},
                    may_hold=("CROSSVAL", "--compare"))
+    refuse_non_html(out)
     found = robustness_results(robustness) if robustness else None
     summary = cv.read_table(folder, cv.SUMMARY)  # a folder that is not a complete crossval: said here
     names = _names([folder, *map(Path, compare)])

@@ -66,8 +66,7 @@ class Page:
     def table(self, frame: pd.DataFrame, name: str | None = None, index: bool = True) -> None:
         if name:
             write_table(frame, self.folder / f"{name}.csv", index=index)
-        self.parts.append(frame.to_html(index=index, float_format=lambda v: f"{v:.3g}", border=0, classes="t",
-                                        na_rep="-"))
+        self.parts.append(frame.to_html(index=index, float_format=lambda v: f"{v:.3g}", border=0, classes="t", na_rep="-"))
 
     def figure(self, figure, name: str, caption: str) -> None:
         data = png_bytes(figure)
@@ -94,20 +93,21 @@ padding:.6em 1em}pre{background:#f6f6f6;padding:.6em;font-size:.8em;overflow-x:a
 
 
 def build_report(inputs: ReportInputs, out: str | Path | None = None, progress: bool = False) -> Path:
-    """Write the report (default `<run>/report/report.html`, figures and tables beside it). Every input
-    is read first (a missing run or a malformed table stops it before anything is written); it is
-    built aside and moved into place when complete (the HTML last): a failed report leaves nothing."""
+    """Write the report (default `<run>/report/report.html`, figures and tables beside it). Every input is read
+    first (a missing run or a malformed table stops it before anything is written); it is built aside and moved
+    into place when complete (the HTML last): a failed report leaves nothing."""
     run = Path(inputs.run)
     if bool(inputs.external_predictions) != bool(inputs.clinical):
         raise Hist2RNAError("--external-predictions and --clinical go together (predicted genes and the clinical "
                             "table of the same external cohort).")
-    refuse_non_html(out := Path(out) if out else run / "report" / "report.html")
+    out = Path(out) if out else run / "report" / "report.html"
     read = {"RUN": run, "--compare": inputs.compare, "--baseline": inputs.baseline,
             "--external-predictions": inputs.external_predictions, "--clinical": inputs.clinical,
             "--clinical-columns": inputs.clinical_columns, "--run-clinical": inputs.run_clinical,
             "--run-clinical-columns": inputs.run_clinical_columns, "--costs": inputs.costs, "--spatial-maps": inputs.spatial_maps,
             "--hest-bench": list(inputs.hest_bench), "--robustness": inputs.robustness}
     refuse_overlap(out, read, may_hold=("RUN", "--compare", "--baseline"))
+    refuse_non_html(out)
     record = evaluated_record(run)
     given = _read_inputs(inputs)
     with Stages("report", ["statistics: bootstrap CIs, subtypes, clinical tests", "figures and tables", "writing"],
