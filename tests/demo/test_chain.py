@@ -13,7 +13,8 @@ import pandas as pd
 
 from hist2rna_tf.cli import main
 from hist2rna_tf.extract.records import read_record, write_record
-from hist2rna_tf.model import runs
+from hist2rna_tf.model import folds, runs
+from hist2rna_tf.model.crossval import crossval
 from hist2rna_tf.report.spatial_folder import OBJECTS, TILES
 
 
@@ -50,6 +51,26 @@ def test_demo_learns_beyond_shuffled_controls(tmp_path, tiny_backbone_file, caps
     assert (preserved.groupby("site")["fold"].nunique() == 1).all() and len(preserved) == 36
     patient_level = pd.read_csv(out / "sites" / "patient_level" / "folds.csv")
     assert (patient_level.groupby("site")["fold"].nunique() > 1).any()
+    split = pd.read_csv(out / "sites" / "site_preserved" / "fold-1" / runs.SPLIT)  # each fold's split: its sites
+    assert set(split.loc[split["subset"] == "test", "site"]) == set(preserved.loc[preserved["fold"] == 1, "site"])
+    sited = {name: out / "sites" / name for name in ("patient_level", "site_preserved")}
+    gap = folds.compare(sited["site_preserved"], sited["patient_level"])  # either order: patient-level first
+    assert isinstance(gap, folds.SiteLeakGap) and gap.names == ("patient_level", "site_preserved")
+    assert len(gap.genes) == 138 and list(gap.difference_ci) == pytest.approx(sites["gap_folds"])
+    page_path = tmp_path / "gap" / "report.html"
+    assert main(["report", str(sited["patient_level"]), "--compare", str(sited["site_preserved"]), "--robustness",
+                 str(out / "sites" / "robustness"), "--out", str(page_path)]) == 0
+    said, page = capsys.readouterr().out, page_path.read_text()
+    assert "site-leak gap" in said and "differs most" in said and (page_path.parent / "robustness.png").is_file()
+    assert "Held-out figures per site" in page and "The encoders: PathoROB" in page and "site-leak gap" in page
+    table = out / "sites" / "folds_site_preserved.csv"  # the folds file changed under a crossval: refused, not mixed
+    changed = pd.read_csv(table)
+    moved = int(changed.index[changed["fold"] != changed.loc[0, "fold"]][0])
+    changed.loc[[0, moved], "fold"] = changed.loc[[moved, 0], "fold"].to_numpy()
+    changed.to_csv(table, index=False)
+    fold_run = runs.read_record(sited["site_preserved"] / "fold-1")
+    with pytest.raises(folds.CrossvalError, match="a crossval of other folds .*changed since it began"):
+        crossval(replace(fold_run.inputs, split=None), sited["site_preserved"], fold_run.train, folds_file=table)
 
     predictions = pd.read_csv(out / "predictions.csv", index_col=0)
     assert predictions.shape == (36, 138) and np.isfinite(predictions.to_numpy()).all()

@@ -203,54 +203,22 @@ def test_compared_crossvals_are_named_by_their_folders_and_what_differs(monkeypa
     assert report._names([Path("a/cv-paper"), Path("b/cv-paper")]) == ["a/cv-paper", "b/cv-paper"]
 
 
-@pytest.mark.slow
-def test_a_site_preserved_crossval_from_a_folds_file_and_its_site_leak_gap(cohorts, done, tmp_path, capsys):
-    """`hist2rna folds --site-preserved` (sites from --site-column), then `crossval --folds-file`: every
-    fold holds out whole sites, the folds and each fold's split record the sites; `report` of it beside
-    the patient-level crossval of the same patients is the site-leak gap, with per-site figures."""
+def test_a_folds_file_gives_k_and_a_crossval_is_not_compared_with_itself(cohorts, done, tmp_path, capsys):
+    """`--folds` beside `--folds-file` is refused before anything is read (the file gives K); a crossval
+    compared with itself is refused. (A site-preserved crossval from a folds file, its site-leak gap and
+    per-site figures: the demo's, tests/demo/test_chain.py.)"""
     from hist2rna_tf.cli import main
 
     informative, _, _ = cohorts
-    labels = pd.read_csv(informative.labels)
-    labels["centre"] = [f"S{i // 6}" for i in range(len(labels))]  # 8 sites of 6 patients
-    clinical = labels.to_csv(tmp_path / "clinical.csv", index=False) or tmp_path / "clinical.csv"
-    table = tmp_path / "folds.csv"
-    assert main(["folds", "--labels", str(clinical), "--folds", "4", "--site-preserved", "--site-column", "centre",
-                 "--out", str(table)]) == 0
-    sited = replace(informative, labels=str(clinical), site_column="centre")
-    runner.crossval(sited, tmp_path / "cv-sites", replace(TRAIN, max_epochs=3), folds_file=table)
-    assigned, sites = folds.read_folds(tmp_path / "cv-sites"), folds.crossval_sites(tmp_path / "cv-sites")
-    assert assigned.equals(pd.read_csv(table, dtype={"patient_id": str}).set_index("patient_id")["fold"].loc[
-        assigned.index]) and (sites.groupby(sites).size() == 6).all()
-    assert (sites.to_frame().join(assigned).groupby("site")["fold"].nunique() == 1).all()  # whole sites held out
-    split = pd.read_csv(tmp_path / "cv-sites" / "fold-1" / runs.SPLIT)
-    assert set(split.loc[split["subset"] == "test", "site"]) == set(sites[assigned == 1])
-    with pytest.raises(folds.CrossvalError, match="folds_column: None -> 'fold'|folds_file"):  # resumed only alike
-        runner.crossval(sited, tmp_path / "cv-sites", replace(TRAIN, max_epochs=3), folds=4)
-
+    pd.DataFrame({"patient_id": ["TCGA-SY-0000", "TCGA-SY-0001"], "fold": [1, 2]}).to_csv(tmp_path / "f.csv",
+                                                                                         index=False)
     assert main(["crossval", "--features", informative.features, "--expression", informative.expression, "--labels",
-                 str(clinical), "--folds", "3", "--folds-file", str(table), "--out", str(tmp_path / "cv-x")]) == 2
+                 informative.labels, "--folds", "3", "--folds-file", str(tmp_path / "f.csv"), "--out",
+                 str(tmp_path / "cv")]) == 2
     assert "--folds 3 and --folds-file: the file gives the folds" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()
     with pytest.raises(folds.CrossvalError, match="the crossval itself"):
         folds.compare(done[0], done[0])
-    gap = folds.compare(tmp_path / "cv-sites", done[0], ("sites", "patients"))  # either order: patient-level first
-    assert isinstance(gap, folds.SiteLeakGap) and gap.names == ("patients", "sites") and len(gap.genes) == 50
-    assert gap.verdict().startswith("site-leak gap: per gene the out-of-fold Spearman of patients (patient-level")
-    out = tmp_path / "gap" / "report.html"
-    assert main(["report", str(done[0]), "--compare", str(tmp_path / "cv-sites"), "--out", str(out)]) == 0
-    printed, page = capsys.readouterr().out, out.read_text()
-    assert "site-leak gap" in printed and "site-leak gap" in page and "Held-out figures per site" not in page  # TCGA-SY
-    assert main(["report", str(tmp_path / "cv-sites"), "--out", str(tmp_path / "sites" / "report.html")]) == 0
-    printed, page = capsys.readouterr().out, (tmp_path / "sites" / "report.html").read_text()
-    assert "Held-out figures per site" in page and "site-preserved folds" in page and "differs most" in printed
-    changed = pd.read_csv(table)  # the same file rewritten with two patients' folds swapped: refused, not mixed
-    moved = int(changed.index[changed["fold"] != changed.loc[0, "fold"]][0])
-    changed.loc[[0, moved], "fold"] = changed.loc[[moved, 0], "fold"].to_numpy()
-    changed.to_csv(table, index=False)
-    shutil.rmtree(tmp_path / "cv-sites" / "fold-1")
-    with pytest.raises(folds.CrossvalError, match="a crossval of other folds .*changed since it began"):
-        runner.crossval(sited, tmp_path / "cv-sites", replace(TRAIN, max_epochs=3), folds_file=table)
-    assert not (tmp_path / "cv-sites" / "fold-1").exists()
 
 
 def test_folds_files_of_any_numbering_and_their_mistakes(tmp_path):
