@@ -201,7 +201,8 @@ def test_every_option_of_a_config_field_is_made_from_the_field():
             checked += 1
     assert checked >= 90
     folds = _commands()["crossval"]._option_string_actions["--folds"]
-    assert folds.default == inspect.signature(crossval).parameters["folds"].default
+    assert folds.default is None  # the field's (CrossvalConfig), which the library's default is; refused with --folds-file
+    assert settings.CrossvalConfig().folds == inspect.signature(crossval).parameters["folds"].default
     assert _commands()["extract"]._option_string_actions["--stain"].default == config.StainConfig().method
 
 
