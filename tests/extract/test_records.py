@@ -78,6 +78,26 @@ def test_unreadable_record_names_the_file(tmp_path):
         feature_dataset(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("damage", [b"", b"\x00" * 40, b"not a record at all, but long enough to have a length"])
+def test_a_folder_read_as_one_stream_names_a_damaged_record_wherever_it_lies(tmp_path, damage):
+    """read_feature_folder reads a folder's records as one tf.data stream (read_records): the same records
+    as read_record one by one, and an empty or damaged file among them named, whatever its place."""
+    from hist2rna_tf.extract.records import read_feature_folder, read_records
+
+    paths = [str(write_record(_record(f"TCGA-AA-000{i}-01Z"), tmp_path / f"s{i}.tfrecord")) for i in range(4)]
+    for one, streamed in zip(map(read_record, paths), read_records(paths)):
+        assert one.slide_id == streamed.slide_id and np.array_equal(one.tile_features, streamed.tile_features)
+        assert np.array_equal(one.tile_xy_px, streamed.tile_xy_px) and one.settings == streamed.settings
+    assert list(read_feature_folder(tmp_path).features.index) == [f"TCGA-AA-000{i}-01Z" for i in range(4)]
+    for place in (0, 2, 3):
+        damaged = tmp_path / f"s{place}.tfrecord"
+        kept = damaged.read_bytes()
+        damaged.write_bytes(damage)
+        with pytest.raises(RecordError, match=rf"s{place}.tfrecord: not a readable feature record"):
+            read_feature_folder(tmp_path)
+        damaged.write_bytes(kept)
+
+
 def test_dataset_streams_features_with_their_ids(tmp_path):
     records = [_record(f"slide-{i}") for i in range(3)]
     for r in records:
