@@ -23,7 +23,6 @@ import logging
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from google.protobuf.message import DecodeError
 
 from hist2rna_tf.atomic import atomic_path
 from hist2rna_tf.errors import RecordError
@@ -137,59 +136,43 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 def read_record(path: str | Path) -> SlideFeatures:
     """One slide's stored features (eagerly, as numpy)."""
     try:
-        return record_of(tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(str(path)))).numpy()), path)
-    except (StopIteration, tf.errors.OpError, DecodeError) as exc:
+        return record_from(parse_example(next(iter(tf.data.TFRecordDataset(str(path))))))
+    except (StopIteration, tf.errors.OpError) as exc:
         raise RecordError(f"{path}: not a readable feature record ({type(exc).__name__}); delete it and "
                           "re-run extraction.") from None
 
 
-def record_of(example: tf.train.Example, path: str | Path) -> SlideFeatures:
-    """A record's Example as SlideFeatures: FEATURE_SPEC's keys read from the protobuf itself (as
-    `parse_example` does in a graph; eager TensorFlow ops cost ~20 ms a record), a key missing or given
-    more than once refused as `parse_example` refuses it."""
-    found = example.features.feature
-
-    def scalar(key: str, kind: str):
-        values = getattr(found[key], kind).value if key in found else ()
-        if len(values) != 1:
-            raise RecordError(f"{path}: not a readable feature record (its {key!r} holds {len(values)} values); "
-                              "delete it and re-run extraction.")
-        return values[0]
-
-    def listed(key: str, kind: str) -> list:
-        return list(getattr(found[key], kind).value) if key in found else []
-
-    values = {key: scalar(key, "bytes_list").decode() for key in _BYTES}
+def record_from(parsed: dict[str, tf.Tensor]) -> SlideFeatures:
+    """`parse_example`'s tensors as SlideFeatures (numpy)."""
+    values = {key: parsed[key].numpy().decode() for key in _BYTES}
     values["normaliser"] = current_normaliser_tag(values["normaliser"], values["version"])  # older names
-    values.update({key: int(scalar(key, "int64_list")) for key in _INTS if key != "feature_dim"})
-    values.update({key: float(np.float32(scalar(key, "float_list"))) for key in _FLOATS})
-    dim = int(scalar("feature_dim", "int64_list"))
-    tile_features = np.asarray(listed("tile_features", "float_list"), np.float32)
-    names = listed("tile_names", "bytes_list")
+    values.update({key: int(parsed[key].numpy()) for key in _INTS if key != "feature_dim"})
+    values.update({key: float(parsed[key].numpy()) for key in _FLOATS})
+    dim = int(parsed["feature_dim"].numpy())
+    tile_features = parsed["tile_features"].numpy()
     settings = FeatureSettings(**{key: values.pop(key) for key in _SETTINGS})
     return SlideFeatures(
-        **values, settings=settings, feature=np.asarray(listed("feature", "float_list"), np.float32),
-        tile_xy_px=np.stack([np.asarray(listed("tile_x_px", "int64_list"), np.int64),
-                             np.asarray(listed("tile_y_px", "int64_list"), np.int64)], axis=1),
+        **values, settings=settings,
+        feature=parsed["feature"].numpy(),
+        tile_xy_px=np.stack([parsed["tile_x_px"].numpy(), parsed["tile_y_px"].numpy()], axis=1),
         tile_features=tile_features.reshape(-1, dim) if tile_features.size else None,
-        tile_names=np.array([n.decode() for n in names]) if names else None,
+        tile_names=np.array([n.decode() for n in parsed["tile_names"].numpy()]) if parsed["tile_names"].shape[0] else None,
     )
 
 
 def read_records(files: list[str]) -> Iterator[SlideFeatures]:
-    """Each file's record, in order, the files read as one tf.data stream (a dataset a file costs ~20 ms):
-    a file that cannot be read, or holds no record, is named as `read_record` names it."""
+    """Each file's record, in order, the files read and parsed as one tf.data stream (a dataset a file, read
+    eagerly, costs ~20 ms): a file that cannot be read, or holds no record, is named as `read_record` names it."""
     stream = tf.data.Dataset.from_tensor_slices(files).flat_map(
-        lambda name: tf.data.TFRecordDataset(name).take(1).map(lambda raw: (name, raw)))
+        lambda name: tf.data.TFRecordDataset(name).take(1).map(lambda raw: (name, parse_example(raw))))
     done = 0
     try:
-        for name, raw in stream:
-            path = name.numpy().decode()
-            if path != files[done]:  # the file before it gave no record
+        for name, parsed in stream:
+            if name.numpy().decode() != files[done]:  # the file before it gave no record
                 break
-            yield record_of(tf.train.Example.FromString(raw.numpy()), path)
+            yield record_from(parsed)
             done += 1
-    except (tf.errors.OpError, DecodeError):
+    except tf.errors.OpError:
         pass
     for path in files[done:]:  # from the first file the stream could not read: one at a time, the bad one named
         yield read_record(path)
