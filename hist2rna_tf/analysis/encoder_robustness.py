@@ -40,7 +40,7 @@ class Samples:
 def folder_samples(folder: str | Path, labels: pd.Series, sites: pd.Series | None, tiles_per_slide: int = 0,
                    seed: int = 0) -> Samples:
     """A features folder's labelled samples (patients without a label or a site left out)."""
-    from hist2rna_tf.extract.records import read_feature_folder, read_record
+    from hist2rna_tf.extract.records import read_feature_folder, read_records
 
     read = read_feature_folder(folder)
     patients = read.patient_ids.reindex(read.features.index)
@@ -58,13 +58,14 @@ def folder_samples(folder: str | Path, labels: pd.Series, sites: pd.Series | Non
     if not tiles_per_slide:
         return Samples(read.features.loc[slides].to_numpy(), biology, centres, patients.to_numpy(),
                        read.settings.backbone, "slide means")
+    without = [slide for slide in slides if not read.slides.loc[slide, "has_tile_features"]]
+    if without:
+        raise ArgumentError(f"{folder}: slide {without[0]}'s record holds no per-tile features; extract with "
+                            "--save-tile-features, or leave --tiles-per-slide out (slide means).")
     rng = np.random.default_rng(seed)
     rows, keys = [], []
-    for i, slide in enumerate(slides):
-        tiles = read_record(read.slides.loc[slide, "path"]).tile_features
-        if tiles is None:
-            raise ArgumentError(f"{folder}: slide {slide}'s record holds no per-tile features; extract with "
-                                "--save-tile-features, or leave --tiles-per-slide out (slide means).")
+    for i, record in enumerate(read_records(list(read.slides.loc[slides, "path"]))):  # one stream, a record at a time
+        tiles = record.tile_features
         chosen = rng.choice(len(tiles), size=min(tiles_per_slide, len(tiles)), replace=False)
         rows.append(tiles[np.sort(chosen)])
         keys += [i] * len(chosen)
